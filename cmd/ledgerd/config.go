@@ -1,0 +1,126 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// config is ledgerd's configuration, from flags with environment fallbacks.
+type config struct {
+	DatabaseURL       string
+	ListenAddr        string
+	DBMaxConns        int32
+	NoMigrate         bool
+	ShutdownTimeout   time.Duration
+	RequestTimeout    time.Duration
+	MaxRequestTimeout time.Duration
+	LogFormat         string
+	LogLevel          slog.Level
+	Ledger            ledger.Config
+}
+
+// envName is the environment variable that backs a flag.
+func envName(flagName string) string {
+	return "LEDGER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func parseConfig(command string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	limits := ledger.DefaultLimits()
+	ns := ledger.DefaultNamespaceSettings()
+	cfg := config{}
+	var dbMaxConns int
+
+	fs := flag.NewFlagSet("ledgerd "+command, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL or DSN (required), e.g. postgres://ledgerd@db:5432/ledger?sslmode=verify-full")
+	fs.IntVar(&dbMaxConns, "db-max-conns", 16, "maximum database connections; throughput peaks at 4-16 on a small server")
+	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
+	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	if command == "serve" {
+		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
+		fs.BoolVar(&cfg.NoMigrate, "no-migrate", false, "do not apply migrations at start-up; refuse to start if any are pending")
+		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run after SIGTERM before they are cut off")
+		fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 10*time.Second, "deadline for requests that carry none")
+		fs.DurationVar(&cfg.MaxRequestTimeout, "max-request-timeout", time.Minute, "cap on any request's deadline")
+		fs.IntVar(&limits.MaxKeyBytes, "max-key-bytes", limits.MaxKeyBytes, "maximum key length in bytes")
+		fs.IntVar(&limits.MaxOwnerBytes, "max-owner-bytes", limits.MaxOwnerBytes, "maximum owner length in bytes")
+		fs.IntVar(&limits.MaxFingerprintBytes, "max-fingerprint-bytes", limits.MaxFingerprintBytes, "maximum fingerprint length in bytes")
+		fs.IntVar(&limits.MaxMetadataBytes, "max-metadata-bytes", limits.MaxMetadataBytes, "maximum metadata size (keys and values added up) in bytes")
+		fs.IntVar(&limits.MaxMetadataPairs, "max-metadata-pairs", limits.MaxMetadataPairs, "maximum number of metadata pairs")
+		fs.IntVar(&limits.MaxCheckpointBytes, "max-checkpoint-bytes", limits.MaxCheckpointBytes, "maximum checkpoint size in bytes")
+		fs.IntVar(&limits.MaxErrorBytes, "max-error-bytes", limits.MaxErrorBytes, "maximum error message size in bytes")
+		fs.DurationVar(&limits.MinLeaseTTL, "min-lease-ttl", limits.MinLeaseTTL, "shortest lease a request may ask for")
+		fs.DurationVar(&ns.DefaultLeaseTTL, "default-lease-ttl", ns.DefaultLeaseTTL, "lease given to requests that ask for none (new namespaces)")
+		fs.DurationVar(&ns.MaxLeaseTTL, "max-lease-ttl", ns.MaxLeaseTTL, "longest lease a request may ask for (new namespaces)")
+		fs.IntVar(&ns.MaxResultBytes, "max-result-bytes", ns.MaxResultBytes, "maximum result size in bytes (new namespaces)")
+		fs.DurationVar(&ns.Retention, "retention", ns.Retention, "how long completed and failed entries are kept (new namespaces)")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: ledgerd %s [flags]\n\nFlags (each also read from the environment variable shown):\n", command)
+		fs.VisitAll(func(f *flag.Flag) {
+			fmt.Fprintf(fs.Output(), "  --%s (%s)\n    \t%s (default %q)\n", f.Name, envName(f.Name), f.Usage, f.DefValue)
+		})
+	}
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return config{}, err
+	}
+	if cfg.DatabaseURL == "" {
+		return config{}, errors.New("--database-url (or LEDGER_DATABASE_URL) is required")
+	}
+	if dbMaxConns < 1 || dbMaxConns > 1000 {
+		return config{}, fmt.Errorf("--db-max-conns must be between 1 and 1000, got %d", dbMaxConns)
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		return config{}, fmt.Errorf("--log-format must be text or json, got %q", cfg.LogFormat)
+	}
+	cfg.DBMaxConns = int32(dbMaxConns)
+	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns}
+	return cfg, nil
+}
+
+// applyEnv sets every flag that was not given on the command line from its
+// environment variable, if that is set.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		value := getenv(envName(f.Name))
+		if err != nil || given[f.Name] || value == "" {
+			return
+		}
+		if setErr := fs.Set(f.Name, value); setErr != nil {
+			err = fmt.Errorf("%s: %w", envName(f.Name), setErr)
+		}
+	})
+	return err
+}
+
+func (c config) logger(w io.Writer) *slog.Logger {
+	options := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, options))
+	}
+	return slog.New(slog.NewTextHandler(w, options))
+}
+
+// maxMessageBytes sizes gRPC's receive limit from the largest request the
+// limits allow (a Complete with the largest result), with room for the
+// other fields, and never below gRPC's own 4 MiB default.
+func (c config) maxMessageBytes() int {
+	ns := c.Ledger.NamespaceDefaults
+	return max(4<<20, ns.MaxResultBytes+1<<20)
+}

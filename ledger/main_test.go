@@ -1,0 +1,93 @@
+package ledger_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ledgerd/ledgerd/internal/ledgertest"
+	"github.com/ledgerd/ledgerd/internal/pgtest"
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// testConfig allows short leases, so that tests can let a lease run out by
+// the database's clock in a fraction of a second.
+var testConfig = ledger.Config{Limits: ledger.Limits{MinLeaseTTL: 10 * time.Millisecond}}
+
+type testBundle struct {
+	store *ledger.Store
+	pool  *pgxpool.Pool
+}
+
+func setup(t *testing.T) (context.Context, testBundle) {
+	t.Helper()
+	b := ledgertest.Store(t, testConfig)
+	return context.Background(), testBundle{store: b.Store, pool: b.Pool}
+}
+
+// event is an events row as the tests assert on it.
+type event struct {
+	Kind         string         `db:"kind"`
+	FencingToken int64          `db:"fencing_token"`
+	Owner        string         `db:"owner"`
+	Attempt      int32          `db:"attempt"`
+	Caller       string         `db:"caller"`
+	Detail       map[string]any `db:"detail"`
+}
+
+func (b testBundle) events(t *testing.T, ns, key string) []event {
+	t.Helper()
+	rows, err := b.pool.Query(context.Background(),
+		`SELECT kind, fencing_token, owner, attempt, caller, detail FROM events
+		 WHERE namespace = $1 AND key = $2 ORDER BY id`, ns, key)
+	require.NoError(t, err)
+	events, err := pgx.CollectRows(rows, pgx.RowToStructByName[event])
+	require.NoError(t, err)
+	return events
+}
+
+func (b testBundle) count(t *testing.T, table string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, b.pool.QueryRow(context.Background(), "SELECT count(*) FROM "+pgx.Identifier{table}.Sanitize()).Scan(&n))
+	return n
+}
+
+// reserve reserves and requires the given outcome.
+func (b testBundle) reserve(t *testing.T, req ledger.ReserveRequest, want ledger.Outcome) ledger.Reservation {
+	t.Helper()
+	r, err := b.store.Reserve(context.Background(), req)
+	require.NoError(t, err)
+	require.Equal(t, want, r.Outcome, "reservation: %+v", r)
+	return r
+}
+
+// waitExpired waits until the key's lease has run out by the database's
+// clock.
+func (b testBundle) waitExpired(t *testing.T, ns, key string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		e, err := b.store.Lookup(context.Background(), ns, key)
+		require.NoError(t, err)
+		return e.LeaseExpired
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
+func (b testBundle) lookup(t *testing.T, ns, key string) ledger.Entry {
+	t.Helper()
+	e, err := b.store.Lookup(context.Background(), ns, key)
+	require.NoError(t, err)
+	return e
+}
+
+func setupWith(t *testing.T, cfg ledger.Config) testBundle {
+	t.Helper()
+	b := ledgertest.Store(t, cfg)
+	return testBundle{store: b.Store, pool: b.Pool}
+}

@@ -1,0 +1,105 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	"github.com/ledgerd/ledgerd/migrations"
+)
+
+// migrationsTable records the applied migrations.
+const migrationsTable = "ledgerd_migrations"
+
+// migrationLockID is the PostgreSQL advisory lock that serializes migrators:
+// when several replicas start at once, one migrates and the others wait,
+// then find nothing left to do.
+const migrationLockID = 0x6c6564676572 // "ledger"
+
+// Migrate applies the pending migrations in order, each in its own
+// transaction, and records them. It is safe to run from several processes
+// at once, and a no-op when nothing is pending. It returns the versions it
+// applied, and fails with ErrSchemaTooNew if the database was migrated by a
+// newer ledgerd.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) ([]int64, error) {
+	provider, closeDB, err := newMigrationProvider(pool, logger)
+	if err != nil {
+		return nil, err
+	}
+	defer closeDB()
+	if err := checkNotTooNew(ctx, provider); err != nil {
+		return nil, err
+	}
+	results, err := provider.Up(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", dbError(err))
+	}
+	applied := make([]int64, 0, len(results))
+	for _, result := range results {
+		applied = append(applied, result.Source.Version)
+	}
+	return applied, nil
+}
+
+// CheckSchema verifies that the database's schema is the one this ledgerd
+// knows: it fails with ErrSchemaTooNew when the database is ahead, and with
+// ErrSchemaBehind when migrations are pending.
+func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
+	provider, closeDB, err := newMigrationProvider(pool, nil)
+	if err != nil {
+		return err
+	}
+	defer closeDB()
+	if err := checkNotTooNew(ctx, provider); err != nil {
+		return err
+	}
+	pending, err := provider.HasPending(ctx)
+	if err != nil {
+		return fmt.Errorf("check schema: %w", dbError(err))
+	}
+	if pending {
+		return ErrSchemaBehind
+	}
+	return nil
+}
+
+func newMigrationProvider(pool *pgxpool.Pool, logger *slog.Logger) (*goose.Provider, func(), error) {
+	locker, err := lock.NewPostgresSessionLocker(
+		lock.WithLockID(migrationLockID),
+		lock.WithLockTimeout(1, 600), // poll every second, for up to 10 minutes
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("migration lock: %w", err)
+	}
+	options := []goose.ProviderOption{
+		goose.WithTableName(migrationsTable),
+		goose.WithSessionLocker(locker),
+		goose.WithDisableGlobalRegistry(true),
+	}
+	if logger != nil {
+		options = append(options, goose.WithSlog(logger), goose.WithVerbose(true))
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	provider, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS, options...)
+	if err != nil {
+		_ = db.Close()
+		return nil, nil, fmt.Errorf("migrations: %w", err)
+	}
+	return provider, func() { _ = db.Close() }, nil
+}
+
+func checkNotTooNew(ctx context.Context, provider *goose.Provider) error {
+	current, known, err := provider.GetVersions(ctx)
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", dbError(err))
+	}
+	if current > known {
+		return fmt.Errorf("%w: database at version %d, this ledgerd knows up to %d", ErrSchemaTooNew, current, known)
+	}
+	return nil
+}

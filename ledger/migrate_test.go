@@ -1,0 +1,130 @@
+package ledger_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/ledgerd/ledgerd/internal/pgtest"
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+func appliedVersions(t *testing.T, pool *pgxpool.Pool) []int64 {
+	t.Helper()
+	rows, err := pool.Query(context.Background(),
+		`SELECT version_id FROM ledgerd_migrations WHERE is_applied AND version_id > 0 ORDER BY id`)
+	require.NoError(t, err)
+	defer rows.Close()
+	var versions []int64
+	for rows.Next() {
+		var v int64
+		require.NoError(t, rows.Scan(&v))
+		versions = append(versions, v)
+	}
+	require.NoError(t, rows.Err())
+	return versions
+}
+
+func TestMigrateTwiceIsNoOp(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.Pool(t)
+
+	applied, err := ledger.Migrate(ctx, pool, nil)
+	require.NoError(t, err)
+	require.Equal(t, []int64{1}, applied)
+	require.NoError(t, ledger.CheckSchema(ctx, pool))
+
+	applied, err = ledger.Migrate(ctx, pool, nil)
+	require.NoError(t, err)
+	require.Empty(t, applied)
+	require.Equal(t, []int64{1}, appliedVersions(t, pool))
+}
+
+func TestConcurrentMigratorsDoNotCollide(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := pgtest.Schema(t)
+	const migrators = 4
+	var wg sync.WaitGroup
+	applied := make([][]int64, migrators)
+	errs := make([]error, migrators)
+	for i := range migrators {
+		// Each migrator has its own pool, as separate replicas would.
+		pool, err := pgxpool.New(ctx, url)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+		wg.Go(func() { applied[i], errs[i] = ledger.Migrate(ctx, pool, nil) })
+	}
+	wg.Wait()
+	total := 0
+	for i := range migrators {
+		require.NoError(t, errs[i])
+		total += len(applied[i])
+	}
+	require.Equal(t, 1, total, "exactly one migrator applies each migration")
+
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	require.Equal(t, []int64{1}, appliedVersions(t, pool))
+}
+
+func TestSchemaChecks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.Pool(t)
+
+	// Before migrating: pending.
+	require.ErrorIs(t, ledger.CheckSchema(ctx, pool), ledger.ErrSchemaBehind)
+
+	_, err := ledger.Migrate(ctx, pool, nil)
+	require.NoError(t, err)
+	// A newer ledgerd migrated this database: refuse to run on it.
+	_, err = pool.Exec(ctx, `INSERT INTO ledgerd_migrations (version_id, is_applied) VALUES (99999, true)`)
+	require.NoError(t, err)
+	require.ErrorIs(t, ledger.CheckSchema(ctx, pool), ledger.ErrSchemaTooNew)
+	_, err = ledger.Migrate(ctx, pool, nil)
+	require.ErrorIs(t, err, ledger.ErrSchemaTooNew)
+}
+
+func TestEventsAreAppendOnly(t *testing.T) {
+	t.Parallel()
+	ctx, b := setup(t)
+	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w"}, ledger.Acquired)
+	_, err := b.pool.Exec(ctx, `UPDATE events SET owner = 'forged'`)
+	require.ErrorContains(t, err, "events are append-only")
+	require.Equal(t, "w", b.events(t, "ns", "k")[0].Owner)
+}
+
+func TestUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx, b := setup(t)
+	b.pool.Close()
+	_, err := b.store.Reserve(ctx, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w"})
+	require.ErrorIs(t, err, ledger.ErrUnavailable)
+	_, err = b.store.Lookup(ctx, "ns", "k")
+	require.ErrorIs(t, err, ledger.ErrUnavailable)
+
+	// Nobody listens on the port: connection refused is UNAVAILABLE too.
+	pool, err := pgxpool.New(ctx, "postgres://nobody@127.0.0.1:1/ledger?connect_timeout=2")
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	store, err := ledger.New(pool, ledger.Config{})
+	require.NoError(t, err)
+	_, err = store.Lookup(ctx, "ns", "k")
+	require.ErrorIs(t, err, ledger.ErrUnavailable)
+	require.ErrorIs(t, store.Ping(ctx), ledger.ErrUnavailable)
+}
+
+func TestCallerIsRecorded(t *testing.T) {
+	t.Parallel()
+	_, b := setup(t)
+	ctx := ledger.WithCaller(context.Background(), "svc:etl")
+	_, err := b.store.Reserve(ctx, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w"})
+	require.NoError(t, err)
+	require.Equal(t, "svc:etl", b.events(t, "ns", "k")[0].Caller)
+}

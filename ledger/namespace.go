@@ -1,0 +1,159 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// NamespaceSettings are a namespace's policies. Zero fields take their
+// defaults.
+type NamespaceSettings struct {
+	// DefaultLeaseTTL is the lease given when a request asks for none.
+	// Defaults to 30s.
+	DefaultLeaseTTL time.Duration
+	// MaxLeaseTTL is the longest lease a request may ask for. Defaults to 1h.
+	MaxLeaseTTL time.Duration
+	// MaxResultBytes bounds a Complete's result. Defaults to 1 MiB.
+	MaxResultBytes int
+	// Retention is how long a completed or failed entry is kept (its
+	// expires_at). Defaults to 7 days.
+	Retention time.Duration
+}
+
+// DefaultNamespaceSettings returns the settings used for zero fields.
+func DefaultNamespaceSettings() NamespaceSettings {
+	return NamespaceSettings{
+		DefaultLeaseTTL: 30 * time.Second,
+		MaxLeaseTTL:     time.Hour,
+		MaxResultBytes:  1 << 20,
+		Retention:       7 * 24 * time.Hour,
+	}
+}
+
+func (n NamespaceSettings) withDefaults() NamespaceSettings {
+	d := DefaultNamespaceSettings()
+	setDefault(&n.DefaultLeaseTTL, d.DefaultLeaseTTL)
+	setDefault(&n.MaxLeaseTTL, d.MaxLeaseTTL)
+	setDefault(&n.MaxResultBytes, d.MaxResultBytes)
+	setDefault(&n.Retention, d.Retention)
+	return n
+}
+
+func (n NamespaceSettings) validate(l Limits) error {
+	switch {
+	case n.DefaultLeaseTTL < l.MinLeaseTTL:
+		return fmt.Errorf("DefaultLeaseTTL %s is below the minimum lease TTL %s", n.DefaultLeaseTTL, l.MinLeaseTTL)
+	case n.MaxLeaseTTL < n.DefaultLeaseTTL:
+		return fmt.Errorf("MaxLeaseTTL %s is below DefaultLeaseTTL %s", n.MaxLeaseTTL, n.DefaultLeaseTTL)
+	case n.MaxResultBytes < 0:
+		return fmt.Errorf("MaxResultBytes must not be negative, got %d", n.MaxResultBytes)
+	case n.Retention <= 0:
+		return fmt.Errorf("Retention must be positive, got %s", n.Retention)
+	}
+	return nil
+}
+
+// namespaceRow is a namespaces row's settings, in the units stored.
+type namespaceRow struct {
+	DefaultLeaseTTLMS int64 `db:"default_lease_ttl_ms"`
+	MaxLeaseTTLMS     int64 `db:"max_lease_ttl_ms"`
+	MaxResultBytes    int32 `db:"max_result_bytes"`
+	RetentionMS       int64 `db:"retention_ms"`
+}
+
+func (r namespaceRow) settings() NamespaceSettings {
+	return NamespaceSettings{
+		DefaultLeaseTTL: time.Duration(r.DefaultLeaseTTLMS) * time.Millisecond,
+		MaxLeaseTTL:     time.Duration(r.MaxLeaseTTLMS) * time.Millisecond,
+		MaxResultBytes:  int(r.MaxResultBytes),
+		Retention:       time.Duration(r.RetentionMS) * time.Millisecond,
+	}
+}
+
+// namespaceCache keeps the settings of namespaces that exist in the
+// database, so that the hot path checks limits without a round trip. Only
+// stored namespaces are cached: requests naming made-up namespaces cannot
+// grow it.
+type namespaceCache struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	m   map[string]cachedNamespace
+}
+
+type cachedNamespace struct {
+	settings NamespaceSettings
+	loadedAt time.Time
+}
+
+func newNamespaceCache(ttl time.Duration) *namespaceCache {
+	return &namespaceCache{ttl: ttl, m: make(map[string]cachedNamespace)}
+}
+
+func (c *namespaceCache) get(name string) (NamespaceSettings, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cached, ok := c.m[name]
+	if !ok || time.Since(cached.loadedAt) > c.ttl {
+		return NamespaceSettings{}, false
+	}
+	return cached.settings, true
+}
+
+func (c *namespaceCache) put(name string, settings NamespaceSettings) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[name] = cachedNamespace{settings: settings, loadedAt: time.Now()}
+}
+
+// namespace returns a namespace's settings, and whether the namespace is
+// stored. A namespace that is not stored yet has the default settings; it is
+// not created here, so that a request refused by validation changes nothing.
+func (s *Store) namespace(ctx context.Context, name string) (NamespaceSettings, bool, error) {
+	if settings, ok := s.namespaces.get(name); ok {
+		return settings, true, nil
+	}
+	rows, err := s.pool.Query(ctx, query("namespace_get"), name)
+	if err != nil {
+		return NamespaceSettings{}, false, dbError(err)
+	}
+	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[namespaceRow])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s.defaults, false, nil
+	}
+	if err != nil {
+		return NamespaceSettings{}, false, dbError(err)
+	}
+	s.namespaces.put(name, row.settings())
+	return row.settings(), true, nil
+}
+
+// ensureNamespace creates a namespace with the default settings if it does
+// not exist yet, and returns the settings it has.
+func (s *Store) ensureNamespace(ctx context.Context, name string) (NamespaceSettings, error) {
+	d := s.defaults
+	settings, err := retryRaces(ctx, func() (NamespaceSettings, error) {
+		rows, err := s.pool.Query(ctx, query("namespace_ensure"), name,
+			d.DefaultLeaseTTL.Milliseconds(), d.MaxLeaseTTL.Milliseconds(), d.MaxResultBytes, d.Retention.Milliseconds())
+		if err != nil {
+			return NamespaceSettings{}, dbError(err)
+		}
+		found, err := pgx.CollectRows(rows, pgx.RowToStructByName[namespaceRow])
+		if err != nil {
+			return NamespaceSettings{}, dbError(err)
+		}
+		if len(found) == 0 {
+			return NamespaceSettings{}, errRaced
+		}
+		return found[0].settings(), nil
+	})
+	if err != nil {
+		return NamespaceSettings{}, fmt.Errorf("create namespace %s: %w", name, err)
+	}
+	s.namespaces.put(name, settings)
+	return settings, nil
+}

@@ -1,0 +1,37 @@
+-- Reserve, first statement: insert a fresh entry holding the first lease,
+-- with its 'reserved' event, or else read the existing entry.
+-- ON CONFLICT DO NOTHING writes nothing when the key exists, so a replay of a
+-- finished key costs one read and no WAL (DESIGN.md, "Performance facts").
+-- If a concurrent Reserve inserted the key after this statement's snapshot
+-- was taken, the statement returns no row and the caller runs it again.
+--
+-- $1 namespace, $2 key, $3 owner, $4 lease TTL in ms, $5 fingerprint,
+-- $6 metadata, $7 caller
+WITH inserted AS (
+    INSERT INTO entries AS e (namespace, key, state, owner, fencing_token, lease_expires_at,
+                              attempts, fingerprint, metadata, created_at, updated_at)
+    VALUES ($1, $2, 'leased', $3, 1, now() + $4::bigint * interval '1 millisecond',
+            1, $5, $6, now(), now())
+    ON CONFLICT (namespace, key) DO NOTHING
+    RETURNING e.*
+), event AS (
+    INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller)
+    SELECT namespace, key, 'reserved', fencing_token, owner, attempts, $7
+    FROM inserted
+)
+SELECT true AS inserted,
+       namespace, key, state, owner, fencing_token, lease_expires_at,
+       coalesce(lease_expires_at <= now(), false) AS lease_expired,
+       coalesce(greatest(0, extract(epoch FROM lease_expires_at - now()) * 1000), 0)::bigint AS lease_remaining_ms,
+       attempts, fingerprint, result, error_code, error_message, checkpoint, metadata,
+       created_at, updated_at, finished_at
+FROM inserted
+UNION ALL
+SELECT false AS inserted,
+       namespace, key, state, owner, fencing_token, lease_expires_at,
+       coalesce(lease_expires_at <= now(), false) AS lease_expired,
+       coalesce(greatest(0, extract(epoch FROM lease_expires_at - now()) * 1000), 0)::bigint AS lease_remaining_ms,
+       attempts, fingerprint, result, error_code, error_message, checkpoint, metadata,
+       created_at, updated_at, finished_at
+FROM entries
+WHERE namespace = $1 AND key = $2 AND NOT EXISTS (SELECT FROM inserted)

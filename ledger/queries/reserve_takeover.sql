@@ -1,0 +1,34 @@
+-- Reserve, takeover: grant a new lease (fencing token + 1) on a released key
+-- or on a key whose lease ran out by the database's clock, with its
+-- 'taken_over' event. The guard on the token read a moment ago makes this a
+-- compare-and-set: if anyone changed the key since, no row is returned and
+-- the caller reads again.
+--
+-- $1 namespace, $2 key, $3 owner, $4 lease TTL in ms, $5 metadata (NULL
+-- keeps the stored metadata), $6 the token read, $7 caller,
+-- $8 previous owner, $9 previous state
+WITH taken AS (
+    UPDATE entries
+    SET state = 'leased',
+        owner = $3,
+        fencing_token = fencing_token + 1,
+        lease_expires_at = now() + $4::bigint * interval '1 millisecond',
+        attempts = attempts + 1,
+        metadata = coalesce($5::jsonb, metadata),
+        updated_at = now()
+    WHERE namespace = $1 AND key = $2 AND fencing_token = $6
+      AND (state = 'released' OR (state = 'leased' AND lease_expires_at <= now()))
+    RETURNING *
+), event AS (
+    INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller, detail)
+    SELECT namespace, key, 'taken_over', fencing_token, owner, attempts, $7,
+           jsonb_build_object('previous_owner', $8::text, 'previous_token', $6::bigint,
+                              'previous_state', $9::text)
+    FROM taken
+)
+SELECT namespace, key, state, owner, fencing_token, lease_expires_at,
+       false AS lease_expired,
+       (extract(epoch FROM lease_expires_at - now()) * 1000)::bigint AS lease_remaining_ms,
+       attempts, fingerprint, result, error_code, error_message, checkpoint, metadata,
+       created_at, updated_at, finished_at
+FROM taken

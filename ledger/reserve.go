@@ -1,0 +1,282 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ReserveRequest asks for the lease of a key.
+type ReserveRequest struct {
+	Namespace string
+	Key       string
+	// Owner names the worker, e.g. "host/pid/attempt". A Reserve by the owner
+	// that holds a current lease returns the same fencing token.
+	Owner string
+	// LeaseTTL is the lease duration; zero means the namespace default.
+	LeaseTTL time.Duration
+	// Fingerprint identifies the request payload; the first Reserve stores
+	// it and later ones must match it (empty matches only empty).
+	Fingerprint []byte
+	// Metadata replaces the entry's labels on a grant when not empty.
+	Metadata map[string]string
+}
+
+// Outcome is what Reserve decided. Outcomes are control flow, not errors.
+type Outcome int
+
+// The outcomes of Reserve.
+const (
+	// Acquired: the caller holds the lease and must do the work.
+	Acquired Outcome = iota + 1
+	// Completed: the key is done; the reservation carries its result.
+	Completed
+	// InProgress: another owner holds an unexpired lease.
+	InProgress
+	// Failed: the key failed permanently; the reservation carries the error.
+	Failed
+)
+
+// String returns the outcome's name as DESIGN.md spells it.
+func (o Outcome) String() string {
+	switch o {
+	case Acquired:
+		return "ACQUIRED"
+	case Completed:
+		return "COMPLETED"
+	case InProgress:
+		return "IN_PROGRESS"
+	case Failed:
+		return "FAILED"
+	}
+	return fmt.Sprintf("Outcome(%d)", int(o))
+}
+
+// Reservation is Reserve's answer. Which fields are set depends on Outcome.
+type Reservation struct {
+	Outcome Outcome
+
+	// FencingToken is the granted token (Acquired), or the token of the grant
+	// that finished the key (Completed, Failed).
+	FencingToken int64
+	// LeaseExpiresAt is the lease expiry by the database's clock (Acquired,
+	// InProgress).
+	LeaseExpiresAt time.Time
+	// LeaseTTL is the granted lease duration (Acquired).
+	LeaseTTL time.Duration
+	// Attempt is the grant's number, 1 for the first (Acquired, InProgress),
+	// or the number of grants (Failed).
+	Attempt int
+	// Takeover is true when this grant took over an earlier one (Acquired).
+	Takeover bool
+	// PreviousOwner is the owner that was taken over from (Acquired).
+	PreviousOwner string
+	// Checkpoint is the last checkpoint stored by a holder (Acquired).
+	Checkpoint []byte
+
+	// Owner is the holder (InProgress) or the owner that finished the key
+	// (Completed, Failed).
+	Owner string
+	// RetryAfter hints when to ask again: the time left on the holder's lease,
+	// clamped to [50ms, 5s] (InProgress).
+	RetryAfter time.Duration
+
+	// Result is the stored result (Completed).
+	Result []byte
+	// Error is the stored error (Failed).
+	Error *WorkError
+	// FinishedAt is when the key completed or failed (Completed, Failed).
+	FinishedAt time.Time
+}
+
+// The bounds of InProgress's RetryAfter hint.
+const (
+	minRetryAfter = 50 * time.Millisecond
+	maxRetryAfter = 5 * time.Second
+)
+
+type reserveRow struct {
+	Inserted bool `db:"inserted"`
+	entryRow
+}
+
+// Reserve asks for the right to do the work for a key; see Outcome for the
+// answers. It fails with a *ValidationError for bad input (changing
+// nothing), ErrFingerprintMismatch, or ErrUnavailable.
+//
+// The common cases cost one statement: a fresh key is inserted with its
+// event, and a finished or held key is read without writing. Taking over a
+// released or expired lease costs a second, conditional statement.
+func (s *Store) Reserve(ctx context.Context, req ReserveRequest) (Reservation, error) {
+	reservation, err := s.reserve(ctx, req)
+	if err != nil {
+		return Reservation{}, fmt.Errorf("reserve %s/%s: %w", req.Namespace, req.Key, err)
+	}
+	return reservation, nil
+}
+
+func (s *Store) reserve(ctx context.Context, req ReserveRequest) (Reservation, error) {
+	if err := s.checkReserve(req); err != nil {
+		return Reservation{}, err
+	}
+	ns, stored, err := s.namespace(ctx, req.Namespace)
+	if err != nil {
+		return Reservation{}, err
+	}
+	ttl, err := s.limits.leaseTTL(req.LeaseTTL, ns)
+	if err != nil {
+		return Reservation{}, err
+	}
+	if !stored {
+		if _, err := s.ensureNamespace(ctx, req.Namespace); err != nil {
+			return Reservation{}, err
+		}
+	}
+	if req.Fingerprint == nil {
+		req.Fingerprint = []byte{}
+	}
+	return retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, req, ttl) })
+}
+
+func (s *Store) checkReserve(req ReserveRequest) error {
+	if err := checkKey(s.limits, req.Namespace, req.Key); err != nil {
+		return err
+	}
+	if err := checkText("owner", req.Owner, true, s.limits.MaxOwnerBytes); err != nil {
+		return err
+	}
+	if err := checkBytes("fingerprint", req.Fingerprint, s.limits.MaxFingerprintBytes); err != nil {
+		return err
+	}
+	return checkMetadata(s.limits, req.Metadata)
+}
+
+// reserveOnce reads or inserts the entry and decides. It reports errRaced
+// when a concurrent change got in between, and is then run again.
+func (s *Store) reserveOnce(ctx context.Context, req ReserveRequest, ttl time.Duration) (Reservation, error) {
+	metadata := req.Metadata
+	if metadata == nil {
+		metadata = map[string]string{}
+	}
+	rows, err := s.pool.Query(ctx, query("reserve_insert"),
+		req.Namespace, req.Key, req.Owner, ttl.Milliseconds(), req.Fingerprint, metadata, callerFrom(ctx))
+	if err != nil {
+		return Reservation{}, dbError(err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowToStructByName[reserveRow])
+	if err != nil {
+		return Reservation{}, dbError(err)
+	}
+	if len(found) == 0 {
+		// A concurrent Reserve inserted the key after our snapshot.
+		return Reservation{}, errRaced
+	}
+	row := found[0]
+	if row.Inserted {
+		return acquired(&row.entryRow, ttl, ""), nil
+	}
+
+	// The fingerprint is checked before anything else is answered, on every
+	// path: a mismatch is never hidden behind a replay or IN_PROGRESS.
+	if !sameFingerprint(row.Fingerprint, req.Fingerprint) {
+		return Reservation{}, ErrFingerprintMismatch
+	}
+	switch {
+	case row.State == StateCompleted:
+		return Reservation{
+			Outcome:      Completed,
+			FencingToken: row.FencingToken,
+			Owner:        row.Owner,
+			Result:       row.Result,
+			FinishedAt:   derefTime(row.FinishedAt),
+		}, nil
+	case row.State == StateFailed:
+		return Reservation{
+			Outcome:      Failed,
+			FencingToken: row.FencingToken,
+			Owner:        row.Owner,
+			Attempt:      int(row.Attempts),
+			Error:        row.workError(),
+			FinishedAt:   derefTime(row.FinishedAt),
+		}, nil
+	case row.State == StateLeased && !row.LeaseExpired && row.Owner == req.Owner:
+		return s.extend(ctx, req, ttl, row.FencingToken)
+	case row.State == StateLeased && !row.LeaseExpired:
+		return inProgress(&row.entryRow), nil
+	default: // released, or leased with an expired lease
+		return s.takeOver(ctx, req, ttl, &row.entryRow)
+	}
+}
+
+// extend serves a same-owner retry while its lease is current: same token,
+// lease extended.
+func (s *Store) extend(ctx context.Context, req ReserveRequest, ttl time.Duration, token int64) (Reservation, error) {
+	rows, err := s.pool.Query(ctx, query("reserve_extend"),
+		req.Namespace, req.Key, req.Owner, ttl.Milliseconds(), metadataArg(req.Metadata), token)
+	if err != nil {
+		return Reservation{}, dbError(err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowToStructByName[entryRow])
+	if err != nil {
+		return Reservation{}, dbError(err)
+	}
+	if len(found) == 0 {
+		return Reservation{}, errRaced // the lease ran out or changed hands meanwhile
+	}
+	return acquired(&found[0], ttl, ""), nil
+}
+
+// takeOver grants a new lease (token + 1) over a released or expired one.
+func (s *Store) takeOver(ctx context.Context, req ReserveRequest, ttl time.Duration, previous *entryRow) (Reservation, error) {
+	rows, err := s.pool.Query(ctx, query("reserve_takeover"),
+		req.Namespace, req.Key, req.Owner, ttl.Milliseconds(), metadataArg(req.Metadata),
+		previous.FencingToken, callerFrom(ctx), previous.Owner, string(previous.State))
+	if err != nil {
+		return Reservation{}, dbError(err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowToStructByName[entryRow])
+	if err != nil {
+		return Reservation{}, dbError(err)
+	}
+	if len(found) == 0 {
+		return Reservation{}, errRaced // someone else took over, or the holder heartbeated
+	}
+	return acquired(&found[0], ttl, previous.Owner), nil
+}
+
+func acquired(row *entryRow, ttl time.Duration, previousOwner string) Reservation {
+	return Reservation{
+		Outcome:        Acquired,
+		FencingToken:   row.FencingToken,
+		LeaseExpiresAt: derefTime(row.LeaseExpiresAt),
+		LeaseTTL:       ttl,
+		Attempt:        int(row.Attempts),
+		Takeover:       row.Attempts > 1,
+		PreviousOwner:  previousOwner,
+		Checkpoint:     row.Checkpoint,
+		Owner:          row.Owner,
+	}
+}
+
+func inProgress(row *entryRow) Reservation {
+	retryAfter := min(max(time.Duration(row.LeaseRemainingMS)*time.Millisecond, minRetryAfter), maxRetryAfter)
+	return Reservation{
+		Outcome:        InProgress,
+		FencingToken:   row.FencingToken,
+		Owner:          row.Owner,
+		LeaseExpiresAt: derefTime(row.LeaseExpiresAt),
+		Attempt:        int(row.Attempts),
+		RetryAfter:     retryAfter,
+	}
+}
+
+// metadataArg passes metadata to a statement that keeps the stored labels
+// when given NULL.
+func metadataArg(metadata map[string]string) any {
+	if len(metadata) == 0 {
+		return nil
+	}
+	return metadata
+}

@@ -1,0 +1,188 @@
+package ledger
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Config configures a Store. Zero fields take their defaults.
+type Config struct {
+	// Limits bound the request fields. Defaults to DefaultLimits().
+	Limits Limits
+	// NamespaceDefaults are the settings a namespace is created with on its
+	// first Reserve. Defaults to DefaultNamespaceSettings().
+	NamespaceDefaults NamespaceSettings
+	// NamespaceCacheTTL is how long a namespace's settings are cached before
+	// they are read again; a change of settings takes effect within it.
+	// Defaults to 10s.
+	NamespaceCacheTTL time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	c.Limits = c.Limits.withDefaults()
+	c.NamespaceDefaults = c.NamespaceDefaults.withDefaults()
+	setDefault(&c.NamespaceCacheTTL, 10*time.Second)
+	return c
+}
+
+func (c Config) validate() error {
+	if err := c.Limits.validate(); err != nil {
+		return err
+	}
+	if err := c.NamespaceDefaults.validate(c.Limits); err != nil {
+		return fmt.Errorf("namespace defaults: %w", err)
+	}
+	if c.NamespaceCacheTTL < 0 {
+		return fmt.Errorf("NamespaceCacheTTL must not be negative, got %s", c.NamespaceCacheTTL)
+	}
+	return nil
+}
+
+// Store is the ledger over PostgreSQL. It is safe for concurrent use, and
+// any number of Stores (in any number of processes) may share one database:
+// all coordination happens in the database.
+type Store struct {
+	pool       *pgxpool.Pool
+	limits     Limits
+	defaults   NamespaceSettings
+	namespaces *namespaceCache
+}
+
+// New returns a Store over a pool whose database has been migrated (see
+// Migrate). It fails if the configuration is invalid.
+func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("ledger config: %w", err)
+	}
+	return &Store{
+		pool:       pool,
+		limits:     cfg.Limits,
+		defaults:   cfg.NamespaceDefaults,
+		namespaces: newNamespaceCache(cfg.NamespaceCacheTTL),
+	}, nil
+}
+
+// Limits returns the limits the Store enforces, with defaults filled in.
+func (s *Store) Limits() Limits { return s.limits }
+
+// NamespaceDefaults returns the settings new namespaces get.
+func (s *Store) NamespaceDefaults() NamespaceSettings { return s.defaults }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error { return dbError(s.pool.Ping(ctx)) }
+
+type callerKey struct{}
+
+// WithCaller returns a context that records caller as the identity that
+// made the request; the audit events written for it carry that identity.
+// Without it, events record "anonymous".
+func WithCaller(ctx context.Context, caller string) context.Context {
+	return context.WithValue(ctx, callerKey{}, caller)
+}
+
+func callerFrom(ctx context.Context) string {
+	if caller, ok := ctx.Value(callerKey{}).(string); ok && caller != "" {
+		return caller
+	}
+	return "anonymous"
+}
+
+//go:embed queries/*.sql
+var queryFiles embed.FS
+
+// query returns the text of queries/<name>.sql. The files are embedded, so a
+// missing one is a programming error caught by every test.
+func query(name string) string {
+	text, err := queryFiles.ReadFile("queries/" + name + ".sql")
+	if err != nil {
+		panic(fmt.Sprintf("ledger: missing query %s: %v", name, err))
+	}
+	return string(text)
+}
+
+// maxRaceRetries bounds how often a call reads again after a concurrent
+// change made its compare-and-set miss. Each retry sees a newer committed
+// state, so in practice one retry settles it.
+const maxRaceRetries = 8
+
+// errRaced is returned by a step that lost a race and must be run again.
+var errRaced = errors.New("raced with a concurrent change")
+
+// retryRaces runs step until it does not report errRaced.
+func retryRaces[T any](ctx context.Context, step func() (T, error)) (T, error) {
+	for range maxRaceRetries {
+		result, err := step()
+		if !errors.Is(err, errRaced) {
+			return result, err
+		}
+		if err := ctx.Err(); err != nil {
+			var zero T
+			return zero, err
+		}
+	}
+	var zero T
+	return zero, fmt.Errorf("%w: key contended beyond %d retries", ErrUnavailable, maxRaceRetries)
+}
+
+// guardRow is what the guarded statements (Complete, Fail, Release) return:
+// either the changed row, or the entry as it is when the guard did not match.
+type guardRow struct {
+	Changed      bool       `db:"changed"`
+	State        State      `db:"state"`
+	FencingToken int64      `db:"fencing_token"`
+	FinishedAt   *time.Time `db:"finished_at"`
+	Same         bool       `db:"same"`
+}
+
+// guardedUpdate runs a statement that changes a leased entry under its
+// fencing token into finalState, and tells the outcomes apart:
+//   - the guard matched: the change is made (already == false);
+//   - the key is already in finalState under this token with the same
+//     result or error: a retry after a lost response (already == true);
+//   - the same, with a different result or error: ErrResultConflict;
+//   - any other token or state, or no entry: ErrLeaseLost.
+func (s *Store) guardedUpdate(ctx context.Context, token int64, finalState func(State) bool, sql string, args ...any) (row guardRow, already bool, err error) {
+	type outcome struct {
+		row     guardRow
+		already bool
+	}
+	result, err := retryRaces(ctx, func() (outcome, error) {
+		rows, err := s.pool.Query(ctx, sql, args...)
+		if err != nil {
+			return outcome{}, dbError(err)
+		}
+		found, err := pgx.CollectRows(rows, pgx.RowToStructByName[guardRow])
+		if err != nil {
+			return outcome{}, dbError(err)
+		}
+		if len(found) == 0 {
+			return outcome{}, ErrLeaseLost
+		}
+		r := found[0]
+		switch {
+		case r.Changed:
+			return outcome{row: r}, nil
+		case r.FencingToken != token:
+			return outcome{}, ErrLeaseLost
+		case r.State == StateLeased:
+			// The guard did not match, yet this statement's snapshot shows the
+			// lease under our token: a concurrent change committed after the
+			// snapshot was taken. Read again.
+			return outcome{}, errRaced
+		case finalState(r.State) && r.Same:
+			return outcome{row: r, already: true}, nil
+		case finalState(r.State):
+			return outcome{}, ErrResultConflict
+		default:
+			return outcome{}, ErrLeaseLost
+		}
+	})
+	return result.row, result.already, err
+}

@@ -1,0 +1,78 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// ErrorDomain is the google.rpc.ErrorInfo domain of every ledgerd error.
+const ErrorDomain = "ledgerd"
+
+// The google.rpc.ErrorInfo reasons ledgerd returns. Clients in every language
+// branch on these strings; they are part of the API (see ledger.proto).
+const (
+	ReasonInvalidArgument     = "INVALID_ARGUMENT"
+	ReasonFingerprintMismatch = "FINGERPRINT_MISMATCH"
+	ReasonLeaseLost           = "LEASE_LOST"
+	ReasonResultConflict      = "RESULT_CONFLICT"
+	ReasonNotFound            = "NOT_FOUND"
+	ReasonUnavailable         = "UNAVAILABLE"
+	ReasonDeadlineExceeded    = "DEADLINE_EXCEEDED"
+	ReasonCanceled            = "CANCELED"
+	ReasonInternal            = "INTERNAL"
+)
+
+// toStatus is the one place where ledger errors become gRPC statuses. Each
+// carries an ErrorInfo with a reason; invalid arguments also carry a
+// BadRequest naming the field. Messages never carry internals (SQL, driver
+// or panic text): those are logged here instead.
+func toStatus(ctx context.Context, logger *slog.Logger, err error) error {
+	var validation *ledger.ValidationError
+	switch {
+	case errors.As(err, &validation):
+		return withDetails(codes.InvalidArgument, ReasonInvalidArgument, validation.Error(),
+			map[string]string{"field": validation.Field},
+			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{
+				Field:       validation.Field,
+				Description: validation.Reason,
+			}}})
+	case errors.Is(err, ledger.ErrFingerprintMismatch):
+		return withDetails(codes.FailedPrecondition, ReasonFingerprintMismatch, err.Error(), nil)
+	case errors.Is(err, ledger.ErrLeaseLost):
+		return withDetails(codes.Aborted, ReasonLeaseLost, err.Error(), nil)
+	case errors.Is(err, ledger.ErrResultConflict):
+		return withDetails(codes.FailedPrecondition, ReasonResultConflict, err.Error(), nil)
+	case errors.Is(err, ledger.ErrNotFound):
+		return withDetails(codes.NotFound, ReasonNotFound, err.Error(), nil)
+	case errors.Is(err, ledger.ErrUnavailable):
+		logger.WarnContext(ctx, "database unavailable", "error", err)
+		return withDetails(codes.Unavailable, ReasonUnavailable, "the ledger database is unavailable; retry with backoff", nil)
+	case errors.Is(err, context.DeadlineExceeded):
+		return withDetails(codes.DeadlineExceeded, ReasonDeadlineExceeded, "the request deadline was exceeded; its effect is unknown, retry", nil)
+	case errors.Is(err, context.Canceled):
+		return withDetails(codes.Canceled, ReasonCanceled, "the request was canceled", nil)
+	default:
+		logger.ErrorContext(ctx, "internal error", "error", err)
+		return withDetails(codes.Internal, ReasonInternal, "internal error", nil)
+	}
+}
+
+func withDetails(code codes.Code, reason, message string, metadata map[string]string, extra ...protoadapt.MessageV1) error {
+	st := status.New(code, message)
+	details := append([]protoadapt.MessageV1{
+		&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: metadata},
+	}, extra...)
+	withInfo, err := st.WithDetails(details...)
+	if err != nil {
+		return st.Err() // WithDetails fails only for an OK status: keep code and message
+	}
+	return withInfo.Err()
+}

@@ -1,0 +1,109 @@
+// Package server is ledgerd's gRPC adapter: it turns LedgerService requests
+// into ledger.Store calls and ledger errors into gRPC statuses (toStatus),
+// and assembles the grpc.Server with its interceptors, the health service
+// and server reflection. It knows gRPC; the ledger package knows Postgres.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// Config configures a Server. Zero fields take their defaults.
+type Config struct {
+	// Logger receives the request log and errors. Defaults to slog.Default().
+	Logger *slog.Logger
+	// DefaultTimeout bounds a request that arrives without a deadline.
+	// Defaults to 10s.
+	DefaultTimeout time.Duration
+	// MaxTimeout caps every request's deadline, however long the client
+	// asked for. Defaults to 60s.
+	MaxTimeout time.Duration
+	// ServerOptions are passed to grpc.NewServer after ledgerd's own (for
+	// example credentials or message size limits).
+	ServerOptions []grpc.ServerOption
+}
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = 10 * time.Second
+	}
+	if c.MaxTimeout == 0 {
+		c.MaxTimeout = time.Minute
+	}
+	return c
+}
+
+// Server is a ledgerd gRPC server: LedgerService, the standard health
+// service and server reflection.
+type Server struct {
+	grpc   *grpc.Server
+	health *health.Server
+	logger *slog.Logger
+}
+
+// New assembles a Server over store. It fails if the configuration is
+// invalid.
+func New(store *ledger.Store, cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if cfg.DefaultTimeout < 0 || cfg.MaxTimeout < cfg.DefaultTimeout {
+		return nil, fmt.Errorf("server config: need 0 < DefaultTimeout (%s) <= MaxTimeout (%s)", cfg.DefaultTimeout, cfg.MaxTimeout)
+	}
+	options := append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(unaryInterceptors(cfg)...),
+	}, cfg.ServerOptions...)
+	s := &Server{
+		grpc:   grpc.NewServer(options...),
+		health: health.NewServer(),
+		logger: cfg.Logger,
+	}
+	ledgerv1.RegisterLedgerServiceServer(s.grpc, &service{store: store, logger: cfg.Logger})
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(ledgerv1.LedgerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return s, nil
+}
+
+// Serve accepts connections on lis until Shutdown. It returns nil after a
+// Shutdown.
+func (s *Server) Serve(lis net.Listener) error {
+	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops the server gracefully: health turns NOT_SERVING so that
+// load balancers stop sending, in-flight RPCs finish, and new ones are
+// refused. If ctx ends first, the remaining RPCs are cut off.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.health.Shutdown() // every service NOT_SERVING
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.logger.Warn("graceful stop timed out; cutting remaining RPCs off")
+		s.grpc.Stop()
+		<-stopped
+	}
+}
