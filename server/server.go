@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
@@ -53,7 +52,7 @@ func (c Config) withDefaults() Config {
 // service and server reflection.
 type Server struct {
 	grpc   *grpc.Server
-	health *health.Server
+	health *drainingHealth
 	logger *slog.Logger
 }
 
@@ -69,7 +68,7 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 	}, cfg.ServerOptions...)
 	s := &Server{
 		grpc:   grpc.NewServer(options...),
-		health: health.NewServer(),
+		health: newDrainingHealth(),
 		logger: cfg.Logger,
 	}
 	ledgerv1.RegisterLedgerServiceServer(s.grpc, &service{store: store, logger: cfg.Logger})
@@ -93,7 +92,7 @@ func (s *Server) Serve(lis net.Listener) error {
 // load balancers stop sending, in-flight RPCs finish, and new ones are
 // refused. If ctx ends first, the remaining RPCs are cut off.
 func (s *Server) Shutdown(ctx context.Context) {
-	s.health.Shutdown() // every service NOT_SERVING
+	s.health.drain() // every service NOT_SERVING, Watch streams end
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
