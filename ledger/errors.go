@@ -101,7 +101,7 @@ func isUnavailable(err error) bool {
 			pgErr.Code == pgerrcode.CrashShutdown,
 			pgErr.Code == pgerrcode.CannotConnectNow,
 			pgErr.Code == pgerrcode.TooManyConnections,
-			pgErr.Code == pgerrcode.QueryCanceled, // statement_timeout: the database is too slow to answer
+			pgErr.Code == pgerrcode.QueryCanceled,          // statement_timeout: the database is too slow to answer
 			pgErr.Code == pgerrcode.ReadOnlySQLTransaction: // a standby during failover
 			return true
 		}

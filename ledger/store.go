@@ -31,6 +31,10 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Validate reports a configuration that New would refuse: a non-positive
+// limit, or namespace defaults outside the limits.
+func (c Config) Validate() error { return c.withDefaults().validate() }
+
 func (c Config) validate() error {
 	if err := c.Limits.validate(); err != nil {
 		return err

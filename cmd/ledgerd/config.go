@@ -88,6 +88,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	}
 	cfg.DBMaxConns = int32(dbMaxConns)
 	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns}
+	if err := cfg.Ledger.Validate(); err != nil {
+		return config{}, err
+	}
 	return cfg, nil
 }
 
