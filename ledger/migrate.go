@@ -82,7 +82,7 @@ func newMigrationProvider(pool *pgxpool.Pool, logger *slog.Logger) (*goose.Provi
 		goose.WithDisableGlobalRegistry(true),
 	}
 	if logger != nil {
-		options = append(options, goose.WithSlog(logger), goose.WithVerbose(true))
+		options = append(options, goose.WithSlog(logger))
 	}
 	db := stdlib.OpenDBFromPool(pool)
 	provider, err := goose.NewProvider(goose.DialectPostgres, db, migrations.FS, options...)
