@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // HeartbeatRequest extends a lease.
@@ -52,19 +50,18 @@ func (s *Store) heartbeat(ctx context.Context, req HeartbeatRequest) (time.Time,
 	if err != nil {
 		return time.Time{}, err
 	}
-	rows, err := s.pool.Query(ctx, query("heartbeat"),
+	type heartbeatRow struct {
+		LeaseExpiresAt time.Time `db:"lease_expires_at"`
+	}
+	found, err := queryRows[heartbeatRow](ctx, s.pool, query("heartbeat"),
 		req.Namespace, req.Key, req.FencingToken, ttl.Milliseconds(), req.Checkpoint != nil, req.Checkpoint)
 	if err != nil {
-		return time.Time{}, dbError(err)
+		return time.Time{}, err
 	}
-	expiresAt, err := pgx.CollectRows(rows, pgx.RowTo[time.Time])
-	if err != nil {
-		return time.Time{}, dbError(err)
-	}
-	if len(expiresAt) == 0 {
+	if len(found) == 0 {
 		return time.Time{}, ErrLeaseLost
 	}
-	return expiresAt[0], nil
+	return found[0].LeaseExpiresAt, nil
 }
 
 // CompleteRequest records the result of the work.
@@ -209,20 +206,3 @@ func (s *Store) Release(ctx context.Context, req ReleaseRequest) (alreadyRelease
 }
 
 func is(want State) func(State) bool { return func(got State) bool { return got == want } }
-
-// Lookup returns the whole entry of a key. It fails with a
-// *ValidationError, ErrNotFound or ErrUnavailable.
-func (s *Store) Lookup(ctx context.Context, namespace, key string) (Entry, error) {
-	if err := checkKey(s.limits, namespace, key); err != nil {
-		return Entry{}, fmt.Errorf("lookup %s/%s: %w", namespace, key, err)
-	}
-	rows, err := s.pool.Query(ctx, query("lookup"), namespace, key)
-	if err != nil {
-		return Entry{}, fmt.Errorf("lookup %s/%s: %w", namespace, key, dbError(err))
-	}
-	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[entryRow])
-	if err != nil {
-		return Entry{}, fmt.Errorf("lookup %s/%s: %w", namespace, key, dbError(err))
-	}
-	return row.toEntry(), nil
-}

@@ -2,7 +2,9 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -16,10 +18,25 @@ import (
 // migrationsTable records the applied migrations.
 const migrationsTable = "ledgerd_migrations"
 
-// migrationLockID is the PostgreSQL advisory lock that serializes migrators:
-// when several replicas start at once, one migrates and the others wait,
-// then find nothing left to do.
-const migrationLockID = 0x6c6564676572 // "ledger"
+// migrationLockBase seeds the PostgreSQL advisory lock that serializes
+// migrators: when several replicas start at once, one migrates and the
+// others wait, then find nothing left to do. The lock is per schema, so
+// ledgers in different schemas of one database (tests do this) migrate
+// independently.
+const migrationLockBase = 0x6c6564676572 // "ledger"
+
+func migrationLockID(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	var schema *string
+	if err := pool.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
+		return 0, fmt.Errorf("migrations: read current schema: %w", dbError(err))
+	}
+	if schema == nil {
+		return 0, errors.New("migrations: no schema to migrate: the search_path names no existing schema")
+	}
+	h := fnv.New64a()
+	h.Write([]byte(*schema))
+	return int64(h.Sum64() ^ migrationLockBase), nil
+}
 
 // Migrate applies the pending migrations in order, each in its own
 // transaction, and records them. It is safe to run from several processes
@@ -27,7 +44,7 @@ const migrationLockID = 0x6c6564676572 // "ledger"
 // applied, and fails with ErrSchemaTooNew if the database was migrated by a
 // newer ledgerd.
 func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) ([]int64, error) {
-	provider, closeDB, err := newMigrationProvider(pool, logger)
+	provider, closeDB, err := newMigrationProvider(ctx, pool, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -50,7 +67,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) ([]in
 // knows: it fails with ErrSchemaTooNew when the database is ahead, and with
 // ErrSchemaBehind when migrations are pending.
 func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
-	provider, closeDB, err := newMigrationProvider(pool, nil)
+	provider, closeDB, err := newMigrationProvider(ctx, pool, nil)
 	if err != nil {
 		return err
 	}
@@ -68,9 +85,13 @@ func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
 	return nil
 }
 
-func newMigrationProvider(pool *pgxpool.Pool, logger *slog.Logger) (*goose.Provider, func(), error) {
+func newMigrationProvider(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (*goose.Provider, func(), error) {
+	lockID, err := migrationLockID(ctx, pool)
+	if err != nil {
+		return nil, nil, err
+	}
 	locker, err := lock.NewPostgresSessionLocker(
-		lock.WithLockID(migrationLockID),
+		lock.WithLockID(lockID),
 		lock.WithLockTimeout(1, 600), // poll every second, for up to 10 minutes
 	)
 	if err != nil {

@@ -2,12 +2,9 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // NamespaceSettings are a namespace's policies. Zero fields take their
@@ -117,19 +114,16 @@ func (s *Store) namespace(ctx context.Context, name string) (NamespaceSettings, 
 	if settings, ok := s.namespaces.get(name); ok {
 		return settings, true, nil
 	}
-	rows, err := s.pool.Query(ctx, query("namespace_get"), name)
+	found, err := queryRows[namespaceRow](ctx, s.pool, query("namespace_get"), name)
 	if err != nil {
-		return NamespaceSettings{}, false, dbError(err)
+		return NamespaceSettings{}, false, err
 	}
-	row, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[namespaceRow])
-	if errors.Is(err, pgx.ErrNoRows) {
+	if len(found) == 0 {
 		return s.defaults, false, nil
 	}
-	if err != nil {
-		return NamespaceSettings{}, false, dbError(err)
-	}
-	s.namespaces.put(name, row.settings())
-	return row.settings(), true, nil
+	settings := found[0].settings()
+	s.namespaces.put(name, settings)
+	return settings, true, nil
 }
 
 // ensureNamespace creates a namespace with the default settings if it does
@@ -137,14 +131,10 @@ func (s *Store) namespace(ctx context.Context, name string) (NamespaceSettings, 
 func (s *Store) ensureNamespace(ctx context.Context, name string) (NamespaceSettings, error) {
 	d := s.defaults
 	settings, err := retryRaces(ctx, func() (NamespaceSettings, error) {
-		rows, err := s.pool.Query(ctx, query("namespace_ensure"), name,
+		found, err := queryRows[namespaceRow](ctx, s.pool, query("namespace_ensure"), name,
 			d.DefaultLeaseTTL.Milliseconds(), d.MaxLeaseTTL.Milliseconds(), d.MaxResultBytes, d.Retention.Milliseconds())
 		if err != nil {
-			return NamespaceSettings{}, dbError(err)
-		}
-		found, err := pgx.CollectRows(rows, pgx.RowToStructByName[namespaceRow])
-		if err != nil {
-			return NamespaceSettings{}, dbError(err)
+			return NamespaceSettings{}, err
 		}
 		if len(found) == 0 {
 			return NamespaceSettings{}, errRaced

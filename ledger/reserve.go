@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // ReserveRequest asks for the lease of a key.
@@ -160,14 +158,10 @@ func (s *Store) reserveOnce(ctx context.Context, req ReserveRequest, ttl time.Du
 	if metadata == nil {
 		metadata = map[string]string{}
 	}
-	rows, err := s.pool.Query(ctx, query("reserve_insert"),
+	found, err := queryRows[reserveRow](ctx, s.pool, query("reserve_insert"),
 		req.Namespace, req.Key, req.Owner, ttl.Milliseconds(), req.Fingerprint, metadata, callerFrom(ctx))
 	if err != nil {
-		return Reservation{}, dbError(err)
-	}
-	found, err := pgx.CollectRows(rows, pgx.RowToStructByName[reserveRow])
-	if err != nil {
-		return Reservation{}, dbError(err)
+		return Reservation{}, err
 	}
 	if len(found) == 0 {
 		// A concurrent Reserve inserted the key after our snapshot.
@@ -213,14 +207,10 @@ func (s *Store) reserveOnce(ctx context.Context, req ReserveRequest, ttl time.Du
 // extend serves a same-owner retry while its lease is current: same token,
 // lease extended.
 func (s *Store) extend(ctx context.Context, req ReserveRequest, ttl time.Duration, token int64) (Reservation, error) {
-	rows, err := s.pool.Query(ctx, query("reserve_extend"),
+	found, err := queryRows[entryRow](ctx, s.pool, query("reserve_extend"),
 		req.Namespace, req.Key, req.Owner, ttl.Milliseconds(), metadataArg(req.Metadata), token)
 	if err != nil {
-		return Reservation{}, dbError(err)
-	}
-	found, err := pgx.CollectRows(rows, pgx.RowToStructByName[entryRow])
-	if err != nil {
-		return Reservation{}, dbError(err)
+		return Reservation{}, err
 	}
 	if len(found) == 0 {
 		return Reservation{}, errRaced // the lease ran out or changed hands meanwhile
@@ -230,15 +220,11 @@ func (s *Store) extend(ctx context.Context, req ReserveRequest, ttl time.Duratio
 
 // takeOver grants a new lease (token + 1) over a released or expired one.
 func (s *Store) takeOver(ctx context.Context, req ReserveRequest, ttl time.Duration, previous *entryRow) (Reservation, error) {
-	rows, err := s.pool.Query(ctx, query("reserve_takeover"),
+	found, err := queryRows[entryRow](ctx, s.pool, query("reserve_takeover"),
 		req.Namespace, req.Key, req.Owner, ttl.Milliseconds(), metadataArg(req.Metadata),
 		previous.FencingToken, callerFrom(ctx), previous.Owner, string(previous.State))
 	if err != nil {
-		return Reservation{}, dbError(err)
-	}
-	found, err := pgx.CollectRows(rows, pgx.RowToStructByName[entryRow])
-	if err != nil {
-		return Reservation{}, dbError(err)
+		return Reservation{}, err
 	}
 	if len(found) == 0 {
 		return Reservation{}, errRaced // someone else took over, or the holder heartbeated

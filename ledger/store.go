@@ -111,6 +111,17 @@ func query(name string) string {
 	return string(text)
 }
 
+// queryRows runs a statement and collects its rows into T by column name.
+// Driver errors become ledger errors (see dbError).
+func queryRows[T any](ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) ([]T, error) {
+	rows, err := pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, dbError(err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowToStructByName[T])
+	return found, dbError(err)
+}
+
 // maxRaceRetries bounds how often a call reads again after a concurrent
 // change made its compare-and-set miss. Each retry sees a newer committed
 // state, so in practice one retry settles it.
@@ -158,13 +169,9 @@ func (s *Store) guardedUpdate(ctx context.Context, token int64, finalState func(
 		already bool
 	}
 	result, err := retryRaces(ctx, func() (outcome, error) {
-		rows, err := s.pool.Query(ctx, sql, args...)
+		found, err := queryRows[guardRow](ctx, s.pool, sql, args...)
 		if err != nil {
-			return outcome{}, dbError(err)
-		}
-		found, err := pgx.CollectRows(rows, pgx.RowToStructByName[guardRow])
-		if err != nil {
-			return outcome{}, dbError(err)
+			return outcome{}, err
 		}
 		if len(found) == 0 {
 			return outcome{}, ErrLeaseLost
