@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
 )
 
 const (
@@ -57,7 +58,8 @@ var baseURL string
 // reached, Main prints the reason (including the script's output) to stderr
 // and exits with status 1 without running any test; a failure to remove the
 // cluster afterwards is reported the same way and turns a passing run into
-// status 1.
+// status 1. A passing run that leaves goroutines behind (checked with
+// goleak) fails too.
 func Main(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -70,7 +72,7 @@ func run(m *testing.M) (code int) {
 			return 1
 		}
 		baseURL = u
-		return m.Run()
+		return runChecked(m)
 	}
 
 	c, err := startCluster()
@@ -91,7 +93,22 @@ func run(m *testing.M) (code int) {
 		return 1
 	}
 	baseURL = c.url
-	return m.Run()
+	return runChecked(m)
+}
+
+// runChecked runs the tests, then fails a passing run that left goroutines
+// behind (a pool not closed, a server not stopped), as goleak.VerifyTestMain
+// would; goleak waits a little for goroutines that are on their way out.
+func runChecked(m *testing.M) int {
+	code := m.Run()
+	if code != 0 {
+		return code
+	}
+	if err := goleak.Find(); err != nil {
+		fmt.Fprintf(os.Stderr, "pgtest: goroutines leaked by the tests: %v\n", err)
+		return 1
+	}
+	return 0
 }
 
 // URL returns the base connection URL of the test server: the throwaway
