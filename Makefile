@@ -34,6 +34,11 @@ db-stop: ## Stop the private PostgreSQL that `make run` started.
 test: ## Run every test against a real PostgreSQL (throwaway cluster, or LEDGER_TEST_DATABASE_URL).
 	@scripts/test.sh $(GO_TEST_FLAGS) ./...
 
+BENCH_TIME ?= 3s
+.PHONY: bench
+bench: ## Benchmark the store's hot paths (pair, replay, lookup) on a cluster with fsync on.
+	@LEDGER_PG_DURABLE=1 scripts/test.sh -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./ledger/
+
 .PHONY: build
 build: ## Build bin/ledgerd.
 	go build -o bin/ledgerd ./cmd/ledgerd
