@@ -54,14 +54,16 @@ $(BUF): tools/buf/package.json tools/buf/package-lock.json
 	@touch $@
 
 .PHONY: generate
-generate: $(BUF) ## Regenerate gen/ from proto/ (buf with local plugins).
+generate: $(BUF) ## Regenerate gen/ and the Python and TypeScript clients' code from proto/.
+	@scripts/deps.sh codegen node
 	$(BUF) generate
 
 .PHONY: check-generated
+GENERATED := gen clients/python/gen clients/typescript/src/gen
 check-generated: generate ## Fail if the committed generated code is stale.
-	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
-		git status --porcelain -- gen; git --no-pager diff --stat -- gen; \
-		echo "gen/ is stale: run 'make generate' and commit the result" >&2; exit 1; \
+	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
+		git status --porcelain -- $(GENERATED); git --no-pager diff --stat -- $(GENERATED); \
+		echo "generated code is stale: run 'make generate' and commit the result" >&2; exit 1; \
 	fi
 
 .PHONY: lint

@@ -201,7 +201,17 @@ type ReserveRequest struct {
 	// A granted lease replaces the entry's metadata when this is not empty.
 	// Optional; at most 64 pairs, keys 1 to 128 bytes, keys and values together
 	// at most 8 KiB (--max-metadata-bytes), UTF-8 without NUL bytes.
-	Metadata      map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata map[string]string `protobuf:"bytes,6,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// wait_timeout asks the server to wait, when another owner holds the key,
+	// for the holder to finish (complete, fail or release) or for its lease to
+	// expire, and then to answer as a fresh Reserve would (COMPLETED, FAILED or
+	// ACQUIRED). If the wait runs out first, the answer is IN_PROGRESS. Waiters
+	// are woken by the change itself (PostgreSQL LISTEN/NOTIFY, across
+	// replicas), not by polling, and hold no database connection while they
+	// wait. Unset or zero: answer at once. At most the server's maximum wait
+	// (60s unless configured with --max-wait), and bounded by the request's
+	// deadline: the server answers IN_PROGRESS shortly before the deadline.
+	WaitTimeout   *durationpb.Duration `protobuf:"bytes,7,opt,name=wait_timeout,json=waitTimeout,proto3" json:"wait_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -274,6 +284,13 @@ func (x *ReserveRequest) GetFingerprint() []byte {
 func (x *ReserveRequest) GetMetadata() map[string]string {
 	if x != nil {
 		return x.Metadata
+	}
+	return nil
+}
+
+func (x *ReserveRequest) GetWaitTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.WaitTimeout
 	}
 	return nil
 }
@@ -1534,14 +1551,15 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x16ledger/v1/ledger.proto\x12\tledger.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n" +
 	"\tWorkError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\xb2\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xf0\x02\n" +
 	"\x0eReserveRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
 	"\x05owner\x18\x03 \x01(\tR\x05owner\x126\n" +
 	"\tlease_ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x12 \n" +
 	"\vfingerprint\x18\x05 \x01(\fR\vfingerprint\x12C\n" +
-	"\bmetadata\x18\x06 \x03(\v2'.ledger.v1.ReserveRequest.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\x06 \x03(\v2'.ledger.v1.ReserveRequest.MetadataEntryR\bmetadata\x12<\n" +
+	"\fwait_timeout\x18\a \x01(\v2\x19.google.protobuf.DurationR\vwaitTimeout\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xec\x01\n" +
@@ -1700,47 +1718,48 @@ var file_ledger_v1_ledger_proto_goTypes = []any{
 var file_ledger_v1_ledger_proto_depIdxs = []int32{
 	21, // 0: ledger.v1.ReserveRequest.lease_ttl:type_name -> google.protobuf.Duration
 	19, // 1: ledger.v1.ReserveRequest.metadata:type_name -> ledger.v1.ReserveRequest.MetadataEntry
-	4,  // 2: ledger.v1.ReserveResponse.acquired:type_name -> ledger.v1.Acquired
-	5,  // 3: ledger.v1.ReserveResponse.completed:type_name -> ledger.v1.Completed
-	6,  // 4: ledger.v1.ReserveResponse.in_progress:type_name -> ledger.v1.InProgress
-	7,  // 5: ledger.v1.ReserveResponse.failed:type_name -> ledger.v1.Failed
-	22, // 6: ledger.v1.Acquired.lease_expires_at:type_name -> google.protobuf.Timestamp
-	21, // 7: ledger.v1.Acquired.lease_ttl:type_name -> google.protobuf.Duration
-	22, // 8: ledger.v1.Completed.completed_at:type_name -> google.protobuf.Timestamp
-	22, // 9: ledger.v1.InProgress.lease_expires_at:type_name -> google.protobuf.Timestamp
-	21, // 10: ledger.v1.InProgress.retry_after:type_name -> google.protobuf.Duration
-	1,  // 11: ledger.v1.Failed.error:type_name -> ledger.v1.WorkError
-	22, // 12: ledger.v1.Failed.failed_at:type_name -> google.protobuf.Timestamp
-	21, // 13: ledger.v1.HeartbeatRequest.lease_ttl:type_name -> google.protobuf.Duration
-	22, // 14: ledger.v1.HeartbeatResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
-	22, // 15: ledger.v1.CompleteResponse.completed_at:type_name -> google.protobuf.Timestamp
-	1,  // 16: ledger.v1.FailRequest.error:type_name -> ledger.v1.WorkError
-	0,  // 17: ledger.v1.FailResponse.state:type_name -> ledger.v1.State
-	18, // 18: ledger.v1.LookupResponse.entry:type_name -> ledger.v1.Entry
-	0,  // 19: ledger.v1.Entry.state:type_name -> ledger.v1.State
-	22, // 20: ledger.v1.Entry.lease_expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 21: ledger.v1.Entry.error:type_name -> ledger.v1.WorkError
-	20, // 22: ledger.v1.Entry.metadata:type_name -> ledger.v1.Entry.MetadataEntry
-	22, // 23: ledger.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	22, // 24: ledger.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	22, // 25: ledger.v1.Entry.finished_at:type_name -> google.protobuf.Timestamp
-	2,  // 26: ledger.v1.LedgerService.Reserve:input_type -> ledger.v1.ReserveRequest
-	8,  // 27: ledger.v1.LedgerService.Heartbeat:input_type -> ledger.v1.HeartbeatRequest
-	10, // 28: ledger.v1.LedgerService.Complete:input_type -> ledger.v1.CompleteRequest
-	12, // 29: ledger.v1.LedgerService.Fail:input_type -> ledger.v1.FailRequest
-	14, // 30: ledger.v1.LedgerService.Release:input_type -> ledger.v1.ReleaseRequest
-	16, // 31: ledger.v1.LedgerService.Lookup:input_type -> ledger.v1.LookupRequest
-	3,  // 32: ledger.v1.LedgerService.Reserve:output_type -> ledger.v1.ReserveResponse
-	9,  // 33: ledger.v1.LedgerService.Heartbeat:output_type -> ledger.v1.HeartbeatResponse
-	11, // 34: ledger.v1.LedgerService.Complete:output_type -> ledger.v1.CompleteResponse
-	13, // 35: ledger.v1.LedgerService.Fail:output_type -> ledger.v1.FailResponse
-	15, // 36: ledger.v1.LedgerService.Release:output_type -> ledger.v1.ReleaseResponse
-	17, // 37: ledger.v1.LedgerService.Lookup:output_type -> ledger.v1.LookupResponse
-	32, // [32:38] is the sub-list for method output_type
-	26, // [26:32] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	21, // 2: ledger.v1.ReserveRequest.wait_timeout:type_name -> google.protobuf.Duration
+	4,  // 3: ledger.v1.ReserveResponse.acquired:type_name -> ledger.v1.Acquired
+	5,  // 4: ledger.v1.ReserveResponse.completed:type_name -> ledger.v1.Completed
+	6,  // 5: ledger.v1.ReserveResponse.in_progress:type_name -> ledger.v1.InProgress
+	7,  // 6: ledger.v1.ReserveResponse.failed:type_name -> ledger.v1.Failed
+	22, // 7: ledger.v1.Acquired.lease_expires_at:type_name -> google.protobuf.Timestamp
+	21, // 8: ledger.v1.Acquired.lease_ttl:type_name -> google.protobuf.Duration
+	22, // 9: ledger.v1.Completed.completed_at:type_name -> google.protobuf.Timestamp
+	22, // 10: ledger.v1.InProgress.lease_expires_at:type_name -> google.protobuf.Timestamp
+	21, // 11: ledger.v1.InProgress.retry_after:type_name -> google.protobuf.Duration
+	1,  // 12: ledger.v1.Failed.error:type_name -> ledger.v1.WorkError
+	22, // 13: ledger.v1.Failed.failed_at:type_name -> google.protobuf.Timestamp
+	21, // 14: ledger.v1.HeartbeatRequest.lease_ttl:type_name -> google.protobuf.Duration
+	22, // 15: ledger.v1.HeartbeatResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
+	22, // 16: ledger.v1.CompleteResponse.completed_at:type_name -> google.protobuf.Timestamp
+	1,  // 17: ledger.v1.FailRequest.error:type_name -> ledger.v1.WorkError
+	0,  // 18: ledger.v1.FailResponse.state:type_name -> ledger.v1.State
+	18, // 19: ledger.v1.LookupResponse.entry:type_name -> ledger.v1.Entry
+	0,  // 20: ledger.v1.Entry.state:type_name -> ledger.v1.State
+	22, // 21: ledger.v1.Entry.lease_expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 22: ledger.v1.Entry.error:type_name -> ledger.v1.WorkError
+	20, // 23: ledger.v1.Entry.metadata:type_name -> ledger.v1.Entry.MetadataEntry
+	22, // 24: ledger.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	22, // 25: ledger.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	22, // 26: ledger.v1.Entry.finished_at:type_name -> google.protobuf.Timestamp
+	2,  // 27: ledger.v1.LedgerService.Reserve:input_type -> ledger.v1.ReserveRequest
+	8,  // 28: ledger.v1.LedgerService.Heartbeat:input_type -> ledger.v1.HeartbeatRequest
+	10, // 29: ledger.v1.LedgerService.Complete:input_type -> ledger.v1.CompleteRequest
+	12, // 30: ledger.v1.LedgerService.Fail:input_type -> ledger.v1.FailRequest
+	14, // 31: ledger.v1.LedgerService.Release:input_type -> ledger.v1.ReleaseRequest
+	16, // 32: ledger.v1.LedgerService.Lookup:input_type -> ledger.v1.LookupRequest
+	3,  // 33: ledger.v1.LedgerService.Reserve:output_type -> ledger.v1.ReserveResponse
+	9,  // 34: ledger.v1.LedgerService.Heartbeat:output_type -> ledger.v1.HeartbeatResponse
+	11, // 35: ledger.v1.LedgerService.Complete:output_type -> ledger.v1.CompleteResponse
+	13, // 36: ledger.v1.LedgerService.Fail:output_type -> ledger.v1.FailResponse
+	15, // 37: ledger.v1.LedgerService.Release:output_type -> ledger.v1.ReleaseResponse
+	17, // 38: ledger.v1.LedgerService.Lookup:output_type -> ledger.v1.LookupResponse
+	33, // [33:39] is the sub-list for method output_type
+	27, // [27:33] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_ledger_proto_init() }

@@ -74,6 +74,8 @@ type LedgerServiceClient interface {
 	// a key whose lease expired), COMPLETED (the stored result of a finished
 	// key), IN_PROGRESS (another owner holds an unexpired lease) or FAILED (the
 	// key failed permanently). The fingerprint is checked first on every path.
+	// With wait_timeout, a Reserve that would answer IN_PROGRESS waits for the
+	// holder to finish or its lease to expire (see ReserveRequest.wait_timeout).
 	//
 	// Idempotent: the same owner reserving again while its lease is current gets
 	// the same fencing token back and its lease extended.
@@ -213,6 +215,8 @@ type LedgerServiceServer interface {
 	// a key whose lease expired), COMPLETED (the stored result of a finished
 	// key), IN_PROGRESS (another owner holds an unexpired lease) or FAILED (the
 	// key failed permanently). The fingerprint is checked first on every path.
+	// With wait_timeout, a Reserve that would answer IN_PROGRESS waits for the
+	// holder to finish or its lease to expire (see ReserveRequest.wait_timeout).
 	//
 	// Idempotent: the same owner reserving again while its lease is current gets
 	// the same fencing token back and its lease extended.

@@ -1,0 +1,251 @@
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+STATE_COMPLETED: State
+STATE_FAILED: State
+STATE_LEASED: State
+STATE_RELEASED: State
+STATE_UNSPECIFIED: State
+
+class Acquired(_message.Message):
+    __slots__ = ["attempt", "checkpoint", "fencing_token", "lease_expires_at", "lease_ttl", "previous_owner", "takeover"]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_OWNER_FIELD_NUMBER: _ClassVar[int]
+    TAKEOVER_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    checkpoint: bytes
+    fencing_token: int
+    lease_expires_at: _timestamp_pb2.Timestamp
+    lease_ttl: _duration_pb2.Duration
+    previous_owner: str
+    takeover: bool
+    def __init__(self, fencing_token: _Optional[int] = ..., lease_expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ..., takeover: bool = ..., previous_owner: _Optional[str] = ..., checkpoint: _Optional[bytes] = ...) -> None: ...
+
+class CompleteRequest(_message.Message):
+    __slots__ = ["fencing_token", "key", "namespace", "result"]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    fencing_token: int
+    key: str
+    namespace: str
+    result: bytes
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., fencing_token: _Optional[int] = ..., result: _Optional[bytes] = ...) -> None: ...
+
+class CompleteResponse(_message.Message):
+    __slots__ = ["already_completed", "completed_at"]
+    ALREADY_COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    already_completed: bool
+    completed_at: _timestamp_pb2.Timestamp
+    def __init__(self, completed_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., already_completed: bool = ...) -> None: ...
+
+class Completed(_message.Message):
+    __slots__ = ["completed_at", "fencing_token", "owner", "result"]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    completed_at: _timestamp_pb2.Timestamp
+    fencing_token: int
+    owner: str
+    result: bytes
+    def __init__(self, result: _Optional[bytes] = ..., completed_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., fencing_token: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
+
+class Entry(_message.Message):
+    __slots__ = ["attempts", "checkpoint", "created_at", "error", "fencing_token", "fingerprint", "finished_at", "key", "lease_expired", "lease_expires_at", "metadata", "namespace", "owner", "result", "state", "updated_at"]
+    class MetadataEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRED_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    attempts: int
+    checkpoint: bytes
+    created_at: _timestamp_pb2.Timestamp
+    error: WorkError
+    fencing_token: int
+    fingerprint: bytes
+    finished_at: _timestamp_pb2.Timestamp
+    key: str
+    lease_expired: bool
+    lease_expires_at: _timestamp_pb2.Timestamp
+    metadata: _containers.ScalarMap[str, str]
+    namespace: str
+    owner: str
+    result: bytes
+    state: State
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., owner: _Optional[str] = ..., fencing_token: _Optional[int] = ..., lease_expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expired: bool = ..., attempts: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., result: _Optional[bytes] = ..., error: _Optional[_Union[WorkError, _Mapping]] = ..., checkpoint: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class FailRequest(_message.Message):
+    __slots__ = ["error", "fencing_token", "key", "namespace", "retryable"]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    error: WorkError
+    fencing_token: int
+    key: str
+    namespace: str
+    retryable: bool
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., fencing_token: _Optional[int] = ..., error: _Optional[_Union[WorkError, _Mapping]] = ..., retryable: bool = ...) -> None: ...
+
+class FailResponse(_message.Message):
+    __slots__ = ["already_failed", "state"]
+    ALREADY_FAILED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    already_failed: bool
+    state: State
+    def __init__(self, state: _Optional[_Union[State, str]] = ..., already_failed: bool = ...) -> None: ...
+
+class Failed(_message.Message):
+    __slots__ = ["attempts", "error", "failed_at", "fencing_token"]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    FAILED_AT_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    attempts: int
+    error: WorkError
+    failed_at: _timestamp_pb2.Timestamp
+    fencing_token: int
+    def __init__(self, error: _Optional[_Union[WorkError, _Mapping]] = ..., failed_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., fencing_token: _Optional[int] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ["checkpoint", "fencing_token", "key", "lease_ttl", "namespace"]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: bytes
+    fencing_token: int
+    key: str
+    lease_ttl: _duration_pb2.Duration
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., fencing_token: _Optional[int] = ..., lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., checkpoint: _Optional[bytes] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ["lease_expires_at"]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    lease_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, lease_expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class InProgress(_message.Message):
+    __slots__ = ["attempt", "lease_expires_at", "owner", "retry_after"]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    lease_expires_at: _timestamp_pb2.Timestamp
+    owner: str
+    retry_after: _duration_pb2.Duration
+    def __init__(self, owner: _Optional[str] = ..., lease_expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., retry_after: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ["key", "namespace"]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ["entry"]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    entry: Entry
+    def __init__(self, entry: _Optional[_Union[Entry, _Mapping]] = ...) -> None: ...
+
+class ReleaseRequest(_message.Message):
+    __slots__ = ["fencing_token", "key", "namespace"]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    fencing_token: int
+    key: str
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., fencing_token: _Optional[int] = ...) -> None: ...
+
+class ReleaseResponse(_message.Message):
+    __slots__ = ["already_released"]
+    ALREADY_RELEASED_FIELD_NUMBER: _ClassVar[int]
+    already_released: bool
+    def __init__(self, already_released: bool = ...) -> None: ...
+
+class ReserveRequest(_message.Message):
+    __slots__ = ["fingerprint", "key", "lease_ttl", "metadata", "namespace", "owner", "wait_timeout"]
+    class MetadataEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    WAIT_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    fingerprint: bytes
+    key: str
+    lease_ttl: _duration_pb2.Duration
+    metadata: _containers.ScalarMap[str, str]
+    namespace: str
+    owner: str
+    wait_timeout: _duration_pb2.Duration
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., owner: _Optional[str] = ..., lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., fingerprint: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., wait_timeout: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ReserveResponse(_message.Message):
+    __slots__ = ["acquired", "completed", "failed", "in_progress"]
+    ACQUIRED_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    IN_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    acquired: Acquired
+    completed: Completed
+    failed: Failed
+    in_progress: InProgress
+    def __init__(self, acquired: _Optional[_Union[Acquired, _Mapping]] = ..., completed: _Optional[_Union[Completed, _Mapping]] = ..., in_progress: _Optional[_Union[InProgress, _Mapping]] = ..., failed: _Optional[_Union[Failed, _Mapping]] = ...) -> None: ...
+
+class WorkError(_message.Message):
+    __slots__ = ["code", "message"]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
