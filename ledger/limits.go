@@ -29,6 +29,9 @@ type Limits struct {
 	MaxErrorBytes int
 	// MinLeaseTTL is the shortest lease a caller may ask for. Defaults to 1s.
 	MinLeaseTTL time.Duration
+	// MaxWait caps a Reserve's WaitTimeout; longer waits are shortened to
+	// it. Defaults to 60s.
+	MaxWait time.Duration
 }
 
 // The fixed limits: they are part of the API, not of the configuration.
@@ -52,6 +55,7 @@ func DefaultLimits() Limits {
 		MaxCheckpointBytes:  64 << 10,
 		MaxErrorBytes:       8 << 10,
 		MinLeaseTTL:         time.Second,
+		MaxWait:             time.Minute,
 	}
 }
 
@@ -65,6 +69,7 @@ func (l Limits) withDefaults() Limits {
 	setDefault(&l.MaxCheckpointBytes, d.MaxCheckpointBytes)
 	setDefault(&l.MaxErrorBytes, d.MaxErrorBytes)
 	setDefault(&l.MinLeaseTTL, d.MinLeaseTTL)
+	setDefault(&l.MaxWait, d.MaxWait)
 	return l
 }
 
@@ -81,6 +86,9 @@ func (l Limits) validate() error {
 	}
 	if l.MinLeaseTTL < time.Millisecond {
 		return fmt.Errorf("limits: MinLeaseTTL must be at least 1ms, got %s", l.MinLeaseTTL)
+	}
+	if l.MaxWait < 0 {
+		return fmt.Errorf("limits: MaxWait must not be negative, got %s", l.MaxWait)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -26,15 +25,12 @@ const migrationsTable = "ledgerd_migrations"
 const migrationLockBase = 0x6c6564676572 // "ledger"
 
 func migrationLockID(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
-	var schema *string
-	if err := pool.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {
-		return 0, fmt.Errorf("migrations: read current schema: %w", dbError(err))
-	}
-	if schema == nil {
-		return 0, errors.New("migrations: no schema to migrate: the search_path names no existing schema")
+	schema, err := currentSchema(ctx, pool)
+	if err != nil {
+		return 0, fmt.Errorf("migrations: %w", err)
 	}
 	h := fnv.New64a()
-	h.Write([]byte(*schema))
+	h.Write([]byte(schema))
 	return int64(h.Sum64() ^ migrationLockBase), nil
 }
 

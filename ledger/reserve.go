@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -20,6 +21,12 @@ type ReserveRequest struct {
 	Fingerprint []byte
 	// Metadata replaces the entry's labels on a grant when not empty.
 	Metadata map[string]string
+	// WaitTimeout, when positive, makes a Reserve that would answer
+	// InProgress wait for the holder to finish or its lease to run out, and
+	// answer then as a fresh Reserve would; InProgress if the wait runs out
+	// first. It is shortened to Limits.MaxWait, and to end a little before
+	// ctx's deadline. See Listen.
+	WaitTimeout time.Duration
 }
 
 // Outcome is what Reserve decided. Outcomes are control flow, not errors.
@@ -87,6 +94,10 @@ type Reservation struct {
 	Error *WorkError
 	// FinishedAt is when the key completed or failed (Completed, Failed).
 	FinishedAt time.Time
+
+	// leaseRemaining is the holder's remaining lease by the database's clock
+	// (InProgress), for a waiter's timer.
+	leaseRemaining time.Duration
 }
 
 // The bounds of InProgress's RetryAfter hint.
@@ -135,7 +146,25 @@ func (s *Store) reserve(ctx context.Context, req ReserveRequest) (Reservation, e
 	if req.Fingerprint == nil {
 		req.Fingerprint = []byte{}
 	}
-	return retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, req, ttl) })
+	if req.WaitTimeout == 0 {
+		return retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, req, ttl) })
+	}
+
+	// Register before the first read, so that no change after it is missed.
+	changed, unregister := s.waits.register(req.Namespace, req.Key)
+	defer unregister()
+	deadline := s.waitDeadline(ctx, req.WaitTimeout)
+	for {
+		r, err := retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, req, ttl) })
+		if err != nil || r.Outcome != InProgress || !time.Now().Before(deadline) {
+			return r, err
+		}
+		if err := s.awaitChange(ctx, req, r, changed, deadline); errors.Is(err, errWaitsEnded) {
+			return r, nil
+		} else if err != nil {
+			return Reservation{}, err
+		}
+	}
 }
 
 func (s *Store) checkReserve(req ReserveRequest) error {
@@ -147,6 +176,9 @@ func (s *Store) checkReserve(req ReserveRequest) error {
 	}
 	if err := checkBytes("fingerprint", req.Fingerprint, s.limits.MaxFingerprintBytes); err != nil {
 		return err
+	}
+	if req.WaitTimeout < 0 {
+		return invalid("wait_timeout", "must not be negative, got %s", req.WaitTimeout)
 	}
 	return checkMetadata(s.limits, req.Metadata)
 }
@@ -247,14 +279,15 @@ func acquired(row *entryRow, ttl time.Duration, previousOwner string) Reservatio
 }
 
 func inProgress(row *entryRow) Reservation {
-	retryAfter := min(max(time.Duration(row.LeaseRemainingMS)*time.Millisecond, minRetryAfter), maxRetryAfter)
+	remaining := time.Duration(row.LeaseRemainingMS) * time.Millisecond
 	return Reservation{
 		Outcome:        InProgress,
 		FencingToken:   row.FencingToken,
 		Owner:          row.Owner,
 		LeaseExpiresAt: derefTime(row.LeaseExpiresAt),
 		Attempt:        int(row.Attempts),
-		RetryAfter:     retryAfter,
+		RetryAfter:     min(max(remaining, minRetryAfter), maxRetryAfter),
+		leaseRemaining: remaining,
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,6 +20,9 @@ type Config struct {
 	// NamespaceDefaults are the settings a namespace is created with on its
 	// first Reserve. Defaults to DefaultNamespaceSettings().
 	NamespaceDefaults NamespaceSettings
+	// Logger receives what the Store reports on its own, such as a lost
+	// LISTEN connection. Defaults to slog.Default().
+	Logger *slog.Logger
 	// NamespaceCacheTTL is how long a namespace's settings are cached before
 	// they are read again; a change of settings takes effect within it.
 	// Defaults to 10s.
@@ -28,6 +33,9 @@ func (c Config) withDefaults() Config {
 	c.Limits = c.Limits.withDefaults()
 	c.NamespaceDefaults = c.NamespaceDefaults.withDefaults()
 	setDefault(&c.NamespaceCacheTTL, 10*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
 	return c
 }
 
@@ -56,6 +64,11 @@ type Store struct {
 	limits     Limits
 	defaults   NamespaceSettings
 	namespaces *namespaceCache
+	waits      *waitHub
+	logger     *slog.Logger
+
+	waitsEnded   chan struct{} // closed by EndWaits
+	endWaitsOnce sync.Once
 }
 
 // New returns a Store over a pool whose database has been migrated (see
@@ -70,6 +83,9 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		limits:     cfg.Limits,
 		defaults:   cfg.NamespaceDefaults,
 		namespaces: newNamespaceCache(cfg.NamespaceCacheTTL),
+		waits:      newWaitHub(),
+		logger:     cfg.Logger,
+		waitsEnded: make(chan struct{}),
 	}, nil
 }
 

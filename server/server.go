@@ -53,6 +53,7 @@ func (c Config) withDefaults() Config {
 type Server struct {
 	grpc   *grpc.Server
 	health *drainingHealth
+	store  *ledger.Store
 	logger *slog.Logger
 }
 
@@ -69,6 +70,7 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 	s := &Server{
 		grpc:   grpc.NewServer(options...),
 		health: newDrainingHealth(),
+		store:  store,
 		logger: cfg.Logger,
 	}
 	ledgerv1.RegisterLedgerServiceServer(s.grpc, &service{store: store, logger: cfg.Logger})
@@ -89,10 +91,12 @@ func (s *Server) Serve(lis net.Listener) error {
 }
 
 // Shutdown stops the server gracefully: health turns NOT_SERVING so that
-// load balancers stop sending, in-flight RPCs finish, and new ones are
-// refused. If ctx ends first, the remaining RPCs are cut off.
+// load balancers stop sending, waiting Reserves answer at once, in-flight
+// RPCs finish, and new ones are refused. If ctx ends first, the remaining
+// RPCs are cut off.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.health.drain() // every service NOT_SERVING, Watch streams end
+	s.store.EndWaits()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

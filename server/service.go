@@ -25,6 +25,10 @@ func (s *service) Reserve(ctx context.Context, req *ledgerv1.ReserveRequest) (*l
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
+	wait, err := duration("wait_timeout", req.GetWaitTimeout())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
 	r, err := s.store.Reserve(ctx, ledger.ReserveRequest{
 		Namespace:   req.GetNamespace(),
 		Key:         req.GetKey(),
@@ -32,6 +36,7 @@ func (s *service) Reserve(ctx context.Context, req *ledgerv1.ReserveRequest) (*l
 		LeaseTTL:    ttl,
 		Fingerprint: req.GetFingerprint(),
 		Metadata:    req.GetMetadata(),
+		WaitTimeout: wait,
 	})
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)

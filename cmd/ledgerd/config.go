@@ -57,6 +57,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.IntVar(&limits.MaxCheckpointBytes, "max-checkpoint-bytes", limits.MaxCheckpointBytes, "maximum checkpoint size in bytes")
 		fs.IntVar(&limits.MaxErrorBytes, "max-error-bytes", limits.MaxErrorBytes, "maximum error message size in bytes")
 		fs.DurationVar(&limits.MinLeaseTTL, "min-lease-ttl", limits.MinLeaseTTL, "shortest lease a request may ask for")
+		fs.DurationVar(&limits.MaxWait, "max-wait", limits.MaxWait, "longest a Reserve may wait for the holder of a key (wait_timeout); longer waits are shortened")
 		fs.DurationVar(&ns.DefaultLeaseTTL, "default-lease-ttl", ns.DefaultLeaseTTL, "lease given to requests that ask for none (new namespaces)")
 		fs.DurationVar(&ns.MaxLeaseTTL, "max-lease-ttl", ns.MaxLeaseTTL, "longest lease a request may ask for (new namespaces)")
 		fs.IntVar(&ns.MaxResultBytes, "max-result-bytes", ns.MaxResultBytes, "maximum result size in bytes (new namespaces)")

@@ -149,10 +149,22 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		logger.Info("migrations applied", "versions", applied)
 	}
 
+	cfg.Ledger.Logger = logger
 	store, err := ledger.New(pool, cfg.Ledger)
 	if err != nil {
 		return err
 	}
+	// The listener wakes waiting Reserves; it stops after the server has
+	// drained, before the pool closes.
+	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
+	listened := make(chan error, 1)
+	go func() { listened <- store.Listen(listenCtx) }()
+	defer func() {
+		stopListening()
+		if err := <-listened; err != nil {
+			logger.Error("listener", "error", err)
+		}
+	}()
 	srv, err := server.New(store, server.Config{
 		Logger:         logger,
 		DefaultTimeout: cfg.RequestTimeout,

@@ -110,7 +110,7 @@ func TestMigrateCommandAndNoMigrate(t *testing.T) {
 
 	require.NoError(t, run(ctx, []string{"migrate", "--database-url", url}, env(nil), &stdout, &stderr))
 	require.Contains(t, stdout.String(), "migrations applied")
-	require.Contains(t, stdout.String(), "count=1")
+	require.Regexp(t, `migrations applied" count=[1-9]`, stdout.String())
 	require.NoError(t, run(ctx, []string{"migrate", "--database-url", url}, env(nil), &stdout, &stderr))
 	require.Contains(t, stdout.String(), "count=0")
 }

@@ -31,15 +31,38 @@ type Bundle struct {
 }
 
 // Store returns a Store over a fresh, migrated schema, configured with cfg
-// (zero fields take their defaults). Tests use a shorter minimum lease TTL
+// (zero fields take their defaults), with its Listen running until the test
+// ends. Tests use a shorter minimum lease TTL
 // through cfg to exercise expiry quickly.
 func Store(tb testing.TB, cfg ledger.Config) Bundle {
 	tb.Helper()
 	pool := pgtest.Pool(tb)
 	_, err := ledger.Migrate(context.Background(), pool, nil)
 	require.NoError(tb, err)
+	return newBundle(tb, pool, cfg)
+}
+
+// Replica returns another Store over b's schema, with a pool and a
+// listener of its own, as a second ledgerd replica would have.
+func Replica(tb testing.TB, b Bundle, cfg ledger.Config) Bundle {
+	tb.Helper()
+	pool, err := pgxpool.NewWithConfig(context.Background(), b.Pool.Config().Copy())
+	require.NoError(tb, err)
+	tb.Cleanup(pool.Close)
+	return newBundle(tb, pool, cfg)
+}
+
+func newBundle(tb testing.TB, pool *pgxpool.Pool, cfg ledger.Config) Bundle {
+	tb.Helper()
 	store, err := ledger.New(pool, cfg)
 	require.NoError(tb, err)
+	ctx, stopListening := context.WithCancel(context.Background())
+	listened := make(chan error, 1)
+	go func() { listened <- store.Listen(ctx) }()
+	tb.Cleanup(func() {
+		stopListening()
+		require.NoError(tb, <-listened)
+	})
 	return Bundle{Store: store, Pool: pool}
 }
 

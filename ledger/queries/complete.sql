@@ -10,6 +10,7 @@ WITH completed AS (
         result = $4,
         lease_expires_at = NULL,
         finished_at = now(),
+        waiters = false, -- the waiters are woken (see migrations/00002)
         updated_at = now(),
         expires_at = now() + $5::bigint * interval '1 millisecond'
     WHERE namespace = $1 AND key = $2 AND fencing_token = $3 AND state = 'leased'

@@ -13,6 +13,7 @@ WITH failed AS (
         lease_expires_at = NULL,
         finished_at = CASE WHEN $6::boolean THEN NULL ELSE now() END,
         expires_at = CASE WHEN $6::boolean THEN NULL ELSE now() + $7::bigint * interval '1 millisecond' END,
+        waiters = false, -- the waiters are woken (see migrations/00002)
         updated_at = now()
     WHERE namespace = $1 AND key = $2 AND fencing_token = $3 AND state = 'leased'
     RETURNING namespace, key, state, fencing_token, owner, attempts, finished_at

@@ -7,6 +7,7 @@ WITH released AS (
     UPDATE entries
     SET state = 'released',
         lease_expires_at = NULL,
+        waiters = false, -- the waiters are woken (see migrations/00002)
         updated_at = now()
     WHERE namespace = $1 AND key = $2 AND fencing_token = $3 AND state = 'leased'
     RETURNING namespace, key, state, fencing_token, owner, attempts, finished_at

@@ -15,6 +15,7 @@ WITH taken AS (
         lease_expires_at = now() + $4::bigint * interval '1 millisecond',
         attempts = attempts + 1,
         metadata = coalesce($5::jsonb, metadata),
+        waiters = false, -- the waiters are woken (see migrations/00002)
         updated_at = now()
     WHERE namespace = $1 AND key = $2 AND fencing_token = $6
       AND (state = 'released' OR (state = 'leased' AND lease_expires_at <= now()))

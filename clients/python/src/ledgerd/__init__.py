@@ -1,0 +1,68 @@
+"""Python client of ledgerd, the central idempotency ledger.
+
+A pipeline step wraps its work in :meth:`Client.do`, which claims the key,
+heartbeats the lease while the work runs, records the result (or the
+failure), and replays a stored result instead of running the work again::
+
+    import ledgerd
+
+    with ledgerd.Client("localhost:7070", insecure=True) as client:
+        result = client.do("billing", "invoice-42", lambda lease: send_invoice(lease.fencing_token))
+        print(result.value, result.replayed)
+
+Errors are subclasses of :class:`LedgerError`, one per ledgerd reason
+(:class:`LeaseLostError`, :class:`FingerprintMismatchError`, ...). The
+generated protobuf messages are importable as ``ledger.v1.ledger_pb2``.
+"""
+
+from .client import Client, WorkFunction, default_owner
+from .errors import (
+    ERROR_DOMAIN,
+    CancelledError,
+    DeadlineExceededError,
+    FailedError,
+    FingerprintMismatchError,
+    InProgressError,
+    InternalError,
+    InvalidArgumentError,
+    LeaseLostError,
+    LedgerError,
+    NotFoundError,
+    Permanent,
+    PermanentError,
+    PermissionDeniedError,
+    ResourceExhaustedError,
+    ResultConflictError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from .lease import Lease, Result
+
+__all__ = [
+    "Client",
+    "WorkFunction",
+    "default_owner",
+    "Lease",
+    "Result",
+    "ERROR_DOMAIN",
+    "LedgerError",
+    "InvalidArgumentError",
+    "FingerprintMismatchError",
+    "LeaseLostError",
+    "ResultConflictError",
+    "NotFoundError",
+    "UnauthenticatedError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "UnavailableError",
+    "DeadlineExceededError",
+    "CancelledError",
+    "InternalError",
+    "FailedError",
+    "InProgressError",
+    "PermanentError",
+    "Permanent",
+]
+
+#: The version of this client package.
+__version__ = "0.1.0"

@@ -1,0 +1,881 @@
+"""The ledgerd client: typed RPC wrappers with retries, and the :meth:`Client.do` helper."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+import grpc
+
+from ledger.v1 import ledger_pb2, ledger_pb2_grpc
+
+from . import _convert, _retry
+from ._convert import DurationLike
+from .errors import (
+    DeadlineExceededError,
+    FailedError,
+    InProgressError,
+    InvalidArgumentError,
+    LeaseLostError,
+    LedgerError,
+    PermanentError,
+    error_from_rpc,
+)
+from .lease import BytesLike, Lease, Result
+
+__all__ = ["Client", "default_owner", "WorkFunction"]
+
+_log = logging.getLogger("ledgerd")
+
+#: A work function for :meth:`Client.do`: takes the lease, returns the result.
+WorkFunction = Callable[[Lease], BytesLike]
+
+#: The longest time a single attempt of an RPC may take, in seconds, unless
+#: configured (a Reserve that waits gets its wait on top). A stuck attempt is
+#: abandoned and retried while the call's timeout allows.
+DEFAULT_ATTEMPT_TIMEOUT = 30.0
+#: The longest wait do() asks the server for in one Reserve (the server
+#: shortens it to its own maximum, 60s unless configured).
+MAX_SERVER_WAIT = 30.0
+#: How long the calls that do() makes after its timeout ran out (recording a
+#: result, a failure, or releasing the lease) may still take, in seconds.
+CLEANUP_TIMEOUT = 5.0
+#: The heartbeat interval when the server reports no lease TTL (a third of
+#: the ledger's default TTL).
+DEFAULT_HEARTBEAT_INTERVAL = 10.0
+#: The longest work error message do() records (the server's limit is 8 KiB
+#: unless configured).
+MAX_ERROR_MESSAGE_BYTES = 4096
+#: The longest work error code do() records (the server's limit).
+MAX_ERROR_CODE_BYTES = 128
+# A Reserve that waited for less than this part of its wait_timeout (and
+# less than _IMMEDIATE_ANSWER seconds) before answering IN_PROGRESS was
+# answered at once (a server that does not wait, or is shutting down): do()
+# then sleeps for the server's retry-after hint before asking again.
+_IMMEDIATE_ANSWER = 0.5
+
+Timeout = Optional[DurationLike]
+
+
+def default_owner() -> str:
+    """Returns a new owner name, ``"<hostname>/<pid>/<random hex>"``.
+
+    :meth:`Client.do` uses a new one for every call unless given ``owner``.
+    """
+    host = ""
+    try:
+        host = socket.gethostname()
+    except OSError:
+        pass
+    return f"{host or 'unknown-host'}/{os.getpid()}/{secrets.token_hex(4)}"
+
+
+class Client:
+    """A client of ledgerd, the idempotency ledger.
+
+    Its high-level helper is :meth:`do`; the other methods are thin typed
+    wrappers over the generated ``LedgerService`` stub that add retries and
+    typed exceptions (see :mod:`ledgerd.errors`). A Client is safe to use
+    from many threads; make one per process and share it. Use it as a
+    context manager, or call :meth:`close`.
+
+    Every ledgerd RPC is retry-safe, so every method retries a call that
+    failed with ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED``, with exponential
+    backoff (50ms doubling to 5s) and jitter, until it succeeds or the call's
+    ``timeout`` runs out; it then raises the last error
+    (:class:`~ledgerd.UnavailableError` or
+    :class:`~ledgerd.DeadlineExceededError`). Without a timeout (neither the
+    call's nor ``default_timeout``), retries go on until the server answers,
+    as in the Go client: give a timeout to bound a call.
+
+    Args:
+        target: a gRPC target, e.g. ``"ledgerd.internal:7400"`` or
+            ``"dns:///ledgerd.internal:7400"``. The connection is made
+            lazily: the constructor does not fail because the server is down.
+        credentials: channel credentials (:func:`grpc.ssl_channel_credentials`,
+            possibly composed with call credentials) for a secure channel.
+        insecure: ``True`` for a plaintext channel without server
+            authentication (development and tests). Exactly one of
+            ``credentials`` and ``insecure=True`` is required.
+        options: gRPC channel options, e.g. ``[("grpc.keepalive_time_ms", 60000)]``.
+        default_timeout: the timeout, in seconds (or a timedelta), of calls
+            that are given none; ``None`` (the default) means unbounded.
+        attempt_timeout: the longest a single attempt may take before it is
+            abandoned and retried (30s by default; ``None``: no bound besides
+            the call's timeout).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+        insecure: bool = False,
+        options: Optional[Sequence[Tuple[str, Any]]] = None,
+        default_timeout: Timeout = None,
+        attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
+    ) -> None:
+        if credentials is not None and insecure:
+            raise ValueError("ledgerd.Client: pass either credentials or insecure=True, not both")
+        if credentials is None and not insecure:
+            raise ValueError(
+                "ledgerd.Client: transport security must be chosen: pass credentials="
+                "grpc.ssl_channel_credentials(...) or, for development only, insecure=True"
+            )
+        channel_options = list(options or ())
+        if insecure:
+            channel = grpc.insecure_channel(target, options=channel_options)
+        else:
+            channel = grpc.secure_channel(target, credentials, options=channel_options)
+        self._setup(channel, owns_channel=True, default_timeout=default_timeout, attempt_timeout=attempt_timeout)
+
+    @classmethod
+    def from_channel(
+        cls,
+        channel: grpc.Channel,
+        *,
+        default_timeout: Timeout = None,
+        attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
+    ) -> "Client":
+        """Returns a Client that makes its calls over ``channel``, a channel the
+        caller made (e.g. with interceptors) and owns: :meth:`close` does not
+        close it. The other arguments are as in the constructor."""
+        client = cls.__new__(cls)
+        client._setup(channel, owns_channel=False, default_timeout=default_timeout, attempt_timeout=attempt_timeout)
+        return client
+
+    def _setup(
+        self,
+        channel: grpc.Channel,
+        *,
+        owns_channel: bool,
+        default_timeout: Timeout,
+        attempt_timeout: Timeout,
+    ) -> None:
+        self._channel = channel
+        self._owns_channel = owns_channel
+        self._default_timeout = _positive_seconds(default_timeout, "default_timeout")
+        self._attempt_timeout = _positive_seconds(attempt_timeout, "attempt_timeout")
+        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
+        self._rpcs: Dict[str, Any] = {
+            "reserve": stub.Reserve,
+            "heartbeat": stub.Heartbeat,
+            "complete": stub.Complete,
+            "fail": stub.Fail,
+            "release": stub.Release,
+            "lookup": stub.Lookup,
+        }
+
+    def close(self) -> None:
+        """Closes the channel the Client made; calls in flight fail with
+        :class:`~ledgerd.CancelledError`. Does nothing for a Client made by
+        :meth:`from_channel`. Closing twice is harmless."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> "Client":
+        """Returns the Client; :meth:`close` runs on exit."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Closes the Client."""
+        self.close()
+
+    # The thin typed methods.
+
+    def reserve(
+        self,
+        *,
+        namespace: str,
+        key: str,
+        owner: str,
+        lease_ttl: Optional[DurationLike] = None,
+        fingerprint: BytesLike = b"",
+        metadata: Optional[Mapping[str, str]] = None,
+        wait_timeout: Optional[DurationLike] = None,
+        timeout: Timeout = None,
+    ) -> ledger_pb2.ReserveResponse:
+        """Asks for the lease of a key; returns the ``ReserveResponse``.
+
+        Its outcome (``response.WhichOneof("outcome")``) is ``"acquired"``,
+        ``"completed"``, ``"in_progress"`` or ``"failed"``: answers, not
+        errors. ``lease_ttl`` and ``wait_timeout`` are seconds or timedeltas;
+        with ``wait_timeout`` the server waits (bounded) while another owner
+        holds the key, and answers as soon as the holder finishes or its lease
+        runs out.
+
+        Raises :class:`~ledgerd.InvalidArgumentError` or
+        :class:`~ledgerd.FingerprintMismatchError`.
+        """
+        request = ledger_pb2.ReserveRequest(
+            namespace=namespace,
+            key=key,
+            owner=owner,
+            fingerprint=bytes(fingerprint),
+            metadata=dict(metadata or {}),
+        )
+        if lease_ttl is not None:
+            request.lease_ttl.CopyFrom(_convert.to_duration(lease_ttl, "lease_ttl"))
+        extra = 0.0
+        if wait_timeout is not None:
+            request.wait_timeout.CopyFrom(_convert.to_duration(wait_timeout, "wait_timeout"))
+            extra = max(0.0, _convert.seconds(wait_timeout, "wait_timeout"))
+        return self._call("reserve", request, self._deadline(timeout), extra_attempt_time=extra)
+
+    def heartbeat(
+        self,
+        *,
+        namespace: str,
+        key: str,
+        fencing_token: int,
+        lease_ttl: Optional[DurationLike] = None,
+        checkpoint: Optional[BytesLike] = None,
+        timeout: Timeout = None,
+    ) -> ledger_pb2.HeartbeatResponse:
+        """Extends the lease held with ``fencing_token``; returns the ``HeartbeatResponse``.
+
+        ``lease_ttl`` is the new lease duration from now (None: the namespace
+        default). ``checkpoint``, when not None, replaces the stored
+        checkpoint (``b""`` clears it).
+
+        Raises :class:`~ledgerd.InvalidArgumentError` or
+        :class:`~ledgerd.LeaseLostError`.
+        """
+        request = ledger_pb2.HeartbeatRequest(namespace=namespace, key=key, fencing_token=fencing_token)
+        if lease_ttl is not None:
+            request.lease_ttl.CopyFrom(_convert.to_duration(lease_ttl, "lease_ttl"))
+        if checkpoint is not None:
+            request.checkpoint = bytes(checkpoint)
+        return self._call("heartbeat", request, self._deadline(timeout))
+
+    def complete(
+        self,
+        *,
+        namespace: str,
+        key: str,
+        fencing_token: int,
+        result: BytesLike = b"",
+        timeout: Timeout = None,
+    ) -> ledger_pb2.CompleteResponse:
+        """Records the result of the work under ``fencing_token``; returns the ``CompleteResponse``.
+
+        Raises :class:`~ledgerd.InvalidArgumentError`,
+        :class:`~ledgerd.LeaseLostError` (someone took over: the result was
+        not recorded) or :class:`~ledgerd.ResultConflictError`.
+        """
+        request = ledger_pb2.CompleteRequest(
+            namespace=namespace, key=key, fencing_token=fencing_token, result=bytes(result)
+        )
+        return self._call("complete", request, self._deadline(timeout))
+
+    def fail(
+        self,
+        *,
+        namespace: str,
+        key: str,
+        fencing_token: int,
+        message: str,
+        retryable: bool,
+        code: str = "",
+        timeout: Timeout = None,
+    ) -> ledger_pb2.FailResponse:
+        """Records that the work failed; returns the ``FailResponse``.
+
+        A ``retryable`` failure releases the key for the next Reserve; a
+        permanent one makes it FAILED. ``message`` is required; ``code`` is an
+        optional machine-readable classification.
+
+        Raises :class:`~ledgerd.InvalidArgumentError`,
+        :class:`~ledgerd.LeaseLostError` or :class:`~ledgerd.ResultConflictError`.
+        """
+        request = ledger_pb2.FailRequest(
+            namespace=namespace,
+            key=key,
+            fencing_token=fencing_token,
+            error=ledger_pb2.WorkError(code=code, message=message),
+            retryable=retryable,
+        )
+        return self._call("fail", request, self._deadline(timeout))
+
+    def release(
+        self,
+        *,
+        namespace: str,
+        key: str,
+        fencing_token: int,
+        timeout: Timeout = None,
+    ) -> ledger_pb2.ReleaseResponse:
+        """Gives up the lease held with ``fencing_token``; returns the ``ReleaseResponse``.
+
+        The next Reserve of the key acquires it at once.
+
+        Raises :class:`~ledgerd.InvalidArgumentError` or
+        :class:`~ledgerd.LeaseLostError`.
+        """
+        request = ledger_pb2.ReleaseRequest(namespace=namespace, key=key, fencing_token=fencing_token)
+        return self._call("release", request, self._deadline(timeout))
+
+    def lookup(self, *, namespace: str, key: str, timeout: Timeout = None) -> ledger_pb2.LookupResponse:
+        """Returns the ``LookupResponse`` with the whole entry of a key (``response.entry``).
+
+        Raises :class:`~ledgerd.InvalidArgumentError` or
+        :class:`~ledgerd.NotFoundError`.
+        """
+        request = ledger_pb2.LookupRequest(namespace=namespace, key=key)
+        return self._call("lookup", request, self._deadline(timeout))
+
+    # do()
+
+    def do(
+        self,
+        namespace: str,
+        key: str,
+        work: WorkFunction,
+        *,
+        owner: Optional[str] = None,
+        lease_ttl: Optional[DurationLike] = None,
+        fingerprint: Optional[BytesLike] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        heartbeat_interval: Optional[DurationLike] = None,
+        timeout: Timeout = None,
+        wait: bool = True,
+    ) -> Result:
+        """Makes sure the work for ``(namespace, key)`` is done once, and returns its result.
+
+        Across all the workers that share the ledger, do() runs ``work``
+        unless the key is finished, records what it returns, and returns it,
+        or the result recorded earlier:
+
+        - If the key is completed, do() returns the stored result with
+          ``replayed=True``, without running ``work``.
+        - If the key failed permanently, do() raises
+          :class:`~ledgerd.FailedError` without running ``work``.
+        - If another owner holds the key, do() waits (bounded by ``timeout``)
+          and asks again: each Reserve asks the server to hold the answer
+          until the holder finishes or its lease runs out (``wait_timeout``);
+          if the server answers at once, do() sleeps for its retry-after hint
+          (capped at 1s, with jitter). The holder may complete (do() then
+          replays its result) or die (its lease runs out and do() takes the
+          key over). With ``wait=False`` do() raises
+          :class:`~ledgerd.InProgressError` instead; it also raises it when
+          ``timeout`` runs out while the key is still held.
+        - Otherwise do() holds the lease and calls ``work(lease)`` (see
+          :class:`~ledgerd.Lease`). While ``work`` runs, a background thread
+          heartbeats the lease every ``heartbeat_interval`` (default: a third
+          of the granted TTL), carrying the checkpoint staged with
+          :meth:`Lease.set_checkpoint`. The thread is always stopped before
+          do() returns or raises.
+
+        When ``work`` returns bytes, do() records them with Complete and
+        returns a :class:`~ledgerd.Result`. If the ledger refuses the result
+        as invalid (e.g. larger than the namespace allows), do() records a
+        retryable failure that says why and raises the
+        :class:`~ledgerd.InvalidArgumentError`. ``work`` must return bytes
+        (``b""`` for no result); anything else is a retryable failure and
+        raises :class:`TypeError`.
+
+        When ``work`` raises an exception, do() records a failure, retryable
+        unless the exception is a :class:`~ledgerd.PermanentError` (see
+        :func:`~ledgerd.Permanent`), and re-raises it. A retryable failure
+        releases the key: the next do() runs ``work`` again, as a takeover
+        with a higher fencing token and ``attempt``, and sees the last
+        checkpoint. If ``work`` raises a BaseException that is not an
+        Exception (``KeyboardInterrupt``, ``SystemExit``), do() releases the
+        lease and re-raises it.
+
+        If the lease is lost (another worker took over after this one's lease
+        ran out), ``lease.cancelled`` is set as soon as a heartbeat learns it,
+        and do() raises :class:`~ledgerd.LeaseLostError` once ``work``
+        returns: the work was superseded and its result, if any, was not
+        recorded. If a heartbeat is refused for another reason (e.g. a
+        checkpoint above the server's limit), ``lease.cancelled`` is set too;
+        unless ``work`` still returns a result, do() then releases the lease
+        and raises that error.
+
+        ``timeout`` (seconds or a timedelta; default: the Client's
+        ``default_timeout``, else unbounded) bounds the whole call: waiting
+        for another owner, retries while the server is unavailable, and the
+        work: when it runs out while ``work`` runs, ``lease.cancelled`` is
+        set (``cancel_reason`` is a :class:`~ledgerd.DeadlineExceededError`)
+        and heartbeats stop; if ``work`` then raises, do() releases the lease
+        and raises :class:`~ledgerd.DeadlineExceededError`. A result that
+        ``work`` returns is recorded even so. The calls do() makes after the
+        timeout ran out get a short time of their own (5s).
+
+        Args:
+            namespace: the tenant's or pipeline's scope.
+            key: the idempotency key.
+            work: called as ``work(lease)`` when this call holds the lease;
+                returns the result as bytes.
+            owner: names the worker in the ledger and its audit trail
+                (default: :func:`default_owner`, new for every call). Two
+                calls with the same owner for the same key share one lease,
+                so give every concurrent worker its own.
+            lease_ttl: how long the lease lasts without a heartbeat (seconds
+                or timedelta; default: the namespace's, 30s unless configured).
+            fingerprint: bytes identifying the request payload, e.g. its
+                SHA-256. A later do() of the key with a different fingerprint
+                raises :class:`~ledgerd.FingerprintMismatchError`.
+            metadata: labels stored on the entry when the lease is granted.
+            heartbeat_interval: how often to extend the lease while ``work``
+                runs (default: a third of the granted TTL).
+            timeout: the bound of the whole call (see above).
+            wait: whether to wait while another owner holds the key.
+
+        Raises:
+            FailedError: the key failed permanently.
+            InProgressError: another owner holds the key (``wait=False``, or
+                the timeout ran out).
+            LeaseLostError: the lease was lost; the result was not recorded.
+            FingerprintMismatchError, InvalidArgumentError: caller bugs.
+            DeadlineExceededError, UnavailableError: the timeout ran out.
+            Exception: whatever ``work`` raised.
+        """
+        if not callable(work):
+            raise TypeError(f"work must be callable, got {type(work).__name__}")
+        interval: Optional[float] = None
+        if heartbeat_interval is not None:
+            interval = _convert.seconds(heartbeat_interval, "heartbeat_interval")
+            if interval <= 0:
+                interval = None  # as in the Go client: zero or less means the default
+        owner = owner or default_owner()
+        deadline = self._deadline(timeout)
+        request = ledger_pb2.ReserveRequest(
+            namespace=namespace,
+            key=key,
+            owner=owner,
+            fingerprint=bytes(fingerprint or b""),
+            metadata=dict(metadata or {}),
+        )
+        if lease_ttl is not None:
+            request.lease_ttl.CopyFrom(_convert.to_duration(lease_ttl, "lease_ttl"))
+        server_wait = wait
+        while True:
+            wait_for = self._wait_budget(deadline) if server_wait else None
+            if wait_for is not None:
+                request.wait_timeout.CopyFrom(_convert.to_duration(wait_for, "wait_timeout"))
+            else:
+                request.ClearField("wait_timeout")
+            started = time.monotonic()
+            try:
+                response = self._call("reserve", request, deadline, extra_attempt_time=wait_for or 0.0)
+            except InvalidArgumentError as error:
+                if wait_for is not None and error.field == "wait_timeout":
+                    # A server that refuses the wait we asked for: poll instead.
+                    server_wait = False
+                    continue
+                raise
+            outcome = response.WhichOneof("outcome")
+            if outcome == "acquired":
+                acquired = response.acquired
+                lease = Lease(
+                    namespace=namespace,
+                    key=key,
+                    owner=owner,
+                    fencing_token=acquired.fencing_token,
+                    attempt=acquired.attempt,
+                    takeover=acquired.takeover,
+                    previous_owner=acquired.previous_owner,
+                    checkpoint=bytes(acquired.checkpoint),
+                    ttl=_convert.from_duration(acquired.lease_ttl),
+                    lease_expires_at=_convert.from_timestamp(acquired, "lease_expires_at"),
+                )
+                return self._run_leased(lease, work, interval, deadline)
+            if outcome == "completed":
+                completed = response.completed
+                return Result(
+                    value=bytes(completed.result),
+                    fencing_token=completed.fencing_token,
+                    attempt=0,
+                    replayed=True,
+                    completed_at=_convert.from_timestamp(completed, "completed_at"),
+                )
+            if outcome == "failed":
+                failed = response.failed
+                raise FailedError(
+                    namespace=namespace,
+                    key=key,
+                    error_code=failed.error.code,
+                    message=failed.error.message,
+                    fencing_token=failed.fencing_token,
+                    attempts=failed.attempts,
+                    failed_at=_convert.from_timestamp(failed, "failed_at"),
+                )
+            if outcome == "in_progress":
+                holder = response.in_progress
+                if wait:
+                    elapsed = time.monotonic() - started
+                    if wait_for is None or elapsed < min(wait_for / 2, _IMMEDIATE_ANSWER):
+                        pause = _retry.poll_interval(_convert.from_duration(holder.retry_after))
+                        if deadline is not None:
+                            pause = min(pause, max(0.0, deadline - time.monotonic()))
+                        time.sleep(pause)
+                    if deadline is None or time.monotonic() < deadline:
+                        continue
+                    why = f"{namespace}/{key} is still held by {holder.owner!r} and the timeout ran out"
+                else:
+                    why = f"{namespace}/{key} is held by {holder.owner!r}"
+                raise InProgressError(
+                    why,
+                    namespace=namespace,
+                    key=key,
+                    owner=holder.owner,
+                    lease_expires_at=_convert.from_timestamp(holder, "lease_expires_at"),
+                    retry_after=_convert.from_duration(holder.retry_after),
+                    attempt=holder.attempt,
+                )
+            raise LedgerError(
+                f"reserve returned an outcome this client does not know ({outcome})", operation="reserve"
+            )
+
+    # Internals of do().
+
+    def _run_leased(
+        self, lease: Lease, work: WorkFunction, interval: Optional[float], deadline: Optional[float]
+    ) -> Result:
+        if interval is None:
+            interval = lease.ttl / 3 if lease.ttl > 0 else DEFAULT_HEARTBEAT_INTERVAL
+        heartbeats = _Heartbeater(self, lease, interval, deadline)
+        heartbeats.start()
+        try:
+            value = work(lease)
+        except Exception as exc:
+            replacement = self._after_work_error(lease, exc, heartbeats.stop(), deadline)
+            if replacement is None:
+                raise
+            raise replacement  # the work's exception is its __context__
+        except BaseException:
+            # KeyboardInterrupt, SystemExit...: free the key for another worker.
+            heartbeats.stop()
+            self._quietly("release", lambda: self._release(lease, _cleanup_deadline(deadline, always=True)))
+            raise
+        finally:
+            heartbeats.stop()
+        return self._after_work_result(lease, value, heartbeats.stop(), deadline)
+
+    def _after_work_result(
+        self, lease: Lease, value: object, heartbeat_error: Optional[LedgerError], deadline: Optional[float]
+    ) -> Result:
+        if isinstance(heartbeat_error, LeaseLostError):
+            # Complete would be refused: another worker holds the key now.
+            raise heartbeat_error
+        cleanup = _cleanup_deadline(deadline)
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            error = TypeError(
+                f"the work for {lease.namespace}/{lease.key} returned {type(value).__name__}; "
+                "it must return bytes (b'' for no result)"
+            )
+            self._quietly("fail", lambda: self._fail(lease, _describe(error), "", True, cleanup), error)
+            raise error
+        result = bytes(value)
+        try:
+            completed = self._call(
+                "complete",
+                ledger_pb2.CompleteRequest(
+                    namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token, result=result
+                ),
+                cleanup,
+            )
+        except InvalidArgumentError as error:
+            # The ledger refused the result (too large, say): keep the reason
+            # on the entry, and free the key for the next attempt.
+            self._quietly("fail", lambda: self._fail(lease, _describe(error), "", True, cleanup), error)
+            raise
+        return Result(
+            value=result,
+            fencing_token=lease.fencing_token,
+            attempt=lease.attempt,
+            replayed=False,
+            completed_at=_convert.from_timestamp(completed, "completed_at"),
+        )
+
+    def _after_work_error(
+        self, lease: Lease, exc: Exception, heartbeat_error: Optional[LedgerError], deadline: Optional[float]
+    ) -> Optional[BaseException]:
+        """Records the work's failure; returns the exception to raise instead of exc, if any."""
+        cleanup = _cleanup_deadline(deadline)
+        if isinstance(heartbeat_error, LeaseLostError):
+            return heartbeat_error
+        if heartbeat_error is not None:
+            # The work most likely failed because the lease was cancelled with
+            # heartbeat_error: report the cause, not the symptom.
+            self._quietly("release", lambda: self._release(lease, cleanup), heartbeat_error)
+            return heartbeat_error
+        if isinstance(lease.cancel_reason, DeadlineExceededError) or (
+            deadline is not None and time.monotonic() >= deadline
+        ):
+            self._quietly("release", lambda: self._release(lease, cleanup), exc)
+            return DeadlineExceededError(
+                f"the timeout ran out while the work for {lease.namespace}/{lease.key} ran "
+                f"(token {lease.fencing_token}); the lease was released",
+                operation="do",
+            )
+        if isinstance(exc, PermanentError):
+            retryable, code = False, _truncate(exc.code, MAX_ERROR_CODE_BYTES)
+        else:
+            retryable, code = True, ""
+        self._quietly("fail", lambda: self._fail(lease, _describe(exc), code, retryable, cleanup), exc)
+        return None
+
+    def _quietly(self, what: str, action: Callable[[], object], note_on: Optional[BaseException] = None) -> None:
+        """Runs a cleanup call whose failure must not hide the error being raised:
+        logs it, and adds a note to ``note_on`` (Python 3.11+)."""
+        try:
+            action()
+        except Exception as error:  # noqa: BLE001
+            _log.warning("ledgerd: %s after the work failed: %s", what, error)
+            if note_on is not None and hasattr(note_on, "add_note"):
+                note_on.add_note(f"ledgerd: recording this failure ({what}) failed too: {error}")
+
+    def _fail(self, lease: Lease, message: str, code: str, retryable: bool, deadline: Optional[float]) -> None:
+        if retryable:
+            self._store_checkpoint(lease, deadline)
+        self._call(
+            "fail",
+            ledger_pb2.FailRequest(
+                namespace=lease.namespace,
+                key=lease.key,
+                fencing_token=lease.fencing_token,
+                error=ledger_pb2.WorkError(code=code, message=message),
+                retryable=retryable,
+            ),
+            deadline,
+        )
+
+    def _release(self, lease: Lease, deadline: Optional[float]) -> None:
+        self._store_checkpoint(lease, deadline)
+        self._call(
+            "release",
+            ledger_pb2.ReleaseRequest(namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token),
+            deadline,
+        )
+
+    def _store_checkpoint(self, lease: Lease, deadline: Optional[float]) -> None:
+        """Sends a staged checkpoint that no heartbeat carried yet, so that it is
+        not lost when the lease is given up (Fail and Release carry none)."""
+        if lease._pending()[0] is None:
+            return
+        try:
+            self._heartbeat(lease, deadline)
+        except LedgerError as error:  # the Fail or Release that follows says more
+            _log.debug("ledgerd: storing the last checkpoint failed: %s", error)
+
+    def _heartbeat(self, lease: Lease, deadline: Optional[float], stopper: Optional[_retry.Stopper] = None) -> None:
+        checkpoint, version = lease._pending()
+        request = ledger_pb2.HeartbeatRequest(
+            namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token
+        )
+        if lease.ttl > 0:
+            request.lease_ttl.CopyFrom(_convert.to_duration(lease.ttl, "lease_ttl"))
+        if checkpoint is not None:
+            request.checkpoint = checkpoint
+        self._call("heartbeat", request, deadline, stopper=stopper)
+        if checkpoint is not None:
+            lease._mark_stored(version)
+
+    def _wait_budget(self, deadline: Optional[float]) -> Optional[float]:
+        """The wait_timeout of do()'s next Reserve: MAX_SERVER_WAIT, or what is
+        left of the timeout less a margin to deliver the answer in; None when
+        too little is left to be worth asking the server to wait."""
+        if deadline is None:
+            return MAX_SERVER_WAIT
+        remaining = deadline - time.monotonic()
+        budget = min(MAX_SERVER_WAIT, remaining - min(0.5, remaining / 10))
+        return budget if budget >= 0.02 else None
+
+    # Calls with retries.
+
+    def _deadline(self, timeout: Timeout) -> Optional[float]:
+        seconds = _positive_seconds(timeout, "timeout")
+        if seconds is None:
+            seconds = self._default_timeout
+        return None if seconds is None else time.monotonic() + seconds
+
+    def _call(
+        self,
+        operation: str,
+        request: Any,
+        deadline: Optional[float],
+        *,
+        stopper: Optional[_retry.Stopper] = None,
+        extra_attempt_time: float = 0.0,
+    ) -> Any:
+        """Makes one RPC, retrying UNAVAILABLE and DEADLINE_EXCEEDED with backoff
+        until it succeeds, fails otherwise, or the deadline (a time.monotonic
+        value) passes. Raises a LedgerError; Stopped if stopper was stopped."""
+        rpc = self._rpcs[operation]
+        backoff = _retry.RETRY_INITIAL_BACKOFF
+        last: Optional[LedgerError] = None  # the last failure that was retried
+        attempts = 0
+        while True:
+            if stopper is not None and stopper.is_set():
+                raise _retry.Stopped()
+            attempt_timeout = None if self._attempt_timeout is None else self._attempt_timeout + extra_attempt_time
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _gave_up(operation, last, attempts)
+                attempt_timeout = remaining if attempt_timeout is None else min(attempt_timeout, remaining)
+            attempts += 1
+            try:
+                return self._attempt(rpc, request, attempt_timeout, stopper)
+            except grpc.RpcError as rpc_error:
+                if stopper is not None and stopper.is_set():
+                    raise _retry.Stopped() from None
+                error = error_from_rpc(rpc_error, operation=operation)
+                error.__cause__ = rpc_error
+            if error.code not in _retry.RETRYABLE_CODES:
+                raise error
+            if deadline is not None and time.monotonic() >= deadline:
+                # This attempt most likely failed because the time ran out; the
+                # failure that was being retried, if any, says more.
+                raise _gave_up(operation, last or error, attempts)
+            last = error
+            pause = _retry.jitter(backoff)
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            if stopper is not None:
+                if stopper.wait(pause):
+                    raise _retry.Stopped()
+            else:
+                time.sleep(pause)
+            backoff = min(2 * backoff, _retry.RETRY_MAX_BACKOFF)
+
+    @staticmethod
+    def _attempt(rpc: Any, request: Any, timeout: Optional[float], stopper: Optional[_retry.Stopper]) -> Any:
+        if stopper is None:
+            return rpc(request, timeout=timeout)
+        future = rpc.future(request, timeout=timeout)
+        unregister = stopper.register(future.cancel)
+        try:
+            return future.result()
+        except grpc.FutureCancelledError:
+            raise _retry.Stopped() from None
+        finally:
+            unregister()
+
+
+class _Heartbeater:
+    """Keeps a lease alive from a background thread while the work runs."""
+
+    def __init__(self, client: Client, lease: Lease, interval: float, deadline: Optional[float]) -> None:
+        self._client = client
+        self._lease = lease
+        self._interval = interval
+        self._deadline = deadline
+        self._stopper = _retry.Stopper()
+        self._thread = threading.Thread(
+            target=self._run, name=f"ledgerd-heartbeat:{lease.namespace}/{lease.key}", daemon=True
+        )
+        #: Why the heartbeats ended early, if they did; read after stop().
+        self.error: Optional[LedgerError] = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> Optional[LedgerError]:
+        """Ends the heartbeats (cancelling a call in flight) and waits for the
+        thread; returns the error that ended them early. May be called again."""
+        self._stopper.stop()
+        if self._thread.ident is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        return self.error
+
+    def _deadline_passed(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _run(self) -> None:
+        lease = self._lease
+        next_beat = time.monotonic() + self._interval
+        while True:
+            wake = next_beat if self._deadline is None else min(next_beat, self._deadline)
+            if self._stopper.wait(max(0.0, wake - time.monotonic())):
+                return
+            if self._deadline_passed():
+                self._end_by_timeout()
+                return
+            try:
+                self._client._heartbeat(lease, self._deadline, self._stopper)
+            except _retry.Stopped:
+                return
+            except Exception as error:  # noqa: BLE001 - any failure ends the lease
+                if self._stopper.is_set():
+                    return  # stopped during the call: not a failure
+                if self._deadline_passed():
+                    self._end_by_timeout()
+                    return
+                if not isinstance(error, LedgerError):
+                    wrapped = LedgerError(f"heartbeat failed: {error!r}", operation="heartbeat")
+                    wrapped.__cause__ = error
+                    error = wrapped
+                # Refused (LEASE_LOST, or a bad checkpoint): the lease cannot
+                # be kept, so the work must stop.
+                self.error = error
+                lease._cancel(error)
+                return
+            next_beat = time.monotonic() + self._interval
+
+    def _end_by_timeout(self) -> None:
+        self._lease._cancel(
+            DeadlineExceededError(
+                f"the timeout of do() ran out while the work for {self._lease.namespace}/{self._lease.key} ran",
+                operation="do",
+            )
+        )
+
+
+def _gave_up(operation: str, last: Optional[LedgerError], attempts: int) -> LedgerError:
+    """The error a call raises when its deadline passed: the last failure,
+    saying so, or a DeadlineExceededError if there was none."""
+    if last is None:
+        return DeadlineExceededError("the timeout ran out before the call could be made", operation=operation)
+    error = type(last)(
+        f"{last.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}: the timeout ran out)",
+        reason=last.reason,
+        code=last.code,
+        field=last.field,
+        operation=operation,
+        metadata=last.metadata,
+    )
+    error.__cause__ = last.__cause__
+    return error
+
+
+def _cleanup_deadline(deadline: Optional[float], *, always: bool = False) -> Optional[float]:
+    """The deadline of a call do() makes once the work returned: the caller's,
+    but at least CLEANUP_TIMEOUT from now. ``always`` bounds it even when the
+    caller gave no deadline."""
+    floor = time.monotonic() + CLEANUP_TIMEOUT
+    if deadline is None:
+        return floor if always else None
+    return max(deadline, floor)
+
+
+def _positive_seconds(value: Timeout, name: str) -> Optional[float]:
+    if value is None:
+        return None
+    seconds = _convert.seconds(value, name)
+    if not seconds > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return seconds
+
+
+def _truncate(text: str, limit: int) -> str:
+    """Makes text valid UTF-8 without NUL bytes, at most limit bytes long."""
+    data = text.replace("\x00", "").encode("utf-8", errors="replace")
+    return data[:limit].decode("utf-8", errors="ignore")
+
+
+def _describe(exc: BaseException) -> str:
+    """The stored message of a work failure: "<type>: <message>", bounded."""
+    inner = exc.error if isinstance(exc, PermanentError) and exc.error is not None else exc
+    text = str(inner)
+    name = type(inner).__name__
+    message = _truncate(f"{name}: {text}" if text else name, MAX_ERROR_MESSAGE_BYTES)
+    return message or "the work failed"
+

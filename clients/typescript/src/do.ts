@@ -1,0 +1,595 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+
+import { durationFromMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+
+import type { CallOptions, LedgerClient, ReserveRequestInit } from "./client.js";
+import { FailedError, InvalidArgumentError, isPermanent, LeaseLostError } from "./errors.js";
+import type { Acquired, ReserveResponse } from "./gen/ledger/v1/ledger_pb.js";
+import { scope, sleep, type Scope } from "./retry.js";
+
+/** Options of {@link LedgerClient.do}. */
+export interface DoOptions {
+  /**
+   * Names the worker in the ledger and its audit trail. Defaults to
+   * `"<hostname>/<pid>/<random>"`, new for every do() call. Two calls with
+   * the same owner for the same key share one lease (Reserve by the holder
+   * returns the same fencing token), so give every concurrent worker its own.
+   */
+  owner?: string;
+  /**
+   * How long the lease lasts without a heartbeat, in ms; every heartbeat
+   * extends it by as much again. A worker that stops heartbeating (it
+   * crashed, or is paused) is taken over once it runs out. Defaults to the
+   * namespace's default (30s unless configured); the server refuses a TTL
+   * below its minimum (1s unless configured) or above the namespace's
+   * maximum with an {@link InvalidArgumentError} (field "lease_ttl").
+   */
+  leaseTtlMs?: number;
+  /**
+   * The fingerprint of the request payload, e.g. its SHA-256 (a string is
+   * stored as UTF-8). The first do() of a key stores it; a later do() with a
+   * different one rejects with a {@link FingerprintMismatchError}. Defaults
+   * to none, which matches only none.
+   */
+  fingerprint?: Uint8Array | string;
+  /** Free-form labels stored on the entry when the lease is granted, e.g. the pipeline run. */
+  metadata?: Record<string, string>;
+  /**
+   * How often the lease is extended while the work runs, in ms. Defaults to
+   * a third of the granted lease TTL, so that two heartbeats can fail before
+   * the lease runs out.
+   */
+  heartbeatIntervalMs?: number;
+  /** Aborts do(): waiting, and the work (through `lease.signal`); see {@link LedgerClient.do}. */
+  signal?: AbortSignal;
+  /** Bounds do(), the work included, in ms; it then behaves as if `signal` aborted with a TimeoutError. */
+  timeoutMs?: number;
+}
+
+/** What {@link LedgerClient.do} resolves with: the work's result, recorded now or replayed. */
+export interface DoResult {
+  /** The result: resolved by the work in this call, or stored by an earlier one and replayed. */
+  value: Uint8Array;
+  /** The token of the grant under which `value` was recorded. */
+  fencingToken: bigint;
+  /**
+   * The number of the grant that ran the work in this call (1 for the first
+   * grant of the key); 0 when replayed (the ledger does not report it then).
+   */
+  attempt: number;
+  /** True when the key was already completed: `value` is the stored result and the work did not run. */
+  replayed: boolean;
+  /** When the key was completed, by the database's clock. */
+  completedAt: Date;
+}
+
+/** The grant under which {@link LedgerClient.do} runs the work; the work's only argument. */
+export interface Lease {
+  /** The namespace of the key being worked on. */
+  readonly namespace: string;
+  /** The key being worked on. */
+  readonly key: string;
+  /** The owner that holds the lease (see {@link DoOptions.owner}). */
+  readonly owner: string;
+  /**
+   * Identifies this grant; it strictly increases every time a lease on the
+   * key is granted. Pass it to downstream systems with every write, so that
+   * they can refuse writes from a worker that was taken over (an older token).
+   */
+  readonly fencingToken: bigint;
+  /** Counts the grants of the key: 1 for the first, one more for every takeover. */
+  readonly attempt: number;
+  /** True when the key had been held before and this grant took it over. */
+  readonly takeover: boolean;
+  /** The owner before a takeover; empty otherwise. */
+  readonly previousOwner: string;
+  /**
+   * The last checkpoint an earlier holder stored (see {@link Lease.setCheckpoint}),
+   * so that the work can resume instead of starting over; empty if none.
+   */
+  readonly checkpoint: Uint8Array;
+  /** The granted lease duration in ms; do() heartbeats well within it. */
+  readonly leaseTtlMs: number;
+  /**
+   * Aborts when the work must stop: with a {@link LeaseLostError} when
+   * another worker took the key over, with the error of a heartbeat the
+   * server refused, or with the caller's abort reason. Pass it to the I/O the
+   * work does.
+   */
+  readonly signal: AbortSignal;
+  /**
+   * Stages a checkpoint (a cursor, an offset, a phase name; a string is
+   * stored as UTF-8) to be stored with the next heartbeat. If this worker then
+   * fails, gives up or dies, the worker that takes the key over finds the last
+   * stored checkpoint in its lease. do() also stores a staged checkpoint
+   * before it records a retryable failure or releases the lease. An empty
+   * checkpoint clears the stored one. It is copied. The server limits its size
+   * (64 KiB unless configured); a heartbeat carrying a larger one is refused,
+   * which ends the work.
+   */
+  setCheckpoint(checkpoint: Uint8Array | string): void;
+}
+
+// The longest wait between two Reserves while another worker holds the key
+// and the server answered at once: its result is replayed soon after it
+// completes even when its lease is long.
+const maxPollIntervalMs = 1000;
+// Bounds the calls do() makes after the caller gave up: releasing the lease,
+// or recording a result or a failure.
+const cleanupTimeoutMs = 5000;
+// A third of the ledger's default lease TTL; the ledger always reports the
+// granted TTL, so this is a safety net.
+const defaultHeartbeatIntervalMs = 10_000;
+// Bounds the work error message do() records; the server's limit is 8 KiB
+// unless configured.
+const maxErrorMessageBytes = 4 << 10;
+
+const utf8 = new TextEncoder();
+
+type Work = (lease: Lease) => Promise<Uint8Array | string> | Uint8Array | string;
+
+/** Call options with the deadline the attempts' grpc-timeout must respect. */
+type InternalCallOptions = CallOptions & { deadline?: number };
+
+/** do(): see LedgerClient.do. */
+export async function runDo(
+  client: LedgerClient,
+  namespace: string,
+  key: string,
+  work: Work,
+  options: DoOptions,
+): Promise<DoResult> {
+  if (typeof work !== "function") {
+    throw new TypeError("ledgerd do: work must be a function");
+  }
+  const owner = options.owner || defaultOwner();
+  const s = scope(options.signal, options.timeoutMs, `ledgerd do ${namespace}/${key}`);
+  try {
+    const request: ReserveRequestInit = {
+      namespace,
+      key,
+      owner,
+      fingerprint: options.fingerprint === undefined ? undefined : bytesOf(options.fingerprint),
+      metadata: options.metadata,
+      leaseTtl: options.leaseTtlMs ? durationFromMs(options.leaseTtlMs) : undefined,
+    };
+    for (;;) {
+      const response = await reserveWaiting(client, request, s);
+      const outcome = response.outcome;
+      switch (outcome.case) {
+        case "acquired":
+          return await runLeased(client, s, new LeaseState(namespace, key, owner, outcome.value), work, options);
+        case "completed":
+          return {
+            value: outcome.value.result,
+            fencingToken: outcome.value.fencingToken,
+            attempt: 0,
+            replayed: true,
+            completedAt: dateOf(outcome.value.completedAt),
+          };
+        case "failed":
+          throw new FailedError({
+            namespace,
+            key,
+            code: outcome.value.error?.code ?? "",
+            errorMessage: outcome.value.error?.message ?? "",
+            fencingToken: outcome.value.fencingToken,
+            attempts: outcome.value.attempts,
+            failedAt: dateOf(outcome.value.failedAt),
+          });
+        case "inProgress":
+          // reserveWaiting already waited, or returned at once and left the
+          // wait to us: loop and ask again.
+          break;
+        default:
+          throw new Error("ledgerd do: reserve returned an outcome this client does not know");
+      }
+    }
+  } finally {
+    s.dispose();
+  }
+}
+
+/**
+ * Reserves, asking the server to wait while another owner holds the key
+ * (bounded by the client's maxWaitMs and the caller's deadline). When the
+ * answer is IN_PROGRESS without the server having waited (a server without
+ * waits, or one with a shorter maximum), it sleeps for the server's
+ * retry-after hint (at most 1s, with jitter) before returning it.
+ */
+async function reserveWaiting(client: LedgerClient, request: ReserveRequestInit, s: Scope): Promise<ReserveResponse> {
+  const remaining = s.remainingMs();
+  const waitMs = Math.floor(remaining === undefined ? client.maxWaitMs : Math.min(client.maxWaitMs, remaining));
+  const started = Date.now();
+  let response: ReserveResponse;
+  try {
+    const callOptions: InternalCallOptions = { signal: s.signal, deadline: s.deadline };
+    response = await client.reserve(
+      { ...request, waitTimeout: waitMs > 0 ? durationFromMs(waitMs) : undefined },
+      callOptions,
+    );
+  } catch (e) {
+    if (waitMs > 0 && e instanceof InvalidArgumentError && e.field === "wait_timeout") {
+      // This server refuses the wait we asked for (a lower --max-wait): poll.
+      client.maxWaitMs = 0;
+      return reserveWaiting(client, request, s);
+    }
+    throw e;
+  }
+  if (response.outcome.case === "inProgress" && (waitMs === 0 || Date.now() - started < waitMs / 2)) {
+    const hint = response.outcome.value.retryAfter;
+    const retryAfterMs = hint ? Number(hint.seconds) * 1000 + hint.nanos / 1e6 : maxPollIntervalMs;
+    await sleep(pollInterval(retryAfterMs), s.signal);
+  }
+  return response;
+}
+
+/** The staged checkpoint of a lease, and what the ledger holds of it. */
+class LeaseState {
+  readonly namespace: string;
+  readonly key: string;
+  readonly owner: string;
+  readonly acquired: Acquired;
+  readonly ttlMs: number;
+  #checkpoint: Uint8Array = new Uint8Array(0);
+  #staged = 0; // counts setCheckpoint calls
+  #stored = 0; // the value of #staged whose checkpoint the ledger holds
+
+  constructor(namespace: string, key: string, owner: string, acquired: Acquired) {
+    this.namespace = namespace;
+    this.key = key;
+    this.owner = owner;
+    this.acquired = acquired;
+    const ttl = acquired.leaseTtl;
+    this.ttlMs = ttl ? Number(ttl.seconds) * 1000 + ttl.nanos / 1e6 : 0;
+  }
+
+  stage(checkpoint: Uint8Array): void {
+    this.#checkpoint = checkpoint.slice();
+    this.#staged++;
+  }
+
+  /** The staged checkpoint the ledger does not hold yet, and its version; undefined if none. */
+  pending(): [Uint8Array | undefined, number] {
+    return this.#staged === this.#stored ? [undefined, 0] : [this.#checkpoint, this.#staged];
+  }
+
+  /** Records that the checkpoint of version is stored; one staged meanwhile stays pending. */
+  markStored(version: number): void {
+    this.#stored = Math.max(this.#stored, version);
+  }
+
+  get token(): bigint {
+    return this.acquired.fencingToken;
+  }
+}
+
+/** Runs work under the lease, with heartbeats, and records what it returns. */
+async function runLeased(client: LedgerClient, s: Scope, state: LeaseState, work: Work, options: DoOptions): Promise<DoResult> {
+  const acquired = state.acquired;
+  let intervalMs = defaultHeartbeatIntervalMs;
+  if (options.heartbeatIntervalMs !== undefined && options.heartbeatIntervalMs > 0) {
+    intervalMs = options.heartbeatIntervalMs;
+  } else if (state.ttlMs > 0) {
+    intervalMs = state.ttlMs / 3;
+  }
+
+  // The work's signal: aborted by the caller, or when the lease cannot be kept.
+  const workController = new AbortController();
+  const onCallerAbort = () => workController.abort(s.signal.reason);
+  if (s.signal.aborted) {
+    onCallerAbort();
+  } else {
+    s.signal.addEventListener("abort", onCallerAbort, { once: true });
+  }
+  const heartbeats = new Heartbeater(
+    (signal) => heartbeat(client, state, signal),
+    intervalMs,
+    (err) => workController.abort(err),
+    workController.signal,
+  );
+
+  const lease: Lease = Object.freeze({
+    namespace: state.namespace,
+    key: state.key,
+    owner: state.owner,
+    fencingToken: acquired.fencingToken,
+    attempt: acquired.attempt,
+    takeover: acquired.takeover,
+    previousOwner: acquired.previousOwner,
+    checkpoint: acquired.checkpoint,
+    leaseTtlMs: state.ttlMs,
+    signal: workController.signal,
+    setCheckpoint: (checkpoint: Uint8Array | string) => state.stage(bytesOf(checkpoint)),
+  });
+
+  let value: unknown;
+  let workError: unknown;
+  let workFailed = false;
+  heartbeats.start();
+  try {
+    value = await work(lease);
+  } catch (e) {
+    workFailed = true;
+    workError = e;
+  }
+  const heartbeatError = await heartbeats.stop();
+  s.signal.removeEventListener("abort", onCallerAbort);
+
+  if (heartbeatError instanceof LeaseLostError) {
+    // Complete would be refused: another worker holds the key now.
+    throw heartbeatError;
+  }
+  if (!workFailed) {
+    let result: Uint8Array | undefined;
+    try {
+      result = resultBytes(value);
+    } catch (e) {
+      workFailed = true;
+      workError = e;
+    }
+    if (result) {
+      try {
+        return await complete(client, s, state, result);
+      } catch (e) {
+        if (e instanceof InvalidArgumentError) {
+          // The ledger refused the result (too large, say): keep the reason on
+          // the entry, and free the key for the next attempt.
+          await fail(client, s, state, errorMessage(e), true).catch(() => undefined);
+        }
+        throw e;
+      }
+    }
+  }
+  if (heartbeatError !== undefined) {
+    // The work most likely failed because its signal aborted with
+    // heartbeatError: report the cause, not the symptom.
+    await release(client, s, state).catch(() => undefined);
+    throw heartbeatError;
+  }
+  if (s.signal.aborted) {
+    await release(client, s, state).catch(() => undefined);
+    throw s.signal.reason;
+  }
+  await fail(client, s, state, errorMessage(workError), !isPermanent(workError)).catch(() => undefined);
+  throw workError;
+}
+
+/**
+ * Keeps a lease alive while the work runs: one heartbeat every interval
+ * (counted from the end of the previous one), until stop() or the work's
+ * signal aborts. A refused heartbeat ends the heartbeats and calls onFail.
+ */
+class Heartbeater {
+  readonly #beat: (signal: AbortSignal) => Promise<void>;
+  readonly #intervalMs: number;
+  readonly #onFail: (err: unknown) => void;
+  readonly #workSignal: AbortSignal;
+  readonly #controller = new AbortController();
+  readonly #onWorkAbort = () => this.#halt();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #inflight: Promise<void> | undefined;
+  #stopped = false;
+  #error: unknown;
+
+  constructor(beat: (signal: AbortSignal) => Promise<void>, intervalMs: number, onFail: (err: unknown) => void, workSignal: AbortSignal) {
+    this.#beat = beat;
+    this.#intervalMs = intervalMs;
+    this.#onFail = onFail;
+    this.#workSignal = workSignal;
+  }
+
+  start(): void {
+    if (this.#workSignal.aborted) {
+      this.#halt();
+      return;
+    }
+    this.#workSignal.addEventListener("abort", this.#onWorkAbort, { once: true });
+    this.#schedule();
+  }
+
+  /** Ends the heartbeats, waits for one in flight, and returns the error that ended them early, if any. */
+  async stop(): Promise<unknown> {
+    this.#halt();
+    this.#workSignal.removeEventListener("abort", this.#onWorkAbort);
+    await this.#inflight;
+    return this.#error;
+  }
+
+  #schedule(): void {
+    if (this.#stopped) {
+      return;
+    }
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#inflight = this.#run();
+    }, this.#intervalMs);
+  }
+
+  async #run(): Promise<void> {
+    try {
+      await this.#beat(this.#controller.signal);
+    } catch (e) {
+      if (this.#stopped) {
+        return; // stopped during the call: not a failure
+      }
+      // Refused (LEASE_LOST, or a bad checkpoint): the lease cannot be kept,
+      // so the work must stop.
+      this.#error = e;
+      this.#halt();
+      this.#onFail(e);
+      return;
+    }
+    this.#schedule();
+  }
+
+  #halt(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#controller.abort();
+  }
+}
+
+/** Extends the lease, carrying the staged checkpoint if there is one. */
+async function heartbeat(client: LedgerClient, state: LeaseState, signal: AbortSignal): Promise<void> {
+  const [checkpoint, version] = state.pending();
+  await client.heartbeat(
+    {
+      namespace: state.namespace,
+      key: state.key,
+      fencingToken: state.token,
+      leaseTtl: state.ttlMs > 0 ? durationFromMs(state.ttlMs) : undefined,
+      checkpoint, // undefined (unset) keeps the stored checkpoint
+    },
+    { signal },
+  );
+  if (checkpoint !== undefined) {
+    state.markStored(version);
+  }
+}
+
+/**
+ * The signal for the calls do() makes once the work ended: the caller's
+ * while it has not aborted, and otherwise a short timeout of their own.
+ */
+function afterward(s: Scope): { options: InternalCallOptions; dispose: () => void } {
+  if (!s.signal.aborted) {
+    return { options: { signal: s.signal, deadline: s.deadline }, dispose: () => undefined };
+  }
+  const cleanup = scope(undefined, cleanupTimeoutMs, "ledgerd cleanup");
+  return { options: { signal: cleanup.signal, deadline: cleanup.deadline }, dispose: () => cleanup.dispose() };
+}
+
+async function complete(client: LedgerClient, s: Scope, state: LeaseState, result: Uint8Array): Promise<DoResult> {
+  const a = afterward(s);
+  try {
+    const response = await client.complete(
+      { namespace: state.namespace, key: state.key, fencingToken: state.token, result },
+      a.options,
+    );
+    return {
+      value: result,
+      fencingToken: state.token,
+      attempt: state.acquired.attempt,
+      replayed: false,
+      completedAt: dateOf(response.completedAt),
+    };
+  } finally {
+    a.dispose();
+  }
+}
+
+/** Records the work's failure, after storing a staged checkpoint for the next worker when it is retryable. */
+async function fail(client: LedgerClient, s: Scope, state: LeaseState, message: string, retryable: boolean): Promise<void> {
+  const a = afterward(s);
+  try {
+    if (retryable) {
+      await storeCheckpoint(client, state, a.options.signal!).catch(() => undefined);
+    }
+    await client.fail(
+      { namespace: state.namespace, key: state.key, fencingToken: state.token, error: { message }, retryable },
+      a.options,
+    );
+  } finally {
+    a.dispose();
+  }
+}
+
+/** Gives the lease up, after storing a staged checkpoint for the next worker. */
+async function release(client: LedgerClient, s: Scope, state: LeaseState): Promise<void> {
+  const a = afterward(s);
+  try {
+    await storeCheckpoint(client, state, a.options.signal!).catch(() => undefined);
+    await client.release({ namespace: state.namespace, key: state.key, fencingToken: state.token }, a.options);
+  } finally {
+    a.dispose();
+  }
+}
+
+/** Sends a staged checkpoint that no heartbeat carried yet (Fail and Release carry none). */
+async function storeCheckpoint(client: LedgerClient, state: LeaseState, signal: AbortSignal): Promise<void> {
+  if (state.pending()[0] !== undefined) {
+    await heartbeat(client, state, signal);
+  }
+}
+
+/**
+ * Turns the server's retry-after hint into the wait before the next Reserve:
+ * at most 1s, plus up to a quarter of jitter, so that waiting workers do not
+ * ask all at once.
+ */
+function pollInterval(retryAfterMs: number): number {
+  const wait = Math.min(Math.max(retryAfterMs, 1), maxPollIntervalMs);
+  return wait + Math.random() * (wait / 4);
+}
+
+/** The bytes of a checkpoint, fingerprint or result: a string as UTF-8, a Uint8Array (or Buffer) copied. */
+function bytesOf(value: Uint8Array | string): Uint8Array {
+  if (typeof value === "string") {
+    return utf8.encode(value);
+  }
+  if (value instanceof Uint8Array) {
+    return new Uint8Array(value);
+  }
+  throw new TypeError(`ledgerd do: expected a Uint8Array or a string, got ${describe(value)}`);
+}
+
+function resultBytes(value: unknown): Uint8Array {
+  if (typeof value === "string" || value instanceof Uint8Array) {
+    return bytesOf(value);
+  }
+  throw new TypeError(`ledgerd do: work must resolve a Uint8Array or a string, got ${describe(value)}`);
+}
+
+function describe(value: unknown): string {
+  return value === null ? "null" : typeof value === "object" ? (value.constructor?.name ?? "object") : typeof value;
+}
+
+/**
+ * Makes err's text acceptable as a stored error message: not empty, without
+ * NUL bytes, valid UTF-8 (lone surrogates become U+FFFD), at most 4 KiB.
+ */
+export function errorMessage(err: unknown): string {
+  let message: string;
+  if (err instanceof Error) {
+    message = err.message;
+  } else if (typeof err === "string") {
+    message = err;
+  } else {
+    try {
+      message = String(err);
+    } catch {
+      message = "";
+    }
+  }
+  message = message.replaceAll("\0", "");
+  if (message === "") {
+    message = `${err instanceof Error ? err.name : describe(err)} with an empty message`;
+  }
+  const bytes = utf8.encode(message);
+  if (bytes.length <= maxErrorMessageBytes) {
+    return new TextDecoder().decode(bytes);
+  }
+  let cut = maxErrorMessageBytes;
+  while (cut > 0 && ((bytes[cut] ?? 0) & 0xc0) === 0x80) {
+    cut--;
+  }
+  return new TextDecoder().decode(bytes.subarray(0, cut));
+}
+
+/** Names a worker by its host and process, with a random suffix that makes every do() call its own owner. */
+export function defaultOwner(): string {
+  let host = "";
+  try {
+    host = hostname();
+  } catch {
+    // fall through
+  }
+  return `${host || "unknown-host"}/${process.pid}/${randomBytes(4).toString("hex")}`;
+}
+
+function dateOf(timestamp: Timestamp | undefined): Date {
+  return timestamp ? timestampDate(timestamp) : new Date(0);
+}
