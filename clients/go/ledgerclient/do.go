@@ -88,9 +88,16 @@ func WithHeartbeatInterval(interval time.Duration) DoOption {
 
 const (
 	// maxPollInterval caps the wait between two Reserves while another
-	// worker holds the key, so that its result is replayed soon after it
-	// completes even when its lease is long.
+	// worker holds the key and the server did not wait for it, so that its
+	// result is replayed soon after it completes even when its lease is long.
 	maxPollInterval = time.Second
+	// maxServerWait is the longest Do asks the server to wait for another
+	// worker in one Reserve (ReserveRequest.wait_timeout); the server may
+	// shorten it, and Do asks again while ctx allows.
+	maxServerWait = 30 * time.Second
+	// minServerWait tells a Reserve that the server held from one it
+	// answered at once.
+	minServerWait = 500 * time.Millisecond
 	// cleanupTimeout bounds the calls Do makes after its context ended:
 	// releasing the lease, or recording a result or a panic.
 	cleanupTimeout = 5 * time.Second
@@ -110,10 +117,12 @@ const (
 //     Result.Replayed set, without running work.
 //   - If the key failed permanently, Do returns a *FailedError (matching
 //     ErrFailed) without running work.
-//   - If another worker holds the key, Do waits (as long as ctx allows) and
-//     asks again, using the server's retry-after hint, capped at 1s, with
-//     jitter: the holder may complete (Do then replays its result) or die
-//     (its lease runs out and Do takes the key over).
+//   - If another worker holds the key, Do waits (as long as ctx allows):
+//     its Reserves ask the server to hold the call until the holder
+//     completes (Do then replays its result), fails, releases, or dies (its
+//     lease runs out and Do takes the key over). A server that answers at
+//     once is asked again after its retry-after hint, capped at 1s, with
+//     jitter.
 //   - Otherwise Do holds the lease and runs work with a context that
 //     carries it (see LeaseFromContext and SetCheckpoint). While work runs,
 //     a goroutine heartbeats the lease (see WithHeartbeatInterval); it is
@@ -182,6 +191,10 @@ func (c *Client) do(ctx context.Context, namespace, key string, work func(contex
 		req.LeaseTtl = durationpb.New(o.leaseTTL)
 	}
 	for {
+		// Ask the server to hold the call while another worker has the key,
+		// so that its result (or its lease's end) is seen at once.
+		req.WaitTimeout = durationpb.New(serverWait(ctx))
+		asked := time.Now()
 		response, err := call(ctx, "reserve", c.ledger.Reserve, req)
 		if err != nil {
 			return Result{}, err
@@ -210,6 +223,11 @@ func (c *Client) do(ctx context.Context, namespace, key string, work func(contex
 			}
 		case *ledgerv1.ReserveResponse_InProgress:
 			holder := outcome.InProgress
+			if time.Since(asked) >= minServerWait {
+				continue // the server waited for the holder: ask again at once
+			}
+			// The server answered at once (it is shutting down, or predates
+			// waiting): wait on our side before asking again.
 			if sleep(ctx, pollInterval(holder.GetRetryAfter().AsDuration())) != nil {
 				return Result{}, fmt.Errorf("waiting for %s: %w", holder.GetOwner(), contextError(ctx))
 			}
@@ -368,6 +386,18 @@ func afterward(ctx context.Context) (context.Context, context.CancelFunc) {
 		return context.WithCancel(ctx)
 	}
 	return context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+}
+
+// serverWait is the wait_timeout of Do's Reserves: maxServerWait, or less
+// when ctx ends sooner, leaving a tenth of the time left (at most a second)
+// for the answer to arrive.
+func serverWait(ctx context.Context) time.Duration {
+	wait := maxServerWait
+	if deadline, ok := ctx.Deadline(); ok {
+		left := time.Until(deadline)
+		wait = min(wait, left-min(left/10, time.Second))
+	}
+	return max(wait, 0)
 }
 
 // pollInterval turns the server's retry-after hint into the wait before the

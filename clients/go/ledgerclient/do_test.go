@@ -177,6 +177,37 @@ func TestDo(t *testing.T) {
 		require.Equal(t, int64(1), replay.FencingToken)
 	})
 
+	t.Run("the wait for the holder happens on the server, in one Reserve", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		started, finish := make(chan struct{}), make(chan struct{})
+		holderDone := make(chan error, 1)
+		go func() {
+			_, err := b.client.Do(t.Context(), namespace, "k", func(context.Context) ([]byte, error) {
+				close(started)
+				<-finish
+				return []byte("from the holder"), nil
+			})
+			holderDone <- err
+		}()
+		<-started
+
+		counted := &countingConn{ClientConnInterface: b.conn}
+		waiter := ledgerclient.NewFromConn(counted)
+		waiterDone := make(chan error, 1)
+		go func() {
+			_, err := waiter.Do(t.Context(), namespace, "k", mustNotRun(t))
+			waiterDone <- err
+		}()
+		// Far longer than the 1s a client-side poll would wait between two
+		// Reserves: only a server-side wait asks once.
+		time.Sleep(2500 * time.Millisecond)
+		close(finish)
+		require.NoError(t, <-holderDone)
+		require.NoError(t, <-waiterDone)
+		require.Equal(t, int64(1), counted.reserves.Load(), "one Reserve, held by the server until the holder completed")
+	})
+
 	t.Run("heartbeats keep the lease while the work runs past its TTL", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)

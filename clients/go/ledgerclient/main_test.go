@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,8 +14,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 
 	"github.com/ledgerd/ledgerd/clients/go/ledgerclient"
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/ledgertest"
 	"github.com/ledgerd/ledgerd/internal/pgtest"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -49,13 +52,14 @@ var testConfig = ledger.Config{Limits: ledger.Limits{MinLeaseTTL: 50 * time.Mill
 // ledgerd, and the pool over that ledgerd's schema for assertions on rows.
 type testBundle struct {
 	client *ledgerclient.Client
+	conn   *grpc.ClientConn
 	pool   *pgxpool.Pool
 }
 
 func setup(t *testing.T) testBundle {
 	t.Helper()
 	conn, bundle := ledgertest.Server(t, testConfig)
-	return testBundle{client: ledgerclient.NewFromConn(conn), pool: bundle.Pool}
+	return testBundle{client: ledgerclient.NewFromConn(conn), conn: conn, pool: bundle.Pool}
 }
 
 // entry is the part of an entries row that the tests check.
@@ -140,4 +144,17 @@ func (tb *exampleTB) cleanup() {
 	for i := len(tb.cleanups) - 1; i >= 0; i-- {
 		tb.cleanups[i]()
 	}
+}
+
+// countingConn counts the Reserve calls made through it.
+type countingConn struct {
+	grpc.ClientConnInterface
+	reserves atomic.Int64
+}
+
+func (c *countingConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	if method == ledgerv1.LedgerService_Reserve_FullMethodName {
+		c.reserves.Add(1)
+	}
+	return c.ClientConnInterface.Invoke(ctx, method, args, reply, opts...)
 }
