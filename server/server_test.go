@@ -236,3 +236,35 @@ func TestHealthAndReflection(t *testing.T) {
 	require.Contains(t, names, "grpc.health.v1.Health")
 	require.NoError(t, stream.CloseSend())
 }
+
+// TestReserveWaits: a Reserve with wait_timeout is held until the holder
+// completes, then replays its result; a negative wait is refused.
+func TestReserveWaits(t *testing.T) {
+	t.Parallel()
+	ctx, b := setup(t)
+	require.Eventually(t, b.ledger.Store.Listening, 10*time.Second, 5*time.Millisecond)
+
+	_, err := b.client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w", WaitTimeout: durationpb.New(-time.Second)})
+	st := requireReason(t, err, codes.InvalidArgument, "INVALID_ARGUMENT")
+	require.Contains(t, st.Message(), "wait_timeout")
+
+	res, err := b.client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: "ns", Key: "k", Owner: "holder", LeaseTtl: durationpb.New(time.Hour)})
+	require.NoError(t, err)
+	token := res.GetAcquired().GetFencingToken()
+
+	answer := make(chan *ledgerv1.ReserveResponse, 1)
+	go func() {
+		res, err := b.client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: "ns", Key: "k", Owner: "waiter", WaitTimeout: durationpb.New(45 * time.Second)})
+		require.NoError(t, err)
+		answer <- res
+	}()
+	require.Eventually(t, func() bool { return b.ledger.Store.Waiters() == 1 }, 10*time.Second, 5*time.Millisecond)
+	_, err = b.client.Complete(ctx, &ledgerv1.CompleteRequest{Namespace: "ns", Key: "k", FencingToken: token, Result: []byte("r")})
+	require.NoError(t, err)
+	select {
+	case res := <-answer:
+		require.Equal(t, []byte("r"), res.GetCompleted().GetResult())
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting Reserve was not woken by the Complete")
+	}
+}
