@@ -75,8 +75,9 @@ export interface ClientOptions {
   /**
    * The longest wait `do()` asks of the server in one Reserve while another
    * owner holds the key (ReserveRequest.waitTimeout), in ms (default 30000).
-   * Keep it at or below the server's --max-wait (60s unless configured).
-   * `do()` asks again, for as long as its signal and timeout allow.
+   * The server shortens it to its --max-wait (60s unless configured); `do()`
+   * asks again, for as long as its signal and timeout allow. 0 makes `do()`
+   * poll instead, with the server's retry-after hint (at most 1s apart).
    */
   maxWaitMs?: number;
   /** The backoff between two attempts of a failed call; see {@link defaultRetryPolicy}. */
@@ -118,8 +119,8 @@ export class LedgerClient {
   readonly #onRetry: RetryListener | undefined;
   readonly #attemptTimeoutMs: number;
   readonly #headers: Record<string, string>;
-  /** @internal The longest wait do() asks of the server in one Reserve; 0 once the server refused waits. */
-  maxWaitMs: number;
+  /** The longest wait `do()` asks of the server in one Reserve, in ms (see {@link ClientOptions.maxWaitMs}). */
+  readonly maxWaitMs: number;
 
   /** Use {@link createClient}. */
   constructor(options: ClientOptions) {

@@ -112,9 +112,12 @@ export interface Lease {
 }
 
 // The longest wait between two Reserves while another worker holds the key
-// and the server answered at once: its result is replayed soon after it
+// and the server did not wait for it: its result is replayed soon after it
 // completes even when its lease is long.
 const maxPollIntervalMs = 1000;
+// Tells a Reserve that the server held (at least this long, or half the wait
+// asked for when that is shorter) from one it answered at once.
+const minServerWaitMs = 500;
 // Bounds the calls do() makes after the caller gave up: releasing the lease,
 // or recording a result or a failure.
 const cleanupTimeoutMs = 5000;
@@ -192,37 +195,42 @@ export async function runDo(
 }
 
 /**
- * Reserves, asking the server to wait while another owner holds the key
- * (bounded by the client's maxWaitMs and the caller's deadline). When the
- * answer is IN_PROGRESS without the server having waited (a server without
- * waits, or one with a shorter maximum), it sleeps for the server's
- * retry-after hint (at most 1s, with jitter) before returning it.
+ * Reserves, asking the server to hold the call while another owner holds the
+ * key (see serverWaitMs). When the answer is IN_PROGRESS and the server did
+ * not wait (it predates waiting, is shutting down, or shortened the wait to
+ * almost nothing), it sleeps for the server's retry-after hint (at most 1s,
+ * with jitter) before returning it; otherwise do() asks again at once.
  */
 async function reserveWaiting(client: LedgerClient, request: ReserveRequestInit, s: Scope): Promise<ReserveResponse> {
-  const remaining = s.remainingMs();
-  const waitMs = Math.floor(remaining === undefined ? client.maxWaitMs : Math.min(client.maxWaitMs, remaining));
-  const started = Date.now();
-  let response: ReserveResponse;
-  try {
-    const callOptions: InternalCallOptions = { signal: s.signal, deadline: s.deadline };
-    response = await client.reserve(
-      { ...request, waitTimeout: waitMs > 0 ? durationFromMs(waitMs) : undefined },
-      callOptions,
-    );
-  } catch (e) {
-    if (waitMs > 0 && e instanceof InvalidArgumentError && e.field === "wait_timeout") {
-      // This server refuses the wait we asked for (a lower --max-wait): poll.
-      client.maxWaitMs = 0;
-      return reserveWaiting(client, request, s);
+  const waitMs = serverWaitMs(client.maxWaitMs, s.remainingMs());
+  const asked = Date.now();
+  const callOptions: InternalCallOptions = { signal: s.signal, deadline: s.deadline };
+  const response = await client.reserve(
+    { ...request, waitTimeout: waitMs > 0 ? durationFromMs(waitMs) : undefined },
+    callOptions,
+  );
+  if (response.outcome.case === "inProgress") {
+    const waited = waitMs > 0 && Date.now() - asked >= Math.min(minServerWaitMs, waitMs / 2);
+    if (!waited) {
+      const hint = response.outcome.value.retryAfter;
+      const retryAfterMs = hint ? Number(hint.seconds) * 1000 + hint.nanos / 1e6 : maxPollIntervalMs;
+      await sleep(pollInterval(retryAfterMs), s.signal);
     }
-    throw e;
-  }
-  if (response.outcome.case === "inProgress" && (waitMs === 0 || Date.now() - started < waitMs / 2)) {
-    const hint = response.outcome.value.retryAfter;
-    const retryAfterMs = hint ? Number(hint.seconds) * 1000 + hint.nanos / 1e6 : maxPollIntervalMs;
-    await sleep(pollInterval(retryAfterMs), s.signal);
   }
   return response;
+}
+
+/**
+ * The wait_timeout of do()'s Reserves, in whole ms: maxWaitMs, or less when
+ * the caller's deadline comes sooner, leaving a tenth of the time left (at
+ * most a second) for the answer to arrive. 0 asks for no wait.
+ */
+function serverWaitMs(maxWaitMs: number, remainingMs: number | undefined): number {
+  let wait = maxWaitMs;
+  if (remainingMs !== undefined) {
+    wait = Math.min(wait, remainingMs - Math.min(remainingMs / 10, 1000));
+  }
+  return Math.max(0, Math.floor(wait));
 }
 
 /** The staged checkpoint of a lease, and what the ledger holds of it. */

@@ -95,7 +95,7 @@ describe("do", () => {
     const key = uniqueKey();
     const held = await client.reserve({ namespace: ns, key, owner: "holder", leaseTtl: { seconds: 10n } });
     assert.equal(held.outcome.case, "acquired");
-    const token = held.outcome.value!.fencingToken as bigint;
+    const token = held.outcome.value.fencingToken;
     const completion = delay(500).then(() =>
       client.complete({ namespace: ns, key, fencingToken: token, result: new TextEncoder().encode("by the holder") }),
     );
@@ -109,6 +109,73 @@ describe("do", () => {
     assert.equal(result.fencingToken, token);
     assert.ok(elapsed >= 400, `resolved after ${elapsed}ms, before the holder completed`);
     assert.ok(elapsed < 5000, `resolved only after ${elapsed}ms`);
+  });
+
+  test("the server holds the waiting Reserve: one call, answered as soon as the holder completes", T, async () => {
+    const ns = uniqueNamespace();
+    const key = uniqueKey();
+    let reserves = 0;
+    const counting = newClient({
+      interceptors: [(next) => async (req) => {
+        if (req.method.name === "Reserve") {
+          reserves++;
+        }
+        return next(req);
+      }],
+    });
+    try {
+      const held = await client.reserve({ namespace: ns, key, owner: "holder", leaseTtl: { seconds: 10n } });
+      assert.equal(held.outcome.case, "acquired");
+      const token = held.outcome.value.fencingToken;
+      const completion = delay(500).then(() =>
+        client.complete({ namespace: ns, key, fencingToken: token, result: new TextEncoder().encode("by the holder") }),
+      );
+      const started = Date.now();
+      const result = await counting.do(ns, key, mustNotRun, { owner: "waiter", timeoutMs: 10_000 });
+      const elapsed = Date.now() - started;
+      await completion;
+      assert.equal(text(result.value), "by the holder");
+      assert.equal(result.replayed, true);
+      assert.equal(reserves, 1, `${reserves} Reserves`);
+      assert.ok(elapsed >= 400 && elapsed < 900, `resolved after ${elapsed}ms`);
+    } finally {
+      counting.close();
+    }
+  });
+
+  test("with maxWaitMs 0 it polls on the retry-after hint instead, and still replays", T, async () => {
+    const ns = uniqueNamespace();
+    const key = uniqueKey();
+    let reserves = 0;
+    const polling = newClient({
+      maxWaitMs: 0,
+      interceptors: [(next) => async (req) => {
+        if (req.method.name === "Reserve") {
+          reserves++;
+        }
+        return next(req);
+      }],
+    });
+    try {
+      const held = await client.reserve({ namespace: ns, key, owner: "holder", leaseTtl: { nanos: 300_000_000 } });
+      assert.equal(held.outcome.case, "acquired");
+      const token = held.outcome.value.fencingToken;
+      const completion = delay(1500).then(() =>
+        client.complete({ namespace: ns, key, fencingToken: token, result: new TextEncoder().encode("too late") }),
+      );
+      // The holder's lease (300ms) runs out long before it completes: the
+      // poller, asking again on the retry-after hint, takes over and runs the work.
+      const result = await polling.do(ns, key, async (lease) => `took over from ${lease.previousOwner}`, {
+        owner: "poller",
+        timeoutMs: 10_000,
+      });
+      await assert.rejects(completion, LeaseLostError);
+      assert.equal(text(result.value), "took over from holder");
+      assert.equal(result.fencingToken, 2n);
+      assert.ok(reserves >= 2, `${reserves} Reserves`);
+    } finally {
+      polling.close();
+    }
   });
 
   test("gives up waiting when its timeout runs out, with a TimeoutError", T, async () => {
@@ -349,6 +416,43 @@ describe("do", () => {
     const next = await client.do(ns, key, async (lease) => `resumed from ${text(lease.checkpoint)}`, { timeoutMs: 10_000 });
     assert.equal(text(next.value), "resumed from half-way");
     assert.equal(next.attempt, 2);
+  });
+
+  test("a timeout during the work aborts lease.signal, releases the lease and rejects with a TimeoutError", T, async () => {
+    const ns = uniqueNamespace();
+    const key = uniqueKey();
+    let workReason: unknown;
+    await assert.rejects(
+      client.do(ns, key, async (lease) => {
+        workReason = await aborted(lease.signal, 5000);
+        throw workReason;
+      }, { timeoutMs: 200 }),
+      (err: Error) => err.name === "TimeoutError" && err === workReason,
+    );
+    const { entry } = await client.lookup({ namespace: ns, key });
+    assert.equal(entry?.state, State.RELEASED);
+  });
+
+  test("a heartbeat refused for another reason aborts lease.signal with its error; the lease is released", T, async () => {
+    const ns = uniqueNamespace();
+    const key = uniqueKey();
+    let workReason: unknown;
+    await assert.rejects(
+      client.do(ns, key, async (lease) => {
+        lease.setCheckpoint(new Uint8Array((64 << 10) + 1)); // above the default 64 KiB
+        workReason = await aborted(lease.signal, 5000);
+        throw new Error("gave up");
+      }, { leaseTtlMs: 150, timeoutMs: 10_000 }),
+      (err: unknown) => {
+        assert.ok(err instanceof InvalidArgumentError);
+        assert.equal(err.field, "checkpoint");
+        assert.equal(err, workReason);
+        return true;
+      },
+    );
+    const { entry } = await client.lookup({ namespace: ns, key });
+    assert.equal(entry?.state, State.RELEASED);
+    assert.equal(entry?.checkpoint.length, 0);
   });
 
   test("rejects with the abort reason at once when the signal has already aborted", T, async () => {
