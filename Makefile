@@ -31,7 +31,8 @@ db-stop: ## Stop the private PostgreSQL that `make run` started.
 	@scripts/pg.sh stop "$(DEV_PG_DIR)"
 
 .PHONY: test
-test: ## Run every test against a real PostgreSQL (throwaway cluster, or LEDGER_TEST_DATABASE_URL).
+test: ## Run every test, the Python and TypeScript clients' included, against a real PostgreSQL.
+	@scripts/deps.sh python node
 	@scripts/test.sh $(GO_TEST_FLAGS) ./...
 
 BENCH_TIME ?= 3s

@@ -15,6 +15,8 @@ Errors are subclasses of :class:`LedgerError`, one per ledgerd reason
 generated protobuf messages are importable as ``ledger.v1.ledger_pb2``.
 """
 
+import logging as _logging
+
 from .client import Client, WorkFunction, default_owner
 from .errors import (
     ERROR_DOMAIN,
@@ -63,6 +65,10 @@ __all__ = [
     "PermanentError",
     "Permanent",
 ]
+
+# A library logs only where the application asks it to (cleanup failures are
+# also attached to the raised exception as notes).
+_logging.getLogger("ledgerd").addHandler(_logging.NullHandler())
 
 #: The version of this client package.
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ from ledger.v1 import ledger_pb2, ledger_pb2_grpc
 from . import _convert, _retry
 from ._convert import DurationLike
 from .errors import (
+    CancelledError,
     DeadlineExceededError,
     FailedError,
     InProgressError,
@@ -159,6 +160,7 @@ class Client:
     ) -> None:
         self._channel = channel
         self._owns_channel = owns_channel
+        self._closed = False
         self._default_timeout = _positive_seconds(default_timeout, "default_timeout")
         self._attempt_timeout = _positive_seconds(attempt_timeout, "attempt_timeout")
         stub = ledger_pb2_grpc.LedgerServiceStub(channel)
@@ -172,9 +174,11 @@ class Client:
         }
 
     def close(self) -> None:
-        """Closes the channel the Client made; calls in flight fail with
-        :class:`~ledgerd.CancelledError`. Does nothing for a Client made by
-        :meth:`from_channel`. Closing twice is harmless."""
+        """Closes the channel the Client made; calls in flight, and later ones,
+        fail with :class:`~ledgerd.CancelledError`. A Client made by
+        :meth:`from_channel` leaves its channel open (later calls still fail).
+        Closing twice is harmless."""
+        self._closed = True
         if self._owns_channel:
             self._channel.close()
 
@@ -685,7 +689,7 @@ class Client:
         if deadline is None:
             return MAX_SERVER_WAIT
         remaining = deadline - time.monotonic()
-        budget = min(MAX_SERVER_WAIT, remaining - min(0.5, remaining / 10))
+        budget = min(MAX_SERVER_WAIT, remaining - min(1.0, remaining / 10))
         return budget if budget >= 0.02 else None
 
     # Calls with retries.
@@ -715,6 +719,8 @@ class Client:
         while True:
             if stopper is not None and stopper.is_set():
                 raise _retry.Stopped()
+            if self._closed:
+                raise CancelledError("the client is closed", code=grpc.StatusCode.CANCELLED, operation=operation)
             attempt_timeout = None if self._attempt_timeout is None else self._attempt_timeout + extra_attempt_time
             if deadline is not None:
                 remaining = deadline - time.monotonic()

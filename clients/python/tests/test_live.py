@@ -1,0 +1,445 @@
+"""The client against a live ledgerd (address in LEDGERD_ADDR; started with --min-lease-ttl 50ms).
+
+Every test uses its own namespace, and bounds every wait, so that a broken
+server fails a test instead of hanging the run.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+import unittest
+
+import support
+
+import grpc
+from ledger.v1 import ledger_pb2
+
+import ledgerd
+
+ADDR = ""
+
+
+def setUpModule():
+    global ADDR
+    ADDR = support.ledgerd_addr()  # raises (fails the module) when unset
+
+
+def heartbeat_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("ledgerd-heartbeat")]
+
+
+class LiveTest(unittest.TestCase):
+    client: ledgerd.Client
+
+    @classmethod
+    def setUpClass(cls):
+        cls.client = ledgerd.Client(ADDR, insecure=True, default_timeout=30)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.client.close()
+
+    def setUp(self):
+        self.ns = support.unique_namespace()
+
+    def tearDown(self):
+        deadline = time.monotonic() + 5
+        while heartbeat_threads() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertEqual(heartbeat_threads(), [], "do() must stop its heartbeat thread before returning")
+
+    def state(self, key):
+        return self.client.lookup(namespace=self.ns, key=key, timeout=10).entry
+
+
+class DoTest(LiveTest):
+    def test_reserve_complete_and_replay(self):
+        calls = support.Calls()
+
+        def work(lease):
+            calls.add(lease)
+            self.assertEqual((lease.fencing_token, lease.attempt, lease.takeover), (1, 1, False))
+            self.assertEqual((lease.namespace, lease.key, lease.previous_owner, lease.checkpoint), (self.ns, "k", "", b""))
+            self.assertAlmostEqual(lease.ttl, 2.0)
+            self.assertIsNotNone(lease.lease_expires_at)
+            self.assertFalse(lease.cancelled.is_set())
+            return b"result-1"
+
+        first = self.client.do(self.ns, "k", work, lease_ttl=2, metadata={"run": "r1"}, timeout=10)
+        self.assertEqual((first.value, first.fencing_token, first.attempt, first.replayed), (b"result-1", 1, 1, False))
+        self.assertIsNotNone(first.completed_at)
+        second = self.client.do(self.ns, "k", work, timeout=10)
+        self.assertEqual((second.value, second.fencing_token, second.replayed), (b"result-1", 1, True))
+        self.assertEqual(second.completed_at, first.completed_at)
+        self.assertEqual(len(calls), 1, "the work runs once")
+        entry = self.state("k")
+        self.assertEqual(entry.state, ledger_pb2.STATE_COMPLETED)
+        self.assertEqual(entry.result, b"result-1")
+        self.assertEqual(dict(entry.metadata), {"run": "r1"})
+        self.assertEqual(entry.owner, calls.items[0].owner)
+
+    def test_concurrent_do_runs_the_work_once(self):
+        calls = support.Calls()
+
+        def work(lease):
+            calls.add(lease.owner)
+            time.sleep(0.3)
+            return f"by {lease.owner}".encode()
+
+        workers = [
+            support.Background(lambda i=i: self.client.do(self.ns, "k", work, owner=f"w{i}", timeout=20))
+            for i in range(6)
+        ]
+        results = [w.join(30) for w in workers]
+        self.assertEqual(len(calls), 1)
+        self.assertEqual({r.value for r in results}, {f"by {calls.items[0]}".encode()})
+        self.assertEqual(sum(not r.replayed for r in results), 1)
+
+    def test_waits_for_the_holder_and_replays_its_result(self):
+        held = self.client.reserve(namespace=self.ns, key="k", owner="holder", lease_ttl=10, timeout=10)
+        token = held.acquired.fencing_token
+
+        def finish():
+            time.sleep(0.5)
+            return self.client.complete(namespace=self.ns, key="k", fencing_token=token, result=b"from holder", timeout=10)
+
+        holder = support.Background(finish)
+        calls = support.Calls()
+        started = time.monotonic()
+        result = self.client.do(self.ns, "k", lambda lease: calls.add(lease) or b"mine", timeout=10)
+        elapsed = time.monotonic() - started
+        holder.join(10)
+        self.assertEqual((result.value, result.replayed, result.fencing_token), (b"from holder", True, token))
+        self.assertEqual(len(calls), 0, "the work must not run")
+        self.assertGreaterEqual(elapsed, 0.4)
+        # ~0.5s when the server is woken by the completion (LISTEN/NOTIFY);
+        # a server that only timed out its ~9s wait would answer much later.
+        self.assertLess(elapsed, 6)
+
+    def test_takeover_after_the_worker_process_is_killed(self):
+        child = subprocess.Popen(
+            [support.PYTHON, "-c", KILLED_WORKER, ADDR, self.ns, "k"],
+            stdout=subprocess.PIPE,
+            env=support.child_env(),
+        )
+        try:
+            ready, _, _ = select.select([child.stdout], [], [], 20)
+            self.assertTrue(ready, "the child worker did not report its token")
+            dead_token = int(child.stdout.readline())
+            # The child heartbeats: its 0.3s lease is still held after 0.8s.
+            time.sleep(0.8)
+            entry = self.state("k")
+            self.assertEqual((entry.state, entry.owner, entry.fencing_token), (ledger_pb2.STATE_LEASED, "doomed-worker", dead_token))
+            self.assertFalse(entry.lease_expired)
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(10)
+            child.stdout.close()
+        killed_at = time.monotonic()
+        leases = []
+
+        def work(lease):
+            leases.append(lease)
+            return b"done after takeover"
+
+        result = self.client.do(self.ns, "k", work, owner="survivor", lease_ttl=5, timeout=10)
+        self.assertLess(time.monotonic() - killed_at, 8)
+        (lease,) = leases
+        self.assertEqual(lease.fencing_token, dead_token + 1)
+        self.assertEqual((lease.takeover, lease.previous_owner, lease.attempt), (True, "doomed-worker", 2))
+        self.assertEqual(lease.checkpoint, b"phase-1", "the dead worker's checkpoint is handed over")
+        self.assertEqual((result.value, result.fencing_token, result.replayed), (b"done after takeover", dead_token + 1, False))
+        # The dead worker's late Complete (a zombie) is refused.
+        with self.assertRaises(ledgerd.LeaseLostError) as caught:
+            self.client.complete(namespace=self.ns, key="k", fencing_token=dead_token, result=b"zombie", timeout=10)
+        self.assertEqual(caught.exception.code, grpc.StatusCode.ABORTED)
+        entry = self.state("k")
+        self.assertEqual(entry.state, ledger_pb2.STATE_COMPLETED)
+        self.assertEqual((entry.result, entry.owner, entry.fencing_token), (b"done after takeover", "survivor", dead_token + 1))
+
+    def test_fingerprint_mismatch(self):
+        calls = support.Calls()
+        self.client.do(self.ns, "k", lambda lease: b"one", fingerprint=b"\x01" * 32, timeout=10)
+        with self.assertRaises(ledgerd.FingerprintMismatchError) as caught:
+            self.client.do(self.ns, "k", lambda lease: calls.add(lease) or b"two", fingerprint=b"\x02" * 32, timeout=10)
+        self.assertEqual(caught.exception.reason, "FINGERPRINT_MISMATCH")
+        self.assertEqual(caught.exception.code, grpc.StatusCode.FAILED_PRECONDITION)
+        # No fingerprint is a different request too; the same one replays.
+        with self.assertRaises(ledgerd.FingerprintMismatchError):
+            self.client.do(self.ns, "k", lambda lease: b"three", timeout=10)
+        self.assertTrue(self.client.do(self.ns, "k", lambda lease: b"", fingerprint=b"\x01" * 32, timeout=10).replayed)
+        self.assertEqual(len(calls), 0)
+
+    def test_invalid_arguments_name_the_field(self):
+        cases = [
+            ("namespace", dict(namespace="bad ns", key="k")),
+            ("key", dict(namespace=self.ns, key="k" * 513)),
+            ("lease_ttl", dict(namespace=self.ns, key="k", lease_ttl=0.001)),
+            ("fingerprint", dict(namespace=self.ns, key="k", fingerprint=b"x" * 257)),
+        ]
+        for field, kwargs in cases:
+            with self.subTest(field=field):
+                namespace, key = kwargs.pop("namespace"), kwargs.pop("key")
+                with self.assertRaises(ledgerd.InvalidArgumentError) as caught:
+                    self.client.do(namespace, key, lambda lease: self.fail("must not run"), timeout=10, **kwargs)
+                error = caught.exception
+                self.assertEqual(error.field, field)
+                self.assertEqual(error.reason, "INVALID_ARGUMENT")
+                self.assertEqual(error.code, grpc.StatusCode.INVALID_ARGUMENT)
+                self.assertIn(field, error.message)
+        with self.assertRaises(ledgerd.NotFoundError):
+            self.state("k")  # nothing was stored
+
+    def test_permanent_failure_then_failed_error(self):
+        def work(lease):
+            raise ledgerd.Permanent(ValueError("record 17 is malformed"), code="bad_input")
+
+        with self.assertRaises(ledgerd.PermanentError) as caught:
+            self.client.do(self.ns, "k", work, timeout=10)
+        self.assertIsInstance(caught.exception.error, ValueError)
+        calls = support.Calls()
+        with self.assertRaises(ledgerd.FailedError) as failed:
+            self.client.do(self.ns, "k", lambda lease: calls.add(lease) or b"", timeout=10)
+        error = failed.exception
+        self.assertEqual(len(calls), 0, "a failed key does not run the work again")
+        self.assertEqual((error.error_code, error.message), ("bad_input", "ValueError: record 17 is malformed"))
+        self.assertEqual((error.fencing_token, error.attempts, error.namespace, error.key), (1, 1, self.ns, "k"))
+        self.assertIsNotNone(error.failed_at)
+        self.assertIsInstance(error, ledgerd.LedgerError)
+        self.assertEqual(self.state("k").state, ledger_pb2.STATE_FAILED)
+
+    def test_permanent_error_subclass(self):
+        class BadInput(ledgerd.PermanentError):
+            pass
+
+        def work(lease):
+            raise BadInput("no header", code="no_header")
+
+        with self.assertRaises(BadInput):
+            self.client.do(self.ns, "k", work, timeout=10)
+        with self.assertRaises(ledgerd.FailedError) as failed:
+            self.client.do(self.ns, "k", lambda lease: b"", timeout=10)
+        self.assertEqual((failed.exception.error_code, failed.exception.message), ("no_header", "BadInput: no header"))
+
+    def test_retryable_failure_runs_again_as_attempt_2(self):
+        def flaky(lease):
+            lease.set_checkpoint(b"cursor-7")  # staged; stored before the failure is recorded
+            raise RuntimeError("upstream timed out")
+
+        with self.assertRaises(RuntimeError):
+            self.client.do(self.ns, "k", flaky, heartbeat_interval=60, timeout=10)
+        entry = self.state("k")
+        self.assertEqual(entry.state, ledger_pb2.STATE_RELEASED)
+        self.assertEqual(entry.error.message, "RuntimeError: upstream timed out")
+        self.assertEqual(entry.checkpoint, b"cursor-7")
+        leases = []
+        result = self.client.do(self.ns, "k", lambda lease: leases.append(lease) or b"second time lucky", timeout=10)
+        (lease,) = leases
+        self.assertEqual((lease.attempt, lease.fencing_token, lease.takeover), (2, 2, True))
+        self.assertEqual(lease.checkpoint, b"cursor-7")
+        self.assertEqual((result.attempt, result.fencing_token, result.value), (2, 2, b"second time lucky"))
+
+    def test_heartbeats_keep_the_lease_past_its_ttl(self):
+        observed = []
+
+        def contender():
+            for _ in range(3):
+                time.sleep(0.4)
+                response = self.client.reserve(namespace=self.ns, key="k", owner="contender", lease_ttl=1, timeout=10)
+                observed.append(response.WhichOneof("outcome"))
+
+        def work(lease):
+            lease.set_checkpoint(b"halfway")
+            background = support.Background(contender)
+            background.join(10)  # 1.2s of work: four times the lease TTL
+            return b"kept"
+
+        result = self.client.do(self.ns, "k", work, lease_ttl=0.3, timeout=15)
+        self.assertEqual(observed, ["in_progress"] * 3)
+        self.assertEqual((result.value, result.fencing_token, result.attempt), (b"kept", 1, 1))
+        entry = self.state("k")
+        self.assertEqual((entry.attempts, entry.checkpoint), (1, b"halfway"))
+
+    def test_lease_lost_mid_work(self):
+        seen = {}
+
+        def thief():
+            time.sleep(0.35)  # the 0.2s lease has run out; no heartbeat before 0.6s
+            return self.client.reserve(namespace=self.ns, key="k", owner="thief", lease_ttl=10, timeout=10)
+
+        def work(lease):
+            stolen = support.Background(thief)
+            seen["thief"] = stolen.join(10)
+            seen["cancelled"] = lease.cancelled.wait(5)
+            seen["lost"], seen["reason"] = lease.lost, lease.cancel_reason
+            return b"too late"
+
+        with self.assertRaises(ledgerd.LeaseLostError):
+            self.client.do(self.ns, "k", work, lease_ttl=0.2, heartbeat_interval=0.6, timeout=15)
+        self.assertEqual(seen["thief"].WhichOneof("outcome"), "acquired")
+        self.assertEqual(seen["thief"].acquired.fencing_token, 2)
+        self.assertTrue(seen["cancelled"], "lease.cancelled is set when a heartbeat learns the loss")
+        self.assertTrue(seen["lost"])
+        self.assertIsInstance(seen["reason"], ledgerd.LeaseLostError)
+        entry = self.state("k")
+        self.assertEqual((entry.state, entry.owner, entry.fencing_token), (ledger_pb2.STATE_LEASED, "thief", 2))
+        self.assertEqual(entry.result, b"", "the superseded result is not recorded")
+
+    def test_timeout_while_work_runs_releases_the_lease(self):
+        seen = {}
+
+        def work(lease):
+            seen["cancelled"] = lease.cancelled.wait(5)
+            seen["reason"] = lease.cancel_reason
+            lease.raise_if_cancelled()
+            return b"unreachable"
+
+        started = time.monotonic()
+        with self.assertRaises(ledgerd.DeadlineExceededError):
+            self.client.do(self.ns, "k", work, lease_ttl=10, timeout=0.5)
+        self.assertLess(time.monotonic() - started, 8)
+        self.assertTrue(seen["cancelled"])
+        self.assertIsInstance(seen["reason"], ledgerd.DeadlineExceededError)
+        self.assertEqual(self.state("k").state, ledger_pb2.STATE_RELEASED)
+
+    def test_result_recorded_even_after_the_timeout(self):
+        def work(lease):
+            lease.cancelled.wait(5)
+            return b"finished anyway"
+
+        result = self.client.do(self.ns, "k", work, lease_ttl=10, timeout=0.3)
+        self.assertEqual(result.value, b"finished anyway")
+        self.assertEqual(self.state("k").state, ledger_pb2.STATE_COMPLETED)
+
+    def test_keyboard_interrupt_releases_the_lease(self):
+        def work(lease):
+            raise KeyboardInterrupt
+
+        with self.assertRaises(KeyboardInterrupt):
+            self.client.do(self.ns, "k", work, lease_ttl=10, timeout=10)
+        self.assertEqual(self.state("k").state, ledger_pb2.STATE_RELEASED)
+
+    def test_result_too_large_is_recorded_as_a_retryable_failure(self):
+        with self.assertRaises(ledgerd.InvalidArgumentError) as caught:
+            self.client.do(self.ns, "k", lambda lease: b"x" * (1 << 20 | 1), timeout=10)
+        self.assertEqual(caught.exception.field, "result")
+        entry = self.state("k")
+        self.assertEqual(entry.state, ledger_pb2.STATE_RELEASED)
+        self.assertIn("result", entry.error.message)
+
+    def test_checkpoint_too_large_cancels_the_work(self):
+        def work(lease):
+            lease.set_checkpoint(b"c" * (64 * 1024 + 1))
+            self.assertTrue(lease.cancelled.wait(5))
+            raise RuntimeError("stopped")
+
+        with self.assertRaises(ledgerd.InvalidArgumentError) as caught:
+            self.client.do(self.ns, "k", work, lease_ttl=0.3, timeout=10)
+        self.assertEqual(caught.exception.field, "checkpoint")
+        self.assertEqual(self.state("k").state, ledger_pb2.STATE_RELEASED)
+
+
+class ThinMethodsTest(LiveTest):
+    def test_round_trip_and_idempotency(self):
+        c, ns = self.client, self.ns
+        first = c.reserve(namespace=ns, key="k", owner="o1", lease_ttl=5, fingerprint=b"fp", metadata={"a": "b"})
+        self.assertEqual(first.WhichOneof("outcome"), "acquired")
+        again = c.reserve(namespace=ns, key="k", owner="o1", lease_ttl=5, fingerprint=b"fp")
+        self.assertEqual(again.acquired.fencing_token, first.acquired.fencing_token, "same owner, same token")
+        other = c.reserve(namespace=ns, key="k", owner="o2", fingerprint=b"fp")
+        self.assertEqual(other.WhichOneof("outcome"), "in_progress")
+        self.assertEqual(other.in_progress.owner, "o1")
+        token = first.acquired.fencing_token
+        c.heartbeat(namespace=ns, key="k", fencing_token=token, lease_ttl=5, checkpoint=b"cp")
+        done = c.complete(namespace=ns, key="k", fencing_token=token, result=b"r")
+        self.assertFalse(done.already_completed)
+        self.assertTrue(c.complete(namespace=ns, key="k", fencing_token=token, result=b"r").already_completed)
+        with self.assertRaises(ledgerd.ResultConflictError):
+            c.complete(namespace=ns, key="k", fencing_token=token, result=b"other")
+        with self.assertRaises(ledgerd.LeaseLostError):
+            c.heartbeat(namespace=ns, key="k", fencing_token=token)
+        entry = c.lookup(namespace=ns, key="k").entry
+        self.assertEqual((entry.state, entry.result, entry.checkpoint, entry.fingerprint), (ledger_pb2.STATE_COMPLETED, b"r", b"cp", b"fp"))
+
+    def test_release_and_fail(self):
+        c, ns = self.client, self.ns
+        token = c.reserve(namespace=ns, key="k", owner="o1", lease_ttl=5).acquired.fencing_token
+        self.assertFalse(c.release(namespace=ns, key="k", fencing_token=token).already_released)
+        self.assertTrue(c.release(namespace=ns, key="k", fencing_token=token).already_released)
+        second = c.reserve(namespace=ns, key="k", owner="o2", lease_ttl=5).acquired
+        self.assertEqual((second.fencing_token, second.takeover, second.previous_owner), (token + 1, True, "o1"))
+        failed = c.fail(namespace=ns, key="k", fencing_token=second.fencing_token, message="boom", code="c", retryable=False)
+        self.assertEqual(failed.state, ledger_pb2.STATE_FAILED)
+        with self.assertRaises(ledgerd.ResultConflictError):
+            c.fail(namespace=ns, key="k", fencing_token=second.fencing_token, message="other", retryable=False)
+        self.assertEqual(c.reserve(namespace=ns, key="k", owner="o3").WhichOneof("outcome"), "failed")
+        with self.assertRaises(ledgerd.NotFoundError) as caught:
+            c.lookup(namespace=ns, key="missing")
+        self.assertEqual(caught.exception.code, grpc.StatusCode.NOT_FOUND)
+
+    def test_wait_timeout_is_woken_by_the_holders_completion(self):
+        c, ns = self.client, self.ns
+        token = c.reserve(namespace=ns, key="k", owner="holder", lease_ttl=10).acquired.fencing_token
+        finish = support.Background(lambda: (time.sleep(0.5), c.complete(namespace=ns, key="k", fencing_token=token, result=b"v")))
+        started = time.monotonic()
+        response = c.reserve(namespace=ns, key="k", owner="waiter", wait_timeout=20, timeout=30)
+        elapsed = time.monotonic() - started
+        finish.join(10)
+        self.assertEqual(response.WhichOneof("outcome"), "completed")
+        self.assertEqual(response.completed.result, b"v")
+        self.assertGreaterEqual(elapsed, 0.45)
+        # ~0.5s when the server is woken by the change; a server that only
+        # timed out its 20s wait would answer much later.
+        self.assertLess(elapsed, 10)
+
+    def test_wait_timeout_takes_over_an_expired_lease(self):
+        c, ns = self.client, self.ns
+        c.reserve(namespace=ns, key="k", owner="gone", lease_ttl=0.5)
+        started = time.monotonic()
+        response = c.reserve(namespace=ns, key="k", owner="waiter", wait_timeout=20, timeout=30)
+        elapsed = time.monotonic() - started
+        self.assertEqual(response.WhichOneof("outcome"), "acquired")
+        self.assertTrue(response.acquired.takeover)
+        self.assertLess(elapsed, 10, "the lease's end, not the 20s wait, ended it")
+
+    def test_wait_timeout_runs_out_with_in_progress(self):
+        c, ns = self.client, self.ns
+        c.reserve(namespace=ns, key="k", owner="holder", lease_ttl=30)
+        started = time.monotonic()
+        response = c.reserve(namespace=ns, key="k", owner="waiter", wait_timeout=0.5, timeout=10)
+        elapsed = time.monotonic() - started
+        self.assertEqual(response.WhichOneof("outcome"), "in_progress")
+        self.assertGreaterEqual(elapsed, 0.45)
+        self.assertLess(elapsed, 10, "it answered when its wait ran out")
+
+
+# A worker process that is killed mid-work: it holds the key with do() (a
+# 0.3s lease, heartbeated), stores a checkpoint, prints its token and sleeps.
+KILLED_WORKER = r"""
+import sys, time
+import ledgerd
+
+addr, namespace, key = sys.argv[1:4]
+
+def work(lease):
+    lease.set_checkpoint(b"phase-1")
+    time.sleep(0.25)  # let a heartbeat (every 0.1s) store the checkpoint
+    print(lease.fencing_token, flush=True)
+    time.sleep(60)
+    return b"never"
+
+with ledgerd.Client(addr, insecure=True) as client:
+    client.do(namespace, key, work, owner="doomed-worker", lease_ttl=0.3, timeout=90)
+"""
+
+
+if __name__ == "__main__":
+    unittest.main()
