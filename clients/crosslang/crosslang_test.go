@@ -138,8 +138,8 @@ type contestAnswer struct {
 }
 
 // TestOneKeyContestedByThreeLanguages starts a Go, a Python and a
-// TypeScript worker on the same key at once, several times, with the Go
-// worker starting at different moments so that different workers win:
+// TypeScript worker on the same key at once, several times, with the
+// workers starting at different moments so that different workers win:
 // exactly one does the work each time, and all three report its result.
 func TestOneKeyContestedByThreeLanguages(t *testing.T) {
 	t.Parallel()
@@ -151,7 +151,18 @@ func TestOneKeyContestedByThreeLanguages(t *testing.T) {
 	t.Cleanup(func() { _ = client.Close() })
 	dir := clientsDir()
 
-	for round, goDelay := range []time.Duration{0, 200 * time.Millisecond, 400 * time.Millisecond, 700 * time.Millisecond, 1000 * time.Millisecond} {
+	// Each round delays the workers' starts differently, so that each
+	// language gets rounds it is likely to win; every worker still arrives
+	// while another may hold the key (the work takes 1.5s).
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	rounds := []struct{ goDelay, pythonDelay, typescriptDelay time.Duration }{
+		{0, 0, 0},
+		{0, ms(300), ms(300)},
+		{ms(1500), 0, ms(1500)},
+		{ms(1500), ms(1500), 0},
+		{ms(600), ms(300), 0},
+	}
+	for round, delays := range rounds {
 		key := fmt.Sprintf("contested-%d", round)
 		workLog := filepath.Join(t.TempDir(), "work.log")
 		common := []string{"--addr", addr, "--namespace", "contest", "--key", key, "--work-log", workLog, "--work-ms", "1500", "--lease-ttl-ms", "3000"}
@@ -160,8 +171,9 @@ func TestOneKeyContestedByThreeLanguages(t *testing.T) {
 		var wg sync.WaitGroup
 		answers := make(chan contestAnswer, 3)
 		errs := make(chan error, 3)
-		worker := func(name string, args ...string) {
+		worker := func(delay time.Duration, name string, args ...string) {
 			wg.Go(func() {
+				time.Sleep(delay)
 				cmd := exec.CommandContext(ctx, name, args...)
 				cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join(dir, "python", "src")+":"+filepath.Join(dir, "python", "gen"), "PYTHONDONTWRITEBYTECODE=1")
 				var stderr bytes.Buffer
@@ -179,10 +191,10 @@ func TestOneKeyContestedByThreeLanguages(t *testing.T) {
 				answers <- answer
 			})
 		}
-		worker(python, append([]string{filepath.Join(dir, "python", "examples", "contest_worker.py"), "--owner", "python"}, common...)...)
-		worker("node", append([]string{filepath.Join(dir, "typescript", "dist", "examples", "contest-worker.js"), "--owner", "typescript"}, common...)...)
+		worker(delays.pythonDelay, python, append([]string{filepath.Join(dir, "python", "examples", "contest_worker.py"), "--owner", "python"}, common...)...)
+		worker(delays.typescriptDelay, "node", append([]string{filepath.Join(dir, "typescript", "dist", "examples", "contest-worker.js"), "--owner", "typescript"}, common...)...)
 		wg.Go(func() {
-			time.Sleep(goDelay)
+			time.Sleep(delays.goDelay)
 			result, err := client.Do(ctx, "contest", key, func(ctx context.Context) ([]byte, error) {
 				if err := appendLine(workLog, "go"); err != nil {
 					return nil, err
@@ -225,7 +237,8 @@ func TestOneKeyContestedByThreeLanguages(t *testing.T) {
 		require.Equal(t, "completed", state)
 		require.Equal(t, winner, owner)
 		require.Equal(t, "done by "+winner, string(result))
-		t.Logf("round %d (Go worker delayed %s): %s did the work", round, goDelay, winner)
+		t.Logf("round %d (delays go %s, python %s, typescript %s): %s did the work",
+			round, delays.goDelay, delays.pythonDelay, delays.typescriptDelay, winner)
 	}
 }
 
