@@ -40,6 +40,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	structpb "google.golang.org/protobuf/types/known/structpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -65,9 +66,12 @@ const (
 	State_STATE_COMPLETED State = 2
 	// STATE_FAILED: the work failed permanently and the error is stored.
 	State_STATE_FAILED State = 3
-	// STATE_RELEASED: the lease was given up (Release or a retryable Fail); the
-	// next Reserve acquires the key.
+	// STATE_RELEASED: the lease was given up (Release, a retryable Fail, a
+	// force-release or a reset); the next Reserve acquires the key.
 	State_STATE_RELEASED State = 4
+	// STATE_PURGED: the entry was removed by retention (Lookup only; the entry
+	// carries the key, its last fencing token and purged_at).
+	State_STATE_PURGED State = 5
 )
 
 // Enum value maps for State.
@@ -78,6 +82,7 @@ var (
 		2: "STATE_COMPLETED",
 		3: "STATE_FAILED",
 		4: "STATE_RELEASED",
+		5: "STATE_PURGED",
 	}
 	State_value = map[string]int32{
 		"STATE_UNSPECIFIED": 0,
@@ -85,6 +90,7 @@ var (
 		"STATE_COMPLETED":   2,
 		"STATE_FAILED":      3,
 		"STATE_RELEASED":    4,
+		"STATE_PURGED":      5,
 	}
 )
 
@@ -113,6 +119,112 @@ func (x State) Number() protoreflect.EnumNumber {
 // Deprecated: Use State.Descriptor instead.
 func (State) EnumDescriptor() ([]byte, []int) {
 	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{0}
+}
+
+// EventKind is what an audit event records.
+type EventKind int32
+
+const (
+	// EVENT_KIND_UNSPECIFIED is never returned.
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	// EVENT_KIND_RESERVED: the first grant of a key.
+	EventKind_EVENT_KIND_RESERVED EventKind = 1
+	// EVENT_KIND_TAKEN_OVER: a grant of a released key (detail: previous_owner,
+	// previous_token).
+	EventKind_EVENT_KIND_TAKEN_OVER EventKind = 2
+	// EVENT_KIND_RECLAIMED: a grant of a key whose lease had expired (detail:
+	// previous_owner, previous_token).
+	EventKind_EVENT_KIND_RECLAIMED EventKind = 3
+	// EVENT_KIND_HEARTBEAT: a lease was extended (sampled: see the server's
+	// --heartbeat-event-interval).
+	EventKind_EVENT_KIND_HEARTBEAT EventKind = 4
+	// EVENT_KIND_COMPLETED: the result was recorded (detail: result_bytes).
+	EventKind_EVENT_KIND_COMPLETED EventKind = 5
+	// EVENT_KIND_FAILED: a failure was recorded (detail: retryable, code,
+	// message, and attempts_exhausted when max_attempts made it permanent).
+	EventKind_EVENT_KIND_FAILED EventKind = 6
+	// EVENT_KIND_RELEASED: the holder gave the lease up.
+	EventKind_EVENT_KIND_RELEASED EventKind = 7
+	// EVENT_KIND_PURGED: retention or PurgeExpired removed the entry.
+	EventKind_EVENT_KIND_PURGED EventKind = 8
+	// EVENT_KIND_REFUSED_STALE_TOKEN: a call carried a token that was not the
+	// key's current one (detail: operation, token, current_token).
+	EventKind_EVENT_KIND_REFUSED_STALE_TOKEN EventKind = 9
+	// EVENT_KIND_REFUSED_FINGERPRINT: a Reserve carried a different
+	// fingerprint (detail: owner).
+	EventKind_EVENT_KIND_REFUSED_FINGERPRINT EventKind = 10
+	// EVENT_KIND_FORCE_RELEASED: an admin released the lease (detail: reason,
+	// previous_owner).
+	EventKind_EVENT_KIND_FORCE_RELEASED EventKind = 11
+	// EVENT_KIND_RESET: an admin reset the key so that its work runs again
+	// (detail: reason, previous_state).
+	EventKind_EVENT_KIND_RESET EventKind = 12
+	// EVENT_KIND_NAMESPACE_CHANGED: an admin created or changed the
+	// namespace's settings (key empty; detail: reason, the settings).
+	EventKind_EVENT_KIND_NAMESPACE_CHANGED EventKind = 13
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0:  "EVENT_KIND_UNSPECIFIED",
+		1:  "EVENT_KIND_RESERVED",
+		2:  "EVENT_KIND_TAKEN_OVER",
+		3:  "EVENT_KIND_RECLAIMED",
+		4:  "EVENT_KIND_HEARTBEAT",
+		5:  "EVENT_KIND_COMPLETED",
+		6:  "EVENT_KIND_FAILED",
+		7:  "EVENT_KIND_RELEASED",
+		8:  "EVENT_KIND_PURGED",
+		9:  "EVENT_KIND_REFUSED_STALE_TOKEN",
+		10: "EVENT_KIND_REFUSED_FINGERPRINT",
+		11: "EVENT_KIND_FORCE_RELEASED",
+		12: "EVENT_KIND_RESET",
+		13: "EVENT_KIND_NAMESPACE_CHANGED",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED":         0,
+		"EVENT_KIND_RESERVED":            1,
+		"EVENT_KIND_TAKEN_OVER":          2,
+		"EVENT_KIND_RECLAIMED":           3,
+		"EVENT_KIND_HEARTBEAT":           4,
+		"EVENT_KIND_COMPLETED":           5,
+		"EVENT_KIND_FAILED":              6,
+		"EVENT_KIND_RELEASED":            7,
+		"EVENT_KIND_PURGED":              8,
+		"EVENT_KIND_REFUSED_STALE_TOKEN": 9,
+		"EVENT_KIND_REFUSED_FINGERPRINT": 10,
+		"EVENT_KIND_FORCE_RELEASED":      11,
+		"EVENT_KIND_RESET":               12,
+		"EVENT_KIND_NAMESPACE_CHANGED":   13,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_ledger_v1_ledger_proto_enumTypes[1].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_ledger_v1_ledger_proto_enumTypes[1]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{1}
 }
 
 // WorkError describes why the work for a key failed.
@@ -1264,9 +1376,12 @@ type LookupRequest struct {
 	// namespace of the key; same rules as in ReserveRequest.
 	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// key to read; same rules as in ReserveRequest.
-	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// include_history adds the key's audit events, oldest first (at most 100;
+	// GetHistory pages through more).
+	IncludeHistory bool `protobuf:"varint,3,opt,name=include_history,json=includeHistory,proto3" json:"include_history,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *LookupRequest) Reset() {
@@ -1313,13 +1428,25 @@ func (x *LookupRequest) GetKey() string {
 	return ""
 }
 
+func (x *LookupRequest) GetIncludeHistory() bool {
+	if x != nil {
+		return x.IncludeHistory
+	}
+	return false
+}
+
 // LookupResponse carries the entry.
 type LookupResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// entry is the key's whole entry.
-	Entry         *Entry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Entry *Entry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	// history is the key's audit events, oldest first, when asked for.
+	History []*Event `protobuf:"bytes,2,rep,name=history,proto3" json:"history,omitempty"`
+	// history_truncated is true when the key has more events than history
+	// holds.
+	HistoryTruncated bool `protobuf:"varint,3,opt,name=history_truncated,json=historyTruncated,proto3" json:"history_truncated,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *LookupResponse) Reset() {
@@ -1357,6 +1484,20 @@ func (x *LookupResponse) GetEntry() *Entry {
 		return x.Entry
 	}
 	return nil
+}
+
+func (x *LookupResponse) GetHistory() []*Event {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *LookupResponse) GetHistoryTruncated() bool {
+	if x != nil {
+		return x.HistoryTruncated
+	}
+	return false
 }
 
 // Entry is the ledger's record of one key.
@@ -1397,7 +1538,12 @@ type Entry struct {
 	UpdatedAt *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	// finished_at is when the key was completed or failed permanently; unset
 	// otherwise.
-	FinishedAt    *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	FinishedAt *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=finished_at,json=finishedAt,proto3" json:"finished_at,omitempty"`
+	// expires_at is when retention removes a completed or failed entry.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// purged_at is when retention (or PurgeExpired) removed the entry; set
+	// only with STATE_PURGED.
+	PurgedAt      *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=purged_at,json=purgedAt,proto3" json:"purged_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1544,11 +1690,154 @@ func (x *Entry) GetFinishedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Entry) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Entry) GetPurgedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.PurgedAt
+	}
+	return nil
+}
+
+// Event is one row of the append-only audit trail.
+type Event struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id orders the events: a later event has a higher id.
+	Id int64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// namespace of the key.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// key the event is about; empty for namespace events.
+	Key string `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	// kind is what happened.
+	Kind EventKind `protobuf:"varint,4,opt,name=kind,proto3,enum=ledger.v1.EventKind" json:"kind,omitempty"`
+	// fencing_token is the key's token after the event (for refusals, the
+	// token the refused call carried).
+	FencingToken int64 `protobuf:"varint,5,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
+	// owner is the lease holder the event is about.
+	Owner string `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`
+	// attempt is the key's attempt count at the event.
+	Attempt int32 `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// caller is the authenticated identity that made the call
+	// ("anonymous" until authentication is configured).
+	Caller string `protobuf:"bytes,8,opt,name=caller,proto3" json:"caller,omitempty"`
+	// at is when it happened, by the database's clock.
+	At *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=at,proto3" json:"at,omitempty"`
+	// detail carries the kind's particulars (see EventKind).
+	Detail        *structpb.Struct `protobuf:"bytes,10,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Event) Reset() {
+	*x = Event{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Event) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Event) ProtoMessage() {}
+
+func (x *Event) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Event.ProtoReflect.Descriptor instead.
+func (*Event) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Event) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Event) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Event) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Event) GetKind() EventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EventKind_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *Event) GetFencingToken() int64 {
+	if x != nil {
+		return x.FencingToken
+	}
+	return 0
+}
+
+func (x *Event) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Event) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *Event) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *Event) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *Event) GetDetail() *structpb.Struct {
+	if x != nil {
+		return x.Detail
+	}
+	return nil
+}
+
 var File_ledger_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16ledger/v1/ledger.proto\x12\tledger.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n" +
+	"\x16ledger/v1/ledger.proto\x12\tledger.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n" +
 	"\tWorkError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\xf0\x02\n" +
@@ -1630,12 +1919,15 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12#\n" +
 	"\rfencing_token\x18\x03 \x01(\x03R\ffencingToken\"<\n" +
 	"\x0fReleaseResponse\x12)\n" +
-	"\x10already_released\x18\x01 \x01(\bR\x0falreadyReleased\"?\n" +
+	"\x10already_released\x18\x01 \x01(\bR\x0falreadyReleased\"h\n" +
 	"\rLookupRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\tR\x03key\"8\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12'\n" +
+	"\x0finclude_history\x18\x03 \x01(\bR\x0eincludeHistory\"\x91\x01\n" +
 	"\x0eLookupResponse\x12&\n" +
-	"\x05entry\x18\x01 \x01(\v2\x10.ledger.v1.EntryR\x05entry\"\xd3\x05\n" +
+	"\x05entry\x18\x01 \x01(\v2\x10.ledger.v1.EntryR\x05entry\x12*\n" +
+	"\ahistory\x18\x02 \x03(\v2\x10.ledger.v1.EventR\ahistory\x12+\n" +
+	"\x11history_truncated\x18\x03 \x01(\bR\x10historyTruncated\"\xc7\x06\n" +
 	"\x05Entry\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12&\n" +
@@ -1658,16 +1950,48 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\n" +
 	"updated_at\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n" +
 	"\vfinished_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishedAt\x1a;\n" +
+	"finishedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x127\n" +
+	"\tpurged_at\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\bpurgedAt\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*k\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbb\x02\n" +
+	"\x05Event\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\x12(\n" +
+	"\x04kind\x18\x04 \x01(\x0e2\x14.ledger.v1.EventKindR\x04kind\x12#\n" +
+	"\rfencing_token\x18\x05 \x01(\x03R\ffencingToken\x12\x14\n" +
+	"\x05owner\x18\x06 \x01(\tR\x05owner\x12\x18\n" +
+	"\aattempt\x18\a \x01(\x05R\aattempt\x12\x16\n" +
+	"\x06caller\x18\b \x01(\tR\x06caller\x12*\n" +
+	"\x02at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12/\n" +
+	"\x06detail\x18\n" +
+	" \x01(\v2\x17.google.protobuf.StructR\x06detail*}\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fSTATE_LEASED\x10\x01\x12\x13\n" +
 	"\x0fSTATE_COMPLETED\x10\x02\x12\x10\n" +
 	"\fSTATE_FAILED\x10\x03\x12\x12\n" +
-	"\x0eSTATE_RELEASED\x10\x042\xb6\x03\n" +
+	"\x0eSTATE_RELEASED\x10\x04\x12\x10\n" +
+	"\fSTATE_PURGED\x10\x05*\x8f\x03\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13EVENT_KIND_RESERVED\x10\x01\x12\x19\n" +
+	"\x15EVENT_KIND_TAKEN_OVER\x10\x02\x12\x18\n" +
+	"\x14EVENT_KIND_RECLAIMED\x10\x03\x12\x18\n" +
+	"\x14EVENT_KIND_HEARTBEAT\x10\x04\x12\x18\n" +
+	"\x14EVENT_KIND_COMPLETED\x10\x05\x12\x15\n" +
+	"\x11EVENT_KIND_FAILED\x10\x06\x12\x17\n" +
+	"\x13EVENT_KIND_RELEASED\x10\a\x12\x15\n" +
+	"\x11EVENT_KIND_PURGED\x10\b\x12\"\n" +
+	"\x1eEVENT_KIND_REFUSED_STALE_TOKEN\x10\t\x12\"\n" +
+	"\x1eEVENT_KIND_REFUSED_FINGERPRINT\x10\n" +
+	"\x12\x1d\n" +
+	"\x19EVENT_KIND_FORCE_RELEASED\x10\v\x12\x14\n" +
+	"\x10EVENT_KIND_RESET\x10\f\x12 \n" +
+	"\x1cEVENT_KIND_NAMESPACE_CHANGED\x10\r2\xb6\x03\n" +
 	"\rLedgerService\x12E\n" +
 	"\aReserve\x12\x19.ledger.v1.ReserveRequest\x1a\x1a.ledger.v1.ReserveResponse\"\x03\x90\x02\x02\x12K\n" +
 	"\tHeartbeat\x12\x1b.ledger.v1.HeartbeatRequest\x1a\x1c.ledger.v1.HeartbeatResponse\"\x03\x90\x02\x02\x12H\n" +
@@ -1688,78 +2012,87 @@ func file_ledger_v1_ledger_proto_rawDescGZIP() []byte {
 	return file_ledger_v1_ledger_proto_rawDescData
 }
 
-var file_ledger_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_ledger_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_ledger_v1_ledger_proto_goTypes = []any{
 	(State)(0),                    // 0: ledger.v1.State
-	(*WorkError)(nil),             // 1: ledger.v1.WorkError
-	(*ReserveRequest)(nil),        // 2: ledger.v1.ReserveRequest
-	(*ReserveResponse)(nil),       // 3: ledger.v1.ReserveResponse
-	(*Acquired)(nil),              // 4: ledger.v1.Acquired
-	(*Completed)(nil),             // 5: ledger.v1.Completed
-	(*InProgress)(nil),            // 6: ledger.v1.InProgress
-	(*Failed)(nil),                // 7: ledger.v1.Failed
-	(*HeartbeatRequest)(nil),      // 8: ledger.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 9: ledger.v1.HeartbeatResponse
-	(*CompleteRequest)(nil),       // 10: ledger.v1.CompleteRequest
-	(*CompleteResponse)(nil),      // 11: ledger.v1.CompleteResponse
-	(*FailRequest)(nil),           // 12: ledger.v1.FailRequest
-	(*FailResponse)(nil),          // 13: ledger.v1.FailResponse
-	(*ReleaseRequest)(nil),        // 14: ledger.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 15: ledger.v1.ReleaseResponse
-	(*LookupRequest)(nil),         // 16: ledger.v1.LookupRequest
-	(*LookupResponse)(nil),        // 17: ledger.v1.LookupResponse
-	(*Entry)(nil),                 // 18: ledger.v1.Entry
-	nil,                           // 19: ledger.v1.ReserveRequest.MetadataEntry
-	nil,                           // 20: ledger.v1.Entry.MetadataEntry
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(EventKind)(0),                // 1: ledger.v1.EventKind
+	(*WorkError)(nil),             // 2: ledger.v1.WorkError
+	(*ReserveRequest)(nil),        // 3: ledger.v1.ReserveRequest
+	(*ReserveResponse)(nil),       // 4: ledger.v1.ReserveResponse
+	(*Acquired)(nil),              // 5: ledger.v1.Acquired
+	(*Completed)(nil),             // 6: ledger.v1.Completed
+	(*InProgress)(nil),            // 7: ledger.v1.InProgress
+	(*Failed)(nil),                // 8: ledger.v1.Failed
+	(*HeartbeatRequest)(nil),      // 9: ledger.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 10: ledger.v1.HeartbeatResponse
+	(*CompleteRequest)(nil),       // 11: ledger.v1.CompleteRequest
+	(*CompleteResponse)(nil),      // 12: ledger.v1.CompleteResponse
+	(*FailRequest)(nil),           // 13: ledger.v1.FailRequest
+	(*FailResponse)(nil),          // 14: ledger.v1.FailResponse
+	(*ReleaseRequest)(nil),        // 15: ledger.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 16: ledger.v1.ReleaseResponse
+	(*LookupRequest)(nil),         // 17: ledger.v1.LookupRequest
+	(*LookupResponse)(nil),        // 18: ledger.v1.LookupResponse
+	(*Entry)(nil),                 // 19: ledger.v1.Entry
+	(*Event)(nil),                 // 20: ledger.v1.Event
+	nil,                           // 21: ledger.v1.ReserveRequest.MetadataEntry
+	nil,                           // 22: ledger.v1.Entry.MetadataEntry
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 25: google.protobuf.Struct
 }
 var file_ledger_v1_ledger_proto_depIdxs = []int32{
-	21, // 0: ledger.v1.ReserveRequest.lease_ttl:type_name -> google.protobuf.Duration
-	19, // 1: ledger.v1.ReserveRequest.metadata:type_name -> ledger.v1.ReserveRequest.MetadataEntry
-	21, // 2: ledger.v1.ReserveRequest.wait_timeout:type_name -> google.protobuf.Duration
-	4,  // 3: ledger.v1.ReserveResponse.acquired:type_name -> ledger.v1.Acquired
-	5,  // 4: ledger.v1.ReserveResponse.completed:type_name -> ledger.v1.Completed
-	6,  // 5: ledger.v1.ReserveResponse.in_progress:type_name -> ledger.v1.InProgress
-	7,  // 6: ledger.v1.ReserveResponse.failed:type_name -> ledger.v1.Failed
-	22, // 7: ledger.v1.Acquired.lease_expires_at:type_name -> google.protobuf.Timestamp
-	21, // 8: ledger.v1.Acquired.lease_ttl:type_name -> google.protobuf.Duration
-	22, // 9: ledger.v1.Completed.completed_at:type_name -> google.protobuf.Timestamp
-	22, // 10: ledger.v1.InProgress.lease_expires_at:type_name -> google.protobuf.Timestamp
-	21, // 11: ledger.v1.InProgress.retry_after:type_name -> google.protobuf.Duration
-	1,  // 12: ledger.v1.Failed.error:type_name -> ledger.v1.WorkError
-	22, // 13: ledger.v1.Failed.failed_at:type_name -> google.protobuf.Timestamp
-	21, // 14: ledger.v1.HeartbeatRequest.lease_ttl:type_name -> google.protobuf.Duration
-	22, // 15: ledger.v1.HeartbeatResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
-	22, // 16: ledger.v1.CompleteResponse.completed_at:type_name -> google.protobuf.Timestamp
-	1,  // 17: ledger.v1.FailRequest.error:type_name -> ledger.v1.WorkError
+	23, // 0: ledger.v1.ReserveRequest.lease_ttl:type_name -> google.protobuf.Duration
+	21, // 1: ledger.v1.ReserveRequest.metadata:type_name -> ledger.v1.ReserveRequest.MetadataEntry
+	23, // 2: ledger.v1.ReserveRequest.wait_timeout:type_name -> google.protobuf.Duration
+	5,  // 3: ledger.v1.ReserveResponse.acquired:type_name -> ledger.v1.Acquired
+	6,  // 4: ledger.v1.ReserveResponse.completed:type_name -> ledger.v1.Completed
+	7,  // 5: ledger.v1.ReserveResponse.in_progress:type_name -> ledger.v1.InProgress
+	8,  // 6: ledger.v1.ReserveResponse.failed:type_name -> ledger.v1.Failed
+	24, // 7: ledger.v1.Acquired.lease_expires_at:type_name -> google.protobuf.Timestamp
+	23, // 8: ledger.v1.Acquired.lease_ttl:type_name -> google.protobuf.Duration
+	24, // 9: ledger.v1.Completed.completed_at:type_name -> google.protobuf.Timestamp
+	24, // 10: ledger.v1.InProgress.lease_expires_at:type_name -> google.protobuf.Timestamp
+	23, // 11: ledger.v1.InProgress.retry_after:type_name -> google.protobuf.Duration
+	2,  // 12: ledger.v1.Failed.error:type_name -> ledger.v1.WorkError
+	24, // 13: ledger.v1.Failed.failed_at:type_name -> google.protobuf.Timestamp
+	23, // 14: ledger.v1.HeartbeatRequest.lease_ttl:type_name -> google.protobuf.Duration
+	24, // 15: ledger.v1.HeartbeatResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
+	24, // 16: ledger.v1.CompleteResponse.completed_at:type_name -> google.protobuf.Timestamp
+	2,  // 17: ledger.v1.FailRequest.error:type_name -> ledger.v1.WorkError
 	0,  // 18: ledger.v1.FailResponse.state:type_name -> ledger.v1.State
-	18, // 19: ledger.v1.LookupResponse.entry:type_name -> ledger.v1.Entry
-	0,  // 20: ledger.v1.Entry.state:type_name -> ledger.v1.State
-	22, // 21: ledger.v1.Entry.lease_expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 22: ledger.v1.Entry.error:type_name -> ledger.v1.WorkError
-	20, // 23: ledger.v1.Entry.metadata:type_name -> ledger.v1.Entry.MetadataEntry
-	22, // 24: ledger.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	22, // 25: ledger.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	22, // 26: ledger.v1.Entry.finished_at:type_name -> google.protobuf.Timestamp
-	2,  // 27: ledger.v1.LedgerService.Reserve:input_type -> ledger.v1.ReserveRequest
-	8,  // 28: ledger.v1.LedgerService.Heartbeat:input_type -> ledger.v1.HeartbeatRequest
-	10, // 29: ledger.v1.LedgerService.Complete:input_type -> ledger.v1.CompleteRequest
-	12, // 30: ledger.v1.LedgerService.Fail:input_type -> ledger.v1.FailRequest
-	14, // 31: ledger.v1.LedgerService.Release:input_type -> ledger.v1.ReleaseRequest
-	16, // 32: ledger.v1.LedgerService.Lookup:input_type -> ledger.v1.LookupRequest
-	3,  // 33: ledger.v1.LedgerService.Reserve:output_type -> ledger.v1.ReserveResponse
-	9,  // 34: ledger.v1.LedgerService.Heartbeat:output_type -> ledger.v1.HeartbeatResponse
-	11, // 35: ledger.v1.LedgerService.Complete:output_type -> ledger.v1.CompleteResponse
-	13, // 36: ledger.v1.LedgerService.Fail:output_type -> ledger.v1.FailResponse
-	15, // 37: ledger.v1.LedgerService.Release:output_type -> ledger.v1.ReleaseResponse
-	17, // 38: ledger.v1.LedgerService.Lookup:output_type -> ledger.v1.LookupResponse
-	33, // [33:39] is the sub-list for method output_type
-	27, // [27:33] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	19, // 19: ledger.v1.LookupResponse.entry:type_name -> ledger.v1.Entry
+	20, // 20: ledger.v1.LookupResponse.history:type_name -> ledger.v1.Event
+	0,  // 21: ledger.v1.Entry.state:type_name -> ledger.v1.State
+	24, // 22: ledger.v1.Entry.lease_expires_at:type_name -> google.protobuf.Timestamp
+	2,  // 23: ledger.v1.Entry.error:type_name -> ledger.v1.WorkError
+	22, // 24: ledger.v1.Entry.metadata:type_name -> ledger.v1.Entry.MetadataEntry
+	24, // 25: ledger.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	24, // 26: ledger.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	24, // 27: ledger.v1.Entry.finished_at:type_name -> google.protobuf.Timestamp
+	24, // 28: ledger.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
+	24, // 29: ledger.v1.Entry.purged_at:type_name -> google.protobuf.Timestamp
+	1,  // 30: ledger.v1.Event.kind:type_name -> ledger.v1.EventKind
+	24, // 31: ledger.v1.Event.at:type_name -> google.protobuf.Timestamp
+	25, // 32: ledger.v1.Event.detail:type_name -> google.protobuf.Struct
+	3,  // 33: ledger.v1.LedgerService.Reserve:input_type -> ledger.v1.ReserveRequest
+	9,  // 34: ledger.v1.LedgerService.Heartbeat:input_type -> ledger.v1.HeartbeatRequest
+	11, // 35: ledger.v1.LedgerService.Complete:input_type -> ledger.v1.CompleteRequest
+	13, // 36: ledger.v1.LedgerService.Fail:input_type -> ledger.v1.FailRequest
+	15, // 37: ledger.v1.LedgerService.Release:input_type -> ledger.v1.ReleaseRequest
+	17, // 38: ledger.v1.LedgerService.Lookup:input_type -> ledger.v1.LookupRequest
+	4,  // 39: ledger.v1.LedgerService.Reserve:output_type -> ledger.v1.ReserveResponse
+	10, // 40: ledger.v1.LedgerService.Heartbeat:output_type -> ledger.v1.HeartbeatResponse
+	12, // 41: ledger.v1.LedgerService.Complete:output_type -> ledger.v1.CompleteResponse
+	14, // 42: ledger.v1.LedgerService.Fail:output_type -> ledger.v1.FailResponse
+	16, // 43: ledger.v1.LedgerService.Release:output_type -> ledger.v1.ReleaseResponse
+	18, // 44: ledger.v1.LedgerService.Lookup:output_type -> ledger.v1.LookupResponse
+	39, // [39:45] is the sub-list for method output_type
+	33, // [33:39] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_ledger_proto_init() }
@@ -1779,8 +2112,8 @@ func file_ledger_v1_ledger_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_ledger_proto_rawDesc), len(file_ledger_v1_ledger_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   20,
+			NumEnums:      2,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -123,10 +123,13 @@ type LedgerServiceClient interface {
 	// Errors: INVALID_ARGUMENT, LEASE_LOST, UNAVAILABLE.
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
 	// Lookup returns the whole entry of a key: state, owner, fencing token,
-	// times, attempts, fingerprint, result or error, checkpoint and metadata.
-	// It changes nothing.
+	// times, attempts, fingerprint, result or error, checkpoint and metadata;
+	// with include_history, also the key's audit events. A key removed by
+	// retention is reported with state STATE_PURGED and when (as long as its
+	// audit events are kept), not as unknown. It changes nothing.
 	//
-	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, NOT_FOUND (never seen, or purged and its
+	// events expired too), UNAVAILABLE.
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
 }
 
@@ -264,10 +267,13 @@ type LedgerServiceServer interface {
 	// Errors: INVALID_ARGUMENT, LEASE_LOST, UNAVAILABLE.
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
 	// Lookup returns the whole entry of a key: state, owner, fencing token,
-	// times, attempts, fingerprint, result or error, checkpoint and metadata.
-	// It changes nothing.
+	// times, attempts, fingerprint, result or error, checkpoint and metadata;
+	// with include_history, also the key's audit events. A key removed by
+	// retention is reported with state STATE_PURGED and when (as long as its
+	// audit events are kept), not as unknown. It changes nothing.
 	//
-	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, NOT_FOUND (never seen, or purged and its
+	// events expired too), UNAVAILABLE.
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
 	mustEmbedUnimplementedLedgerServiceServer()
 }

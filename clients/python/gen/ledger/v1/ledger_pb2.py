@@ -12,10 +12,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ledger/v1/ledger.proto\x12\tledger.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n\tWorkError\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\"\xf0\x02\n\x0eReserveRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n\x05owner\x18\x03 \x01(\tR\x05owner\x12\x36\n\tlease_ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08leaseTtl\x12 \n\x0b\x66ingerprint\x18\x05 \x01(\x0cR\x0b\x66ingerprint\x12\x43\n\x08metadata\x18\x06 \x03(\x0b\x32\'.ledger.v1.ReserveRequest.MetadataEntryR\x08metadata\x12<\n\x0cwait_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0bwaitTimeout\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xec\x01\n\x0fReserveResponse\x12\x31\n\x08\x61\x63quired\x18\x01 \x01(\x0b\x32\x13.ledger.v1.AcquiredH\x00R\x08\x61\x63quired\x12\x34\n\tcompleted\x18\x02 \x01(\x0b\x32\x14.ledger.v1.CompletedH\x00R\tcompleted\x12\x38\n\x0bin_progress\x18\x03 \x01(\x0b\x32\x15.ledger.v1.InProgressH\x00R\ninProgress\x12+\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\x11.ledger.v1.FailedH\x00R\x06\x66\x61iledB\t\n\x07outcome\"\xaa\x02\n\x08\x41\x63quired\x12#\n\rfencing_token\x18\x01 \x01(\x03R\x0c\x66\x65ncingToken\x12\x44\n\x10lease_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12\x36\n\tlease_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08leaseTtl\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\x05R\x07\x61ttempt\x12\x1a\n\x08takeover\x18\x05 \x01(\x08R\x08takeover\x12%\n\x0eprevious_owner\x18\x06 \x01(\tR\rpreviousOwner\x12\x1e\n\ncheckpoint\x18\x07 \x01(\x0cR\ncheckpoint\"\x9d\x01\n\tCompleted\x12\x16\n\x06result\x18\x01 \x01(\x0cR\x06result\x12=\n\x0c\x63ompleted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63ompletedAt\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\x12\x14\n\x05owner\x18\x04 \x01(\tR\x05owner\"\xbe\x01\n\nInProgress\x12\x14\n\x05owner\x18\x01 \x01(\tR\x05owner\x12\x44\n\x10lease_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12:\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\nretryAfter\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\x05R\x07\x61ttempt\"\xae\x01\n\x06\x46\x61iled\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x14.ledger.v1.WorkErrorR\x05\x65rror\x12\x37\n\tfailed_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x66\x61iledAt\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\x12\x1a\n\x08\x61ttempts\x18\x04 \x01(\x05R\x08\x61ttempts\"\xd3\x01\n\x10HeartbeatRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\x12\x36\n\tlease_ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08leaseTtl\x12#\n\ncheckpoint\x18\x05 \x01(\x0cH\x00R\ncheckpoint\x88\x01\x01\x42\r\n\x0b_checkpoint\"Y\n\x11HeartbeatResponse\x12\x44\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\"~\n\x0f\x43ompleteRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\x12\x16\n\x06result\x18\x04 \x01(\x0cR\x06result\"~\n\x10\x43ompleteResponse\x12=\n\x0c\x63ompleted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63ompletedAt\x12+\n\x11\x61lready_completed\x18\x02 \x01(\x08R\x10\x61lreadyCompleted\"\xac\x01\n\x0b\x46\x61ilRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\x12*\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x14.ledger.v1.WorkErrorR\x05\x65rror\x12\x1c\n\tretryable\x18\x05 \x01(\x08R\tretryable\"]\n\x0c\x46\x61ilResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x10.ledger.v1.StateR\x05state\x12%\n\x0e\x61lready_failed\x18\x02 \x01(\x08R\ralreadyFailed\"e\n\x0eReleaseRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\"<\n\x0fReleaseResponse\x12)\n\x10\x61lready_released\x18\x01 \x01(\x08R\x0f\x61lreadyReleased\"?\n\rLookupRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\"8\n\x0eLookupResponse\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x10.ledger.v1.EntryR\x05\x65ntry\"\xd3\x05\n\x05\x45ntry\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x10.ledger.v1.StateR\x05state\x12\x14\n\x05owner\x18\x04 \x01(\tR\x05owner\x12#\n\rfencing_token\x18\x05 \x01(\x03R\x0c\x66\x65ncingToken\x12\x44\n\x10lease_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12#\n\rlease_expired\x18\x07 \x01(\x08R\x0cleaseExpired\x12\x1a\n\x08\x61ttempts\x18\x08 \x01(\x05R\x08\x61ttempts\x12 \n\x0b\x66ingerprint\x18\t \x01(\x0cR\x0b\x66ingerprint\x12\x16\n\x06result\x18\n \x01(\x0cR\x06result\x12*\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x14.ledger.v1.WorkErrorR\x05\x65rror\x12\x1e\n\ncheckpoint\x18\x0c \x01(\x0cR\ncheckpoint\x12:\n\x08metadata\x18\r \x03(\x0b\x32\x1e.ledger.v1.Entry.MetadataEntryR\x08metadata\x12\x39\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nfinishedAt\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01*k\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_LEASED\x10\x01\x12\x13\n\x0fSTATE_COMPLETED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\x12\x12\n\x0eSTATE_RELEASED\x10\x04\x32\xb6\x03\n\rLedgerService\x12\x45\n\x07Reserve\x12\x19.ledger.v1.ReserveRequest\x1a\x1a.ledger.v1.ReserveResponse\"\x03\x90\x02\x02\x12K\n\tHeartbeat\x12\x1b.ledger.v1.HeartbeatRequest\x1a\x1c.ledger.v1.HeartbeatResponse\"\x03\x90\x02\x02\x12H\n\x08\x43omplete\x12\x1a.ledger.v1.CompleteRequest\x1a\x1b.ledger.v1.CompleteResponse\"\x03\x90\x02\x02\x12<\n\x04\x46\x61il\x12\x16.ledger.v1.FailRequest\x1a\x17.ledger.v1.FailResponse\"\x03\x90\x02\x02\x12\x45\n\x07Release\x12\x19.ledger.v1.ReleaseRequest\x1a\x1a.ledger.v1.ReleaseResponse\"\x03\x90\x02\x02\x12\x42\n\x06Lookup\x12\x18.ledger.v1.LookupRequest\x1a\x19.ledger.v1.LookupResponse\"\x03\x90\x02\x01\x42\x33Z1github.com/ledgerd/ledgerd/gen/ledger/v1;ledgerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ledger/v1/ledger.proto\x12\tledger.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n\tWorkError\x12\x12\n\x04\x63ode\x18\x01 \x01(\tR\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\"\xf0\x02\n\x0eReserveRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n\x05owner\x18\x03 \x01(\tR\x05owner\x12\x36\n\tlease_ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08leaseTtl\x12 \n\x0b\x66ingerprint\x18\x05 \x01(\x0cR\x0b\x66ingerprint\x12\x43\n\x08metadata\x18\x06 \x03(\x0b\x32\'.ledger.v1.ReserveRequest.MetadataEntryR\x08metadata\x12<\n\x0cwait_timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.DurationR\x0bwaitTimeout\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xec\x01\n\x0fReserveResponse\x12\x31\n\x08\x61\x63quired\x18\x01 \x01(\x0b\x32\x13.ledger.v1.AcquiredH\x00R\x08\x61\x63quired\x12\x34\n\tcompleted\x18\x02 \x01(\x0b\x32\x14.ledger.v1.CompletedH\x00R\tcompleted\x12\x38\n\x0bin_progress\x18\x03 \x01(\x0b\x32\x15.ledger.v1.InProgressH\x00R\ninProgress\x12+\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32\x11.ledger.v1.FailedH\x00R\x06\x66\x61iledB\t\n\x07outcome\"\xaa\x02\n\x08\x41\x63quired\x12#\n\rfencing_token\x18\x01 \x01(\x03R\x0c\x66\x65ncingToken\x12\x44\n\x10lease_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12\x36\n\tlease_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08leaseTtl\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\x05R\x07\x61ttempt\x12\x1a\n\x08takeover\x18\x05 \x01(\x08R\x08takeover\x12%\n\x0eprevious_owner\x18\x06 \x01(\tR\rpreviousOwner\x12\x1e\n\ncheckpoint\x18\x07 \x01(\x0cR\ncheckpoint\"\x9d\x01\n\tCompleted\x12\x16\n\x06result\x18\x01 \x01(\x0cR\x06result\x12=\n\x0c\x63ompleted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63ompletedAt\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\x12\x14\n\x05owner\x18\x04 \x01(\tR\x05owner\"\xbe\x01\n\nInProgress\x12\x14\n\x05owner\x18\x01 \x01(\tR\x05owner\x12\x44\n\x10lease_expires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12:\n\x0bretry_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.DurationR\nretryAfter\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\x05R\x07\x61ttempt\"\xae\x01\n\x06\x46\x61iled\x12*\n\x05\x65rror\x18\x01 \x01(\x0b\x32\x14.ledger.v1.WorkErrorR\x05\x65rror\x12\x37\n\tfailed_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x66\x61iledAt\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\x12\x1a\n\x08\x61ttempts\x18\x04 \x01(\x05R\x08\x61ttempts\"\xd3\x01\n\x10HeartbeatRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\x12\x36\n\tlease_ttl\x18\x04 \x01(\x0b\x32\x19.google.protobuf.DurationR\x08leaseTtl\x12#\n\ncheckpoint\x18\x05 \x01(\x0cH\x00R\ncheckpoint\x88\x01\x01\x42\r\n\x0b_checkpoint\"Y\n\x11HeartbeatResponse\x12\x44\n\x10lease_expires_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\"~\n\x0f\x43ompleteRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\x12\x16\n\x06result\x18\x04 \x01(\x0cR\x06result\"~\n\x10\x43ompleteResponse\x12=\n\x0c\x63ompleted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63ompletedAt\x12+\n\x11\x61lready_completed\x18\x02 \x01(\x08R\x10\x61lreadyCompleted\"\xac\x01\n\x0b\x46\x61ilRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\x12*\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x14.ledger.v1.WorkErrorR\x05\x65rror\x12\x1c\n\tretryable\x18\x05 \x01(\x08R\tretryable\"]\n\x0c\x46\x61ilResponse\x12&\n\x05state\x18\x01 \x01(\x0e\x32\x10.ledger.v1.StateR\x05state\x12%\n\x0e\x61lready_failed\x18\x02 \x01(\x08R\ralreadyFailed\"e\n\x0eReleaseRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12#\n\rfencing_token\x18\x03 \x01(\x03R\x0c\x66\x65ncingToken\"<\n\x0fReleaseResponse\x12)\n\x10\x61lready_released\x18\x01 \x01(\x08R\x0f\x61lreadyReleased\"h\n\rLookupRequest\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12\'\n\x0finclude_history\x18\x03 \x01(\x08R\x0eincludeHistory\"\x91\x01\n\x0eLookupResponse\x12&\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x10.ledger.v1.EntryR\x05\x65ntry\x12*\n\x07history\x18\x02 \x03(\x0b\x32\x10.ledger.v1.EventR\x07history\x12+\n\x11history_truncated\x18\x03 \x01(\x08R\x10historyTruncated\"\xc7\x06\n\x05\x45ntry\x12\x1c\n\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x02 \x01(\tR\x03key\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x10.ledger.v1.StateR\x05state\x12\x14\n\x05owner\x18\x04 \x01(\tR\x05owner\x12#\n\rfencing_token\x18\x05 \x01(\x03R\x0c\x66\x65ncingToken\x12\x44\n\x10lease_expires_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0eleaseExpiresAt\x12#\n\rlease_expired\x18\x07 \x01(\x08R\x0cleaseExpired\x12\x1a\n\x08\x61ttempts\x18\x08 \x01(\x05R\x08\x61ttempts\x12 \n\x0b\x66ingerprint\x18\t \x01(\x0cR\x0b\x66ingerprint\x12\x16\n\x06result\x18\n \x01(\x0cR\x06result\x12*\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x14.ledger.v1.WorkErrorR\x05\x65rror\x12\x1e\n\ncheckpoint\x18\x0c \x01(\x0cR\ncheckpoint\x12:\n\x08metadata\x18\r \x03(\x0b\x32\x1e.ledger.v1.Entry.MetadataEntryR\x08metadata\x12\x39\n\ncreated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12;\n\x0b\x66inished_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nfinishedAt\x12\x39\n\nexpires_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x37\n\tpurged_at\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08purgedAt\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xbb\x02\n\x05\x45vent\x12\x0e\n\x02id\x18\x01 \x01(\x03R\x02id\x12\x1c\n\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x10\n\x03key\x18\x03 \x01(\tR\x03key\x12(\n\x04kind\x18\x04 \x01(\x0e\x32\x14.ledger.v1.EventKindR\x04kind\x12#\n\rfencing_token\x18\x05 \x01(\x03R\x0c\x66\x65ncingToken\x12\x14\n\x05owner\x18\x06 \x01(\tR\x05owner\x12\x18\n\x07\x61ttempt\x18\x07 \x01(\x05R\x07\x61ttempt\x12\x16\n\x06\x63\x61ller\x18\x08 \x01(\tR\x06\x63\x61ller\x12*\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x02\x61t\x12/\n\x06\x64\x65tail\x18\n \x01(\x0b\x32\x17.google.protobuf.StructR\x06\x64\x65tail*}\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_LEASED\x10\x01\x12\x13\n\x0fSTATE_COMPLETED\x10\x02\x12\x10\n\x0cSTATE_FAILED\x10\x03\x12\x12\n\x0eSTATE_RELEASED\x10\x04\x12\x10\n\x0cSTATE_PURGED\x10\x05*\x8f\x03\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45VENT_KIND_RESERVED\x10\x01\x12\x19\n\x15\x45VENT_KIND_TAKEN_OVER\x10\x02\x12\x18\n\x14\x45VENT_KIND_RECLAIMED\x10\x03\x12\x18\n\x14\x45VENT_KIND_HEARTBEAT\x10\x04\x12\x18\n\x14\x45VENT_KIND_COMPLETED\x10\x05\x12\x15\n\x11\x45VENT_KIND_FAILED\x10\x06\x12\x17\n\x13\x45VENT_KIND_RELEASED\x10\x07\x12\x15\n\x11\x45VENT_KIND_PURGED\x10\x08\x12\"\n\x1e\x45VENT_KIND_REFUSED_STALE_TOKEN\x10\t\x12\"\n\x1e\x45VENT_KIND_REFUSED_FINGERPRINT\x10\n\x12\x1d\n\x19\x45VENT_KIND_FORCE_RELEASED\x10\x0b\x12\x14\n\x10\x45VENT_KIND_RESET\x10\x0c\x12 \n\x1c\x45VENT_KIND_NAMESPACE_CHANGED\x10\r2\xb6\x03\n\rLedgerService\x12\x45\n\x07Reserve\x12\x19.ledger.v1.ReserveRequest\x1a\x1a.ledger.v1.ReserveResponse\"\x03\x90\x02\x02\x12K\n\tHeartbeat\x12\x1b.ledger.v1.HeartbeatRequest\x1a\x1c.ledger.v1.HeartbeatResponse\"\x03\x90\x02\x02\x12H\n\x08\x43omplete\x12\x1a.ledger.v1.CompleteRequest\x1a\x1b.ledger.v1.CompleteResponse\"\x03\x90\x02\x02\x12<\n\x04\x46\x61il\x12\x16.ledger.v1.FailRequest\x1a\x17.ledger.v1.FailResponse\"\x03\x90\x02\x02\x12\x45\n\x07Release\x12\x19.ledger.v1.ReleaseRequest\x1a\x1a.ledger.v1.ReleaseResponse\"\x03\x90\x02\x02\x12\x42\n\x06Lookup\x12\x18.ledger.v1.LookupRequest\x1a\x19.ledger.v1.LookupResponse\"\x03\x90\x02\x01\x42\x33Z1github.com/ledgerd/ledgerd/gen/ledger/v1;ledgerv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.ledger_pb2', globals())
@@ -39,48 +40,52 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _LEDGERSERVICE.methods_by_name['Release']._serialized_options = b'\220\002\002'
   _LEDGERSERVICE.methods_by_name['Lookup']._options = None
   _LEDGERSERVICE.methods_by_name['Lookup']._serialized_options = b'\220\002\001'
-  _STATE._serialized_start=3447
-  _STATE._serialized_end=3554
-  _WORKERROR._serialized_start=102
-  _WORKERROR._serialized_end=159
-  _RESERVEREQUEST._serialized_start=162
-  _RESERVEREQUEST._serialized_end=530
-  _RESERVEREQUEST_METADATAENTRY._serialized_start=471
-  _RESERVEREQUEST_METADATAENTRY._serialized_end=530
-  _RESERVERESPONSE._serialized_start=533
-  _RESERVERESPONSE._serialized_end=769
-  _ACQUIRED._serialized_start=772
-  _ACQUIRED._serialized_end=1070
-  _COMPLETED._serialized_start=1073
-  _COMPLETED._serialized_end=1230
-  _INPROGRESS._serialized_start=1233
-  _INPROGRESS._serialized_end=1423
-  _FAILED._serialized_start=1426
-  _FAILED._serialized_end=1600
-  _HEARTBEATREQUEST._serialized_start=1603
-  _HEARTBEATREQUEST._serialized_end=1814
-  _HEARTBEATRESPONSE._serialized_start=1816
-  _HEARTBEATRESPONSE._serialized_end=1905
-  _COMPLETEREQUEST._serialized_start=1907
-  _COMPLETEREQUEST._serialized_end=2033
-  _COMPLETERESPONSE._serialized_start=2035
-  _COMPLETERESPONSE._serialized_end=2161
-  _FAILREQUEST._serialized_start=2164
-  _FAILREQUEST._serialized_end=2336
-  _FAILRESPONSE._serialized_start=2338
-  _FAILRESPONSE._serialized_end=2431
-  _RELEASEREQUEST._serialized_start=2433
-  _RELEASEREQUEST._serialized_end=2534
-  _RELEASERESPONSE._serialized_start=2536
-  _RELEASERESPONSE._serialized_end=2596
-  _LOOKUPREQUEST._serialized_start=2598
-  _LOOKUPREQUEST._serialized_end=2661
-  _LOOKUPRESPONSE._serialized_start=2663
-  _LOOKUPRESPONSE._serialized_end=2719
-  _ENTRY._serialized_start=2722
-  _ENTRY._serialized_end=3445
-  _ENTRY_METADATAENTRY._serialized_start=471
-  _ENTRY_METADATAENTRY._serialized_end=530
-  _LEDGERSERVICE._serialized_start=3557
-  _LEDGERSERVICE._serialized_end=3995
+  _STATE._serialized_start=4042
+  _STATE._serialized_end=4167
+  _EVENTKIND._serialized_start=4170
+  _EVENTKIND._serialized_end=4569
+  _WORKERROR._serialized_start=132
+  _WORKERROR._serialized_end=189
+  _RESERVEREQUEST._serialized_start=192
+  _RESERVEREQUEST._serialized_end=560
+  _RESERVEREQUEST_METADATAENTRY._serialized_start=501
+  _RESERVEREQUEST_METADATAENTRY._serialized_end=560
+  _RESERVERESPONSE._serialized_start=563
+  _RESERVERESPONSE._serialized_end=799
+  _ACQUIRED._serialized_start=802
+  _ACQUIRED._serialized_end=1100
+  _COMPLETED._serialized_start=1103
+  _COMPLETED._serialized_end=1260
+  _INPROGRESS._serialized_start=1263
+  _INPROGRESS._serialized_end=1453
+  _FAILED._serialized_start=1456
+  _FAILED._serialized_end=1630
+  _HEARTBEATREQUEST._serialized_start=1633
+  _HEARTBEATREQUEST._serialized_end=1844
+  _HEARTBEATRESPONSE._serialized_start=1846
+  _HEARTBEATRESPONSE._serialized_end=1935
+  _COMPLETEREQUEST._serialized_start=1937
+  _COMPLETEREQUEST._serialized_end=2063
+  _COMPLETERESPONSE._serialized_start=2065
+  _COMPLETERESPONSE._serialized_end=2191
+  _FAILREQUEST._serialized_start=2194
+  _FAILREQUEST._serialized_end=2366
+  _FAILRESPONSE._serialized_start=2368
+  _FAILRESPONSE._serialized_end=2461
+  _RELEASEREQUEST._serialized_start=2463
+  _RELEASEREQUEST._serialized_end=2564
+  _RELEASERESPONSE._serialized_start=2566
+  _RELEASERESPONSE._serialized_end=2626
+  _LOOKUPREQUEST._serialized_start=2628
+  _LOOKUPREQUEST._serialized_end=2732
+  _LOOKUPRESPONSE._serialized_start=2735
+  _LOOKUPRESPONSE._serialized_end=2880
+  _ENTRY._serialized_start=2883
+  _ENTRY._serialized_end=3722
+  _ENTRY_METADATAENTRY._serialized_start=501
+  _ENTRY_METADATAENTRY._serialized_end=560
+  _EVENT._serialized_start=3725
+  _EVENT._serialized_end=4040
+  _LEDGERSERVICE._serialized_start=4572
+  _LEDGERSERVICE._serialized_end=5010
 # @@protoc_insertion_point(module_scope)

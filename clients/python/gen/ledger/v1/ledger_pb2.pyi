@@ -1,15 +1,31 @@
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Mapping as _Mapping, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+EVENT_KIND_COMPLETED: EventKind
+EVENT_KIND_FAILED: EventKind
+EVENT_KIND_FORCE_RELEASED: EventKind
+EVENT_KIND_HEARTBEAT: EventKind
+EVENT_KIND_NAMESPACE_CHANGED: EventKind
+EVENT_KIND_PURGED: EventKind
+EVENT_KIND_RECLAIMED: EventKind
+EVENT_KIND_REFUSED_FINGERPRINT: EventKind
+EVENT_KIND_REFUSED_STALE_TOKEN: EventKind
+EVENT_KIND_RELEASED: EventKind
+EVENT_KIND_RESERVED: EventKind
+EVENT_KIND_RESET: EventKind
+EVENT_KIND_TAKEN_OVER: EventKind
+EVENT_KIND_UNSPECIFIED: EventKind
 STATE_COMPLETED: State
 STATE_FAILED: State
 STATE_LEASED: State
+STATE_PURGED: State
 STATE_RELEASED: State
 STATE_UNSPECIFIED: State
 
@@ -64,7 +80,7 @@ class Completed(_message.Message):
     def __init__(self, result: _Optional[bytes] = ..., completed_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., fencing_token: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ["attempts", "checkpoint", "created_at", "error", "fencing_token", "fingerprint", "finished_at", "key", "lease_expired", "lease_expires_at", "metadata", "namespace", "owner", "result", "state", "updated_at"]
+    __slots__ = ["attempts", "checkpoint", "created_at", "error", "expires_at", "fencing_token", "fingerprint", "finished_at", "key", "lease_expired", "lease_expires_at", "metadata", "namespace", "owner", "purged_at", "result", "state", "updated_at"]
     class MetadataEntry(_message.Message):
         __slots__ = ["key", "value"]
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +92,7 @@ class Entry(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +102,7 @@ class Entry(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     OWNER_FIELD_NUMBER: _ClassVar[int]
+    PURGED_AT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +110,7 @@ class Entry(_message.Message):
     checkpoint: bytes
     created_at: _timestamp_pb2.Timestamp
     error: WorkError
+    expires_at: _timestamp_pb2.Timestamp
     fencing_token: int
     fingerprint: bytes
     finished_at: _timestamp_pb2.Timestamp
@@ -101,10 +120,35 @@ class Entry(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     namespace: str
     owner: str
+    purged_at: _timestamp_pb2.Timestamp
     result: bytes
     state: State
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., owner: _Optional[str] = ..., fencing_token: _Optional[int] = ..., lease_expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expired: bool = ..., attempts: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., result: _Optional[bytes] = ..., error: _Optional[_Union[WorkError, _Mapping]] = ..., checkpoint: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., state: _Optional[_Union[State, str]] = ..., owner: _Optional[str] = ..., fencing_token: _Optional[int] = ..., lease_expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., lease_expired: bool = ..., attempts: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., result: _Optional[bytes] = ..., error: _Optional[_Union[WorkError, _Mapping]] = ..., checkpoint: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., purged_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ["at", "attempt", "caller", "detail", "fencing_token", "id", "key", "kind", "namespace", "owner"]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    at: _timestamp_pb2.Timestamp
+    attempt: int
+    caller: str
+    detail: _struct_pb2.Struct
+    fencing_token: int
+    id: int
+    key: str
+    kind: EventKind
+    namespace: str
+    owner: str
+    def __init__(self, id: _Optional[int] = ..., namespace: _Optional[str] = ..., key: _Optional[str] = ..., kind: _Optional[_Union[EventKind, str]] = ..., fencing_token: _Optional[int] = ..., owner: _Optional[str] = ..., attempt: _Optional[int] = ..., caller: _Optional[str] = ..., at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., detail: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class FailRequest(_message.Message):
     __slots__ = ["error", "fencing_token", "key", "namespace", "retryable"]
@@ -173,18 +217,24 @@ class InProgress(_message.Message):
     def __init__(self, owner: _Optional[str] = ..., lease_expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., retry_after: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ["key", "namespace"]
+    __slots__ = ["include_history", "key", "namespace"]
+    INCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    include_history: bool
     key: str
     namespace: str
-    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., include_history: bool = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ["entry"]
+    __slots__ = ["entry", "history", "history_truncated"]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     entry: Entry
-    def __init__(self, entry: _Optional[_Union[Entry, _Mapping]] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[Event]
+    history_truncated: bool
+    def __init__(self, entry: _Optional[_Union[Entry, _Mapping]] = ..., history: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., history_truncated: bool = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ["fencing_token", "key", "namespace"]
@@ -248,4 +298,7 @@ class WorkError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []
+
+class EventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = []

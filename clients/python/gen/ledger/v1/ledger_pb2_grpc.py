@@ -141,10 +141,13 @@ class LedgerServiceServicer(object):
 
     def Lookup(self, request, context):
         """Lookup returns the whole entry of a key: state, owner, fencing token,
-        times, attempts, fingerprint, result or error, checkpoint and metadata.
-        It changes nothing.
+        times, attempts, fingerprint, result or error, checkpoint and metadata;
+        with include_history, also the key's audit events. A key removed by
+        retention is reported with state STATE_PURGED and when (as long as its
+        audit events are kept), not as unknown. It changes nothing.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (never seen, or purged and its
+        events expired too), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -35,14 +35,14 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Message } from "@bufbuild/protobuf";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { JsonObject, Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file ledger/v1/ledger.proto.
  */
 export const file_ledger_v1_ledger: GenFile = /*@__PURE__*/
-  fileDesc("ChZsZWRnZXIvdjEvbGVkZ2VyLnByb3RvEglsZWRnZXIudjEiKgoJV29ya0Vycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSKfAgoOUmVzZXJ2ZVJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgsKA2tleRgCIAEoCRINCgVvd25lchgDIAEoCRIsCglsZWFzZV90dGwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLZmluZ2VycHJpbnQYBSABKAwSOQoIbWV0YWRhdGEYBiADKAsyJy5sZWRnZXIudjEuUmVzZXJ2ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeRIvCgx3YWl0X3RpbWVvdXQYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsMBCg9SZXNlcnZlUmVzcG9uc2USJwoIYWNxdWlyZWQYASABKAsyEy5sZWRnZXIudjEuQWNxdWlyZWRIABIpCgljb21wbGV0ZWQYAiABKAsyFC5sZWRnZXIudjEuQ29tcGxldGVkSAASLAoLaW5fcHJvZ3Jlc3MYAyABKAsyFS5sZWRnZXIudjEuSW5Qcm9ncmVzc0gAEiMKBmZhaWxlZBgEIAEoCzIRLmxlZGdlci52MS5GYWlsZWRIAEIJCgdvdXRjb21lItQBCghBY3F1aXJlZBIVCg1mZW5jaW5nX3Rva2VuGAEgASgDEjQKEGxlYXNlX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCWxlYXNlX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIPCgdhdHRlbXB0GAQgASgFEhAKCHRha2VvdmVyGAUgASgIEhYKDnByZXZpb3VzX293bmVyGAYgASgJEhIKCmNoZWNrcG9pbnQYByABKAwicwoJQ29tcGxldGVkEg4KBnJlc3VsdBgBIAEoDBIwCgxjb21wbGV0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWZlbmNpbmdfdG9rZW4YAyABKAMSDQoFb3duZXIYBCABKAkikgEKCkluUHJvZ3Jlc3MSDQoFb3duZXIYASABKAkSNAoQbGVhc2VfZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHYXR0ZW1wdBgEIAEoBSKFAQoGRmFpbGVkEiMKBWVycm9yGAEgASgLMhQubGVkZ2VyLnYxLldvcmtFcnJvchItCglmYWlsZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWZlbmNpbmdfdG9rZW4YAyABKAMSEAoIYXR0ZW1wdHMYBCABKAUinwEKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgsKA2tleRgCIAEoCRIVCg1mZW5jaW5nX3Rva2VuGAMgASgDEiwKCWxlYXNlX3R0bBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCgpjaGVja3BvaW50GAUgASgMSACIAQFCDQoLX2NoZWNrcG9pbnQiSQoRSGVhcnRiZWF0UmVzcG9uc2USNAoQbGVhc2VfZXhwaXJlc19hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWAoPQ29tcGxldGVSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRILCgNrZXkYAiABKAkSFQoNZmVuY2luZ190b2tlbhgDIAEoAxIOCgZyZXN1bHQYBCABKAwiXwoQQ29tcGxldGVSZXNwb25zZRIwCgxjb21wbGV0ZWRfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWFscmVhZHlfY29tcGxldGVkGAIgASgIInwKC0ZhaWxSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRILCgNrZXkYAiABKAkSFQoNZmVuY2luZ190b2tlbhgDIAEoAxIjCgVlcnJvchgEIAEoCzIULmxlZGdlci52MS5Xb3JrRXJyb3ISEQoJcmV0cnlhYmxlGAUgASgIIkcKDEZhaWxSZXNwb25zZRIfCgVzdGF0ZRgBIAEoDjIQLmxlZGdlci52MS5TdGF0ZRIWCg5hbHJlYWR5X2ZhaWxlZBgCIAEoCCJHCg5SZWxlYXNlUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEhUKDWZlbmNpbmdfdG9rZW4YAyABKAMiKwoPUmVsZWFzZVJlc3BvbnNlEhgKEGFscmVhZHlfcmVsZWFzZWQYASABKAgiLwoNTG9va3VwUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJIjEKDkxvb2t1cFJlc3BvbnNlEh8KBWVudHJ5GAEgASgLMhAubGVkZ2VyLnYxLkVudHJ5Ip8ECgVFbnRyeRIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEh8KBXN0YXRlGAMgASgOMhAubGVkZ2VyLnYxLlN0YXRlEg0KBW93bmVyGAQgASgJEhUKDWZlbmNpbmdfdG9rZW4YBSABKAMSNAoQbGVhc2VfZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGVhc2VfZXhwaXJlZBgHIAEoCBIQCghhdHRlbXB0cxgIIAEoBRITCgtmaW5nZXJwcmludBgJIAEoDBIOCgZyZXN1bHQYCiABKAwSIwoFZXJyb3IYCyABKAsyFC5sZWRnZXIudjEuV29ya0Vycm9yEhIKCmNoZWNrcG9pbnQYDCABKAwSMAoIbWV0YWRhdGEYDSADKAsyHi5sZWRnZXIudjEuRW50cnkuTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBKmsKBVN0YXRlEhUKEVNUQVRFX1VOU1BFQ0lGSUVEEAASEAoMU1RBVEVfTEVBU0VEEAESEwoPU1RBVEVfQ09NUExFVEVEEAISEAoMU1RBVEVfRkFJTEVEEAMSEgoOU1RBVEVfUkVMRUFTRUQQBDK2AwoNTGVkZ2VyU2VydmljZRJFCgdSZXNlcnZlEhkubGVkZ2VyLnYxLlJlc2VydmVSZXF1ZXN0GhoubGVkZ2VyLnYxLlJlc2VydmVSZXNwb25zZSIDkAICEksKCUhlYXJ0YmVhdBIbLmxlZGdlci52MS5IZWFydGJlYXRSZXF1ZXN0GhwubGVkZ2VyLnYxLkhlYXJ0YmVhdFJlc3BvbnNlIgOQAgISSAoIQ29tcGxldGUSGi5sZWRnZXIudjEuQ29tcGxldGVSZXF1ZXN0GhsubGVkZ2VyLnYxLkNvbXBsZXRlUmVzcG9uc2UiA5ACAhI8CgRGYWlsEhYubGVkZ2VyLnYxLkZhaWxSZXF1ZXN0GhcubGVkZ2VyLnYxLkZhaWxSZXNwb25zZSIDkAICEkUKB1JlbGVhc2USGS5sZWRnZXIudjEuUmVsZWFzZVJlcXVlc3QaGi5sZWRnZXIudjEuUmVsZWFzZVJlc3BvbnNlIgOQAgISQgoGTG9va3VwEhgubGVkZ2VyLnYxLkxvb2t1cFJlcXVlc3QaGS5sZWRnZXIudjEuTG9va3VwUmVzcG9uc2UiA5ACAUIzWjFnaXRodWIuY29tL2xlZGdlcmQvbGVkZ2VyZC9nZW4vbGVkZ2VyL3YxO2xlZGdlcnYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChZsZWRnZXIvdjEvbGVkZ2VyLnByb3RvEglsZWRnZXIudjEiKgoJV29ya0Vycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSKfAgoOUmVzZXJ2ZVJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgsKA2tleRgCIAEoCRINCgVvd25lchgDIAEoCRIsCglsZWFzZV90dGwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLZmluZ2VycHJpbnQYBSABKAwSOQoIbWV0YWRhdGEYBiADKAsyJy5sZWRnZXIudjEuUmVzZXJ2ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeRIvCgx3YWl0X3RpbWVvdXQYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsMBCg9SZXNlcnZlUmVzcG9uc2USJwoIYWNxdWlyZWQYASABKAsyEy5sZWRnZXIudjEuQWNxdWlyZWRIABIpCgljb21wbGV0ZWQYAiABKAsyFC5sZWRnZXIudjEuQ29tcGxldGVkSAASLAoLaW5fcHJvZ3Jlc3MYAyABKAsyFS5sZWRnZXIudjEuSW5Qcm9ncmVzc0gAEiMKBmZhaWxlZBgEIAEoCzIRLmxlZGdlci52MS5GYWlsZWRIAEIJCgdvdXRjb21lItQBCghBY3F1aXJlZBIVCg1mZW5jaW5nX3Rva2VuGAEgASgDEjQKEGxlYXNlX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCWxlYXNlX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIPCgdhdHRlbXB0GAQgASgFEhAKCHRha2VvdmVyGAUgASgIEhYKDnByZXZpb3VzX293bmVyGAYgASgJEhIKCmNoZWNrcG9pbnQYByABKAwicwoJQ29tcGxldGVkEg4KBnJlc3VsdBgBIAEoDBIwCgxjb21wbGV0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWZlbmNpbmdfdG9rZW4YAyABKAMSDQoFb3duZXIYBCABKAkikgEKCkluUHJvZ3Jlc3MSDQoFb3duZXIYASABKAkSNAoQbGVhc2VfZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHYXR0ZW1wdBgEIAEoBSKFAQoGRmFpbGVkEiMKBWVycm9yGAEgASgLMhQubGVkZ2VyLnYxLldvcmtFcnJvchItCglmYWlsZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWZlbmNpbmdfdG9rZW4YAyABKAMSEAoIYXR0ZW1wdHMYBCABKAUinwEKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgsKA2tleRgCIAEoCRIVCg1mZW5jaW5nX3Rva2VuGAMgASgDEiwKCWxlYXNlX3R0bBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCgpjaGVja3BvaW50GAUgASgMSACIAQFCDQoLX2NoZWNrcG9pbnQiSQoRSGVhcnRiZWF0UmVzcG9uc2USNAoQbGVhc2VfZXhwaXJlc19hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWAoPQ29tcGxldGVSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRILCgNrZXkYAiABKAkSFQoNZmVuY2luZ190b2tlbhgDIAEoAxIOCgZyZXN1bHQYBCABKAwiXwoQQ29tcGxldGVSZXNwb25zZRIwCgxjb21wbGV0ZWRfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWFscmVhZHlfY29tcGxldGVkGAIgASgIInwKC0ZhaWxSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRILCgNrZXkYAiABKAkSFQoNZmVuY2luZ190b2tlbhgDIAEoAxIjCgVlcnJvchgEIAEoCzIULmxlZGdlci52MS5Xb3JrRXJyb3ISEQoJcmV0cnlhYmxlGAUgASgIIkcKDEZhaWxSZXNwb25zZRIfCgVzdGF0ZRgBIAEoDjIQLmxlZGdlci52MS5TdGF0ZRIWCg5hbHJlYWR5X2ZhaWxlZBgCIAEoCCJHCg5SZWxlYXNlUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEhUKDWZlbmNpbmdfdG9rZW4YAyABKAMiKwoPUmVsZWFzZVJlc3BvbnNlEhgKEGFscmVhZHlfcmVsZWFzZWQYASABKAgiSAoNTG9va3VwUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEhcKD2luY2x1ZGVfaGlzdG9yeRgDIAEoCCJvCg5Mb29rdXBSZXNwb25zZRIfCgVlbnRyeRgBIAEoCzIQLmxlZGdlci52MS5FbnRyeRIhCgdoaXN0b3J5GAIgAygLMhAubGVkZ2VyLnYxLkV2ZW50EhkKEWhpc3RvcnlfdHJ1bmNhdGVkGAMgASgIIv4ECgVFbnRyeRIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEh8KBXN0YXRlGAMgASgOMhAubGVkZ2VyLnYxLlN0YXRlEg0KBW93bmVyGAQgASgJEhUKDWZlbmNpbmdfdG9rZW4YBSABKAMSNAoQbGVhc2VfZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGVhc2VfZXhwaXJlZBgHIAEoCBIQCghhdHRlbXB0cxgIIAEoBRITCgtmaW5nZXJwcmludBgJIAEoDBIOCgZyZXN1bHQYCiABKAwSIwoFZXJyb3IYCyABKAsyFC5sZWRnZXIudjEuV29ya0Vycm9yEhIKCmNoZWNrcG9pbnQYDCABKAwSMAoIbWV0YWRhdGEYDSADKAsyHi5sZWRnZXIudjEuRW50cnkuTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJcHVyZ2VkX2F0GBIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi7wEKBUV2ZW50EgoKAmlkGAEgASgDEhEKCW5hbWVzcGFjZRgCIAEoCRILCgNrZXkYAyABKAkSIgoEa2luZBgEIAEoDjIULmxlZGdlci52MS5FdmVudEtpbmQSFQoNZmVuY2luZ190b2tlbhgFIAEoAxINCgVvd25lchgGIAEoCRIPCgdhdHRlbXB0GAcgASgFEg4KBmNhbGxlchgIIAEoCRImCgJhdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoGZGV0YWlsGAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCp9CgVTdGF0ZRIVChFTVEFURV9VTlNQRUNJRklFRBAAEhAKDFNUQVRFX0xFQVNFRBABEhMKD1NUQVRFX0NPTVBMRVRFRBACEhAKDFNUQVRFX0ZBSUxFRBADEhIKDlNUQVRFX1JFTEVBU0VEEAQSEAoMU1RBVEVfUFVSR0VEEAUqjwMKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASFwoTRVZFTlRfS0lORF9SRVNFUlZFRBABEhkKFUVWRU5UX0tJTkRfVEFLRU5fT1ZFUhACEhgKFEVWRU5UX0tJTkRfUkVDTEFJTUVEEAMSGAoURVZFTlRfS0lORF9IRUFSVEJFQVQQBBIYChRFVkVOVF9LSU5EX0NPTVBMRVRFRBAFEhUKEUVWRU5UX0tJTkRfRkFJTEVEEAYSFwoTRVZFTlRfS0lORF9SRUxFQVNFRBAHEhUKEUVWRU5UX0tJTkRfUFVSR0VEEAgSIgoeRVZFTlRfS0lORF9SRUZVU0VEX1NUQUxFX1RPS0VOEAkSIgoeRVZFTlRfS0lORF9SRUZVU0VEX0ZJTkdFUlBSSU5UEAoSHQoZRVZFTlRfS0lORF9GT1JDRV9SRUxFQVNFRBALEhQKEEVWRU5UX0tJTkRfUkVTRVQQDBIgChxFVkVOVF9LSU5EX05BTUVTUEFDRV9DSEFOR0VEEA0ytgMKDUxlZGdlclNlcnZpY2USRQoHUmVzZXJ2ZRIZLmxlZGdlci52MS5SZXNlcnZlUmVxdWVzdBoaLmxlZGdlci52MS5SZXNlcnZlUmVzcG9uc2UiA5ACAhJLCglIZWFydGJlYXQSGy5sZWRnZXIudjEuSGVhcnRiZWF0UmVxdWVzdBocLmxlZGdlci52MS5IZWFydGJlYXRSZXNwb25zZSIDkAICEkgKCENvbXBsZXRlEhoubGVkZ2VyLnYxLkNvbXBsZXRlUmVxdWVzdBobLmxlZGdlci52MS5Db21wbGV0ZVJlc3BvbnNlIgOQAgISPAoERmFpbBIWLmxlZGdlci52MS5GYWlsUmVxdWVzdBoXLmxlZGdlci52MS5GYWlsUmVzcG9uc2UiA5ACAhJFCgdSZWxlYXNlEhkubGVkZ2VyLnYxLlJlbGVhc2VSZXF1ZXN0GhoubGVkZ2VyLnYxLlJlbGVhc2VSZXNwb25zZSIDkAICEkIKBkxvb2t1cBIYLmxlZGdlci52MS5Mb29rdXBSZXF1ZXN0GhkubGVkZ2VyLnYxLkxvb2t1cFJlc3BvbnNlIgOQAgFCM1oxZ2l0aHViLmNvbS9sZWRnZXJkL2xlZGdlcmQvZ2VuL2xlZGdlci92MTtsZWRnZXJ2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * WorkError describes why the work for a key failed.
@@ -714,6 +714,14 @@ export type LookupRequest = Message<"ledger.v1.LookupRequest"> & {
    * @generated from field: string key = 2;
    */
   key: string;
+
+  /**
+   * include_history adds the key's audit events, oldest first (at most 100;
+   * GetHistory pages through more).
+   *
+   * @generated from field: bool include_history = 3;
+   */
+  includeHistory: boolean;
 };
 
 /**
@@ -735,6 +743,21 @@ export type LookupResponse = Message<"ledger.v1.LookupResponse"> & {
    * @generated from field: ledger.v1.Entry entry = 1;
    */
   entry?: Entry | undefined;
+
+  /**
+   * history is the key's audit events, oldest first, when asked for.
+   *
+   * @generated from field: repeated ledger.v1.Event history = 2;
+   */
+  history: Event[];
+
+  /**
+   * history_truncated is true when the key has more events than history
+   * holds.
+   *
+   * @generated from field: bool history_truncated = 3;
+   */
+  historyTruncated: boolean;
 };
 
 /**
@@ -865,6 +888,21 @@ export type Entry = Message<"ledger.v1.Entry"> & {
    * @generated from field: google.protobuf.Timestamp finished_at = 16;
    */
   finishedAt?: Timestamp | undefined;
+
+  /**
+   * expires_at is when retention removes a completed or failed entry.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 17;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * purged_at is when retention (or PurgeExpired) removed the entry; set
+   * only with STATE_PURGED.
+   *
+   * @generated from field: google.protobuf.Timestamp purged_at = 18;
+   */
+  purgedAt?: Timestamp | undefined;
 };
 
 /**
@@ -873,6 +911,92 @@ export type Entry = Message<"ledger.v1.Entry"> & {
  */
 export const EntrySchema: GenMessage<Entry> = /*@__PURE__*/
   messageDesc(file_ledger_v1_ledger, 17);
+
+/**
+ * Event is one row of the append-only audit trail.
+ *
+ * @generated from message ledger.v1.Event
+ */
+export type Event = Message<"ledger.v1.Event"> & {
+  /**
+   * id orders the events: a later event has a higher id.
+   *
+   * @generated from field: int64 id = 1;
+   */
+  id: bigint;
+
+  /**
+   * namespace of the key.
+   *
+   * @generated from field: string namespace = 2;
+   */
+  namespace: string;
+
+  /**
+   * key the event is about; empty for namespace events.
+   *
+   * @generated from field: string key = 3;
+   */
+  key: string;
+
+  /**
+   * kind is what happened.
+   *
+   * @generated from field: ledger.v1.EventKind kind = 4;
+   */
+  kind: EventKind;
+
+  /**
+   * fencing_token is the key's token after the event (for refusals, the
+   * token the refused call carried).
+   *
+   * @generated from field: int64 fencing_token = 5;
+   */
+  fencingToken: bigint;
+
+  /**
+   * owner is the lease holder the event is about.
+   *
+   * @generated from field: string owner = 6;
+   */
+  owner: string;
+
+  /**
+   * attempt is the key's attempt count at the event.
+   *
+   * @generated from field: int32 attempt = 7;
+   */
+  attempt: number;
+
+  /**
+   * caller is the authenticated identity that made the call
+   * ("anonymous" until authentication is configured).
+   *
+   * @generated from field: string caller = 8;
+   */
+  caller: string;
+
+  /**
+   * at is when it happened, by the database's clock.
+   *
+   * @generated from field: google.protobuf.Timestamp at = 9;
+   */
+  at?: Timestamp | undefined;
+
+  /**
+   * detail carries the kind's particulars (see EventKind).
+   *
+   * @generated from field: google.protobuf.Struct detail = 10;
+   */
+  detail?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message ledger.v1.Event.
+ * Use `create(EventSchema)` to create a new message.
+ */
+export const EventSchema: GenMessage<Event> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 18);
 
 /**
  * State is the state of a key's entry.
@@ -909,12 +1033,20 @@ export enum State {
   FAILED = 3,
 
   /**
-   * STATE_RELEASED: the lease was given up (Release or a retryable Fail); the
-   * next Reserve acquires the key.
+   * STATE_RELEASED: the lease was given up (Release, a retryable Fail, a
+   * force-release or a reset); the next Reserve acquires the key.
    *
    * @generated from enum value: STATE_RELEASED = 4;
    */
   RELEASED = 4,
+
+  /**
+   * STATE_PURGED: the entry was removed by retention (Lookup only; the entry
+   * carries the key, its last fencing token and purged_at).
+   *
+   * @generated from enum value: STATE_PURGED = 5;
+   */
+  PURGED = 5,
 }
 
 /**
@@ -922,6 +1054,126 @@ export enum State {
  */
 export const StateSchema: GenEnum<State> = /*@__PURE__*/
   enumDesc(file_ledger_v1_ledger, 0);
+
+/**
+ * EventKind is what an audit event records.
+ *
+ * @generated from enum ledger.v1.EventKind
+ */
+export enum EventKind {
+  /**
+   * EVENT_KIND_UNSPECIFIED is never returned.
+   *
+   * @generated from enum value: EVENT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * EVENT_KIND_RESERVED: the first grant of a key.
+   *
+   * @generated from enum value: EVENT_KIND_RESERVED = 1;
+   */
+  RESERVED = 1,
+
+  /**
+   * EVENT_KIND_TAKEN_OVER: a grant of a released key (detail: previous_owner,
+   * previous_token).
+   *
+   * @generated from enum value: EVENT_KIND_TAKEN_OVER = 2;
+   */
+  TAKEN_OVER = 2,
+
+  /**
+   * EVENT_KIND_RECLAIMED: a grant of a key whose lease had expired (detail:
+   * previous_owner, previous_token).
+   *
+   * @generated from enum value: EVENT_KIND_RECLAIMED = 3;
+   */
+  RECLAIMED = 3,
+
+  /**
+   * EVENT_KIND_HEARTBEAT: a lease was extended (sampled: see the server's
+   * --heartbeat-event-interval).
+   *
+   * @generated from enum value: EVENT_KIND_HEARTBEAT = 4;
+   */
+  HEARTBEAT = 4,
+
+  /**
+   * EVENT_KIND_COMPLETED: the result was recorded (detail: result_bytes).
+   *
+   * @generated from enum value: EVENT_KIND_COMPLETED = 5;
+   */
+  COMPLETED = 5,
+
+  /**
+   * EVENT_KIND_FAILED: a failure was recorded (detail: retryable, code,
+   * message, and attempts_exhausted when max_attempts made it permanent).
+   *
+   * @generated from enum value: EVENT_KIND_FAILED = 6;
+   */
+  FAILED = 6,
+
+  /**
+   * EVENT_KIND_RELEASED: the holder gave the lease up.
+   *
+   * @generated from enum value: EVENT_KIND_RELEASED = 7;
+   */
+  RELEASED = 7,
+
+  /**
+   * EVENT_KIND_PURGED: retention or PurgeExpired removed the entry.
+   *
+   * @generated from enum value: EVENT_KIND_PURGED = 8;
+   */
+  PURGED = 8,
+
+  /**
+   * EVENT_KIND_REFUSED_STALE_TOKEN: a call carried a token that was not the
+   * key's current one (detail: operation, token, current_token).
+   *
+   * @generated from enum value: EVENT_KIND_REFUSED_STALE_TOKEN = 9;
+   */
+  REFUSED_STALE_TOKEN = 9,
+
+  /**
+   * EVENT_KIND_REFUSED_FINGERPRINT: a Reserve carried a different
+   * fingerprint (detail: owner).
+   *
+   * @generated from enum value: EVENT_KIND_REFUSED_FINGERPRINT = 10;
+   */
+  REFUSED_FINGERPRINT = 10,
+
+  /**
+   * EVENT_KIND_FORCE_RELEASED: an admin released the lease (detail: reason,
+   * previous_owner).
+   *
+   * @generated from enum value: EVENT_KIND_FORCE_RELEASED = 11;
+   */
+  FORCE_RELEASED = 11,
+
+  /**
+   * EVENT_KIND_RESET: an admin reset the key so that its work runs again
+   * (detail: reason, previous_state).
+   *
+   * @generated from enum value: EVENT_KIND_RESET = 12;
+   */
+  RESET = 12,
+
+  /**
+   * EVENT_KIND_NAMESPACE_CHANGED: an admin created or changed the
+   * namespace's settings (key empty; detail: reason, the settings).
+   *
+   * @generated from enum value: EVENT_KIND_NAMESPACE_CHANGED = 13;
+   */
+  NAMESPACE_CHANGED = 13,
+}
+
+/**
+ * Describes the enum ledger.v1.EventKind.
+ */
+export const EventKindSchema: GenEnum<EventKind> = /*@__PURE__*/
+  enumDesc(file_ledger_v1_ledger, 1);
 
 /**
  * LedgerService claims idempotency keys with leases and fencing tokens and
@@ -1030,10 +1282,13 @@ export const LedgerService: GenService<{
   },
   /**
    * Lookup returns the whole entry of a key: state, owner, fencing token,
-   * times, attempts, fingerprint, result or error, checkpoint and metadata.
-   * It changes nothing.
+   * times, attempts, fingerprint, result or error, checkpoint and metadata;
+   * with include_history, also the key's audit events. A key removed by
+   * retention is reported with state STATE_PURGED and when (as long as its
+   * audit events are kept), not as unknown. It changes nothing.
    *
-   * Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (never seen, or purged and its
+   * events expired too), UNAVAILABLE.
    *
    * @generated from rpc ledger.v1.LedgerService.Lookup
    */
