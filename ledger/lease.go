@@ -54,11 +54,15 @@ func (s *Store) heartbeat(ctx context.Context, req HeartbeatRequest) (time.Time,
 		LeaseExpiresAt time.Time `db:"lease_expires_at"`
 	}
 	found, err := queryRows[heartbeatRow](ctx, s.pool, query("heartbeat"),
-		req.Namespace, req.Key, req.FencingToken, ttl.Milliseconds(), req.Checkpoint != nil, req.Checkpoint)
+		req.Namespace, req.Key, req.FencingToken, ttl.Milliseconds(), req.Checkpoint != nil, req.Checkpoint,
+		s.heartbeatEventInterval.Milliseconds(), callerFrom(ctx))
 	if err != nil {
 		return time.Time{}, err
 	}
 	if len(found) == 0 {
+		if err := s.recordRefusal(ctx, EventRefusedStaleToken, req.Namespace, req.Key, "heartbeat", req.FencingToken, ""); err != nil {
+			return time.Time{}, err
+		}
 		return time.Time{}, ErrLeaseLost
 	}
 	return found[0].LeaseExpiresAt, nil
@@ -111,7 +115,7 @@ func (s *Store) complete(ctx context.Context, req CompleteRequest) (Completion, 
 	if result == nil {
 		result = []byte{} // a completed entry always has a result, maybe empty
 	}
-	row, already, err := s.guardedUpdate(ctx, req.FencingToken, is(StateCompleted), query("complete"),
+	row, already, err := s.guardedUpdate(ctx, "complete", req.Namespace, req.Key, req.FencingToken, is(StateCompleted), query("complete"),
 		req.Namespace, req.Key, req.FencingToken, result, ns.Retention.Milliseconds(), callerFrom(ctx))
 	if err != nil {
 		return Completion{}, err
@@ -133,7 +137,8 @@ type FailRequest struct {
 // FailResult confirms a Fail.
 type FailResult struct {
 	// State is StateReleased after a retryable failure, StateFailed after a
-	// permanent one.
+	// permanent one (or a retryable one that used up the namespace's
+	// MaxAttempts).
 	State State
 	// AlreadyFailed is true when the call repeated a recorded failure.
 	AlreadyFailed bool
@@ -166,17 +171,19 @@ func (s *Store) fail(ctx context.Context, req FailRequest) (FailResult, error) {
 	if err != nil {
 		return FailResult{}, err
 	}
-	finalState := StateFailed
+	// A retryable failure frees the key, unless the namespace's maximum
+	// attempts are used up: then it is permanent (decided in the statement).
+	finalState := is(StateFailed)
 	if req.Retryable {
-		finalState = StateReleased
+		finalState = func(state State) bool { return state == StateReleased || state == StateFailed }
 	}
-	_, already, err := s.guardedUpdate(ctx, req.FencingToken, is(finalState), query("fail"),
+	row, already, err := s.guardedUpdate(ctx, "fail", req.Namespace, req.Key, req.FencingToken, finalState, query("fail"),
 		req.Namespace, req.Key, req.FencingToken, req.Error.Code, req.Error.Message, req.Retryable,
-		ns.Retention.Milliseconds(), callerFrom(ctx))
+		ns.Retention.Milliseconds(), callerFrom(ctx), ns.MaxAttempts)
 	if err != nil {
 		return FailResult{}, err
 	}
-	return FailResult{State: finalState, AlreadyFailed: already}, nil
+	return FailResult{State: row.State, AlreadyFailed: already}, nil
 }
 
 // ReleaseRequest gives a lease up.
@@ -197,7 +204,7 @@ func (s *Store) Release(ctx context.Context, req ReleaseRequest) (alreadyRelease
 	if err := checkFencingToken(req.FencingToken); err != nil {
 		return false, fmt.Errorf("release %s/%s: %w", req.Namespace, req.Key, err)
 	}
-	_, already, err := s.guardedUpdate(ctx, req.FencingToken, is(StateReleased), query("release"),
+	_, already, err := s.guardedUpdate(ctx, "release", req.Namespace, req.Key, req.FencingToken, is(StateReleased), query("release"),
 		req.Namespace, req.Key, req.FencingToken, callerFrom(ctx))
 	if err != nil {
 		return false, fmt.Errorf("release %s/%s token %d: %w", req.Namespace, req.Key, req.FencingToken, err)

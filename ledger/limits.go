@@ -32,6 +32,11 @@ type Limits struct {
 	// MaxWait caps a Reserve's WaitTimeout; longer waits are shortened to
 	// it. Defaults to 60s.
 	MaxWait time.Duration
+	// MaxResultBytes is the ceiling of every namespace's maximum result size
+	// (the gRPC message limit is sized from it). Defaults to 16 MiB.
+	MaxResultBytes int
+	// MaxReasonBytes bounds an admin action's reason. Defaults to 1024.
+	MaxReasonBytes int
 }
 
 // The fixed limits: they are part of the API, not of the configuration.
@@ -56,6 +61,8 @@ func DefaultLimits() Limits {
 		MaxErrorBytes:       8 << 10,
 		MinLeaseTTL:         time.Second,
 		MaxWait:             time.Minute,
+		MaxResultBytes:      16 << 20,
+		MaxReasonBytes:      1024,
 	}
 }
 
@@ -70,6 +77,8 @@ func (l Limits) withDefaults() Limits {
 	setDefault(&l.MaxErrorBytes, d.MaxErrorBytes)
 	setDefault(&l.MinLeaseTTL, d.MinLeaseTTL)
 	setDefault(&l.MaxWait, d.MaxWait)
+	setDefault(&l.MaxResultBytes, d.MaxResultBytes)
+	setDefault(&l.MaxReasonBytes, d.MaxReasonBytes)
 	return l
 }
 
@@ -78,7 +87,7 @@ func (l Limits) validate() error {
 		"MaxKeyBytes": l.MaxKeyBytes, "MaxOwnerBytes": l.MaxOwnerBytes,
 		"MaxFingerprintBytes": l.MaxFingerprintBytes, "MaxMetadataBytes": l.MaxMetadataBytes,
 		"MaxMetadataPairs": l.MaxMetadataPairs, "MaxCheckpointBytes": l.MaxCheckpointBytes,
-		"MaxErrorBytes": l.MaxErrorBytes,
+		"MaxErrorBytes": l.MaxErrorBytes, "MaxResultBytes": l.MaxResultBytes, "MaxReasonBytes": l.MaxReasonBytes,
 	} {
 		if v < 1 {
 			return fmt.Errorf("limits: %s must be positive, got %d", name, v)

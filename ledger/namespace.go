@@ -20,6 +20,11 @@ type NamespaceSettings struct {
 	// Retention is how long a completed or failed entry is kept (its
 	// expires_at). Defaults to 7 days.
 	Retention time.Duration
+	// MaxAttempts turns a retryable failure permanent once the key has had
+	// this many grants. Defaults to 0: no limit.
+	MaxAttempts int
+	// EventRetention is how long audit events are kept. Defaults to 30 days.
+	EventRetention time.Duration
 }
 
 // DefaultNamespaceSettings returns the settings used for zero fields.
@@ -29,6 +34,7 @@ func DefaultNamespaceSettings() NamespaceSettings {
 		MaxLeaseTTL:     time.Hour,
 		MaxResultBytes:  1 << 20,
 		Retention:       7 * 24 * time.Hour,
+		EventRetention:  30 * 24 * time.Hour,
 	}
 }
 
@@ -38,6 +44,7 @@ func (n NamespaceSettings) withDefaults() NamespaceSettings {
 	setDefault(&n.MaxLeaseTTL, d.MaxLeaseTTL)
 	setDefault(&n.MaxResultBytes, d.MaxResultBytes)
 	setDefault(&n.Retention, d.Retention)
+	setDefault(&n.EventRetention, d.EventRetention)
 	return n
 }
 
@@ -49,18 +56,29 @@ func (n NamespaceSettings) validate(l Limits) error {
 		return fmt.Errorf("MaxLeaseTTL %s is below DefaultLeaseTTL %s", n.MaxLeaseTTL, n.DefaultLeaseTTL)
 	case n.MaxResultBytes < 0:
 		return fmt.Errorf("MaxResultBytes must not be negative, got %d", n.MaxResultBytes)
+	case n.MaxResultBytes > l.MaxResultBytes:
+		return fmt.Errorf("MaxResultBytes %d is above the server's ceiling %d", n.MaxResultBytes, l.MaxResultBytes)
 	case n.Retention <= 0:
 		return fmt.Errorf("Retention must be positive, got %s", n.Retention)
+	case n.MaxAttempts < 0:
+		return fmt.Errorf("MaxAttempts must not be negative, got %d", n.MaxAttempts)
+	case n.EventRetention <= 0:
+		return fmt.Errorf("EventRetention must be positive, got %s", n.EventRetention)
 	}
 	return nil
 }
 
-// namespaceRow is a namespaces row's settings, in the units stored.
+// namespaceRow is a namespaces row, in the units stored.
 type namespaceRow struct {
-	DefaultLeaseTTLMS int64 `db:"default_lease_ttl_ms"`
-	MaxLeaseTTLMS     int64 `db:"max_lease_ttl_ms"`
-	MaxResultBytes    int32 `db:"max_result_bytes"`
-	RetentionMS       int64 `db:"retention_ms"`
+	Name              string    `db:"name"`
+	DefaultLeaseTTLMS int64     `db:"default_lease_ttl_ms"`
+	MaxLeaseTTLMS     int64     `db:"max_lease_ttl_ms"`
+	MaxResultBytes    int32     `db:"max_result_bytes"`
+	RetentionMS       int64     `db:"retention_ms"`
+	MaxAttempts       int32     `db:"max_attempts"`
+	EventRetentionMS  int64     `db:"event_retention_ms"`
+	CreatedAt         time.Time `db:"created_at"`
+	UpdatedAt         time.Time `db:"updated_at"`
 }
 
 func (r namespaceRow) settings() NamespaceSettings {
@@ -69,7 +87,16 @@ func (r namespaceRow) settings() NamespaceSettings {
 		MaxLeaseTTL:     time.Duration(r.MaxLeaseTTLMS) * time.Millisecond,
 		MaxResultBytes:  int(r.MaxResultBytes),
 		Retention:       time.Duration(r.RetentionMS) * time.Millisecond,
+		MaxAttempts:     int(r.MaxAttempts),
+		EventRetention:  time.Duration(r.EventRetentionMS) * time.Millisecond,
 	}
+}
+
+// settingsArgs are a namespace's settings as the namespace statements take
+// them ($2 to $7).
+func settingsArgs(n NamespaceSettings) []any {
+	return []any{n.DefaultLeaseTTL.Milliseconds(), n.MaxLeaseTTL.Milliseconds(), n.MaxResultBytes,
+		n.Retention.Milliseconds(), n.MaxAttempts, n.EventRetention.Milliseconds()}
 }
 
 // namespaceCache keeps the settings of namespaces that exist in the
@@ -129,10 +156,8 @@ func (s *Store) namespace(ctx context.Context, name string) (NamespaceSettings, 
 // ensureNamespace creates a namespace with the default settings if it does
 // not exist yet, and returns the settings it has.
 func (s *Store) ensureNamespace(ctx context.Context, name string) (NamespaceSettings, error) {
-	d := s.defaults
 	settings, err := retryRaces(ctx, func() (NamespaceSettings, error) {
-		found, err := queryRows[namespaceRow](ctx, s.pool, query("namespace_ensure"), name,
-			d.DefaultLeaseTTL.Milliseconds(), d.MaxLeaseTTL.Milliseconds(), d.MaxResultBytes, d.Retention.Milliseconds())
+		found, err := queryRows[namespaceRow](ctx, s.pool, query("namespace_ensure"), append([]any{name}, settingsArgs(s.defaults)...)...)
 		if err != nil {
 			return NamespaceSettings{}, err
 		}

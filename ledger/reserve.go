@@ -207,6 +207,9 @@ func (s *Store) reserveOnce(ctx context.Context, req ReserveRequest, ttl time.Du
 	// The fingerprint is checked before anything else is answered, on every
 	// path: a mismatch is never hidden behind a replay or IN_PROGRESS.
 	if !sameFingerprint(row.Fingerprint, req.Fingerprint) {
+		if err := s.recordRefusal(ctx, EventRefusedFingerprint, req.Namespace, req.Key, "reserve", 0, req.Owner); err != nil {
+			return Reservation{}, err
+		}
 		return Reservation{}, ErrFingerprintMismatch
 	}
 	switch {

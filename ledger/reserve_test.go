@@ -192,15 +192,29 @@ func TestTakeoverAfterExpiry(t *testing.T) {
 	require.Equal(t, "rescuer", e.Owner)
 	require.Equal(t, 2, e.Attempts)
 
+	// The history: the grant, the zombie's (first, sampled) heartbeat, the
+	// reclaim of its expired lease, its four refused calls, and the
+	// rescuer's completion.
 	events := b.events(t, "ns", "k")
-	require.Len(t, events, 3)
-	require.Equal(t, "reserved", events[0].Kind)
-	require.Equal(t, "taken_over", events[1].Kind)
-	require.Equal(t, int64(2), events[1].FencingToken)
-	require.Equal(t, "rescuer", events[1].Owner)
-	require.Equal(t, map[string]any{"previous_owner": "zombie", "previous_token": float64(1), "previous_state": "leased"}, events[1].Detail)
-	require.Equal(t, "completed", events[2].Kind)
+	kinds := make([]string, len(events))
+	for i, e := range events {
+		kinds[i] = e.Kind
+	}
+	require.Equal(t, []string{"reserved", "heartbeat", "reclaimed", "refused_stale_token", "refused_stale_token",
+		"refused_stale_token", "refused_stale_token", "completed"}, kinds)
+	require.Equal(t, "zombie", events[1].Owner)
+	require.Equal(t, float64(8), events[1].Detail["checkpoint_bytes"])
 	require.Equal(t, int64(2), events[2].FencingToken)
+	require.Equal(t, "rescuer", events[2].Owner)
+	require.Equal(t, map[string]any{"previous_owner": "zombie", "previous_token": float64(1), "previous_state": "leased"}, events[2].Detail)
+	for i, operation := range []string{"heartbeat", "complete", "fail", "release"} {
+		refusal := events[3+i]
+		require.Equal(t, int64(1), refusal.FencingToken, "the refused token")
+		require.Equal(t, "zombie", refusal.Owner, "the refused token's owner")
+		require.Equal(t, map[string]any{"operation": operation, "current_token": float64(2), "current_state": "leased",
+			"current_owner": "rescuer"}, refusal.Detail)
+	}
+	require.Equal(t, int64(2), events[7].FencingToken)
 }
 
 // TestLateCompleteWithCurrentToken: fencing beats time. The lease ran out
@@ -291,7 +305,7 @@ func TestRetryableFailFreesKey(t *testing.T) {
 	for _, ev := range b.events(t, "ns", "k") {
 		kinds = append(kinds, ev.Kind)
 	}
-	require.Equal(t, []string{"reserved", "failed", "taken_over"}, kinds)
+	require.Equal(t, []string{"reserved", "heartbeat", "failed", "taken_over"}, kinds)
 }
 
 func TestReleaseFreesKey(t *testing.T) {

@@ -20,6 +20,10 @@ type Config struct {
 	// NamespaceDefaults are the settings a namespace is created with on its
 	// first Reserve. Defaults to DefaultNamespaceSettings().
 	NamespaceDefaults NamespaceSettings
+	// HeartbeatEventInterval samples the heartbeat audit events: at most one
+	// per lease per interval. Zero records every heartbeat; a negative value
+	// records none. Defaults to 1m.
+	HeartbeatEventInterval time.Duration
 	// Logger receives what the Store reports on its own, such as a lost
 	// LISTEN connection. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -33,6 +37,7 @@ func (c Config) withDefaults() Config {
 	c.Limits = c.Limits.withDefaults()
 	c.NamespaceDefaults = c.NamespaceDefaults.withDefaults()
 	setDefault(&c.NamespaceCacheTTL, 10*time.Second)
+	setDefault(&c.HeartbeatEventInterval, time.Minute)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -67,6 +72,8 @@ type Store struct {
 	waits      *waitHub
 	logger     *slog.Logger
 
+	heartbeatEventInterval time.Duration
+
 	waitsEnded   chan struct{} // closed by EndWaits
 	endWaitsOnce sync.Once
 }
@@ -86,6 +93,8 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		waits:      newWaitHub(),
 		logger:     cfg.Logger,
 		waitsEnded: make(chan struct{}),
+
+		heartbeatEventInterval: cfg.HeartbeatEventInterval,
 	}, nil
 }
 
@@ -179,10 +188,13 @@ type guardRow struct {
 //     result or error: a retry after a lost response (already == true);
 //   - the same, with a different result or error: ErrResultConflict;
 //   - any other token or state, or no entry: ErrLeaseLost.
-func (s *Store) guardedUpdate(ctx context.Context, token int64, finalState func(State) bool, sql string, args ...any) (row guardRow, already bool, err error) {
+//
+// A refusal for a stale token is recorded in the audit trail.
+func (s *Store) guardedUpdate(ctx context.Context, operation, namespace, key string, token int64, finalState func(State) bool, sql string, args ...any) (row guardRow, already bool, err error) {
 	type outcome struct {
 		row     guardRow
 		already bool
+		refused bool // the key exists and the token is not current
 	}
 	result, err := retryRaces(ctx, func() (outcome, error) {
 		found, err := queryRows[guardRow](ctx, s.pool, sql, args...)
@@ -197,7 +209,7 @@ func (s *Store) guardedUpdate(ctx context.Context, token int64, finalState func(
 		case r.Changed:
 			return outcome{row: r}, nil
 		case r.FencingToken != token:
-			return outcome{}, ErrLeaseLost
+			return outcome{refused: true}, ErrLeaseLost
 		case r.State == StateLeased:
 			// The guard did not match, yet this statement's snapshot shows the
 			// lease under our token: a concurrent change committed after the
@@ -208,8 +220,13 @@ func (s *Store) guardedUpdate(ctx context.Context, token int64, finalState func(
 		case finalState(r.State):
 			return outcome{}, ErrResultConflict
 		default:
-			return outcome{}, ErrLeaseLost
+			return outcome{refused: true}, ErrLeaseLost
 		}
 	})
+	if errors.Is(err, ErrLeaseLost) && result.refused {
+		if auditErr := s.recordRefusal(ctx, EventRefusedStaleToken, namespace, key, operation, token, ""); auditErr != nil {
+			return guardRow{}, false, auditErr
+		}
+	}
 	return result.row, result.already, err
 }

@@ -3,15 +3,20 @@
 -- it after this one's snapshot; the caller runs it again.
 --
 -- $1 name, $2 default lease TTL in ms, $3 maximum lease TTL in ms,
--- $4 maximum result bytes, $5 retention in ms
+-- $4 maximum result bytes, $5 retention in ms, $6 maximum attempts,
+-- $7 event retention in ms
 WITH inserted AS (
-    INSERT INTO namespaces (name, default_lease_ttl_ms, max_lease_ttl_ms, max_result_bytes, retention_ms)
-    VALUES ($1, $2, $3, $4, $5)
+    INSERT INTO namespaces AS n (name, default_lease_ttl_ms, max_lease_ttl_ms, max_result_bytes,
+                                 retention_ms, max_attempts, event_retention_ms)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
     ON CONFLICT (name) DO NOTHING
-    RETURNING default_lease_ttl_ms, max_lease_ttl_ms, max_result_bytes, retention_ms
+    RETURNING n.*
 )
-SELECT default_lease_ttl_ms, max_lease_ttl_ms, max_result_bytes, retention_ms FROM inserted
+SELECT name, default_lease_ttl_ms, max_lease_ttl_ms, max_result_bytes, retention_ms,
+       max_attempts, event_retention_ms, created_at, updated_at
+FROM inserted
 UNION ALL
-SELECT default_lease_ttl_ms, max_lease_ttl_ms, max_result_bytes, retention_ms
+SELECT name, default_lease_ttl_ms, max_lease_ttl_ms, max_result_bytes, retention_ms,
+       max_attempts, event_retention_ms, created_at, updated_at
 FROM namespaces
 WHERE name = $1 AND NOT EXISTS (SELECT FROM inserted)

@@ -1,6 +1,7 @@
--- A namespace's settings.
+-- A namespace and its settings.
 --
 -- $1 name
-SELECT default_lease_ttl_ms, max_lease_ttl_ms, max_result_bytes, retention_ms
+SELECT name, default_lease_ttl_ms, max_lease_ttl_ms, max_result_bytes, retention_ms,
+       max_attempts, event_retention_ms, created_at, updated_at
 FROM namespaces
 WHERE name = $1

@@ -1,6 +1,7 @@
 -- Reserve, takeover: grant a new lease (fencing token + 1) on a released key
 -- or on a key whose lease ran out by the database's clock, with its
--- 'taken_over' event. The guard on the token read a moment ago makes this a
+-- 'taken_over' event (released key) or 'reclaimed' event (expired lease). The
+-- guard on the token read a moment ago makes this a
 -- compare-and-set: if anyone changed the key since, no row is returned and
 -- the caller reads again.
 --
@@ -15,6 +16,7 @@ WITH taken AS (
         lease_expires_at = now() + $4::bigint * interval '1 millisecond',
         attempts = attempts + 1,
         metadata = coalesce($5::jsonb, metadata),
+        heartbeat_event_at = NULL,
         waiters = false, -- the waiters are woken (see migrations/00002)
         updated_at = now()
     WHERE namespace = $1 AND key = $2 AND fencing_token = $6
@@ -22,7 +24,8 @@ WITH taken AS (
     RETURNING *
 ), event AS (
     INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller, detail)
-    SELECT namespace, key, 'taken_over', fencing_token, owner, attempts, $7,
+    SELECT namespace, key, CASE WHEN $9::text = 'leased' THEN 'reclaimed' ELSE 'taken_over' END,
+           fencing_token, owner, attempts, $7,
            jsonb_build_object('previous_owner', $8::text, 'previous_token', $6::bigint,
                               'previous_state', $9::text)
     FROM taken
