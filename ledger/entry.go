@@ -18,6 +18,9 @@ const (
 	StateFailed State = "failed"
 	// StateReleased: the lease was given up; the next Reserve acquires it.
 	StateReleased State = "released"
+	// StatePurged: retention removed the entry. Never stored: Lookup reports
+	// it for a key whose purged event is still kept.
+	StatePurged State = "purged"
 )
 
 // WorkError is the failure a worker records with Fail.
@@ -57,6 +60,11 @@ type Entry struct {
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
 	FinishedAt   time.Time // set when StateCompleted or StateFailed
+	// ExpiresAt is when retention removes a completed or failed entry.
+	ExpiresAt time.Time
+	// PurgedAt is set, with StatePurged, for a key that retention removed
+	// (Lookup reports it from the key's purged event).
+	PurgedAt time.Time
 }
 
 // entryRow is an entries row as the queries return it, plus the lease
@@ -81,6 +89,7 @@ type entryRow struct {
 	CreatedAt        time.Time         `db:"created_at"`
 	UpdatedAt        time.Time         `db:"updated_at"`
 	FinishedAt       *time.Time        `db:"finished_at"`
+	ExpiresAt        *time.Time        `db:"expires_at"`
 }
 
 func (r *entryRow) workError() *WorkError {
@@ -112,6 +121,7 @@ func (r *entryRow) toEntry() Entry {
 		CreatedAt:      r.CreatedAt,
 		UpdatedAt:      r.UpdatedAt,
 		FinishedAt:     derefTime(r.FinishedAt),
+		ExpiresAt:      derefTime(r.ExpiresAt),
 	}
 }
 

@@ -3,20 +3,52 @@ package ledger
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
-// Lookup returns the whole entry of a key. It fails with a
-// *ValidationError, ErrNotFound or ErrUnavailable.
+// Lookup returns the whole entry of a key. A key that retention removed is
+// reported with StatePurged and PurgedAt, as long as its purged event is
+// kept. It fails with a *ValidationError, ErrNotFound or ErrUnavailable.
 func (s *Store) Lookup(ctx context.Context, namespace, key string) (Entry, error) {
-	if err := checkKey(s.limits, namespace, key); err != nil {
-		return Entry{}, fmt.Errorf("lookup %s/%s: %w", namespace, key, err)
-	}
-	found, err := queryRows[entryRow](ctx, s.pool, query("lookup"), namespace, key)
+	entry, err := s.lookup(ctx, namespace, key)
 	if err != nil {
 		return Entry{}, fmt.Errorf("lookup %s/%s: %w", namespace, key, err)
 	}
-	if len(found) == 0 {
-		return Entry{}, fmt.Errorf("lookup %s/%s: %w", namespace, key, ErrNotFound)
+	return entry, nil
+}
+
+func (s *Store) lookup(ctx context.Context, namespace, key string) (Entry, error) {
+	if err := checkKey(s.limits, namespace, key); err != nil {
+		return Entry{}, err
 	}
-	return found[0].toEntry(), nil
+	found, err := queryRows[entryRow](ctx, s.pool, query("lookup"), namespace, key)
+	if err != nil {
+		return Entry{}, err
+	}
+	if len(found) > 0 {
+		return found[0].toEntry(), nil
+	}
+	type purgedRow struct {
+		At           time.Time `db:"at"`
+		FencingToken int64     `db:"fencing_token"`
+		Owner        string    `db:"owner"`
+		Attempt      int32     `db:"attempt"`
+	}
+	purged, err := queryRows[purgedRow](ctx, s.pool, query("lookup_purged"), namespace, key)
+	if err != nil {
+		return Entry{}, err
+	}
+	if len(purged) == 0 {
+		return Entry{}, ErrNotFound
+	}
+	p := purged[0]
+	return Entry{
+		Namespace:    namespace,
+		Key:          key,
+		State:        StatePurged,
+		Owner:        p.Owner,
+		FencingToken: p.FencingToken,
+		Attempts:     int(p.Attempt),
+		PurgedAt:     p.At,
+	}, nil
 }

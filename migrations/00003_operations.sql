@@ -3,6 +3,12 @@
 -- of the sweeper and the audit listings.
 
 -- +goose Up
+
+-- Keys are opaque identifiers: order them by their bytes ("C"), so that a
+-- key-prefix listing is an index range scan, whatever the database's
+-- default collation. (This rewrites the tables; they are young.)
+ALTER TABLE entries ALTER COLUMN key TYPE text COLLATE "C";
+ALTER TABLE events ALTER COLUMN key TYPE text COLLATE "C";
 ALTER TABLE namespaces
     ADD COLUMN max_attempts       integer NOT NULL DEFAULT 0 CHECK (max_attempts >= 0),
     ADD COLUMN event_retention_ms bigint  NOT NULL DEFAULT 2592000000 CHECK (event_retention_ms > 0);
@@ -31,3 +37,5 @@ ALTER TABLE entries DROP CONSTRAINT entries_attempts_check;
 ALTER TABLE entries ADD CONSTRAINT entries_attempts_check CHECK (attempts > 0);
 ALTER TABLE entries DROP COLUMN heartbeat_event_at;
 ALTER TABLE namespaces DROP COLUMN event_retention_ms, DROP COLUMN max_attempts;
+ALTER TABLE events ALTER COLUMN key TYPE text COLLATE "default";
+ALTER TABLE entries ALTER COLUMN key TYPE text COLLATE "default";

@@ -14,4 +14,4 @@ RETURNING namespace, key, state, owner, fencing_token, lease_expires_at,
           false AS lease_expired,
           (extract(epoch FROM lease_expires_at - now()) * 1000)::bigint AS lease_remaining_ms,
           attempts, fingerprint, result, error_code, error_message, checkpoint, metadata,
-          created_at, updated_at, finished_at
+          created_at, updated_at, finished_at, expires_at

@@ -24,7 +24,7 @@ SELECT true AS inserted,
        coalesce(lease_expires_at <= now(), false) AS lease_expired,
        coalesce(greatest(0, extract(epoch FROM lease_expires_at - now()) * 1000), 0)::bigint AS lease_remaining_ms,
        attempts, fingerprint, result, error_code, error_message, checkpoint, metadata,
-       created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, expires_at
 FROM inserted
 UNION ALL
 SELECT false AS inserted,
@@ -32,6 +32,6 @@ SELECT false AS inserted,
        coalesce(lease_expires_at <= now(), false) AS lease_expired,
        coalesce(greatest(0, extract(epoch FROM lease_expires_at - now()) * 1000), 0)::bigint AS lease_remaining_ms,
        attempts, fingerprint, result, error_code, error_message, checkpoint, metadata,
-       created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, expires_at
 FROM entries
 WHERE namespace = $1 AND key = $2 AND NOT EXISTS (SELECT FROM inserted)

@@ -1,0 +1,237 @@
+package ledger
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// Page sizes of the listings.
+const (
+	// DefaultPageSize is the page size of a listing that asks for none.
+	DefaultPageSize = 100
+	// MaxPageSize bounds a listing's page size.
+	MaxPageSize = 1000
+)
+
+// Page asks for one page of a listing.
+type Page struct {
+	// Size is the most items to return: 0 means DefaultPageSize; at most
+	// MaxPageSize.
+	Size int
+	// Token continues a listing: the NextToken of the previous page, given
+	// with the same filters. Empty starts from the beginning.
+	Token string
+}
+
+// pageToken is the keyset position a page token encodes: the last item of
+// the previous page. Tokens are opaque to callers (base64 of JSON).
+type pageToken struct {
+	Key string    `json:"k,omitempty"`
+	ID  int64     `json:"i,omitempty"`
+	At  time.Time `json:"t,omitzero"`
+}
+
+func (p Page) decode() (size int, token pageToken, err error) {
+	size = p.Size
+	switch {
+	case size == 0:
+		size = DefaultPageSize
+	case size < 0 || size > MaxPageSize:
+		return 0, pageToken{}, invalid("page_size", "must be between 1 and %d, got %d", MaxPageSize, size)
+	}
+	if p.Token == "" {
+		return size, pageToken{}, nil
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(p.Token)
+	if err == nil {
+		err = json.Unmarshal(raw, &token)
+	}
+	if err != nil {
+		return 0, pageToken{}, invalid("page_token", "is not a token this listing returned")
+	}
+	return size, token, nil
+}
+
+func (t pageToken) encode() string {
+	raw, _ := json.Marshal(t) // a struct of strings, ints and times always marshals
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+// EntryFilter selects the entries of a namespace that ListEntries returns.
+// Zero fields do not filter.
+type EntryFilter struct {
+	Namespace     string
+	States        []State
+	Owner         string
+	KeyPrefix     string
+	UpdatedAfter  time.Time // inclusive
+	UpdatedBefore time.Time // exclusive
+	// Stuck keeps only leases that ran out, by the database's clock, and
+	// that nobody reclaimed yet.
+	Stuck bool
+}
+
+// ListEntries returns a page of a namespace's entries in key order, without
+// their results, and the token of the next page (empty on the last one).
+// It fails with a *ValidationError or ErrUnavailable.
+func (s *Store) ListEntries(ctx context.Context, filter EntryFilter, page Page) ([]Entry, string, error) {
+	size, token, err := page.decode()
+	if err == nil {
+		err = checkEntryFilter(s.limits, filter)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("list entries of %s: %w", filter.Namespace, err)
+	}
+	var after, rangeEnd, states any // NULL unless set
+	if token.Key != "" {
+		after = token.Key
+	}
+	if end, ok := prefixEnd(filter.KeyPrefix); ok {
+		rangeEnd = end
+	}
+	if len(filter.States) > 0 {
+		names := make([]string, len(filter.States))
+		for i, state := range filter.States {
+			names[i] = string(state)
+		}
+		states = names
+	}
+	rows, err := queryRows[entryRow](ctx, s.pool, query("list_entries"), filter.Namespace, after, filter.KeyPrefix,
+		rangeEnd, states, filter.Owner, optionalTime(filter.UpdatedAfter), optionalTime(filter.UpdatedBefore),
+		filter.Stuck, size+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("list entries of %s: %w", filter.Namespace, err)
+	}
+	entries := make([]Entry, 0, min(len(rows), size))
+	for i := range rows[:min(len(rows), size)] {
+		entries = append(entries, rows[i].toEntry())
+	}
+	next := ""
+	if len(rows) > size { // one more than asked: there is a next page
+		next = pageToken{Key: entries[len(entries)-1].Key}.encode()
+	}
+	return entries, next, nil
+}
+
+func checkEntryFilter(l Limits, f EntryFilter) error {
+	if err := checkNamespace(f.Namespace); err != nil {
+		return err
+	}
+	for _, state := range f.States {
+		switch state {
+		case StateLeased, StateCompleted, StateFailed, StateReleased:
+		default:
+			return invalid("states", "must be leased, completed, failed or released, got %q", state)
+		}
+	}
+	if err := checkText("owner", f.Owner, false, l.MaxOwnerBytes); err != nil {
+		return err
+	}
+	return checkText("key_prefix", f.KeyPrefix, false, l.MaxKeyBytes)
+}
+
+// prefixEnd is the smallest string above every string that starts with
+// prefix, in byte order (keys are collated "C"): prefix with its last rune
+// incremented. ok is false when there is none (an empty prefix, or one made
+// of U+10FFFF only).
+func prefixEnd(prefix string) (end string, ok bool) {
+	for prefix != "" {
+		r, size := utf8.DecodeLastRuneInString(prefix)
+		prefix = prefix[:len(prefix)-size]
+		switch {
+		case r == utf8.MaxRune:
+			continue // no rune above it: carry into the previous one
+		case r == 0xD7FF:
+			r = 0xE000 // skip the surrogates, which UTF-8 cannot encode
+		default:
+			r++
+		}
+		return prefix + string(r), true
+	}
+	return "", false
+}
+
+func optionalTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+// GetHistory returns a page of one key's audit events, oldest first, and
+// the token of the next page. It fails with a *ValidationError or
+// ErrUnavailable.
+func (s *Store) GetHistory(ctx context.Context, namespace, key string, page Page) ([]Event, string, error) {
+	size, token, err := page.decode()
+	if err == nil {
+		err = checkKey(s.limits, namespace, key)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("history of %s/%s: %w", namespace, key, err)
+	}
+	events, err := queryRows[Event](ctx, s.pool, query("get_history"), namespace, key, token.ID, size+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("history of %s/%s: %w", namespace, key, err)
+	}
+	if len(events) > size {
+		events = events[:size]
+		return events, pageToken{ID: events[size-1].ID}.encode(), nil
+	}
+	return events, "", nil
+}
+
+// EventFilter selects the events of a namespace that ListEvents returns.
+type EventFilter struct {
+	Namespace string
+	// Start keeps events at or after it; zero: from the oldest kept.
+	Start time.Time
+	// End keeps events before it; zero: up to now.
+	End time.Time
+	// Kinds keeps events of these kinds; empty keeps all.
+	Kinds []EventKind
+}
+
+// ListEvents returns a page of a namespace's audit events in a time range,
+// oldest first, and the token of the next page: the audit export. It fails
+// with a *ValidationError or ErrUnavailable.
+func (s *Store) ListEvents(ctx context.Context, filter EventFilter, page Page) ([]Event, string, error) {
+	size, token, err := page.decode()
+	if err == nil {
+		err = checkNamespace(filter.Namespace)
+	}
+	if err == nil && !filter.End.IsZero() && filter.End.Before(filter.Start) {
+		err = invalid("end_time", "must not be before start_time")
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("events of %s: %w", filter.Namespace, err)
+	}
+	start, end := filter.Start, filter.End
+	if end.IsZero() {
+		end = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC) // "now": events are not written in the future
+	}
+	var afterAt, kinds any
+	if !token.At.IsZero() {
+		afterAt = token.At
+	}
+	if len(filter.Kinds) > 0 {
+		names := make([]string, len(filter.Kinds))
+		for i, kind := range filter.Kinds {
+			names[i] = string(kind)
+		}
+		kinds = names
+	}
+	events, err := queryRows[Event](ctx, s.pool, query("list_events"), filter.Namespace, start, end, afterAt, token.ID, kinds, size+1)
+	if err != nil {
+		return nil, "", fmt.Errorf("events of %s: %w", filter.Namespace, err)
+	}
+	if len(events) > size {
+		events = events[:size]
+		last := events[size-1]
+		return events, pageToken{At: last.At, ID: last.ID}.encode(), nil
+	}
+	return events, "", nil
+}

@@ -1,0 +1,27 @@
+-- One batch of retention: delete up to $2 entries whose retention has
+-- elapsed (of one namespace, or of all when $1 is NULL), each with its
+-- 'purged' event. SKIP LOCKED lets several sweepers (replicas, or an admin's
+-- PurgeExpired) run at once without waiting on or double-deleting the same
+-- rows; the small batch keeps every lock short.
+--
+-- $1 namespace (NULL: all), $2 batch size, $3 caller, $4 reason (NULL for
+-- the sweeper)
+WITH doomed AS (
+    SELECT namespace, key
+    FROM entries
+    WHERE expires_at < now() AND ($1::text IS NULL OR namespace = $1::text)
+    ORDER BY expires_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), purged AS (
+    DELETE FROM entries e
+    USING doomed d
+    WHERE e.namespace = d.namespace AND e.key = d.key
+    RETURNING e.namespace, e.key, e.state, e.fencing_token, e.owner, e.attempts, e.finished_at
+), event AS (
+    INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller, detail)
+    SELECT namespace, key, 'purged', fencing_token, owner, attempts, $3,
+           jsonb_strip_nulls(jsonb_build_object('state', state, 'finished_at', finished_at, 'reason', $4::text))
+    FROM purged
+)
+SELECT namespace, count(*) AS purged FROM purged GROUP BY namespace

@@ -1,0 +1,35 @@
+-- ResetKey: forget a key's result, error and lease so that its work runs
+-- again: the key becomes released with attempts back to 0; the fencing
+-- token is kept, so the next grant gets a higher one. The fingerprint is
+-- kept too. Writes the 'reset' event with the reason and previous state,
+-- which the caller read with the row locked, in the same transaction.
+--
+-- $1 namespace, $2 key, $3 reason, $4 caller, $5 previous state,
+-- $6 previous owner
+WITH reset AS (
+    UPDATE entries
+    SET state = 'released',
+        lease_expires_at = NULL,
+        result = NULL,
+        error_code = NULL,
+        error_message = NULL,
+        checkpoint = NULL,
+        attempts = 0,
+        finished_at = NULL,
+        expires_at = NULL,
+        heartbeat_event_at = NULL,
+        waiters = false, -- the waiters are woken (see migrations/00002)
+        updated_at = now()
+    WHERE namespace = $1 AND key = $2
+    RETURNING *
+), event AS (
+    INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller, detail)
+    SELECT namespace, key, 'reset', fencing_token, owner, attempts, $4,
+           jsonb_build_object('reason', $3::text, 'previous_state', $5::text, 'previous_owner', $6::text)
+    FROM reset
+)
+SELECT namespace, key, state, owner, fencing_token, lease_expires_at,
+       false AS lease_expired, 0::bigint AS lease_remaining_ms,
+       attempts, fingerprint, result, error_code, error_message, checkpoint, metadata,
+       created_at, updated_at, finished_at, expires_at
+FROM reset
