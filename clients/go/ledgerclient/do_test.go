@@ -235,7 +235,8 @@ func TestDo(t *testing.T) {
 		<-holderDone
 		require.NoError(t, holderErr)
 		require.Equal(t, int64(1), result.FencingToken)
-		require.Equal(t, []string{"reserved", "completed"}, eventKinds(t, b.pool, "k"))
+		require.Equal(t, []string{"reserved", "heartbeat", "completed"}, eventKinds(t, b.pool, "k"),
+			"one grant; heartbeat events are sampled (one a minute)")
 	})
 
 	t.Run("a superseded worker's Complete is refused with ErrLeaseLost", func(t *testing.T) {
@@ -275,7 +276,8 @@ func TestDo(t *testing.T) {
 		require.Equal(t, "successor", row.Owner)
 		require.Equal(t, int64(2), row.FencingToken)
 		require.Equal(t, []byte("from the successor"), row.Result)
-		require.Equal(t, []string{"reserved", "taken_over", "completed"}, eventKinds(t, b.pool, "k"))
+		require.Equal(t, []string{"reserved", "reclaimed", "completed", "refused_stale_token"}, eventKinds(t, b.pool, "k"),
+			"the zombie's Complete was refused and audited")
 	})
 
 	t.Run("a heartbeat that finds the lease lost cancels the work", func(t *testing.T) {
@@ -309,8 +311,8 @@ func TestDo(t *testing.T) {
 		require.Equal(t, "successor", row.Owner)
 		require.Equal(t, int64(2), row.FencingToken)
 		require.Equal(t, []byte("from the successor"), row.Result)
-		require.Equal(t, []string{"reserved", "taken_over", "completed"}, eventKinds(t, b.pool, "k"),
-			"the zombie recorded nothing")
+		require.Equal(t, []string{"reserved", "reclaimed", "completed", "refused_stale_token"}, eventKinds(t, b.pool, "k"),
+			"the zombie's only trace is its refused heartbeat")
 	})
 
 	t.Run("a checkpoint stored by a heartbeat reaches the worker that takes over", func(t *testing.T) {
