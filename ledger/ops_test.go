@@ -428,7 +428,9 @@ func TestSweeper(t *testing.T) {
 	kept := b.reserve(t, ledger.ReserveRequest{Namespace: "long", Key: "done", Owner: "w"}, ledger.Acquired)
 	_, err = b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "long", Key: "done", FencingToken: kept.FencingToken})
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return b.lookup(t, "short", "fresh").ExpiresAt.Before(time.Now().Add(-10 * time.Millisecond)) },
+	require.Eventually(t, func() bool {
+		return b.lookup(t, "short", "fresh").ExpiresAt.Before(time.Now().Add(-10 * time.Millisecond))
+	},
 		10*time.Second, 10*time.Millisecond)
 	var expired int
 	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM entries WHERE expires_at < now()`).Scan(&expired))

@@ -24,6 +24,8 @@ const (
 	ReasonLeaseLost           = "LEASE_LOST"
 	ReasonResultConflict      = "RESULT_CONFLICT"
 	ReasonNotFound            = "NOT_FOUND"
+	ReasonNotLeased           = "NOT_LEASED"
+	ReasonAlreadyExists       = "ALREADY_EXISTS"
 	ReasonUnavailable         = "UNAVAILABLE"
 	ReasonDeadlineExceeded    = "DEADLINE_EXCEEDED"
 	ReasonCanceled            = "CANCELED"
@@ -52,6 +54,10 @@ func toStatus(ctx context.Context, logger *slog.Logger, err error) error {
 		return withDetails(codes.FailedPrecondition, ReasonResultConflict, err.Error(), nil)
 	case errors.Is(err, ledger.ErrNotFound):
 		return withDetails(codes.NotFound, ReasonNotFound, err.Error(), nil)
+	case errors.Is(err, ledger.ErrNotLeased):
+		return withDetails(codes.FailedPrecondition, ReasonNotLeased, err.Error(), nil)
+	case errors.Is(err, ledger.ErrAlreadyExists):
+		return withDetails(codes.AlreadyExists, ReasonAlreadyExists, err.Error(), nil)
 	case errors.Is(err, ledger.ErrUnavailable):
 		logger.WarnContext(ctx, "database unavailable", "error", err)
 		return withDetails(codes.Unavailable, ReasonUnavailable, "the ledger database is unavailable; retry with backoff", nil)

@@ -4,34 +4,82 @@ import (
 	"context"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 )
 
-// unaryInterceptors returns the chain, outermost first: recovery catches a
-// panic anywhere below it, the request log sees the final status, and the
-// deadline bounds the handler.
+// unaryInterceptors returns the chain, outermost first: the RPC metrics
+// (when configured) count every call, a panic included, as its client saw
+// it; recovery catches a panic anywhere below it; the request log sees the
+// final status, and the outcome that the outcome interceptor below it
+// works out; the deadline bounds the handler.
 func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
 	logger := cfg.Logger
-	return []grpc.UnaryServerInterceptor{
+	var chain []grpc.UnaryServerInterceptor
+	if cfg.Metrics != nil {
+		chain = append(chain, cfg.Metrics.rpcs.UnaryServerInterceptor())
+	}
+	return append(chain,
 		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(
 			func(ctx context.Context, p any) error {
 				// The panic value and stack go to the log, never to the client.
 				logger.ErrorContext(ctx, "panic in handler", "panic", p, "stack", string(debug.Stack()))
 				return withDetails(codes.Internal, ReasonInternal, "internal error", nil)
 			})),
-		selector.UnaryServerInterceptor(
-			logging.UnaryServerInterceptor(slogAdapter(logger), logging.WithLogOnEvents(logging.FinishCall)),
-			selector.MatchFunc(notHealthCheck)),
+		selector.UnaryServerInterceptor(requestLog(logger), selector.MatchFunc(notHealthCheck)),
+		outcomeInterceptor(cfg.Metrics),
 		deadlineInterceptor(cfg.DefaultTimeout, cfg.MaxTimeout),
+	)
+}
+
+// requestLog logs one line per RPC when it finishes: go-grpc-middleware's
+// (grpc.service, grpc.method, grpc.code, grpc.error, peer.address), with
+// duration_ms, the request's namespace and key, and the outcome (see
+// callOutcome.logValue), which the outcome interceptor further down the
+// chain leaves in a slot of the context.
+func requestLog(logger *slog.Logger) grpc.UnaryServerInterceptor {
+	log := logging.UnaryServerInterceptor(slogAdapter(logger),
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithFieldsFromContextAndCallMeta(requestLogFields),
+		logging.WithDurationField(func(d time.Duration) logging.Fields {
+			// A number, to the microsecond (the default is a string).
+			return logging.Fields{"duration_ms", float64(d.Microseconds()) / 1000}
+		}))
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		return log(context.WithValue(ctx, outcomeSlotKey{}, new(string)), req, info, handler)
 	}
+}
+
+// outcomeSlotKey is the context key of the slot, a *string, where the
+// outcome interceptor leaves a call's outcome for the request log.
+type outcomeSlotKey struct{}
+
+func requestLogFields(ctx context.Context, call interceptors.CallMeta) logging.Fields {
+	namespace, key := requestKey(call.ReqOrNil)
+	var fields logging.Fields
+	if namespace != "" {
+		fields = append(fields, "namespace", namespace)
+	}
+	if key != "" {
+		fields = append(fields, "key", key)
+	}
+	// The slot is empty when the call starts, and filled when it finishes.
+	if slot, ok := ctx.Value(outcomeSlotKey{}).(*string); ok && *slot != "" {
+		fields = append(fields, "outcome", *slot)
+	}
+	return fields
 }
 
 // notHealthCheck keeps health probes, which arrive every few seconds, out
@@ -64,4 +112,107 @@ func deadlineInterceptor(defaultTimeout, maxTimeout time.Duration) grpc.UnarySer
 		}
 		return handler(ctx, req)
 	}
+}
+
+// outcomeInterceptor works out what each call did to the ledger (see
+// callOutcome), leaves it for the request log, and records it in metrics
+// (unless nil).
+func outcomeInterceptor(metrics *Metrics) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		resp, err := handler(ctx, req)
+		call := outcomeOf(req, resp, err)
+		if slot, ok := ctx.Value(outcomeSlotKey{}).(*string); ok {
+			*slot = call.logValue()
+		}
+		if metrics != nil {
+			metrics.observe(methodName(info.FullMethod), call)
+		}
+		return resp, err
+	}
+}
+
+// callOutcome is what one RPC did to the ledger, derived from its request
+// and its answer.
+type callOutcome struct {
+	namespace string
+	// reserve is a Reserve's outcome (outcomeAcquired and the like), or
+	// outcomeMismatch for a Reserve refused with FINGERPRINT_MISMATCH; empty
+	// for other calls and other errors.
+	reserve string
+	// reason is the ErrorInfo reason of a call that failed; empty if none.
+	reason string
+	failed bool
+}
+
+func outcomeOf(req, resp any, err error) callOutcome {
+	namespace, _ := requestKey(req)
+	call := callOutcome{namespace: namespace}
+	if err != nil {
+		call.failed = true
+		call.reason = reasonOf(err)
+		if call.reason == ReasonFingerprintMismatch {
+			call.reserve = outcomeMismatch
+		}
+		return call
+	}
+	if r, ok := resp.(*ledgerv1.ReserveResponse); ok {
+		switch o := r.GetOutcome().(type) {
+		case *ledgerv1.ReserveResponse_Acquired:
+			call.reserve = outcomeAcquired
+			if o.Acquired.GetTakeover() {
+				call.reserve = outcomeTakeover
+			}
+		case *ledgerv1.ReserveResponse_Completed:
+			call.reserve = outcomeReplayed
+		case *ledgerv1.ReserveResponse_InProgress:
+			call.reserve = outcomeInProgress
+		case *ledgerv1.ReserveResponse_Failed:
+			call.reserve = outcomeFailed
+		}
+	}
+	return call
+}
+
+// logValue is the outcome field of the request log line: the ErrorInfo
+// reason of a failed call ("error" if it has none), a Reserve's outcome, or
+// "ok".
+func (c callOutcome) logValue() string {
+	switch {
+	case c.failed && c.reason != "":
+		return c.reason
+	case c.failed:
+		return "error"
+	case c.reserve != "":
+		return c.reserve
+	default:
+		return "ok"
+	}
+}
+
+// requestKey returns the namespace and key of a request that has them
+// (every LedgerService request, and most admin ones).
+func requestKey(req any) (namespace, key string) {
+	if r, ok := req.(interface{ GetNamespace() string }); ok {
+		namespace = r.GetNamespace()
+	}
+	if r, ok := req.(interface{ GetKey() string }); ok {
+		key = r.GetKey()
+	}
+	return namespace, key
+}
+
+// reasonOf returns the ErrorInfo reason of a status error, or "".
+func reasonOf(err error) string {
+	for _, detail := range status.Convert(err).Details() {
+		if info, ok := detail.(*errdetails.ErrorInfo); ok {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
+
+// methodName is the method of a full gRPC method name: "Complete" for
+// "/ledger.v1.LedgerService/Complete".
+func methodName(fullMethod string) string {
+	return fullMethod[strings.LastIndex(fullMethod, "/")+1:]
 }

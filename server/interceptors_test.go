@@ -47,7 +47,8 @@ func TestDeadlines(t *testing.T) {
 	remaining := func(ctx context.Context) time.Duration {
 		var got time.Duration
 		interceptors := unaryInterceptors(cfg.withDefaults())
-		_, err := interceptors[2](ctx, nil, &grpc.UnaryServerInfo{}, func(ctx context.Context, _ any) (any, error) {
+		innermost := interceptors[len(interceptors)-1] // the deadline
+		_, err := innermost(ctx, nil, &grpc.UnaryServerInfo{}, func(ctx context.Context, _ any) (any, error) {
 			deadline, ok := ctx.Deadline()
 			require.True(t, ok)
 			got = time.Until(deadline)

@@ -33,6 +33,9 @@ type Config struct {
 	// ServerOptions are passed to grpc.NewServer after ledgerd's own (for
 	// example credentials or message size limits).
 	ServerOptions []grpc.ServerOption
+	// Metrics records every RPC and its ledger outcome (see NewMetrics).
+	// Defaults to nil: nothing is recorded.
+	Metrics *Metrics
 }
 
 func (c Config) withDefaults() Config {
@@ -64,9 +67,11 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 	if cfg.DefaultTimeout < 0 || cfg.MaxTimeout < cfg.DefaultTimeout {
 		return nil, fmt.Errorf("server config: need 0 < DefaultTimeout (%s) <= MaxTimeout (%s)", cfg.DefaultTimeout, cfg.MaxTimeout)
 	}
-	options := append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(unaryInterceptors(cfg)...),
-	}, cfg.ServerOptions...)
+	options := []grpc.ServerOption{grpc.ChainUnaryInterceptor(unaryInterceptors(cfg)...)}
+	if cfg.Metrics != nil {
+		options = append(options, cfg.Metrics.serverOptions()...)
+	}
+	options = append(options, cfg.ServerOptions...)
 	s := &Server{
 		grpc:   grpc.NewServer(options...),
 		health: newDrainingHealth(),
@@ -74,10 +79,15 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 		logger: cfg.Logger,
 	}
 	ledgerv1.RegisterLedgerServiceServer(s.grpc, &service{store: store, logger: cfg.Logger})
+	ledgerv1.RegisterLedgerAdminServiceServer(s.grpc, &adminService{store: store, logger: cfg.Logger})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(ledgerv1.LedgerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(ledgerv1.LedgerAdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	if cfg.Metrics != nil {
+		cfg.Metrics.rpcs.InitializeMetrics(s.grpc) // after every service is registered
+	}
 	return s, nil
 }
 

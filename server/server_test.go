@@ -110,7 +110,7 @@ func TestRoundTrip(t *testing.T) {
 
 	var events int
 	require.NoError(t, b.ledger.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE namespace = 'etl' AND key = 'file-1'`).Scan(&events))
-	require.Equal(t, 2, events)
+	require.Equal(t, 3, events, "reserved, heartbeat (sampled), completed")
 }
 
 func TestFailAndRelease(t *testing.T) {

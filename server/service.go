@@ -162,7 +162,20 @@ func (s *service) Lookup(ctx context.Context, req *ledgerv1.LookupRequest) (*led
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
-	return &ledgerv1.LookupResponse{Entry: &ledgerv1.Entry{
+	response := &ledgerv1.LookupResponse{Entry: entryProto(e)}
+	if req.GetIncludeHistory() {
+		events, next, err := s.store.GetHistory(ctx, req.GetNamespace(), req.GetKey(), ledger.Page{})
+		if err != nil {
+			return nil, toStatus(ctx, s.logger, err)
+		}
+		response.History = eventsProto(events)
+		response.HistoryTruncated = next != ""
+	}
+	return response, nil
+}
+
+func entryProto(e ledger.Entry) *ledgerv1.Entry {
+	return &ledgerv1.Entry{
 		Namespace:      e.Namespace,
 		Key:            e.Key,
 		State:          stateProto(e.State),
@@ -176,10 +189,12 @@ func (s *service) Lookup(ctx context.Context, req *ledgerv1.LookupRequest) (*led
 		Error:          workErrorProto(e.Error),
 		Checkpoint:     e.Checkpoint,
 		Metadata:       e.Metadata,
-		CreatedAt:      timestamppb.New(e.CreatedAt),
-		UpdatedAt:      timestamppb.New(e.UpdatedAt),
+		CreatedAt:      optionalTimestamp(e.CreatedAt),
+		UpdatedAt:      optionalTimestamp(e.UpdatedAt),
 		FinishedAt:     optionalTimestamp(e.FinishedAt),
-	}}, nil
+		ExpiresAt:      optionalTimestamp(e.ExpiresAt),
+		PurgedAt:       optionalTimestamp(e.PurgedAt),
+	}
 }
 
 // duration converts an optional proto duration; unset is zero.
@@ -217,6 +232,8 @@ func stateProto(s ledger.State) ledgerv1.State {
 		return ledgerv1.State_STATE_FAILED
 	case ledger.StateReleased:
 		return ledgerv1.State_STATE_RELEASED
+	case ledger.StatePurged:
+		return ledgerv1.State_STATE_PURGED
 	}
 	return ledgerv1.State_STATE_UNSPECIFIED
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
@@ -16,9 +17,11 @@ import (
 type config struct {
 	DatabaseURL       string
 	ListenAddr        string
+	HTTPAddr          string // empty: no HTTP port
 	DBMaxConns        int32
 	NoMigrate         bool
 	ShutdownTimeout   time.Duration
+	SweepInterval     time.Duration // 0: no sweeper
 	RequestTimeout    time.Duration
 	MaxRequestTimeout time.Duration
 	LogFormat         string
@@ -41,12 +44,14 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL or DSN (required), e.g. postgres://ledgerd@db:5432/ledger?sslmode=verify-full")
 	fs.IntVar(&dbMaxConns, "db-max-conns", 16, "maximum database connections; throughput peaks at 4-16 on a small server")
-	fs.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&cfg.LogFormat, "log-format", "auto", "log format: text, json, or auto (text when stdout is a terminal, json otherwise)")
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if command == "serve" {
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
+		fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7071", "HTTP listen address: HTTP/JSON gateway (POST /ledger.v1.LedgerService/<Method>), /metrics, /healthz, /readyz; empty or \"off\" disables it")
 		fs.BoolVar(&cfg.NoMigrate, "no-migrate", false, "do not apply migrations at start-up; refuse to start if any are pending")
 		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run after SIGTERM before they are cut off")
+		fs.DurationVar(&cfg.SweepInterval, "sweep-interval", time.Minute, "how often expired entries and audit events are removed (retention); 0 disables this replica's sweeper")
 		fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 10*time.Second, "deadline for requests that carry none")
 		fs.DurationVar(&cfg.MaxRequestTimeout, "max-request-timeout", time.Minute, "cap on any request's deadline")
 		fs.IntVar(&limits.MaxKeyBytes, "max-key-bytes", limits.MaxKeyBytes, "maximum key length in bytes")
@@ -81,11 +86,19 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if cfg.DatabaseURL == "" {
 		return config{}, errors.New("--database-url (or LEDGER_DATABASE_URL) is required")
 	}
+	if cfg.SweepInterval < 0 {
+		return config{}, fmt.Errorf("--sweep-interval must not be negative, got %s", cfg.SweepInterval)
+	}
 	if dbMaxConns < 1 || dbMaxConns > 1000 {
 		return config{}, fmt.Errorf("--db-max-conns must be between 1 and 1000, got %d", dbMaxConns)
 	}
-	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
-		return config{}, fmt.Errorf("--log-format must be text or json, got %q", cfg.LogFormat)
+	if cfg.LogFormat != "auto" && cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		return config{}, fmt.Errorf("--log-format must be auto, text or json, got %q", cfg.LogFormat)
+	}
+	if cfg.HTTPAddr == "off" {
+		// An empty environment variable counts as unset, so LEDGER_HTTP_ADDR
+		// cannot disable the port by being empty: "off" does.
+		cfg.HTTPAddr = ""
 	}
 	cfg.DBMaxConns = int32(dbMaxConns)
 	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns}
@@ -113,12 +126,24 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 	return err
 }
 
+// logger logs to w as --log-format says; "auto" means text for a person
+// at a terminal, JSON for a log collector otherwise.
 func (c config) logger(w io.Writer) *slog.Logger {
 	options := &slog.HandlerOptions{Level: c.LogLevel}
-	if c.LogFormat == "json" {
+	if c.LogFormat == "json" || (c.LogFormat == "auto" && !isTerminal(w)) {
 		return slog.New(slog.NewJSONHandler(w, options))
 	}
 	return slog.New(slog.NewTextHandler(w, options))
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	info, err := f.Stat()
+	return err == nil && info.Mode()&os.ModeCharDevice != 0
 }
 
 // maxMessageBytes sizes gRPC's receive limit from the largest request the

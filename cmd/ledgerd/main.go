@@ -1,6 +1,7 @@
 // Command ledgerd is the idempotency ledger server.
 //
-//	ledgerd serve     apply pending migrations, then serve gRPC
+//	ledgerd serve     apply pending migrations, then serve gRPC, and HTTP/JSON,
+//	                  metrics and health probes on a second port
 //	ledgerd migrate   apply pending migrations and exit
 //	ledgerd version   print the version
 //
@@ -15,10 +16,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
@@ -54,6 +58,8 @@ const usage = `ledgerd is a central idempotency ledger over PostgreSQL.
 
 Usage:
   ledgerd serve [flags]     apply pending migrations (unless --no-migrate), then serve gRPC
+                            (--listen-addr) and HTTP (--http-addr): HTTP/JSON for every
+                            RPC, /metrics, /healthz and /readyz
   ledgerd migrate [flags]   apply pending migrations and exit
   ledgerd version           print the version
 
@@ -165,36 +171,151 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 			logger.Error("listener", "error", err)
 		}
 	}()
+	metrics := server.NewMetrics(store, server.MetricsConfig{Logger: logger})
+	if cfg.SweepInterval > 0 {
+		// The sweeper stops after the servers, before the listener and the
+		// pool (deferred calls run last first).
+		sweepCtx, stopSweeping := context.WithCancel(context.WithoutCancel(ctx))
+		swept := make(chan error, 1)
+		go func() {
+			swept <- store.RunSweeper(sweepCtx, cfg.SweepInterval, func(r ledger.SweepReport) {
+				metrics.ObserveSweep(r)
+				logSweep(logger, r)
+			})
+		}()
+		defer func() {
+			stopSweeping()
+			if err := <-swept; err != nil {
+				logger.Error("sweeper", "error", err)
+			}
+		}()
+	}
 	srv, err := server.New(store, server.Config{
 		Logger:         logger,
 		DefaultTimeout: cfg.RequestTimeout,
 		MaxTimeout:     cfg.MaxRequestTimeout,
 		ServerOptions:  []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.maxMessageBytes())},
+		Metrics:        metrics,
 	})
 	if err != nil {
 		return err
 	}
+	// Both ports are bound before either serves, so that a taken port fails
+	// the start-up; the gateway dials the gRPC port lazily.
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	logger.Info("ledgerd serving", "version", version, "addr", lis.Addr().String(),
+	// The gateway's connections to the gRPC port close once everything has
+	// stopped.
+	gatewayCtx, closeGateway := context.WithCancel(context.WithoutCancel(ctx))
+	defer closeGateway()
+	httpSrv, httpLis, err := listenHTTP(gatewayCtx, cfg, srv, lis.Addr().String(), metrics, logger)
+	if err != nil {
+		_ = lis.Close()
+		return err
+	}
+	httpAddr := "off"
+	if httpLis != nil {
+		httpAddr = httpLis.Addr().String()
+	}
+	logger.Info("ledgerd serving", "version", version, "addr", lis.Addr().String(), "http_addr", httpAddr,
 		"db_max_conns", cfg.DBMaxConns)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
+	httpServed := make(chan error, 1)
+	if httpSrv != nil {
+		go func() { httpServed <- httpSrv.Serve(httpLis) }()
+	}
+	var failure error
 	select {
-	case err := <-served:
-		return fmt.Errorf("serve: %w", err)
+	case err := <-served: // only on a failure: Shutdown has not been called
+		failure = fmt.Errorf("serve: %w", err)
+		served <- nil // for the wait below
+	case err := <-httpServed:
+		failure = fmt.Errorf("serve HTTP: %w", err)
+		httpServed <- http.ErrServerClosed
 	case <-ctx.Done():
 	}
+
+	// Shutting down, in this order:
+	//  1. Drain: the gRPC health service and /readyz turn NOT_SERVING so
+	//     that load balancers stop sending, and waiting Reserves answer at
+	//     once, on either port.
+	//  2. The HTTP server stops accepting and waits for its in-flight
+	//     requests. They are gateway calls into the gRPC server, which
+	//     must still serve them: stopped first, it would fail them with
+	//     UNAVAILABLE.
+	//  3. The gRPC server stops gracefully: in-flight RPCs finish, new ones
+	//     are refused.
+	//  4. The gateway's connections close, then the sweeper, the listener
+	//     and the pool (deferred).
+	// One --shutdown-timeout bounds steps 2 and 3 together; what still runs
+	// when it is over is cut off.
 	logger.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout)
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
+	srv.Drain()
+	if httpSrv != nil {
+		if err := httpSrv.Shutdown(drainCtx); err != nil {
+			logger.Warn("HTTP graceful stop timed out; cutting remaining requests off", "error", err)
+			_ = httpSrv.Close()
+		}
+		if err := <-httpServed; !errors.Is(err, http.ErrServerClosed) && failure == nil {
+			failure = fmt.Errorf("serve HTTP: %w", err)
+		}
+	}
 	srv.Shutdown(drainCtx)
-	if err := <-served; err != nil {
-		return fmt.Errorf("serve: %w", err)
+	if err := <-served; err != nil && failure == nil {
+		failure = fmt.Errorf("serve: %w", err)
+	}
+	if failure != nil {
+		return failure
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// listenHTTP binds the HTTP port and prepares its server, unless
+// --http-addr is empty: then both are nil.
+func listenHTTP(ctx context.Context, cfg config, srv *server.Server, grpcAddr string, metrics *server.Metrics, logger *slog.Logger) (*http.Server, net.Listener, error) {
+	if cfg.HTTPAddr == "" {
+		return nil, nil, nil
+	}
+	handler, err := srv.HTTPHandler(ctx, server.HTTPConfig{
+		GRPCAddr: grpcAddr,
+		Metrics:  metrics,
+		Logger:   logger,
+		// A request carries its bytes fields in base64 in JSON: a third more.
+		MaxRequestBytes: 2 * int64(cfg.maxMessageBytes()),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen HTTP: %w", err)
+	}
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}, lis, nil
+}
+
+// logSweep logs a sweeper pass that removed something or failed; idle
+// passes stay quiet.
+func logSweep(logger *slog.Logger, r ledger.SweepReport) {
+	var purged int64
+	for _, n := range r.PurgedEntries {
+		purged += n
+	}
+	switch {
+	case r.Err != nil:
+		logger.Warn("sweep failed", "purged_entries", purged, "deleted_events", r.DeletedEvents, "error", r.Err)
+	case purged > 0 || r.DeletedEvents > 0:
+		logger.Info("swept", "purged_entries", purged, "deleted_events", r.DeletedEvents)
+	}
 }

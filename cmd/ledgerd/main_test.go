@@ -3,7 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -46,34 +52,80 @@ func env(vars map[string]string) func(string) string {
 	return func(name string) string { return vars[name] }
 }
 
+// daemon is a ledgerd started by run, as main starts it.
+type daemon struct {
+	grpcAddr, httpAddr string
+	stdout, stderr     *syncBuffer
+	stop               func() error // cancels run's context and returns run's error
+}
+
+// startDaemon runs `ledgerd serve` on ports of its own, configured from
+// the environment vars, and waits for it to serve.
+func startDaemon(t *testing.T, vars map[string]string) daemon {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := daemon{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	environment := map[string]string{
+		"LEDGER_LISTEN_ADDR": "127.0.0.1:0",
+		"LEDGER_HTTP_ADDR":   "127.0.0.1:0",
+		"LEDGER_LOG_FORMAT":  "json",
+	}
+	maps.Copy(environment, vars)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve"}, env(environment), d.stdout, d.stderr) }()
+	var once sync.Once
+	var runErr error
+	d.stop = func() error {
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+		})
+		return runErr
+	}
+	t.Cleanup(func() { _ = d.stop() })
+
+	serving := regexp.MustCompile(`"msg":"ledgerd serving".*"addr":"([^"]+)","http_addr":"([^"]+)"`)
+	require.Eventually(t, func() bool {
+		m := serving.FindStringSubmatch(d.stdout.String())
+		if m != nil {
+			d.grpcAddr, d.httpAddr = m[1], m[2]
+		}
+		return m != nil
+	}, 30*time.Second, 20*time.Millisecond, "serving log line; stdout: %s; stderr: %s", d.stdout, d.stderr)
+	return d
+}
+
+// post calls an RPC over HTTP/JSON, as curl would.
+func (d daemon) post(t *testing.T, rpc, body string) (int, map[string]any) {
+	t.Helper()
+	res, err := http.Post("http://"+d.httpAddr+"/ledger.v1.LedgerService/"+rpc, "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	defer res.Body.Close()
+	var answer map[string]any
+	require.NoError(t, json.NewDecoder(res.Body).Decode(&answer))
+	return res.StatusCode, answer
+}
+
+func (d daemon) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	res, err := http.Get("http://" + d.httpAddr + path)
+	require.NoError(t, err)
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	return res.StatusCode, string(body)
+}
+
 // TestServe runs the daemon as main does, from the environment: it
-// migrates, serves a round trip, and stops cleanly on cancellation.
+// migrates, serves a round trip over gRPC and one over HTTP/JSON, metrics
+// and probes, and stops cleanly on cancellation.
 func TestServe(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	var stdout, stderr syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"serve"}, env(map[string]string{
-			"LEDGER_DATABASE_URL": url,
-			"LEDGER_LISTEN_ADDR":  "127.0.0.1:0",
-			"LEDGER_LOG_FORMAT":   "json",
-		}), &stdout, &stderr)
-	}()
+	ctx := context.Background()
+	d := startDaemon(t, map[string]string{"LEDGER_DATABASE_URL": url})
 
-	addrPattern := regexp.MustCompile(`"addr":"(127\.0\.0\.1:\d+)"`)
-	var addr string
-	require.Eventually(t, func() bool {
-		m := addrPattern.FindStringSubmatch(stdout.String())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	}, 30*time.Second, 20*time.Millisecond, "serving log line; stderr: %s", &stderr)
-
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(d.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer conn.Close()
 	health, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
@@ -86,9 +138,36 @@ func TestServe(t *testing.T) {
 	_, err = client.Complete(ctx, &ledgerv1.CompleteRequest{Namespace: "ns", Key: "k", FencingToken: res.GetAcquired().GetFencingToken(), Result: []byte("r")})
 	require.NoError(t, err)
 
-	stop()
-	require.NoError(t, <-done)
-	require.Contains(t, stdout.String(), `"msg":"stopped"`)
+	// The same over HTTP/JSON.
+	code, answer := d.post(t, "Reserve", `{"namespace": "ns", "key": "h", "owner": "w", "leaseTtl": "60s"}`)
+	require.Equal(t, http.StatusOK, code, "%v", answer)
+	require.Equal(t, "1", answer["acquired"].(map[string]any)["fencingToken"])
+	code, answer = d.post(t, "Complete", `{"namespace": "ns", "key": "h", "fencingToken": "1", "result": "aGk="}`)
+	require.Equal(t, http.StatusOK, code, "%v", answer)
+	code, answer = d.post(t, "Lookup", `{"namespace": "ns", "key": "h"}`)
+	require.Equal(t, http.StatusOK, code, "%v", answer)
+	require.Equal(t, "STATE_COMPLETED", answer["entry"].(map[string]any)["state"])
+	require.Equal(t, "aGk=", answer["entry"].(map[string]any)["result"])
+	code, answer = d.post(t, "Complete", `{"namespace": "ns", "key": "h", "fencingToken": "2"}`)
+	require.Equal(t, http.StatusConflict, code)
+	require.Equal(t, "LEASE_LOST", answer["details"].([]any)[0].(map[string]any)["reason"])
+
+	code, body := d.get(t, "/healthz")
+	require.Equal(t, http.StatusOK, code, body)
+	code, body = d.get(t, "/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+	code, metrics := d.get(t, "/metrics")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, metrics, `ledgerd_reserve_outcomes_total{namespace="ns",outcome="acquired"} 2`+"\n")
+	require.Contains(t, metrics, `ledgerd_stale_token_refusals_total{method="Complete",namespace="ns"} 1`+"\n")
+	require.Contains(t, metrics, `ledgerd_db_pool_max_conns 16`+"\n")
+	require.Contains(t, metrics, `grpc_server_handled_total{grpc_code="OK",grpc_method="Complete",grpc_service="ledger.v1.LedgerService",grpc_type="unary"} 2`+"\n")
+
+	// One JSON log line per RPC, with what it did.
+	require.Regexp(t, `"msg":"finished call","namespace":"ns","key":"h","outcome":"acquired",.*"grpc.method":"Reserve",.*"grpc.code":"OK"`, d.stdout.String())
+
+	require.NoError(t, d.stop())
+	require.Contains(t, d.stdout.String(), `"msg":"stopped"`)
 
 	pool, err := pgxpool.New(context.Background(), url)
 	require.NoError(t, err)
@@ -96,6 +175,67 @@ func TestServe(t *testing.T) {
 	var state string
 	require.NoError(t, pool.QueryRow(context.Background(), `SELECT state FROM entries WHERE namespace = 'ns' AND key = 'k'`).Scan(&state))
 	require.Equal(t, "completed", state)
+}
+
+// TestShutdownAnswersHTTPWaiters: a Reserve waiting over HTTP when the
+// daemon is told to stop is answered (IN_PROGRESS) at once rather than cut
+// off: the servers drain before the HTTP port closes, and the gRPC server
+// still serves the gateway while the HTTP port finishes its requests.
+func TestShutdownAnswersHTTPWaiters(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, map[string]string{"LEDGER_DATABASE_URL": pgtest.Schema(t), "LEDGER_REQUEST_TIMEOUT": "55s"})
+	code, answer := d.post(t, "Reserve", `{"namespace": "ns", "key": "k", "owner": "holder", "leaseTtl": "3600s"}`)
+	require.Equal(t, http.StatusOK, code, "%v", answer)
+
+	type result struct {
+		code   int
+		answer map[string]any
+		err    error
+	}
+	waited := make(chan result, 1)
+	go func() {
+		res, err := http.Post("http://"+d.httpAddr+"/ledger.v1.LedgerService/Reserve", "application/json",
+			strings.NewReader(`{"namespace": "ns", "key": "k", "owner": "waiter", "waitTimeout": "50s"}`))
+		if err != nil {
+			waited <- result{err: err}
+			return
+		}
+		defer res.Body.Close()
+		var answer map[string]any
+		err = json.NewDecoder(res.Body).Decode(&answer)
+		waited <- result{code: res.StatusCode, answer: answer, err: err}
+	}()
+	require.Eventually(t, func() bool {
+		_, metrics := d.get(t, "/metrics")
+		return strings.Contains(metrics, "ledgerd_reserve_waiters 1\n")
+	}, 10*time.Second, 10*time.Millisecond)
+
+	start := time.Now()
+	require.NoError(t, d.stop())
+	require.Less(t, time.Since(start), 5*time.Second, "the waiter did not hold the shutdown up")
+	w := <-waited
+	require.NoError(t, w.err)
+	require.Equal(t, http.StatusOK, w.code, "%v", w.answer)
+	require.Equal(t, "holder", w.answer["inProgress"].(map[string]any)["owner"])
+	require.Contains(t, d.stdout.String(), `"msg":"stopped"`)
+}
+
+func TestServeWithoutHTTP(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, map[string]string{"LEDGER_DATABASE_URL": pgtest.Schema(t), "LEDGER_HTTP_ADDR": "off"})
+	require.Equal(t, "off", d.httpAddr)
+	require.NoError(t, d.stop())
+}
+
+func TestServeRefusesATakenHTTPPort(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer taken.Close()
+	var stdout, stderr syncBuffer
+	err = run(context.Background(), []string{"serve", "--listen-addr", "127.0.0.1:0", "--http-addr", taken.Addr().String(),
+		"--database-url", pgtest.Schema(t)}, env(nil), &stdout, &stderr)
+	require.ErrorContains(t, err, "listen HTTP")
 }
 
 func TestMigrateCommandAndNoMigrate(t *testing.T) {
@@ -110,9 +250,10 @@ func TestMigrateCommandAndNoMigrate(t *testing.T) {
 
 	require.NoError(t, run(ctx, []string{"migrate", "--database-url", url}, env(nil), &stdout, &stderr))
 	require.Contains(t, stdout.String(), "migrations applied")
-	require.Regexp(t, `migrations applied" count=[1-9]`, stdout.String())
+	// Not a terminal: the log is JSON (--log-format auto).
+	require.Regexp(t, `"msg":"migrations applied","count":[1-9]`, stdout.String())
 	require.NoError(t, run(ctx, []string{"migrate", "--database-url", url}, env(nil), &stdout, &stderr))
-	require.Contains(t, stdout.String(), "count=0")
+	require.Contains(t, stdout.String(), `"count":0`)
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -126,7 +267,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"serve"}, nil, "--database-url (or LEDGER_DATABASE_URL) is required"},
 		{[]string{"serve", "--database-url", "postgres://x/y", "--db-max-conns", "0"}, nil, "--db-max-conns must be between 1 and 1000, got 0"},
 		{[]string{"serve"}, map[string]string{"LEDGER_DATABASE_URL": "postgres://x/y", "LEDGER_DEFAULT_LEASE_TTL": "soon"}, "LEDGER_DEFAULT_LEASE_TTL"},
-		{[]string{"serve", "--database-url", "postgres://x/y", "--log-format", "xml"}, nil, "--log-format must be text or json"},
+		{[]string{"serve", "--database-url", "postgres://x/y", "--log-format", "xml"}, nil, "--log-format must be auto, text or json"},
 		{[]string{"serve", "--database-url", "postgres://x/y", "extra"}, nil, "unexpected arguments"},
 		{[]string{"serve", "--database-url", "postgres://x/y", "--default-lease-ttl", "2h"}, nil, "MaxLeaseTTL 1h0m0s is below DefaultLeaseTTL 2h0m0s"},
 		{[]string{"frobnicate"}, nil, "usage"},
@@ -159,8 +300,51 @@ func TestHelpListsEveryFlagWithItsVariable(t *testing.T) {
 	err := run(context.Background(), []string{"serve", "--help"}, env(nil), &stdout, &stderr)
 	require.ErrorIs(t, err, flag.ErrHelp)
 	help := stderr.String()
-	for _, name := range []string{"database-url", "listen-addr", "db-max-conns", "max-result-bytes", "default-lease-ttl", "shutdown-timeout"} {
+	for _, name := range []string{"database-url", "listen-addr", "http-addr", "db-max-conns", "max-result-bytes", "default-lease-ttl", "shutdown-timeout", "sweep-interval", "log-format"} {
 		require.Contains(t, help, "--"+name+" ("+envName(name)+")")
 	}
 	require.True(t, strings.HasPrefix(help, "Usage: ledgerd serve"))
+}
+
+func TestHTTPAddrLogFormatAndSweepDefaults(t *testing.T) {
+	t.Parallel()
+	parse := func(args []string, vars map[string]string) (config, error) {
+		var stderr syncBuffer
+		return parseConfig("serve", append([]string{"--database-url", "postgres://x/y"}, args...), env(vars), &stderr)
+	}
+	cfg, err := parse(nil, nil)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:7071", cfg.HTTPAddr)
+	require.Equal(t, "auto", cfg.LogFormat)
+	require.Equal(t, time.Minute, cfg.SweepInterval)
+
+	cfg, err = parse([]string{"--http-addr="}, nil)
+	require.NoError(t, err)
+	require.Empty(t, cfg.HTTPAddr, "empty disables HTTP")
+	cfg, err = parse(nil, map[string]string{"LEDGER_HTTP_ADDR": "off"})
+	require.NoError(t, err)
+	require.Empty(t, cfg.HTTPAddr, `"off" disables HTTP from the environment`)
+	cfg, err = parse(nil, map[string]string{"LEDGER_HTTP_ADDR": ":9090", "LEDGER_SWEEP_INTERVAL": "0s"})
+	require.NoError(t, err)
+	require.Equal(t, ":9090", cfg.HTTPAddr)
+	require.Zero(t, cfg.SweepInterval, "0 disables the sweeper")
+
+	_, err = parse([]string{"--sweep-interval", "-1s"}, nil)
+	require.ErrorContains(t, err, "--sweep-interval must not be negative")
+}
+
+func TestLogFormatAuto(t *testing.T) {
+	t.Parallel()
+	// A file is not a terminal: JSON, for a log collector.
+	file, err := os.CreateTemp(t.TempDir(), "log")
+	require.NoError(t, err)
+	defer file.Close()
+	config{LogFormat: "auto"}.logger(file).Info("hello")
+	config{LogFormat: "text"}.logger(file).Info("hello")
+	written, err := os.ReadFile(file.Name())
+	require.NoError(t, err)
+	lines := strings.Split(strings.TrimSpace(string(written)), "\n")
+	require.Len(t, lines, 2)
+	require.True(t, json.Valid([]byte(lines[0])), lines[0])
+	require.Contains(t, lines[1], "msg=hello")
 }

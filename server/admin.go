@@ -1,0 +1,266 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// adminService adapts ledger.Store to ledgerv1.LedgerAdminServiceServer.
+type adminService struct {
+	ledgerv1.UnimplementedLedgerAdminServiceServer
+	store  *ledger.Store
+	logger *slog.Logger
+}
+
+func page(size int32, token string) ledger.Page { return ledger.Page{Size: int(size), Token: token} }
+
+func (s *adminService) ListEntries(ctx context.Context, req *ledgerv1.ListEntriesRequest) (*ledgerv1.ListEntriesResponse, error) {
+	filter := ledger.EntryFilter{
+		Namespace:     req.GetNamespace(),
+		Owner:         req.GetOwner(),
+		KeyPrefix:     req.GetKeyPrefix(),
+		UpdatedAfter:  optionalTime(req.GetUpdatedAfter()),
+		UpdatedBefore: optionalTime(req.GetUpdatedBefore()),
+		Stuck:         req.GetStuck(),
+	}
+	for _, state := range req.GetStates() {
+		filter.States = append(filter.States, stateDomain(state))
+	}
+	entries, next, err := s.store.ListEntries(ctx, filter, page(req.GetPageSize(), req.GetPageToken()))
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	response := &ledgerv1.ListEntriesResponse{NextPageToken: next}
+	for _, e := range entries {
+		response.Entries = append(response.Entries, entryProto(e))
+	}
+	return response, nil
+}
+
+func (s *adminService) GetHistory(ctx context.Context, req *ledgerv1.GetHistoryRequest) (*ledgerv1.GetHistoryResponse, error) {
+	events, next, err := s.store.GetHistory(ctx, req.GetNamespace(), req.GetKey(), page(req.GetPageSize(), req.GetPageToken()))
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	return &ledgerv1.GetHistoryResponse{Events: eventsProto(events), NextPageToken: next}, nil
+}
+
+func (s *adminService) ListEvents(ctx context.Context, req *ledgerv1.ListEventsRequest) (*ledgerv1.ListEventsResponse, error) {
+	filter := ledger.EventFilter{
+		Namespace: req.GetNamespace(),
+		Start:     optionalTime(req.GetStartTime()),
+		End:       optionalTime(req.GetEndTime()),
+	}
+	for _, kind := range req.GetKinds() {
+		filter.Kinds = append(filter.Kinds, eventKindDomain(kind))
+	}
+	events, next, err := s.store.ListEvents(ctx, filter, page(req.GetPageSize(), req.GetPageToken()))
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	return &ledgerv1.ListEventsResponse{Events: eventsProto(events), NextPageToken: next}, nil
+}
+
+func (s *adminService) ForceRelease(ctx context.Context, req *ledgerv1.ForceReleaseRequest) (*ledgerv1.ForceReleaseResponse, error) {
+	entry, already, err := s.store.ForceRelease(ctx, ledger.ForceReleaseRequest{
+		Namespace:    req.GetNamespace(),
+		Key:          req.GetKey(),
+		Reason:       req.GetReason(),
+		FencingToken: req.GetFencingToken(),
+	})
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	return &ledgerv1.ForceReleaseResponse{Entry: entryProto(entry), AlreadyReleased: already}, nil
+}
+
+func (s *adminService) ResetKey(ctx context.Context, req *ledgerv1.ResetKeyRequest) (*ledgerv1.ResetKeyResponse, error) {
+	entry, err := s.store.ResetKey(ctx, req.GetNamespace(), req.GetKey(), req.GetReason())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	return &ledgerv1.ResetKeyResponse{Entry: entryProto(entry)}, nil
+}
+
+func (s *adminService) PurgeExpired(ctx context.Context, req *ledgerv1.PurgeExpiredRequest) (*ledgerv1.PurgeExpiredResponse, error) {
+	purged, err := s.store.PurgeExpired(ctx, req.GetNamespace(), req.GetReason())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	return &ledgerv1.PurgeExpiredResponse{PurgedEntries: purged}, nil
+}
+
+func (s *adminService) ListNamespaces(ctx context.Context, req *ledgerv1.ListNamespacesRequest) (*ledgerv1.ListNamespacesResponse, error) {
+	namespaces, next, err := s.store.ListNamespaces(ctx, page(req.GetPageSize(), req.GetPageToken()))
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	response := &ledgerv1.ListNamespacesResponse{NextPageToken: next}
+	for _, ns := range namespaces {
+		response.Namespaces = append(response.Namespaces, namespaceProto(ns))
+	}
+	return response, nil
+}
+
+func (s *adminService) GetNamespace(ctx context.Context, req *ledgerv1.GetNamespaceRequest) (*ledgerv1.GetNamespaceResponse, error) {
+	ns, err := s.store.GetNamespace(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	return &ledgerv1.GetNamespaceResponse{Namespace: namespaceProto(ns)}, nil
+}
+
+func (s *adminService) CreateNamespace(ctx context.Context, req *ledgerv1.CreateNamespaceRequest) (*ledgerv1.CreateNamespaceResponse, error) {
+	update, err := namespaceUpdate(req.GetSettings())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	ns, err := s.store.CreateNamespace(ctx, req.GetName(), update, req.GetReason())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	return &ledgerv1.CreateNamespaceResponse{Namespace: namespaceProto(ns)}, nil
+}
+
+func (s *adminService) UpdateNamespace(ctx context.Context, req *ledgerv1.UpdateNamespaceRequest) (*ledgerv1.UpdateNamespaceResponse, error) {
+	update, err := namespaceUpdate(req.GetSettings())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	ns, err := s.store.UpdateNamespace(ctx, req.GetName(), update, req.GetReason())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	return &ledgerv1.UpdateNamespaceResponse{Namespace: namespaceProto(ns)}, nil
+}
+
+// namespaceUpdate turns the set fields of the proto settings into a
+// ledger.NamespaceUpdate.
+func namespaceUpdate(settings *ledgerv1.NamespaceSettings) (ledger.NamespaceUpdate, error) {
+	var update ledger.NamespaceUpdate
+	durations := []struct {
+		field string
+		value *durationpb.Duration
+		into  **time.Duration
+	}{
+		{"settings.default_lease_ttl", settings.GetDefaultLeaseTtl(), &update.DefaultLeaseTTL},
+		{"settings.max_lease_ttl", settings.GetMaxLeaseTtl(), &update.MaxLeaseTTL},
+		{"settings.retention", settings.GetRetention(), &update.Retention},
+		{"settings.event_retention", settings.GetEventRetention(), &update.EventRetention},
+	}
+	for _, d := range durations {
+		if d.value == nil {
+			continue
+		}
+		value, err := duration(d.field, d.value)
+		if err != nil {
+			return ledger.NamespaceUpdate{}, err
+		}
+		*d.into = &value
+	}
+	if settings != nil && settings.MaxResultBytes != nil {
+		value := int(settings.GetMaxResultBytes())
+		update.MaxResultBytes = &value
+	}
+	if settings != nil && settings.MaxAttempts != nil {
+		value := int(settings.GetMaxAttempts())
+		update.MaxAttempts = &value
+	}
+	return update, nil
+}
+
+func namespaceProto(ns ledger.Namespace) *ledgerv1.Namespace {
+	return &ledgerv1.Namespace{
+		Name:            ns.Name,
+		DefaultLeaseTtl: durationpb.New(ns.Settings.DefaultLeaseTTL),
+		MaxLeaseTtl:     durationpb.New(ns.Settings.MaxLeaseTTL),
+		MaxResultBytes:  int32(ns.Settings.MaxResultBytes),
+		Retention:       durationpb.New(ns.Settings.Retention),
+		MaxAttempts:     int32(ns.Settings.MaxAttempts),
+		EventRetention:  durationpb.New(ns.Settings.EventRetention),
+		CreatedAt:       timestamppb.New(ns.CreatedAt),
+		UpdatedAt:       timestamppb.New(ns.UpdatedAt),
+	}
+}
+
+func eventsProto(events []ledger.Event) []*ledgerv1.Event {
+	out := make([]*ledgerv1.Event, 0, len(events))
+	for _, e := range events {
+		detail, err := structpb.NewStruct(e.Detail)
+		if err != nil { // JSON from the database always converts; keep the event regardless
+			detail = nil
+		}
+		out = append(out, &ledgerv1.Event{
+			Id:           e.ID,
+			Namespace:    e.Namespace,
+			Key:          e.Key,
+			Kind:         eventKindProto(e.Kind),
+			FencingToken: e.FencingToken,
+			Owner:        e.Owner,
+			Attempt:      e.Attempt,
+			Caller:       e.Caller,
+			At:           timestamppb.New(e.At),
+			Detail:       detail,
+		})
+	}
+	return out
+}
+
+// eventKinds pairs the stored kinds with the API's.
+var eventKinds = map[ledger.EventKind]ledgerv1.EventKind{
+	ledger.EventReserved:           ledgerv1.EventKind_EVENT_KIND_RESERVED,
+	ledger.EventTakenOver:          ledgerv1.EventKind_EVENT_KIND_TAKEN_OVER,
+	ledger.EventReclaimed:          ledgerv1.EventKind_EVENT_KIND_RECLAIMED,
+	ledger.EventHeartbeat:          ledgerv1.EventKind_EVENT_KIND_HEARTBEAT,
+	ledger.EventCompleted:          ledgerv1.EventKind_EVENT_KIND_COMPLETED,
+	ledger.EventFailed:             ledgerv1.EventKind_EVENT_KIND_FAILED,
+	ledger.EventReleased:           ledgerv1.EventKind_EVENT_KIND_RELEASED,
+	ledger.EventPurged:             ledgerv1.EventKind_EVENT_KIND_PURGED,
+	ledger.EventRefusedStaleToken:  ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN,
+	ledger.EventRefusedFingerprint: ledgerv1.EventKind_EVENT_KIND_REFUSED_FINGERPRINT,
+	ledger.EventForceReleased:      ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED,
+	ledger.EventReset:              ledgerv1.EventKind_EVENT_KIND_RESET,
+	ledger.EventNamespaceChanged:   ledgerv1.EventKind_EVENT_KIND_NAMESPACE_CHANGED,
+}
+
+func eventKindProto(kind ledger.EventKind) ledgerv1.EventKind { return eventKinds[kind] }
+
+// eventKindDomain maps an API kind to the stored one; an unknown kind maps
+// to one that matches no event.
+func eventKindDomain(kind ledgerv1.EventKind) ledger.EventKind {
+	for domain, api := range eventKinds {
+		if api == kind {
+			return domain
+		}
+	}
+	return ledger.EventKind(kind.String())
+}
+
+func stateDomain(state ledgerv1.State) ledger.State {
+	switch state {
+	case ledgerv1.State_STATE_LEASED:
+		return ledger.StateLeased
+	case ledgerv1.State_STATE_COMPLETED:
+		return ledger.StateCompleted
+	case ledgerv1.State_STATE_FAILED:
+		return ledger.StateFailed
+	case ledgerv1.State_STATE_RELEASED:
+		return ledger.StateReleased
+	}
+	return ledger.State(state.String()) // refused by the store's filter check
+}
+
+func optionalTime(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime()
+}

@@ -1,0 +1,362 @@
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// otherNamespace is the namespace label of the RPCs of namespaces beyond
+// MetricsConfig.MaxNamespaceLabels. It cannot clash with a namespace, which
+// starts with a letter or a digit.
+const otherNamespace = "_other"
+
+// MetricsConfig configures Metrics. Zero fields take their defaults.
+type MetricsConfig struct {
+	// Logger receives the failures of the lease-count query (at most one
+	// line per LeaseStatsInterval). Defaults to slog.Default().
+	Logger *slog.Logger
+	// LeaseStatsInterval is how long the leases held and expired are cached
+	// between scrapes: the query behind them scans the entries table.
+	// Defaults to 15s.
+	LeaseStatsInterval time.Duration
+	// LeaseStatsTimeout bounds the lease-count query. Defaults to 5s.
+	LeaseStatsTimeout time.Duration
+	// MaxNamespaceLabels bounds the namespaces that the outcome counters
+	// are labelled with; the RPCs of namespaces beyond it are counted under
+	// namespace="_other". Namespaces are created by their first Reserve, so
+	// their number is the deployment's, but a refused call (LEASE_LOST) may
+	// name one that does not exist. Defaults to 1000.
+	MaxNamespaceLabels int
+}
+
+func (c MetricsConfig) withDefaults() MetricsConfig {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.LeaseStatsInterval <= 0 {
+		c.LeaseStatsInterval = 15 * time.Second
+	}
+	if c.LeaseStatsTimeout <= 0 {
+		c.LeaseStatsTimeout = 5 * time.Second
+	}
+	if c.MaxNamespaceLabels <= 0 {
+		c.MaxNamespaceLabels = 1000
+	}
+	return c
+}
+
+// Metrics are ledgerd's Prometheus metrics, in a registry of their own:
+//
+//   - per RPC: counts, status codes and latency (go-grpc-middleware's
+//     grpc_server_* metrics);
+//   - the ledger's outcomes, derived from each RPC's request and answer:
+//     Reserve outcomes and stale-token refusals, by namespace;
+//   - the leases held and expired per namespace, waiting Reserves, the
+//     LISTEN connection, and the database pool, read at scrape time;
+//   - the sweeper's deletions (ObserveSweep);
+//   - the Go runtime and the process.
+//
+// Labels are bounded: namespace (see MetricsConfig.MaxNamespaceLabels),
+// outcome and method take a few fixed values, and no metric is labelled by
+// key or owner.
+//
+// Pass Metrics to New (Config.Metrics) to record the RPCs, and to
+// HTTPHandler (HTTPConfig.Metrics) to serve them on /metrics.
+type Metrics struct {
+	registry *prometheus.Registry
+	rpcs     *grpcprom.ServerMetrics
+
+	reserveOutcomes    *prometheus.CounterVec
+	staleTokenRefusals *prometheus.CounterVec
+	sweeperPurged      *prometheus.CounterVec
+	sweeperDeleted     prometheus.Counter
+	sweeperErrors      prometheus.Counter
+
+	namespaces *labelSet
+}
+
+// The values of the outcome label of ledgerd_reserve_outcomes_total, which
+// are also the outcome field of a Reserve's request log line.
+const (
+	outcomeAcquired   = "acquired"    // a fresh grant (or the holder's retry)
+	outcomeTakeover   = "takeover"    // a grant of a released or expired lease
+	outcomeReplayed   = "replayed"    // COMPLETED: the stored result replayed
+	outcomeInProgress = "in_progress" // another owner holds the lease
+	outcomeFailed     = "failed"      // FAILED: the stored error replayed
+	outcomeMismatch   = "mismatch"    // refused: FINGERPRINT_MISMATCH
+)
+
+// NewMetrics creates the metrics of a server over store. They are served
+// by the HTTP handler; Registry gives access to them otherwise.
+func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
+	cfg = cfg.withDefaults()
+	m := &Metrics{
+		registry: prometheus.NewRegistry(),
+		rpcs: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+			// From a cached replay (~1ms) to a Reserve that waited for the
+			// holder (up to --max-wait, 60s).
+			grpcprom.WithHistogramBuckets([]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}),
+		)),
+		reserveOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledgerd_reserve_outcomes_total",
+			Help: "Reserve answers by namespace and outcome: acquired, takeover, replayed (COMPLETED), in_progress, failed (FAILED), mismatch (refused with FINGERPRINT_MISMATCH).",
+		}, []string{"namespace", "outcome"}),
+		staleTokenRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledgerd_stale_token_refusals_total",
+			Help: "Calls refused with LEASE_LOST because their fencing token was not the key's current one (a zombie worker, or a key that finished), by namespace and method.",
+		}, []string{"namespace", "method"}),
+		sweeperPurged: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledgerd_sweeper_purged_entries_total",
+			Help: "Completed and failed entries removed by the retention sweeper, by namespace.",
+		}, []string{"namespace"}),
+		sweeperDeleted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ledgerd_sweeper_deleted_events_total",
+			Help: "Audit events deleted by the retention sweeper.",
+		}),
+		sweeperErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ledgerd_sweeper_errors_total",
+			Help: "Sweeper passes that failed.",
+		}),
+		namespaces: newLabelSet(cfg.MaxNamespaceLabels),
+	}
+	m.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.rpcs,
+		m.reserveOutcomes,
+		m.staleTokenRefusals,
+		m.sweeperPurged,
+		m.sweeperDeleted,
+		m.sweeperErrors,
+		newStoreCollector(store, cfg),
+		newPoolCollector(store),
+	)
+	return m
+}
+
+// Registry returns the registry that holds the metrics, for a caller that
+// adds its own or serves them elsewhere.
+func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// ObserveSweep records one pass of the retention sweeper: the entries it
+// purged by namespace, the audit events it deleted, and whether it failed
+// (a failed pass may still have deleted some rows in the batches before the
+// failure, which are counted).
+func (m *Metrics) ObserveSweep(r ledger.SweepReport) {
+	for namespace, purged := range r.PurgedEntries {
+		m.sweeperPurged.WithLabelValues(namespace).Add(float64(purged))
+	}
+	m.sweeperDeleted.Add(float64(r.DeletedEvents))
+	if r.Err != nil {
+		m.sweeperErrors.Inc()
+	}
+}
+
+// serverOptions are the options that record the RPCs: the interceptors for
+// streams (the health service's Watch, reflection), since the unary ones
+// are in the chain (see unaryInterceptors).
+func (m *Metrics) serverOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ChainStreamInterceptor(m.rpcs.StreamServerInterceptor())}
+}
+
+// observe records the ledger outcome of one RPC (see callOutcome).
+func (m *Metrics) observe(method string, call callOutcome) {
+	switch {
+	case call.reserve != "":
+		m.reserveOutcomes.WithLabelValues(m.namespaces.label(call.namespace), call.reserve).Inc()
+	case call.reason == ReasonLeaseLost:
+		m.staleTokenRefusals.WithLabelValues(m.namespaces.label(call.namespace), method).Inc()
+	}
+}
+
+// labelSet admits up to max distinct label values; later ones become
+// otherNamespace, so that requests cannot grow the series without bound.
+type labelSet struct {
+	mu     sync.Mutex
+	values map[string]struct{}
+	max    int
+}
+
+func newLabelSet(max int) *labelSet {
+	return &labelSet{values: make(map[string]struct{}), max: max}
+}
+
+func (s *labelSet) label(value string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.values[value]; ok {
+		return value
+	}
+	if len(s.values) >= s.max {
+		return otherNamespace
+	}
+	s.values[value] = struct{}{}
+	return value
+}
+
+// storeCollector reads the Store's state at scrape time: the leases held
+// and expired per namespace (cached, see MetricsConfig.LeaseStatsInterval),
+// the waiting Reserves and the LISTEN connection.
+type storeCollector struct {
+	store    *ledger.Store
+	interval time.Duration
+	timeout  time.Duration
+	logger   *slog.Logger
+
+	held, expired, waiters, listening, statsErrors, statsAge *prometheus.Desc
+
+	mu          sync.Mutex // one query at a time; guards the fields below
+	queriedAt   time.Time  // last attempt, successful or not
+	succeededAt time.Time
+	counts      map[string]ledger.LeaseCount
+	errors      float64
+}
+
+func newStoreCollector(store *ledger.Store, cfg MetricsConfig) *storeCollector {
+	return &storeCollector{
+		store:    store,
+		interval: cfg.LeaseStatsInterval,
+		timeout:  cfg.LeaseStatsTimeout,
+		logger:   cfg.Logger,
+		held: prometheus.NewDesc("ledgerd_leases_held",
+			"Leased entries whose lease has not run out, by namespace (read at most every lease-stats interval).",
+			[]string{"namespace"}, nil),
+		expired: prometheus.NewDesc("ledgerd_leases_expired",
+			"Leased entries whose lease ran out and that nobody has taken over yet, by namespace.",
+			[]string{"namespace"}, nil),
+		statsErrors: prometheus.NewDesc("ledgerd_lease_stats_errors_total",
+			"Failed queries for ledgerd_leases_held and ledgerd_leases_expired (which then keep their last values).",
+			nil, nil),
+		statsAge: prometheus.NewDesc("ledgerd_lease_stats_age_seconds",
+			"Age of ledgerd_leases_held and ledgerd_leases_expired: time since the last successful query.",
+			nil, nil),
+		waiters: prometheus.NewDesc("ledgerd_reserve_waiters",
+			"Reserves waiting for the holder of a key (wait_timeout) now.",
+			nil, nil),
+		listening: prometheus.NewDesc("ledgerd_listener_connected",
+			"1 while the LISTEN connection that wakes waiting Reserves is up; 0 while waiters fall back to polling.",
+			nil, nil),
+	}
+}
+
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.held, c.expired, c.statsErrors, c.statsAge, c.waiters, c.listening} {
+		ch <- d
+	}
+}
+
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	counts, errors, age := c.leaseCounts()
+	for namespace, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(n.Held), namespace)
+		ch <- prometheus.MustNewConstMetric(c.expired, prometheus.GaugeValue, float64(n.Expired), namespace)
+	}
+	ch <- prometheus.MustNewConstMetric(c.statsErrors, prometheus.CounterValue, errors)
+	if age >= 0 {
+		ch <- prometheus.MustNewConstMetric(c.statsAge, prometheus.GaugeValue, age.Seconds())
+	}
+	ch <- prometheus.MustNewConstMetric(c.waiters, prometheus.GaugeValue, float64(c.store.Waiters()))
+	listening := 0.0
+	if c.store.Listening() {
+		listening = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.listening, prometheus.GaugeValue, listening)
+}
+
+// leaseCounts returns the cached counts, querying again once the interval
+// has passed since the last attempt. A failed query is counted and logged,
+// and the last counts are kept: a scrape never fails because of it, and a
+// database that is down is not asked more often than the interval. The age
+// is negative while no query has succeeded.
+func (c *storeCollector) leaseCounts() (map[string]ledger.LeaseCount, float64, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if now := time.Now(); now.Sub(c.queriedAt) >= c.interval {
+		c.queriedAt = now
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		counts, err := c.store.LeaseCounts(ctx)
+		cancel()
+		if err != nil {
+			c.errors++
+			c.logger.Warn("metrics: counting leases", "error", err)
+		} else {
+			c.counts, c.succeededAt = counts, now
+		}
+	}
+	if c.succeededAt.IsZero() {
+		return c.counts, c.errors, -1
+	}
+	return c.counts, c.errors, time.Since(c.succeededAt)
+}
+
+// poolCollector reads the database pool's statistics at scrape time.
+type poolCollector struct {
+	store *ledger.Store
+	descs []poolMetric
+}
+
+type poolMetric struct {
+	desc      *prometheus.Desc
+	valueType prometheus.ValueType
+	value     func(*pgxpool.Stat) float64
+}
+
+func newPoolCollector(store *ledger.Store) *poolCollector {
+	gauge := func(name, help string, value func(*pgxpool.Stat) float64) poolMetric {
+		return poolMetric{prometheus.NewDesc(name, help, nil, nil), prometheus.GaugeValue, value}
+	}
+	counter := func(name, help string, value func(*pgxpool.Stat) float64) poolMetric {
+		return poolMetric{prometheus.NewDesc(name, help, nil, nil), prometheus.CounterValue, value}
+	}
+	return &poolCollector{store: store, descs: []poolMetric{
+		gauge("ledgerd_db_pool_acquired_conns", "Connections in use by a statement now.",
+			func(s *pgxpool.Stat) float64 { return float64(s.AcquiredConns()) }),
+		gauge("ledgerd_db_pool_idle_conns", "Idle connections in the pool now.",
+			func(s *pgxpool.Stat) float64 { return float64(s.IdleConns()) }),
+		gauge("ledgerd_db_pool_constructing_conns", "Connections being opened now.",
+			func(s *pgxpool.Stat) float64 { return float64(s.ConstructingConns()) }),
+		gauge("ledgerd_db_pool_total_conns", "Connections in the pool now: acquired, idle and being opened.",
+			func(s *pgxpool.Stat) float64 { return float64(s.TotalConns()) }),
+		gauge("ledgerd_db_pool_max_conns", "The pool's maximum size (--db-max-conns).",
+			func(s *pgxpool.Stat) float64 { return float64(s.MaxConns()) }),
+		counter("ledgerd_db_pool_acquires_total", "Connections acquired from the pool.",
+			func(s *pgxpool.Stat) float64 { return float64(s.AcquireCount()) }),
+		counter("ledgerd_db_pool_acquire_seconds_total", "Time spent acquiring connections, waits included.",
+			func(s *pgxpool.Stat) float64 { return s.AcquireDuration().Seconds() }),
+		counter("ledgerd_db_pool_empty_acquires_total", "Acquisitions that had to wait because no connection was idle: the pool is too small for the load, or the database too slow.",
+			func(s *pgxpool.Stat) float64 { return float64(s.EmptyAcquireCount()) }),
+		counter("ledgerd_db_pool_empty_acquire_wait_seconds_total", "Time spent waiting in the acquisitions that found no idle connection.",
+			func(s *pgxpool.Stat) float64 { return s.EmptyAcquireWaitTime().Seconds() }),
+		counter("ledgerd_db_pool_canceled_acquires_total", "Acquisitions abandoned because the request's context ended first.",
+			func(s *pgxpool.Stat) float64 { return float64(s.CanceledAcquireCount()) }),
+		counter("ledgerd_db_pool_new_conns_total", "Connections opened.",
+			func(s *pgxpool.Stat) float64 { return float64(s.NewConnsCount()) }),
+		counter("ledgerd_db_pool_max_lifetime_destroys_total", "Connections closed because they reached their maximum lifetime.",
+			func(s *pgxpool.Stat) float64 { return float64(s.MaxLifetimeDestroyCount()) }),
+		counter("ledgerd_db_pool_max_idle_destroys_total", "Connections closed because they were idle too long.",
+			func(s *pgxpool.Stat) float64 { return float64(s.MaxIdleDestroyCount()) }),
+	}}
+}
+
+func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range c.descs {
+		ch <- m.desc
+	}
+}
+
+func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
+	stat := c.store.PoolStat()
+	for _, m := range c.descs {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.valueType, m.value(stat))
+	}
+}
