@@ -21,8 +21,8 @@ type Config struct {
 	// first Reserve. Defaults to DefaultNamespaceSettings().
 	NamespaceDefaults NamespaceSettings
 	// HeartbeatEventInterval samples the heartbeat audit events: at most one
-	// per lease per interval. Zero records every heartbeat; a negative value
-	// records none. Defaults to 1m.
+	// per lease per interval. A negative value records none; a tiny one
+	// (time.Nanosecond) records every heartbeat. Defaults to 1m.
 	HeartbeatEventInterval time.Duration
 	// Logger receives what the Store reports on its own, such as a lost
 	// LISTEN connection. Defaults to slog.Default().

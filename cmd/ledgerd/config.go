@@ -15,18 +15,21 @@ import (
 
 // config is ledgerd's configuration, from flags with environment fallbacks.
 type config struct {
-	DatabaseURL       string
-	ListenAddr        string
-	HTTPAddr          string // empty: no HTTP port
-	DBMaxConns        int32
-	NoMigrate         bool
-	ShutdownTimeout   time.Duration
-	SweepInterval     time.Duration // 0: no sweeper
-	RequestTimeout    time.Duration
-	MaxRequestTimeout time.Duration
-	LogFormat         string
-	LogLevel          slog.Level
-	Ledger            ledger.Config
+	DatabaseURL string
+	// HeartbeatEventInterval is --heartbeat-event-interval as given (0:
+	// every heartbeat).
+	HeartbeatEventInterval time.Duration
+	ListenAddr             string
+	HTTPAddr               string // empty: no HTTP port
+	DBMaxConns             int32
+	NoMigrate              bool
+	ShutdownTimeout        time.Duration
+	SweepInterval          time.Duration // 0: no sweeper
+	RequestTimeout         time.Duration
+	MaxRequestTimeout      time.Duration
+	LogFormat              string
+	LogLevel               slog.Level
+	Ledger                 ledger.Config
 }
 
 // envName is the environment variable that backs a flag.
@@ -67,6 +70,10 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.DurationVar(&ns.MaxLeaseTTL, "max-lease-ttl", ns.MaxLeaseTTL, "longest lease a request may ask for (new namespaces)")
 		fs.IntVar(&ns.MaxResultBytes, "max-result-bytes", ns.MaxResultBytes, "maximum result size in bytes (new namespaces)")
 		fs.DurationVar(&ns.Retention, "retention", ns.Retention, "how long completed and failed entries are kept (new namespaces)")
+		fs.DurationVar(&ns.EventRetention, "event-retention", ns.EventRetention, "how long audit events are kept (new namespaces)")
+		fs.IntVar(&ns.MaxAttempts, "max-attempts", ns.MaxAttempts, "grants after which a retryable failure is permanent; 0 for no limit (new namespaces)")
+		fs.IntVar(&limits.MaxResultBytes, "max-result-bytes-ceiling", limits.MaxResultBytes, "the largest result size any namespace may allow; sizes the gRPC message limit")
+		fs.DurationVar(&cfg.HeartbeatEventInterval, "heartbeat-event-interval", time.Minute, "audit at most one heartbeat event per lease per interval; 0 records every heartbeat, a negative value none")
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: ledgerd %s [flags]\n\nFlags (each also read from the environment variable shown):\n", command)
@@ -101,7 +108,11 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		cfg.HTTPAddr = ""
 	}
 	cfg.DBMaxConns = int32(dbMaxConns)
-	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns}
+	heartbeatEvents := cfg.HeartbeatEventInterval
+	if heartbeatEvents == 0 {
+		heartbeatEvents = time.Nanosecond // every heartbeat (zero is the ledger's default, 1m)
+	}
+	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns, HeartbeatEventInterval: heartbeatEvents}
 	if err := cfg.Ledger.Validate(); err != nil {
 		return config{}, err
 	}
@@ -147,9 +158,9 @@ func isTerminal(w io.Writer) bool {
 }
 
 // maxMessageBytes sizes gRPC's receive limit from the largest request the
-// limits allow (a Complete with the largest result), with room for the
-// other fields, and never below gRPC's own 4 MiB default.
+// limits allow (a Complete with the largest result any namespace may
+// allow), with room for the other fields, and never below gRPC's own 4 MiB
+// default.
 func (c config) maxMessageBytes() int {
-	ns := c.Ledger.NamespaceDefaults
-	return max(4<<20, ns.MaxResultBytes+1<<20)
+	return max(4<<20, c.Ledger.Limits.MaxResultBytes+1<<20)
 }

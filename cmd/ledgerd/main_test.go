@@ -348,3 +348,21 @@ func TestLogFormatAuto(t *testing.T) {
 	require.True(t, json.Valid([]byte(lines[0])), lines[0])
 	require.Contains(t, lines[1], "msg=hello")
 }
+
+func TestOperationsFlags(t *testing.T) {
+	t.Parallel()
+	var stderr syncBuffer
+	cfg, err := parseConfig("serve", []string{"--database-url", "postgres://x/y", "--heartbeat-event-interval", "0",
+		"--max-attempts", "4", "--event-retention", "72h", "--max-result-bytes-ceiling", "33554432"}, env(nil), &stderr)
+	require.NoError(t, err)
+	require.Equal(t, time.Nanosecond, cfg.Ledger.HeartbeatEventInterval, "0 records every heartbeat")
+	require.Equal(t, 4, cfg.Ledger.NamespaceDefaults.MaxAttempts)
+	require.Equal(t, 72*time.Hour, cfg.Ledger.NamespaceDefaults.EventRetention)
+	require.Equal(t, 33<<20, cfg.maxMessageBytes(), "the gRPC limit follows the result ceiling")
+
+	cfg, err = parseConfig("serve", []string{"--database-url", "postgres://x/y"}, env(nil), &stderr)
+	require.NoError(t, err)
+	require.Equal(t, time.Minute, cfg.Ledger.HeartbeatEventInterval)
+	_, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--max-result-bytes", "20000000"}, env(nil), &stderr)
+	require.ErrorContains(t, err, "above the server's ceiling")
+}
