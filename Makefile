@@ -41,8 +41,9 @@ bench: ## Benchmark the store's hot paths (pair, replay, lookup) on a cluster wi
 	@LEDGER_PG_DURABLE=1 scripts/test.sh -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./ledger/
 
 .PHONY: build
-build: ## Build bin/ledgerd.
+build: ## Build bin/ledgerd and bin/ledgerctl.
 	go build -o bin/ledgerd ./cmd/ledgerd
+	go build -o bin/ledgerctl ./cmd/ledgerctl
 
 .PHONY: tools
 tools: bin/grpcurl bin/grpc-health-probe ## Build grpcurl and grpc-health-probe into bin/ (pinned in tools/go.mod).

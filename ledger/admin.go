@@ -126,6 +126,9 @@ func (s *Store) PurgeExpired(ctx context.Context, namespace, reason string) (int
 	if err := checkReason(s.limits, reason); err != nil {
 		return 0, fmt.Errorf("purge %s: %w", namespace, err)
 	}
+	if err := s.requireNamespace(ctx, namespace); err != nil {
+		return 0, fmt.Errorf("purge %s: %w", namespace, err)
+	}
 	purged, err := s.purgeExpired(ctx, namespace, reason)
 	if err != nil {
 		return purged[namespace], fmt.Errorf("purge %s: %w", namespace, err)

@@ -83,6 +83,9 @@ func (s *Store) ListEntries(ctx context.Context, filter EntryFilter, page Page) 
 	if err == nil {
 		err = checkEntryFilter(s.limits, filter)
 	}
+	if err == nil {
+		err = s.requireNamespace(ctx, filter.Namespace)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("list entries of %s: %w", filter.Namespace, err)
 	}
@@ -131,6 +134,9 @@ func checkEntryFilter(l Limits, f EntryFilter) error {
 	if err := checkText("owner", f.Owner, false, l.MaxOwnerBytes); err != nil {
 		return err
 	}
+	if !f.UpdatedAfter.IsZero() && !f.UpdatedBefore.IsZero() && f.UpdatedBefore.Before(f.UpdatedAfter) {
+		return invalid("updated_before", "must not be before updated_after")
+	}
 	return checkText("key_prefix", f.KeyPrefix, false, l.MaxKeyBytes)
 }
 
@@ -170,6 +176,9 @@ func (s *Store) GetHistory(ctx context.Context, namespace, key string, page Page
 	if err == nil {
 		err = checkKey(s.limits, namespace, key)
 	}
+	if err == nil {
+		err = s.requireNamespace(ctx, namespace)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("history of %s/%s: %w", namespace, key, err)
 	}
@@ -205,6 +214,9 @@ func (s *Store) ListEvents(ctx context.Context, filter EventFilter, page Page) (
 	}
 	if err == nil && !filter.End.IsZero() && filter.End.Before(filter.Start) {
 		err = invalid("end_time", "must not be before start_time")
+	}
+	if err == nil {
+		err = s.requireNamespace(ctx, filter.Namespace)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("events of %s: %w", filter.Namespace, err)

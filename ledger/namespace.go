@@ -153,6 +153,19 @@ func (s *Store) namespace(ctx context.Context, name string) (NamespaceSettings, 
 	return settings, true, nil
 }
 
+// requireNamespace fails with ErrNotFound for a namespace that does not
+// exist, so that the listings tell a misspelt namespace from an empty one.
+func (s *Store) requireNamespace(ctx context.Context, name string) error {
+	_, stored, err := s.namespace(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !stored {
+		return fmt.Errorf("namespace %s: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
 // ensureNamespace creates a namespace with the default settings if it does
 // not exist yet, and returns the settings it has.
 func (s *Store) ensureNamespace(ctx context.Context, name string) (NamespaceSettings, error) {

@@ -222,6 +222,18 @@ func TestListEntriesFilters(t *testing.T) {
 	require.ErrorContains(t, err, "page_token")
 	_, _, err = b.store.ListEntries(ctx, ledger.EntryFilter{Namespace: "ns", States: []ledger.State{"weird"}}, ledger.Page{})
 	require.ErrorContains(t, err, "states")
+	_, _, err = b.store.ListEntries(ctx, ledger.EntryFilter{Namespace: "ns", UpdatedAfter: cutoff, UpdatedBefore: cutoff.Add(-time.Second)}, ledger.Page{})
+	require.ErrorContains(t, err, "updated_before")
+
+	// A misspelt namespace is not an empty one.
+	_, _, err = b.store.ListEntries(ctx, ledger.EntryFilter{Namespace: "nss"}, ledger.Page{})
+	require.ErrorIs(t, err, ledger.ErrNotFound)
+	_, _, err = b.store.ListEvents(ctx, ledger.EventFilter{Namespace: "nss"}, ledger.Page{})
+	require.ErrorIs(t, err, ledger.ErrNotFound)
+	_, _, err = b.store.GetHistory(ctx, "nss", "orders/1", ledger.Page{})
+	require.ErrorIs(t, err, ledger.ErrNotFound)
+	_, err = b.store.PurgeExpired(ctx, "nss", "test")
+	require.ErrorIs(t, err, ledger.ErrNotFound)
 }
 
 func TestListEventsByTimeAndKind(t *testing.T) {

@@ -16,7 +16,8 @@ import (
 // retries and typed errors. A Client is safe for concurrent use; make one
 // per process and share it.
 type Client struct {
-	conn   *grpc.ClientConn // owned by the Client; nil when made by NewFromConn
+	conn   *grpc.ClientConn         // owned by the Client; nil when made by NewFromConn
+	cc     grpc.ClientConnInterface // the connection calls go through (also Admin's)
 	ledger ledgerv1.LedgerServiceClient
 }
 
@@ -65,13 +66,13 @@ func New(target string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledgerclient: new client for %q: %w", target, err)
 	}
-	return &Client{conn: conn, ledger: ledgerv1.NewLedgerServiceClient(conn)}, nil
+	return &Client{conn: conn, cc: conn, ledger: ledgerv1.NewLedgerServiceClient(conn)}, nil
 }
 
 // NewFromConn returns a Client that makes its calls over conn, a connection
 // the caller made and owns: Close does not close it.
 func NewFromConn(conn grpc.ClientConnInterface) *Client {
-	return &Client{ledger: ledgerv1.NewLedgerServiceClient(conn)}
+	return &Client{cc: conn, ledger: ledgerv1.NewLedgerServiceClient(conn)}
 }
 
 // Close closes the connection that New made. Calls in flight fail with

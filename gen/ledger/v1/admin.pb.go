@@ -145,7 +145,7 @@ func (x *ListEntriesRequest) GetPageToken() string {
 // ListEntriesResponse is one page of entries, in key order.
 type ListEntriesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// entries of this page. Their results are included.
+	// entries of this page, without their results (Lookup has them).
 	Entries []*Entry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	// next_page_token gets the next page; empty on the last one.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`

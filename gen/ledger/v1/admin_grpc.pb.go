@@ -47,20 +47,21 @@ const (
 // is by key (entries) or by event id (events), never by offset, so every
 // row is returned once even while rows are added.
 type LedgerAdminServiceClient interface {
-	// ListEntries lists a namespace's entries in key order, filtered.
+	// ListEntries lists a namespace's entries in key order, filtered, without
+	// their results.
 	//
 	// Errors: INVALID_ARGUMENT (a filter, the page size or a page token),
-	// UNAVAILABLE.
+	// NOT_FOUND (no such namespace), UNAVAILABLE.
 	ListEntries(ctx context.Context, in *ListEntriesRequest, opts ...grpc.CallOption) (*ListEntriesResponse, error)
 	// GetHistory lists the audit events of one key, oldest first.
 	//
-	// Errors: INVALID_ARGUMENT, UNAVAILABLE. A key without events gives an
-	// empty page, not NOT_FOUND.
+	// Errors: INVALID_ARGUMENT, NOT_FOUND (no such namespace), UNAVAILABLE. A
+	// key without events gives an empty page.
 	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
 	// ListEvents lists a namespace's audit events in a time range, oldest
 	// first: the audit export.
 	//
-	// Errors: INVALID_ARGUMENT, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, NOT_FOUND (no such namespace), UNAVAILABLE.
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
 	// ForceRelease ends the current lease of a key, whoever holds it: the
 	// next Reserve takes the key over with a higher fencing token, and the old
@@ -88,7 +89,8 @@ type LedgerAdminServiceClient interface {
 	//
 	// Idempotent: a second call finds nothing left to purge.
 	//
-	// Errors: INVALID_ARGUMENT (no reason), UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT (no reason), NOT_FOUND (no such namespace),
+	// UNAVAILABLE.
 	PurgeExpired(ctx context.Context, in *PurgeExpiredRequest, opts ...grpc.CallOption) (*PurgeExpiredResponse, error)
 	// ListNamespaces lists the namespaces and their settings, by name.
 	//
@@ -238,20 +240,21 @@ func (c *ledgerAdminServiceClient) UpdateNamespace(ctx context.Context, in *Upda
 // is by key (entries) or by event id (events), never by offset, so every
 // row is returned once even while rows are added.
 type LedgerAdminServiceServer interface {
-	// ListEntries lists a namespace's entries in key order, filtered.
+	// ListEntries lists a namespace's entries in key order, filtered, without
+	// their results.
 	//
 	// Errors: INVALID_ARGUMENT (a filter, the page size or a page token),
-	// UNAVAILABLE.
+	// NOT_FOUND (no such namespace), UNAVAILABLE.
 	ListEntries(context.Context, *ListEntriesRequest) (*ListEntriesResponse, error)
 	// GetHistory lists the audit events of one key, oldest first.
 	//
-	// Errors: INVALID_ARGUMENT, UNAVAILABLE. A key without events gives an
-	// empty page, not NOT_FOUND.
+	// Errors: INVALID_ARGUMENT, NOT_FOUND (no such namespace), UNAVAILABLE. A
+	// key without events gives an empty page.
 	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
 	// ListEvents lists a namespace's audit events in a time range, oldest
 	// first: the audit export.
 	//
-	// Errors: INVALID_ARGUMENT, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, NOT_FOUND (no such namespace), UNAVAILABLE.
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
 	// ForceRelease ends the current lease of a key, whoever holds it: the
 	// next Reserve takes the key over with a higher fencing token, and the old
@@ -279,7 +282,8 @@ type LedgerAdminServiceServer interface {
 	//
 	// Idempotent: a second call finds nothing left to purge.
 	//
-	// Errors: INVALID_ARGUMENT (no reason), UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT (no reason), NOT_FOUND (no such namespace),
+	// UNAVAILABLE.
 	PurgeExpired(context.Context, *PurgeExpiredRequest) (*PurgeExpiredResponse, error)
 	// ListNamespaces lists the namespaces and their settings, by name.
 	//

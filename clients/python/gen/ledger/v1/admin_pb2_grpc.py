@@ -92,10 +92,11 @@ class LedgerAdminServiceServicer(object):
     """
 
     def ListEntries(self, request, context):
-        """ListEntries lists a namespace's entries in key order, filtered.
+        """ListEntries lists a namespace's entries in key order, filtered, without
+        their results.
 
         Errors: INVALID_ARGUMENT (a filter, the page size or a page token),
-        UNAVAILABLE.
+        NOT_FOUND (no such namespace), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,8 +105,8 @@ class LedgerAdminServiceServicer(object):
     def GetHistory(self, request, context):
         """GetHistory lists the audit events of one key, oldest first.
 
-        Errors: INVALID_ARGUMENT, UNAVAILABLE. A key without events gives an
-        empty page, not NOT_FOUND.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (no such namespace), UNAVAILABLE. A
+        key without events gives an empty page.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,7 +116,7 @@ class LedgerAdminServiceServicer(object):
         """ListEvents lists a namespace's audit events in a time range, oldest
         first: the audit export.
 
-        Errors: INVALID_ARGUMENT, UNAVAILABLE.
+        Errors: INVALID_ARGUMENT, NOT_FOUND (no such namespace), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -158,7 +159,8 @@ class LedgerAdminServiceServicer(object):
 
         Idempotent: a second call finds nothing left to purge.
 
-        Errors: INVALID_ARGUMENT (no reason), UNAVAILABLE.
+        Errors: INVALID_ARGUMENT (no reason), NOT_FOUND (no such namespace),
+        UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

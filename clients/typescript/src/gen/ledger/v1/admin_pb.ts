@@ -101,7 +101,7 @@ export const ListEntriesRequestSchema: GenMessage<ListEntriesRequest> = /*@__PUR
  */
 export type ListEntriesResponse = Message<"ledger.v1.ListEntriesResponse"> & {
   /**
-   * entries of this page. Their results are included.
+   * entries of this page, without their results (Lookup has them).
    *
    * @generated from field: repeated ledger.v1.Entry entries = 1;
    */
@@ -815,10 +815,11 @@ export const UpdateNamespaceResponseSchema: GenMessage<UpdateNamespaceResponse> 
  */
 export const LedgerAdminService: GenService<{
   /**
-   * ListEntries lists a namespace's entries in key order, filtered.
+   * ListEntries lists a namespace's entries in key order, filtered, without
+   * their results.
    *
    * Errors: INVALID_ARGUMENT (a filter, the page size or a page token),
-   * UNAVAILABLE.
+   * NOT_FOUND (no such namespace), UNAVAILABLE.
    *
    * @generated from rpc ledger.v1.LedgerAdminService.ListEntries
    */
@@ -830,8 +831,8 @@ export const LedgerAdminService: GenService<{
   /**
    * GetHistory lists the audit events of one key, oldest first.
    *
-   * Errors: INVALID_ARGUMENT, UNAVAILABLE. A key without events gives an
-   * empty page, not NOT_FOUND.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (no such namespace), UNAVAILABLE. A
+   * key without events gives an empty page.
    *
    * @generated from rpc ledger.v1.LedgerAdminService.GetHistory
    */
@@ -844,7 +845,7 @@ export const LedgerAdminService: GenService<{
    * ListEvents lists a namespace's audit events in a time range, oldest
    * first: the audit export.
    *
-   * Errors: INVALID_ARGUMENT, UNAVAILABLE.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND (no such namespace), UNAVAILABLE.
    *
    * @generated from rpc ledger.v1.LedgerAdminService.ListEvents
    */
@@ -896,7 +897,8 @@ export const LedgerAdminService: GenService<{
    *
    * Idempotent: a second call finds nothing left to purge.
    *
-   * Errors: INVALID_ARGUMENT (no reason), UNAVAILABLE.
+   * Errors: INVALID_ARGUMENT (no reason), NOT_FOUND (no such namespace),
+   * UNAVAILABLE.
    *
    * @generated from rpc ledger.v1.LedgerAdminService.PurgeExpired
    */

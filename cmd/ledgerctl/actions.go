@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
+)
+
+func releaseCommand() *command {
+	var (
+		reason string
+		token  int64
+	)
+	return &command{
+		name:    "release",
+		args:    "NS KEY",
+		minArgs: 2, maxArgs: 2,
+		summary: "End a key's lease, whoever holds it (LedgerAdminService.ForceRelease): the next\nReserve takes the key over with a higher fencing token, and the old holder's\ncalls are refused with LEASE_LOST. Audited with your identity and --reason.",
+		details: "Without --token, ledgerctl looks the key up first and releases the lease it\n" +
+			"finds, by its token: if the key changed hands in between, nothing is released\n" +
+			"and the exit code is 4 (LEASE_LOST). A release by token is safe to repeat.\n\n" +
+			"-o json prints the ForceReleaseResponse.\n\n" +
+			"Exit codes: 3 unknown key; 4 the key is not leased (NOT_LEASED) or --token is\n" +
+			"not its current token (LEASE_LOST).",
+		flags: func(fs *flag.FlagSet) {
+			reasonFlag(fs, &reason)
+			fs.Int64Var(&token, "token", 0, "release only the lease with fencing token `N`")
+		},
+		run: func(ctx context.Context, c *cli, args []string) error {
+			if err := requireReason(reason); err != nil {
+				return err
+			}
+			if token < 0 {
+				return usageErrorf("--token must be positive")
+			}
+			namespace, key := args[0], args[1]
+			if token == 0 {
+				entry, err := c.lookup(ctx, namespace, key)
+				if err != nil {
+					return err
+				}
+				if entry.GetState() != ledgerv1.State_STATE_LEASED {
+					return &refusal{reason: "NOT_LEASED", message: fmt.Sprintf("%s/%s is %s: there is no lease to release",
+						namespace, key, stateName(entry.GetState()))}
+				}
+				token = entry.GetFencingToken()
+			}
+			rpcCtx, cancel := c.rpcContext(ctx)
+			defer cancel()
+			response, err := c.client.Admin().ForceRelease(rpcCtx, &ledgerv1.ForceReleaseRequest{
+				Namespace: namespace, Key: key, Reason: reason, FencingToken: token,
+			})
+			if err != nil {
+				return err
+			}
+			if c.output == formatJSON {
+				return writeJSON(c.stdout, response)
+			}
+			if response.GetAlreadyReleased() {
+				fmt.Fprintf(c.stdout, "%s/%s: the lease of token %d was already released\n\n", namespace, formatText(key), token)
+			} else {
+				fmt.Fprintf(c.stdout, "released %s/%s: the lease of token %d ended; the next Reserve takes the key over\n\n", namespace, formatText(key), token)
+			}
+			return writeEntry(c.stdout, response.GetEntry())
+		},
+	}
+}
+
+// lookup reads a key's entry.
+func (c *cli) lookup(ctx context.Context, namespace, key string) (*ledgerv1.Entry, error) {
+	rpcCtx, cancel := c.rpcContext(ctx)
+	defer cancel()
+	response, err := c.client.Lookup(rpcCtx, &ledgerv1.LookupRequest{Namespace: namespace, Key: key})
+	return response.GetEntry(), err
+}
+
+func resetCommand() *command {
+	var reason string
+	return &command{
+		name:    "reset",
+		args:    "NS KEY",
+		minArgs: 2, maxArgs: 2,
+		summary: "Forget a key's result or failure, or end its lease, so that its work runs again,\ne.g. after a bad deploy (LedgerAdminService.ResetKey): the key becomes RELEASED\nand the next Reserve acquires it with a higher fencing token. The fingerprint is\nkept. Audited with your identity and --reason.",
+		details: "A reset is sent once, never retried: if ledgerctl cannot tell whether it\n" +
+			"happened (exit 5), look with 'ledgerctl get' before resetting again.\n\n" +
+			"-o json prints the ResetKeyResponse.\n\n" +
+			"Exit codes: 3 unknown key.",
+		flags: func(fs *flag.FlagSet) {
+			reasonFlag(fs, &reason)
+		},
+		run: func(ctx context.Context, c *cli, args []string) error {
+			if err := requireReason(reason); err != nil {
+				return err
+			}
+			rpcCtx, cancel := c.rpcContext(ctx)
+			defer cancel()
+			response, err := c.client.Admin().ResetKey(rpcCtx, &ledgerv1.ResetKeyRequest{
+				Namespace: args[0], Key: args[1], Reason: reason,
+			})
+			if err != nil {
+				return err
+			}
+			if c.output == formatJSON {
+				return writeJSON(c.stdout, response)
+			}
+			fmt.Fprintf(c.stdout, "reset %s/%s: the next Reserve runs its work again\n\n", args[0], formatText(args[1]))
+			return writeEntry(c.stdout, response.GetEntry())
+		},
+	}
+}
+
+func purgeCommand() *command {
+	var reason string
+	return &command{
+		name:    "purge",
+		args:    "NS",
+		minArgs: 1, maxArgs: 1,
+		summary: "Remove a namespace's completed and failed entries whose retention has elapsed,\nnow rather than at the sweeper's next pass (LedgerAdminService.PurgeExpired).\nEach removal writes a purged event; the keys then show state PURGED. Audited\nwith your identity and --reason. Safe to repeat.",
+		details: "-o json prints the PurgeExpiredResponse ({\"purged_entries\":\"N\"}).",
+		flags: func(fs *flag.FlagSet) {
+			reasonFlag(fs, &reason)
+		},
+		run: func(ctx context.Context, c *cli, args []string) error {
+			if err := requireReason(reason); err != nil {
+				return err
+			}
+			rpcCtx, cancel := c.rpcContext(ctx)
+			defer cancel()
+			response, err := c.client.Admin().PurgeExpired(rpcCtx, &ledgerv1.PurgeExpiredRequest{
+				Namespace: args[0], Reason: reason,
+			})
+			if err != nil {
+				return err
+			}
+			if c.output == formatJSON {
+				return writeJSON(c.stdout, response)
+			}
+			noun := "entries"
+			if response.GetPurgedEntries() == 1 {
+				noun = "entry"
+			}
+			fmt.Fprintf(c.stdout, "purged %d expired %s from %s\n", response.GetPurgedEntries(), noun, args[0])
+			return nil
+		},
+	}
+}
