@@ -25,6 +25,11 @@ const (
 	EventForceReleased      EventKind = "force_released"
 	EventReset              EventKind = "reset"
 	EventNamespaceChanged   EventKind = "namespace_changed"
+	// Platform events (namespace and key empty).
+	EventTokenCreated EventKind = "token_created"
+	EventTokenRevoked EventKind = "token_revoked"
+	EventRoleGranted  EventKind = "role_granted"
+	EventRoleRevoked  EventKind = "role_revoked"
 )
 
 // Event is one row of the append-only audit trail.

@@ -17,6 +17,7 @@ import (
 type adminService struct {
 	ledgerv1.UnimplementedLedgerAdminServiceServer
 	store  *ledger.Store
+	auth   *Auth // nil without authentication
 	logger *slog.Logger
 }
 
@@ -229,6 +230,10 @@ var eventKinds = map[ledger.EventKind]ledgerv1.EventKind{
 	ledger.EventForceReleased:      ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED,
 	ledger.EventReset:              ledgerv1.EventKind_EVENT_KIND_RESET,
 	ledger.EventNamespaceChanged:   ledgerv1.EventKind_EVENT_KIND_NAMESPACE_CHANGED,
+	ledger.EventTokenCreated:       ledgerv1.EventKind_EVENT_KIND_TOKEN_CREATED,
+	ledger.EventTokenRevoked:       ledgerv1.EventKind_EVENT_KIND_TOKEN_REVOKED,
+	ledger.EventRoleGranted:        ledgerv1.EventKind_EVENT_KIND_ROLE_GRANTED,
+	ledger.EventRoleRevoked:        ledgerv1.EventKind_EVENT_KIND_ROLE_REVOKED,
 }
 
 func eventKindProto(kind ledger.EventKind) ledgerv1.EventKind { return eventKinds[kind] }
@@ -263,4 +268,141 @@ func optionalTime(t *timestamppb.Timestamp) time.Time {
 		return time.Time{}
 	}
 	return t.AsTime()
+}
+
+func (s *adminService) WhoAmI(ctx context.Context, _ *ledgerv1.WhoAmIRequest) (*ledgerv1.WhoAmIResponse, error) {
+	principal, ok := principalFrom(ctx)
+	if !ok || s.auth == nil {
+		return &ledgerv1.WhoAmIResponse{Principal: "anonymous"}, nil
+	}
+	response := &ledgerv1.WhoAmIResponse{Principal: principal}
+	for _, b := range s.auth.bindingsOf(principal) {
+		response.Bindings = append(response.Bindings, bindingProto(b))
+	}
+	return response, nil
+}
+
+func (s *adminService) CreateToken(ctx context.Context, req *ledgerv1.CreateTokenRequest) (*ledgerv1.CreateTokenResponse, error) {
+	ttl, err := duration("ttl", req.GetTtl())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	token, secret, err := s.store.CreateToken(ctx, req.GetPrincipal(), req.GetDescription(), ttl, req.GetReason())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	if s.auth != nil {
+		s.auth.rememberToken(token) // usable on this replica at once
+	}
+	return &ledgerv1.CreateTokenResponse{Token: tokenProto(token), Secret: secret}, nil
+}
+
+func (s *adminService) ListTokens(ctx context.Context, _ *ledgerv1.ListTokensRequest) (*ledgerv1.ListTokensResponse, error) {
+	tokens, err := s.store.Tokens(ctx)
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	response := &ledgerv1.ListTokensResponse{}
+	for _, t := range tokens {
+		response.Tokens = append(response.Tokens, tokenProto(t))
+	}
+	return response, nil
+}
+
+func (s *adminService) RevokeToken(ctx context.Context, req *ledgerv1.RevokeTokenRequest) (*ledgerv1.RevokeTokenResponse, error) {
+	token, err := s.store.RevokeToken(ctx, req.GetId(), req.GetReason())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	if s.auth != nil {
+		s.auth.rememberToken(token) // refused on this replica at once
+	}
+	return &ledgerv1.RevokeTokenResponse{Token: tokenProto(token)}, nil
+}
+
+func (s *adminService) GrantRole(ctx context.Context, req *ledgerv1.GrantRoleRequest) (*ledgerv1.GrantRoleResponse, error) {
+	binding, err := s.store.GrantRole(ctx, bindingDomain(req.GetBinding()), req.GetReason())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	s.refreshCredentials(ctx)
+	return &ledgerv1.GrantRoleResponse{Binding: bindingProto(binding)}, nil
+}
+
+func (s *adminService) RevokeRole(ctx context.Context, req *ledgerv1.RevokeRoleRequest) (*ledgerv1.RevokeRoleResponse, error) {
+	if err := s.store.RevokeRole(ctx, bindingDomain(req.GetBinding()), req.GetReason()); err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	s.refreshCredentials(ctx)
+	return &ledgerv1.RevokeRoleResponse{}, nil
+}
+
+func (s *adminService) ListRoleBindings(ctx context.Context, _ *ledgerv1.ListRoleBindingsRequest) (*ledgerv1.ListRoleBindingsResponse, error) {
+	bindings, err := s.store.RoleBindings(ctx)
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	response := &ledgerv1.ListRoleBindingsResponse{}
+	for _, b := range bindings {
+		response.Bindings = append(response.Bindings, bindingProto(b))
+	}
+	return response, nil
+}
+
+// refreshCredentials applies a change of role bindings on this replica at
+// once; the others apply it within their refresh interval.
+func (s *adminService) refreshCredentials(ctx context.Context) {
+	if s.auth == nil {
+		return
+	}
+	if err := s.auth.Load(ctx); err != nil {
+		s.logger.WarnContext(ctx, "reloading credentials after a change", "error", err)
+	}
+}
+
+var roles = map[ledger.Role]ledgerv1.Role{
+	ledger.RoleWorker:        ledgerv1.Role_ROLE_WORKER,
+	ledger.RoleReader:        ledgerv1.Role_ROLE_READER,
+	ledger.RoleAdmin:         ledgerv1.Role_ROLE_ADMIN,
+	ledger.RolePlatformAdmin: ledgerv1.Role_ROLE_PLATFORM_ADMIN,
+}
+
+func bindingProto(b ledger.RoleBinding) *ledgerv1.RoleBinding {
+	return &ledgerv1.RoleBinding{
+		Principal:        b.Principal,
+		NamespacePattern: b.NamespacePattern,
+		Role:             roles[b.Role],
+		CreatedAt:        optionalTimestamp(b.CreatedAt),
+		CreatedBy:        b.CreatedBy,
+	}
+}
+
+func bindingDomain(b *ledgerv1.RoleBinding) ledger.RoleBinding {
+	binding := ledger.RoleBinding{Principal: b.GetPrincipal(), NamespacePattern: b.GetNamespacePattern(), Role: ledger.Role(b.GetRole().String())}
+	for domain, api := range roles {
+		if api == b.GetRole() {
+			binding.Role = domain
+		}
+	}
+	return binding
+}
+
+func tokenProto(t ledger.Token) *ledgerv1.Token {
+	token := &ledgerv1.Token{
+		Id:          t.ID,
+		Principal:   t.Principal,
+		Description: t.Description,
+		CreatedAt:   optionalTimestamp(t.CreatedAt),
+		CreatedBy:   t.CreatedBy,
+	}
+	if t.ExpiresAt != nil {
+		token.ExpiresAt = timestamppb.New(*t.ExpiresAt)
+	}
+	if t.RevokedAt != nil {
+		token.RevokedAt = timestamppb.New(*t.RevokedAt)
+	}
+	if t.RevokedBy != nil {
+		token.RevokedBy = *t.RevokedBy
+	}
+	return token
 }

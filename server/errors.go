@@ -26,6 +26,8 @@ const (
 	ReasonNotFound            = "NOT_FOUND"
 	ReasonNotLeased           = "NOT_LEASED"
 	ReasonAlreadyExists       = "ALREADY_EXISTS"
+	ReasonUnauthenticated     = "UNAUTHENTICATED"
+	ReasonPermissionDenied    = "PERMISSION_DENIED"
 	ReasonUnavailable         = "UNAVAILABLE"
 	ReasonDeadlineExceeded    = "DEADLINE_EXCEEDED"
 	ReasonCanceled            = "CANCELED"

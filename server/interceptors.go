@@ -39,6 +39,7 @@ func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
 				return withDetails(codes.Internal, ReasonInternal, "internal error", nil)
 			})),
 		selector.UnaryServerInterceptor(requestLog(logger), selector.MatchFunc(notHealthCheck)),
+		authInterceptor(cfg),
 		outcomeInterceptor(cfg.Metrics),
 		deadlineInterceptor(cfg.DefaultTimeout, cfg.MaxTimeout),
 	)
@@ -215,4 +216,19 @@ func reasonOf(err error) string {
 // "/ledger.v1.LedgerService/Complete".
 func methodName(fullMethod string) string {
 	return fullMethod[strings.LastIndex(fullMethod, "/")+1:]
+}
+
+// authInterceptor is cfg.Auth's interceptor, counting denials in the
+// metrics; without Auth, it lets every call through.
+func authInterceptor(cfg Config) grpc.UnaryServerInterceptor {
+	if cfg.Auth == nil {
+		return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			return handler(ctx, req)
+		}
+	}
+	var denied func(string)
+	if cfg.Metrics != nil {
+		denied = cfg.Metrics.denied
+	}
+	return cfg.Auth.UnaryInterceptor(denied)
 }

@@ -81,6 +81,7 @@ type Metrics struct {
 	sweeperPurged      *prometheus.CounterVec
 	sweeperDeleted     prometheus.Counter
 	sweeperErrors      prometheus.Counter
+	permissionDenied   *prometheus.CounterVec
 
 	namespaces *labelSet
 }
@@ -127,6 +128,10 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 			Name: "ledgerd_sweeper_errors_total",
 			Help: "Sweeper passes that failed.",
 		}),
+		permissionDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledgerd_permission_denied_total",
+			Help: "Calls refused with PERMISSION_DENIED (an authenticated principal without the role), by method.",
+		}, []string{"method"}),
 		namespaces: newLabelSet(cfg.MaxNamespaceLabels),
 	}
 	m.registry.MustRegister(
@@ -138,6 +143,7 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 		m.sweeperPurged,
 		m.sweeperDeleted,
 		m.sweeperErrors,
+		m.permissionDenied,
 		newStoreCollector(store, cfg),
 		newPoolCollector(store),
 	)
@@ -359,4 +365,9 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range c.descs {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.valueType, m.value(stat))
 	}
+}
+
+// denied counts a call refused with PERMISSION_DENIED.
+func (m *Metrics) denied(fullMethod string) {
+	m.permissionDenied.WithLabelValues(methodName(fullMethod)).Inc()
 }

@@ -36,6 +36,10 @@ type Config struct {
 	// Metrics records every RPC and its ledger outcome (see NewMetrics).
 	// Defaults to nil: nothing is recorded.
 	Metrics *Metrics
+	// Auth authenticates and authorizes every call (see NewAuth). Nil
+	// serves without authentication: every call is allowed and recorded
+	// as "anonymous" — for development and tests only.
+	Auth *Auth
 }
 
 func (c Config) withDefaults() Config {
@@ -71,6 +75,9 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 	if cfg.Metrics != nil {
 		options = append(options, cfg.Metrics.serverOptions()...)
 	}
+	if cfg.Auth != nil {
+		options = append(options, grpc.ChainStreamInterceptor(cfg.Auth.StreamInterceptor()))
+	}
 	options = append(options, cfg.ServerOptions...)
 	s := &Server{
 		grpc:   grpc.NewServer(options...),
@@ -79,7 +86,7 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 		logger: cfg.Logger,
 	}
 	ledgerv1.RegisterLedgerServiceServer(s.grpc, &service{store: store, logger: cfg.Logger})
-	ledgerv1.RegisterLedgerAdminServiceServer(s.grpc, &adminService{store: store, logger: cfg.Logger})
+	ledgerv1.RegisterLedgerAdminServiceServer(s.grpc, &adminService{store: store, auth: cfg.Auth, logger: cfg.Logger})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -23,6 +23,944 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Role is what a principal may do in the namespaces a binding names.
+type Role int32
+
+const (
+	// ROLE_UNSPECIFIED is never valid.
+	Role_ROLE_UNSPECIFIED Role = 0
+	// ROLE_WORKER may Reserve, Heartbeat, Complete, Fail, Release and Lookup.
+	Role_ROLE_WORKER Role = 1
+	// ROLE_READER may Lookup and read listings, histories and events.
+	Role_ROLE_READER Role = 2
+	// ROLE_ADMIN may do what a reader may, plus ForceRelease, ResetKey,
+	// PurgeExpired, CreateNamespace (for names its pattern covers) and
+	// UpdateNamespace.
+	Role_ROLE_ADMIN Role = 3
+	// ROLE_PLATFORM_ADMIN may do everything everywhere, and manage tokens and
+	// role bindings; its bindings name "*".
+	Role_ROLE_PLATFORM_ADMIN Role = 4
+)
+
+// Enum value maps for Role.
+var (
+	Role_name = map[int32]string{
+		0: "ROLE_UNSPECIFIED",
+		1: "ROLE_WORKER",
+		2: "ROLE_READER",
+		3: "ROLE_ADMIN",
+		4: "ROLE_PLATFORM_ADMIN",
+	}
+	Role_value = map[string]int32{
+		"ROLE_UNSPECIFIED":    0,
+		"ROLE_WORKER":         1,
+		"ROLE_READER":         2,
+		"ROLE_ADMIN":          3,
+		"ROLE_PLATFORM_ADMIN": 4,
+	}
+)
+
+func (x Role) Enum() *Role {
+	p := new(Role)
+	*p = x
+	return p
+}
+
+func (x Role) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Role) Descriptor() protoreflect.EnumDescriptor {
+	return file_ledger_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (Role) Type() protoreflect.EnumType {
+	return &file_ledger_v1_admin_proto_enumTypes[0]
+}
+
+func (x Role) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Role.Descriptor instead.
+func (Role) EnumDescriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+// RoleBinding gives a principal a role in some namespaces.
+type RoleBinding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// principal is who: the principal an API token was issued to.
+	Principal string `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	// namespace_pattern is a namespace name, a name prefix followed by "*"
+	// ("payments-*"), or "*" for every namespace.
+	NamespacePattern string `protobuf:"bytes,2,opt,name=namespace_pattern,json=namespacePattern,proto3" json:"namespace_pattern,omitempty"`
+	// role granted.
+	Role Role `protobuf:"varint,3,opt,name=role,proto3,enum=ledger.v1.Role" json:"role,omitempty"`
+	// created_at is when it was granted.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// created_by is the principal that granted it.
+	CreatedBy     string `protobuf:"bytes,5,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RoleBinding) Reset() {
+	*x = RoleBinding{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RoleBinding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RoleBinding) ProtoMessage() {}
+
+func (x *RoleBinding) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RoleBinding.ProtoReflect.Descriptor instead.
+func (*RoleBinding) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RoleBinding) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *RoleBinding) GetNamespacePattern() string {
+	if x != nil {
+		return x.NamespacePattern
+	}
+	return ""
+}
+
+func (x *RoleBinding) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *RoleBinding) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *RoleBinding) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+// Token describes an API token; its secret is never returned after creation.
+type Token struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the token's public part (it appears in the token string).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// principal the token authenticates as.
+	Principal string `protobuf:"bytes,2,opt,name=principal,proto3" json:"principal,omitempty"`
+	// description given at creation.
+	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// created_at is when it was issued.
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// created_by is who issued it.
+	CreatedBy string `protobuf:"bytes,5,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	// expires_at is when it stops working; unset: never.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// revoked_at is when it was revoked; unset: not revoked.
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// revoked_by is who revoked it.
+	RevokedBy     string `protobuf:"bytes,8,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Token) Reset() {
+	*x = Token{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Token) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Token) ProtoMessage() {}
+
+func (x *Token) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Token.ProtoReflect.Descriptor instead.
+func (*Token) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Token) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Token) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *Token) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *Token) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Token) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+func (x *Token) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Token) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *Token) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+// WhoAmIRequest is empty.
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+// WhoAmIResponse tells the caller's identity.
+type WhoAmIResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// principal ledgerd authenticated the caller as ("anonymous" when the
+	// server runs without authentication, in development).
+	Principal string `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	// bindings are the principal's role bindings.
+	Bindings      []*RoleBinding `protobuf:"bytes,2,rep,name=bindings,proto3" json:"bindings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WhoAmIResponse) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetBindings() []*RoleBinding {
+	if x != nil {
+		return x.Bindings
+	}
+	return nil
+}
+
+// CreateTokenRequest asks for a token.
+type CreateTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// principal the token will authenticate as. Required; at most 256 bytes.
+	Principal string `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
+	// description, e.g. where the token is used. At most 1024 bytes.
+	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
+	// ttl is how long the token works; unset: until revoked.
+	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// reason is recorded in the audit event. Required.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CreateTokenRequest) GetPrincipal() string {
+	if x != nil {
+		return x.Principal
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *CreateTokenRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// CreateTokenResponse carries the token string, shown only this once.
+type CreateTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token describes the new token.
+	Token *Token `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// secret is the whole bearer token ("ldg_<id>_<secret>"): send it as
+	// "authorization: Bearer <secret>". It cannot be retrieved again.
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenResponse) Reset() {
+	*x = CreateTokenResponse{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenResponse) ProtoMessage() {}
+
+func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CreateTokenResponse) GetToken() *Token {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *CreateTokenResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+// ListTokensRequest is empty.
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+// ListTokensResponse lists the tokens.
+type ListTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// tokens, oldest first.
+	Tokens        []*Token `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListTokensResponse) GetTokens() []*Token {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+// RevokeTokenRequest names the token.
+type RevokeTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id of the token. Required.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// reason is recorded in the audit event. Required.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RevokeTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RevokeTokenRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RevokeTokenResponse describes the revoked token.
+type RevokeTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token after revocation.
+	Token         *Token `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RevokeTokenResponse) GetToken() *Token {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// GrantRoleRequest names the binding.
+type GrantRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// binding to create (principal, namespace_pattern, role).
+	Binding *RoleBinding `protobuf:"bytes,1,opt,name=binding,proto3" json:"binding,omitempty"`
+	// reason is recorded in the audit event. Required.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrantRoleRequest) Reset() {
+	*x = GrantRoleRequest{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantRoleRequest) ProtoMessage() {}
+
+func (x *GrantRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantRoleRequest.ProtoReflect.Descriptor instead.
+func (*GrantRoleRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GrantRoleRequest) GetBinding() *RoleBinding {
+	if x != nil {
+		return x.Binding
+	}
+	return nil
+}
+
+func (x *GrantRoleRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// GrantRoleResponse returns the binding.
+type GrantRoleResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// binding as stored.
+	Binding       *RoleBinding `protobuf:"bytes,1,opt,name=binding,proto3" json:"binding,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrantRoleResponse) Reset() {
+	*x = GrantRoleResponse{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantRoleResponse) ProtoMessage() {}
+
+func (x *GrantRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantRoleResponse.ProtoReflect.Descriptor instead.
+func (*GrantRoleResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GrantRoleResponse) GetBinding() *RoleBinding {
+	if x != nil {
+		return x.Binding
+	}
+	return nil
+}
+
+// RevokeRoleRequest names the binding.
+type RevokeRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// binding to remove (principal, namespace_pattern, role).
+	Binding *RoleBinding `protobuf:"bytes,1,opt,name=binding,proto3" json:"binding,omitempty"`
+	// reason is recorded in the audit event. Required.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeRoleRequest) Reset() {
+	*x = RevokeRoleRequest{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeRoleRequest) ProtoMessage() {}
+
+func (x *RevokeRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeRoleRequest.ProtoReflect.Descriptor instead.
+func (*RevokeRoleRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RevokeRoleRequest) GetBinding() *RoleBinding {
+	if x != nil {
+		return x.Binding
+	}
+	return nil
+}
+
+func (x *RevokeRoleRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// RevokeRoleResponse is empty.
+type RevokeRoleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeRoleResponse) Reset() {
+	*x = RevokeRoleResponse{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeRoleResponse) ProtoMessage() {}
+
+func (x *RevokeRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeRoleResponse.ProtoReflect.Descriptor instead.
+func (*RevokeRoleResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+// ListRoleBindingsRequest is empty.
+type ListRoleBindingsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoleBindingsRequest) Reset() {
+	*x = ListRoleBindingsRequest{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoleBindingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoleBindingsRequest) ProtoMessage() {}
+
+func (x *ListRoleBindingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoleBindingsRequest.ProtoReflect.Descriptor instead.
+func (*ListRoleBindingsRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+// ListRoleBindingsResponse lists the bindings.
+type ListRoleBindingsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// bindings, by principal.
+	Bindings      []*RoleBinding `protobuf:"bytes,1,rep,name=bindings,proto3" json:"bindings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRoleBindingsResponse) Reset() {
+	*x = ListRoleBindingsResponse{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRoleBindingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRoleBindingsResponse) ProtoMessage() {}
+
+func (x *ListRoleBindingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRoleBindingsResponse.ProtoReflect.Descriptor instead.
+func (*ListRoleBindingsResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListRoleBindingsResponse) GetBindings() []*RoleBinding {
+	if x != nil {
+		return x.Bindings
+	}
+	return nil
+}
+
 // ListEntriesRequest selects entries.
 type ListEntriesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -51,7 +989,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[0]
+	mi := &file_ledger_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -63,7 +1001,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[0]
+	mi := &file_ledger_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -76,7 +1014,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListEntriesRequest) GetNamespace() string {
@@ -155,7 +1093,7 @@ type ListEntriesResponse struct {
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[1]
+	mi := &file_ledger_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +1105,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[1]
+	mi := &file_ledger_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +1118,7 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListEntriesResponse) GetEntries() []*Entry {
@@ -214,7 +1152,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[2]
+	mi := &file_ledger_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -226,7 +1164,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[2]
+	mi := &file_ledger_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -239,7 +1177,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetHistoryRequest) GetNamespace() string {
@@ -283,7 +1221,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[3]
+	mi := &file_ledger_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +1233,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[3]
+	mi := &file_ledger_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +1246,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetHistoryResponse) GetEvents() []*Event {
@@ -346,7 +1284,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[4]
+	mi := &file_ledger_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -358,7 +1296,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[4]
+	mi := &file_ledger_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -371,7 +1309,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListEventsRequest) GetNamespace() string {
@@ -429,7 +1367,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[5]
+	mi := &file_ledger_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -441,7 +1379,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[5]
+	mi := &file_ledger_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -454,7 +1392,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -489,7 +1427,7 @@ type ForceReleaseRequest struct {
 
 func (x *ForceReleaseRequest) Reset() {
 	*x = ForceReleaseRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[6]
+	mi := &file_ledger_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +1439,7 @@ func (x *ForceReleaseRequest) String() string {
 func (*ForceReleaseRequest) ProtoMessage() {}
 
 func (x *ForceReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[6]
+	mi := &file_ledger_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +1452,7 @@ func (x *ForceReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForceReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ForceReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ForceReleaseRequest) GetNamespace() string {
@@ -559,7 +1497,7 @@ type ForceReleaseResponse struct {
 
 func (x *ForceReleaseResponse) Reset() {
 	*x = ForceReleaseResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[7]
+	mi := &file_ledger_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +1509,7 @@ func (x *ForceReleaseResponse) String() string {
 func (*ForceReleaseResponse) ProtoMessage() {}
 
 func (x *ForceReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[7]
+	mi := &file_ledger_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +1522,7 @@ func (x *ForceReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForceReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ForceReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ForceReleaseResponse) GetEntry() *Entry {
@@ -616,7 +1554,7 @@ type ResetKeyRequest struct {
 
 func (x *ResetKeyRequest) Reset() {
 	*x = ResetKeyRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[8]
+	mi := &file_ledger_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +1566,7 @@ func (x *ResetKeyRequest) String() string {
 func (*ResetKeyRequest) ProtoMessage() {}
 
 func (x *ResetKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[8]
+	mi := &file_ledger_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +1579,7 @@ func (x *ResetKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetKeyRequest.ProtoReflect.Descriptor instead.
 func (*ResetKeyRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResetKeyRequest) GetNamespace() string {
@@ -676,7 +1614,7 @@ type ResetKeyResponse struct {
 
 func (x *ResetKeyResponse) Reset() {
 	*x = ResetKeyResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[9]
+	mi := &file_ledger_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +1626,7 @@ func (x *ResetKeyResponse) String() string {
 func (*ResetKeyResponse) ProtoMessage() {}
 
 func (x *ResetKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[9]
+	mi := &file_ledger_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +1639,7 @@ func (x *ResetKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetKeyResponse.ProtoReflect.Descriptor instead.
 func (*ResetKeyResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResetKeyResponse) GetEntry() *Entry {
@@ -724,7 +1662,7 @@ type PurgeExpiredRequest struct {
 
 func (x *PurgeExpiredRequest) Reset() {
 	*x = PurgeExpiredRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[10]
+	mi := &file_ledger_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +1674,7 @@ func (x *PurgeExpiredRequest) String() string {
 func (*PurgeExpiredRequest) ProtoMessage() {}
 
 func (x *PurgeExpiredRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[10]
+	mi := &file_ledger_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +1687,7 @@ func (x *PurgeExpiredRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeExpiredRequest.ProtoReflect.Descriptor instead.
 func (*PurgeExpiredRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PurgeExpiredRequest) GetNamespace() string {
@@ -777,7 +1715,7 @@ type PurgeExpiredResponse struct {
 
 func (x *PurgeExpiredResponse) Reset() {
 	*x = PurgeExpiredResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[11]
+	mi := &file_ledger_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +1727,7 @@ func (x *PurgeExpiredResponse) String() string {
 func (*PurgeExpiredResponse) ProtoMessage() {}
 
 func (x *PurgeExpiredResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[11]
+	mi := &file_ledger_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +1740,7 @@ func (x *PurgeExpiredResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeExpiredResponse.ProtoReflect.Descriptor instead.
 func (*PurgeExpiredResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PurgeExpiredResponse) GetPurgedEntries() int64 {
@@ -840,7 +1778,7 @@ type Namespace struct {
 
 func (x *Namespace) Reset() {
 	*x = Namespace{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[12]
+	mi := &file_ledger_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +1790,7 @@ func (x *Namespace) String() string {
 func (*Namespace) ProtoMessage() {}
 
 func (x *Namespace) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[12]
+	mi := &file_ledger_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +1803,7 @@ func (x *Namespace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespace.ProtoReflect.Descriptor instead.
 func (*Namespace) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Namespace) GetName() string {
@@ -944,7 +1882,7 @@ type ListNamespacesRequest struct {
 
 func (x *ListNamespacesRequest) Reset() {
 	*x = ListNamespacesRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[13]
+	mi := &file_ledger_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1894,7 @@ func (x *ListNamespacesRequest) String() string {
 func (*ListNamespacesRequest) ProtoMessage() {}
 
 func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[13]
+	mi := &file_ledger_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1907,7 @@ func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNamespacesRequest.ProtoReflect.Descriptor instead.
 func (*ListNamespacesRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListNamespacesRequest) GetPageSize() int32 {
@@ -999,7 +1937,7 @@ type ListNamespacesResponse struct {
 
 func (x *ListNamespacesResponse) Reset() {
 	*x = ListNamespacesResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[14]
+	mi := &file_ledger_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1011,7 +1949,7 @@ func (x *ListNamespacesResponse) String() string {
 func (*ListNamespacesResponse) ProtoMessage() {}
 
 func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[14]
+	mi := &file_ledger_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1024,7 +1962,7 @@ func (x *ListNamespacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNamespacesResponse.ProtoReflect.Descriptor instead.
 func (*ListNamespacesResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListNamespacesResponse) GetNamespaces() []*Namespace {
@@ -1052,7 +1990,7 @@ type GetNamespaceRequest struct {
 
 func (x *GetNamespaceRequest) Reset() {
 	*x = GetNamespaceRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[15]
+	mi := &file_ledger_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +2002,7 @@ func (x *GetNamespaceRequest) String() string {
 func (*GetNamespaceRequest) ProtoMessage() {}
 
 func (x *GetNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[15]
+	mi := &file_ledger_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +2015,7 @@ func (x *GetNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*GetNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetNamespaceRequest) GetName() string {
@@ -1098,7 +2036,7 @@ type GetNamespaceResponse struct {
 
 func (x *GetNamespaceResponse) Reset() {
 	*x = GetNamespaceResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[16]
+	mi := &file_ledger_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1110,7 +2048,7 @@ func (x *GetNamespaceResponse) String() string {
 func (*GetNamespaceResponse) ProtoMessage() {}
 
 func (x *GetNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[16]
+	mi := &file_ledger_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1123,7 +2061,7 @@ func (x *GetNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*GetNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetNamespaceResponse) GetNamespace() *Namespace {
@@ -1155,7 +2093,7 @@ type NamespaceSettings struct {
 
 func (x *NamespaceSettings) Reset() {
 	*x = NamespaceSettings{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[17]
+	mi := &file_ledger_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +2105,7 @@ func (x *NamespaceSettings) String() string {
 func (*NamespaceSettings) ProtoMessage() {}
 
 func (x *NamespaceSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[17]
+	mi := &file_ledger_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +2118,7 @@ func (x *NamespaceSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceSettings.ProtoReflect.Descriptor instead.
 func (*NamespaceSettings) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *NamespaceSettings) GetDefaultLeaseTtl() *durationpb.Duration {
@@ -1240,7 +2178,7 @@ type CreateNamespaceRequest struct {
 
 func (x *CreateNamespaceRequest) Reset() {
 	*x = CreateNamespaceRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[18]
+	mi := &file_ledger_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1252,7 +2190,7 @@ func (x *CreateNamespaceRequest) String() string {
 func (*CreateNamespaceRequest) ProtoMessage() {}
 
 func (x *CreateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[18]
+	mi := &file_ledger_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1265,7 +2203,7 @@ func (x *CreateNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CreateNamespaceRequest) GetName() string {
@@ -1300,7 +2238,7 @@ type CreateNamespaceResponse struct {
 
 func (x *CreateNamespaceResponse) Reset() {
 	*x = CreateNamespaceResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[19]
+	mi := &file_ledger_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +2250,7 @@ func (x *CreateNamespaceResponse) String() string {
 func (*CreateNamespaceResponse) ProtoMessage() {}
 
 func (x *CreateNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[19]
+	mi := &file_ledger_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +2263,7 @@ func (x *CreateNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*CreateNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateNamespaceResponse) GetNamespace() *Namespace {
@@ -1350,7 +2288,7 @@ type UpdateNamespaceRequest struct {
 
 func (x *UpdateNamespaceRequest) Reset() {
 	*x = UpdateNamespaceRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[20]
+	mi := &file_ledger_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +2300,7 @@ func (x *UpdateNamespaceRequest) String() string {
 func (*UpdateNamespaceRequest) ProtoMessage() {}
 
 func (x *UpdateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[20]
+	mi := &file_ledger_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +2313,7 @@ func (x *UpdateNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UpdateNamespaceRequest) GetName() string {
@@ -1410,7 +2348,7 @@ type UpdateNamespaceResponse struct {
 
 func (x *UpdateNamespaceResponse) Reset() {
 	*x = UpdateNamespaceResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[21]
+	mi := &file_ledger_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +2360,7 @@ func (x *UpdateNamespaceResponse) String() string {
 func (*UpdateNamespaceResponse) ProtoMessage() {}
 
 func (x *UpdateNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[21]
+	mi := &file_ledger_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +2373,7 @@ func (x *UpdateNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UpdateNamespaceResponse) GetNamespace() *Namespace {
@@ -1449,7 +2387,61 @@ var File_ledger_v1_admin_proto protoreflect.FileDescriptor
 
 const file_ledger_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x15ledger/v1/admin.proto\x12\tledger.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16ledger/v1/ledger.proto\"\xe7\x02\n" +
+	"\x15ledger/v1/admin.proto\x12\tledger.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16ledger/v1/ledger.proto\"\xd7\x01\n" +
+	"\vRoleBinding\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12+\n" +
+	"\x11namespace_pattern\x18\x02 \x01(\tR\x10namespacePattern\x12#\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x0f.ledger.v1.RoleR\x04role\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x05 \x01(\tR\tcreatedBy\"\xc6\x02\n" +
+	"\x05Token\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12 \n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x05 \x01(\tR\tcreatedBy\x129\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
+	"\n" +
+	"revoked_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\b \x01(\tR\trevokedBy\"\x0f\n" +
+	"\rWhoAmIRequest\"b\n" +
+	"\x0eWhoAmIResponse\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x122\n" +
+	"\bbindings\x18\x02 \x03(\v2\x16.ledger.v1.RoleBindingR\bbindings\"\x99\x01\n" +
+	"\x12CreateTokenRequest\x12\x1c\n" +
+	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x12 \n" +
+	"\vdescription\x18\x02 \x01(\tR\vdescription\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"U\n" +
+	"\x13CreateTokenResponse\x12&\n" +
+	"\x05token\x18\x01 \x01(\v2\x10.ledger.v1.TokenR\x05token\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"\x13\n" +
+	"\x11ListTokensRequest\">\n" +
+	"\x12ListTokensResponse\x12(\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x10.ledger.v1.TokenR\x06tokens\"<\n" +
+	"\x12RevokeTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"=\n" +
+	"\x13RevokeTokenResponse\x12&\n" +
+	"\x05token\x18\x01 \x01(\v2\x10.ledger.v1.TokenR\x05token\"\\\n" +
+	"\x10GrantRoleRequest\x120\n" +
+	"\abinding\x18\x01 \x01(\v2\x16.ledger.v1.RoleBindingR\abinding\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"E\n" +
+	"\x11GrantRoleResponse\x120\n" +
+	"\abinding\x18\x01 \x01(\v2\x16.ledger.v1.RoleBindingR\abinding\"]\n" +
+	"\x11RevokeRoleRequest\x120\n" +
+	"\abinding\x18\x01 \x01(\v2\x16.ledger.v1.RoleBindingR\abinding\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x14\n" +
+	"\x12RevokeRoleResponse\"\x19\n" +
+	"\x17ListRoleBindingsRequest\"N\n" +
+	"\x18ListRoleBindingsResponse\x122\n" +
+	"\bbindings\x18\x01 \x03(\v2\x16.ledger.v1.RoleBindingR\bbindings\"\xe7\x02\n" +
 	"\x12ListEntriesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12(\n" +
 	"\x06states\x18\x02 \x03(\x0e2\x10.ledger.v1.StateR\x06states\x12\x14\n" +
@@ -1550,7 +2542,14 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"\bsettings\x18\x02 \x01(\v2\x1c.ledger.v1.NamespaceSettingsR\bsettings\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\"M\n" +
 	"\x17UpdateNamespaceResponse\x122\n" +
-	"\tnamespace\x18\x01 \x01(\v2\x14.ledger.v1.NamespaceR\tnamespace2\xe3\x06\n" +
+	"\tnamespace\x18\x01 \x01(\v2\x14.ledger.v1.NamespaceR\tnamespace*g\n" +
+	"\x04Role\x12\x14\n" +
+	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vROLE_WORKER\x10\x01\x12\x0f\n" +
+	"\vROLE_READER\x10\x02\x12\x0e\n" +
+	"\n" +
+	"ROLE_ADMIN\x10\x03\x12\x17\n" +
+	"\x13ROLE_PLATFORM_ADMIN\x10\x042\x92\v\n" +
 	"\x12LedgerAdminService\x12Q\n" +
 	"\vListEntries\x12\x1d.ledger.v1.ListEntriesRequest\x1a\x1e.ledger.v1.ListEntriesResponse\"\x03\x90\x02\x01\x12N\n" +
 	"\n" +
@@ -1563,7 +2562,16 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"\x0eListNamespaces\x12 .ledger.v1.ListNamespacesRequest\x1a!.ledger.v1.ListNamespacesResponse\"\x03\x90\x02\x01\x12T\n" +
 	"\fGetNamespace\x12\x1e.ledger.v1.GetNamespaceRequest\x1a\x1f.ledger.v1.GetNamespaceResponse\"\x03\x90\x02\x01\x12X\n" +
 	"\x0fCreateNamespace\x12!.ledger.v1.CreateNamespaceRequest\x1a\".ledger.v1.CreateNamespaceResponse\x12]\n" +
-	"\x0fUpdateNamespace\x12!.ledger.v1.UpdateNamespaceRequest\x1a\".ledger.v1.UpdateNamespaceResponse\"\x03\x90\x02\x02B3Z1github.com/ledgerd/ledgerd/gen/ledger/v1;ledgerv1b\x06proto3"
+	"\x0fUpdateNamespace\x12!.ledger.v1.UpdateNamespaceRequest\x1a\".ledger.v1.UpdateNamespaceResponse\"\x03\x90\x02\x02\x12B\n" +
+	"\x06WhoAmI\x12\x18.ledger.v1.WhoAmIRequest\x1a\x19.ledger.v1.WhoAmIResponse\"\x03\x90\x02\x01\x12L\n" +
+	"\vCreateToken\x12\x1d.ledger.v1.CreateTokenRequest\x1a\x1e.ledger.v1.CreateTokenResponse\x12N\n" +
+	"\n" +
+	"ListTokens\x12\x1c.ledger.v1.ListTokensRequest\x1a\x1d.ledger.v1.ListTokensResponse\"\x03\x90\x02\x01\x12Q\n" +
+	"\vRevokeToken\x12\x1d.ledger.v1.RevokeTokenRequest\x1a\x1e.ledger.v1.RevokeTokenResponse\"\x03\x90\x02\x02\x12K\n" +
+	"\tGrantRole\x12\x1b.ledger.v1.GrantRoleRequest\x1a\x1c.ledger.v1.GrantRoleResponse\"\x03\x90\x02\x02\x12I\n" +
+	"\n" +
+	"RevokeRole\x12\x1c.ledger.v1.RevokeRoleRequest\x1a\x1d.ledger.v1.RevokeRoleResponse\x12`\n" +
+	"\x10ListRoleBindings\x12\".ledger.v1.ListRoleBindingsRequest\x1a#.ledger.v1.ListRoleBindingsResponse\"\x03\x90\x02\x01B3Z1github.com/ledgerd/ledgerd/gen/ledger/v1;ledgerv1b\x06proto3"
 
 var (
 	file_ledger_v1_admin_proto_rawDescOnce sync.Once
@@ -1577,90 +2585,136 @@ func file_ledger_v1_admin_proto_rawDescGZIP() []byte {
 	return file_ledger_v1_admin_proto_rawDescData
 }
 
-var file_ledger_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_ledger_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_ledger_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_ledger_v1_admin_proto_goTypes = []any{
-	(*ListEntriesRequest)(nil),      // 0: ledger.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),     // 1: ledger.v1.ListEntriesResponse
-	(*GetHistoryRequest)(nil),       // 2: ledger.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),      // 3: ledger.v1.GetHistoryResponse
-	(*ListEventsRequest)(nil),       // 4: ledger.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),      // 5: ledger.v1.ListEventsResponse
-	(*ForceReleaseRequest)(nil),     // 6: ledger.v1.ForceReleaseRequest
-	(*ForceReleaseResponse)(nil),    // 7: ledger.v1.ForceReleaseResponse
-	(*ResetKeyRequest)(nil),         // 8: ledger.v1.ResetKeyRequest
-	(*ResetKeyResponse)(nil),        // 9: ledger.v1.ResetKeyResponse
-	(*PurgeExpiredRequest)(nil),     // 10: ledger.v1.PurgeExpiredRequest
-	(*PurgeExpiredResponse)(nil),    // 11: ledger.v1.PurgeExpiredResponse
-	(*Namespace)(nil),               // 12: ledger.v1.Namespace
-	(*ListNamespacesRequest)(nil),   // 13: ledger.v1.ListNamespacesRequest
-	(*ListNamespacesResponse)(nil),  // 14: ledger.v1.ListNamespacesResponse
-	(*GetNamespaceRequest)(nil),     // 15: ledger.v1.GetNamespaceRequest
-	(*GetNamespaceResponse)(nil),    // 16: ledger.v1.GetNamespaceResponse
-	(*NamespaceSettings)(nil),       // 17: ledger.v1.NamespaceSettings
-	(*CreateNamespaceRequest)(nil),  // 18: ledger.v1.CreateNamespaceRequest
-	(*CreateNamespaceResponse)(nil), // 19: ledger.v1.CreateNamespaceResponse
-	(*UpdateNamespaceRequest)(nil),  // 20: ledger.v1.UpdateNamespaceRequest
-	(*UpdateNamespaceResponse)(nil), // 21: ledger.v1.UpdateNamespaceResponse
-	(State)(0),                      // 22: ledger.v1.State
-	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
-	(*Entry)(nil),                   // 24: ledger.v1.Entry
-	(*Event)(nil),                   // 25: ledger.v1.Event
-	(EventKind)(0),                  // 26: ledger.v1.EventKind
-	(*durationpb.Duration)(nil),     // 27: google.protobuf.Duration
+	(Role)(0),                        // 0: ledger.v1.Role
+	(*RoleBinding)(nil),              // 1: ledger.v1.RoleBinding
+	(*Token)(nil),                    // 2: ledger.v1.Token
+	(*WhoAmIRequest)(nil),            // 3: ledger.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),           // 4: ledger.v1.WhoAmIResponse
+	(*CreateTokenRequest)(nil),       // 5: ledger.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 6: ledger.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),        // 7: ledger.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),       // 8: ledger.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),       // 9: ledger.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),      // 10: ledger.v1.RevokeTokenResponse
+	(*GrantRoleRequest)(nil),         // 11: ledger.v1.GrantRoleRequest
+	(*GrantRoleResponse)(nil),        // 12: ledger.v1.GrantRoleResponse
+	(*RevokeRoleRequest)(nil),        // 13: ledger.v1.RevokeRoleRequest
+	(*RevokeRoleResponse)(nil),       // 14: ledger.v1.RevokeRoleResponse
+	(*ListRoleBindingsRequest)(nil),  // 15: ledger.v1.ListRoleBindingsRequest
+	(*ListRoleBindingsResponse)(nil), // 16: ledger.v1.ListRoleBindingsResponse
+	(*ListEntriesRequest)(nil),       // 17: ledger.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),      // 18: ledger.v1.ListEntriesResponse
+	(*GetHistoryRequest)(nil),        // 19: ledger.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),       // 20: ledger.v1.GetHistoryResponse
+	(*ListEventsRequest)(nil),        // 21: ledger.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 22: ledger.v1.ListEventsResponse
+	(*ForceReleaseRequest)(nil),      // 23: ledger.v1.ForceReleaseRequest
+	(*ForceReleaseResponse)(nil),     // 24: ledger.v1.ForceReleaseResponse
+	(*ResetKeyRequest)(nil),          // 25: ledger.v1.ResetKeyRequest
+	(*ResetKeyResponse)(nil),         // 26: ledger.v1.ResetKeyResponse
+	(*PurgeExpiredRequest)(nil),      // 27: ledger.v1.PurgeExpiredRequest
+	(*PurgeExpiredResponse)(nil),     // 28: ledger.v1.PurgeExpiredResponse
+	(*Namespace)(nil),                // 29: ledger.v1.Namespace
+	(*ListNamespacesRequest)(nil),    // 30: ledger.v1.ListNamespacesRequest
+	(*ListNamespacesResponse)(nil),   // 31: ledger.v1.ListNamespacesResponse
+	(*GetNamespaceRequest)(nil),      // 32: ledger.v1.GetNamespaceRequest
+	(*GetNamespaceResponse)(nil),     // 33: ledger.v1.GetNamespaceResponse
+	(*NamespaceSettings)(nil),        // 34: ledger.v1.NamespaceSettings
+	(*CreateNamespaceRequest)(nil),   // 35: ledger.v1.CreateNamespaceRequest
+	(*CreateNamespaceResponse)(nil),  // 36: ledger.v1.CreateNamespaceResponse
+	(*UpdateNamespaceRequest)(nil),   // 37: ledger.v1.UpdateNamespaceRequest
+	(*UpdateNamespaceResponse)(nil),  // 38: ledger.v1.UpdateNamespaceResponse
+	(*timestamppb.Timestamp)(nil),    // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 40: google.protobuf.Duration
+	(State)(0),                       // 41: ledger.v1.State
+	(*Entry)(nil),                    // 42: ledger.v1.Entry
+	(*Event)(nil),                    // 43: ledger.v1.Event
+	(EventKind)(0),                   // 44: ledger.v1.EventKind
 }
 var file_ledger_v1_admin_proto_depIdxs = []int32{
-	22, // 0: ledger.v1.ListEntriesRequest.states:type_name -> ledger.v1.State
-	23, // 1: ledger.v1.ListEntriesRequest.updated_after:type_name -> google.protobuf.Timestamp
-	23, // 2: ledger.v1.ListEntriesRequest.updated_before:type_name -> google.protobuf.Timestamp
-	24, // 3: ledger.v1.ListEntriesResponse.entries:type_name -> ledger.v1.Entry
-	25, // 4: ledger.v1.GetHistoryResponse.events:type_name -> ledger.v1.Event
-	23, // 5: ledger.v1.ListEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	23, // 6: ledger.v1.ListEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	26, // 7: ledger.v1.ListEventsRequest.kinds:type_name -> ledger.v1.EventKind
-	25, // 8: ledger.v1.ListEventsResponse.events:type_name -> ledger.v1.Event
-	24, // 9: ledger.v1.ForceReleaseResponse.entry:type_name -> ledger.v1.Entry
-	24, // 10: ledger.v1.ResetKeyResponse.entry:type_name -> ledger.v1.Entry
-	27, // 11: ledger.v1.Namespace.default_lease_ttl:type_name -> google.protobuf.Duration
-	27, // 12: ledger.v1.Namespace.max_lease_ttl:type_name -> google.protobuf.Duration
-	27, // 13: ledger.v1.Namespace.retention:type_name -> google.protobuf.Duration
-	27, // 14: ledger.v1.Namespace.event_retention:type_name -> google.protobuf.Duration
-	23, // 15: ledger.v1.Namespace.created_at:type_name -> google.protobuf.Timestamp
-	23, // 16: ledger.v1.Namespace.updated_at:type_name -> google.protobuf.Timestamp
-	12, // 17: ledger.v1.ListNamespacesResponse.namespaces:type_name -> ledger.v1.Namespace
-	12, // 18: ledger.v1.GetNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	27, // 19: ledger.v1.NamespaceSettings.default_lease_ttl:type_name -> google.protobuf.Duration
-	27, // 20: ledger.v1.NamespaceSettings.max_lease_ttl:type_name -> google.protobuf.Duration
-	27, // 21: ledger.v1.NamespaceSettings.retention:type_name -> google.protobuf.Duration
-	27, // 22: ledger.v1.NamespaceSettings.event_retention:type_name -> google.protobuf.Duration
-	17, // 23: ledger.v1.CreateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
-	12, // 24: ledger.v1.CreateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	17, // 25: ledger.v1.UpdateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
-	12, // 26: ledger.v1.UpdateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	0,  // 27: ledger.v1.LedgerAdminService.ListEntries:input_type -> ledger.v1.ListEntriesRequest
-	2,  // 28: ledger.v1.LedgerAdminService.GetHistory:input_type -> ledger.v1.GetHistoryRequest
-	4,  // 29: ledger.v1.LedgerAdminService.ListEvents:input_type -> ledger.v1.ListEventsRequest
-	6,  // 30: ledger.v1.LedgerAdminService.ForceRelease:input_type -> ledger.v1.ForceReleaseRequest
-	8,  // 31: ledger.v1.LedgerAdminService.ResetKey:input_type -> ledger.v1.ResetKeyRequest
-	10, // 32: ledger.v1.LedgerAdminService.PurgeExpired:input_type -> ledger.v1.PurgeExpiredRequest
-	13, // 33: ledger.v1.LedgerAdminService.ListNamespaces:input_type -> ledger.v1.ListNamespacesRequest
-	15, // 34: ledger.v1.LedgerAdminService.GetNamespace:input_type -> ledger.v1.GetNamespaceRequest
-	18, // 35: ledger.v1.LedgerAdminService.CreateNamespace:input_type -> ledger.v1.CreateNamespaceRequest
-	20, // 36: ledger.v1.LedgerAdminService.UpdateNamespace:input_type -> ledger.v1.UpdateNamespaceRequest
-	1,  // 37: ledger.v1.LedgerAdminService.ListEntries:output_type -> ledger.v1.ListEntriesResponse
-	3,  // 38: ledger.v1.LedgerAdminService.GetHistory:output_type -> ledger.v1.GetHistoryResponse
-	5,  // 39: ledger.v1.LedgerAdminService.ListEvents:output_type -> ledger.v1.ListEventsResponse
-	7,  // 40: ledger.v1.LedgerAdminService.ForceRelease:output_type -> ledger.v1.ForceReleaseResponse
-	9,  // 41: ledger.v1.LedgerAdminService.ResetKey:output_type -> ledger.v1.ResetKeyResponse
-	11, // 42: ledger.v1.LedgerAdminService.PurgeExpired:output_type -> ledger.v1.PurgeExpiredResponse
-	14, // 43: ledger.v1.LedgerAdminService.ListNamespaces:output_type -> ledger.v1.ListNamespacesResponse
-	16, // 44: ledger.v1.LedgerAdminService.GetNamespace:output_type -> ledger.v1.GetNamespaceResponse
-	19, // 45: ledger.v1.LedgerAdminService.CreateNamespace:output_type -> ledger.v1.CreateNamespaceResponse
-	21, // 46: ledger.v1.LedgerAdminService.UpdateNamespace:output_type -> ledger.v1.UpdateNamespaceResponse
-	37, // [37:47] is the sub-list for method output_type
-	27, // [27:37] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	0,  // 0: ledger.v1.RoleBinding.role:type_name -> ledger.v1.Role
+	39, // 1: ledger.v1.RoleBinding.created_at:type_name -> google.protobuf.Timestamp
+	39, // 2: ledger.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	39, // 3: ledger.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 4: ledger.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
+	1,  // 5: ledger.v1.WhoAmIResponse.bindings:type_name -> ledger.v1.RoleBinding
+	40, // 6: ledger.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	2,  // 7: ledger.v1.CreateTokenResponse.token:type_name -> ledger.v1.Token
+	2,  // 8: ledger.v1.ListTokensResponse.tokens:type_name -> ledger.v1.Token
+	2,  // 9: ledger.v1.RevokeTokenResponse.token:type_name -> ledger.v1.Token
+	1,  // 10: ledger.v1.GrantRoleRequest.binding:type_name -> ledger.v1.RoleBinding
+	1,  // 11: ledger.v1.GrantRoleResponse.binding:type_name -> ledger.v1.RoleBinding
+	1,  // 12: ledger.v1.RevokeRoleRequest.binding:type_name -> ledger.v1.RoleBinding
+	1,  // 13: ledger.v1.ListRoleBindingsResponse.bindings:type_name -> ledger.v1.RoleBinding
+	41, // 14: ledger.v1.ListEntriesRequest.states:type_name -> ledger.v1.State
+	39, // 15: ledger.v1.ListEntriesRequest.updated_after:type_name -> google.protobuf.Timestamp
+	39, // 16: ledger.v1.ListEntriesRequest.updated_before:type_name -> google.protobuf.Timestamp
+	42, // 17: ledger.v1.ListEntriesResponse.entries:type_name -> ledger.v1.Entry
+	43, // 18: ledger.v1.GetHistoryResponse.events:type_name -> ledger.v1.Event
+	39, // 19: ledger.v1.ListEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	39, // 20: ledger.v1.ListEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	44, // 21: ledger.v1.ListEventsRequest.kinds:type_name -> ledger.v1.EventKind
+	43, // 22: ledger.v1.ListEventsResponse.events:type_name -> ledger.v1.Event
+	42, // 23: ledger.v1.ForceReleaseResponse.entry:type_name -> ledger.v1.Entry
+	42, // 24: ledger.v1.ResetKeyResponse.entry:type_name -> ledger.v1.Entry
+	40, // 25: ledger.v1.Namespace.default_lease_ttl:type_name -> google.protobuf.Duration
+	40, // 26: ledger.v1.Namespace.max_lease_ttl:type_name -> google.protobuf.Duration
+	40, // 27: ledger.v1.Namespace.retention:type_name -> google.protobuf.Duration
+	40, // 28: ledger.v1.Namespace.event_retention:type_name -> google.protobuf.Duration
+	39, // 29: ledger.v1.Namespace.created_at:type_name -> google.protobuf.Timestamp
+	39, // 30: ledger.v1.Namespace.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 31: ledger.v1.ListNamespacesResponse.namespaces:type_name -> ledger.v1.Namespace
+	29, // 32: ledger.v1.GetNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	40, // 33: ledger.v1.NamespaceSettings.default_lease_ttl:type_name -> google.protobuf.Duration
+	40, // 34: ledger.v1.NamespaceSettings.max_lease_ttl:type_name -> google.protobuf.Duration
+	40, // 35: ledger.v1.NamespaceSettings.retention:type_name -> google.protobuf.Duration
+	40, // 36: ledger.v1.NamespaceSettings.event_retention:type_name -> google.protobuf.Duration
+	34, // 37: ledger.v1.CreateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
+	29, // 38: ledger.v1.CreateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	34, // 39: ledger.v1.UpdateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
+	29, // 40: ledger.v1.UpdateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	17, // 41: ledger.v1.LedgerAdminService.ListEntries:input_type -> ledger.v1.ListEntriesRequest
+	19, // 42: ledger.v1.LedgerAdminService.GetHistory:input_type -> ledger.v1.GetHistoryRequest
+	21, // 43: ledger.v1.LedgerAdminService.ListEvents:input_type -> ledger.v1.ListEventsRequest
+	23, // 44: ledger.v1.LedgerAdminService.ForceRelease:input_type -> ledger.v1.ForceReleaseRequest
+	25, // 45: ledger.v1.LedgerAdminService.ResetKey:input_type -> ledger.v1.ResetKeyRequest
+	27, // 46: ledger.v1.LedgerAdminService.PurgeExpired:input_type -> ledger.v1.PurgeExpiredRequest
+	30, // 47: ledger.v1.LedgerAdminService.ListNamespaces:input_type -> ledger.v1.ListNamespacesRequest
+	32, // 48: ledger.v1.LedgerAdminService.GetNamespace:input_type -> ledger.v1.GetNamespaceRequest
+	35, // 49: ledger.v1.LedgerAdminService.CreateNamespace:input_type -> ledger.v1.CreateNamespaceRequest
+	37, // 50: ledger.v1.LedgerAdminService.UpdateNamespace:input_type -> ledger.v1.UpdateNamespaceRequest
+	3,  // 51: ledger.v1.LedgerAdminService.WhoAmI:input_type -> ledger.v1.WhoAmIRequest
+	5,  // 52: ledger.v1.LedgerAdminService.CreateToken:input_type -> ledger.v1.CreateTokenRequest
+	7,  // 53: ledger.v1.LedgerAdminService.ListTokens:input_type -> ledger.v1.ListTokensRequest
+	9,  // 54: ledger.v1.LedgerAdminService.RevokeToken:input_type -> ledger.v1.RevokeTokenRequest
+	11, // 55: ledger.v1.LedgerAdminService.GrantRole:input_type -> ledger.v1.GrantRoleRequest
+	13, // 56: ledger.v1.LedgerAdminService.RevokeRole:input_type -> ledger.v1.RevokeRoleRequest
+	15, // 57: ledger.v1.LedgerAdminService.ListRoleBindings:input_type -> ledger.v1.ListRoleBindingsRequest
+	18, // 58: ledger.v1.LedgerAdminService.ListEntries:output_type -> ledger.v1.ListEntriesResponse
+	20, // 59: ledger.v1.LedgerAdminService.GetHistory:output_type -> ledger.v1.GetHistoryResponse
+	22, // 60: ledger.v1.LedgerAdminService.ListEvents:output_type -> ledger.v1.ListEventsResponse
+	24, // 61: ledger.v1.LedgerAdminService.ForceRelease:output_type -> ledger.v1.ForceReleaseResponse
+	26, // 62: ledger.v1.LedgerAdminService.ResetKey:output_type -> ledger.v1.ResetKeyResponse
+	28, // 63: ledger.v1.LedgerAdminService.PurgeExpired:output_type -> ledger.v1.PurgeExpiredResponse
+	31, // 64: ledger.v1.LedgerAdminService.ListNamespaces:output_type -> ledger.v1.ListNamespacesResponse
+	33, // 65: ledger.v1.LedgerAdminService.GetNamespace:output_type -> ledger.v1.GetNamespaceResponse
+	36, // 66: ledger.v1.LedgerAdminService.CreateNamespace:output_type -> ledger.v1.CreateNamespaceResponse
+	38, // 67: ledger.v1.LedgerAdminService.UpdateNamespace:output_type -> ledger.v1.UpdateNamespaceResponse
+	4,  // 68: ledger.v1.LedgerAdminService.WhoAmI:output_type -> ledger.v1.WhoAmIResponse
+	6,  // 69: ledger.v1.LedgerAdminService.CreateToken:output_type -> ledger.v1.CreateTokenResponse
+	8,  // 70: ledger.v1.LedgerAdminService.ListTokens:output_type -> ledger.v1.ListTokensResponse
+	10, // 71: ledger.v1.LedgerAdminService.RevokeToken:output_type -> ledger.v1.RevokeTokenResponse
+	12, // 72: ledger.v1.LedgerAdminService.GrantRole:output_type -> ledger.v1.GrantRoleResponse
+	14, // 73: ledger.v1.LedgerAdminService.RevokeRole:output_type -> ledger.v1.RevokeRoleResponse
+	16, // 74: ledger.v1.LedgerAdminService.ListRoleBindings:output_type -> ledger.v1.ListRoleBindingsResponse
+	58, // [58:75] is the sub-list for method output_type
+	41, // [41:58] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_admin_proto_init() }
@@ -1669,19 +2723,20 @@ func file_ledger_v1_admin_proto_init() {
 		return
 	}
 	file_ledger_v1_ledger_proto_init()
-	file_ledger_v1_admin_proto_msgTypes[17].OneofWrappers = []any{}
+	file_ledger_v1_admin_proto_msgTypes[33].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_admin_proto_rawDesc), len(file_ledger_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   22,
+			NumEnums:      1,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_ledger_v1_admin_proto_goTypes,
 		DependencyIndexes: file_ledger_v1_admin_proto_depIdxs,
+		EnumInfos:         file_ledger_v1_admin_proto_enumTypes,
 		MessageInfos:      file_ledger_v1_admin_proto_msgTypes,
 	}.Build()
 	File_ledger_v1_admin_proto = out.File

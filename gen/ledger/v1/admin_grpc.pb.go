@@ -19,16 +19,23 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	LedgerAdminService_ListEntries_FullMethodName     = "/ledger.v1.LedgerAdminService/ListEntries"
-	LedgerAdminService_GetHistory_FullMethodName      = "/ledger.v1.LedgerAdminService/GetHistory"
-	LedgerAdminService_ListEvents_FullMethodName      = "/ledger.v1.LedgerAdminService/ListEvents"
-	LedgerAdminService_ForceRelease_FullMethodName    = "/ledger.v1.LedgerAdminService/ForceRelease"
-	LedgerAdminService_ResetKey_FullMethodName        = "/ledger.v1.LedgerAdminService/ResetKey"
-	LedgerAdminService_PurgeExpired_FullMethodName    = "/ledger.v1.LedgerAdminService/PurgeExpired"
-	LedgerAdminService_ListNamespaces_FullMethodName  = "/ledger.v1.LedgerAdminService/ListNamespaces"
-	LedgerAdminService_GetNamespace_FullMethodName    = "/ledger.v1.LedgerAdminService/GetNamespace"
-	LedgerAdminService_CreateNamespace_FullMethodName = "/ledger.v1.LedgerAdminService/CreateNamespace"
-	LedgerAdminService_UpdateNamespace_FullMethodName = "/ledger.v1.LedgerAdminService/UpdateNamespace"
+	LedgerAdminService_ListEntries_FullMethodName      = "/ledger.v1.LedgerAdminService/ListEntries"
+	LedgerAdminService_GetHistory_FullMethodName       = "/ledger.v1.LedgerAdminService/GetHistory"
+	LedgerAdminService_ListEvents_FullMethodName       = "/ledger.v1.LedgerAdminService/ListEvents"
+	LedgerAdminService_ForceRelease_FullMethodName     = "/ledger.v1.LedgerAdminService/ForceRelease"
+	LedgerAdminService_ResetKey_FullMethodName         = "/ledger.v1.LedgerAdminService/ResetKey"
+	LedgerAdminService_PurgeExpired_FullMethodName     = "/ledger.v1.LedgerAdminService/PurgeExpired"
+	LedgerAdminService_ListNamespaces_FullMethodName   = "/ledger.v1.LedgerAdminService/ListNamespaces"
+	LedgerAdminService_GetNamespace_FullMethodName     = "/ledger.v1.LedgerAdminService/GetNamespace"
+	LedgerAdminService_CreateNamespace_FullMethodName  = "/ledger.v1.LedgerAdminService/CreateNamespace"
+	LedgerAdminService_UpdateNamespace_FullMethodName  = "/ledger.v1.LedgerAdminService/UpdateNamespace"
+	LedgerAdminService_WhoAmI_FullMethodName           = "/ledger.v1.LedgerAdminService/WhoAmI"
+	LedgerAdminService_CreateToken_FullMethodName      = "/ledger.v1.LedgerAdminService/CreateToken"
+	LedgerAdminService_ListTokens_FullMethodName       = "/ledger.v1.LedgerAdminService/ListTokens"
+	LedgerAdminService_RevokeToken_FullMethodName      = "/ledger.v1.LedgerAdminService/RevokeToken"
+	LedgerAdminService_GrantRole_FullMethodName        = "/ledger.v1.LedgerAdminService/GrantRole"
+	LedgerAdminService_RevokeRole_FullMethodName       = "/ledger.v1.LedgerAdminService/RevokeRole"
+	LedgerAdminService_ListRoleBindings_FullMethodName = "/ledger.v1.LedgerAdminService/ListRoleBindings"
 )
 
 // LedgerAdminServiceClient is the client API for LedgerAdminService service.
@@ -114,6 +121,45 @@ type LedgerAdminServiceClient interface {
 	//
 	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
 	UpdateNamespace(ctx context.Context, in *UpdateNamespaceRequest, opts ...grpc.CallOption) (*UpdateNamespaceResponse, error)
+	// WhoAmI tells the caller who ledgerd authenticated it as, and its role
+	// bindings. Any authenticated caller may ask.
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE.
+	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
+	// CreateToken issues an API token for a principal. The token string is in
+	// this response only: ledgerd keeps a hash of its secret. Platform admins
+	// only. Audited.
+	//
+	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
+	// ListTokens lists the API tokens (never their secrets), revoked and
+	// expired ones included. Platform admins only.
+	//
+	// Errors: PERMISSION_DENIED, UNAVAILABLE.
+	ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error)
+	// RevokeToken revokes an API token; every replica refuses it within its
+	// credential refresh interval (5s unless configured). Platform admins
+	// only. Audited.
+	//
+	// Idempotent: revoking again changes nothing.
+	//
+	// Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE.
+	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
+	// GrantRole binds a role to a principal in the namespaces a pattern
+	// matches. Platform admins only. Audited.
+	//
+	// Idempotent: granting again changes nothing.
+	//
+	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+	GrantRole(ctx context.Context, in *GrantRoleRequest, opts ...grpc.CallOption) (*GrantRoleResponse, error)
+	// RevokeRole removes a role binding. Platform admins only. Audited.
+	//
+	// Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE.
+	RevokeRole(ctx context.Context, in *RevokeRoleRequest, opts ...grpc.CallOption) (*RevokeRoleResponse, error)
+	// ListRoleBindings lists every role binding. Platform admins only.
+	//
+	// Errors: PERMISSION_DENIED, UNAVAILABLE.
+	ListRoleBindings(ctx context.Context, in *ListRoleBindingsRequest, opts ...grpc.CallOption) (*ListRoleBindingsResponse, error)
 }
 
 type ledgerAdminServiceClient struct {
@@ -224,6 +270,76 @@ func (c *ledgerAdminServiceClient) UpdateNamespace(ctx context.Context, in *Upda
 	return out, nil
 }
 
+func (c *ledgerAdminServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WhoAmIResponse)
+	err := c.cc.Invoke(ctx, LedgerAdminService_WhoAmI_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerAdminServiceClient) CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateTokenResponse)
+	err := c.cc.Invoke(ctx, LedgerAdminService_CreateToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerAdminServiceClient) ListTokens(ctx context.Context, in *ListTokensRequest, opts ...grpc.CallOption) (*ListTokensResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListTokensResponse)
+	err := c.cc.Invoke(ctx, LedgerAdminService_ListTokens_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerAdminServiceClient) RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeTokenResponse)
+	err := c.cc.Invoke(ctx, LedgerAdminService_RevokeToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerAdminServiceClient) GrantRole(ctx context.Context, in *GrantRoleRequest, opts ...grpc.CallOption) (*GrantRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GrantRoleResponse)
+	err := c.cc.Invoke(ctx, LedgerAdminService_GrantRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerAdminServiceClient) RevokeRole(ctx context.Context, in *RevokeRoleRequest, opts ...grpc.CallOption) (*RevokeRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeRoleResponse)
+	err := c.cc.Invoke(ctx, LedgerAdminService_RevokeRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerAdminServiceClient) ListRoleBindings(ctx context.Context, in *ListRoleBindingsRequest, opts ...grpc.CallOption) (*ListRoleBindingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRoleBindingsResponse)
+	err := c.cc.Invoke(ctx, LedgerAdminService_ListRoleBindings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LedgerAdminServiceServer is the server API for LedgerAdminService service.
 // All implementations must embed UnimplementedLedgerAdminServiceServer
 // for forward compatibility.
@@ -307,6 +423,45 @@ type LedgerAdminServiceServer interface {
 	//
 	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
 	UpdateNamespace(context.Context, *UpdateNamespaceRequest) (*UpdateNamespaceResponse, error)
+	// WhoAmI tells the caller who ledgerd authenticated it as, and its role
+	// bindings. Any authenticated caller may ask.
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE.
+	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
+	// CreateToken issues an API token for a principal. The token string is in
+	// this response only: ledgerd keeps a hash of its secret. Platform admins
+	// only. Audited.
+	//
+	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
+	// ListTokens lists the API tokens (never their secrets), revoked and
+	// expired ones included. Platform admins only.
+	//
+	// Errors: PERMISSION_DENIED, UNAVAILABLE.
+	ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error)
+	// RevokeToken revokes an API token; every replica refuses it within its
+	// credential refresh interval (5s unless configured). Platform admins
+	// only. Audited.
+	//
+	// Idempotent: revoking again changes nothing.
+	//
+	// Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE.
+	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
+	// GrantRole binds a role to a principal in the namespaces a pattern
+	// matches. Platform admins only. Audited.
+	//
+	// Idempotent: granting again changes nothing.
+	//
+	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+	GrantRole(context.Context, *GrantRoleRequest) (*GrantRoleResponse, error)
+	// RevokeRole removes a role binding. Platform admins only. Audited.
+	//
+	// Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE.
+	RevokeRole(context.Context, *RevokeRoleRequest) (*RevokeRoleResponse, error)
+	// ListRoleBindings lists every role binding. Platform admins only.
+	//
+	// Errors: PERMISSION_DENIED, UNAVAILABLE.
+	ListRoleBindings(context.Context, *ListRoleBindingsRequest) (*ListRoleBindingsResponse, error)
 	mustEmbedUnimplementedLedgerAdminServiceServer()
 }
 
@@ -346,6 +501,27 @@ func (UnimplementedLedgerAdminServiceServer) CreateNamespace(context.Context, *C
 }
 func (UnimplementedLedgerAdminServiceServer) UpdateNamespace(context.Context, *UpdateNamespaceRequest) (*UpdateNamespaceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateNamespace not implemented")
+}
+func (UnimplementedLedgerAdminServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
+}
+func (UnimplementedLedgerAdminServiceServer) CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateToken not implemented")
+}
+func (UnimplementedLedgerAdminServiceServer) ListTokens(context.Context, *ListTokensRequest) (*ListTokensResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListTokens not implemented")
+}
+func (UnimplementedLedgerAdminServiceServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
+}
+func (UnimplementedLedgerAdminServiceServer) GrantRole(context.Context, *GrantRoleRequest) (*GrantRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GrantRole not implemented")
+}
+func (UnimplementedLedgerAdminServiceServer) RevokeRole(context.Context, *RevokeRoleRequest) (*RevokeRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeRole not implemented")
+}
+func (UnimplementedLedgerAdminServiceServer) ListRoleBindings(context.Context, *ListRoleBindingsRequest) (*ListRoleBindingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRoleBindings not implemented")
 }
 func (UnimplementedLedgerAdminServiceServer) mustEmbedUnimplementedLedgerAdminServiceServer() {}
 func (UnimplementedLedgerAdminServiceServer) testEmbeddedByValue()                            {}
@@ -548,6 +724,132 @@ func _LedgerAdminService_UpdateNamespace_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LedgerAdminService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WhoAmIRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LedgerAdminServiceServer).WhoAmI(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LedgerAdminService_WhoAmI_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LedgerAdminServiceServer).WhoAmI(ctx, req.(*WhoAmIRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LedgerAdminService_CreateToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LedgerAdminServiceServer).CreateToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LedgerAdminService_CreateToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LedgerAdminServiceServer).CreateToken(ctx, req.(*CreateTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LedgerAdminService_ListTokens_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListTokensRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LedgerAdminServiceServer).ListTokens(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LedgerAdminService_ListTokens_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LedgerAdminServiceServer).ListTokens(ctx, req.(*ListTokensRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LedgerAdminService_RevokeToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LedgerAdminServiceServer).RevokeToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LedgerAdminService_RevokeToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LedgerAdminServiceServer).RevokeToken(ctx, req.(*RevokeTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LedgerAdminService_GrantRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GrantRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LedgerAdminServiceServer).GrantRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LedgerAdminService_GrantRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LedgerAdminServiceServer).GrantRole(ctx, req.(*GrantRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LedgerAdminService_RevokeRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LedgerAdminServiceServer).RevokeRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LedgerAdminService_RevokeRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LedgerAdminServiceServer).RevokeRole(ctx, req.(*RevokeRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LedgerAdminService_ListRoleBindings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRoleBindingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LedgerAdminServiceServer).ListRoleBindings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LedgerAdminService_ListRoleBindings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LedgerAdminServiceServer).ListRoleBindings(ctx, req.(*ListRoleBindingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LedgerAdminService_ServiceDesc is the grpc.ServiceDesc for LedgerAdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -594,6 +896,34 @@ var LedgerAdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateNamespace",
 			Handler:    _LedgerAdminService_UpdateNamespace_Handler,
+		},
+		{
+			MethodName: "WhoAmI",
+			Handler:    _LedgerAdminService_WhoAmI_Handler,
+		},
+		{
+			MethodName: "CreateToken",
+			Handler:    _LedgerAdminService_CreateToken_Handler,
+		},
+		{
+			MethodName: "ListTokens",
+			Handler:    _LedgerAdminService_ListTokens_Handler,
+		},
+		{
+			MethodName: "RevokeToken",
+			Handler:    _LedgerAdminService_RevokeToken_Handler,
+		},
+		{
+			MethodName: "GrantRole",
+			Handler:    _LedgerAdminService_GrantRole_Handler,
+		},
+		{
+			MethodName: "RevokeRole",
+			Handler:    _LedgerAdminService_RevokeRole_Handler,
+		},
+		{
+			MethodName: "ListRoleBindings",
+			Handler:    _LedgerAdminService_ListRoleBindings_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

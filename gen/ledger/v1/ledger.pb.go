@@ -162,6 +162,16 @@ const (
 	// EVENT_KIND_NAMESPACE_CHANGED: an admin created or changed the
 	// namespace's settings (key empty; detail: reason, the settings).
 	EventKind_EVENT_KIND_NAMESPACE_CHANGED EventKind = 13
+	// EVENT_KIND_TOKEN_CREATED: a platform admin issued an API token
+	// (namespace and key empty; detail: reason, token_id, principal).
+	EventKind_EVENT_KIND_TOKEN_CREATED EventKind = 14
+	// EVENT_KIND_TOKEN_REVOKED: a platform admin revoked an API token.
+	EventKind_EVENT_KIND_TOKEN_REVOKED EventKind = 15
+	// EVENT_KIND_ROLE_GRANTED: a platform admin bound a role (detail: reason,
+	// principal, namespace_pattern, role).
+	EventKind_EVENT_KIND_ROLE_GRANTED EventKind = 16
+	// EVENT_KIND_ROLE_REVOKED: a platform admin removed a role binding.
+	EventKind_EVENT_KIND_ROLE_REVOKED EventKind = 17
 )
 
 // Enum value maps for EventKind.
@@ -181,6 +191,10 @@ var (
 		11: "EVENT_KIND_FORCE_RELEASED",
 		12: "EVENT_KIND_RESET",
 		13: "EVENT_KIND_NAMESPACE_CHANGED",
+		14: "EVENT_KIND_TOKEN_CREATED",
+		15: "EVENT_KIND_TOKEN_REVOKED",
+		16: "EVENT_KIND_ROLE_GRANTED",
+		17: "EVENT_KIND_ROLE_REVOKED",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":         0,
@@ -197,6 +211,10 @@ var (
 		"EVENT_KIND_FORCE_RELEASED":      11,
 		"EVENT_KIND_RESET":               12,
 		"EVENT_KIND_NAMESPACE_CHANGED":   13,
+		"EVENT_KIND_TOKEN_CREATED":       14,
+		"EVENT_KIND_TOKEN_REVOKED":       15,
+		"EVENT_KIND_ROLE_GRANTED":        16,
+		"EVENT_KIND_ROLE_REVOKED":        17,
 	}
 )
 
@@ -1975,7 +1993,7 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x0fSTATE_COMPLETED\x10\x02\x12\x10\n" +
 	"\fSTATE_FAILED\x10\x03\x12\x12\n" +
 	"\x0eSTATE_RELEASED\x10\x04\x12\x10\n" +
-	"\fSTATE_PURGED\x10\x05*\x8f\x03\n" +
+	"\fSTATE_PURGED\x10\x05*\x85\x04\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_KIND_RESERVED\x10\x01\x12\x19\n" +
@@ -1991,7 +2009,11 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x12\x1d\n" +
 	"\x19EVENT_KIND_FORCE_RELEASED\x10\v\x12\x14\n" +
 	"\x10EVENT_KIND_RESET\x10\f\x12 \n" +
-	"\x1cEVENT_KIND_NAMESPACE_CHANGED\x10\r2\xb6\x03\n" +
+	"\x1cEVENT_KIND_NAMESPACE_CHANGED\x10\r\x12\x1c\n" +
+	"\x18EVENT_KIND_TOKEN_CREATED\x10\x0e\x12\x1c\n" +
+	"\x18EVENT_KIND_TOKEN_REVOKED\x10\x0f\x12\x1b\n" +
+	"\x17EVENT_KIND_ROLE_GRANTED\x10\x10\x12\x1b\n" +
+	"\x17EVENT_KIND_ROLE_REVOKED\x10\x112\xb6\x03\n" +
 	"\rLedgerService\x12E\n" +
 	"\aReserve\x12\x19.ledger.v1.ReserveRequest\x1a\x1a.ledger.v1.ReserveResponse\"\x03\x90\x02\x02\x12K\n" +
 	"\tHeartbeat\x12\x1b.ledger.v1.HeartbeatRequest\x1a\x1c.ledger.v1.HeartbeatResponse\"\x03\x90\x02\x02\x12H\n" +

@@ -2,11 +2,17 @@ from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from ledger.v1 import ledger_pb2 as _ledger_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+ROLE_ADMIN: Role
+ROLE_PLATFORM_ADMIN: Role
+ROLE_READER: Role
+ROLE_UNSPECIFIED: Role
+ROLE_WORKER: Role
 
 class CreateNamespaceRequest(_message.Message):
     __slots__ = ["name", "reason", "settings"]
@@ -23,6 +29,26 @@ class CreateNamespaceResponse(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     namespace: Namespace
     def __init__(self, namespace: _Optional[_Union[Namespace, _Mapping]] = ...) -> None: ...
+
+class CreateTokenRequest(_message.Message):
+    __slots__ = ["description", "principal", "reason", "ttl"]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    description: str
+    principal: str
+    reason: str
+    ttl: _duration_pb2.Duration
+    def __init__(self, principal: _Optional[str] = ..., description: _Optional[str] = ..., ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CreateTokenResponse(_message.Message):
+    __slots__ = ["secret", "token"]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    secret: str
+    token: Token
+    def __init__(self, token: _Optional[_Union[Token, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
 
 class ForceReleaseRequest(_message.Message):
     __slots__ = ["fencing_token", "key", "namespace", "reason"]
@@ -75,6 +101,20 @@ class GetNamespaceResponse(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     namespace: Namespace
     def __init__(self, namespace: _Optional[_Union[Namespace, _Mapping]] = ...) -> None: ...
+
+class GrantRoleRequest(_message.Message):
+    __slots__ = ["binding", "reason"]
+    BINDING_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    binding: RoleBinding
+    reason: str
+    def __init__(self, binding: _Optional[_Union[RoleBinding, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GrantRoleResponse(_message.Message):
+    __slots__ = ["binding"]
+    BINDING_FIELD_NUMBER: _ClassVar[int]
+    binding: RoleBinding
+    def __init__(self, binding: _Optional[_Union[RoleBinding, _Mapping]] = ...) -> None: ...
 
 class ListEntriesRequest(_message.Message):
     __slots__ = ["key_prefix", "namespace", "owner", "page_size", "page_token", "states", "stuck", "updated_after", "updated_before"]
@@ -146,6 +186,26 @@ class ListNamespacesResponse(_message.Message):
     next_page_token: str
     def __init__(self, namespaces: _Optional[_Iterable[_Union[Namespace, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class ListRoleBindingsRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class ListRoleBindingsResponse(_message.Message):
+    __slots__ = ["bindings"]
+    BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    bindings: _containers.RepeatedCompositeFieldContainer[RoleBinding]
+    def __init__(self, bindings: _Optional[_Iterable[_Union[RoleBinding, _Mapping]]] = ...) -> None: ...
+
+class ListTokensRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class ListTokensResponse(_message.Message):
+    __slots__ = ["tokens"]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedCompositeFieldContainer[Token]
+    def __init__(self, tokens: _Optional[_Iterable[_Union[Token, _Mapping]]] = ...) -> None: ...
+
 class Namespace(_message.Message):
     __slots__ = ["created_at", "default_lease_ttl", "event_retention", "max_attempts", "max_lease_ttl", "max_result_bytes", "name", "retention", "updated_at"]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +274,66 @@ class ResetKeyResponse(_message.Message):
     entry: _ledger_pb2.Entry
     def __init__(self, entry: _Optional[_Union[_ledger_pb2.Entry, _Mapping]] = ...) -> None: ...
 
+class RevokeRoleRequest(_message.Message):
+    __slots__ = ["binding", "reason"]
+    BINDING_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    binding: RoleBinding
+    reason: str
+    def __init__(self, binding: _Optional[_Union[RoleBinding, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeRoleResponse(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class RevokeTokenRequest(_message.Message):
+    __slots__ = ["id", "reason"]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeTokenResponse(_message.Message):
+    __slots__ = ["token"]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: Token
+    def __init__(self, token: _Optional[_Union[Token, _Mapping]] = ...) -> None: ...
+
+class RoleBinding(_message.Message):
+    __slots__ = ["created_at", "created_by", "namespace_pattern", "principal", "role"]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    created_at: _timestamp_pb2.Timestamp
+    created_by: str
+    namespace_pattern: str
+    principal: str
+    role: Role
+    def __init__(self, principal: _Optional[str] = ..., namespace_pattern: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ...) -> None: ...
+
+class Token(_message.Message):
+    __slots__ = ["created_at", "created_by", "description", "expires_at", "id", "principal", "revoked_at", "revoked_by"]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BY_FIELD_NUMBER: _ClassVar[int]
+    created_at: _timestamp_pb2.Timestamp
+    created_by: str
+    description: str
+    expires_at: _timestamp_pb2.Timestamp
+    id: str
+    principal: str
+    revoked_at: _timestamp_pb2.Timestamp
+    revoked_by: str
+    def __init__(self, id: _Optional[str] = ..., principal: _Optional[str] = ..., description: _Optional[str] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., created_by: _Optional[str] = ..., expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., revoked_by: _Optional[str] = ...) -> None: ...
+
 class UpdateNamespaceRequest(_message.Message):
     __slots__ = ["name", "reason", "settings"]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -229,3 +349,18 @@ class UpdateNamespaceResponse(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     namespace: Namespace
     def __init__(self, namespace: _Optional[_Union[Namespace, _Mapping]] = ...) -> None: ...
+
+class WhoAmIRequest(_message.Message):
+    __slots__ = []
+    def __init__(self) -> None: ...
+
+class WhoAmIResponse(_message.Message):
+    __slots__ = ["bindings", "principal"]
+    BINDINGS_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
+    bindings: _containers.RepeatedCompositeFieldContainer[RoleBinding]
+    principal: str
+    def __init__(self, principal: _Optional[str] = ..., bindings: _Optional[_Iterable[_Union[RoleBinding, _Mapping]]] = ...) -> None: ...
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = []

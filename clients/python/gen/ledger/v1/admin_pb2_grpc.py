@@ -75,6 +75,41 @@ class LedgerAdminServiceStub(object):
                 request_serializer=ledger_dot_v1_dot_admin__pb2.UpdateNamespaceRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_admin__pb2.UpdateNamespaceResponse.FromString,
                 )
+        self.WhoAmI = channel.unary_unary(
+                '/ledger.v1.LedgerAdminService/WhoAmI',
+                request_serializer=ledger_dot_v1_dot_admin__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_admin__pb2.WhoAmIResponse.FromString,
+                )
+        self.CreateToken = channel.unary_unary(
+                '/ledger.v1.LedgerAdminService/CreateToken',
+                request_serializer=ledger_dot_v1_dot_admin__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
+                )
+        self.ListTokens = channel.unary_unary(
+                '/ledger.v1.LedgerAdminService/ListTokens',
+                request_serializer=ledger_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
+                )
+        self.RevokeToken = channel.unary_unary(
+                '/ledger.v1.LedgerAdminService/RevokeToken',
+                request_serializer=ledger_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
+                )
+        self.GrantRole = channel.unary_unary(
+                '/ledger.v1.LedgerAdminService/GrantRole',
+                request_serializer=ledger_dot_v1_dot_admin__pb2.GrantRoleRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_admin__pb2.GrantRoleResponse.FromString,
+                )
+        self.RevokeRole = channel.unary_unary(
+                '/ledger.v1.LedgerAdminService/RevokeRole',
+                request_serializer=ledger_dot_v1_dot_admin__pb2.RevokeRoleRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_admin__pb2.RevokeRoleResponse.FromString,
+                )
+        self.ListRoleBindings = channel.unary_unary(
+                '/ledger.v1.LedgerAdminService/ListRoleBindings',
+                request_serializer=ledger_dot_v1_dot_admin__pb2.ListRoleBindingsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_admin__pb2.ListRoleBindingsResponse.FromString,
+                )
 
 
 class LedgerAdminServiceServicer(object):
@@ -208,6 +243,80 @@ class LedgerAdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """WhoAmI tells the caller who ledgerd authenticated it as, and its role
+        bindings. Any authenticated caller may ask.
+
+        Errors: UNAUTHENTICATED, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateToken(self, request, context):
+        """CreateToken issues an API token for a principal. The token string is in
+        this response only: ledgerd keeps a hash of its secret. Platform admins
+        only. Audited.
+
+        Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """ListTokens lists the API tokens (never their secrets), revoked and
+        expired ones included. Platform admins only.
+
+        Errors: PERMISSION_DENIED, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """RevokeToken revokes an API token; every replica refuses it within its
+        credential refresh interval (5s unless configured). Platform admins
+        only. Audited.
+
+        Idempotent: revoking again changes nothing.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GrantRole(self, request, context):
+        """GrantRole binds a role to a principal in the namespaces a pattern
+        matches. Platform admins only. Audited.
+
+        Idempotent: granting again changes nothing.
+
+        Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeRole(self, request, context):
+        """RevokeRole removes a role binding. Platform admins only. Audited.
+
+        Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRoleBindings(self, request, context):
+        """ListRoleBindings lists every role binding. Platform admins only.
+
+        Errors: PERMISSION_DENIED, UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +369,41 @@ def add_LedgerAdminServiceServicer_to_server(servicer, server):
                     servicer.UpdateNamespace,
                     request_deserializer=ledger_dot_v1_dot_admin__pb2.UpdateNamespaceRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_admin__pb2.UpdateNamespaceResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=ledger_dot_v1_dot_admin__pb2.WhoAmIRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_admin__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=ledger_dot_v1_dot_admin__pb2.CreateTokenRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_admin__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=ledger_dot_v1_dot_admin__pb2.ListTokensRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_admin__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=ledger_dot_v1_dot_admin__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_admin__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'GrantRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantRole,
+                    request_deserializer=ledger_dot_v1_dot_admin__pb2.GrantRoleRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_admin__pb2.GrantRoleResponse.SerializeToString,
+            ),
+            'RevokeRole': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeRole,
+                    request_deserializer=ledger_dot_v1_dot_admin__pb2.RevokeRoleRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_admin__pb2.RevokeRoleResponse.SerializeToString,
+            ),
+            'ListRoleBindings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRoleBindings,
+                    request_deserializer=ledger_dot_v1_dot_admin__pb2.ListRoleBindingsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_admin__pb2.ListRoleBindingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -449,5 +593,124 @@ class LedgerAdminService(object):
         return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerAdminService/UpdateNamespace',
             ledger_dot_v1_dot_admin__pb2.UpdateNamespaceRequest.SerializeToString,
             ledger_dot_v1_dot_admin__pb2.UpdateNamespaceResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerAdminService/WhoAmI',
+            ledger_dot_v1_dot_admin__pb2.WhoAmIRequest.SerializeToString,
+            ledger_dot_v1_dot_admin__pb2.WhoAmIResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerAdminService/CreateToken',
+            ledger_dot_v1_dot_admin__pb2.CreateTokenRequest.SerializeToString,
+            ledger_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerAdminService/ListTokens',
+            ledger_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+            ledger_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerAdminService/RevokeToken',
+            ledger_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
+            ledger_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GrantRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerAdminService/GrantRole',
+            ledger_dot_v1_dot_admin__pb2.GrantRoleRequest.SerializeToString,
+            ledger_dot_v1_dot_admin__pb2.GrantRoleResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def RevokeRole(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerAdminService/RevokeRole',
+            ledger_dot_v1_dot_admin__pb2.RevokeRoleRequest.SerializeToString,
+            ledger_dot_v1_dot_admin__pb2.RevokeRoleResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListRoleBindings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerAdminService/ListRoleBindings',
+            ledger_dot_v1_dot_admin__pb2.ListRoleBindingsRequest.SerializeToString,
+            ledger_dot_v1_dot_admin__pb2.ListRoleBindingsResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

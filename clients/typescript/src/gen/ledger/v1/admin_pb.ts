@@ -2,8 +2,8 @@
 // @generated from file ledger/v1/admin.proto (package ledger.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Entry, Event, EventKind, State } from "./ledger_pb.js";
@@ -14,7 +14,455 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file ledger/v1/admin.proto.
  */
 export const file_ledger_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChVsZWRnZXIvdjEvYWRtaW4ucHJvdG8SCWxlZGdlci52MSKJAgoSTGlzdEVudHJpZXNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIgCgZzdGF0ZXMYAiADKA4yEC5sZWRnZXIudjEuU3RhdGUSDQoFb3duZXIYAyABKAkSEgoKa2V5X3ByZWZpeBgEIAEoCRIxCg11cGRhdGVkX2FmdGVyGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg51cGRhdGVkX2JlZm9yZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFc3R1Y2sYByABKAgSEQoJcGFnZV9zaXplGAggASgFEhIKCnBhZ2VfdG9rZW4YCSABKAkiUQoTTGlzdEVudHJpZXNSZXNwb25zZRIhCgdlbnRyaWVzGAEgAygLMhAubGVkZ2VyLnYxLkVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJaChFHZXRIaXN0b3J5UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIk8KEkdldEhpc3RvcnlSZXNwb25zZRIgCgZldmVudHMYASADKAsyEC5sZWRnZXIudjEuRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJItABChFMaXN0RXZlbnRzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKBWtpbmRzGAQgAygOMhQubGVkZ2VyLnYxLkV2ZW50S2luZBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJPChJMaXN0RXZlbnRzUmVzcG9uc2USIAoGZXZlbnRzGAEgAygLMhAubGVkZ2VyLnYxLkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJcChNGb3JjZVJlbGVhc2VSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRILCgNrZXkYAiABKAkSDgoGcmVhc29uGAMgASgJEhUKDWZlbmNpbmdfdG9rZW4YBCABKAMiUQoURm9yY2VSZWxlYXNlUmVzcG9uc2USHwoFZW50cnkYASABKAsyEC5sZWRnZXIudjEuRW50cnkSGAoQYWxyZWFkeV9yZWxlYXNlZBgCIAEoCCJBCg9SZXNldEtleVJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgsKA2tleRgCIAEoCRIOCgZyZWFzb24YAyABKAkiMwoQUmVzZXRLZXlSZXNwb25zZRIfCgVlbnRyeRgBIAEoCzIQLmxlZGdlci52MS5FbnRyeSI4ChNQdXJnZUV4cGlyZWRSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIOCgZyZWFzb24YAiABKAkiLgoUUHVyZ2VFeHBpcmVkUmVzcG9uc2USFgoOcHVyZ2VkX2VudHJpZXMYASABKAMi8wIKCU5hbWVzcGFjZRIMCgRuYW1lGAEgASgJEjQKEWRlZmF1bHRfbGVhc2VfdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDW1heF9sZWFzZV90dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQbWF4X3Jlc3VsdF9ieXRlcxgEIAEoBRIsCglyZXRlbnRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMbWF4X2F0dGVtcHRzGAYgASgFEjIKD2V2ZW50X3JldGVudGlvbhgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI+ChVMaXN0TmFtZXNwYWNlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiWwoWTGlzdE5hbWVzcGFjZXNSZXNwb25zZRIoCgpuYW1lc3BhY2VzGAEgAygLMhQubGVkZ2VyLnYxLk5hbWVzcGFjZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIwoTR2V0TmFtZXNwYWNlUmVxdWVzdBIMCgRuYW1lGAEgASgJIj8KFEdldE5hbWVzcGFjZVJlc3BvbnNlEicKCW5hbWVzcGFjZRgBIAEoCzIULmxlZGdlci52MS5OYW1lc3BhY2UivQIKEU5hbWVzcGFjZVNldHRpbmdzEjQKEWRlZmF1bHRfbGVhc2VfdHRsGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDW1heF9sZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHQoQbWF4X3Jlc3VsdF9ieXRlcxgDIAEoBUgAiAEBEiwKCXJldGVudGlvbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIZCgxtYXhfYXR0ZW1wdHMYBSABKAVIAYgBARIyCg9ldmVudF9yZXRlbnRpb24YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEwoRX21heF9yZXN1bHRfYnl0ZXNCDwoNX21heF9hdHRlbXB0cyJmChZDcmVhdGVOYW1lc3BhY2VSZXF1ZXN0EgwKBG5hbWUYASABKAkSLgoIc2V0dGluZ3MYAiABKAsyHC5sZWRnZXIudjEuTmFtZXNwYWNlU2V0dGluZ3MSDgoGcmVhc29uGAMgASgJIkIKF0NyZWF0ZU5hbWVzcGFjZVJlc3BvbnNlEicKCW5hbWVzcGFjZRgBIAEoCzIULmxlZGdlci52MS5OYW1lc3BhY2UiZgoWVXBkYXRlTmFtZXNwYWNlUmVxdWVzdBIMCgRuYW1lGAEgASgJEi4KCHNldHRpbmdzGAIgASgLMhwubGVkZ2VyLnYxLk5hbWVzcGFjZVNldHRpbmdzEg4KBnJlYXNvbhgDIAEoCSJCChdVcGRhdGVOYW1lc3BhY2VSZXNwb25zZRInCgluYW1lc3BhY2UYASABKAsyFC5sZWRnZXIudjEuTmFtZXNwYWNlMuMGChJMZWRnZXJBZG1pblNlcnZpY2USUQoLTGlzdEVudHJpZXMSHS5sZWRnZXIudjEuTGlzdEVudHJpZXNSZXF1ZXN0Gh4ubGVkZ2VyLnYxLkxpc3RFbnRyaWVzUmVzcG9uc2UiA5ACARJOCgpHZXRIaXN0b3J5EhwubGVkZ2VyLnYxLkdldEhpc3RvcnlSZXF1ZXN0Gh0ubGVkZ2VyLnYxLkdldEhpc3RvcnlSZXNwb25zZSIDkAIBEk4KCkxpc3RFdmVudHMSHC5sZWRnZXIudjEuTGlzdEV2ZW50c1JlcXVlc3QaHS5sZWRnZXIudjEuTGlzdEV2ZW50c1Jlc3BvbnNlIgOQAgESVAoMRm9yY2VSZWxlYXNlEh4ubGVkZ2VyLnYxLkZvcmNlUmVsZWFzZVJlcXVlc3QaHy5sZWRnZXIudjEuRm9yY2VSZWxlYXNlUmVzcG9uc2UiA5ACAhJDCghSZXNldEtleRIaLmxlZGdlci52MS5SZXNldEtleVJlcXVlc3QaGy5sZWRnZXIudjEuUmVzZXRLZXlSZXNwb25zZRJUCgxQdXJnZUV4cGlyZWQSHi5sZWRnZXIudjEuUHVyZ2VFeHBpcmVkUmVxdWVzdBofLmxlZGdlci52MS5QdXJnZUV4cGlyZWRSZXNwb25zZSIDkAICEloKDkxpc3ROYW1lc3BhY2VzEiAubGVkZ2VyLnYxLkxpc3ROYW1lc3BhY2VzUmVxdWVzdBohLmxlZGdlci52MS5MaXN0TmFtZXNwYWNlc1Jlc3BvbnNlIgOQAgESVAoMR2V0TmFtZXNwYWNlEh4ubGVkZ2VyLnYxLkdldE5hbWVzcGFjZVJlcXVlc3QaHy5sZWRnZXIudjEuR2V0TmFtZXNwYWNlUmVzcG9uc2UiA5ACARJYCg9DcmVhdGVOYW1lc3BhY2USIS5sZWRnZXIudjEuQ3JlYXRlTmFtZXNwYWNlUmVxdWVzdBoiLmxlZGdlci52MS5DcmVhdGVOYW1lc3BhY2VSZXNwb25zZRJdCg9VcGRhdGVOYW1lc3BhY2USIS5sZWRnZXIudjEuVXBkYXRlTmFtZXNwYWNlUmVxdWVzdBoiLmxlZGdlci52MS5VcGRhdGVOYW1lc3BhY2VSZXNwb25zZSIDkAICQjNaMWdpdGh1Yi5jb20vbGVkZ2VyZC9sZWRnZXJkL2dlbi9sZWRnZXIvdjE7bGVkZ2VydjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_ledger_v1_ledger]);
+  fileDesc("ChVsZWRnZXIvdjEvYWRtaW4ucHJvdG8SCWxlZGdlci52MSKeAQoLUm9sZUJpbmRpbmcSEQoJcHJpbmNpcGFsGAEgASgJEhkKEW5hbWVzcGFjZV9wYXR0ZXJuGAIgASgJEh0KBHJvbGUYAyABKA4yDy5sZWRnZXIudjEuUm9sZRIuCgpjcmVhdGVkX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjcmVhdGVkX2J5GAUgASgJIvMBCgVUb2tlbhIKCgJpZBgBIAEoCRIRCglwcmluY2lwYWwYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSLgoKY3JlYXRlZF9hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKY3JlYXRlZF9ieRgFIAEoCRIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpyZXZva2VkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpyZXZva2VkX2J5GAggASgJIg8KDVdob0FtSVJlcXVlc3QiTQoOV2hvQW1JUmVzcG9uc2USEQoJcHJpbmNpcGFsGAEgASgJEigKCGJpbmRpbmdzGAIgAygLMhYubGVkZ2VyLnYxLlJvbGVCaW5kaW5nInQKEkNyZWF0ZVRva2VuUmVxdWVzdBIRCglwcmluY2lwYWwYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSJgoDdHRsGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg4KBnJlYXNvbhgEIAEoCSJGChNDcmVhdGVUb2tlblJlc3BvbnNlEh8KBXRva2VuGAEgASgLMhAubGVkZ2VyLnYxLlRva2VuEg4KBnNlY3JldBgCIAEoCSITChFMaXN0VG9rZW5zUmVxdWVzdCI2ChJMaXN0VG9rZW5zUmVzcG9uc2USIAoGdG9rZW5zGAEgAygLMhAubGVkZ2VyLnYxLlRva2VuIjAKElJldm9rZVRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiNgoTUmV2b2tlVG9rZW5SZXNwb25zZRIfCgV0b2tlbhgBIAEoCzIQLmxlZGdlci52MS5Ub2tlbiJLChBHcmFudFJvbGVSZXF1ZXN0EicKB2JpbmRpbmcYASABKAsyFi5sZWRnZXIudjEuUm9sZUJpbmRpbmcSDgoGcmVhc29uGAIgASgJIjwKEUdyYW50Um9sZVJlc3BvbnNlEicKB2JpbmRpbmcYASABKAsyFi5sZWRnZXIudjEuUm9sZUJpbmRpbmciTAoRUmV2b2tlUm9sZVJlcXVlc3QSJwoHYmluZGluZxgBIAEoCzIWLmxlZGdlci52MS5Sb2xlQmluZGluZxIOCgZyZWFzb24YAiABKAkiFAoSUmV2b2tlUm9sZVJlc3BvbnNlIhkKF0xpc3RSb2xlQmluZGluZ3NSZXF1ZXN0IkQKGExpc3RSb2xlQmluZGluZ3NSZXNwb25zZRIoCghiaW5kaW5ncxgBIAMoCzIWLmxlZGdlci52MS5Sb2xlQmluZGluZyKJAgoSTGlzdEVudHJpZXNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIgCgZzdGF0ZXMYAiADKA4yEC5sZWRnZXIudjEuU3RhdGUSDQoFb3duZXIYAyABKAkSEgoKa2V5X3ByZWZpeBgEIAEoCRIxCg11cGRhdGVkX2FmdGVyGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg51cGRhdGVkX2JlZm9yZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFc3R1Y2sYByABKAgSEQoJcGFnZV9zaXplGAggASgFEhIKCnBhZ2VfdG9rZW4YCSABKAkiUQoTTGlzdEVudHJpZXNSZXNwb25zZRIhCgdlbnRyaWVzGAEgAygLMhAubGVkZ2VyLnYxLkVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJaChFHZXRIaXN0b3J5UmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIk8KEkdldEhpc3RvcnlSZXNwb25zZRIgCgZldmVudHMYASADKAsyEC5sZWRnZXIudjEuRXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJItABChFMaXN0RXZlbnRzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKBWtpbmRzGAQgAygOMhQubGVkZ2VyLnYxLkV2ZW50S2luZBIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJPChJMaXN0RXZlbnRzUmVzcG9uc2USIAoGZXZlbnRzGAEgAygLMhAubGVkZ2VyLnYxLkV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJcChNGb3JjZVJlbGVhc2VSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRILCgNrZXkYAiABKAkSDgoGcmVhc29uGAMgASgJEhUKDWZlbmNpbmdfdG9rZW4YBCABKAMiUQoURm9yY2VSZWxlYXNlUmVzcG9uc2USHwoFZW50cnkYASABKAsyEC5sZWRnZXIudjEuRW50cnkSGAoQYWxyZWFkeV9yZWxlYXNlZBgCIAEoCCJBCg9SZXNldEtleVJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgsKA2tleRgCIAEoCRIOCgZyZWFzb24YAyABKAkiMwoQUmVzZXRLZXlSZXNwb25zZRIfCgVlbnRyeRgBIAEoCzIQLmxlZGdlci52MS5FbnRyeSI4ChNQdXJnZUV4cGlyZWRSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIOCgZyZWFzb24YAiABKAkiLgoUUHVyZ2VFeHBpcmVkUmVzcG9uc2USFgoOcHVyZ2VkX2VudHJpZXMYASABKAMi8wIKCU5hbWVzcGFjZRIMCgRuYW1lGAEgASgJEjQKEWRlZmF1bHRfbGVhc2VfdHRsGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDW1heF9sZWFzZV90dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGAoQbWF4X3Jlc3VsdF9ieXRlcxgEIAEoBRIsCglyZXRlbnRpb24YBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFAoMbWF4X2F0dGVtcHRzGAYgASgFEjIKD2V2ZW50X3JldGVudGlvbhgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIuCgpjcmVhdGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI+ChVMaXN0TmFtZXNwYWNlc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiWwoWTGlzdE5hbWVzcGFjZXNSZXNwb25zZRIoCgpuYW1lc3BhY2VzGAEgAygLMhQubGVkZ2VyLnYxLk5hbWVzcGFjZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIwoTR2V0TmFtZXNwYWNlUmVxdWVzdBIMCgRuYW1lGAEgASgJIj8KFEdldE5hbWVzcGFjZVJlc3BvbnNlEicKCW5hbWVzcGFjZRgBIAEoCzIULmxlZGdlci52MS5OYW1lc3BhY2UivQIKEU5hbWVzcGFjZVNldHRpbmdzEjQKEWRlZmF1bHRfbGVhc2VfdHRsGAEgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjAKDW1heF9sZWFzZV90dGwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SHQoQbWF4X3Jlc3VsdF9ieXRlcxgDIAEoBUgAiAEBEiwKCXJldGVudGlvbhgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIZCgxtYXhfYXR0ZW1wdHMYBSABKAVIAYgBARIyCg9ldmVudF9yZXRlbnRpb24YBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb25CEwoRX21heF9yZXN1bHRfYnl0ZXNCDwoNX21heF9hdHRlbXB0cyJmChZDcmVhdGVOYW1lc3BhY2VSZXF1ZXN0EgwKBG5hbWUYASABKAkSLgoIc2V0dGluZ3MYAiABKAsyHC5sZWRnZXIudjEuTmFtZXNwYWNlU2V0dGluZ3MSDgoGcmVhc29uGAMgASgJIkIKF0NyZWF0ZU5hbWVzcGFjZVJlc3BvbnNlEicKCW5hbWVzcGFjZRgBIAEoCzIULmxlZGdlci52MS5OYW1lc3BhY2UiZgoWVXBkYXRlTmFtZXNwYWNlUmVxdWVzdBIMCgRuYW1lGAEgASgJEi4KCHNldHRpbmdzGAIgASgLMhwubGVkZ2VyLnYxLk5hbWVzcGFjZVNldHRpbmdzEg4KBnJlYXNvbhgDIAEoCSJCChdVcGRhdGVOYW1lc3BhY2VSZXNwb25zZRInCgluYW1lc3BhY2UYASABKAsyFC5sZWRnZXIudjEuTmFtZXNwYWNlKmcKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfV09SS0VSEAESDwoLUk9MRV9SRUFERVIQAhIOCgpST0xFX0FETUlOEAMSFwoTUk9MRV9QTEFURk9STV9BRE1JThAEMpILChJMZWRnZXJBZG1pblNlcnZpY2USUQoLTGlzdEVudHJpZXMSHS5sZWRnZXIudjEuTGlzdEVudHJpZXNSZXF1ZXN0Gh4ubGVkZ2VyLnYxLkxpc3RFbnRyaWVzUmVzcG9uc2UiA5ACARJOCgpHZXRIaXN0b3J5EhwubGVkZ2VyLnYxLkdldEhpc3RvcnlSZXF1ZXN0Gh0ubGVkZ2VyLnYxLkdldEhpc3RvcnlSZXNwb25zZSIDkAIBEk4KCkxpc3RFdmVudHMSHC5sZWRnZXIudjEuTGlzdEV2ZW50c1JlcXVlc3QaHS5sZWRnZXIudjEuTGlzdEV2ZW50c1Jlc3BvbnNlIgOQAgESVAoMRm9yY2VSZWxlYXNlEh4ubGVkZ2VyLnYxLkZvcmNlUmVsZWFzZVJlcXVlc3QaHy5sZWRnZXIudjEuRm9yY2VSZWxlYXNlUmVzcG9uc2UiA5ACAhJDCghSZXNldEtleRIaLmxlZGdlci52MS5SZXNldEtleVJlcXVlc3QaGy5sZWRnZXIudjEuUmVzZXRLZXlSZXNwb25zZRJUCgxQdXJnZUV4cGlyZWQSHi5sZWRnZXIudjEuUHVyZ2VFeHBpcmVkUmVxdWVzdBofLmxlZGdlci52MS5QdXJnZUV4cGlyZWRSZXNwb25zZSIDkAICEloKDkxpc3ROYW1lc3BhY2VzEiAubGVkZ2VyLnYxLkxpc3ROYW1lc3BhY2VzUmVxdWVzdBohLmxlZGdlci52MS5MaXN0TmFtZXNwYWNlc1Jlc3BvbnNlIgOQAgESVAoMR2V0TmFtZXNwYWNlEh4ubGVkZ2VyLnYxLkdldE5hbWVzcGFjZVJlcXVlc3QaHy5sZWRnZXIudjEuR2V0TmFtZXNwYWNlUmVzcG9uc2UiA5ACARJYCg9DcmVhdGVOYW1lc3BhY2USIS5sZWRnZXIudjEuQ3JlYXRlTmFtZXNwYWNlUmVxdWVzdBoiLmxlZGdlci52MS5DcmVhdGVOYW1lc3BhY2VSZXNwb25zZRJdCg9VcGRhdGVOYW1lc3BhY2USIS5sZWRnZXIudjEuVXBkYXRlTmFtZXNwYWNlUmVxdWVzdBoiLmxlZGdlci52MS5VcGRhdGVOYW1lc3BhY2VSZXNwb25zZSIDkAICEkIKBldob0FtSRIYLmxlZGdlci52MS5XaG9BbUlSZXF1ZXN0GhkubGVkZ2VyLnYxLldob0FtSVJlc3BvbnNlIgOQAgESTAoLQ3JlYXRlVG9rZW4SHS5sZWRnZXIudjEuQ3JlYXRlVG9rZW5SZXF1ZXN0Gh4ubGVkZ2VyLnYxLkNyZWF0ZVRva2VuUmVzcG9uc2USTgoKTGlzdFRva2VucxIcLmxlZGdlci52MS5MaXN0VG9rZW5zUmVxdWVzdBodLmxlZGdlci52MS5MaXN0VG9rZW5zUmVzcG9uc2UiA5ACARJRCgtSZXZva2VUb2tlbhIdLmxlZGdlci52MS5SZXZva2VUb2tlblJlcXVlc3QaHi5sZWRnZXIudjEuUmV2b2tlVG9rZW5SZXNwb25zZSIDkAICEksKCUdyYW50Um9sZRIbLmxlZGdlci52MS5HcmFudFJvbGVSZXF1ZXN0GhwubGVkZ2VyLnYxLkdyYW50Um9sZVJlc3BvbnNlIgOQAgISSQoKUmV2b2tlUm9sZRIcLmxlZGdlci52MS5SZXZva2VSb2xlUmVxdWVzdBodLmxlZGdlci52MS5SZXZva2VSb2xlUmVzcG9uc2USYAoQTGlzdFJvbGVCaW5kaW5ncxIiLmxlZGdlci52MS5MaXN0Um9sZUJpbmRpbmdzUmVxdWVzdBojLmxlZGdlci52MS5MaXN0Um9sZUJpbmRpbmdzUmVzcG9uc2UiA5ACAUIzWjFnaXRodWIuY29tL2xlZGdlcmQvbGVkZ2VyZC9nZW4vbGVkZ2VyL3YxO2xlZGdlcnYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_ledger_v1_ledger]);
+
+/**
+ * RoleBinding gives a principal a role in some namespaces.
+ *
+ * @generated from message ledger.v1.RoleBinding
+ */
+export type RoleBinding = Message<"ledger.v1.RoleBinding"> & {
+  /**
+   * principal is who: the principal an API token was issued to.
+   *
+   * @generated from field: string principal = 1;
+   */
+  principal: string;
+
+  /**
+   * namespace_pattern is a namespace name, a name prefix followed by "*"
+   * ("payments-*"), or "*" for every namespace.
+   *
+   * @generated from field: string namespace_pattern = 2;
+   */
+  namespacePattern: string;
+
+  /**
+   * role granted.
+   *
+   * @generated from field: ledger.v1.Role role = 3;
+   */
+  role: Role;
+
+  /**
+   * created_at is when it was granted.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * created_by is the principal that granted it.
+   *
+   * @generated from field: string created_by = 5;
+   */
+  createdBy: string;
+};
+
+/**
+ * Describes the message ledger.v1.RoleBinding.
+ * Use `create(RoleBindingSchema)` to create a new message.
+ */
+export const RoleBindingSchema: GenMessage<RoleBinding> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 0);
+
+/**
+ * Token describes an API token; its secret is never returned after creation.
+ *
+ * @generated from message ledger.v1.Token
+ */
+export type Token = Message<"ledger.v1.Token"> & {
+  /**
+   * id is the token's public part (it appears in the token string).
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * principal the token authenticates as.
+   *
+   * @generated from field: string principal = 2;
+   */
+  principal: string;
+
+  /**
+   * description given at creation.
+   *
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * created_at is when it was issued.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 4;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * created_by is who issued it.
+   *
+   * @generated from field: string created_by = 5;
+   */
+  createdBy: string;
+
+  /**
+   * expires_at is when it stops working; unset: never.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 6;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * revoked_at is when it was revoked; unset: not revoked.
+   *
+   * @generated from field: google.protobuf.Timestamp revoked_at = 7;
+   */
+  revokedAt?: Timestamp | undefined;
+
+  /**
+   * revoked_by is who revoked it.
+   *
+   * @generated from field: string revoked_by = 8;
+   */
+  revokedBy: string;
+};
+
+/**
+ * Describes the message ledger.v1.Token.
+ * Use `create(TokenSchema)` to create a new message.
+ */
+export const TokenSchema: GenMessage<Token> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 1);
+
+/**
+ * WhoAmIRequest is empty.
+ *
+ * @generated from message ledger.v1.WhoAmIRequest
+ */
+export type WhoAmIRequest = Message<"ledger.v1.WhoAmIRequest"> & {
+};
+
+/**
+ * Describes the message ledger.v1.WhoAmIRequest.
+ * Use `create(WhoAmIRequestSchema)` to create a new message.
+ */
+export const WhoAmIRequestSchema: GenMessage<WhoAmIRequest> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 2);
+
+/**
+ * WhoAmIResponse tells the caller's identity.
+ *
+ * @generated from message ledger.v1.WhoAmIResponse
+ */
+export type WhoAmIResponse = Message<"ledger.v1.WhoAmIResponse"> & {
+  /**
+   * principal ledgerd authenticated the caller as ("anonymous" when the
+   * server runs without authentication, in development).
+   *
+   * @generated from field: string principal = 1;
+   */
+  principal: string;
+
+  /**
+   * bindings are the principal's role bindings.
+   *
+   * @generated from field: repeated ledger.v1.RoleBinding bindings = 2;
+   */
+  bindings: RoleBinding[];
+};
+
+/**
+ * Describes the message ledger.v1.WhoAmIResponse.
+ * Use `create(WhoAmIResponseSchema)` to create a new message.
+ */
+export const WhoAmIResponseSchema: GenMessage<WhoAmIResponse> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 3);
+
+/**
+ * CreateTokenRequest asks for a token.
+ *
+ * @generated from message ledger.v1.CreateTokenRequest
+ */
+export type CreateTokenRequest = Message<"ledger.v1.CreateTokenRequest"> & {
+  /**
+   * principal the token will authenticate as. Required; at most 256 bytes.
+   *
+   * @generated from field: string principal = 1;
+   */
+  principal: string;
+
+  /**
+   * description, e.g. where the token is used. At most 1024 bytes.
+   *
+   * @generated from field: string description = 2;
+   */
+  description: string;
+
+  /**
+   * ttl is how long the token works; unset: until revoked.
+   *
+   * @generated from field: google.protobuf.Duration ttl = 3;
+   */
+  ttl?: Duration | undefined;
+
+  /**
+   * reason is recorded in the audit event. Required.
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message ledger.v1.CreateTokenRequest.
+ * Use `create(CreateTokenRequestSchema)` to create a new message.
+ */
+export const CreateTokenRequestSchema: GenMessage<CreateTokenRequest> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 4);
+
+/**
+ * CreateTokenResponse carries the token string, shown only this once.
+ *
+ * @generated from message ledger.v1.CreateTokenResponse
+ */
+export type CreateTokenResponse = Message<"ledger.v1.CreateTokenResponse"> & {
+  /**
+   * token describes the new token.
+   *
+   * @generated from field: ledger.v1.Token token = 1;
+   */
+  token?: Token | undefined;
+
+  /**
+   * secret is the whole bearer token ("ldg_<id>_<secret>"): send it as
+   * "authorization: Bearer <secret>". It cannot be retrieved again.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message ledger.v1.CreateTokenResponse.
+ * Use `create(CreateTokenResponseSchema)` to create a new message.
+ */
+export const CreateTokenResponseSchema: GenMessage<CreateTokenResponse> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 5);
+
+/**
+ * ListTokensRequest is empty.
+ *
+ * @generated from message ledger.v1.ListTokensRequest
+ */
+export type ListTokensRequest = Message<"ledger.v1.ListTokensRequest"> & {
+};
+
+/**
+ * Describes the message ledger.v1.ListTokensRequest.
+ * Use `create(ListTokensRequestSchema)` to create a new message.
+ */
+export const ListTokensRequestSchema: GenMessage<ListTokensRequest> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 6);
+
+/**
+ * ListTokensResponse lists the tokens.
+ *
+ * @generated from message ledger.v1.ListTokensResponse
+ */
+export type ListTokensResponse = Message<"ledger.v1.ListTokensResponse"> & {
+  /**
+   * tokens, oldest first.
+   *
+   * @generated from field: repeated ledger.v1.Token tokens = 1;
+   */
+  tokens: Token[];
+};
+
+/**
+ * Describes the message ledger.v1.ListTokensResponse.
+ * Use `create(ListTokensResponseSchema)` to create a new message.
+ */
+export const ListTokensResponseSchema: GenMessage<ListTokensResponse> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 7);
+
+/**
+ * RevokeTokenRequest names the token.
+ *
+ * @generated from message ledger.v1.RevokeTokenRequest
+ */
+export type RevokeTokenRequest = Message<"ledger.v1.RevokeTokenRequest"> & {
+  /**
+   * id of the token. Required.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * reason is recorded in the audit event. Required.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message ledger.v1.RevokeTokenRequest.
+ * Use `create(RevokeTokenRequestSchema)` to create a new message.
+ */
+export const RevokeTokenRequestSchema: GenMessage<RevokeTokenRequest> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 8);
+
+/**
+ * RevokeTokenResponse describes the revoked token.
+ *
+ * @generated from message ledger.v1.RevokeTokenResponse
+ */
+export type RevokeTokenResponse = Message<"ledger.v1.RevokeTokenResponse"> & {
+  /**
+   * token after revocation.
+   *
+   * @generated from field: ledger.v1.Token token = 1;
+   */
+  token?: Token | undefined;
+};
+
+/**
+ * Describes the message ledger.v1.RevokeTokenResponse.
+ * Use `create(RevokeTokenResponseSchema)` to create a new message.
+ */
+export const RevokeTokenResponseSchema: GenMessage<RevokeTokenResponse> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 9);
+
+/**
+ * GrantRoleRequest names the binding.
+ *
+ * @generated from message ledger.v1.GrantRoleRequest
+ */
+export type GrantRoleRequest = Message<"ledger.v1.GrantRoleRequest"> & {
+  /**
+   * binding to create (principal, namespace_pattern, role).
+   *
+   * @generated from field: ledger.v1.RoleBinding binding = 1;
+   */
+  binding?: RoleBinding | undefined;
+
+  /**
+   * reason is recorded in the audit event. Required.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message ledger.v1.GrantRoleRequest.
+ * Use `create(GrantRoleRequestSchema)` to create a new message.
+ */
+export const GrantRoleRequestSchema: GenMessage<GrantRoleRequest> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 10);
+
+/**
+ * GrantRoleResponse returns the binding.
+ *
+ * @generated from message ledger.v1.GrantRoleResponse
+ */
+export type GrantRoleResponse = Message<"ledger.v1.GrantRoleResponse"> & {
+  /**
+   * binding as stored.
+   *
+   * @generated from field: ledger.v1.RoleBinding binding = 1;
+   */
+  binding?: RoleBinding | undefined;
+};
+
+/**
+ * Describes the message ledger.v1.GrantRoleResponse.
+ * Use `create(GrantRoleResponseSchema)` to create a new message.
+ */
+export const GrantRoleResponseSchema: GenMessage<GrantRoleResponse> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 11);
+
+/**
+ * RevokeRoleRequest names the binding.
+ *
+ * @generated from message ledger.v1.RevokeRoleRequest
+ */
+export type RevokeRoleRequest = Message<"ledger.v1.RevokeRoleRequest"> & {
+  /**
+   * binding to remove (principal, namespace_pattern, role).
+   *
+   * @generated from field: ledger.v1.RoleBinding binding = 1;
+   */
+  binding?: RoleBinding | undefined;
+
+  /**
+   * reason is recorded in the audit event. Required.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message ledger.v1.RevokeRoleRequest.
+ * Use `create(RevokeRoleRequestSchema)` to create a new message.
+ */
+export const RevokeRoleRequestSchema: GenMessage<RevokeRoleRequest> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 12);
+
+/**
+ * RevokeRoleResponse is empty.
+ *
+ * @generated from message ledger.v1.RevokeRoleResponse
+ */
+export type RevokeRoleResponse = Message<"ledger.v1.RevokeRoleResponse"> & {
+};
+
+/**
+ * Describes the message ledger.v1.RevokeRoleResponse.
+ * Use `create(RevokeRoleResponseSchema)` to create a new message.
+ */
+export const RevokeRoleResponseSchema: GenMessage<RevokeRoleResponse> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 13);
+
+/**
+ * ListRoleBindingsRequest is empty.
+ *
+ * @generated from message ledger.v1.ListRoleBindingsRequest
+ */
+export type ListRoleBindingsRequest = Message<"ledger.v1.ListRoleBindingsRequest"> & {
+};
+
+/**
+ * Describes the message ledger.v1.ListRoleBindingsRequest.
+ * Use `create(ListRoleBindingsRequestSchema)` to create a new message.
+ */
+export const ListRoleBindingsRequestSchema: GenMessage<ListRoleBindingsRequest> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 14);
+
+/**
+ * ListRoleBindingsResponse lists the bindings.
+ *
+ * @generated from message ledger.v1.ListRoleBindingsResponse
+ */
+export type ListRoleBindingsResponse = Message<"ledger.v1.ListRoleBindingsResponse"> & {
+  /**
+   * bindings, by principal.
+   *
+   * @generated from field: repeated ledger.v1.RoleBinding bindings = 1;
+   */
+  bindings: RoleBinding[];
+};
+
+/**
+ * Describes the message ledger.v1.ListRoleBindingsResponse.
+ * Use `create(ListRoleBindingsResponseSchema)` to create a new message.
+ */
+export const ListRoleBindingsResponseSchema: GenMessage<ListRoleBindingsResponse> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_admin, 15);
 
 /**
  * ListEntriesRequest selects entries.
@@ -92,7 +540,7 @@ export type ListEntriesRequest = Message<"ledger.v1.ListEntriesRequest"> & {
  * Use `create(ListEntriesRequestSchema)` to create a new message.
  */
 export const ListEntriesRequestSchema: GenMessage<ListEntriesRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 0);
+  messageDesc(file_ledger_v1_admin, 16);
 
 /**
  * ListEntriesResponse is one page of entries, in key order.
@@ -120,7 +568,7 @@ export type ListEntriesResponse = Message<"ledger.v1.ListEntriesResponse"> & {
  * Use `create(ListEntriesResponseSchema)` to create a new message.
  */
 export const ListEntriesResponseSchema: GenMessage<ListEntriesResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 1);
+  messageDesc(file_ledger_v1_admin, 17);
 
 /**
  * GetHistoryRequest names the key.
@@ -162,7 +610,7 @@ export type GetHistoryRequest = Message<"ledger.v1.GetHistoryRequest"> & {
  * Use `create(GetHistoryRequestSchema)` to create a new message.
  */
 export const GetHistoryRequestSchema: GenMessage<GetHistoryRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 2);
+  messageDesc(file_ledger_v1_admin, 18);
 
 /**
  * GetHistoryResponse is one page of a key's events, oldest first.
@@ -190,7 +638,7 @@ export type GetHistoryResponse = Message<"ledger.v1.GetHistoryResponse"> & {
  * Use `create(GetHistoryResponseSchema)` to create a new message.
  */
 export const GetHistoryResponseSchema: GenMessage<GetHistoryResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 3);
+  messageDesc(file_ledger_v1_admin, 19);
 
 /**
  * ListEventsRequest selects a namespace's events.
@@ -246,7 +694,7 @@ export type ListEventsRequest = Message<"ledger.v1.ListEventsRequest"> & {
  * Use `create(ListEventsRequestSchema)` to create a new message.
  */
 export const ListEventsRequestSchema: GenMessage<ListEventsRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 4);
+  messageDesc(file_ledger_v1_admin, 20);
 
 /**
  * ListEventsResponse is one page of events, oldest first.
@@ -274,7 +722,7 @@ export type ListEventsResponse = Message<"ledger.v1.ListEventsResponse"> & {
  * Use `create(ListEventsResponseSchema)` to create a new message.
  */
 export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 5);
+  messageDesc(file_ledger_v1_admin, 21);
 
 /**
  * ForceReleaseRequest names the lease to end.
@@ -317,7 +765,7 @@ export type ForceReleaseRequest = Message<"ledger.v1.ForceReleaseRequest"> & {
  * Use `create(ForceReleaseRequestSchema)` to create a new message.
  */
 export const ForceReleaseRequestSchema: GenMessage<ForceReleaseRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 6);
+  messageDesc(file_ledger_v1_admin, 22);
 
 /**
  * ForceReleaseResponse returns the entry afterwards.
@@ -346,7 +794,7 @@ export type ForceReleaseResponse = Message<"ledger.v1.ForceReleaseResponse"> & {
  * Use `create(ForceReleaseResponseSchema)` to create a new message.
  */
 export const ForceReleaseResponseSchema: GenMessage<ForceReleaseResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 7);
+  messageDesc(file_ledger_v1_admin, 23);
 
 /**
  * ResetKeyRequest names the key to reset.
@@ -381,7 +829,7 @@ export type ResetKeyRequest = Message<"ledger.v1.ResetKeyRequest"> & {
  * Use `create(ResetKeyRequestSchema)` to create a new message.
  */
 export const ResetKeyRequestSchema: GenMessage<ResetKeyRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 8);
+  messageDesc(file_ledger_v1_admin, 24);
 
 /**
  * ResetKeyResponse returns the entry afterwards.
@@ -402,7 +850,7 @@ export type ResetKeyResponse = Message<"ledger.v1.ResetKeyResponse"> & {
  * Use `create(ResetKeyResponseSchema)` to create a new message.
  */
 export const ResetKeyResponseSchema: GenMessage<ResetKeyResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 9);
+  messageDesc(file_ledger_v1_admin, 25);
 
 /**
  * PurgeExpiredRequest names the namespace to purge.
@@ -430,7 +878,7 @@ export type PurgeExpiredRequest = Message<"ledger.v1.PurgeExpiredRequest"> & {
  * Use `create(PurgeExpiredRequestSchema)` to create a new message.
  */
 export const PurgeExpiredRequestSchema: GenMessage<PurgeExpiredRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 10);
+  messageDesc(file_ledger_v1_admin, 26);
 
 /**
  * PurgeExpiredResponse counts what was removed.
@@ -451,7 +899,7 @@ export type PurgeExpiredResponse = Message<"ledger.v1.PurgeExpiredResponse"> & {
  * Use `create(PurgeExpiredResponseSchema)` to create a new message.
  */
 export const PurgeExpiredResponseSchema: GenMessage<PurgeExpiredResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 11);
+  messageDesc(file_ledger_v1_admin, 27);
 
 /**
  * Namespace is a namespace and its settings.
@@ -529,7 +977,7 @@ export type Namespace = Message<"ledger.v1.Namespace"> & {
  * Use `create(NamespaceSchema)` to create a new message.
  */
 export const NamespaceSchema: GenMessage<Namespace> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 12);
+  messageDesc(file_ledger_v1_admin, 28);
 
 /**
  * ListNamespacesRequest pages through the namespaces.
@@ -557,7 +1005,7 @@ export type ListNamespacesRequest = Message<"ledger.v1.ListNamespacesRequest"> &
  * Use `create(ListNamespacesRequestSchema)` to create a new message.
  */
 export const ListNamespacesRequestSchema: GenMessage<ListNamespacesRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 13);
+  messageDesc(file_ledger_v1_admin, 29);
 
 /**
  * ListNamespacesResponse is one page of namespaces, by name.
@@ -585,7 +1033,7 @@ export type ListNamespacesResponse = Message<"ledger.v1.ListNamespacesResponse">
  * Use `create(ListNamespacesResponseSchema)` to create a new message.
  */
 export const ListNamespacesResponseSchema: GenMessage<ListNamespacesResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 14);
+  messageDesc(file_ledger_v1_admin, 30);
 
 /**
  * GetNamespaceRequest names the namespace.
@@ -606,7 +1054,7 @@ export type GetNamespaceRequest = Message<"ledger.v1.GetNamespaceRequest"> & {
  * Use `create(GetNamespaceRequestSchema)` to create a new message.
  */
 export const GetNamespaceRequestSchema: GenMessage<GetNamespaceRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 15);
+  messageDesc(file_ledger_v1_admin, 31);
 
 /**
  * GetNamespaceResponse carries the namespace.
@@ -627,7 +1075,7 @@ export type GetNamespaceResponse = Message<"ledger.v1.GetNamespaceResponse"> & {
  * Use `create(GetNamespaceResponseSchema)` to create a new message.
  */
 export const GetNamespaceResponseSchema: GenMessage<GetNamespaceResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 16);
+  messageDesc(file_ledger_v1_admin, 32);
 
 /**
  * NamespaceSettings are the settable parts of a namespace; an unset field
@@ -684,7 +1132,7 @@ export type NamespaceSettings = Message<"ledger.v1.NamespaceSettings"> & {
  * Use `create(NamespaceSettingsSchema)` to create a new message.
  */
 export const NamespaceSettingsSchema: GenMessage<NamespaceSettings> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 17);
+  messageDesc(file_ledger_v1_admin, 33);
 
 /**
  * CreateNamespaceRequest creates a namespace.
@@ -719,7 +1167,7 @@ export type CreateNamespaceRequest = Message<"ledger.v1.CreateNamespaceRequest">
  * Use `create(CreateNamespaceRequestSchema)` to create a new message.
  */
 export const CreateNamespaceRequestSchema: GenMessage<CreateNamespaceRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 18);
+  messageDesc(file_ledger_v1_admin, 34);
 
 /**
  * CreateNamespaceResponse carries the new namespace.
@@ -740,7 +1188,7 @@ export type CreateNamespaceResponse = Message<"ledger.v1.CreateNamespaceResponse
  * Use `create(CreateNamespaceResponseSchema)` to create a new message.
  */
 export const CreateNamespaceResponseSchema: GenMessage<CreateNamespaceResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 19);
+  messageDesc(file_ledger_v1_admin, 35);
 
 /**
  * UpdateNamespaceRequest changes a namespace's settings.
@@ -775,7 +1223,7 @@ export type UpdateNamespaceRequest = Message<"ledger.v1.UpdateNamespaceRequest">
  * Use `create(UpdateNamespaceRequestSchema)` to create a new message.
  */
 export const UpdateNamespaceRequestSchema: GenMessage<UpdateNamespaceRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 20);
+  messageDesc(file_ledger_v1_admin, 36);
 
 /**
  * UpdateNamespaceResponse carries the namespace afterwards.
@@ -796,7 +1244,58 @@ export type UpdateNamespaceResponse = Message<"ledger.v1.UpdateNamespaceResponse
  * Use `create(UpdateNamespaceResponseSchema)` to create a new message.
  */
 export const UpdateNamespaceResponseSchema: GenMessage<UpdateNamespaceResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_admin, 21);
+  messageDesc(file_ledger_v1_admin, 37);
+
+/**
+ * Role is what a principal may do in the namespaces a binding names.
+ *
+ * @generated from enum ledger.v1.Role
+ */
+export enum Role {
+  /**
+   * ROLE_UNSPECIFIED is never valid.
+   *
+   * @generated from enum value: ROLE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * ROLE_WORKER may Reserve, Heartbeat, Complete, Fail, Release and Lookup.
+   *
+   * @generated from enum value: ROLE_WORKER = 1;
+   */
+  WORKER = 1,
+
+  /**
+   * ROLE_READER may Lookup and read listings, histories and events.
+   *
+   * @generated from enum value: ROLE_READER = 2;
+   */
+  READER = 2,
+
+  /**
+   * ROLE_ADMIN may do what a reader may, plus ForceRelease, ResetKey,
+   * PurgeExpired, CreateNamespace (for names its pattern covers) and
+   * UpdateNamespace.
+   *
+   * @generated from enum value: ROLE_ADMIN = 3;
+   */
+  ADMIN = 3,
+
+  /**
+   * ROLE_PLATFORM_ADMIN may do everything everywhere, and manage tokens and
+   * role bindings; its bindings name "*".
+   *
+   * @generated from enum value: ROLE_PLATFORM_ADMIN = 4;
+   */
+  PLATFORM_ADMIN = 4,
+}
+
+/**
+ * Describes the enum ledger.v1.Role.
+ */
+export const RoleSchema: GenEnum<Role> = /*@__PURE__*/
+  enumDesc(file_ledger_v1_admin, 0);
 
 /**
  * LedgerAdminService is for operators and auditors: listings of entries and
@@ -960,6 +1459,101 @@ export const LedgerAdminService: GenService<{
     methodKind: "unary";
     input: typeof UpdateNamespaceRequestSchema;
     output: typeof UpdateNamespaceResponseSchema;
+  },
+  /**
+   * WhoAmI tells the caller who ledgerd authenticated it as, and its role
+   * bindings. Any authenticated caller may ask.
+   *
+   * Errors: UNAUTHENTICATED, UNAVAILABLE.
+   *
+   * @generated from rpc ledger.v1.LedgerAdminService.WhoAmI
+   */
+  whoAmI: {
+    methodKind: "unary";
+    input: typeof WhoAmIRequestSchema;
+    output: typeof WhoAmIResponseSchema;
+  },
+  /**
+   * CreateToken issues an API token for a principal. The token string is in
+   * this response only: ledgerd keeps a hash of its secret. Platform admins
+   * only. Audited.
+   *
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+   *
+   * @generated from rpc ledger.v1.LedgerAdminService.CreateToken
+   */
+  createToken: {
+    methodKind: "unary";
+    input: typeof CreateTokenRequestSchema;
+    output: typeof CreateTokenResponseSchema;
+  },
+  /**
+   * ListTokens lists the API tokens (never their secrets), revoked and
+   * expired ones included. Platform admins only.
+   *
+   * Errors: PERMISSION_DENIED, UNAVAILABLE.
+   *
+   * @generated from rpc ledger.v1.LedgerAdminService.ListTokens
+   */
+  listTokens: {
+    methodKind: "unary";
+    input: typeof ListTokensRequestSchema;
+    output: typeof ListTokensResponseSchema;
+  },
+  /**
+   * RevokeToken revokes an API token; every replica refuses it within its
+   * credential refresh interval (5s unless configured). Platform admins
+   * only. Audited.
+   *
+   * Idempotent: revoking again changes nothing.
+   *
+   * Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE.
+   *
+   * @generated from rpc ledger.v1.LedgerAdminService.RevokeToken
+   */
+  revokeToken: {
+    methodKind: "unary";
+    input: typeof RevokeTokenRequestSchema;
+    output: typeof RevokeTokenResponseSchema;
+  },
+  /**
+   * GrantRole binds a role to a principal in the namespaces a pattern
+   * matches. Platform admins only. Audited.
+   *
+   * Idempotent: granting again changes nothing.
+   *
+   * Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+   *
+   * @generated from rpc ledger.v1.LedgerAdminService.GrantRole
+   */
+  grantRole: {
+    methodKind: "unary";
+    input: typeof GrantRoleRequestSchema;
+    output: typeof GrantRoleResponseSchema;
+  },
+  /**
+   * RevokeRole removes a role binding. Platform admins only. Audited.
+   *
+   * Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAVAILABLE.
+   *
+   * @generated from rpc ledger.v1.LedgerAdminService.RevokeRole
+   */
+  revokeRole: {
+    methodKind: "unary";
+    input: typeof RevokeRoleRequestSchema;
+    output: typeof RevokeRoleResponseSchema;
+  },
+  /**
+   * ListRoleBindings lists every role binding. Platform admins only.
+   *
+   * Errors: PERMISSION_DENIED, UNAVAILABLE.
+   *
+   * @generated from rpc ledger.v1.LedgerAdminService.ListRoleBindings
+   */
+  listRoleBindings: {
+    methodKind: "unary";
+    input: typeof ListRoleBindingsRequestSchema;
+    output: typeof ListRoleBindingsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_ledger_v1_admin, 0);

@@ -1,0 +1,249 @@
+package ledger
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Role is what a principal may do in the namespaces a binding names.
+type Role string
+
+// The roles. Each includes the ones listed under it where it says so.
+const (
+	// RoleWorker may Reserve, Heartbeat, Complete, Fail, Release and Lookup.
+	RoleWorker Role = "worker"
+	// RoleReader may Lookup and read listings, histories and events.
+	RoleReader Role = "reader"
+	// RoleAdmin may do what a reader may, plus the admin actions and the
+	// namespace settings.
+	RoleAdmin Role = "admin"
+	// RolePlatformAdmin may do everything in every namespace, and manage
+	// tokens and role bindings. Its bindings always name "*".
+	RolePlatformAdmin Role = "platform-admin"
+)
+
+// RoleBinding gives a principal a role in the namespaces its pattern
+// matches: a namespace name, a prefix followed by "*" ("payments-*"), or
+// "*" for all.
+type RoleBinding struct {
+	Principal        string    `db:"principal"`
+	NamespacePattern string    `db:"namespace_pattern"`
+	Role             Role      `db:"role"`
+	CreatedAt        time.Time `db:"created_at"`
+	CreatedBy        string    `db:"created_by"`
+}
+
+// Matches reports whether the binding's pattern covers namespace.
+func (b RoleBinding) Matches(namespace string) bool {
+	if prefix, ok := strings.CutSuffix(b.NamespacePattern, "*"); ok {
+		return strings.HasPrefix(namespace, prefix)
+	}
+	return b.NamespacePattern == namespace
+}
+
+// Token is an API token as stored: its secret is kept only as a hash.
+type Token struct {
+	ID          string     `db:"id"`
+	Principal   string     `db:"principal"`
+	SecretHash  []byte     `db:"secret_hash"`
+	Description string     `db:"description"`
+	CreatedAt   time.Time  `db:"created_at"`
+	CreatedBy   string     `db:"created_by"`
+	ExpiresAt   *time.Time `db:"expires_at"`
+	RevokedAt   *time.Time `db:"revoked_at"`
+	RevokedBy   *string    `db:"revoked_by"`
+}
+
+// tokenPrefix starts every token, so that secret scanners can find leaked
+// ones: "ldg_<id>_<secret>".
+const tokenPrefix = "ldg_"
+
+// ErrBadToken means a bearer token is malformed, unknown, expired, revoked
+// or wrong.
+var ErrBadToken = errors.New("invalid token")
+
+// ParseToken splits a bearer token into its public id and its secret.
+func ParseToken(token string) (id, secret string, err error) {
+	rest, ok := strings.CutPrefix(token, tokenPrefix)
+	if !ok {
+		return "", "", ErrBadToken
+	}
+	id, secret, ok = strings.Cut(rest, "_")
+	if !ok || id == "" || secret == "" {
+		return "", "", ErrBadToken
+	}
+	return id, secret, nil
+}
+
+// Verify checks a secret against the token's hash, in constant time, and
+// the token's expiry and revocation against now.
+func (t Token) Verify(secret string, now time.Time) error {
+	sum := sha256.Sum256([]byte(secret))
+	switch {
+	case subtle.ConstantTimeCompare(sum[:], t.SecretHash) != 1:
+		return ErrBadToken
+	case t.RevokedAt != nil:
+		return fmt.Errorf("%w: revoked", ErrBadToken)
+	case t.ExpiresAt != nil && !now.Before(*t.ExpiresAt):
+		return fmt.Errorf("%w: expired", ErrBadToken)
+	}
+	return nil
+}
+
+func checkPrincipal(principal string) error {
+	return checkText("principal", principal, true, 256)
+}
+
+func checkPattern(pattern string) error {
+	if pattern == "*" {
+		return nil
+	}
+	name, _ := strings.CutSuffix(pattern, "*")
+	if err := checkNamespace(name); err != nil {
+		return invalid("namespace_pattern", "must be a namespace name, a name prefix followed by '*', or '*': %s",
+			strings.TrimPrefix(err.Error(), "invalid namespace: "))
+	}
+	return nil
+}
+
+func checkRole(role Role) error {
+	switch role {
+	case RoleWorker, RoleReader, RoleAdmin, RolePlatformAdmin:
+		return nil
+	}
+	return invalid("role", "must be worker, reader, admin or platform-admin, got %q", role)
+}
+
+// CreateToken issues a token for principal, valid for ttl (zero: until
+// revoked), and returns it with its secret: the whole token string is
+// returned only here; the ledger keeps a hash. Recorded in the audit trail
+// with the caller and reason.
+func (s *Store) CreateToken(ctx context.Context, principal, description string, ttl time.Duration, reason string) (Token, string, error) {
+	err := checkPrincipal(principal)
+	if err == nil {
+		err = checkText("description", description, false, 1024)
+	}
+	if err == nil && ttl < 0 {
+		err = invalid("ttl", "must not be negative, got %s", ttl)
+	}
+	if err == nil {
+		err = checkReason(s.limits, reason)
+	}
+	if err != nil {
+		return Token{}, "", fmt.Errorf("create token for %s: %w", principal, err)
+	}
+	idBytes, secretBytes := make([]byte, 8), make([]byte, 32)
+	_, _ = rand.Read(idBytes) // crypto/rand.Read never fails
+	_, _ = rand.Read(secretBytes)
+	id, secret := hex.EncodeToString(idBytes), base64.RawURLEncoding.EncodeToString(secretBytes)
+	sum := sha256.Sum256([]byte(secret))
+	var expires any
+	if ttl > 0 {
+		expires = ttl.Milliseconds()
+	}
+	rows, err := queryRows[Token](ctx, s.pool, query("token_create"), id, principal, sum[:], description, callerFrom(ctx), expires, reason)
+	if err != nil {
+		return Token{}, "", fmt.Errorf("create token for %s: %w", principal, err)
+	}
+	return rows[0], tokenPrefix + id + "_" + secret, nil
+}
+
+// RevokeToken revokes a token by its id, recorded with the caller and the
+// reason; revoking it again changes nothing. It fails with ErrNotFound.
+func (s *Store) RevokeToken(ctx context.Context, id, reason string) (Token, error) {
+	if err := checkReason(s.limits, reason); err != nil {
+		return Token{}, fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	rows, err := queryRows[Token](ctx, s.pool, query("token_revoke"), id, callerFrom(ctx), reason)
+	if err != nil {
+		return Token{}, fmt.Errorf("revoke token %s: %w", id, err)
+	}
+	if len(rows) == 0 {
+		return Token{}, fmt.Errorf("revoke token %s: %w", id, ErrNotFound)
+	}
+	return rows[0], nil
+}
+
+// Tokens returns every token (revoked and expired ones included), oldest
+// first. There are few: one per service or person.
+func (s *Store) Tokens(ctx context.Context) ([]Token, error) {
+	tokens, err := queryRows[Token](ctx, s.pool, `SELECT id, principal, secret_hash, description, created_at, created_by,
+		expires_at, revoked_at, revoked_by FROM api_tokens ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tokens: %w", err)
+	}
+	return tokens, nil
+}
+
+// GrantRole binds a role to a principal in the namespaces pattern matches,
+// recorded with the caller and the reason. Granting it again changes
+// nothing.
+func (s *Store) GrantRole(ctx context.Context, binding RoleBinding, reason string) (RoleBinding, error) {
+	err := checkPrincipal(binding.Principal)
+	if err == nil {
+		err = checkPattern(binding.NamespacePattern)
+	}
+	if err == nil {
+		err = checkRole(binding.Role)
+	}
+	if err == nil && binding.Role == RolePlatformAdmin && binding.NamespacePattern != "*" {
+		err = invalid("namespace_pattern", "must be '*' for the platform-admin role")
+	}
+	if err == nil {
+		err = checkReason(s.limits, reason)
+	}
+	if err != nil {
+		return RoleBinding{}, fmt.Errorf("grant %s: %w", binding.Role, err)
+	}
+	rows, err := queryRows[RoleBinding](ctx, s.pool, query("role_grant"),
+		binding.Principal, binding.NamespacePattern, string(binding.Role), callerFrom(ctx), reason)
+	if err != nil {
+		return RoleBinding{}, fmt.Errorf("grant %s: %w", binding.Role, err)
+	}
+	return rows[0], nil
+}
+
+// RevokeRole removes a role binding, recorded with the caller and the
+// reason. It fails with ErrNotFound for a binding that does not exist.
+func (s *Store) RevokeRole(ctx context.Context, binding RoleBinding, reason string) error {
+	if err := checkReason(s.limits, reason); err != nil {
+		return fmt.Errorf("revoke %s: %w", binding.Role, err)
+	}
+	tag, err := s.pool.Exec(ctx, query("role_revoke"), binding.Principal, binding.NamespacePattern, string(binding.Role), callerFrom(ctx), reason)
+	if err != nil {
+		return fmt.Errorf("revoke %s: %w", binding.Role, dbError(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("revoke %s of %s in %s: %w", binding.Role, binding.Principal, binding.NamespacePattern, ErrNotFound)
+	}
+	return nil
+}
+
+// RoleBindings returns every role binding, by principal.
+func (s *Store) RoleBindings(ctx context.Context) ([]RoleBinding, error) {
+	bindings, err := queryRows[RoleBinding](ctx, s.pool, `SELECT principal, namespace_pattern, role, created_at, created_by
+		FROM role_bindings ORDER BY principal, namespace_pattern, role`)
+	if err != nil {
+		return nil, fmt.Errorf("list role bindings: %w", err)
+	}
+	return bindings, nil
+}
+
+// Bootstrap creates a platform-admin token for principal directly, for the
+// first operator of a new deployment (`ledgerd bootstrap`); afterwards,
+// tokens are managed through the API.
+func (s *Store) Bootstrap(ctx context.Context, principal string) (Token, string, error) {
+	ctx = WithCaller(ctx, "ledgerd-bootstrap")
+	if _, err := s.GrantRole(ctx, RoleBinding{Principal: principal, NamespacePattern: "*", Role: RolePlatformAdmin}, "bootstrap"); err != nil {
+		return Token{}, "", err
+	}
+	return s.CreateToken(ctx, principal, "bootstrap", 0, "bootstrap")
+}
