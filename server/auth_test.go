@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/ledgerd/ledgerd/clients/go/ledgerclient"
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/ledgertest"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -29,6 +31,7 @@ import (
 type authBundle struct {
 	ledger ledgertest.Bundle
 	conn   *grpc.ClientConn
+	lis    *bufconn.Listener
 	auth   *server.Auth
 	tokens map[string]string // by caller kind
 }
@@ -88,7 +91,7 @@ func setupAuth(t *testing.T) authBundle {
 		require.NoError(t, <-served)
 	})
 	time.Sleep(5 * time.Millisecond) // the expired token's millisecond is over
-	return authBundle{ledger: b, conn: conn, auth: auth, tokens: tokens}
+	return authBundle{ledger: b, conn: conn, lis: lis, auth: auth, tokens: tokens}
 }
 
 func as(ctx context.Context, token string) context.Context {
@@ -335,4 +338,31 @@ func TestTokenLifecycle(t *testing.T) {
 	}
 	require.NotNil(t, revoked.GetRevokedAt())
 	require.Equal(t, "root", revoked.GetRevokedBy())
+}
+
+// TestGoClientToken: the Go client authenticates with WithToken.
+func TestGoClientToken(t *testing.T) {
+	t.Parallel()
+	b := setupAuth(t)
+	dial := grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return b.lis.DialContext(ctx) })
+	client, err := ledgerclient.New("passthrough:///bufconn", ledgerclient.WithInsecure(),
+		ledgerclient.WithToken(b.tokens["worker"]), ledgerclient.WithDialOptions(dial))
+	require.NoError(t, err)
+	defer client.Close()
+	result, err := client.Do(context.Background(), "ns", "with-token", func(context.Context) ([]byte, error) { return []byte("ok"), nil })
+	require.NoError(t, err)
+	require.Equal(t, []byte("ok"), result.Value)
+
+	denied, err := ledgerclient.New("passthrough:///bufconn", ledgerclient.WithInsecure(),
+		ledgerclient.WithToken(b.tokens["reader"]), ledgerclient.WithDialOptions(dial))
+	require.NoError(t, err)
+	defer denied.Close()
+	_, err = denied.Do(context.Background(), "ns", "k2", func(context.Context) ([]byte, error) { return nil, nil })
+	require.ErrorIs(t, err, ledgerclient.ErrPermissionDenied)
+
+	anonymous, err := ledgerclient.New("passthrough:///bufconn", ledgerclient.WithInsecure(), ledgerclient.WithDialOptions(dial))
+	require.NoError(t, err)
+	defer anonymous.Close()
+	_, err = anonymous.Do(context.Background(), "ns", "k3", func(context.Context) ([]byte, error) { return nil, nil })
+	require.ErrorIs(t, err, ledgerclient.ErrUnauthenticated)
 }

@@ -26,6 +26,8 @@ type Option func(*options)
 
 type options struct {
 	dialOptions []grpc.DialOption
+	insecure    bool
+	token       string
 }
 
 // WithTransportCredentials secures the connection with creds, for example
@@ -38,8 +40,31 @@ func WithTransportCredentials(creds credentials.TransportCredentials) Option {
 // authentication. It is meant for development and tests against a local
 // ledgerd; production clients use WithTransportCredentials.
 func WithInsecure() Option {
-	return WithTransportCredentials(insecure.NewCredentials())
+	return func(o *options) {
+		o.insecure = true
+		o.dialOptions = append(o.dialOptions, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
 }
+
+// WithToken authenticates every call with an API token ("ldg_…", issued
+// by `ledgerctl tokens create`), sent as "authorization: Bearer <token>".
+// The token is only sent over TLS, unless WithInsecure says the connection
+// is a development one.
+func WithToken(token string) Option {
+	return func(o *options) { o.token = token }
+}
+
+// bearerToken is the per-RPC credential of WithToken.
+type bearerToken struct {
+	token      string
+	requireTLS bool
+}
+
+func (b bearerToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + b.token}, nil
+}
+
+func (b bearerToken) RequireTransportSecurity() bool { return b.requireTLS }
 
 // WithDialOptions passes opts to grpc.NewClient, after the client's own
 // (there are none today), so that they can set anything gRPC allows:
@@ -61,6 +86,9 @@ func New(target string, opts ...Option) (*Client, error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.token != "" {
+		o.dialOptions = append(o.dialOptions, grpc.WithPerRPCCredentials(bearerToken{token: o.token, requireTLS: !o.insecure}))
 	}
 	conn, err := grpc.NewClient(target, o.dialOptions...)
 	if err != nil {
