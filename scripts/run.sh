@@ -11,4 +11,4 @@ if [[ -z "${LEDGER_DATABASE_URL:-}" ]]; then
 	echo "run: using the private PostgreSQL in $1 (stop it with 'make db-stop')" >&2
 fi
 go build -o bin/ledgerd ./cmd/ledgerd
-exec bin/ledgerd serve
+exec bin/ledgerd serve --insecure-dev

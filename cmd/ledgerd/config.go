@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -21,6 +22,9 @@ type config struct {
 	HeartbeatEventInterval time.Duration
 	ListenAddr             string
 	HTTPAddr               string // empty: no HTTP port
+	InsecureDev            bool   // serve without authentication, on loopback only
+	AuthRefreshInterval    time.Duration
+	Principal              string // bootstrap
 	DBMaxConns             int32
 	NoMigrate              bool
 	ShutdownTimeout        time.Duration
@@ -49,7 +53,12 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	fs.IntVar(&dbMaxConns, "db-max-conns", 16, "maximum database connections; throughput peaks at 4-16 on a small server")
 	fs.StringVar(&cfg.LogFormat, "log-format", "auto", "log format: text, json, or auto (text when stdout is a terminal, json otherwise)")
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	if command == "bootstrap" {
+		fs.StringVar(&cfg.Principal, "principal", "", "the principal (a name) of the first platform admin")
+	}
 	if command == "serve" {
+		fs.BoolVar(&cfg.InsecureDev, "insecure-dev", false, "development only: serve without authentication (every caller may do everything); refuses non-loopback addresses")
+		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it")
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
 		fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7071", "HTTP listen address: HTTP/JSON gateway (POST /ledger.v1.LedgerService/<Method>), /metrics, /healthz, /readyz; empty or \"off\" disables it")
 		fs.BoolVar(&cfg.NoMigrate, "no-migrate", false, "do not apply migrations at start-up; refuse to start if any are pending")
@@ -101,6 +110,13 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	}
 	if cfg.LogFormat != "auto" && cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return config{}, fmt.Errorf("--log-format must be auto, text or json, got %q", cfg.LogFormat)
+	}
+	if cfg.InsecureDev {
+		for flagName, addr := range map[string]string{"--listen-addr": cfg.ListenAddr, "--http-addr": cfg.HTTPAddr} {
+			if addr != "" && addr != "off" && !loopback(addr) {
+				return config{}, fmt.Errorf("--insecure-dev serves without authentication, so %s must be a loopback address (127.0.0.1, ::1, localhost), got %q", flagName, addr)
+			}
+		}
 	}
 	if cfg.HTTPAddr == "off" {
 		// An empty environment variable counts as unset, so LEDGER_HTTP_ADDR
@@ -163,4 +179,18 @@ func isTerminal(w io.Writer) bool {
 // default.
 func (c config) maxMessageBytes() int {
 	return max(4<<20, c.Ledger.Limits.MaxResultBytes+1<<20)
+}
+
+// loopback reports whether a listen address is on the loopback interface
+// only (an empty host listens on every interface).
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -61,6 +61,8 @@ Usage:
                             (--listen-addr) and HTTP (--http-addr): HTTP/JSON for every
                             RPC, /metrics, /healthz and /readyz
   ledgerd migrate [flags]   apply pending migrations and exit
+  ledgerd bootstrap --principal NAME [flags]
+                            create the first platform-admin token (printed once)
   ledgerd version           print the version
 
 Run 'ledgerd serve --help' for the flags. Every flag can also be set with an
@@ -87,6 +89,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return migrate(ctx, cfg, stdout)
+	case "bootstrap":
+		cfg, err := parseConfig("bootstrap", args[1:], getenv, stderr)
+		if err != nil {
+			return err
+		}
+		return bootstrap(ctx, cfg, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "ledgerd", version)
 		return nil
@@ -190,12 +198,20 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 			}
 		}()
 	}
+	auth, err := startAuth(ctx, cfg, store, logger)
+	if err != nil {
+		return err
+	}
+	if auth != nil {
+		defer auth.stop()
+	}
 	srv, err := server.New(store, server.Config{
 		Logger:         logger,
 		DefaultTimeout: cfg.RequestTimeout,
 		MaxTimeout:     cfg.MaxRequestTimeout,
 		ServerOptions:  []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.maxMessageBytes())},
 		Metrics:        metrics,
+		Auth:           auth.get(),
 	})
 	if err != nil {
 		return err
@@ -318,4 +334,82 @@ func logSweep(logger *slog.Logger, r ledger.SweepReport) {
 	case purged > 0 || r.DeletedEvents > 0:
 		logger.Info("swept", "purged_entries", purged, "deleted_events", r.DeletedEvents)
 	}
+}
+
+// runningAuth is the Auth of a serving ledgerd and its refresh loop.
+type runningAuth struct {
+	auth    *server.Auth
+	stopRun context.CancelFunc
+	ran     chan error
+}
+
+func (r *runningAuth) get() *server.Auth {
+	if r == nil {
+		return nil
+	}
+	return r.auth
+}
+
+func (r *runningAuth) stop() {
+	r.stopRun()
+	<-r.ran
+}
+
+// startAuth loads the credentials and keeps them fresh, unless the server
+// runs in development mode (--insecure-dev), which serves without
+// authentication on loopback addresses only.
+func startAuth(ctx context.Context, cfg config, store *ledger.Store, logger *slog.Logger) (*runningAuth, error) {
+	if cfg.InsecureDev {
+		logger.Warn("INSECURE DEVELOPMENT MODE: no authentication, every caller may do everything; loopback addresses only",
+			"listen_addr", cfg.ListenAddr, "http_addr", cfg.HTTPAddr)
+		return nil, nil
+	}
+	auth := server.NewAuth(store, server.AuthConfig{RefreshInterval: cfg.AuthRefreshInterval, Logger: logger})
+	if err := auth.Load(ctx); err != nil {
+		return nil, fmt.Errorf("load credentials: %w", err)
+	}
+	bindings, err := store.RoleBindings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	admins := 0
+	for _, b := range bindings {
+		if b.Role == ledger.RolePlatformAdmin {
+			admins++
+		}
+	}
+	if admins == 0 {
+		logger.Warn("authentication is on and nobody is a platform admin yet: create the first admin token with 'ledgerd bootstrap --principal NAME'")
+	}
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	r := &runningAuth{auth: auth, stopRun: stopRun, ran: make(chan error, 1)}
+	go func() { r.ran <- auth.Run(runCtx) }()
+	return r, nil
+}
+
+// bootstrap creates a platform-admin binding and token for the first
+// operator, and prints the token.
+func bootstrap(ctx context.Context, cfg config, stdout io.Writer) error {
+	if cfg.Principal == "" {
+		return errors.New("--principal is required: the name of the first platform admin")
+	}
+	logger := cfg.logger(stdout)
+	pool, err := openPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if _, err := ledger.Migrate(ctx, pool, logger); err != nil {
+		return err
+	}
+	store, err := ledger.New(pool, cfg.Ledger)
+	if err != nil {
+		return err
+	}
+	token, secret, err := store.Bootstrap(ctx, cfg.Principal)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "platform-admin token for %s (id %s); it is shown only this once:\n%s\n", token.Principal, token.ID, secret)
+	return nil
 }

@@ -19,8 +19,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/pgtest"
@@ -69,6 +72,8 @@ func startDaemon(t *testing.T, vars map[string]string) daemon {
 		"LEDGER_LISTEN_ADDR": "127.0.0.1:0",
 		"LEDGER_HTTP_ADDR":   "127.0.0.1:0",
 		"LEDGER_LOG_FORMAT":  "json",
+		// Authentication has its own test (TestServeWithAuthentication).
+		"LEDGER_INSECURE_DEV": "true",
 	}
 	maps.Copy(environment, vars)
 	done := make(chan error, 1)
@@ -365,4 +370,67 @@ func TestOperationsFlags(t *testing.T) {
 	require.Equal(t, time.Minute, cfg.Ledger.HeartbeatEventInterval)
 	_, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--max-result-bytes", "20000000"}, env(nil), &stderr)
 	require.ErrorContains(t, err, "above the server's ceiling")
+}
+
+func TestInsecureDevIsLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	var stderr syncBuffer
+	for _, args := range [][]string{
+		{"--insecure-dev", "--listen-addr", "0.0.0.0:7070"},
+		{"--insecure-dev", "--listen-addr", ":7070"},
+		{"--insecure-dev", "--http-addr", "10.1.2.3:7071"},
+	} {
+		_, err := parseConfig("serve", append([]string{"--database-url", "postgres://x/y"}, args...), env(nil), &stderr)
+		require.ErrorContains(t, err, "must be a loopback address", "%v", args)
+	}
+	for _, addr := range []string{"127.0.0.1:7070", "[::1]:7070", "localhost:7070"} {
+		_, err := parseConfig("serve", []string{"--database-url", "postgres://x/y", "--insecure-dev", "--listen-addr", addr}, env(nil), &stderr)
+		require.NoError(t, err, addr)
+	}
+}
+
+// TestServeWithAuthentication bootstraps the first admin, then serves with
+// authentication on: calls without a token are refused, with one they are
+// made as its principal, on both ports; probes and metrics stay open.
+func TestServeWithAuthentication(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	var out, errOut syncBuffer
+	err := run(context.Background(), []string{"bootstrap", "--principal", "root", "--database-url", url, "--log-format", "json"}, env(nil), &out, &errOut)
+	require.NoError(t, err, errOut.String())
+	token := regexp.MustCompile(`ldg_[0-9a-f]+_[A-Za-z0-9_-]+`).FindString(out.String())
+	require.NotEmpty(t, token, out.String())
+
+	d := startDaemon(t, map[string]string{"LEDGER_DATABASE_URL": url, "LEDGER_INSECURE_DEV": "false"})
+	defer func() { require.NoError(t, d.stop()) }()
+	conn, err := grpc.NewClient(d.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	admin := ledgerv1.NewLedgerAdminServiceClient(conn)
+	_, err = admin.WhoAmI(context.Background(), &ledgerv1.WhoAmIRequest{})
+	require.Equal(t, codes.Unauthenticated, status.Code(err))
+	who, err := admin.WhoAmI(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token), &ledgerv1.WhoAmIRequest{})
+	require.NoError(t, err)
+	require.Equal(t, "root", who.GetPrincipal())
+
+	post := func(path, body, bearer string) int {
+		req, err := http.NewRequest(http.MethodPost, "http://"+d.httpAddr+path, strings.NewReader(body))
+		require.NoError(t, err)
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		return res.StatusCode
+	}
+	require.Equal(t, http.StatusUnauthorized, post("/ledger.v1.LedgerAdminService/WhoAmI", `{}`, ""))
+	require.Equal(t, http.StatusOK, post("/ledger.v1.LedgerAdminService/WhoAmI", `{}`, token))
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		res, err := http.Get("http://" + d.httpAddr + path)
+		require.NoError(t, err)
+		_ = res.Body.Close()
+		require.Equal(t, http.StatusOK, res.StatusCode, path)
+	}
+	require.NotContains(t, d.stdout.String(), "INSECURE DEVELOPMENT MODE")
 }
