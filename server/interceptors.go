@@ -40,6 +40,7 @@ func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
 			})),
 		selector.UnaryServerInterceptor(requestLog(logger), selector.MatchFunc(notHealthCheck)),
 		authInterceptor(cfg),
+		rateLimitInterceptor(cfg.RateLimits),
 		outcomeInterceptor(cfg.Metrics),
 		deadlineInterceptor(cfg.DefaultTimeout, cfg.MaxTimeout),
 	)

@@ -40,6 +40,9 @@ type Config struct {
 	// serves without authentication: every call is allowed and recorded
 	// as "anonymous" — for development and tests only.
 	Auth *Auth
+	// RateLimits bound the requests of each principal and namespace. The
+	// zero value is unlimited.
+	RateLimits RateLimits
 }
 
 func (c Config) withDefaults() Config {

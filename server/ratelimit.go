@@ -1,0 +1,140 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// Rate is a token bucket: PerSecond requests a second on average, in bursts
+// of up to Burst. The zero Rate is unlimited.
+type Rate struct {
+	PerSecond float64
+	Burst     int
+}
+
+func (r Rate) unlimited() bool { return r.PerSecond <= 0 }
+
+// RateLimits bound the requests of each principal and of each namespace,
+// on each replica (N replicas admit up to N times as much). A request over
+// either limit is RESOURCE_EXHAUSTED, with a google.rpc.RetryInfo saying
+// when to retry, and changes nothing.
+type RateLimits struct {
+	// PerPrincipal bounds each authenticated principal (all its namespaces
+	// together). Zero: unlimited.
+	PerPrincipal Rate
+	// PerNamespace bounds each namespace (all its principals together).
+	// Zero: unlimited.
+	PerNamespace Rate
+}
+
+// ReasonRateLimited is the ErrorInfo reason of a request over a rate limit.
+const ReasonRateLimited = "RATE_LIMITED"
+
+// maxLimiters bounds the buckets kept per kind: beyond it, the least
+// recently made bucket is dropped (it refills anyway), so that requests
+// naming made-up namespaces cannot grow the map without bound.
+const maxLimiters = 10000
+
+// rateLimiter keeps one bucket per principal and one per namespace.
+type rateLimiter struct {
+	limits     RateLimits
+	mu         sync.Mutex
+	principals *buckets
+	namespaces *buckets
+}
+
+type buckets struct {
+	rate  Rate
+	byKey map[string]*rate.Limiter
+	order []string // insertion order, for eviction
+}
+
+func newBuckets(r Rate) *buckets { return &buckets{rate: r, byKey: map[string]*rate.Limiter{}} }
+
+func (b *buckets) get(key string) *rate.Limiter {
+	if l, ok := b.byKey[key]; ok {
+		return l
+	}
+	if len(b.order) >= maxLimiters {
+		delete(b.byKey, b.order[0])
+		b.order = b.order[1:]
+	}
+	l := rate.NewLimiter(rate.Limit(b.rate.PerSecond), max(b.rate.Burst, 1))
+	b.byKey[key] = l
+	b.order = append(b.order, key)
+	return l
+}
+
+func newRateLimiter(limits RateLimits) *rateLimiter {
+	return &rateLimiter{limits: limits, principals: newBuckets(limits.PerPrincipal), namespaces: newBuckets(limits.PerNamespace)}
+}
+
+// admit takes a token from the principal's and the namespace's buckets, or
+// neither, and says how long to wait when it cannot.
+func (r *rateLimiter) admit(principal, namespace string, now time.Time) (ok bool, retryAfter time.Duration, which string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var reservations []*rate.Reservation
+	cancel := func() {
+		for _, res := range reservations {
+			res.CancelAt(now)
+		}
+	}
+	check := func(b *buckets, unlimited bool, key, name string) bool {
+		if unlimited {
+			return true
+		}
+		res := b.get(key).ReserveN(now, 1)
+		if delay := res.DelayFrom(now); !res.OK() || delay > 0 {
+			res.CancelAt(now)
+			cancel()
+			retryAfter, which = max(delay, time.Millisecond), name
+			return false
+		}
+		reservations = append(reservations, res)
+		return true
+	}
+	if !check(r.principals, r.limits.PerPrincipal.unlimited(), principal, "principal "+principal) {
+		return false, retryAfter, which
+	}
+	if namespace != "" && !check(r.namespaces, r.limits.PerNamespace.unlimited(), namespace, "namespace "+namespace) {
+		return false, retryAfter, which
+	}
+	return true, 0, ""
+}
+
+// rateLimitInterceptor refuses requests over the limits. It runs after
+// authentication, so that it knows the principal ("anonymous" without
+// authentication); health and reflection are not limited.
+func rateLimitInterceptor(limits RateLimits) grpc.UnaryServerInterceptor {
+	if limits.PerPrincipal.unlimited() && limits.PerNamespace.unlimited() {
+		return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			return handler(ctx, req)
+		}
+	}
+	limiter := newRateLimiter(limits)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if public(info.FullMethod) {
+			return handler(ctx, req)
+		}
+		principal, ok := principalFrom(ctx)
+		if !ok {
+			principal = "anonymous"
+		}
+		admitted, retryAfter, which := limiter.admit(principal, namespaceOf(req), time.Now())
+		if !admitted {
+			return nil, withDetails(codes.ResourceExhausted, ReasonRateLimited,
+				fmt.Sprintf("rate limit of %s exceeded; retry after %s", which, retryAfter.Round(time.Millisecond)), nil,
+				&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
+		}
+		return handler(ctx, req)
+	}
+}

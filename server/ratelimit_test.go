@@ -1,0 +1,84 @@
+package server_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
+	"github.com/ledgerd/ledgerd/internal/ledgertest"
+	"github.com/ledgerd/ledgerd/server"
+)
+
+// TestRateLimits: a principal over its limit gets RESOURCE_EXHAUSTED with a
+// retry delay, while another principal in parallel is unaffected; refused
+// calls change nothing.
+func TestRateLimits(t *testing.T) {
+	t.Parallel()
+	b := setupAuth(t)
+	srv, err := server.New(b.ledger.Store, server.Config{
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Auth:       b.auth,
+		RateLimits: server.RateLimits{PerPrincipal: server.Rate{PerSecond: 1, Burst: 5}},
+	})
+	require.NoError(t, err)
+	lis := bufconn.Listen(1 << 20)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	defer func() { srv.Shutdown(context.Background()); require.NoError(t, <-served) }()
+	client := ledgerv1.NewLedgerServiceClient(ledgertest.Dial(t, lis))
+	ctx := context.Background()
+
+	var wg sync.WaitGroup
+	var noisyCodes, quietCodes []codes.Code
+	var retryDelay time.Duration
+	wg.Go(func() {
+		for i := range 20 {
+			_, err := client.Lookup(as(ctx, b.tokens["worker"]), &ledgerv1.LookupRequest{Namespace: "ns", Key: "k" + string(rune('a'+i))})
+			noisyCodes = append(noisyCodes, status.Code(err))
+			if status.Code(err) == codes.ResourceExhausted && retryDelay == 0 {
+				for _, d := range status.Convert(err).Details() {
+					if info, ok := d.(*errdetails.RetryInfo); ok {
+						retryDelay = info.GetRetryDelay().AsDuration()
+					}
+				}
+			}
+		}
+	})
+	wg.Go(func() {
+		for range 5 { // within the other principal's burst
+			_, err := client.Lookup(as(ctx, b.tokens["reader"]), &ledgerv1.LookupRequest{Namespace: "ns", Key: "k"})
+			quietCodes = append(quietCodes, status.Code(err))
+		}
+	})
+	wg.Wait()
+
+	limited := 0
+	for _, code := range noisyCodes {
+		if code == codes.ResourceExhausted {
+			limited++
+		} else {
+			require.Equal(t, codes.NotFound, code, "an admitted Lookup of a missing key")
+		}
+	}
+	require.GreaterOrEqual(t, limited, 14, "a burst of 5 and 1/s: most of 20 quick calls are refused")
+	require.Positive(t, retryDelay)
+	require.LessOrEqual(t, retryDelay, time.Second)
+	for _, code := range quietCodes {
+		require.Equal(t, codes.NotFound, code, "the other principal is not limited")
+	}
+
+	before := counts(t, b.ledger)
+	_, err = client.Reserve(as(ctx, b.tokens["worker"]), &ledgerv1.ReserveRequest{Namespace: "ns", Key: "new", Owner: "w"})
+	require.Equal(t, codes.ResourceExhausted, status.Code(err))
+	require.Equal(t, before, counts(t, b.ledger), "a refused call changes nothing")
+}
