@@ -59,10 +59,10 @@ func (s *Store) forceRelease(ctx context.Context, req ForceReleaseRequest) (Entr
 	case len(found) == 0:
 		return Entry{}, false, ErrNotFound
 	case found[0].Changed:
+	case req.FencingToken != 0 && found[0].State == StateReleased && found[0].FencingToken == req.FencingToken+1:
+		already = true // this grant was force-released (the token moved on by one)
 	case req.FencingToken != 0 && found[0].FencingToken != req.FencingToken:
 		return Entry{}, false, ErrLeaseLost
-	case req.FencingToken != 0 && found[0].State == StateReleased:
-		already = true
 	default:
 		return Entry{}, false, ErrNotLeased
 	}

@@ -37,7 +37,7 @@ func TestHistoryOfAKey(t *testing.T) {
 	third, err := b.store.Reserve(as("svc:worker-c"), ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "c"})
 	require.NoError(t, err)
 	require.Equal(t, ledger.Acquired, third.Outcome)
-	require.Equal(t, int64(3), third.FencingToken, "the token keeps increasing across a reset")
+	require.Equal(t, int64(4), third.FencingToken, "the reset moved the token on (3), the grant too (4)")
 	require.Equal(t, 1, third.Attempt, "a reset starts the attempts again")
 
 	events, next, err := b.store.GetHistory(context.Background(), "ns", "k", ledger.Page{})
@@ -58,8 +58,8 @@ func TestHistoryOfAKey(t *testing.T) {
 		{ledger.EventReclaimed, 2, "b", "svc:worker-b"},
 		{ledger.EventRefusedStaleToken, 1, "a", "svc:worker-a"},
 		{ledger.EventCompleted, 2, "b", "svc:worker-b"},
-		{ledger.EventReset, 2, "b", "alice@ops"},
-		{ledger.EventTakenOver, 3, "c", "svc:worker-c"},
+		{ledger.EventReset, 3, "b", "alice@ops"},
+		{ledger.EventTakenOver, 4, "c", "svc:worker-c"},
 	}, got)
 	require.Equal(t, "bad deploy 2026-11-27", events[4].Detail["reason"])
 	require.Equal(t, "completed", events[4].Detail["previous_state"])
@@ -286,8 +286,16 @@ func TestAdminActions(t *testing.T) {
 		_, _, err = b.store.ForceRelease(ctx, ledger.ForceReleaseRequest{Namespace: "ns", Key: "k", Reason: "again"})
 		require.ErrorIs(t, err, ledger.ErrNotLeased)
 
+		// The old holder's calls are refused (and audited), even before
+		// anybody takes the key over.
+		_, err = b.store.Release(context.Background(), ledger.ReleaseRequest{Namespace: "ns", Key: "k", FencingToken: held.FencingToken})
+		require.ErrorIs(t, err, ledger.ErrLeaseLost)
+		_, err = b.store.Fail(context.Background(), ledger.FailRequest{Namespace: "ns", Key: "k", FencingToken: held.FencingToken,
+			Retryable: true, Error: &ledger.WorkError{Message: "m"}})
+		require.ErrorIs(t, err, ledger.ErrLeaseLost)
+
 		next := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "new-worker"}, ledger.Acquired)
-		require.Equal(t, held.FencingToken+1, next.FencingToken)
+		require.Equal(t, held.FencingToken+2, next.FencingToken)
 		_, err = b.store.Complete(context.Background(), ledger.CompleteRequest{Namespace: "ns", Key: "k", FencingToken: held.FencingToken})
 		require.ErrorIs(t, err, ledger.ErrLeaseLost)
 		_, _, err = b.store.ForceRelease(ctx, ledger.ForceReleaseRequest{Namespace: "ns", Key: "k", Reason: "x", FencingToken: held.FencingToken})
@@ -298,7 +306,9 @@ func TestAdminActions(t *testing.T) {
 		events := b.events(t, "ns", "k")
 		require.Equal(t, "force_released", events[1].Kind)
 		require.Equal(t, "alice@ops", events[1].Caller)
-		require.Equal(t, map[string]any{"reason": "worker host died", "previous_owner": "stuck-worker"}, events[1].Detail)
+		require.Equal(t, map[string]any{"reason": "worker host died", "previous_owner": "stuck-worker", "previous_token": float64(1)}, events[1].Detail)
+		require.Equal(t, int64(2), events[1].FencingToken, "the token moved on")
+		require.Equal(t, "refused_stale_token", events[2].Kind, "the old holder's refused Release is audited")
 	})
 
 	t.Run("reset: the work runs again; refused without a reason", func(t *testing.T) {
@@ -318,7 +328,7 @@ func TestAdminActions(t *testing.T) {
 		require.True(t, entry.FinishedAt.IsZero())
 		require.True(t, entry.ExpiresAt.IsZero())
 		again := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w2", Fingerprint: []byte("fp")}, ledger.Acquired)
-		require.Equal(t, r.FencingToken+1, again.FencingToken)
+		require.Equal(t, r.FencingToken+2, again.FencingToken)
 		_, err = b.store.ResetKey(ctx, "ns", "missing", "x")
 		require.ErrorIs(t, err, ledger.ErrNotFound)
 	})
@@ -479,9 +489,12 @@ func TestSweeper(t *testing.T) {
 	_, err = b.store.Lookup(ctx, "short", "never-seen")
 	require.ErrorIs(t, err, ledger.ErrNotFound)
 
-	// A purged key can be reserved again (a new entry).
+	// A purged key can be reserved again (a new entry), with a token above
+	// the one it had: a worker from before the purge is still refused.
 	again := b.reserve(t, ledger.ReserveRequest{Namespace: "short", Key: "fresh", Owner: "w"}, ledger.Acquired)
-	require.Equal(t, int64(1), again.FencingToken)
+	require.Equal(t, done.FencingToken+1, again.FencingToken)
+	_, err = b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "short", Key: "fresh", FencingToken: done.FencingToken})
+	require.ErrorIs(t, err, ledger.ErrLeaseLost, "the pre-purge token is stale")
 
 	// Event retention: age the long namespace's events, then sweep.
 	tiny := time.Millisecond

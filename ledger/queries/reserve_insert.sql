@@ -5,12 +5,20 @@
 -- If a concurrent Reserve inserted the key after this statement's snapshot
 -- was taken, the statement returns no row and the caller runs it again.
 --
+-- A key that retention purged starts again above the token it had (found in
+-- its purged event), so that a worker from before the purge still gets
+-- LEASE_LOST: fencing tokens never repeat while the key's events are kept.
+--
 -- $1 namespace, $2 key, $3 owner, $4 lease TTL in ms, $5 fingerprint,
 -- $6 metadata, $7 caller
 WITH inserted AS (
     INSERT INTO entries AS e (namespace, key, state, owner, fencing_token, lease_expires_at,
                               attempts, fingerprint, metadata, created_at, updated_at)
-    VALUES ($1, $2, 'leased', $3, 1, now() + $4::bigint * interval '1 millisecond',
+    VALUES ($1, $2, 'leased', $3,
+            1 + coalesce((SELECT p.fencing_token FROM events p
+                          WHERE p.namespace = $1 AND p.key = $2 AND p.kind = 'purged'
+                          ORDER BY p.id DESC LIMIT 1), 0),
+            now() + $4::bigint * interval '1 millisecond',
             1, $5, $6, now(), now())
     ON CONFLICT (namespace, key) DO NOTHING
     RETURNING e.*

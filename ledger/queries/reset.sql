@@ -1,7 +1,8 @@
 -- ResetKey: forget a key's result, error and lease so that its work runs
--- again: the key becomes released with attempts back to 0; the fencing
--- token is kept, so the next grant gets a higher one. The fingerprint is
--- kept too. Writes the 'reset' event with the reason and previous state,
+-- again: the key becomes released with attempts back to 0, and its fencing
+-- token moves on, so that a holder of the old lease is refused with
+-- LEASE_LOST and the next grant gets a higher token still. The fingerprint
+-- is kept. Writes the 'reset' event with the reason and previous state,
 -- which the caller read with the row locked, in the same transaction.
 --
 -- $1 namespace, $2 key, $3 reason, $4 caller, $5 previous state,
@@ -9,6 +10,7 @@
 WITH reset AS (
     UPDATE entries
     SET state = 'released',
+        fencing_token = fencing_token + 1,
         lease_expires_at = NULL,
         result = NULL,
         error_code = NULL,
