@@ -104,6 +104,10 @@ func (s *Store) complete(ctx context.Context, req CompleteRequest) (Completion, 
 	if err := checkFencingToken(req.FencingToken); err != nil {
 		return Completion{}, err
 	}
+	// The server's ceiling first, before the namespace's limit is read.
+	if err := checkBytes("result", req.Result, s.limits.MaxResultBytes); err != nil {
+		return Completion{}, err
+	}
 	ns, _, err := s.namespace(ctx, req.Namespace)
 	if err != nil {
 		return Completion{}, err

@@ -170,7 +170,7 @@ func (s *Store) requireNamespace(ctx context.Context, name string) error {
 // not exist yet, and returns the settings it has.
 func (s *Store) ensureNamespace(ctx context.Context, name string) (NamespaceSettings, error) {
 	settings, err := retryRaces(ctx, func() (NamespaceSettings, error) {
-		found, err := queryRows[namespaceRow](ctx, s.pool, query("namespace_ensure"), append([]any{name}, settingsArgs(s.defaults)...)...)
+		found, err := queryRows[namespaceRow](ctx, s.pool, query("namespace_ensure"), append(append([]any{name}, settingsArgs(s.defaults)...), callerFrom(ctx))...)
 		if err != nil {
 			return NamespaceSettings{}, err
 		}

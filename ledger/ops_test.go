@@ -255,9 +255,10 @@ func TestListEventsByTimeAndKind(t *testing.T) {
 		}
 		return kinds
 	}
-	require.Equal(t, []ledger.EventKind{ledger.EventReserved, ledger.EventCompleted}, kindsOf(ledger.EventFilter{Namespace: "ns"}))
+	require.Equal(t, []ledger.EventKind{ledger.EventNamespaceChanged, ledger.EventReserved, ledger.EventCompleted},
+		kindsOf(ledger.EventFilter{Namespace: "ns"}), "the namespace was created by its first Reserve")
 	require.Equal(t, []ledger.EventKind{ledger.EventCompleted}, kindsOf(ledger.EventFilter{Namespace: "ns", Start: middle}))
-	require.Equal(t, []ledger.EventKind{ledger.EventReserved}, kindsOf(ledger.EventFilter{Namespace: "ns", End: middle}))
+	require.Equal(t, []ledger.EventKind{ledger.EventNamespaceChanged, ledger.EventReserved}, kindsOf(ledger.EventFilter{Namespace: "ns", End: middle}))
 	require.Equal(t, []ledger.EventKind{ledger.EventCompleted}, kindsOf(ledger.EventFilter{Namespace: "ns", Kinds: []ledger.EventKind{ledger.EventCompleted}}))
 }
 
@@ -582,4 +583,32 @@ func TestQueryPlans(t *testing.T) {
 	require.Contains(t, events, `"Index Name":"events_namespace_at_idx"`, events)
 	sweep := plan(`SELECT namespace, key FROM entries WHERE expires_at < now() ORDER BY expires_at LIMIT 500`)
 	require.Contains(t, sweep, `"Index Name":"entries_expires_at_idx"`, sweep)
+}
+
+// TestMaxAttemptsOnExpiredLeases: a key whose worker crashes every time
+// (its lease expires) fails for good after max_attempts grants.
+func TestMaxAttemptsOnExpiredLeases(t *testing.T) {
+	t.Parallel()
+	ctx, b := setup(t)
+	two := 2
+	_, err := b.store.CreateNamespace(ctx, "ns", ledger.NamespaceUpdate{MaxAttempts: &two}, "poison pills")
+	require.NoError(t, err)
+	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "pill", Owner: "w1", LeaseTTL: 20 * time.Millisecond}, ledger.Acquired)
+	b.waitExpired(t, "ns", "pill")
+	second := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "pill", Owner: "w2", LeaseTTL: 20 * time.Millisecond}, ledger.Acquired)
+	require.Equal(t, 2, second.Attempt)
+	b.waitExpired(t, "ns", "pill")
+
+	failed := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "pill", Owner: "w3"}, ledger.Failed)
+	require.Equal(t, "attempts_exhausted", failed.Error.Code)
+	require.Contains(t, failed.Error.Message, "attempt 2 of 2")
+	e := b.lookup(t, "ns", "pill")
+	require.Equal(t, ledger.StateFailed, e.State)
+	require.Equal(t, 2, e.Attempts)
+	events := b.events(t, "ns", "pill")
+	last := events[len(events)-1]
+	require.Equal(t, "failed", last.Kind)
+	require.Equal(t, true, last.Detail["attempts_exhausted"])
+	require.Equal(t, true, last.Detail["lease_expired"])
+	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "pill", Owner: "w4"}, ledger.Failed)
 }

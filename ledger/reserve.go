@@ -147,7 +147,7 @@ func (s *Store) reserve(ctx context.Context, req ReserveRequest) (Reservation, e
 		req.Fingerprint = []byte{}
 	}
 	if req.WaitTimeout == 0 {
-		return retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, req, ttl) })
+		return retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, req, ttl, ns) })
 	}
 
 	// Register before the first read, so that no change after it is missed.
@@ -155,7 +155,7 @@ func (s *Store) reserve(ctx context.Context, req ReserveRequest) (Reservation, e
 	defer unregister()
 	deadline := s.waitDeadline(ctx, req.WaitTimeout)
 	for {
-		r, err := retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, req, ttl) })
+		r, err := retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, req, ttl, ns) })
 		if err != nil || r.Outcome != InProgress || !time.Now().Before(deadline) {
 			return r, err
 		}
@@ -185,7 +185,7 @@ func (s *Store) checkReserve(req ReserveRequest) error {
 
 // reserveOnce reads or inserts the entry and decides. It reports errRaced
 // when a concurrent change got in between, and is then run again.
-func (s *Store) reserveOnce(ctx context.Context, req ReserveRequest, ttl time.Duration) (Reservation, error) {
+func (s *Store) reserveOnce(ctx context.Context, req ReserveRequest, ttl time.Duration, ns NamespaceSettings) (Reservation, error) {
 	metadata := req.Metadata
 	if metadata == nil {
 		metadata = map[string]string{}
@@ -201,7 +201,7 @@ func (s *Store) reserveOnce(ctx context.Context, req ReserveRequest, ttl time.Du
 	}
 	row := found[0]
 	if row.Inserted {
-		return acquired(&row.entryRow, ttl, ""), nil
+		return acquired(&row.entryRow, ttl, false, ""), nil
 	}
 
 	// The fingerprint is checked before anything else is answered, on every
@@ -234,6 +234,11 @@ func (s *Store) reserveOnce(ctx context.Context, req ReserveRequest, ttl time.Du
 		return s.extend(ctx, req, ttl, row.FencingToken)
 	case row.State == StateLeased && !row.LeaseExpired:
 		return inProgress(&row.entryRow), nil
+	case row.State == StateLeased && ns.MaxAttempts > 0 && int(row.Attempts) >= ns.MaxAttempts:
+		// The lease expired on the last allowed attempt: the worker
+		// crashed or hung that many times. A poison pill must not be
+		// retried forever.
+		return s.exhaust(ctx, req, &row.entryRow, ns)
 	default: // released, or leased with an expired lease
 		return s.takeOver(ctx, req, ttl, &row.entryRow)
 	}
@@ -250,7 +255,29 @@ func (s *Store) extend(ctx context.Context, req ReserveRequest, ttl time.Duratio
 	if len(found) == 0 {
 		return Reservation{}, errRaced // the lease ran out or changed hands meanwhile
 	}
-	return acquired(&found[0], ttl, ""), nil
+	return acquired(&found[0], ttl, found[0].Attempts > 1, ""), nil
+}
+
+// exhaust fails a key whose lease expired on its last allowed attempt.
+func (s *Store) exhaust(ctx context.Context, req ReserveRequest, previous *entryRow, ns NamespaceSettings) (Reservation, error) {
+	message := fmt.Sprintf("the lease expired on attempt %d of %d (max_attempts): the worker crashed or hung every time", previous.Attempts, ns.MaxAttempts)
+	found, err := queryRows[entryRow](ctx, s.pool, query("reserve_exhaust"), req.Namespace, req.Key, previous.FencingToken,
+		message, ns.Retention.Milliseconds(), callerFrom(ctx))
+	if err != nil {
+		return Reservation{}, err
+	}
+	if len(found) == 0 {
+		return Reservation{}, errRaced // the holder heartbeated or finished meanwhile
+	}
+	row := found[0]
+	return Reservation{
+		Outcome:      Failed,
+		FencingToken: row.FencingToken,
+		Owner:        row.Owner,
+		Attempt:      int(row.Attempts),
+		Error:        row.workError(),
+		FinishedAt:   derefTime(row.FinishedAt),
+	}, nil
 }
 
 // takeOver grants a new lease (token + 1) over a released or expired one.
@@ -264,17 +291,17 @@ func (s *Store) takeOver(ctx context.Context, req ReserveRequest, ttl time.Durat
 	if len(found) == 0 {
 		return Reservation{}, errRaced // someone else took over, or the holder heartbeated
 	}
-	return acquired(&found[0], ttl, previous.Owner), nil
+	return acquired(&found[0], ttl, true, previous.Owner), nil
 }
 
-func acquired(row *entryRow, ttl time.Duration, previousOwner string) Reservation {
+func acquired(row *entryRow, ttl time.Duration, takeover bool, previousOwner string) Reservation {
 	return Reservation{
 		Outcome:        Acquired,
 		FencingToken:   row.FencingToken,
 		LeaseExpiresAt: derefTime(row.LeaseExpiresAt),
 		LeaseTTL:       ttl,
 		Attempt:        int(row.Attempts),
-		Takeover:       row.Attempts > 1,
+		Takeover:       takeover,
 		PreviousOwner:  previousOwner,
 		Checkpoint:     row.Checkpoint,
 		Owner:          row.Owner,

@@ -8,6 +8,8 @@ WITH completed AS (
     UPDATE entries
     SET state = 'completed',
         result = $4,
+        error_code = NULL,    -- a completed key shows no earlier failure;
+        error_message = NULL, -- its events keep them
         lease_expires_at = NULL,
         finished_at = now(),
         waiters = false, -- the waiters are woken (see migrations/00002)

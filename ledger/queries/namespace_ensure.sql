@@ -4,13 +4,19 @@
 --
 -- $1 name, $2 default lease TTL in ms, $3 maximum lease TTL in ms,
 -- $4 maximum result bytes, $5 retention in ms, $6 maximum attempts,
--- $7 event retention in ms
+-- $7 event retention in ms, $8 caller
 WITH inserted AS (
     INSERT INTO namespaces AS n (name, default_lease_ttl_ms, max_lease_ttl_ms, max_result_bytes,
                                  retention_ms, max_attempts, event_retention_ms)
     VALUES ($1, $2, $3, $4, $5, $6, $7)
     ON CONFLICT (name) DO NOTHING
     RETURNING n.*
+), event AS (
+    INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller, detail)
+    SELECT name, '', 'namespace_changed', 0, '', 0, $8,
+           jsonb_build_object('reason', 'created by its first Reserve', 'created', true, 'settings',
+                              to_jsonb(inserted) - 'name' - 'created_at' - 'updated_at')
+    FROM inserted
 )
 SELECT name, default_lease_ttl_ms, max_lease_ttl_ms, max_result_bytes, retention_ms,
        max_attempts, event_retention_ms, created_at, updated_at
