@@ -103,7 +103,11 @@ func (s *Store) ListEntries(ctx context.Context, filter EntryFilter, page Page) 
 		}
 		states = names
 	}
-	rows, err := queryRows[entryRow](ctx, s.pool, query("list_entries"), filter.Namespace, after, filter.KeyPrefix,
+	statement := query("list_entries")
+	if filter.Stuck || (len(filter.States) == 1 && filter.States[0] == StateLeased) {
+		statement = query("list_entries_leased")
+	}
+	rows, err := queryRows[entryRow](ctx, s.pool, statement, filter.Namespace, after, filter.KeyPrefix,
 		rangeEnd, states, filter.Owner, optionalTime(filter.UpdatedAfter), optionalTime(filter.UpdatedBefore),
 		filter.Stuck, size+1)
 	if err != nil {
@@ -205,8 +209,10 @@ type EventFilter struct {
 }
 
 // ListEvents returns a page of a namespace's audit events in a time range,
-// oldest first, and the token of the next page: the audit export. It fails
-// with a *ValidationError or ErrUnavailable.
+// oldest first, and the token of the next page: the audit export. Events of
+// the last Config.EventSettlingDelay are left out, so that a listing never
+// skips an event that was still being committed. It fails with a
+// *ValidationError, ErrNotFound or ErrUnavailable.
 func (s *Store) ListEvents(ctx context.Context, filter EventFilter, page Page) ([]Event, string, error) {
 	size, token, err := page.decode()
 	if err == nil {
@@ -236,7 +242,8 @@ func (s *Store) ListEvents(ctx context.Context, filter EventFilter, page Page) (
 		}
 		kinds = names
 	}
-	events, err := queryRows[Event](ctx, s.pool, query("list_events"), filter.Namespace, start, end, afterAt, token.ID, kinds, size+1)
+	events, err := queryRows[Event](ctx, s.pool, query("list_events"), filter.Namespace, start, end, afterAt, token.ID, kinds, size+1,
+		max(s.eventSettlingDelay, 0).Milliseconds())
 	if err != nil {
 		return nil, "", fmt.Errorf("events of %s: %w", filter.Namespace, err)
 	}

@@ -18,7 +18,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // testConfig allows short leases, so that tests can let a lease run out by
 // the database's clock in a fraction of a second.
-var testConfig = ledger.Config{Limits: ledger.Limits{MinLeaseTTL: 10 * time.Millisecond}}
+var testConfig = ledger.Config{Limits: ledger.Limits{MinLeaseTTL: 10 * time.Millisecond}, EventSettlingDelay: -1}
 
 type testBundle struct {
 	store *ledger.Store

@@ -24,6 +24,11 @@ type Config struct {
 	// per lease per interval. A negative value records none; a tiny one
 	// (time.Nanosecond) records every heartbeat. Defaults to 1m.
 	HeartbeatEventInterval time.Duration
+	// EventSettlingDelay is how far behind the database's now ListEvents
+	// stops: longer than any statement of ledgerd may run, so that a listing
+	// never skips an event committed after it with an earlier time. A
+	// negative value stops at now (tests). Defaults to 10s.
+	EventSettlingDelay time.Duration
 	// Logger receives what the Store reports on its own, such as a lost
 	// LISTEN connection. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -38,6 +43,7 @@ func (c Config) withDefaults() Config {
 	c.NamespaceDefaults = c.NamespaceDefaults.withDefaults()
 	setDefault(&c.NamespaceCacheTTL, 10*time.Second)
 	setDefault(&c.HeartbeatEventInterval, time.Minute)
+	setDefault(&c.EventSettlingDelay, 10*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -73,6 +79,7 @@ type Store struct {
 	logger     *slog.Logger
 
 	heartbeatEventInterval time.Duration
+	eventSettlingDelay     time.Duration
 
 	waitsEnded   chan struct{} // closed by EndWaits
 	endWaitsOnce sync.Once
@@ -95,6 +102,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		waitsEnded: make(chan struct{}),
 
 		heartbeatEventInterval: cfg.HeartbeatEventInterval,
+		eventSettlingDelay:     cfg.EventSettlingDelay,
 	}, nil
 }
 

@@ -34,8 +34,14 @@ type Bundle struct {
 // (zero fields take their defaults), with its Listen running until the test
 // ends. Tests use a shorter minimum lease TTL
 // through cfg to exercise expiry quickly.
+//
+// Unless cfg says otherwise, ListEvents lists events up to the database's
+// now (EventSettlingDelay -1), so that tests see the events they just made.
 func Store(tb testing.TB, cfg ledger.Config) Bundle {
 	tb.Helper()
+	if cfg.EventSettlingDelay == 0 {
+		cfg.EventSettlingDelay = -1
+	}
 	pool := pgtest.Pool(tb)
 	_, err := ledger.Migrate(context.Background(), pool, nil)
 	require.NoError(tb, err)

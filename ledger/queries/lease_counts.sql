@@ -3,8 +3,8 @@
 -- taken over). Every namespace is listed, with zeros when it has no lease,
 -- so that a gauge falls to zero instead of vanishing.
 --
--- There is no index on state (it would stop updates from being HOT), so
--- this scans the entries table: callers run it seldom (see Store.LeaseCounts).
+-- The leased entries are read through the partial index entries_leased_idx
+-- (migrations/00005), not the whole table.
 SELECT n.name AS namespace,
        count(e.key) FILTER (WHERE e.lease_expires_at > now())  AS held,
        count(e.key) FILTER (WHERE e.lease_expires_at <= now()) AS expired
