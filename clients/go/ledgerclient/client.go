@@ -21,6 +21,11 @@ type Client struct {
 	ledger ledgerv1.LedgerServiceClient
 }
 
+// maxResponseBytes is the largest response New's connection accepts: the
+// largest result ledgerd can store (--max-result-bytes-ceiling, 16 MiB by
+// default) with room for the rest. WithDialOptions can change it.
+const maxResponseBytes = 64 << 20
+
 // Option configures New.
 type Option func(*options)
 
@@ -90,7 +95,10 @@ func New(target string, opts ...Option) (*Client, error) {
 	if o.token != "" {
 		o.dialOptions = append(o.dialOptions, grpc.WithPerRPCCredentials(bearerToken{token: o.token, requireTLS: !o.insecure}))
 	}
-	conn, err := grpc.NewClient(target, o.dialOptions...)
+	// Replays carry results of up to the server's result ceiling (16 MiB by
+	// default); gRPC's client default would refuse those above 4 MiB.
+	dialOptions := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes))}, o.dialOptions...)
+	conn, err := grpc.NewClient(target, dialOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("ledgerclient: new client for %q: %w", target, err)
 	}

@@ -271,7 +271,7 @@ func (c *Client) runLeased(ctx context.Context, state *leaseState, work func(con
 	value, workErr := c.runWork(context.WithValue(workCtx, leaseKey{}, state), state, heartbeats, work)
 	heartbeatErr := heartbeats.stop()
 	switch {
-	case errors.Is(heartbeatErr, ErrLeaseLost):
+	case errors.Is(heartbeatErr, ErrLeaseLost) && !(errors.Is(heartbeatErr, errLeaseUnconfirmed) && workErr == nil):
 		// Complete would be refused: another worker holds the key now.
 		return Result{}, fmt.Errorf("work abandoned (token %d): %w", lease.FencingToken, heartbeatErr)
 	case workErr == nil:

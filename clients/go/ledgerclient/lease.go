@@ -3,6 +3,7 @@ package ledgerclient
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -124,7 +125,18 @@ type heartbeater struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error // why the heartbeats ended early; read only after done is closed
+
+	// validUntil is when the lease runs out unless a heartbeat is
+	// acknowledged first: the sending time of the last acknowledged
+	// heartbeat (or of the grant), plus the TTL. Only run touches it.
+	validUntil time.Time
 }
+
+// errLeaseUnconfirmed ends the work when no heartbeat could be acknowledged
+// before the lease ran out (ledgerd unreachable, say): another worker may
+// hold the key by now. It matches ErrLeaseLost; Do still tries to record a
+// result the work returns, since the ledger accepts it if nobody took over.
+var errLeaseUnconfirmed = fmt.Errorf("%w: no heartbeat was acknowledged before the lease ran out (ledgerd unreachable?)", ErrLeaseLost)
 
 // startHeartbeats starts heartbeating state's lease every interval until
 // stop is called or workCtx ends.
@@ -137,6 +149,9 @@ func (c *Client) startHeartbeats(workCtx context.Context, endWork context.Cancel
 		endWork:  endWork,
 		cancel:   cancel,
 		done:     make(chan struct{}),
+		// The grant was made a moment ago; counting the TTL from now is off
+		// by one round trip at most, and the margin below covers it.
+		validUntil: time.Now().Add(state.lease.TTL),
 	}
 	go h.run(ctx)
 	return h
@@ -152,16 +167,30 @@ func (h *heartbeater) run(ctx context.Context) {
 			return
 		case <-ticker.C:
 		}
-		if err := h.client.heartbeat(ctx, h.state); err != nil {
-			if ctx.Err() != nil {
-				return // stopped during the call: not a failure
-			}
-			// The heartbeat was refused (LEASE_LOST, or a bad checkpoint):
-			// the lease cannot be kept, so the work must stop.
-			h.err = err
-			h.endWork(err)
-			return
+		// Each heartbeat, retries included, must be acknowledged before the
+		// lease runs out (less a margin for the answer's trip); past that,
+		// another worker may hold the key and the work must stop.
+		margin := min(h.state.lease.TTL/10, time.Second)
+		callCtx, cancelCall := context.WithDeadline(ctx, h.validUntil.Add(-margin))
+		sentAt := time.Now()
+		err := h.client.heartbeat(callCtx, h.state)
+		cancelCall()
+		if err == nil {
+			h.validUntil = sentAt.Add(h.state.lease.TTL)
+			continue
 		}
+		if ctx.Err() != nil {
+			return // stopped during the call: not a failure
+		}
+		if callCtx.Err() != nil {
+			err = errLeaseUnconfirmed
+		}
+		// The heartbeat was refused (LEASE_LOST, or a bad checkpoint), or
+		// could not be made in time: the lease cannot be kept, so the work
+		// must stop.
+		h.err = err
+		h.endWork(err)
+		return
 	}
 }
 
