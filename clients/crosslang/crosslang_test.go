@@ -165,7 +165,7 @@ func TestOneKeyContestedByThreeLanguages(t *testing.T) {
 	for round, delays := range rounds {
 		key := fmt.Sprintf("contested-%d", round)
 		workLog := filepath.Join(t.TempDir(), "work.log")
-		common := []string{"--addr", addr, "--namespace", "contest", "--key", key, "--work-log", workLog, "--work-ms", "1500", "--lease-ttl-ms", "3000"}
+		common := []string{"--addr", addr, "--namespace", "contest", "--key", key, "--work-log", workLog, "--work-ms", "1500", "--lease-ttl-ms", "10000"}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 
 		var wg sync.WaitGroup
@@ -201,7 +201,7 @@ func TestOneKeyContestedByThreeLanguages(t *testing.T) {
 				}
 				time.Sleep(1500 * time.Millisecond)
 				return []byte("done by go"), nil
-			}, ledgerclient.WithOwner("go"), ledgerclient.WithLeaseTTL(3*time.Second))
+			}, ledgerclient.WithOwner("go"), ledgerclient.WithLeaseTTL(10*time.Second))
 			if err != nil {
 				errs <- fmt.Errorf("go: %w", err)
 				return

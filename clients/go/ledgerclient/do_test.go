@@ -221,12 +221,12 @@ func TestDo(t *testing.T) {
 				close(started)
 				<-finish
 				return []byte("from the holder"), nil
-			}, ledgerclient.WithLeaseTTL(300*time.Millisecond)) // heartbeats every 100ms
+			}, ledgerclient.WithLeaseTTL(time.Second)) // heartbeats every 333ms: room for a loaded machine
 		}()
 		<-started
 
 		// A competitor waits for more than three lease TTLs and never gets the key.
-		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), 3500*time.Millisecond)
 		defer cancel()
 		_, err := b.client.Do(ctx, namespace, "k", mustNotRun(t))
 		require.ErrorIs(t, err, context.DeadlineExceeded)
