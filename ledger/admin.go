@@ -70,35 +70,55 @@ func (s *Store) forceRelease(ctx context.Context, req ForceReleaseRequest) (Entr
 	return entry, already, err
 }
 
+// ResetKeyRequest resets a key on an admin's behalf.
+type ResetKeyRequest struct {
+	Namespace string
+	Key       string
+	// Reason is recorded in the audit event; required.
+	Reason string
+	// FencingToken, when not zero, resets the key only if this is its
+	// current token, which makes the call retry-safe.
+	FencingToken int64
+}
+
 // ResetKey forgets a key's result, failure or lease so that its work runs
 // again (after a bad deploy, say), and records who did it and why: the key
-// becomes released with its attempts back to zero, and the next Reserve
-// acquires it with a higher fencing token. It fails with a
-// *ValidationError, ErrNotFound or ErrUnavailable.
-func (s *Store) ResetKey(ctx context.Context, namespace, key, reason string) (Entry, error) {
-	entry, err := s.resetKey(ctx, namespace, key, reason)
+// becomes released with its attempts back to zero, its fencing token moves
+// on, and the next Reserve acquires it with a higher token still. It fails
+// with a *ValidationError, ErrNotFound, ErrLeaseLost (FencingToken is not
+// current) or ErrUnavailable.
+func (s *Store) ResetKey(ctx context.Context, req ResetKeyRequest) (Entry, error) {
+	entry, err := s.resetKey(ctx, req)
 	if err != nil {
-		return Entry{}, fmt.Errorf("reset %s/%s: %w", namespace, key, err)
+		return Entry{}, fmt.Errorf("reset %s/%s: %w", req.Namespace, req.Key, err)
 	}
 	return entry, nil
 }
 
-func (s *Store) resetKey(ctx context.Context, namespace, key, reason string) (Entry, error) {
+func (s *Store) resetKey(ctx context.Context, req ResetKeyRequest) (Entry, error) {
+	namespace, key, reason := req.Namespace, req.Key, req.Reason
 	if err := checkKey(s.limits, namespace, key); err != nil {
 		return Entry{}, err
 	}
 	if err := checkReason(s.limits, reason); err != nil {
 		return Entry{}, err
 	}
+	if req.FencingToken < 0 {
+		return Entry{}, invalid("fencing_token", "must not be negative, got %d", req.FencingToken)
+	}
 	var entry Entry
 	// The previous state is read with the row locked, in the same
 	// transaction, so that the event tells what the reset really undid.
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var previousState, previousOwner string
-		err := tx.QueryRow(ctx, `SELECT state, owner FROM entries WHERE namespace = $1 AND key = $2 FOR UPDATE`,
-			namespace, key).Scan(&previousState, &previousOwner)
+		var token int64
+		err := tx.QueryRow(ctx, `SELECT state, owner, fencing_token FROM entries WHERE namespace = $1 AND key = $2 FOR UPDATE`,
+			namespace, key).Scan(&previousState, &previousOwner, &token)
 		if err != nil {
 			return err // pgx.ErrNoRows becomes ErrNotFound
+		}
+		if req.FencingToken != 0 && req.FencingToken != token {
+			return ErrLeaseLost
 		}
 		rows, err := tx.Query(ctx, query("reset"), namespace, key, reason, callerFrom(ctx), previousState, previousOwner)
 		if err != nil {

@@ -84,7 +84,12 @@ func (s *adminService) ForceRelease(ctx context.Context, req *ledgerv1.ForceRele
 }
 
 func (s *adminService) ResetKey(ctx context.Context, req *ledgerv1.ResetKeyRequest) (*ledgerv1.ResetKeyResponse, error) {
-	entry, err := s.store.ResetKey(ctx, req.GetNamespace(), req.GetKey(), req.GetReason())
+	entry, err := s.store.ResetKey(ctx, ledger.ResetKeyRequest{
+		Namespace:    req.GetNamespace(),
+		Key:          req.GetKey(),
+		Reason:       req.GetReason(),
+		FencingToken: req.GetFencingToken(),
+	})
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}

@@ -1547,7 +1547,11 @@ type ResetKeyRequest struct {
 	// key to reset. Required.
 	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	// reason is recorded in the audit event. Required; at most 1024 bytes.
-	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// fencing_token, when set, resets the key only if this is its current
+	// token (as Lookup showed it): otherwise the call fails with LEASE_LOST
+	// and changes nothing. Unset: whatever the key's state.
+	FencingToken  int64 `protobuf:"varint,4,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1601,6 +1605,13 @@ func (x *ResetKeyRequest) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *ResetKeyRequest) GetFencingToken() int64 {
+	if x != nil {
+		return x.FencingToken
+	}
+	return 0
 }
 
 // ResetKeyResponse returns the entry afterwards.
@@ -2485,11 +2496,12 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"\rfencing_token\x18\x04 \x01(\x03R\ffencingToken\"i\n" +
 	"\x14ForceReleaseResponse\x12&\n" +
 	"\x05entry\x18\x01 \x01(\v2\x10.ledger.v1.EntryR\x05entry\x12)\n" +
-	"\x10already_released\x18\x02 \x01(\bR\x0falreadyReleased\"Y\n" +
+	"\x10already_released\x18\x02 \x01(\bR\x0falreadyReleased\"~\n" +
 	"\x0fResetKeyRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\":\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12#\n" +
+	"\rfencing_token\x18\x04 \x01(\x03R\ffencingToken\":\n" +
 	"\x10ResetKeyResponse\x12&\n" +
 	"\x05entry\x18\x01 \x01(\v2\x10.ledger.v1.EntryR\x05entry\"K\n" +
 	"\x13PurgeExpiredRequest\x12\x1c\n" +
@@ -2549,14 +2561,14 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"\vROLE_READER\x10\x02\x12\x0e\n" +
 	"\n" +
 	"ROLE_ADMIN\x10\x03\x12\x17\n" +
-	"\x13ROLE_PLATFORM_ADMIN\x10\x042\x92\v\n" +
+	"\x13ROLE_PLATFORM_ADMIN\x10\x042\x8d\v\n" +
 	"\x12LedgerAdminService\x12Q\n" +
 	"\vListEntries\x12\x1d.ledger.v1.ListEntriesRequest\x1a\x1e.ledger.v1.ListEntriesResponse\"\x03\x90\x02\x01\x12N\n" +
 	"\n" +
 	"GetHistory\x12\x1c.ledger.v1.GetHistoryRequest\x1a\x1d.ledger.v1.GetHistoryResponse\"\x03\x90\x02\x01\x12N\n" +
 	"\n" +
-	"ListEvents\x12\x1c.ledger.v1.ListEventsRequest\x1a\x1d.ledger.v1.ListEventsResponse\"\x03\x90\x02\x01\x12T\n" +
-	"\fForceRelease\x12\x1e.ledger.v1.ForceReleaseRequest\x1a\x1f.ledger.v1.ForceReleaseResponse\"\x03\x90\x02\x02\x12C\n" +
+	"ListEvents\x12\x1c.ledger.v1.ListEventsRequest\x1a\x1d.ledger.v1.ListEventsResponse\"\x03\x90\x02\x01\x12O\n" +
+	"\fForceRelease\x12\x1e.ledger.v1.ForceReleaseRequest\x1a\x1f.ledger.v1.ForceReleaseResponse\x12C\n" +
 	"\bResetKey\x12\x1a.ledger.v1.ResetKeyRequest\x1a\x1b.ledger.v1.ResetKeyResponse\x12T\n" +
 	"\fPurgeExpired\x12\x1e.ledger.v1.PurgeExpiredRequest\x1a\x1f.ledger.v1.PurgeExpiredResponse\"\x03\x90\x02\x02\x12Z\n" +
 	"\x0eListNamespaces\x12 .ledger.v1.ListNamespacesRequest\x1a!.ledger.v1.ListNamespacesResponse\"\x03\x90\x02\x01\x12T\n" +

@@ -75,19 +75,30 @@ type LedgerAdminServiceClient interface {
 	// holder's calls are refused with LEASE_LOST. Audited with the caller and
 	// the reason.
 	//
-	// Idempotent when fencing_token is given: releasing the same grant again
-	// succeeds with already_released.
+	// The key's fencing token moves on, so that every later call of the old
+	// holder is refused with LEASE_LOST.
+	//
+	// Retry-safe only when fencing_token is given: releasing the same grant
+	// again succeeds with already_released. Without it, a retry could end the
+	// lease of a worker that acquired the key in between.
 	//
 	// Errors: INVALID_ARGUMENT (no reason), NOT_FOUND, FAILED_PRECONDITION with
 	// reason NOT_LEASED (the key is not leased), LEASE_LOST (fencing_token was
 	// given and is not current), UNAVAILABLE.
 	ForceRelease(ctx context.Context, in *ForceReleaseRequest, opts ...grpc.CallOption) (*ForceReleaseResponse, error)
 	// ResetKey forgets a key's result or failure (or ends its lease) so that
-	// its work runs again, e.g. after a bad deploy: the key becomes released,
-	// and the next Reserve acquires it with a higher fencing token. The
-	// fingerprint is kept. Audited with the caller and the reason.
+	// its work runs again, e.g. after a bad deploy: the key becomes released
+	// with its attempts back to zero, its fencing token moves on (a holder of
+	// the old lease is refused with LEASE_LOST), and the next Reserve acquires
+	// it with a higher token still. The fingerprint is kept. Audited with the
+	// caller and the reason.
 	//
-	// Errors: INVALID_ARGUMENT (no reason), NOT_FOUND, UNAVAILABLE.
+	// Not retry-safe unless fencing_token is given: a repeated reset could undo
+	// a run that started in between. With fencing_token, the reset happens
+	// only if that is the key's current token.
+	//
+	// Errors: INVALID_ARGUMENT (no reason), NOT_FOUND, LEASE_LOST
+	// (fencing_token was given and is not current), UNAVAILABLE.
 	ResetKey(ctx context.Context, in *ResetKeyRequest, opts ...grpc.CallOption) (*ResetKeyResponse, error)
 	// PurgeExpired removes a namespace's completed and failed entries whose
 	// retention has elapsed, now rather than at the sweeper's next pass, in
@@ -377,19 +388,30 @@ type LedgerAdminServiceServer interface {
 	// holder's calls are refused with LEASE_LOST. Audited with the caller and
 	// the reason.
 	//
-	// Idempotent when fencing_token is given: releasing the same grant again
-	// succeeds with already_released.
+	// The key's fencing token moves on, so that every later call of the old
+	// holder is refused with LEASE_LOST.
+	//
+	// Retry-safe only when fencing_token is given: releasing the same grant
+	// again succeeds with already_released. Without it, a retry could end the
+	// lease of a worker that acquired the key in between.
 	//
 	// Errors: INVALID_ARGUMENT (no reason), NOT_FOUND, FAILED_PRECONDITION with
 	// reason NOT_LEASED (the key is not leased), LEASE_LOST (fencing_token was
 	// given and is not current), UNAVAILABLE.
 	ForceRelease(context.Context, *ForceReleaseRequest) (*ForceReleaseResponse, error)
 	// ResetKey forgets a key's result or failure (or ends its lease) so that
-	// its work runs again, e.g. after a bad deploy: the key becomes released,
-	// and the next Reserve acquires it with a higher fencing token. The
-	// fingerprint is kept. Audited with the caller and the reason.
+	// its work runs again, e.g. after a bad deploy: the key becomes released
+	// with its attempts back to zero, its fencing token moves on (a holder of
+	// the old lease is refused with LEASE_LOST), and the next Reserve acquires
+	// it with a higher token still. The fingerprint is kept. Audited with the
+	// caller and the reason.
 	//
-	// Errors: INVALID_ARGUMENT (no reason), NOT_FOUND, UNAVAILABLE.
+	// Not retry-safe unless fencing_token is given: a repeated reset could undo
+	// a run that started in between. With fencing_token, the reset happens
+	// only if that is the key's current token.
+	//
+	// Errors: INVALID_ARGUMENT (no reason), NOT_FOUND, LEASE_LOST
+	// (fencing_token was given and is not current), UNAVAILABLE.
 	ResetKey(context.Context, *ResetKeyRequest) (*ResetKeyResponse, error)
 	// PurgeExpired removes a namespace's completed and failed entries whose
 	// retention has elapsed, now rather than at the sweeper's next pass, in

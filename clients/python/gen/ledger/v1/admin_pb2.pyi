@@ -259,14 +259,16 @@ class PurgeExpiredResponse(_message.Message):
     def __init__(self, purged_entries: _Optional[int] = ...) -> None: ...
 
 class ResetKeyRequest(_message.Message):
-    __slots__ = ["key", "namespace", "reason"]
+    __slots__ = ["fencing_token", "key", "namespace", "reason"]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    fencing_token: int
     key: str
     namespace: str
     reason: str
-    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    def __init__(self, namespace: _Optional[str] = ..., key: _Optional[str] = ..., reason: _Optional[str] = ..., fencing_token: _Optional[int] = ...) -> None: ...
 
 class ResetKeyResponse(_message.Message):
     __slots__ = ["entry"]
