@@ -18,22 +18,23 @@ func releaseCommand() *command {
 		args:    "NS KEY",
 		minArgs: 2, maxArgs: 2,
 		summary: "End a key's lease, whoever holds it (LedgerAdminService.ForceRelease): the next\nReserve takes the key over with a higher fencing token, and the old holder's\ncalls are refused with LEASE_LOST. Audited with your identity and --reason.",
-		details: "Without --token, ledgerctl looks the key up first and releases the lease it\n" +
-			"finds, by its token: if the key changed hands in between, nothing is released\n" +
-			"and the exit code is 4 (LEASE_LOST). A release by token is safe to repeat.\n\n" +
+		details: "Without --fencing-token, ledgerctl looks the key up first and releases the\n" +
+			"lease it finds, by its token: if the key changed hands in between, nothing is\n" +
+			"released and the exit code is 4 (LEASE_LOST). A release by token is safe to\n" +
+			"repeat.\n\n" +
 			"-o json prints the ForceReleaseResponse.\n\n" +
-			"Exit codes: 3 unknown key; 4 the key is not leased (NOT_LEASED) or --token is\n" +
-			"not its current token (LEASE_LOST).",
+			"Exit codes: 3 unknown key; 4 the key is not leased (NOT_LEASED) or\n" +
+			"--fencing-token is not its current token (LEASE_LOST).",
 		flags: func(fs *flag.FlagSet) {
 			reasonFlag(fs, &reason)
-			fs.Int64Var(&token, "token", 0, "release only the lease with fencing token `N`")
+			fs.Int64Var(&token, "fencing-token", 0, "release only the lease with fencing token `N`")
 		},
 		run: func(ctx context.Context, c *cli, args []string) error {
 			if err := requireReason(reason); err != nil {
 				return err
 			}
 			if token < 0 {
-				return usageErrorf("--token must be positive")
+				return usageErrorf("--fencing-token must be positive")
 			}
 			namespace, key := args[0], args[1]
 			if token == 0 {

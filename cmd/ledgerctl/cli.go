@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,9 @@ const (
 const (
 	// envAddr backs --addr.
 	envAddr = "LEDGERCTL_ADDR"
+	// envToken and envTokenFile back --token and --token-file.
+	envToken     = "LEDGERCTL_TOKEN"
+	envTokenFile = "LEDGERCTL_TOKEN_FILE"
 	// defaultAddr is where `make run` serves ledgerd.
 	defaultAddr = "127.0.0.1:7070"
 	// defaultTimeout bounds each RPC.
@@ -70,12 +74,33 @@ Namespaces:
   namespaces create NAME --reason R [settings]
   namespaces set NAME --reason R [settings]
 
+Access (whoami: anyone; tokens and roles: platform admins, audited with --reason):
+  whoami                show who your token authenticates as, and your role bindings
+  tokens list           list the API tokens (never their secrets)
+  tokens create --principal P --reason R [--description D] [--ttl 90d]
+                        issue an API token; it is printed this once only
+  tokens revoke ID --reason R
+                        revoke a token: every ledgerd refuses it within seconds
+  roles list            list the role bindings
+  roles grant PRINCIPAL ROLE PATTERN --reason R
+                        give PRINCIPAL a role (worker, reader, admin, platform-admin)
+                        in the namespaces PATTERN matches (a name, "prefix-*" or "*")
+  roles revoke PRINCIPAL ROLE PATTERN --reason R
+
 Other:
   help [COMMAND]        show this help, or a command's
   version               print ledgerctl's version
 
 Global flags (accepted before or after the command):
 %s
+Authentication:
+  A ledgerd that authenticates wants an API token (ldg_...) with every call. Give
+  it with --token-file PATH or LEDGERCTL_TOKEN_FILE (a file that holds it), or
+  LEDGERCTL_TOKEN; --token works too, but other users of the machine see it in
+  ps. A flag wins over the environment. The token travels over TLS, or in
+  plaintext to a loopback address or with --insecure. 'ledgerctl whoami' shows
+  who it authenticates as.
+
 Output:
   Tables by default (events: JSON lines). Times are RFC 3339 in UTC. Byte
   fields (result, fingerprint, checkpoint) are shown as text when they are
@@ -101,10 +126,12 @@ Run 'ledgerctl COMMAND --help' for a command's arguments and flags.
 
 // globals are the flags every command accepts.
 type globals struct {
-	addr     string
-	insecure optionalBool
-	timeout  time.Duration
-	output   string
+	addr      string
+	insecure  optionalBool
+	timeout   time.Duration
+	output    string
+	token     string
+	tokenFile string
 }
 
 // register adds the global flags to fs.
@@ -112,11 +139,14 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.addr, "addr", g.addr, "ledgerd's gRPC address: `HOST:PORT` or a gRPC target (env "+envAddr+")")
 	fs.Var(&g.insecure, "insecure", "connect without TLS (plaintext). Defaults to true for a loopback address\n"+
 		"(localhost, 127.0.0.0/8, ::1, unix sockets) and false otherwise, where ledgerctl\n"+
-		"uses TLS with the system's root CAs. Client certificates and --ca-file come\n"+
-		"with ledgerd's authentication")
+		"uses TLS with the system's root CAs. With --insecure the API token travels in\n"+
+		"plaintext: use it only on a network you trust")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "`DURATION` each RPC may take, retries while ledgerd is unavailable included;\n"+
 		"a listing makes one RPC per page of up to 1000 rows")
 	fs.StringVar(&g.output, "o", g.output, "output `FORMAT`: table or json (default table; json lines for events)")
+	fs.StringVar(&g.tokenFile, "token-file", g.tokenFile, "read the API token from the file at `PATH` (env "+envTokenFile+")")
+	fs.StringVar(&g.token, "token", g.token, "API `TOKEN` (ldg_...) to send with every call (env "+envToken+"). Other users\n"+
+		"see it in ps: prefer --token-file or the environment")
 }
 
 // optionalBool is a boolean flag that knows whether it was given.
@@ -147,13 +177,17 @@ func (b *optionalBool) IsBoolFlag() bool { return true }
 type cli struct {
 	stdout, stderr io.Writer
 	globals
-	client *ledgerclient.Client
+	getenv func(string) string
+	// tokenSource says where the token came from ("" without one), for
+	// messages; the token itself is never printed.
+	tokenSource string
+	client      *ledgerclient.Client
 }
 
 // run is main without the process: arguments, environment and output are
 // passed in so that tests can drive it. It returns the exit code.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
-	c := &cli{stdout: stdout, stderr: stderr, globals: globals{addr: defaultAddr, timeout: defaultTimeout}}
+	c := &cli{stdout: stdout, stderr: stderr, globals: globals{addr: defaultAddr, timeout: defaultTimeout}, getenv: getenv}
 	if addr := getenv(envAddr); addr != "" {
 		c.addr = addr
 	}
@@ -246,7 +280,11 @@ func (c *cli) runCommand(ctx context.Context, cmd *command, args []string) int {
 	if c.timeout <= 0 {
 		return c.usageFailure(cmd, "--timeout must be positive")
 	}
-	if err := c.connect(); err != nil {
+	token, err := c.readToken()
+	if err != nil {
+		return c.usageFailure(cmd, err.Error())
+	}
+	if err := c.connect(token); err != nil {
 		return c.usageFailure(cmd, err.Error())
 	}
 	if err := cmd.run(ctx, c, positional); err != nil {
@@ -254,10 +292,61 @@ func (c *cli) runCommand(ctx context.Context, cmd *command, args []string) int {
 		if errors.As(err, &usage) {
 			return c.usageFailure(cmd, usage.problem)
 		}
-		fmt.Fprintf(c.stderr, "ledgerctl %s: %s\n", cmd.name, describe(err, c.timeout))
+		fmt.Fprintf(c.stderr, "ledgerctl %s: %s%s\n", cmd.name, describe(err, c.timeout), c.accessHint(err))
 		return exitCode(err)
 	}
 	return exitOK
+}
+
+// accessHint says what to do about a refusal for want of credentials.
+func (c *cli) accessHint(err error) string {
+	switch {
+	case errors.Is(err, ledgerclient.ErrUnauthenticated) && c.tokenSource == "":
+		return " (no API token given: use --token-file PATH, " + envTokenFile + " or " + envToken + ")"
+	case errors.Is(err, ledgerclient.ErrUnauthenticated):
+		return " (the token from " + c.tokenSource + ")"
+	case errors.Is(err, ledgerclient.ErrPermissionDenied):
+		return " ('ledgerctl whoami' shows your role bindings)"
+	}
+	return ""
+}
+
+// readToken returns the API token to send, "" for none: from --token or
+// --token-file, else from LEDGERCTL_TOKEN or LEDGERCTL_TOKEN_FILE. Giving
+// both of a pair is a usage error. Errors never show the token.
+func (c *cli) readToken() (string, error) {
+	value, file := c.token, c.tokenFile
+	valueSource, fileSource := "--token", "--token-file"
+	if value != "" && file != "" {
+		return "", errors.New("give --token or --token-file, not both")
+	}
+	if value == "" && file == "" {
+		value, file = c.getenv(envToken), c.getenv(envTokenFile)
+		valueSource, fileSource = envToken, envTokenFile
+		if value != "" && file != "" {
+			return "", fmt.Errorf("%s and %s are both set: unset one", envToken, envTokenFile)
+		}
+	}
+	source := valueSource
+	if file != "" {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("%s: %v", fileSource, err)
+		}
+		value, source = string(raw), fileSource+" "+file
+		if strings.TrimSpace(value) == "" {
+			return "", fmt.Errorf("%s: the file is empty", source)
+		}
+	}
+	if value == "" {
+		return "", nil
+	}
+	token := strings.TrimSpace(value)
+	if !strings.HasPrefix(token, "ldg_") || strings.IndexFunc(token, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		return "", fmt.Errorf("%s: not a ledgerd API token (one word that starts with ldg_)", source)
+	}
+	c.tokenSource = source
+	return token, nil
 }
 
 func (c *cli) usageFailure(cmd *command, problem string) int {
@@ -308,8 +397,9 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// connect makes the client (lazily: the first RPC connects).
-func (c *cli) connect() error {
+// connect makes the client (lazily: the first RPC connects), which sends
+// token, if any, with every call.
+func (c *cli) connect(token string) error {
 	creds := ledgerclient.WithInsecure()
 	insecure := c.insecure.value
 	if !c.insecure.set {
@@ -318,7 +408,11 @@ func (c *cli) connect() error {
 	if !insecure {
 		creds = ledgerclient.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}))
 	}
-	client, err := ledgerclient.New(c.addr, creds)
+	options := []ledgerclient.Option{creds}
+	if token != "" {
+		options = append(options, ledgerclient.WithToken(token))
+	}
+	client, err := ledgerclient.New(c.addr, options...)
 	if err != nil {
 		return fmt.Errorf("--addr %q: %v", c.addr, err)
 	}

@@ -1,6 +1,7 @@
 // Command ledgerctl is the ops CLI of ledgerd: it shows keys, their audit
-// history and the namespaces, and releases, resets and purges keys. It talks
-// to ledgerd over gRPC (the Go client, ledgerclient), never to the database.
+// history and the namespaces, releases, resets and purges keys, and manages
+// API tokens and role bindings. It talks to ledgerd over gRPC (the Go
+// client, ledgerclient), never to the database.
 //
 //	ledgerctl get NS KEY [--history]        a key's entry
 //	ledgerctl history NS KEY                a key's audit events, oldest first
@@ -10,6 +11,13 @@
 //	ledgerctl reset NS KEY --reason R       let a key's work run again
 //	ledgerctl purge NS --reason R           remove expired entries now
 //	ledgerctl namespaces list|show|create|set
+//	ledgerctl whoami                        who the token authenticates as
+//	ledgerctl tokens list|create|revoke     API tokens (platform admins)
+//	ledgerctl roles list|grant|revoke       role bindings (platform admins)
+//
+// Every call carries the API token given with --token-file PATH,
+// LEDGERCTL_TOKEN_FILE, LEDGERCTL_TOKEN or --token (which other users see in
+// ps), as "authorization: Bearer <token>".
 //
 // Output is a human-readable table by default (JSON lines for events); -o
 // json prints protojson with the proto field names, one object per line.

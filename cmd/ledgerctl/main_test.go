@@ -68,14 +68,14 @@ type result struct {
 // as ops would set it).
 func ctl(t *testing.T, addr string, args ...string) result {
 	t.Helper()
+	return ctlEnv(t, map[string]string{envAddr: addr}, args...)
+}
+
+// ctlEnv runs ledgerctl with the environment env.
+func ctlEnv(t *testing.T, env map[string]string, args ...string) result {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	getenv := func(name string) string {
-		if name == envAddr {
-			return addr
-		}
-		return ""
-	}
-	code := run(t.Context(), args, getenv, &stdout, &stderr)
+	code := run(t.Context(), args, func(name string) string { return env[name] }, &stdout, &stderr)
 	return result{stdout: stdout.String(), stderr: stderr.String(), code: code}
 }
 
@@ -87,12 +87,20 @@ func ok(t *testing.T, addr string, args ...string) string {
 	return r.stdout
 }
 
-// timestamps matches the RFC 3339 times of tables and JSON.
-var timestamps = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
+var (
+	// timestamps matches the RFC 3339 times of tables and JSON.
+	timestamps = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
+	// apiTokens matches API tokens, and tokenIDs their ids (16 hex digits).
+	apiTokens = regexp.MustCompile(`ldg_[0-9a-f]{16}_[A-Za-z0-9_-]+`)
+	tokenIDs  = regexp.MustCompile(`\b[0-9a-f]{16}\b`)
+)
 
-// normalise replaces what changes from run to run (times) with
-// placeholders. Table times have a fixed width, so columns stay aligned.
+// normalise replaces what changes from run to run (times, API tokens and
+// their ids) with placeholders. Table times and token ids have a fixed
+// width, so columns stay aligned.
 func normalise(s string) string {
+	s = apiTokens.ReplaceAllString(s, "<token>")
+	s = tokenIDs.ReplaceAllString(s, "<token-id>")
 	return timestamps.ReplaceAllString(s, "<time>")
 }
 
@@ -252,7 +260,7 @@ func TestAdminActions(t *testing.T) {
 		require.Equal(t, exitRefused, r.code)
 		require.Equal(t, "ledgerctl release: NOT_LEASED: billing/k-held is RELEASED: there is no lease to release\n", r.stderr)
 		// The same grant again, by token, is a retry that succeeds.
-		golden(t, "release-again-json", ok(t, addr, "release", namespace, "k-held", "--reason", "again", "--token", "1", "-o", "json"))
+		golden(t, "release-again-json", ok(t, addr, "release", namespace, "k-held", "--reason", "again", "--fencing-token", "1", "-o", "json"))
 		golden(t, "release-history", ok(t, addr, "history", namespace, "k-held"))
 	})
 
@@ -263,7 +271,7 @@ func TestAdminActions(t *testing.T) {
 		d.reserve("k", "w1", shortLease, nil, nil)
 		time.Sleep(2 * shortLease)
 		d.reserve("k", "w2", time.Hour, nil, nil)
-		r := ctl(t, addr, "release", namespace, "k", "--token", "1", "--reason", "stale")
+		r := ctl(t, addr, "release", namespace, "k", "--fencing-token", "1", "--reason", "stale")
 		require.Equal(t, exitRefused, r.code, r.stderr)
 		require.Contains(t, r.stderr, "ledgerctl release: LEASE_LOST: ")
 	})
@@ -274,9 +282,10 @@ func TestAdminActions(t *testing.T) {
 		makeHistory(t, addr)
 		golden(t, "reset", ok(t, addr, "reset", namespace, "k-done", "--reason", "bad deploy 2025-03-01"))
 		golden(t, "reset-failed-json", ok(t, addr, "reset", namespace, "k-failed", "--reason", "input fixed", "-o", "json"))
-		// The work runs again, with a higher token.
+		// The work runs again, with a higher token: the reset moved it on
+		// from 2 to 3, so that no grant reuses the token of the one it undid.
 		d := newDriver(t, addr)
-		require.Equal(t, int64(3), d.reserve("k-done", "w9", time.Minute, fingerprint, nil))
+		require.Equal(t, int64(4), d.reserve("k-done", "w9", time.Minute, fingerprint, nil))
 		golden(t, "reset-events", ok(t, addr, "events", namespace, "--kind", "reset", "-o", "table"))
 	})
 
@@ -343,8 +352,8 @@ func TestExitCodes(t *testing.T) {
 		{"unknown namespace", []string{"namespaces", "show", "nope"}, exitNotFound, "ledgerctl namespaces show: NOT_FOUND: "},
 		{"set of an unknown namespace", []string{"namespaces", "set", "nope", "--max-attempts", "3", "--reason", "r"}, exitNotFound, "NOT_FOUND: "},
 		{"release of a completed key", []string{"release", namespace, "k-done", "--reason", "r"}, exitRefused, "ledgerctl release: NOT_LEASED: billing/k-done is COMPLETED"},
-		{"release of a completed key by token", []string{"release", namespace, "k-done", "--token", "2", "--reason", "r"}, exitRefused, "ledgerctl release: NOT_LEASED: "},
-		{"release of another token", []string{"release", namespace, "k-held", "--token", "7", "--reason", "r"}, exitRefused, "ledgerctl release: LEASE_LOST: "},
+		{"release of a completed key by token", []string{"release", namespace, "k-done", "--fencing-token", "2", "--reason", "r"}, exitRefused, "ledgerctl release: NOT_LEASED: "},
+		{"release of another token", []string{"release", namespace, "k-held", "--fencing-token", "7", "--reason", "r"}, exitRefused, "ledgerctl release: LEASE_LOST: "},
 		{"create of an existing namespace", []string{"namespaces", "create", namespace, "--reason", "r"}, exitRefused, "ledgerctl namespaces create: ALREADY_EXISTS: "},
 		{"invalid namespace", []string{"get", "bad namespace!", "k"}, exitInvalid, "ledgerctl get: INVALID_ARGUMENT: "},
 		{"invalid key", []string{"list", namespace, "--prefix", strings.Repeat("k", 600)}, exitInvalid, "INVALID_ARGUMENT: "},

@@ -31,11 +31,16 @@ var (
 // values like Client's. Get one from Client.Admin or NewAdminFromConn; it is
 // safe for concurrent use.
 //
+// It also manages access, for platform admins: API tokens (CreateToken,
+// ListTokens, RevokeToken) and role bindings (GrantRole, RevokeRole,
+// ListRoleBindings); WhoAmI tells any caller who it is.
+//
 // The methods whose RPC is idempotent (every one but ResetKey,
-// CreateNamespace, and ForceRelease without a fencing token) retry while the
-// server is unavailable, until ctx ends, like Client's. The others are made
-// once: retrying a reset after a lost response could reset the key again
-// after a worker had acquired it.
+// CreateNamespace, CreateToken, RevokeRole, and ForceRelease without a
+// fencing token) retry while the server is unavailable, until ctx ends, like
+// Client's. The others are made once: retrying a reset after a lost response
+// could reset the key again after a worker had acquired it, and a retried
+// CreateToken could issue a second token whose secret nobody sees.
 type AdminClient struct {
 	admin ledgerv1.LedgerAdminServiceClient
 }
@@ -131,6 +136,75 @@ func (a *AdminClient) CreateNamespace(ctx context.Context, req *ledgerv1.CreateN
 // fails with ErrInvalidArgument or ErrNotFound.
 func (a *AdminClient) UpdateNamespace(ctx context.Context, req *ledgerv1.UpdateNamespaceRequest) (*ledgerv1.UpdateNamespaceResponse, error) {
 	response, err := call(ctx, "update namespace", a.admin.UpdateNamespace, req)
+	return response, prefixed(err)
+}
+
+// WhoAmI tells who ledgerd authenticated the caller as, and the caller's
+// role bindings. Any authenticated caller may ask; a ledgerd without
+// authentication answers "anonymous". It fails with ErrUnauthenticated.
+func (a *AdminClient) WhoAmI(ctx context.Context, req *ledgerv1.WhoAmIRequest) (*ledgerv1.WhoAmIResponse, error) {
+	if req == nil {
+		req = &ledgerv1.WhoAmIRequest{}
+	}
+	response, err := call(ctx, "who am i", a.admin.WhoAmI, req)
+	return response, prefixed(err)
+}
+
+// CreateToken issues an API token for req.Principal. The response's Secret
+// is the whole bearer token ("ldg_<id>_<secret>", for WithToken): it is in
+// this response only, ledgerd keeps a hash. It is made once, never retried:
+// a retry after a lost response would issue a second token (list the tokens
+// and revoke the one nobody holds). Platform admins only. It fails with
+// ErrInvalidArgument or ErrPermissionDenied.
+func (a *AdminClient) CreateToken(ctx context.Context, req *ledgerv1.CreateTokenRequest) (*ledgerv1.CreateTokenResponse, error) {
+	response, err := callOnce(ctx, "create token", a.admin.CreateToken, req)
+	return response, prefixed(err)
+}
+
+// ListTokens returns every API token, revoked and expired ones included,
+// oldest first, without their secrets. Platform admins only. It fails with
+// ErrPermissionDenied.
+func (a *AdminClient) ListTokens(ctx context.Context, req *ledgerv1.ListTokensRequest) (*ledgerv1.ListTokensResponse, error) {
+	if req == nil {
+		req = &ledgerv1.ListTokensRequest{}
+	}
+	response, err := call(ctx, "list tokens", a.admin.ListTokens, req)
+	return response, prefixed(err)
+}
+
+// RevokeToken revokes an API token by its id; revoking it again changes
+// nothing, so it is retried. Every ledgerd replica refuses the token within
+// its credential refresh interval. Platform admins only. It fails with
+// ErrInvalidArgument, ErrNotFound or ErrPermissionDenied.
+func (a *AdminClient) RevokeToken(ctx context.Context, req *ledgerv1.RevokeTokenRequest) (*ledgerv1.RevokeTokenResponse, error) {
+	response, err := call(ctx, "revoke token", a.admin.RevokeToken, req)
+	return response, prefixed(err)
+}
+
+// GrantRole binds a role to a principal in the namespaces a pattern matches;
+// granting it again changes nothing, so it is retried. Platform admins only.
+// It fails with ErrInvalidArgument or ErrPermissionDenied.
+func (a *AdminClient) GrantRole(ctx context.Context, req *ledgerv1.GrantRoleRequest) (*ledgerv1.GrantRoleResponse, error) {
+	response, err := call(ctx, "grant role", a.admin.GrantRole, req)
+	return response, prefixed(err)
+}
+
+// RevokeRole removes a role binding. It is made once, never retried: a retry
+// after a lost response would fail with ErrNotFound although the binding was
+// removed. Platform admins only. It fails with ErrInvalidArgument,
+// ErrNotFound (no such binding) or ErrPermissionDenied.
+func (a *AdminClient) RevokeRole(ctx context.Context, req *ledgerv1.RevokeRoleRequest) (*ledgerv1.RevokeRoleResponse, error) {
+	response, err := callOnce(ctx, "revoke role", a.admin.RevokeRole, req)
+	return response, prefixed(err)
+}
+
+// ListRoleBindings returns every role binding, by principal. Platform admins
+// only. It fails with ErrPermissionDenied.
+func (a *AdminClient) ListRoleBindings(ctx context.Context, req *ledgerv1.ListRoleBindingsRequest) (*ledgerv1.ListRoleBindingsResponse, error) {
+	if req == nil {
+		req = &ledgerv1.ListRoleBindingsRequest{}
+	}
+	response, err := call(ctx, "list role bindings", a.admin.ListRoleBindings, req)
 	return response, prefixed(err)
 }
 

@@ -3,7 +3,10 @@ package ledgerclient_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 	"github.com/ledgerd/ledgerd/clients/go/ledgerclient"
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/ledgertest"
+	"github.com/ledgerd/ledgerd/server"
 )
 
 // acquire reserves key for owner and returns the fencing token.
@@ -63,7 +67,7 @@ func TestAdminClient(t *testing.T) {
 			require.NoError(t, err)
 			events++
 		}
-		require.Equal(t, 10, events)
+		require.Equal(t, 11, events, "the namespace's creation by the first Reserve, and 5 reserved and 5 completed")
 
 		// Stopping early makes no more calls and does not fail.
 		for entry, err := range admin.Entries(t.Context(), request) {
@@ -174,5 +178,232 @@ func TestAdminClient(t *testing.T) {
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		require.ErrorIs(t, err, ledgerclient.ErrUnavailable)
 		require.Greater(t, len(attempts.get()), 2)
+	})
+}
+
+// serveWithAuth serves a ledgerd with authentication on a loopback TCP port
+// until t's cleanup, and returns its address and a platform admin's token.
+func serveWithAuth(t *testing.T) (addr, rootToken string) {
+	t.Helper()
+	b := ledgertest.Store(t, testConfig)
+	_, rootToken, err := b.Store.Bootstrap(t.Context(), "root")
+	require.NoError(t, err)
+	auth := server.NewAuth(b.Store, server.AuthConfig{RefreshInterval: 100 * time.Millisecond})
+	require.NoError(t, auth.Load(t.Context()))
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- auth.Run(runCtx) }()
+	t.Cleanup(func() { stop(); require.NoError(t, <-ran) })
+
+	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Auth: auth})
+	require.NoError(t, err)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		require.NoError(t, <-served)
+	})
+	return lis.Addr().String(), rootToken
+}
+
+// clientWithToken is a Client of the ledgerd at addr that authenticates
+// with token, closed at t's cleanup.
+func clientWithToken(t *testing.T, addr, token string) *ledgerclient.Client {
+	t.Helper()
+	client, err := ledgerclient.New(addr, ledgerclient.WithInsecure(), ledgerclient.WithToken(token))
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, client.Close()) })
+	return client
+}
+
+func TestAdminClientAccess(t *testing.T) {
+	noLeaks(t)
+
+	t.Run("tokens and role bindings, from creation to revocation", func(t *testing.T) {
+		t.Parallel()
+		addr, rootToken := serveWithAuth(t)
+		admin := clientWithToken(t, addr, rootToken).Admin()
+		ctx := t.Context()
+
+		who, err := admin.WhoAmI(ctx, nil)
+		require.NoError(t, err)
+		require.Equal(t, "root", who.GetPrincipal())
+		require.Len(t, who.GetBindings(), 1)
+		require.Equal(t, ledgerv1.Role_ROLE_PLATFORM_ADMIN, who.GetBindings()[0].GetRole())
+		require.Equal(t, "*", who.GetBindings()[0].GetNamespacePattern())
+
+		created, err := admin.CreateToken(ctx, &ledgerv1.CreateTokenRequest{
+			Principal: "svc-billing", Description: "billing workers", Ttl: durationpb.New(time.Hour), Reason: "new pipeline",
+		})
+		require.NoError(t, err)
+		token := created.GetToken()
+		require.True(t, strings.HasPrefix(created.GetSecret(), "ldg_"+token.GetId()+"_"), "the secret is the whole bearer token")
+		require.Equal(t, "svc-billing", token.GetPrincipal())
+		require.Equal(t, "billing workers", token.GetDescription())
+		require.Equal(t, "root", token.GetCreatedBy())
+		require.WithinDuration(t, time.Now().Add(time.Hour), token.GetExpiresAt().AsTime(), time.Minute)
+		require.Nil(t, token.GetRevokedAt())
+
+		// The new token authenticates at once, but its principal has no role yet.
+		worker := clientWithToken(t, addr, created.GetSecret())
+		who, err = worker.Admin().WhoAmI(ctx, &ledgerv1.WhoAmIRequest{})
+		require.NoError(t, err)
+		require.Equal(t, "svc-billing", who.GetPrincipal())
+		require.Empty(t, who.GetBindings())
+		_, err = worker.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: namespace, Key: "k", Owner: "w1"})
+		require.ErrorIs(t, err, ledgerclient.ErrPermissionDenied)
+
+		binding := &ledgerv1.RoleBinding{Principal: "svc-billing", NamespacePattern: "bill*", Role: ledgerv1.Role_ROLE_WORKER}
+		granted, err := admin.GrantRole(ctx, &ledgerv1.GrantRoleRequest{Binding: binding, Reason: "new pipeline"})
+		require.NoError(t, err)
+		require.Equal(t, "root", granted.GetBinding().GetCreatedBy())
+		_, err = admin.GrantRole(ctx, &ledgerv1.GrantRoleRequest{Binding: binding, Reason: "again"})
+		require.NoError(t, err, "granting again changes nothing")
+		acquire(t, worker, "k", "w1") // works at once on the replica that granted it
+
+		bindings, err := admin.ListRoleBindings(ctx, nil)
+		require.NoError(t, err)
+		var listed []string
+		for _, b := range bindings.GetBindings() {
+			listed = append(listed, fmt.Sprintf("%s %s %s", b.GetPrincipal(), b.GetRole(), b.GetNamespacePattern()))
+		}
+		require.Equal(t, []string{"root ROLE_PLATFORM_ADMIN *", "svc-billing ROLE_WORKER bill*"}, listed)
+
+		tokens, err := admin.ListTokens(ctx, nil)
+		require.NoError(t, err)
+		require.Len(t, tokens.GetTokens(), 2, "the bootstrap token and the new one")
+		require.Equal(t, token.GetId(), tokens.GetTokens()[1].GetId())
+
+		// Access management is for platform admins only.
+		_, err = worker.Admin().ListTokens(ctx, nil)
+		require.ErrorIs(t, err, ledgerclient.ErrPermissionDenied)
+		_, err = worker.Admin().CreateToken(ctx, &ledgerv1.CreateTokenRequest{Principal: "me", Reason: "escalate"})
+		require.ErrorIs(t, err, ledgerclient.ErrPermissionDenied)
+		_, err = worker.Admin().GrantRole(ctx, &ledgerv1.GrantRoleRequest{Reason: "escalate",
+			Binding: &ledgerv1.RoleBinding{Principal: "svc-billing", NamespacePattern: "*", Role: ledgerv1.Role_ROLE_PLATFORM_ADMIN}})
+		require.ErrorIs(t, err, ledgerclient.ErrPermissionDenied)
+
+		_, err = admin.RevokeRole(ctx, &ledgerv1.RevokeRoleRequest{Binding: binding, Reason: "pipeline retired"})
+		require.NoError(t, err)
+		_, err = admin.RevokeRole(ctx, &ledgerv1.RevokeRoleRequest{Binding: binding, Reason: "again"})
+		require.ErrorIs(t, err, ledgerclient.ErrNotFound)
+		_, err = worker.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: namespace, Key: "k2", Owner: "w1"})
+		require.ErrorIs(t, err, ledgerclient.ErrPermissionDenied)
+
+		revoked, err := admin.RevokeToken(ctx, &ledgerv1.RevokeTokenRequest{Id: token.GetId(), Reason: "leaked"})
+		require.NoError(t, err)
+		require.NotNil(t, revoked.GetToken().GetRevokedAt())
+		require.Equal(t, "root", revoked.GetToken().GetRevokedBy())
+		again, err := admin.RevokeToken(ctx, &ledgerv1.RevokeTokenRequest{Id: token.GetId(), Reason: "again"})
+		require.NoError(t, err, "revoking again changes nothing")
+		require.True(t, again.GetToken().GetRevokedAt().AsTime().Equal(revoked.GetToken().GetRevokedAt().AsTime()))
+		_, err = worker.Admin().WhoAmI(ctx, nil)
+		require.ErrorIs(t, err, ledgerclient.ErrUnauthenticated)
+		require.Equal(t, codes.Unauthenticated, status.Code(err))
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		t.Parallel()
+		addr, rootToken := serveWithAuth(t)
+		admin := clientWithToken(t, addr, rootToken).Admin()
+		ctx := t.Context()
+
+		_, err := admin.RevokeToken(ctx, &ledgerv1.RevokeTokenRequest{Id: "0123456789abcdef", Reason: "r"})
+		require.ErrorIs(t, err, ledgerclient.ErrNotFound)
+		_, err = admin.CreateToken(ctx, &ledgerv1.CreateTokenRequest{Principal: "p"})
+		require.ErrorIs(t, err, ledgerclient.ErrInvalidArgument, "a reason is required")
+		_, err = admin.GrantRole(ctx, &ledgerv1.GrantRoleRequest{Reason: "r",
+			Binding: &ledgerv1.RoleBinding{Principal: "p", NamespacePattern: "ns"}})
+		require.ErrorIs(t, err, ledgerclient.ErrInvalidArgument)
+		var e *ledgerclient.Error
+		require.ErrorAs(t, err, &e)
+		require.Equal(t, "role", e.Field)
+		_, err = admin.GrantRole(ctx, &ledgerv1.GrantRoleRequest{Reason: "r",
+			Binding: &ledgerv1.RoleBinding{Principal: "p", NamespacePattern: "ns", Role: ledgerv1.Role_ROLE_PLATFORM_ADMIN}})
+		require.ErrorIs(t, err, ledgerclient.ErrInvalidArgument, "platform admins are bound to *")
+
+		anonymous, err := ledgerclient.New(addr, ledgerclient.WithInsecure())
+		require.NoError(t, err)
+		defer func() { require.NoError(t, anonymous.Close()) }()
+		_, err = anonymous.Admin().WhoAmI(ctx, nil)
+		require.ErrorIs(t, err, ledgerclient.ErrUnauthenticated)
+	})
+
+	t.Run("without authentication, WhoAmI answers anonymous", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		who, err := b.client.Admin().WhoAmI(t.Context(), nil)
+		require.NoError(t, err)
+		require.Equal(t, "anonymous", who.GetPrincipal())
+	})
+
+	t.Run("token creation and role revocation are made once; the other access calls are retried", func(t *testing.T) {
+		t.Parallel()
+		// unreachable returns an AdminClient of a closed port, and the codes
+		// of its attempts.
+		unreachable := func() (*ledgerclient.AdminClient, *callCodes) {
+			attempts := &callCodes{}
+			conn, err := grpc.NewClient(closedAddr(t), grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithUnaryInterceptor(attempts.interceptor))
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, conn.Close()) })
+			return ledgerclient.NewAdminFromConn(conn), attempts
+		}
+		binding := &ledgerv1.RoleBinding{Principal: "p", NamespacePattern: "ns", Role: ledgerv1.Role_ROLE_READER}
+
+		once := map[string]func(ctx context.Context, admin *ledgerclient.AdminClient) error{
+			"CreateToken": func(ctx context.Context, admin *ledgerclient.AdminClient) error {
+				_, err := admin.CreateToken(ctx, &ledgerv1.CreateTokenRequest{Principal: "p", Reason: "r"})
+				return err
+			},
+			"RevokeRole": func(ctx context.Context, admin *ledgerclient.AdminClient) error {
+				_, err := admin.RevokeRole(ctx, &ledgerv1.RevokeRoleRequest{Binding: binding, Reason: "r"})
+				return err
+			},
+		}
+		retried := map[string]func(ctx context.Context, admin *ledgerclient.AdminClient) error{
+			"WhoAmI": func(ctx context.Context, admin *ledgerclient.AdminClient) error {
+				_, err := admin.WhoAmI(ctx, nil)
+				return err
+			},
+			"ListTokens": func(ctx context.Context, admin *ledgerclient.AdminClient) error {
+				_, err := admin.ListTokens(ctx, nil)
+				return err
+			},
+			"RevokeToken": func(ctx context.Context, admin *ledgerclient.AdminClient) error {
+				_, err := admin.RevokeToken(ctx, &ledgerv1.RevokeTokenRequest{Id: "0123456789abcdef", Reason: "r"})
+				return err
+			},
+			"GrantRole": func(ctx context.Context, admin *ledgerclient.AdminClient) error {
+				_, err := admin.GrantRole(ctx, &ledgerv1.GrantRoleRequest{Binding: binding, Reason: "r"})
+				return err
+			},
+			"ListRoleBindings": func(ctx context.Context, admin *ledgerclient.AdminClient) error {
+				_, err := admin.ListRoleBindings(ctx, nil)
+				return err
+			},
+		}
+		for name, rpc := range once {
+			admin, attempts := unreachable()
+			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+			err := rpc(ctx, admin)
+			require.ErrorIs(t, err, ledgerclient.ErrUnavailable, name)
+			require.NoError(t, ctx.Err(), "%s is not retried until the context ends", name)
+			require.Equal(t, []codes.Code{codes.Unavailable}, attempts.get(), name)
+			cancel()
+		}
+		for name, rpc := range retried {
+			admin, attempts := unreachable()
+			ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+			err := rpc(ctx, admin)
+			require.ErrorIs(t, err, context.DeadlineExceeded, name)
+			require.ErrorIs(t, err, ledgerclient.ErrUnavailable, name)
+			require.Greater(t, len(attempts.get()), 2, name)
+			cancel()
+		}
 	})
 }

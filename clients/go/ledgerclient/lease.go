@@ -3,6 +3,7 @@ package ledgerclient
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -170,8 +171,15 @@ func (h *heartbeater) run(ctx context.Context) {
 		// Each heartbeat, retries included, must be acknowledged before the
 		// lease runs out (less a margin for the answer's trip); past that,
 		// another worker may hold the key and the work must stop.
+		// Even past that point one heartbeat is still tried, briefly: the
+		// ledger extends an expired lease if nobody took over (fencing beats
+		// time), and tells LEASE_LOST otherwise.
 		margin := min(h.state.lease.TTL/10, time.Second)
-		callCtx, cancelCall := context.WithDeadline(ctx, h.validUntil.Add(-margin))
+		deadline := h.validUntil.Add(-margin)
+		if floor := time.Now().Add(min(h.interval, time.Second)); deadline.Before(floor) {
+			deadline = floor
+		}
+		callCtx, cancelCall := context.WithDeadline(ctx, deadline)
 		sentAt := time.Now()
 		err := h.client.heartbeat(callCtx, h.state)
 		cancelCall()
@@ -182,7 +190,7 @@ func (h *heartbeater) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return // stopped during the call: not a failure
 		}
-		if callCtx.Err() != nil {
+		if callCtx.Err() != nil && !answered(err) {
 			err = errLeaseUnconfirmed
 		}
 		// The heartbeat was refused (LEASE_LOST, or a bad checkpoint), or
@@ -230,4 +238,14 @@ func (c *Client) storeCheckpoint(ctx context.Context, state *leaseState) error {
 		return nil
 	}
 	return c.heartbeat(ctx, state)
+}
+
+// answered reports whether err is the ledger's own answer (a refusal), as
+// opposed to the ledger not answering in time.
+func answered(err error) bool {
+	var ledgerErr *Error
+	if !errors.As(err, &ledgerErr) {
+		return false
+	}
+	return !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrDeadlineExceeded) && !errors.Is(err, ErrCanceled)
 }

@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import type * as http2 from "node:http2";
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
@@ -56,7 +57,17 @@ export interface ClientOptions {
   tls?: http2.SecureClientSessionOptions;
   /** Keep-alive and idle settings of the HTTP/2 connection (Connect's Http2SessionOptions). */
   http2?: Http2SessionOptions;
-  /** Headers sent with every call, e.g. `{ authorization: "Bearer ..." }`. */
+  /**
+   * An API token (`"ldg_…"`, from `ledgerctl tokens create`), sent with every
+   * call as `authorization: Bearer <token>` by an interceptor of the client's
+   * own, for a ledgerd that authenticates. It travels over TLS, or over
+   * plaintext only when `insecure: true` says so (development). Not with a
+   * `transport` of your own (add the header in its interceptors).
+   */
+  token?: string;
+  /** A file holding the API token instead of `token` (read once, by createClient; surrounding whitespace is ignored). */
+  tokenFile?: string;
+  /** Headers sent with every call, e.g. `{ "x-request-source": "nightly" }`. */
   headers?: Record<string, string>;
   /** Connect interceptors applied to every call, after the client's own. */
   interceptors?: Interceptor[];
@@ -127,15 +138,26 @@ export class LedgerClient {
     if (!options || typeof options !== "object") {
       throw new TypeError("ledgerd client: options with an address are required");
     }
+    const token = tokenOf(options);
+    if (token !== undefined && options.transport) {
+      throw new TypeError(
+        "ledgerd client: token cannot be added to a transport of your own: set the authorization header in its interceptors",
+      );
+    }
+    if (token !== undefined && Object.keys(options.headers ?? {}).some((name) => name.toLowerCase() === "authorization")) {
+      throw new TypeError("ledgerd client: pass the token either as token or as an authorization header, not both");
+    }
     let transport = options.transport;
     if (!transport) {
+      // baseUrlOf refuses plaintext unless insecure is set: the token never
+      // travels in plaintext without that explicit opt-in.
       const baseUrl = baseUrlOf(options.address, options.insecure === true);
       const nodeOptions = options.insecure ? {} : { ...options.tls };
       this.#sessionManager = new Http2SessionManager(baseUrl, options.http2, nodeOptions);
       transport = createGrpcTransport({
         baseUrl,
         sessionManager: this.#sessionManager,
-        interceptors: options.interceptors,
+        interceptors: [...(token === undefined ? [] : [bearer(token)]), ...(options.interceptors ?? [])],
       });
     }
     this.#rpc = createConnectClient(LedgerService, transport);
@@ -320,6 +342,45 @@ export class LedgerClient {
  */
 export function createClient(options: ClientOptions): LedgerClient {
   return new LedgerClient(options);
+}
+
+/**
+ * The API token of options.token or options.tokenFile, checked; undefined for
+ * none. Errors never show the token.
+ */
+function tokenOf(options: ClientOptions): string | undefined {
+  let { token } = options;
+  let source = "token";
+  if (token !== undefined && options.tokenFile !== undefined) {
+    throw new TypeError("ledgerd client: pass either token or tokenFile, not both");
+  }
+  if (options.tokenFile !== undefined) {
+    source = `tokenFile ${options.tokenFile}`;
+    token = readFileSync(options.tokenFile, "utf8");
+    if (token.trim() === "") {
+      throw new TypeError(`ledgerd client: ${source} is empty`);
+    }
+  }
+  if (token === undefined) {
+    return undefined;
+  }
+  if (typeof token !== "string") {
+    throw new TypeError(`ledgerd client: token must be a string, got ${typeof token}`);
+  }
+  token = token.trim();
+  if (!token.startsWith("ldg_") || /[\x00-\x20\x7f]/.test(token)) {
+    throw new TypeError(`ledgerd client: ${source} is not a ledgerd API token (one word that starts with ldg_)`);
+  }
+  return token;
+}
+
+/** An interceptor that authenticates every call with token. */
+function bearer(token: string): Interceptor {
+  const value = `Bearer ${token}`;
+  return (next) => (req) => {
+    req.header.set("authorization", value);
+    return next(req);
+  };
 }
 
 /** Turns an address into the transport's base URL, refusing plaintext unless insecure. */

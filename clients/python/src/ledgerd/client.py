@@ -63,6 +63,31 @@ _IMMEDIATE_ANSWER = 0.5
 Timeout = Optional[DurationLike]
 
 
+def _read_token(token: Optional[str], token_file: Optional[str]) -> Optional[str]:
+    """Returns the API token given by ``token`` or ``token_file``, or None.
+
+    Raises ValueError (which never shows the token) for both, an empty file,
+    or a value that cannot be a ledgerd token.
+    """
+    if token is not None and token_file is not None:
+        raise ValueError("ledgerd.Client: pass either token or token_file, not both")
+    source = "token"
+    if token_file is not None:
+        source = f"token_file {token_file!r}"
+        with open(token_file, encoding="utf-8") as f:
+            token = f.read()
+        if not token.strip():
+            raise ValueError(f"ledgerd.Client: {source} is empty")
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise TypeError(f"ledgerd.Client: token must be a str, got {type(token).__name__}")
+    token = token.strip()
+    if not token.startswith("ldg_") or any(c <= " " or c == "\x7f" for c in token):
+        raise ValueError(f"ledgerd.Client: {source} is not a ledgerd API token (one word that starts with ldg_)")
+    return token
+
+
 def default_owner() -> str:
     """Returns a new owner name, ``"<hostname>/<pid>/<random hex>"``.
 
@@ -109,6 +134,15 @@ class Client:
         attempt_timeout: the longest a single attempt may take before it is
             abandoned and retried (30s by default; ``None``: no bound besides
             the call's timeout).
+        token: an API token (``"ldg_..."``, from ``ledgerctl tokens create``)
+            sent with every call as ``authorization: Bearer <token>``, for a
+            ledgerd that authenticates. Over TLS it is a call credential
+            (:func:`grpc.access_token_call_credentials`), which gRPC sends on
+            secure connections only; over plaintext it is sent only because
+            ``insecure=True`` said so (development).
+        token_file: a file holding the API token instead (read once, here;
+            surrounding whitespace is ignored). At most one of ``token`` and
+            ``token_file``.
     """
 
     def __init__(
@@ -120,20 +154,40 @@ class Client:
         options: Optional[Sequence[Tuple[str, Any]]] = None,
         default_timeout: Timeout = None,
         attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
+        token: Optional[str] = None,
+        token_file: Optional[str] = None,
     ) -> None:
+        bearer = _read_token(token, token_file)
         if credentials is not None and insecure:
             raise ValueError("ledgerd.Client: pass either credentials or insecure=True, not both")
         if credentials is None and not insecure:
             raise ValueError(
                 "ledgerd.Client: transport security must be chosen: pass credentials="
                 "grpc.ssl_channel_credentials(...) or, for development only, insecure=True"
+                + (" (which sends the token in plaintext)" if bearer is not None else "")
             )
         channel_options = list(options or ())
+        metadata: Optional[Tuple[Tuple[str, str], ...]] = None
         if insecure:
             channel = grpc.insecure_channel(target, options=channel_options)
+            if bearer is not None:
+                # Call credentials need a secure channel: over the plaintext
+                # one that insecure=True asked for, the header goes with
+                # every call as metadata.
+                metadata = (("authorization", "Bearer " + bearer),)
         else:
+            if bearer is not None:
+                credentials = grpc.composite_channel_credentials(
+                    credentials, grpc.access_token_call_credentials(bearer)
+                )
             channel = grpc.secure_channel(target, credentials, options=channel_options)
-        self._setup(channel, owns_channel=True, default_timeout=default_timeout, attempt_timeout=attempt_timeout)
+        self._setup(
+            channel,
+            owns_channel=True,
+            default_timeout=default_timeout,
+            attempt_timeout=attempt_timeout,
+            metadata=metadata,
+        )
 
     @classmethod
     def from_channel(
@@ -145,7 +199,11 @@ class Client:
     ) -> "Client":
         """Returns a Client that makes its calls over ``channel``, a channel the
         caller made (e.g. with interceptors) and owns: :meth:`close` does not
-        close it. The other arguments are as in the constructor."""
+        close it. The other arguments are as in the constructor.
+
+        To authenticate over such a channel, make it with the token as a call
+        credential: ``grpc.secure_channel(target,
+        grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(token)))``."""
         client = cls.__new__(cls)
         client._setup(channel, owns_channel=False, default_timeout=default_timeout, attempt_timeout=attempt_timeout)
         return client
@@ -157,8 +215,10 @@ class Client:
         owns_channel: bool,
         default_timeout: Timeout,
         attempt_timeout: Timeout,
+        metadata: Optional[Tuple[Tuple[str, str], ...]] = None,
     ) -> None:
         self._channel = channel
+        self._metadata = metadata
         self._owns_channel = owns_channel
         self._closed = False
         self._default_timeout = _positive_seconds(default_timeout, "default_timeout")
@@ -729,7 +789,7 @@ class Client:
                 attempt_timeout = remaining if attempt_timeout is None else min(attempt_timeout, remaining)
             attempts += 1
             try:
-                return self._attempt(rpc, request, attempt_timeout, stopper)
+                return self._attempt(rpc, request, attempt_timeout, stopper, self._metadata)
             except grpc.RpcError as rpc_error:
                 if stopper is not None and stopper.is_set():
                     raise _retry.Stopped() from None
@@ -753,10 +813,16 @@ class Client:
             backoff = min(2 * backoff, _retry.RETRY_MAX_BACKOFF)
 
     @staticmethod
-    def _attempt(rpc: Any, request: Any, timeout: Optional[float], stopper: Optional[_retry.Stopper]) -> Any:
+    def _attempt(
+        rpc: Any,
+        request: Any,
+        timeout: Optional[float],
+        stopper: Optional[_retry.Stopper],
+        metadata: Optional[Tuple[Tuple[str, str], ...]],
+    ) -> Any:
         if stopper is None:
-            return rpc(request, timeout=timeout)
-        future = rpc.future(request, timeout=timeout)
+            return rpc(request, timeout=timeout, metadata=metadata)
+        future = rpc.future(request, timeout=timeout, metadata=metadata)
         unregister = stopper.register(future.cancel)
         try:
             return future.result()
