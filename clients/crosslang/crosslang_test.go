@@ -62,6 +62,42 @@ func startLedgerd(t *testing.T) (string, ledgertest.Bundle) {
 	return lis.Addr().String(), b
 }
 
+// startAuthLedgerd serves a fresh ledger with authentication on, and
+// returns the environment that the Python and TypeScript suites' auth tests
+// read: its address, a worker token and a reader token for "auth-*".
+func startAuthLedgerd(t *testing.T) []string {
+	t.Helper()
+	b := ledgertest.Store(t, testConfig)
+	ctx := context.Background()
+	issue := func(principal string, role ledger.Role) string {
+		_, err := b.Store.GrantRole(ctx, ledger.RoleBinding{Principal: principal, NamespacePattern: "auth-*", Role: role}, "crosslang test")
+		require.NoError(t, err)
+		_, secret, err := b.Store.CreateToken(ctx, principal, "crosslang test", 0, "crosslang test")
+		require.NoError(t, err)
+		return secret
+	}
+	worker, reader := issue("crosslang-worker", ledger.RoleWorker), issue("crosslang-reader", ledger.RoleReader)
+	auth := server.NewAuth(b.Store, server.AuthConfig{})
+	require.NoError(t, auth.Load(ctx))
+	runCtx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- auth.Run(runCtx) }()
+	t.Cleanup(func() { stop(); require.NoError(t, <-ran) })
+	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Auth: auth})
+	require.NoError(t, err)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		require.NoError(t, <-served)
+	})
+	return []string{"LEDGERD_AUTH_ADDR=" + lis.Addr().String(), "LEDGERD_AUTH_TOKEN=" + worker, "LEDGERD_AUTH_READER_TOKEN=" + reader}
+}
+
 // requireRuntime skips, loudly, only when the language runtime itself is
 // missing from the machine; everything else it needs is installed by
 // scripts/deps.sh, and its absence fails the test.
@@ -111,10 +147,10 @@ func TestPythonClient(t *testing.T) {
 	requireRuntime(t, python, "Python")
 	addr, _ := startLedgerd(t)
 	dir := filepath.Join(clientsDir(), "python")
-	out := run(t, 5*time.Minute, dir, []string{"LEDGERD_ADDR=" + addr, "PYTHONPATH=src:gen", "PYTHONDONTWRITEBYTECODE=1"},
-		python, "-m", "unittest", "discover", "-s", "tests", "-v")
+	env := append([]string{"LEDGERD_ADDR=" + addr, "PYTHONPATH=src:gen", "PYTHONDONTWRITEBYTECODE=1"}, startAuthLedgerd(t)...)
+	out := run(t, 5*time.Minute, dir, env, python, "-m", "unittest", "discover", "-s", "tests", "-v")
 	t.Log(lastLines(out, 3))
-	require.Regexp(t, `(?m)^OK`, out)
+	require.Regexp(t, `(?m)^OK$`, out, "every test ran: none skipped")
 }
 
 // TestTypeScriptClient runs the TypeScript client's test suite against a
@@ -124,9 +160,11 @@ func TestTypeScriptClient(t *testing.T) {
 	requireTypeScriptBuilt(t)
 	addr, _ := startLedgerd(t)
 	dir := filepath.Join(clientsDir(), "typescript")
-	out := run(t, 5*time.Minute, dir, []string{"LEDGERD_ADDR=" + addr}, "npm", "test", "--silent")
+	env := append([]string{"LEDGERD_ADDR=" + addr}, startAuthLedgerd(t)...)
+	out := run(t, 5*time.Minute, dir, env, "npm", "test", "--silent")
 	t.Log(lastLines(out, 8))
 	require.Regexp(t, `(?m)^# fail 0$`, out)
+	require.Regexp(t, `(?m)^# skipped 0$`, out, "every test ran: none skipped")
 }
 
 // contestAnswer is what each contest worker prints.
