@@ -30,10 +30,18 @@ run: ## Start ledgerd on 127.0.0.1:7070 over LEDGER_DATABASE_URL, or over a priv
 db-stop: ## Stop the private PostgreSQL that `make run` started.
 	@scripts/pg.sh stop "$(DEV_PG_DIR)"
 
+# How long `make test` runs each fuzz target, and `make fuzz`.
+TEST_FUZZTIME ?= 5s
+FUZZTIME ?= 1m
+
 .PHONY: test
-test: ## Run every test, the Python and TypeScript clients' included, against a real PostgreSQL.
+test: ## Run every test, the Python and TypeScript clients' included, and each fuzz target for TEST_FUZZTIME (5s), against a real PostgreSQL.
 	@scripts/deps.sh python node
-	@scripts/test.sh $(GO_TEST_FLAGS) ./...
+	@LEDGER_FUZZTIME=$(TEST_FUZZTIME) scripts/test.sh $(GO_TEST_FLAGS) ./...
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (1m) against a real PostgreSQL; failing inputs land in testdata/fuzz/.
+	@scripts/test.sh --fuzz $(FUZZTIME)
 
 BENCH_TIME ?= 3s
 .PHONY: bench

@@ -157,9 +157,14 @@ func (s *Store) CreateToken(ctx context.Context, principal, description string, 
 }
 
 // RevokeToken revokes a token by its id, recorded with the caller and the
-// reason; revoking it again changes nothing. It fails with ErrNotFound.
+// reason; revoking it again changes nothing. It fails with a
+// *ValidationError or ErrNotFound.
 func (s *Store) RevokeToken(ctx context.Context, id, reason string) (Token, error) {
-	if err := checkReason(s.limits, reason); err != nil {
+	err := checkText("id", id, true, 256)
+	if err == nil {
+		err = checkReason(s.limits, reason)
+	}
+	if err != nil {
 		return Token{}, fmt.Errorf("revoke token %s: %w", id, err)
 	}
 	rows, err := queryRows[Token](ctx, s.pool, query("token_revoke"), id, callerFrom(ctx), reason)
@@ -212,9 +217,20 @@ func (s *Store) GrantRole(ctx context.Context, binding RoleBinding, reason strin
 }
 
 // RevokeRole removes a role binding, recorded with the caller and the
-// reason. It fails with ErrNotFound for a binding that does not exist.
+// reason. It fails with a *ValidationError, or ErrNotFound for a binding
+// that does not exist.
 func (s *Store) RevokeRole(ctx context.Context, binding RoleBinding, reason string) error {
-	if err := checkReason(s.limits, reason); err != nil {
+	err := checkPrincipal(binding.Principal)
+	if err == nil {
+		err = checkPattern(binding.NamespacePattern)
+	}
+	if err == nil {
+		err = checkRole(binding.Role)
+	}
+	if err == nil {
+		err = checkReason(s.limits, reason)
+	}
+	if err != nil {
 		return fmt.Errorf("revoke %s: %w", binding.Role, err)
 	}
 	tag, err := s.pool.Exec(ctx, query("role_revoke"), binding.Principal, binding.NamespacePattern, string(binding.Role), callerFrom(ctx), reason)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -49,6 +51,11 @@ func (p Page) decode() (size int, token pageToken, err error) {
 	raw, err := base64.RawURLEncoding.DecodeString(p.Token)
 	if err == nil {
 		err = json.Unmarshal(raw, &token)
+	}
+	if err == nil && strings.IndexByte(token.Key, 0) >= 0 {
+		// No key holds a NUL (PostgreSQL text cannot), so no token does:
+		// this one was made up, and the database would refuse it.
+		err = errors.New("NUL in the key")
 	}
 	if err != nil {
 		return 0, pageToken{}, invalid("page_token", "is not a token this listing returned")
@@ -220,6 +227,13 @@ func (s *Store) ListEvents(ctx context.Context, filter EventFilter, page Page) (
 	}
 	if err == nil && !filter.End.IsZero() && filter.End.Before(filter.Start) {
 		err = invalid("end_time", "must not be before start_time")
+	}
+	for _, kind := range filter.Kinds {
+		if err == nil {
+			// An unknown kind matches no event; one that is not text cannot
+			// even be compared.
+			err = checkText("kinds", string(kind), true, 128)
+		}
 	}
 	if err == nil {
 		err = s.requireNamespace(ctx, filter.Namespace)

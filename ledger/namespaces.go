@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -65,8 +66,8 @@ func checkSettings(l Limits, n NamespaceSettings) error {
 		return invalid("settings.max_result_bytes", "must be between 0 and %d, got %d", l.MaxResultBytes, n.MaxResultBytes)
 	case n.Retention <= 0:
 		return invalid("settings.retention", "must be positive, got %s", n.Retention)
-	case n.MaxAttempts < 0:
-		return invalid("settings.max_attempts", "must not be negative, got %d", n.MaxAttempts)
+	case n.MaxAttempts < 0 || n.MaxAttempts > math.MaxInt32: // stored as integer
+		return invalid("settings.max_attempts", "must be between 0 and %d, got %d", math.MaxInt32, n.MaxAttempts)
 	case n.EventRetention <= 0:
 		return invalid("settings.event_retention", "must be positive, got %s", n.EventRetention)
 	}

@@ -1,13 +1,43 @@
 #!/usr/bin/env bash
-# scripts/test.sh GO_TEST_ARGS... - run `go test` against a real PostgreSQL.
+# scripts/test.sh GO_TEST_ARGS...    run `go test` against a real PostgreSQL.
+# scripts/test.sh --fuzz FUZZTIME    run every fuzz target (func FuzzX in a
+#                                    _test.go file) for FUZZTIME, one after
+#                                    the other (go test fuzzes one target of
+#                                    one package at a time).
 #
 # With LEDGER_TEST_DATABASE_URL set, the tests use that server. Otherwise one
 # throwaway cluster is created for the whole run (scripts/pg.sh, fsync off,
 # in a temporary directory), shared by every package's tests (each test gets
 # its own schema), and destroyed afterwards, pass or fail. With
 # LEDGER_PG_DURABLE=1 that cluster keeps fsync on, as benchmarks need.
+#
+# With LEDGER_FUZZTIME set (`make test` sets 5s), `go test` is followed by
+# a run of every fuzz target for that long, on the same cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+fuzz_time=""
+if [[ "${1:-}" == --fuzz ]]; then
+	[[ $# -eq 2 ]] || {
+		echo "usage: $0 --fuzz FUZZTIME" >&2
+		exit 2
+	}
+	fuzz_time="$2"
+	set --
+fi
+
+# fuzz FUZZTIME: run each fuzz target for FUZZTIME. Inputs that fail are
+# written to the package's testdata/fuzz/; minimizing one takes at most 5s.
+fuzz() {
+	local file dir name
+	while IFS= read -r file; do
+		dir="$(dirname "$file")"
+		for name in $(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$file"); do
+			echo "fuzz: $name ($dir) for $1" >&2
+			go test -run '^$' -fuzz "^${name}\$" -fuzztime "$1" -fuzzminimizetime 5s "$dir"
+		done
+	done < <(grep -rl --include='*_test.go' --exclude-dir=node_modules --exclude-dir=.data '^func Fuzz' . | sort)
+}
 
 if [[ -z "${LEDGER_TEST_DATABASE_URL:-}" ]]; then
 	datadir="$(mktemp -d "${TMPDIR:-/tmp}/ledgerd-test.XXXXXX")/pg"
@@ -19,4 +49,11 @@ if [[ -z "${LEDGER_TEST_DATABASE_URL:-}" ]]; then
 	LEDGER_TEST_DATABASE_URL="$(LEDGER_PG_THROWAWAY=$throwaway scripts/pg.sh start "$datadir" "$port")"
 	export LEDGER_TEST_DATABASE_URL
 fi
+if [[ -n "$fuzz_time" ]]; then
+	fuzz "$fuzz_time"
+	exit
+fi
 go test "$@"
+if [[ -n "${LEDGER_FUZZTIME:-}" ]]; then
+	fuzz "$LEDGER_FUZZTIME"
+fi

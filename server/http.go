@@ -93,7 +93,14 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 		runtime.WithErrorHandler(gatewayError),
 		runtime.WithRoutingErrorHandler(routingError),
 	)
-	dialOptions := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, cfg.DialOptions...)
+	dialOptions := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// The gateway's calls may be as large as the server allows (a gRPC
+		// client's own limit on what it receives is 4 MiB).
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallSendMsgSize(s.limits.MaxRecvMsgBytes),
+			grpc.MaxCallRecvMsgSize(s.limits.MaxSendMsgBytes)),
+	}, cfg.DialOptions...)
 	if err := ledgerv1.RegisterLedgerServiceHandlerFromEndpoint(ctx, gateway, endpoint, dialOptions); err != nil {
 		return nil, fmt.Errorf("HTTP gateway: %w", err)
 	}

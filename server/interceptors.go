@@ -39,6 +39,7 @@ func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
 				return withDetails(codes.Internal, ReasonInternal, "internal error", nil)
 			})),
 		selector.UnaryServerInterceptor(requestLog(logger), selector.MatchFunc(notHealthCheck)),
+		rejectUndecodable(logger), // before auth: a request it cannot read names no namespace (see codec.go)
 		authInterceptor(cfg),
 		rateLimitInterceptor(cfg.RateLimits),
 		outcomeInterceptor(cfg.Metrics),

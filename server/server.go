@@ -30,8 +30,11 @@ type Config struct {
 	// MaxTimeout caps every request's deadline, however long the client
 	// asked for. Defaults to 60s.
 	MaxTimeout time.Duration
+	// Limits bound message sizes, calls per connection, keepalive and
+	// connection lifetimes (see Limits for each default).
+	Limits Limits
 	// ServerOptions are passed to grpc.NewServer after ledgerd's own (for
-	// example credentials or message size limits).
+	// example credentials); they override ledgerd's where they overlap.
 	ServerOptions []grpc.ServerOption
 	// Metrics records every RPC and its ledger outcome (see NewMetrics).
 	// Defaults to nil: nothing is recorded.
@@ -62,6 +65,7 @@ func (c Config) withDefaults() Config {
 // service and server reflection.
 type Server struct {
 	grpc   *grpc.Server
+	limits Limits // with defaults
 	health *drainingHealth
 	store  *ledger.Store
 	logger *slog.Logger
@@ -74,7 +78,17 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 	if cfg.DefaultTimeout < 0 || cfg.MaxTimeout < cfg.DefaultTimeout {
 		return nil, fmt.Errorf("server config: need 0 < DefaultTimeout (%s) <= MaxTimeout (%s)", cfg.DefaultTimeout, cfg.MaxTimeout)
 	}
-	options := []grpc.ServerOption{grpc.ChainUnaryInterceptor(unaryInterceptors(cfg)...)}
+	limits := cfg.Limits.withDefaults(store.Limits(), cfg.MaxTimeout)
+	if err := limits.validate(); err != nil {
+		return nil, err
+	}
+	options := append(limits.serverOptions(),
+		// A request protobuf refuses is INVALID_ARGUMENT, not INTERNAL
+		// (see codec.go).
+		grpc.ForceServerCodecV2(newLenientCodec()),
+		grpc.ChainUnaryInterceptor(unaryInterceptors(cfg)...),
+		grpc.ChainStreamInterceptor(rejectUndecodableStream(cfg.Logger)),
+	)
 	if cfg.Metrics != nil {
 		options = append(options, cfg.Metrics.serverOptions()...)
 	}
@@ -84,6 +98,7 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 	options = append(options, cfg.ServerOptions...)
 	s := &Server{
 		grpc:   grpc.NewServer(options...),
+		limits: limits,
 		health: newDrainingHealth(),
 		store:  store,
 		logger: cfg.Logger,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/server"
 )
 
 // config is ledgerd's configuration, from flags with environment fallbacks.
@@ -34,6 +35,14 @@ type config struct {
 	LogFormat              string
 	LogLevel               slog.Level
 	Ledger                 ledger.Config
+	// DBStatementTimeout and DBIdleInTransactionTimeout are the sessions'
+	// statement_timeout and idle_in_transaction_session_timeout: negative
+	// leaves the database's own setting, 0 is none.
+	DBStatementTimeout         time.Duration
+	DBIdleInTransactionTimeout time.Duration
+	// GRPC are the gRPC server's limits (message sizes, streams,
+	// keepalive, connection lifetimes).
+	GRPC server.Limits
 }
 
 // envName is the environment variable that backs a flag.
@@ -46,11 +55,14 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	ns := ledger.DefaultNamespaceSettings()
 	cfg := config{}
 	var dbMaxConns int
+	var grpcValues grpcFlagValues
 
 	fs := flag.NewFlagSet("ledgerd "+command, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL or DSN (required), e.g. postgres://ledgerd@db:5432/ledger?sslmode=verify-full")
 	fs.IntVar(&dbMaxConns, "db-max-conns", 16, "maximum database connections; throughput peaks at 4-16 on a small server")
+	fs.DurationVar(&cfg.DBStatementTimeout, "db-statement-timeout", 30*time.Second, "statement_timeout of ledgerd's database sessions: a statement running longer is cancelled and its call fails with UNAVAILABLE; 0 for none, negative to keep the database's setting; one set in the DSN wins; migrations run without it")
+	fs.DurationVar(&cfg.DBIdleInTransactionTimeout, "db-idle-in-transaction-timeout", 10*time.Second, "idle_in_transaction_session_timeout of ledgerd's database sessions: a session left idle inside a transaction (a stalled replica) is ended and its locks released; 0 for none, negative to keep the database's setting; one set in the DSN wins")
 	fs.StringVar(&cfg.LogFormat, "log-format", "auto", "log format: text, json, or auto (text when stdout is a terminal, json otherwise)")
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if command == "bootstrap" {
@@ -83,6 +95,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.IntVar(&ns.MaxAttempts, "max-attempts", ns.MaxAttempts, "grants after which a retryable failure is permanent; 0 for no limit (new namespaces)")
 		fs.IntVar(&limits.MaxResultBytes, "max-result-bytes-ceiling", limits.MaxResultBytes, "the largest result size any namespace may allow; sizes the gRPC message limit")
 		fs.DurationVar(&cfg.HeartbeatEventInterval, "heartbeat-event-interval", time.Minute, "audit at most one heartbeat event per lease per interval; 0 records every heartbeat, a negative value none")
+		grpcFlags(fs, &grpcValues)
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: ledgerd %s [flags]\n\nFlags (each also read from the environment variable shown):\n", command)
@@ -96,7 +109,8 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if fs.NArg() > 0 {
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	if err := applyEnv(fs, getenv); err != nil {
+	err := applyEnv(fs, getenv)
+	if err != nil {
 		return config{}, err
 	}
 	if cfg.DatabaseURL == "" {
@@ -123,7 +137,19 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		// cannot disable the port by being empty: "off" does.
 		cfg.HTTPAddr = ""
 	}
+	for name, d := range map[string]time.Duration{
+		"--db-statement-timeout": cfg.DBStatementTimeout, "--db-idle-in-transaction-timeout": cfg.DBIdleInTransactionTimeout,
+	} {
+		if d > 0 && d < time.Millisecond {
+			return config{}, fmt.Errorf("%s must be at least 1ms (PostgreSQL counts milliseconds), 0 or negative, got %s", name, d)
+		}
+	}
 	cfg.DBMaxConns = int32(dbMaxConns)
+	if command == "serve" {
+		if cfg.GRPC, err = grpcValues.limits(); err != nil {
+			return config{}, err
+		}
+	}
 	heartbeatEvents := cfg.HeartbeatEventInterval
 	if heartbeatEvents == 0 {
 		heartbeatEvents = time.Nanosecond // every heartbeat (zero is the ledger's default, 1m)
@@ -173,12 +199,91 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && info.Mode()&os.ModeCharDevice != 0
 }
 
-// maxMessageBytes sizes gRPC's receive limit from the largest request the
-// limits allow (a Complete with the largest result any namespace may
-// allow), with room for the other fields, and never below gRPC's own 4 MiB
-// default.
+// maxMessageBytes is gRPC's request size limit, sized from the largest
+// request the limits allow (see server.MaxRequestBytes).
 func (c config) maxMessageBytes() int {
-	return max(4<<20, c.Ledger.Limits.MaxResultBytes+1<<20)
+	return server.MaxRequestBytes(c.Ledger.Limits)
+}
+
+// grpcFlagValues are the --grpc-* flags as given.
+type grpcFlagValues struct {
+	maxSendMsgBytes       int
+	maxConcurrentStreams  int
+	maxHeaderBytes        int
+	keepaliveMinTime      time.Duration
+	permitIdlePings       bool
+	keepaliveTime         time.Duration
+	keepaliveTimeout      time.Duration
+	maxConnectionIdle     time.Duration
+	maxConnectionAge      time.Duration
+	maxConnectionAgeGrace time.Duration
+	connectionTimeout     time.Duration
+}
+
+// grpcFlags defines the gRPC server's limits; their defaults are
+// server.Limits' (see there and docs/operations.md for the reasons).
+func grpcFlags(fs *flag.FlagSet, v *grpcFlagValues) {
+	fs.IntVar(&v.maxSendMsgBytes, "grpc-max-send-msg-bytes", 0, "largest response message; 0 for the request limit (sized by --max-result-bytes-ceiling) plus 8 MiB; a larger response fails with RESOURCE_EXHAUSTED")
+	fs.IntVar(&v.maxConcurrentStreams, "grpc-max-concurrent-streams", 1000, "calls in flight on one connection (waiting Reserves included); a client with more queues them")
+	fs.IntVar(&v.maxHeaderBytes, "grpc-max-header-bytes", 1<<20, "largest metadata (headers) of a call")
+	fs.DurationVar(&v.keepaliveMinTime, "grpc-keepalive-min-time", 10*time.Second, "a client that pings more often than this is disconnected (GOAWAY too_many_pings)")
+	fs.BoolVar(&v.permitIdlePings, "grpc-keepalive-permit-without-calls", true, "allow client pings on a connection with no call in flight")
+	fs.DurationVar(&v.keepaliveTime, "grpc-keepalive-time", time.Minute, "ping a client after this long without activity on its connection")
+	fs.DurationVar(&v.keepaliveTimeout, "grpc-keepalive-timeout", 20*time.Second, "close a connection whose client does not answer a ping within this")
+	fs.DurationVar(&v.maxConnectionIdle, "grpc-max-connection-idle", 15*time.Minute, "close a connection that has had no call in flight for this long; 0 keeps idle connections")
+	fs.DurationVar(&v.maxConnectionAge, "grpc-max-connection-age", 30*time.Minute, "close a connection gracefully after this long (±10%), so that clients spread over the replicas; 0 keeps connections as long as clients want")
+	fs.DurationVar(&v.maxConnectionAgeGrace, "grpc-max-connection-age-grace", 0, "how long calls may run on a connection closed for its age; 0 for --max-request-timeout plus 10s")
+	fs.DurationVar(&v.connectionTimeout, "grpc-connection-timeout", 10*time.Second, "deadline of a new connection's handshake (TLS and HTTP/2 preface)")
+}
+
+// limits checks the --grpc-* flags and turns them into server.Limits.
+func (v grpcFlagValues) limits() (server.Limits, error) {
+	for name, d := range map[string]time.Duration{
+		"--grpc-keepalive-min-time": v.keepaliveMinTime, "--grpc-keepalive-timeout": v.keepaliveTimeout,
+		"--grpc-connection-timeout": v.connectionTimeout,
+	} {
+		if d <= 0 {
+			return server.Limits{}, fmt.Errorf("%s must be positive, got %s", name, d)
+		}
+	}
+	for name, d := range map[string]time.Duration{
+		"--grpc-max-connection-idle": v.maxConnectionIdle, "--grpc-max-connection-age": v.maxConnectionAge,
+		"--grpc-max-connection-age-grace": v.maxConnectionAgeGrace,
+	} {
+		if d < 0 {
+			return server.Limits{}, fmt.Errorf("%s must not be negative, got %s", name, d)
+		}
+	}
+	switch {
+	case v.keepaliveTime < time.Second:
+		return server.Limits{}, fmt.Errorf("--grpc-keepalive-time must be at least 1s, got %s", v.keepaliveTime)
+	case v.maxSendMsgBytes < 0:
+		return server.Limits{}, fmt.Errorf("--grpc-max-send-msg-bytes must not be negative, got %d", v.maxSendMsgBytes)
+	case v.maxConcurrentStreams < 1 || v.maxConcurrentStreams > 1<<20:
+		return server.Limits{}, fmt.Errorf("--grpc-max-concurrent-streams must be between 1 and %d, got %d", 1<<20, v.maxConcurrentStreams)
+	case v.maxHeaderBytes < 8<<10 || v.maxHeaderBytes > 64<<20:
+		return server.Limits{}, fmt.Errorf("--grpc-max-header-bytes must be between 8 KiB and 64 MiB, got %d", v.maxHeaderBytes)
+	}
+	// 0 means "off" for the flags, "default" for server.Limits.
+	off := func(d time.Duration) time.Duration {
+		if d == 0 {
+			return -1
+		}
+		return d
+	}
+	return server.Limits{
+		MaxSendMsgBytes:       v.maxSendMsgBytes,
+		MaxConcurrentStreams:  uint32(v.maxConcurrentStreams),
+		MaxHeaderListBytes:    uint32(v.maxHeaderBytes),
+		KeepaliveMinTime:      v.keepaliveMinTime,
+		RefuseIdlePings:       !v.permitIdlePings,
+		KeepaliveTime:         v.keepaliveTime,
+		KeepaliveTimeout:      v.keepaliveTimeout,
+		MaxConnectionIdle:     off(v.maxConnectionIdle),
+		MaxConnectionAge:      off(v.maxConnectionAge),
+		MaxConnectionAgeGrace: v.maxConnectionAgeGrace,
+		ConnectionTimeout:     v.connectionTimeout,
+	}, nil
 }
 
 // loopback reports whether a listen address is on the loopback interface

@@ -21,11 +21,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"google.golang.org/grpc"
 
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/server"
@@ -107,16 +108,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 }
 
-func openPool(ctx context.Context, cfg config) (*pgxpool.Pool, error) {
+// poolPurpose is what a pool's sessions do: serve calls, or apply
+// migrations.
+type poolPurpose int
+
+const (
+	forServing poolPurpose = iota
+	// forMigrations sessions run without a statement timeout (unless the
+	// DSN sets one): a migration may rewrite a large table, and one that
+	// fails halfway is rolled back and has to start over.
+	forMigrations
+)
+
+func openPool(ctx context.Context, cfg config, purpose poolPurpose) (*pgxpool.Pool, error) {
 	poolConfig, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		// The parse error may quote the URL, password included: do not print it.
 		return nil, errors.New("--database-url is not a valid PostgreSQL URL or DSN")
 	}
 	poolConfig.MaxConns = cfg.DBMaxConns
-	if _, ok := poolConfig.ConnConfig.RuntimeParams["application_name"]; !ok {
-		poolConfig.ConnConfig.RuntimeParams["application_name"] = "ledgerd"
+	params := poolConfig.ConnConfig.RuntimeParams
+	if _, ok := params["application_name"]; !ok {
+		params["application_name"] = "ledgerd"
 	}
+	statementTimeout := cfg.DBStatementTimeout
+	if purpose == forMigrations {
+		statementTimeout = 0
+		poolConfig.MaxConns = min(poolConfig.MaxConns, 2) // the migration lock's session, and one more
+	}
+	setSessionTimeout(params, "statement_timeout", statementTimeout)
+	setSessionTimeout(params, "idle_in_transaction_session_timeout", cfg.DBIdleInTransactionTimeout)
 	pool, err := pgxpool.NewWithConfig(ctx, poolConfig)
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)
@@ -130,14 +151,20 @@ func openPool(ctx context.Context, cfg config) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
+// setSessionTimeout sets a timeout parameter of every session, in
+// milliseconds (0: none), unless timeout is negative (the database's own
+// setting stays) or the DSN sets the parameter itself, directly or in
+// "options" (-c name=value): the DSN wins.
+func setSessionTimeout(params map[string]string, name string, timeout time.Duration) {
+	if _, set := params[name]; set || timeout < 0 || strings.Contains(params["options"], name) {
+		return
+	}
+	params[name] = strconv.FormatInt(timeout.Milliseconds(), 10)
+}
+
 func migrate(ctx context.Context, cfg config, stdout io.Writer) error {
 	logger := cfg.logger(stdout)
-	pool, err := openPool(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	applied, err := ledger.Migrate(ctx, pool, logger)
+	applied, err := applyMigrations(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -145,9 +172,20 @@ func migrate(ctx context.Context, cfg config, stdout io.Writer) error {
 	return nil
 }
 
+// applyMigrations applies the pending migrations over a pool of its own,
+// closed when they are done, whose sessions have no statement timeout.
+func applyMigrations(ctx context.Context, cfg config, logger *slog.Logger) ([]int64, error) {
+	pool, err := openPool(ctx, cfg, forMigrations)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	return ledger.Migrate(ctx, pool, logger)
+}
+
 func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	logger := cfg.logger(stdout)
-	pool, err := openPool(ctx, cfg)
+	pool, err := openPool(ctx, cfg, forServing)
 	if err != nil {
 		return err
 	}
@@ -157,7 +195,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		if err := ledger.CheckSchema(ctx, pool); err != nil {
 			return err
 		}
-	} else if applied, err := ledger.Migrate(ctx, pool, logger); err != nil {
+	} else if applied, err := applyMigrations(ctx, cfg, logger); err != nil {
 		return err
 	} else if len(applied) > 0 {
 		logger.Info("migrations applied", "versions", applied)
@@ -209,7 +247,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		Logger:         logger,
 		DefaultTimeout: cfg.RequestTimeout,
 		MaxTimeout:     cfg.MaxRequestTimeout,
-		ServerOptions:  []grpc.ServerOption{grpc.MaxRecvMsgSize(cfg.maxMessageBytes())},
+		Limits:         cfg.GRPC,
 		Metrics:        metrics,
 		Auth:           auth.get(),
 	})
@@ -394,7 +432,9 @@ func bootstrap(ctx context.Context, cfg config, stdout io.Writer) error {
 		return errors.New("--principal is required: the name of the first platform admin")
 	}
 	logger := cfg.logger(stdout)
-	pool, err := openPool(ctx, cfg)
+	// A one-off administrative command: it migrates, so its sessions are
+	// the migrations' (no statement timeout).
+	pool, err := openPool(ctx, cfg, forMigrations)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,12 @@
 -- older than its event retention (index events (namespace, at, id)). The
 -- only statement that deletes events.
 --
+-- The rows are not locked first (FOR UPDATE SKIP LOCKED): that needs the
+-- UPDATE privilege, which ledgerd's role does not have on events (see the
+-- least-privilege roles in docs/operations.md). Concurrent sweepers stay
+-- correct: one that picks rows another is deleting waits for it to commit,
+-- then skips them (deleted), and its short batch ends the namespace's pass.
+--
 -- $1 namespace, $2 batch size, $3 event retention in ms
 DELETE FROM events
 WHERE id IN (
@@ -9,5 +15,4 @@ WHERE id IN (
     WHERE namespace = $1 AND at < now() - $3::bigint * interval '1 millisecond'
     ORDER BY at, id
     LIMIT $2
-    FOR UPDATE SKIP LOCKED -- concurrent sweepers take different rows
 )
