@@ -24,12 +24,20 @@ type adminService struct {
 func page(size int32, token string) ledger.Page { return ledger.Page{Size: int(size), Token: token} }
 
 func (s *adminService) ListEntries(ctx context.Context, req *ledgerv1.ListEntriesRequest) (*ledgerv1.ListEntriesResponse, error) {
+	updatedAfter, err := optionalTime("updated_after", req.GetUpdatedAfter())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	updatedBefore, err := optionalTime("updated_before", req.GetUpdatedBefore())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
 	filter := ledger.EntryFilter{
 		Namespace:     req.GetNamespace(),
 		Owner:         req.GetOwner(),
 		KeyPrefix:     req.GetKeyPrefix(),
-		UpdatedAfter:  optionalTime(req.GetUpdatedAfter()),
-		UpdatedBefore: optionalTime(req.GetUpdatedBefore()),
+		UpdatedAfter:  updatedAfter,
+		UpdatedBefore: updatedBefore,
 		Stuck:         req.GetStuck(),
 	}
 	for _, state := range req.GetStates() {
@@ -55,11 +63,15 @@ func (s *adminService) GetHistory(ctx context.Context, req *ledgerv1.GetHistoryR
 }
 
 func (s *adminService) ListEvents(ctx context.Context, req *ledgerv1.ListEventsRequest) (*ledgerv1.ListEventsResponse, error) {
-	filter := ledger.EventFilter{
-		Namespace: req.GetNamespace(),
-		Start:     optionalTime(req.GetStartTime()),
-		End:       optionalTime(req.GetEndTime()),
+	start, err := optionalTime("start_time", req.GetStartTime())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
 	}
+	end, err := optionalTime("end_time", req.GetEndTime())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	filter := ledger.EventFilter{Namespace: req.GetNamespace(), Start: start, End: end}
 	for _, kind := range req.GetKinds() {
 		filter.Kinds = append(filter.Kinds, eventKindDomain(kind))
 	}
@@ -268,11 +280,16 @@ func stateDomain(state ledgerv1.State) ledger.State {
 	return ledger.State(state.String()) // refused by the store's filter check
 }
 
-func optionalTime(t *timestamppb.Timestamp) time.Time {
+// optionalTime converts an optional proto timestamp; unset is the zero
+// time.
+func optionalTime(field string, t *timestamppb.Timestamp) (time.Time, error) {
 	if t == nil {
-		return time.Time{}
+		return time.Time{}, nil
 	}
-	return t.AsTime()
+	if err := t.CheckValid(); err != nil {
+		return time.Time{}, &ledger.ValidationError{Field: field, Reason: "must be a valid time between years 1 and 9999"}
+	}
+	return t.AsTime(), nil
 }
 
 func (s *adminService) WhoAmI(ctx context.Context, _ *ledgerv1.WhoAmIRequest) (*ledgerv1.WhoAmIResponse, error) {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ledgerd/ledgerd/clients/go/ledgerclient"
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
@@ -365,4 +366,30 @@ func TestGoClientToken(t *testing.T) {
 	defer anonymous.Close()
 	_, err = anonymous.Do(context.Background(), "ns", "k3", func(context.Context) ([]byte, error) { return nil, nil })
 	require.ErrorIs(t, err, ledgerclient.ErrUnauthenticated)
+}
+
+// TestPlatformEvents: the audit events of tokens and role bindings are
+// listed with an empty namespace, by platform admins only.
+func TestPlatformEvents(t *testing.T) {
+	t.Parallel()
+	b := setupAuth(t)
+	ctx := context.Background()
+	admin := ledgerv1.NewLedgerAdminServiceClient(b.conn)
+	events, err := admin.ListEvents(as(ctx, b.tokens["platform-admin"]), &ledgerv1.ListEventsRequest{})
+	require.NoError(t, err)
+	kinds := map[ledgerv1.EventKind]int{}
+	for _, e := range events.GetEvents() {
+		kinds[e.GetKind()]++
+		require.Empty(t, e.GetNamespace())
+	}
+	require.Equal(t, 8, kinds[ledgerv1.EventKind_EVENT_KIND_TOKEN_CREATED], "setupAuth issued 8 tokens")
+	require.Equal(t, 1, kinds[ledgerv1.EventKind_EVENT_KIND_TOKEN_REVOKED])
+	require.Equal(t, 5, kinds[ledgerv1.EventKind_EVENT_KIND_ROLE_GRANTED])
+	_, err = admin.ListEvents(as(ctx, b.tokens["admin"]), &ledgerv1.ListEventsRequest{})
+	require.Equal(t, codes.PermissionDenied, status.Code(err))
+
+	_, err = admin.ListEntries(as(ctx, b.tokens["admin"]), &ledgerv1.ListEntriesRequest{Namespace: "ns",
+		UpdatedAfter: &timestamppb.Timestamp{Seconds: 1 << 62}})
+	require.Equal(t, codes.InvalidArgument, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "updated_after")
 }

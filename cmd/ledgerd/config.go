@@ -43,6 +43,9 @@ type config struct {
 	// GRPC are the gRPC server's limits (message sizes, streams,
 	// keepalive, connection lifetimes).
 	GRPC server.Limits
+	// RateLimits bound the requests of each principal and namespace, per
+	// replica.
+	RateLimits server.RateLimits
 }
 
 // envName is the environment variable that backs a flag.
@@ -69,6 +72,10 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.StringVar(&cfg.Principal, "principal", "", "the principal (a name) of the first platform admin")
 	}
 	if command == "serve" {
+		fs.Float64Var(&cfg.RateLimits.PerPrincipal.PerSecond, "rate-limit-principal", 2000, "requests per second each principal may make, per replica (0: unlimited; unlimited by default with --insecure-dev)")
+		fs.IntVar(&cfg.RateLimits.PerPrincipal.Burst, "rate-limit-principal-burst", 4000, "burst of --rate-limit-principal")
+		fs.Float64Var(&cfg.RateLimits.PerNamespace.PerSecond, "rate-limit-namespace", 5000, "requests per second each namespace may receive, per replica (0: unlimited; unlimited by default with --insecure-dev)")
+		fs.IntVar(&cfg.RateLimits.PerNamespace.Burst, "rate-limit-namespace-burst", 10000, "burst of --rate-limit-namespace")
 		fs.BoolVar(&cfg.InsecureDev, "insecure-dev", false, "development only: serve without authentication (every caller may do everything); refuses non-loopback addresses")
 		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it")
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
@@ -116,6 +123,11 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if cfg.DatabaseURL == "" {
 		return config{}, errors.New("--database-url (or LEDGER_DATABASE_URL) is required")
 	}
+	for name, r := range map[string]server.Rate{"--rate-limit-principal": cfg.RateLimits.PerPrincipal, "--rate-limit-namespace": cfg.RateLimits.PerNamespace} {
+		if r.PerSecond < 0 || (r.PerSecond > 0 && r.Burst < 1) {
+			return config{}, fmt.Errorf("%s must not be negative and needs a positive burst, got %g/s burst %d", name, r.PerSecond, r.Burst)
+		}
+	}
 	if cfg.SweepInterval < 0 {
 		return config{}, fmt.Errorf("--sweep-interval must not be negative, got %s", cfg.SweepInterval)
 	}
@@ -126,6 +138,16 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		return config{}, fmt.Errorf("--log-format must be auto, text or json, got %q", cfg.LogFormat)
 	}
 	if cfg.InsecureDev {
+		// Development (one anonymous principal, benchmarks): no rate limits
+		// unless asked for.
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		if !given["rate-limit-principal"] {
+			cfg.RateLimits.PerPrincipal = server.Rate{}
+		}
+		if !given["rate-limit-namespace"] {
+			cfg.RateLimits.PerNamespace = server.Rate{}
+		}
 		for flagName, addr := range map[string]string{"--listen-addr": cfg.ListenAddr, "--http-addr": cfg.HTTPAddr} {
 			if addr != "" && addr != "off" && !loopback(addr) {
 				return config{}, fmt.Errorf("--insecure-dev serves without authentication, so %s must be a loopback address (127.0.0.1, ::1, localhost), got %q", flagName, addr)

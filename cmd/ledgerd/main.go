@@ -248,6 +248,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		DefaultTimeout: cfg.RequestTimeout,
 		MaxTimeout:     cfg.MaxRequestTimeout,
 		Limits:         cfg.GRPC,
+		RateLimits:     cfg.RateLimits,
 		Metrics:        metrics,
 		Auth:           auth.get(),
 	})

@@ -28,6 +28,7 @@ import (
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/pgtest"
 	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/server"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
@@ -433,4 +434,21 @@ func TestServeWithAuthentication(t *testing.T) {
 		require.Equal(t, http.StatusOK, res.StatusCode, path)
 	}
 	require.NotContains(t, d.stdout.String(), "INSECURE DEVELOPMENT MODE")
+}
+
+func TestRateLimitFlags(t *testing.T) {
+	t.Parallel()
+	var stderr syncBuffer
+	cfg, err := parseConfig("serve", []string{"--database-url", "postgres://x/y"}, env(nil), &stderr)
+	require.NoError(t, err)
+	require.Equal(t, server.Rate{PerSecond: 2000, Burst: 4000}, cfg.RateLimits.PerPrincipal, "on by default in production")
+	cfg, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--insecure-dev"}, env(nil), &stderr)
+	require.NoError(t, err)
+	require.Equal(t, server.RateLimits{}, cfg.RateLimits, "off in development unless asked for")
+	cfg, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--insecure-dev"},
+		env(map[string]string{"LEDGER_RATE_LIMIT_NAMESPACE": "10"}), &stderr)
+	require.NoError(t, err)
+	require.Equal(t, float64(10), cfg.RateLimits.PerNamespace.PerSecond, "asked for through the environment")
+	_, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--rate-limit-principal", "-1"}, env(nil), &stderr)
+	require.ErrorContains(t, err, "--rate-limit-principal")
 }

@@ -1266,7 +1266,8 @@ func (x *GetHistoryResponse) GetNextPageToken() string {
 // ListEventsRequest selects a namespace's events.
 type ListEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// namespace whose events to list. Required.
+	// namespace whose events to list. Empty lists the platform's events
+	// (tokens and role bindings), for platform admins only.
 	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// start_time keeps events at or after it. Unset: from the oldest kept.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`

@@ -647,7 +647,8 @@ export const GetHistoryResponseSchema: GenMessage<GetHistoryResponse> = /*@__PUR
  */
 export type ListEventsRequest = Message<"ledger.v1.ListEventsRequest"> & {
   /**
-   * namespace whose events to list. Required.
+   * namespace whose events to list. Empty lists the platform's events
+   * (tokens and role bindings), for platform admins only.
    *
    * @generated from field: string namespace = 1;
    */
