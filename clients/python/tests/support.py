@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import select
+import socket
+import struct
 import sys
 import threading
 import uuid
@@ -87,3 +90,127 @@ class Calls:
     def __len__(self) -> int:
         with self._lock:
             return len(self.items)
+
+
+class TcpProxy:
+    """Forwards TCP connections from 127.0.0.1:<port> (:attr:`addr`) to target
+    ("host:port"), so that a test can make a live ledgerd unreachable.
+
+    :meth:`cut` destroys the open connections and refuses new ones (they are
+    accepted and closed at once) until :meth:`restore`; :meth:`close` also
+    closes the listening socket (new connections are then refused by the
+    kernel) and joins every thread it started. Use it as a context manager,
+    or close it (closing twice is harmless).
+    """
+
+    def __init__(self, target: str) -> None:
+        host, _, port = target.rpartition(":")
+        self._target = (host.strip("[]") or "127.0.0.1", int(port))
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.addr = "127.0.0.1:%d" % self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._sockets: List[socket.socket] = []
+        self._pumps: List[threading.Thread] = []
+        self._cut = False
+        self._closed = threading.Event()
+        self._acceptor = threading.Thread(target=self._accept, name="test-proxy-accept", daemon=True)
+        self._acceptor.start()
+
+    def __enter__(self) -> "TcpProxy":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            ready, _, _ = select.select([self._listener], [], [], 0.05)
+            if not ready:
+                continue
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                continue
+            with self._lock:
+                refuse = self._cut or self._closed.is_set()
+            if refuse:
+                _hang_up(conn)
+                continue
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                _hang_up(conn)
+                continue
+            with self._lock:
+                if self._cut or self._closed.is_set():
+                    _hang_up(conn)
+                    _hang_up(upstream)
+                    continue
+                self._sockets += [conn, upstream]
+                for src, dst in ((conn, upstream), (upstream, conn)):
+                    pump = threading.Thread(target=_pump, args=(src, dst), name="test-proxy-pump", daemon=True)
+                    self._pumps.append(pump)
+                    pump.start()
+
+    def cut(self) -> None:
+        """Destroys the open connections (with a reset) and refuses new ones."""
+        with self._lock:
+            self._cut = True
+            sockets, self._sockets = self._sockets, []
+            pumps, self._pumps = self._pumps, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the pumps blocked in recv
+            except OSError:
+                pass
+        for pump in pumps:
+            pump.join(5)
+        for sock in sockets:
+            _hang_up(sock)
+
+    def restore(self) -> None:
+        """Forwards new connections again (after :meth:`cut`)."""
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        """Closes the listening socket and destroys the open connections."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._acceptor.join(5)
+        self._listener.close()
+        self.cut()
+
+    def threads(self) -> List[threading.Thread]:
+        """The proxy's threads that are still alive (none after close)."""
+        with self._lock:
+            pumps = list(self._pumps)
+        return [t for t in [self._acceptor] + pumps if t.is_alive()]
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while True:
+            data = src.recv(1 << 16)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def _hang_up(sock: socket.socket) -> None:
+    """Closes sock with a reset (SO_LINGER 0), as a vanished peer would."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()

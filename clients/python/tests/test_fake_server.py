@@ -301,6 +301,26 @@ class ConstructionTest(unittest.TestCase):
             with self.assertRaises(TypeError):
                 client.do("ns", "k", b"not callable")  # type: ignore[arg-type]
 
+    def test_max_receive_message_bytes(self):
+        from ledgerd.client import _channel_options
+
+        self.assertEqual(_channel_options(None, 64 << 20), [("grpc.max_receive_message_length", 64 << 20)])
+        self.assertEqual(
+            _channel_options([("grpc.keepalive_time_ms", 1000)], 1 << 20),
+            [("grpc.max_receive_message_length", 1 << 20), ("grpc.keepalive_time_ms", 1000)],
+        )
+        # An explicit channel option wins.
+        self.assertEqual(
+            _channel_options([("grpc.max_receive_message_length", 5)], 1 << 20),
+            [("grpc.max_receive_message_length", 5)],
+        )
+        for bad in (0, -2):
+            with self.assertRaises(ValueError):
+                ledgerd.Client("127.0.0.1:1", insecure=True, max_receive_message_bytes=bad)
+        with self.assertRaises(TypeError):
+            ledgerd.Client("127.0.0.1:1", insecure=True, max_receive_message_bytes=1.5)  # type: ignore[arg-type]
+        ledgerd.Client("127.0.0.1:1", insecure=True, max_receive_message_bytes=-1).close()  # no limit
+
     def test_calls_after_close_are_cancelled(self):
         client = ledgerd.Client("127.0.0.1:1", insecure=True)
         client.close()

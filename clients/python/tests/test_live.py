@@ -17,7 +17,7 @@ import unittest
 import support
 
 import grpc
-from ledger.v1 import ledger_pb2
+from ledger.v1 import admin_pb2, admin_pb2_grpc, ledger_pb2
 
 import ledgerd
 
@@ -345,6 +345,111 @@ class DoTest(LiveTest):
             self.client.do(self.ns, "k", work, lease_ttl=0.3, timeout=10)
         self.assertEqual(caught.exception.field, "checkpoint")
         self.assertEqual(self.state("k").state, ledger_pb2.STATE_RELEASED)
+
+
+class UnreachableTest(LiveTest):
+    """ledgerd becomes unreachable while the work runs: a proxy between the
+    client and ledgerd is closed (or cut) mid-work."""
+
+    def proxied_client(self, proxy):
+        client = ledgerd.Client(proxy.addr, insecure=True)  # no timeout: do() is unbounded
+        self.addCleanup(client.close)
+        return client
+
+    def assert_no_proxy_threads(self, proxy):
+        proxy.close()
+        self.assertEqual(proxy.threads(), [], "the proxy's threads are joined")
+
+    def test_work_stops_when_the_lease_cannot_be_kept(self):
+        proxy = support.TcpProxy(ADDR)
+        self.addCleanup(self.assert_no_proxy_threads, proxy)
+        client = self.proxied_client(proxy)
+        started = threading.Event()
+        seen = {}
+
+        def work(lease):
+            started.set()
+            began = time.monotonic()
+            seen["cancelled"] = lease.cancelled.wait(30)
+            seen["after"] = time.monotonic() - began
+            seen["reason"] = lease.cancel_reason
+            lease.raise_if_cancelled()
+            return b"must not be recorded"
+
+        worker = support.Background(lambda: client.do(self.ns, "k", work, lease_ttl=1, heartbeat_interval=0.1))
+        self.assertTrue(started.wait(10), "the work started")
+        time.sleep(0.3)  # a few heartbeats get through
+        proxy.close()
+        with self.assertRaises(ledgerd.LeaseLostError) as caught:
+            worker.join(30)  # do() returns: the work did not go on without a lease
+        self.assertTrue(seen["cancelled"], "lease.cancelled is set, though do() has no timeout")
+        reason = seen["reason"]
+        self.assertIsInstance(reason, ledgerd.LeaseLostError)
+        self.assertIn("no heartbeat was acknowledged before the lease ran out", str(reason))
+        self.assertIs(caught.exception, reason)
+        self.assertNotEqual(reason.code, grpc.StatusCode.UNAVAILABLE)
+        # The ledger still holds the lease (nobody answered for it): it runs out.
+        entry = self.state("k")
+        self.assertEqual((entry.state, entry.fencing_token, entry.result), (ledger_pb2.STATE_LEASED, 1, b""))
+
+    def test_a_result_returned_after_is_still_recorded_when_nobody_took_over(self):
+        proxy = support.TcpProxy(ADDR)
+        self.addCleanup(self.assert_no_proxy_threads, proxy)
+        client = self.proxied_client(proxy)
+        started = threading.Event()
+        seen = {}
+
+        def work(lease):
+            started.set()
+            seen["cancelled"] = lease.cancelled.wait(30)
+            seen["reason"] = lease.cancel_reason
+            proxy.restore()  # ledgerd is back; nobody took the key over
+            return b"finished anyway"
+
+        worker = support.Background(
+            lambda: client.do(self.ns, "k", work, lease_ttl=1, heartbeat_interval=0.1, timeout=60)
+        )
+        self.assertTrue(started.wait(10), "the work started")
+        proxy.cut()
+        result = worker.join(60)
+        self.assertTrue(seen["cancelled"])
+        self.assertIsInstance(seen["reason"], ledgerd.LeaseLostError)
+        self.assertEqual((result.value, result.fencing_token, result.replayed), (b"finished anyway", 1, False))
+        entry = self.state("k")
+        self.assertEqual((entry.state, entry.result), (ledger_pb2.STATE_COMPLETED, b"finished anyway"))
+
+
+class LargeResultTest(LiveTest):
+    """Results above gRPC's default receive limit (4 MiB) are replayed."""
+
+    def create_namespace(self, max_result_bytes):
+        channel = grpc.insecure_channel(ADDR)
+        self.addCleanup(channel.close)
+        admin = admin_pb2_grpc.LedgerAdminServiceStub(channel)
+        admin.CreateNamespace(
+            admin_pb2.CreateNamespaceRequest(
+                name=self.ns,
+                settings=admin_pb2.NamespaceSettings(max_result_bytes=max_result_bytes),
+                reason="python client test: results above 4 MiB",
+            ),
+            timeout=10,
+        )
+
+    def test_a_5_mib_result_is_recorded_replayed_and_looked_up(self):
+        self.create_namespace(6 << 20)  # the default namespace allows 1 MiB
+        payload = bytes(range(256)) * (5 << 20 >> 8)
+        self.assertEqual(len(payload), 5 << 20)
+        first = self.client.do(self.ns, "big", lambda lease: payload, timeout=60)
+        self.assertFalse(first.replayed)
+        replay = self.client.do(self.ns, "big", lambda lease: self.fail("the work must not run"), timeout=60)
+        self.assertTrue(replay.replayed)
+        self.assertEqual(replay.value, payload)
+        self.assertEqual(self.state("big").result, payload)
+
+        # The limit is the client's to change.
+        with ledgerd.Client(ADDR, insecure=True, default_timeout=30, max_receive_message_bytes=1 << 20) as small:
+            with self.assertRaises(ledgerd.ResourceExhaustedError):
+                small.do(self.ns, "big", lambda lease: self.fail("the work must not run"))
 
 
 class ThinMethodsTest(LiveTest):

@@ -58,6 +58,15 @@ export interface ClientOptions {
   /** Keep-alive and idle settings of the HTTP/2 connection (Connect's Http2SessionOptions). */
   http2?: Http2SessionOptions;
   /**
+   * The largest response message the client accepts, in bytes (default 64
+   * MiB, {@link clientDefaults}.readMaxBytes). Replays and lookups carry
+   * whole results, which ledgerd stores up to its --max-result-bytes-ceiling
+   * (16 MiB by default); a larger response fails with a
+   * {@link ResourceExhaustedError}. Not with a `transport` of your own (set
+   * its readMaxBytes).
+   */
+  readMaxBytes?: number;
+  /**
    * An API token (`"ldg_…"`, from `ledgerctl tokens create`), sent with every
    * call as `authorization: Bearer <token>` by an interceptor of the client's
    * own, for a ledgerd that authenticates. It travels over TLS, or over
@@ -114,7 +123,7 @@ export interface CallOptions {
 }
 
 /** The defaults of {@link ClientOptions}. */
-export const clientDefaults = Object.freeze({ attemptTimeoutMs: 15_000, maxWaitMs: 30_000 });
+export const clientDefaults = Object.freeze({ attemptTimeoutMs: 15_000, maxWaitMs: 30_000, readMaxBytes: 64 << 20 });
 
 /**
  * A client of ledgerd. Its high-level helper is {@link LedgerClient.do};
@@ -152,11 +161,16 @@ export class LedgerClient {
       // baseUrlOf refuses plaintext unless insecure is set: the token never
       // travels in plaintext without that explicit opt-in.
       const baseUrl = baseUrlOf(options.address, options.insecure === true);
+      const readMaxBytes = options.readMaxBytes ?? clientDefaults.readMaxBytes;
+      if (!Number.isInteger(readMaxBytes) || readMaxBytes <= 0) {
+        throw new TypeError(`ledgerd client: readMaxBytes must be a positive integer, got ${readMaxBytes}`);
+      }
       const nodeOptions = options.insecure ? {} : { ...options.tls };
       this.#sessionManager = new Http2SessionManager(baseUrl, options.http2, nodeOptions);
       transport = createGrpcTransport({
         baseUrl,
         sessionManager: this.#sessionManager,
+        readMaxBytes,
         interceptors: [...(token === undefined ? [] : [bearer(token)]), ...(options.interceptors ?? [])],
       });
     }
@@ -261,6 +275,20 @@ export class LedgerClient {
    * with that error; unless work still resolves, the lease is released and
    * do() rejects with it.
    *
+   * The lease is only good while heartbeats are acknowledged: each one,
+   * retries included, must be acknowledged before the lease runs out (the
+   * sending time of the last acknowledged heartbeat, or of the grant, plus
+   * the TTL, less a margin of a tenth of the TTL, at most 1s; one brief try
+   * is still made past that point, since the ledger extends an expired lease
+   * that nobody took over), and each attempt may take at most one heartbeat
+   * interval. If that time passes without an answer from the ledger (it is
+   * unreachable, say), another worker may take the key over: `lease.signal`
+   * aborts with a {@link LeaseLostError} ("no heartbeat was acknowledged
+   * before the lease ran out"). If work then rejects, do() rejects with that
+   * error; if it still resolves, do() tries to record the result all the
+   * same (the ledger accepts it if nobody took over, and answers LEASE_LOST
+   * otherwise).
+   *
    * If the caller's signal aborts or its timeout runs out while work runs,
    * `lease.signal` aborts with the same reason; when work then rejects, the
    * lease is released, so that another worker can take over at once, and
@@ -301,8 +329,11 @@ export class LedgerClient {
   ): Promise<T> {
     const s = scope(options?.signal, options?.timeoutMs, `ledgerd ${method}`);
     // do() passes its own deadline, which bounds the attempts without
-    // aborting them itself (its signal does).
-    const deadline = Math.min(s.deadline ?? Infinity, (options as { deadline?: number } | undefined)?.deadline ?? Infinity);
+    // aborting them itself (its signal does), and for heartbeats a shorter
+    // bound of each attempt.
+    const internal = options as { deadline?: number; maxAttemptMs?: number } | undefined;
+    const deadline = Math.min(s.deadline ?? Infinity, internal?.deadline ?? Infinity);
+    const maxAttemptMs = internal?.maxAttemptMs;
     const headers = { ...this.#headers, ...options?.headers };
     try {
       return await withRetries(
@@ -312,9 +343,16 @@ export class LedgerClient {
           // the deadline too; the overall deadline bounds it.
           let timeoutMs: number | undefined =
             this.#attemptTimeoutMs > 0 ? this.#attemptTimeoutMs + extraAttemptMs : undefined;
+          if (maxAttemptMs !== undefined && maxAttemptMs > 0) {
+            timeoutMs = Math.min(timeoutMs ?? Infinity, maxAttemptMs);
+          }
           if (deadline !== Infinity) {
             const remaining = deadline - Date.now();
             timeoutMs = Math.max(1, Math.min(timeoutMs ?? remaining, remaining));
+          }
+          if (timeoutMs !== undefined) {
+            // grpc-timeout takes whole units: a fraction would be refused.
+            timeoutMs = Math.ceil(timeoutMs);
           }
           return rpc({ signal: s.signal, timeoutMs, headers });
         },

@@ -2,9 +2,10 @@ import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 
 import { durationFromMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
+import { Code } from "@connectrpc/connect";
 
 import type { CallOptions, LedgerClient, ReserveRequestInit } from "./client.js";
-import { FailedError, InvalidArgumentError, isPermanent, LeaseLostError } from "./errors.js";
+import { FailedError, InvalidArgumentError, isPermanent, LeaseLostError, LedgerError, Reason } from "./errors.js";
 import type { Acquired, ReserveResponse } from "./gen/ledger/v1/ledger_pb.js";
 import { scope, sleep, type Scope } from "./retry.js";
 
@@ -38,7 +39,7 @@ export interface DoOptions {
   /**
    * How often the lease is extended while the work runs, in ms. Defaults to
    * a third of the granted lease TTL, so that two heartbeats can fail before
-   * the lease runs out.
+   * the lease runs out. It also bounds each attempt of a heartbeat.
    */
   heartbeatIntervalMs?: number;
   /** Aborts do(): waiting, and the work (through `lease.signal`); see {@link LedgerClient.do}. */
@@ -93,9 +94,10 @@ export interface Lease {
   readonly leaseTtlMs: number;
   /**
    * Aborts when the work must stop: with a {@link LeaseLostError} when
-   * another worker took the key over, with the error of a heartbeat the
-   * server refused, or with the caller's abort reason. Pass it to the I/O the
-   * work does.
+   * another worker took the key over or when no heartbeat could be
+   * acknowledged before the lease ran out (ledgerd unreachable, say), with
+   * the error of a heartbeat the server refused, or with the caller's abort
+   * reason. Pass it to the I/O the work does.
    */
   readonly signal: AbortSignal;
   /**
@@ -124,6 +126,11 @@ const cleanupTimeoutMs = 5000;
 // A third of the ledger's default lease TTL; the ledger always reports the
 // granted TTL, so this is a safety net.
 const defaultHeartbeatIntervalMs = 10_000;
+// The longest margin a heartbeat keeps before the lease's end for its
+// acknowledgement to arrive (a tenth of the TTL when that is shorter).
+const maxHeartbeatMarginMs = 1000;
+/** The message of the LeaseLostError that ends the work when no heartbeat was acknowledged in time. */
+const leaseUnconfirmedMessage = "no heartbeat was acknowledged before the lease ran out (ledgerd unreachable?)";
 // Bounds the work error message do() records; the server's limit is 8 KiB
 // unless configured.
 const maxErrorMessageBytes = 4 << 10;
@@ -132,8 +139,11 @@ const utf8 = new TextEncoder();
 
 type Work = (lease: Lease) => Promise<Uint8Array | string> | Uint8Array | string;
 
-/** Call options with the deadline the attempts' grpc-timeout must respect. */
-type InternalCallOptions = CallOptions & { deadline?: number };
+/**
+ * Call options with the deadline the attempts' grpc-timeout must respect,
+ * and a bound of each attempt below the client's attemptTimeoutMs.
+ */
+type InternalCallOptions = CallOptions & { deadline?: number; maxAttemptMs?: number };
 
 /** do(): see LedgerClient.do. */
 export async function runDo(
@@ -292,8 +302,9 @@ async function runLeased(client: LedgerClient, s: Scope, state: LeaseState, work
     s.signal.addEventListener("abort", onCallerAbort, { once: true });
   }
   const heartbeats = new Heartbeater(
-    (signal) => heartbeat(client, state, signal),
+    (options) => heartbeat(client, state, options),
     intervalMs,
+    state.ttlMs,
     (err) => workController.abort(err),
     workController.signal,
   );
@@ -325,8 +336,11 @@ async function runLeased(client: LedgerClient, s: Scope, state: LeaseState, work
   const heartbeatError = await heartbeats.stop();
   s.signal.removeEventListener("abort", onCallerAbort);
 
-  if (heartbeatError instanceof LeaseLostError) {
-    // Complete would be refused: another worker holds the key now.
+  if (heartbeatError instanceof LeaseLostError && !(heartbeats.unconfirmed && !workFailed)) {
+    // Complete would be refused: another worker holds the key now. (When no
+    // heartbeat could be acknowledged in time, a result the work still
+    // resolves is offered all the same: the ledger records it if nobody
+    // took the key over, and answers LEASE_LOST otherwise.)
     throw heartbeatError;
   }
   if (!workFailed) {
@@ -368,10 +382,19 @@ async function runLeased(client: LedgerClient, s: Scope, state: LeaseState, work
  * Keeps a lease alive while the work runs: one heartbeat every interval
  * (counted from the end of the previous one), until stop() or the work's
  * signal aborts. A refused heartbeat ends the heartbeats and calls onFail.
+ *
+ * Every heartbeat, its retries included, must be acknowledged before the
+ * lease runs out: it has until validUntil (the sending time of the last
+ * acknowledged heartbeat, at first of the grant, plus the TTL) less a margin
+ * for the answer's trip, and each attempt at most one interval. When that
+ * time passes without an answer from the ledger (it is unreachable, say),
+ * another worker may take the key over: the heartbeats end with a
+ * LeaseLostError, and `unconfirmed` is set.
  */
 class Heartbeater {
-  readonly #beat: (signal: AbortSignal) => Promise<void>;
+  readonly #beat: (options: InternalCallOptions) => Promise<void>;
   readonly #intervalMs: number;
+  readonly #ttlMs: number;
   readonly #onFail: (err: unknown) => void;
   readonly #workSignal: AbortSignal;
   readonly #controller = new AbortController();
@@ -380,12 +403,26 @@ class Heartbeater {
   #inflight: Promise<void> | undefined;
   #stopped = false;
   #error: unknown;
+  // When the lease runs out unless a heartbeat is acknowledged first
+  // (Date.now() scale). The grant was made a moment ago; counting the TTL
+  // from now is off by one round trip at most, and the margin covers it.
+  #validUntil: number;
+  /** True when the heartbeats ended because none was acknowledged before the lease ran out. */
+  unconfirmed = false;
 
-  constructor(beat: (signal: AbortSignal) => Promise<void>, intervalMs: number, onFail: (err: unknown) => void, workSignal: AbortSignal) {
+  constructor(
+    beat: (options: InternalCallOptions) => Promise<void>,
+    intervalMs: number,
+    ttlMs: number,
+    onFail: (err: unknown) => void,
+    workSignal: AbortSignal,
+  ) {
     this.#beat = beat;
     this.#intervalMs = intervalMs;
+    this.#ttlMs = ttlMs;
     this.#onFail = onFail;
     this.#workSignal = workSignal;
+    this.#validUntil = Date.now() + ttlMs;
   }
 
   start(): void {
@@ -415,20 +452,48 @@ class Heartbeater {
     }, this.#intervalMs);
   }
 
+  /**
+   * How long the next heartbeat may take, in ms: until the lease's end less
+   * a margin, but at least a short try. Even past the lease's presumed end
+   * one heartbeat is still tried, briefly: the ledger extends an expired
+   * lease if nobody took over (fencing beats time), and answers LEASE_LOST
+   * otherwise. Undefined (no bound) when the ledger reported no TTL.
+   */
+  #budgetMs(): number | undefined {
+    if (!(this.#ttlMs > 0)) {
+      return undefined;
+    }
+    const margin = Math.min(this.#ttlMs / 10, maxHeartbeatMarginMs);
+    return Math.max(this.#validUntil - margin - Date.now(), Math.min(this.#intervalMs, 1000));
+  }
+
   async #run(): Promise<void> {
+    const call = scope(this.#controller.signal, this.#budgetMs(), "ledgerd heartbeat");
+    const sentAt = Date.now();
     try {
-      await this.#beat(this.#controller.signal);
+      // Each attempt gets at most one interval, so that a hung connection is
+      // abandoned and another attempt made in time.
+      await this.#beat({ signal: call.signal, deadline: call.deadline, maxAttemptMs: this.#intervalMs });
     } catch (e) {
       if (this.#stopped) {
         return; // stopped during the call: not a failure
       }
-      // Refused (LEASE_LOST, or a bad checkpoint): the lease cannot be kept,
-      // so the work must stop.
-      this.#error = e;
+      let err = e;
+      if (call.signal.aborted && !answered(e)) {
+        // No answer in time: another worker may hold the key by now.
+        this.unconfirmed = true;
+        err = new LeaseLostError({ reason: Reason.LeaseLost, code: Code.Aborted, rawMessage: leaseUnconfirmedMessage, cause: e });
+      }
+      // Refused (LEASE_LOST, or a bad checkpoint), or not answered in time:
+      // the lease cannot be kept, so the work must stop.
+      this.#error = err;
       this.#halt();
-      this.#onFail(e);
+      this.#onFail(err);
       return;
+    } finally {
+      call.dispose();
     }
+    this.#validUntil = sentAt + this.#ttlMs;
     this.#schedule();
   }
 
@@ -440,8 +505,22 @@ class Heartbeater {
   }
 }
 
+/**
+ * Reports whether err is the ledger's own answer (a refusal), as opposed to
+ * the ledger not answering in time: unavailable, out of time, canceled, or a
+ * failure outside the RPC (the call's own timeout).
+ */
+function answered(err: unknown): boolean {
+  return (
+    err instanceof LedgerError &&
+    err.code !== Code.Unavailable &&
+    err.code !== Code.DeadlineExceeded &&
+    err.code !== Code.Canceled
+  );
+}
+
 /** Extends the lease, carrying the staged checkpoint if there is one. */
-async function heartbeat(client: LedgerClient, state: LeaseState, signal: AbortSignal): Promise<void> {
+async function heartbeat(client: LedgerClient, state: LeaseState, options: InternalCallOptions): Promise<void> {
   const [checkpoint, version] = state.pending();
   await client.heartbeat(
     {
@@ -451,7 +530,7 @@ async function heartbeat(client: LedgerClient, state: LeaseState, signal: AbortS
       leaseTtl: state.ttlMs > 0 ? durationFromMs(state.ttlMs) : undefined,
       checkpoint, // undefined (unset) keeps the stored checkpoint
     },
-    { signal },
+    options,
   );
   if (checkpoint !== undefined) {
     state.markStored(version);
@@ -519,7 +598,7 @@ async function release(client: LedgerClient, s: Scope, state: LeaseState): Promi
 /** Sends a staged checkpoint that no heartbeat carried yet (Fail and Release carry none). */
 async function storeCheckpoint(client: LedgerClient, state: LeaseState, signal: AbortSignal): Promise<void> {
   if (state.pending()[0] !== undefined) {
-    await heartbeat(client, state, signal);
+    await heartbeat(client, state, { signal });
   }
 }
 

@@ -171,24 +171,73 @@ const codeReasons: Partial<Record<Code, string>> = {
   [Code.Internal]: Reason.Internal,
 };
 
+// The Node.js error codes of a connection that failed or broke before the
+// server answered. Connect reports some of them as ABORTED or INTERNAL (a
+// reset connection as ABORTED, say), which would read as LEASE_LOST or as a
+// bug in ledgerd; the server did not answer, so they are UNAVAILABLE, as
+// the Go and Python clients report them, and retried.
+const transportFailures = new Set([
+  "ECONNRESET",
+  "ECONNREFUSED",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "EHOSTDOWN",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "EAI_AGAIN",
+  "ERR_STREAM_DESTROYED",
+  "ERR_STREAM_PREMATURE_CLOSE",
+  "ERR_HTTP2_GOAWAY_SESSION",
+  "ERR_HTTP2_INVALID_SESSION",
+  "ERR_HTTP2_INVALID_STREAM",
+  "ERR_HTTP2_SESSION_ERROR",
+  "ERR_HTTP2_STREAM_CANCEL",
+]);
+
+/** Reports whether a ConnectError was made from a Node.js error of the connection (see transportFailures). */
+function isTransportFailure(err: ConnectError): boolean {
+  const seen = new Set<unknown>();
+  for (let e: unknown = err.cause; e instanceof Error && !seen.has(e); e = e.cause) {
+    seen.add(e);
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && transportFailures.has(code)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 /**
  * Turns the error of a call into a {@link LedgerError} of the subclass of
  * its reason, reading the google.rpc.ErrorInfo (domain "ledgerd") and
- * google.rpc.BadRequest details of a `ConnectError`. A LedgerError is
- * returned as is; any other value (not a `ConnectError`) is returned
- * unchanged.
+ * google.rpc.BadRequest details of a `ConnectError`. A call that failed
+ * because the connection failed or broke before an answer (a Node.js error
+ * such as ECONNRESET, which Connect may report as ABORTED or INTERNAL) is an
+ * {@link UnavailableError}, as in the Go client. A LedgerError is returned
+ * as is; any other value (not a `ConnectError`) is returned unchanged.
  */
 export function toLedgerError(err: unknown): unknown {
   if (err instanceof LedgerError || !(err instanceof ConnectError)) {
     return err;
   }
-  let reason = codeReasons[err.code] ?? "";
+  let code = err.code;
+  let reason = "";
   let field = "";
+  let fromLedger = false;
   for (const info of err.findDetails(ErrorInfoSchema)) {
     if (info.domain === ERROR_DOMAIN) {
       reason = info.reason;
       field ||= info.metadata["field"] ?? "";
+      fromLedger = true;
     }
+  }
+  if (!fromLedger) {
+    if (isTransportFailure(err)) {
+      code = Code.Unavailable;
+    }
+    reason = codeReasons[code] ?? "";
   }
   for (const badRequest of err.findDetails(BadRequestSchema)) {
     const violation = badRequest.fieldViolations[0];
@@ -198,7 +247,7 @@ export function toLedgerError(err: unknown): unknown {
     }
   }
   const ErrorClass = reasonClasses[reason] ?? LedgerError;
-  return new ErrorClass({ reason, code: err.code, field, rawMessage: err.rawMessage, cause: err });
+  return new ErrorClass({ reason, code, field, rawMessage: err.rawMessage, cause: err });
 }
 
 /**

@@ -128,6 +128,32 @@ describe("error details", () => {
     assert.equal(precondition.message, "FailedPrecondition: m");
   });
 
+  test("a connection that broke before an answer is UNAVAILABLE (retried), not LEASE_LOST or INTERNAL", () => {
+    const nodeError = (code: string) => Object.assign(new Error(`connect ${code} 127.0.0.1:1`), { code });
+    for (const [code, connectCode] of [
+      ["ECONNRESET", Code.Aborted], // what Connect makes of a reset connection
+      ["ERR_STREAM_DESTROYED", Code.Aborted],
+      ["EPIPE", Code.Internal],
+      ["ERR_HTTP2_GOAWAY_SESSION", Code.Internal],
+    ] as const) {
+      const connectError = new ConnectError(`connect ${code}`, connectCode, undefined, undefined, nodeError(code));
+      const err = toLedgerError(connectError);
+      assert.ok(err instanceof UnavailableError, `${code} -> ${String(err)}`);
+      assert.equal(err.code, Code.Unavailable);
+      assert.equal(err.reason, "UNAVAILABLE");
+      assert.equal(err.cause, connectError);
+      assert.ok(isRetryable(err));
+    }
+    // The ledger's own answer keeps its reason, whatever its cause says.
+    const value = toBinary(ErrorInfoSchema, create(ErrorInfoSchema, { reason: "LEASE_LOST", domain: "ledgerd" }));
+    const answer = wireError(Code.Aborted, "m", [{ type: "google.rpc.ErrorInfo", value }]);
+    answer.cause = nodeError("ECONNRESET");
+    assert.ok(toLedgerError(answer) instanceof LeaseLostError);
+    // Other Node errors (a TLS failure, say) keep Connect's code.
+    const tls = new ConnectError("bad cert", Code.Internal, undefined, undefined, nodeError("ERR_TLS_CERT_ALTNAME_INVALID"));
+    assert.equal((toLedgerError(tls) as LedgerError).code, Code.Internal);
+  });
+
   test("skips details it cannot decode", () => {
     const err = toLedgerError(
       wireError(Code.Aborted, "m", [

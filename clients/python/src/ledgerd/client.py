@@ -8,7 +8,7 @@ import secrets
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 
@@ -25,6 +25,7 @@ from .errors import (
     LeaseLostError,
     LedgerError,
     PermanentError,
+    UnavailableError,
     error_from_rpc,
 )
 from .lease import BytesLike, Lease, Result
@@ -43,6 +44,20 @@ DEFAULT_ATTEMPT_TIMEOUT = 30.0
 #: The longest wait do() asks the server for in one Reserve (the server
 #: shortens it to its own maximum, 60s unless configured).
 MAX_SERVER_WAIT = 30.0
+#: The largest message the channel the Client makes accepts, in bytes, unless
+#: configured: the largest result ledgerd can store (its
+#: --max-result-bytes-ceiling, 16 MiB by default) with room to spare. gRPC's
+#: own default (4 MiB) would refuse the replay of a larger result.
+DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 64 << 20
+#: The channel option that bounds received messages.
+_MAX_RECEIVE_OPTION = "grpc.max_receive_message_length"
+#: The longest a heartbeat's margin before the lease's end may be, in seconds
+#: (it is a tenth of the lease TTL when that is shorter): the time left for
+#: the acknowledgement to arrive.
+MAX_HEARTBEAT_MARGIN = 1.0
+#: The message of the LeaseLostError that stops the work when no heartbeat
+#: could be acknowledged before the lease ran out.
+LEASE_UNCONFIRMED_MESSAGE = "no heartbeat was acknowledged before the lease ran out (ledgerd unreachable?)"
 #: How long the calls that do() makes after its timeout ran out (recording a
 #: result, a failure, or releasing the lease) may still take, in seconds.
 CLEANUP_TIMEOUT = 5.0
@@ -129,6 +144,16 @@ class Client:
             authentication (development and tests). Exactly one of
             ``credentials`` and ``insecure=True`` is required.
         options: gRPC channel options, e.g. ``[("grpc.keepalive_time_ms", 60000)]``.
+            They are passed after the client's own, and win over them (a
+            ``"grpc.max_receive_message_length"`` here overrides
+            ``max_receive_message_bytes``).
+        max_receive_message_bytes: the largest response the channel accepts,
+            in bytes (default 64 MiB, :data:`DEFAULT_MAX_RECEIVE_MESSAGE_BYTES`;
+            ``-1``: no limit). Replays and lookups carry whole results, which
+            ledgerd stores up to its ``--max-result-bytes-ceiling`` (16 MiB
+            by default); gRPC's own default of 4 MiB would refuse larger
+            ones with :class:`~ledgerd.ResourceExhaustedError`. A channel
+            passed to :meth:`from_channel` keeps its own setting.
         default_timeout: the timeout, in seconds (or a timedelta), of calls
             that are given none; ``None`` (the default) means unbounded.
         attempt_timeout: the longest a single attempt may take before it is
@@ -152,6 +177,7 @@ class Client:
         credentials: Optional[grpc.ChannelCredentials] = None,
         insecure: bool = False,
         options: Optional[Sequence[Tuple[str, Any]]] = None,
+        max_receive_message_bytes: int = DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
         default_timeout: Timeout = None,
         attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
         token: Optional[str] = None,
@@ -166,7 +192,7 @@ class Client:
                 "grpc.ssl_channel_credentials(...) or, for development only, insecure=True"
                 + (" (which sends the token in plaintext)" if bearer is not None else "")
             )
-        channel_options = list(options or ())
+        channel_options = _channel_options(options, max_receive_message_bytes)
         metadata: Optional[Tuple[Tuple[str, str], ...]] = None
         if insecure:
             channel = grpc.insecure_channel(target, options=channel_options)
@@ -433,7 +459,8 @@ class Client:
           heartbeats the lease every ``heartbeat_interval`` (default: a third
           of the granted TTL), carrying the checkpoint staged with
           :meth:`Lease.set_checkpoint`. The thread is always stopped before
-          do() returns or raises.
+          do() returns or raises. Work must stop when ``lease.cancelled`` is
+          set (see below).
 
         When ``work`` returns bytes, do() records them with Complete and
         returns a :class:`~ledgerd.Result`. If the ledger refuses the result
@@ -460,6 +487,20 @@ class Client:
         checkpoint above the server's limit), ``lease.cancelled`` is set too;
         unless ``work`` still returns a result, do() then releases the lease
         and raises that error.
+
+        The lease is only good while heartbeats are acknowledged: each one,
+        retries included, must be acknowledged before the lease runs out (the
+        sending time of the last acknowledged heartbeat, or of the grant, plus
+        the TTL, less a margin of a tenth of the TTL, at most 1s; one brief
+        try is still made past that point, since the ledger extends an expired
+        lease that nobody took over), and each attempt may take at most one
+        ``heartbeat_interval``. If that time passes without an answer from
+        the ledger (it is unreachable, say), another worker may take the key
+        over: ``lease.cancelled`` is set with a :class:`~ledgerd.LeaseLostError`
+        ("no heartbeat was acknowledged before the lease ran out"). If
+        ``work`` then raises, do() raises that LeaseLostError; if it still
+        returns a result, do() tries to record it all the same (the ledger
+        accepts it if nobody took over, and answers LEASE_LOST otherwise).
 
         ``timeout`` (seconds or a timedelta; default: the Client's
         ``default_timeout``, else unbounded) bounds the whole call: waiting
@@ -495,7 +536,8 @@ class Client:
             FailedError: the key failed permanently.
             InProgressError: another owner holds the key (``wait=False``, or
                 the timeout ran out).
-            LeaseLostError: the lease was lost; the result was not recorded.
+            LeaseLostError: the lease was lost, or could not be kept (no
+                heartbeat was acknowledged in time); the result was not recorded.
             FingerprintMismatchError, InvalidArgumentError: caller bugs.
             DeadlineExceededError, UnavailableError: the timeout ran out.
             Exception: whatever ``work`` raised.
@@ -620,14 +662,22 @@ class Client:
             raise
         finally:
             heartbeats.stop()
-        return self._after_work_result(lease, value, heartbeats.stop(), deadline)
+        return self._after_work_result(lease, value, heartbeats.stop(), heartbeats.unconfirmed, deadline)
 
     def _after_work_result(
-        self, lease: Lease, value: object, heartbeat_error: Optional[LedgerError], deadline: Optional[float]
+        self,
+        lease: Lease,
+        value: object,
+        heartbeat_error: Optional[LedgerError],
+        unconfirmed: bool,
+        deadline: Optional[float],
     ) -> Result:
-        if isinstance(heartbeat_error, LeaseLostError):
+        if isinstance(heartbeat_error, LeaseLostError) and not unconfirmed:
             # Complete would be refused: another worker holds the key now.
             raise heartbeat_error
+        # When no heartbeat could be acknowledged before the lease ran out
+        # (unconfirmed), the result is still offered: the ledger records it
+        # if nobody took the key over, and answers LEASE_LOST otherwise.
         cleanup = _cleanup_deadline(deadline)
         if not isinstance(value, (bytes, bytearray, memoryview)):
             error = TypeError(
@@ -729,7 +779,13 @@ class Client:
         except LedgerError as error:  # the Fail or Release that follows says more
             _log.debug("ledgerd: storing the last checkpoint failed: %s", error)
 
-    def _heartbeat(self, lease: Lease, deadline: Optional[float], stopper: Optional[_retry.Stopper] = None) -> None:
+    def _heartbeat(
+        self,
+        lease: Lease,
+        deadline: Optional[float],
+        stopper: Optional[_retry.Stopper] = None,
+        max_attempt_time: Optional[float] = None,
+    ) -> None:
         checkpoint, version = lease._pending()
         request = ledger_pb2.HeartbeatRequest(
             namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token
@@ -738,7 +794,7 @@ class Client:
             request.lease_ttl.CopyFrom(_convert.to_duration(lease.ttl, "lease_ttl"))
         if checkpoint is not None:
             request.checkpoint = checkpoint
-        self._call("heartbeat", request, deadline, stopper=stopper)
+        self._call("heartbeat", request, deadline, stopper=stopper, max_attempt_time=max_attempt_time)
         if checkpoint is not None:
             lease._mark_stored(version)
 
@@ -768,10 +824,13 @@ class Client:
         *,
         stopper: Optional[_retry.Stopper] = None,
         extra_attempt_time: float = 0.0,
+        max_attempt_time: Optional[float] = None,
     ) -> Any:
         """Makes one RPC, retrying UNAVAILABLE and DEADLINE_EXCEEDED with backoff
         until it succeeds, fails otherwise, or the deadline (a time.monotonic
-        value) passes. Raises a LedgerError; Stopped if stopper was stopped."""
+        value) passes. Raises a LedgerError; Stopped if stopper was stopped.
+        ``max_attempt_time`` bounds each attempt below the client's
+        attempt_timeout."""
         rpc = self._rpcs[operation]
         backoff = _retry.RETRY_INITIAL_BACKOFF
         last: Optional[LedgerError] = None  # the last failure that was retried
@@ -782,6 +841,8 @@ class Client:
             if self._closed:
                 raise CancelledError("the client is closed", code=grpc.StatusCode.CANCELLED, operation=operation)
             attempt_timeout = None if self._attempt_timeout is None else self._attempt_timeout + extra_attempt_time
+            if max_attempt_time is not None:
+                attempt_timeout = max_attempt_time if attempt_timeout is None else min(attempt_timeout, max_attempt_time)
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -833,7 +894,16 @@ class Client:
 
 
 class _Heartbeater:
-    """Keeps a lease alive from a background thread while the work runs."""
+    """Keeps a lease alive from a background thread while the work runs.
+
+    Every heartbeat, its retries included, must be acknowledged before the
+    lease runs out: it has until ``valid_until`` (the sending time of the last
+    acknowledged heartbeat, at first of the grant, plus the TTL) less a margin
+    for the answer's trip, and each attempt at most one interval. When that
+    time passes without an answer from the ledger (it is unreachable, say),
+    another worker may take the key over: the work is cancelled with a
+    :class:`~ledgerd.LeaseLostError` (:attr:`unconfirmed` is then True).
+    """
 
     def __init__(self, client: Client, lease: Lease, interval: float, deadline: Optional[float]) -> None:
         self._client = client
@@ -844,8 +914,15 @@ class _Heartbeater:
         self._thread = threading.Thread(
             target=self._run, name=f"ledgerd-heartbeat:{lease.namespace}/{lease.key}", daemon=True
         )
+        # The grant was made a moment ago; counting the TTL from now is off by
+        # one round trip at most, and the margin covers it.
+        self._valid_until: Optional[float] = time.monotonic() + lease.ttl if lease.ttl > 0 else None
         #: Why the heartbeats ended early, if they did; read after stop().
         self.error: Optional[LedgerError] = None
+        #: True when they ended because no heartbeat could be acknowledged
+        #: before the lease ran out (self.error is then a LeaseLostError that
+        #: no ledger answer confirmed: a result may still be recorded).
+        self.unconfirmed = False
 
     def start(self) -> None:
         self._thread.start()
@@ -861,6 +938,18 @@ class _Heartbeater:
     def _deadline_passed(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
+    def _lease_deadline(self) -> Optional[float]:
+        """When the next heartbeat must have been acknowledged: the lease's end
+        less a margin, but at least a short try from now. Even past the
+        lease's presumed end one heartbeat is still tried, briefly: the ledger
+        extends an expired lease if nobody took over (fencing beats time), and
+        answers LEASE_LOST otherwise."""
+        if self._valid_until is None:
+            return None
+        margin = min(self._lease.ttl / 10, MAX_HEARTBEAT_MARGIN)
+        floor = time.monotonic() + min(self._interval, 1.0)
+        return max(self._valid_until - margin, floor)
+
     def _run(self) -> None:
         lease = self._lease
         next_beat = time.monotonic() + self._interval
@@ -871,8 +960,13 @@ class _Heartbeater:
             if self._deadline_passed():
                 self._end_by_timeout()
                 return
+            lease_deadline = self._lease_deadline()
+            call_deadline = _earliest(lease_deadline, self._deadline)
+            sent_at = time.monotonic()
             try:
-                self._client._heartbeat(lease, self._deadline, self._stopper)
+                # Each attempt gets at most one interval, so that a hung
+                # connection is abandoned and another attempt made in time.
+                self._client._heartbeat(lease, call_deadline, self._stopper, max_attempt_time=self._interval)
             except _retry.Stopped:
                 return
             except Exception as error:  # noqa: BLE001 - any failure ends the lease
@@ -881,15 +975,23 @@ class _Heartbeater:
                 if self._deadline_passed():
                     self._end_by_timeout()
                     return
-                if not isinstance(error, LedgerError):
+                if lease_deadline is not None and time.monotonic() >= lease_deadline and not _answered(error):
+                    # No answer in time: another worker may hold the key by now.
+                    unconfirmed = LeaseLostError(LEASE_UNCONFIRMED_MESSAGE, code=None, operation="heartbeat")
+                    unconfirmed.__cause__ = error
+                    self.unconfirmed = True
+                    error = unconfirmed
+                elif not isinstance(error, LedgerError):
                     wrapped = LedgerError(f"heartbeat failed: {error!r}", operation="heartbeat")
                     wrapped.__cause__ = error
                     error = wrapped
-                # Refused (LEASE_LOST, or a bad checkpoint): the lease cannot
-                # be kept, so the work must stop.
+                # Refused (LEASE_LOST, or a bad checkpoint), or not answered in
+                # time: the lease cannot be kept, so the work must stop.
                 self.error = error
                 lease._cancel(error)
                 return
+            if self._valid_until is not None:
+                self._valid_until = sent_at + lease.ttl
             next_beat = time.monotonic() + self._interval
 
     def _end_by_timeout(self) -> None:
@@ -899,6 +1001,30 @@ class _Heartbeater:
                 operation="do",
             )
         )
+
+
+def _earliest(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    """The earlier of two deadlines, None standing for none."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _answered(error: BaseException) -> bool:
+    """Whether error is the ledger's own answer (a refusal), as opposed to the
+    ledger not answering in time (unavailable, out of time, cancelled, or a
+    failure outside gRPC)."""
+    if not isinstance(error, LedgerError) or isinstance(
+        error, (UnavailableError, DeadlineExceededError, CancelledError)
+    ):
+        return False
+    return error.code not in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.CANCELLED,
+    )
 
 
 def _gave_up(operation: str, last: Optional[LedgerError], attempts: int) -> LedgerError:
@@ -926,6 +1052,19 @@ def _cleanup_deadline(deadline: Optional[float], *, always: bool = False) -> Opt
     if deadline is None:
         return floor if always else None
     return max(deadline, floor)
+
+
+def _channel_options(options: Optional[Sequence[Tuple[str, Any]]], max_receive: int) -> List[Tuple[str, Any]]:
+    """The channel's options: the receive limit, then the caller's options;
+    a receive limit among these replaces the client's."""
+    if isinstance(max_receive, bool) or not isinstance(max_receive, int):
+        raise TypeError(f"max_receive_message_bytes must be an int, got {type(max_receive).__name__}")
+    if max_receive <= 0 and max_receive != -1:
+        raise ValueError(f"max_receive_message_bytes must be positive (or -1 for no limit), got {max_receive}")
+    extra = list(options or ())
+    if any(name == _MAX_RECEIVE_OPTION for name, _ in extra):
+        return extra  # the caller's choice, given explicitly
+    return [(_MAX_RECEIVE_OPTION, max_receive)] + extra
 
 
 def _positive_seconds(value: Timeout, name: str) -> Optional[float]:

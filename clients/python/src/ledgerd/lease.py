@@ -62,8 +62,10 @@ class Lease:
     - ``lease_expires_at``: when the lease granted by Reserve runs out without
       a heartbeat (aware UTC datetime, database clock), or None.
     - ``cancelled``: a :class:`threading.Event` set when the work should stop:
-      the lease was lost (:attr:`lost`), a heartbeat was refused, or do()'s
-      timeout ran out. :attr:`cancel_reason` says which. Long work should
+      the lease was lost or could not be kept (:attr:`lost`: another worker
+      took the key over, or no heartbeat was acknowledged before the lease
+      ran out, e.g. because ledgerd is unreachable), a heartbeat was refused,
+      or do()'s timeout ran out. :attr:`cancel_reason` says which. Long work should
       check it (``lease.cancelled.is_set()``, ``lease.cancelled.wait(t)``, or
       :meth:`raise_if_cancelled`) between steps.
     """
@@ -108,7 +110,8 @@ class Lease:
 
     @property
     def cancel_reason(self) -> Optional[BaseException]:
-        """Why :attr:`cancelled` is set: a :class:`~ledgerd.LeaseLostError`, another
+        """Why :attr:`cancelled` is set: a :class:`~ledgerd.LeaseLostError` (also
+        when no heartbeat was acknowledged before the lease ran out), another
         :class:`~ledgerd.LedgerError` that refused a heartbeat, or a
         :class:`~ledgerd.DeadlineExceededError` for do()'s timeout; None while
         the lease is good."""
@@ -117,7 +120,10 @@ class Lease:
 
     @property
     def lost(self) -> bool:
-        """True once a heartbeat learned that another worker took the key over."""
+        """True once a heartbeat learned that another worker took the key over, or
+        no heartbeat could be acknowledged before the lease ran out (another
+        worker may take it over): :attr:`cancel_reason` is then a
+        :class:`~ledgerd.LeaseLostError`."""
         return isinstance(self.cancel_reason, LeaseLostError)
 
     def raise_if_cancelled(self) -> None:
