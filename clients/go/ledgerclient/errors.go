@@ -95,6 +95,7 @@ var reasonErrors = map[string]error{
 	"UNAUTHENTICATED":      ErrUnauthenticated,
 	"PERMISSION_DENIED":    ErrPermissionDenied,
 	"RESOURCE_EXHAUSTED":   ErrResourceExhausted,
+	"RATE_LIMITED":         ErrResourceExhausted,
 	"UNAVAILABLE":          ErrUnavailable,
 	"DEADLINE_EXCEEDED":    ErrDeadlineExceeded,
 	"CANCELED":             ErrCanceled,

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 )
 
@@ -50,10 +51,13 @@ func withRetries[T any](ctx context.Context, rpc func() (T, error)) (T, error) {
 			return response, fmt.Errorf("%w (last error: %w)", contextError(ctx), last)
 		}
 		last = toError(err)
-		if !retryable(last) {
+		wait := jitter(backoff)
+		if delay, limited := rateLimited(last); limited {
+			wait = delay + jitter(retryInitialBackoff) // the server says when
+		} else if !retryable(last) {
 			return response, last
 		}
-		if sleep(ctx, jitter(backoff)) != nil {
+		if sleep(ctx, wait) != nil {
 			return response, fmt.Errorf("%w (last error: %w)", contextError(ctx), last)
 		}
 		backoff = min(2*backoff, retryMaxBackoff)
@@ -66,6 +70,22 @@ func withRetries[T any](ctx context.Context, rpc func() (T, error)) (T, error) {
 func retryable(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && (e.Code() == codes.Unavailable || e.Code() == codes.DeadlineExceeded)
+}
+
+// rateLimited reports whether ledgerd refused the call for a rate limit
+// (reason RATE_LIMITED), and the wait its google.rpc.RetryInfo gives. A
+// rate-limited call changed nothing, so it is made again after that wait.
+func rateLimited(err error) (time.Duration, bool) {
+	var e *Error
+	if !errors.As(err, &e) || e.Reason != "RATE_LIMITED" {
+		return 0, false
+	}
+	for _, detail := range e.status.Details() {
+		if info, ok := detail.(*errdetails.RetryInfo); ok {
+			return min(info.GetRetryDelay().AsDuration(), retryMaxBackoff), true
+		}
+	}
+	return retryInitialBackoff, true
 }
 
 // jitter returns a random duration in [d/2, d), so that clients that failed
