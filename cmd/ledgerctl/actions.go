@@ -78,27 +78,44 @@ func (c *cli) lookup(ctx context.Context, namespace, key string) (*ledgerv1.Entr
 }
 
 func resetCommand() *command {
-	var reason string
+	var (
+		reason string
+		token  int64
+	)
 	return &command{
 		name:    "reset",
 		args:    "NS KEY",
 		minArgs: 2, maxArgs: 2,
 		summary: "Forget a key's result or failure, or end its lease, so that its work runs again,\ne.g. after a bad deploy (LedgerAdminService.ResetKey): the key becomes RELEASED\nand the next Reserve acquires it with a higher fencing token. The fingerprint is\nkept. Audited with your identity and --reason.",
-		details: "A reset is sent once, never retried: if ledgerctl cannot tell whether it\n" +
-			"happened (exit 5), look with 'ledgerctl get' before resetting again.\n\n" +
+		details: "Without --fencing-token, ledgerctl looks the key up first and resets the state\n" +
+			"it saw, by its token: if the key changed in between (a run started or\n" +
+			"finished), nothing is reset and the exit code is 4 (LEASE_LOST). A reset moves\n" +
+			"the token on, so repeating the same reset is refused the same way: a key is\n" +
+			"never reset twice by accident.\n\n" +
 			"-o json prints the ResetKeyResponse.\n\n" +
-			"Exit codes: 3 unknown key.",
+			"Exit codes: 3 unknown key; 4 the key's token is not the one seen (LEASE_LOST).",
 		flags: func(fs *flag.FlagSet) {
 			reasonFlag(fs, &reason)
+			fs.Int64Var(&token, "fencing-token", 0, "reset only if `N` is the key's current fencing token")
 		},
 		run: func(ctx context.Context, c *cli, args []string) error {
 			if err := requireReason(reason); err != nil {
 				return err
 			}
+			if token < 0 {
+				return usageErrorf("--fencing-token must be positive")
+			}
+			if token == 0 {
+				entry, err := c.lookup(ctx, args[0], args[1])
+				if err != nil {
+					return err
+				}
+				token = entry.GetFencingToken()
+			}
 			rpcCtx, cancel := c.rpcContext(ctx)
 			defer cancel()
 			response, err := c.client.Admin().ResetKey(rpcCtx, &ledgerv1.ResetKeyRequest{
-				Namespace: args[0], Key: args[1], Reason: reason,
+				Namespace: args[0], Key: args[1], Reason: reason, FencingToken: token,
 			})
 			if err != nil {
 				return err
