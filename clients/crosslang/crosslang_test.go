@@ -6,9 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,19 +44,7 @@ func clientsDir() string {
 func startLedgerd(t *testing.T) (string, ledgertest.Bundle) {
 	t.Helper()
 	b := ledgertest.Store(t, testConfig)
-	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		require.NoError(t, <-served)
-	})
-	return lis.Addr().String(), b
+	return ledgertest.ServeTCP(t, b.Store, server.Config{}), b
 }
 
 // startAuthLedgerd serves a fresh ledger with authentication on, and
@@ -77,25 +62,8 @@ func startAuthLedgerd(t *testing.T) []string {
 		return secret
 	}
 	worker, reader := issue("crosslang-worker", ledger.RoleWorker), issue("crosslang-reader", ledger.RoleReader)
-	auth := server.NewAuth(b.Store, server.AuthConfig{})
-	require.NoError(t, auth.Load(ctx))
-	runCtx, stop := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- auth.Run(runCtx) }()
-	t.Cleanup(func() { stop(); require.NoError(t, <-ran) })
-	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Auth: auth})
-	require.NoError(t, err)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		require.NoError(t, <-served)
-	})
-	return []string{"LEDGERD_AUTH_ADDR=" + lis.Addr().String(), "LEDGERD_AUTH_TOKEN=" + worker, "LEDGERD_AUTH_READER_TOKEN=" + reader}
+	addr := ledgertest.ServeTCP(t, b.Store, server.Config{Auth: ledgertest.RunAuth(t, b.Store)})
+	return []string{"LEDGERD_AUTH_ADDR=" + addr, "LEDGERD_AUTH_TOKEN=" + worker, "LEDGERD_AUTH_READER_TOKEN=" + reader}
 }
 
 // requireRuntime skips, loudly, only when the language runtime itself is

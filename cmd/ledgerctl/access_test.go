@@ -1,11 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -29,26 +25,8 @@ func startAuthLedgerd(t *testing.T) (addr, rootToken string) {
 	b := ledgertest.Store(t, testConfig)
 	_, rootToken, err := b.Store.Bootstrap(t.Context(), "root")
 	require.NoError(t, err)
-	auth := server.NewAuth(b.Store, server.AuthConfig{RefreshInterval: 100 * time.Millisecond})
-	require.NoError(t, auth.Load(t.Context()))
-	runCtx, stop := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- auth.Run(runCtx) }()
-	t.Cleanup(func() { stop(); require.NoError(t, <-ran) })
-
-	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Auth: auth})
-	require.NoError(t, err)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		require.NoError(t, <-served)
-	})
-	return lis.Addr().String(), rootToken
+	auth := ledgertest.RunAuth(t, b.Store)
+	return ledgertest.ServeTCP(t, b.Store, server.Config{Auth: auth}), rootToken
 }
 
 // as is the environment of a ledgerctl that sends token (none if empty).

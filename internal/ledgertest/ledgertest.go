@@ -111,3 +111,39 @@ func Dial(tb testing.TB, lis *bufconn.Listener) *grpc.ClientConn {
 	tb.Cleanup(func() { _ = conn.Close() })
 	return conn
 }
+
+// RunAuth loads the store's tokens and role bindings into a server.Auth and
+// keeps them fresh (every 100ms) until tb's cleanup.
+func RunAuth(tb testing.TB, store *ledger.Store) *server.Auth {
+	tb.Helper()
+	auth := server.NewAuth(store, server.AuthConfig{RefreshInterval: 100 * time.Millisecond})
+	require.NoError(tb, auth.Load(context.Background()))
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- auth.Run(ctx) }()
+	tb.Cleanup(func() { stop(); require.NoError(tb, <-ran) })
+	return auth
+}
+
+// ServeTCP serves store with cfg on a loopback TCP port, as a deployed
+// ledgerd would, until tb's cleanup, and returns its address. A nil
+// cfg.Logger discards the logs.
+func ServeTCP(tb testing.TB, store *ledger.Store, cfg server.Config) string {
+	tb.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv, err := server.New(store, cfg)
+	require.NoError(tb, err)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		require.NoError(tb, <-served)
+	})
+	return lis.Addr().String()
+}
