@@ -29,7 +29,8 @@ type AuthConfig struct {
 }
 
 // Auth authenticates callers by bearer token ("authorization: Bearer
-// ldg_…") and authorizes every call by the caller's role bindings in the
+// ldg_…") or verified client certificate (the principal "cert:<CN>", see
+// TLS), and authorizes every call by the caller's role bindings in the
 // namespace the request names. Credentials are checked against an
 // in-memory copy of the tokens and bindings, refreshed every
 // RefreshInterval, so that checking a token costs no database round trip.
@@ -132,13 +133,38 @@ func (a *Auth) forget() {
 	}
 }
 
-// authenticate returns the principal of the request's bearer token.
+// authenticate returns the caller's principal: its bearer token's, or else
+// that of its verified client certificate ("cert:<CN>", see TLS). A
+// bearer token wins over a certificate, so that a proxy with a
+// certificate of its own can call for the holders of tokens; a refused
+// token is refused whatever the certificate.
 func (a *Auth) authenticate(ctx context.Context) (string, error) {
 	values := metadata.ValueFromIncomingContext(ctx, "authorization")
-	if len(values) == 0 {
-		return "", withDetails(codes.Unauthenticated, ReasonUnauthenticated, "credentials required: send 'authorization: Bearer <token>'", nil)
+	if len(values) > 0 {
+		return a.authenticateToken(values[0])
 	}
-	bearer, ok := strings.CutPrefix(values[0], "Bearer ")
+	principal, ok, err := certificatePrincipalOf(ctx)
+	switch {
+	case !ok:
+		return "", withDetails(codes.Unauthenticated, ReasonUnauthenticated, "credentials required: send 'authorization: Bearer <token>' or a client certificate", nil)
+	case err != nil:
+		return "", err
+	case !a.isLoaded():
+		return "", withDetails(codes.Unavailable, ReasonUnavailable, "credentials are not loaded yet; retry", nil)
+	}
+	return principal, nil
+}
+
+func (a *Auth) isLoaded() bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.loaded
+}
+
+// authenticateToken returns the principal of the token in an
+// authorization header.
+func (a *Auth) authenticateToken(authorization string) (string, error) {
+	bearer, ok := strings.CutPrefix(authorization, "Bearer ")
 	if !ok {
 		return "", withDetails(codes.Unauthenticated, ReasonUnauthenticated, "the authorization header must be 'Bearer <token>'", nil)
 	}

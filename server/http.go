@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -30,11 +32,13 @@ type HTTPConfig struct {
 	// GRPCAddr is the address of this process's gRPC listener, which the
 	// HTTP/JSON gateway calls so that every request runs through the same
 	// interceptors as a gRPC one. An unspecified host (0.0.0.0, ::, or
-	// none) is dialed on loopback. Required.
+	// none) is dialed on loopback. Empty (the default): the gateway calls
+	// the gRPC server over an in-process connection instead, without TLS
+	// and reachable from nowhere else, which works whatever the gRPC port's
+	// TLS (see TLS.ServerOption) and client certificate requirements.
 	GRPCAddr string
 	// DialOptions are added to the gateway's dial options after the
-	// default, plaintext transport credentials, which they may replace:
-	// once the gRPC port serves TLS, pass the credentials here.
+	// default, plaintext transport credentials, which they may replace.
 	DialOptions []grpc.DialOption
 	// Metrics are served on /metrics. Defaults to nil: no /metrics.
 	Metrics *Metrics
@@ -69,8 +73,11 @@ func (c HTTPConfig) withDefaults() HTTPConfig {
 //	GET  /healthz                                 200 while the process is up
 //	GET  /readyz                                  200 while serving and the database answers
 //
-// The gateway calls the gRPC server at cfg.GRPCAddr, so its requests get
-// the same interceptors (deadlines, logs, metrics, and later auth). Its
+// The gateway calls the gRPC server (in-process, or at cfg.GRPCAddr), so
+// its requests get the same interceptors (deadlines, logs, metrics, auth).
+// It forwards the caller's authorization header; over the in-process
+// connection, it also forwards the principal of the caller's verified
+// client certificate when the HTTP port serves TLS (see TLS.HTTPConfig). Its
 // errors are the gRPC status as JSON ({"code", "message", "details"}, with
 // the ErrorInfo reason in details), with the HTTP status that google.rpc.Code
 // documents for the code (LEASE_LOST, ABORTED: 409; INVALID_ARGUMENT and
@@ -79,9 +86,21 @@ func (c HTTPConfig) withDefaults() HTTPConfig {
 // server has stopped.
 func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler, error) {
 	cfg = cfg.withDefaults()
-	endpoint, err := loopback(cfg.GRPCAddr)
-	if err != nil {
-		return nil, err
+	var endpoint string
+	var endpointOptions []grpc.DialOption
+	if cfg.GRPCAddr == "" {
+		lis := newInProcessListener()
+		// Serve returns when the server stops (which closes lis) or when
+		// the gateway's connections are closed.
+		go func() { _ = s.grpc.Serve(lis) }()
+		context.AfterFunc(ctx, func() { _ = lis.Close() })
+		endpoint = "passthrough:///" + lis.Addr().String()
+		endpointOptions = []grpc.DialOption{grpc.WithContextDialer(lis.dial)}
+	} else {
+		var err error
+		if endpoint, err = loopback(cfg.GRPCAddr); err != nil {
+			return nil, err
+		}
 	}
 	gateway := runtime.NewServeMux(
 		// Reject unknown fields: a misspelt "fencingToken" must not be
@@ -92,6 +111,8 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 		}),
 		runtime.WithErrorHandler(gatewayError),
 		runtime.WithRoutingErrorHandler(routingError),
+		runtime.WithIncomingHeaderMatcher(forwardedHeader),
+		runtime.WithMetadata(forwardCertificatePrincipal),
 	)
 	dialOptions := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -100,7 +121,7 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallSendMsgSize(s.limits.MaxRecvMsgBytes),
 			grpc.MaxCallRecvMsgSize(s.limits.MaxSendMsgBytes)),
-	}, cfg.DialOptions...)
+	}, append(endpointOptions, cfg.DialOptions...)...)
 	if err := ledgerv1.RegisterLedgerServiceHandlerFromEndpoint(ctx, gateway, endpoint, dialOptions); err != nil {
 		return nil, fmt.Errorf("HTTP gateway: %w", err)
 	}
@@ -122,6 +143,27 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 		}))
 	}
 	return mux, nil
+}
+
+// forwardedHeader is the gateway's default choice of the headers that
+// become metadata, except that a caller can never set the key in which
+// the gateway forwards a client certificate's principal.
+func forwardedHeader(header string) (string, bool) {
+	key, ok := runtime.DefaultHeaderMatcher(header)
+	if strings.EqualFold(key, certificatePrincipalKey) {
+		return "", false
+	}
+	return key, ok
+}
+
+// forwardCertificatePrincipal passes on the principal of an HTTPS caller's
+// verified client certificate ("" if it has no common name, which Auth
+// refuses).
+func forwardCertificatePrincipal(_ context.Context, r *http.Request) metadata.MD {
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		return nil
+	}
+	return metadata.Pairs(certificatePrincipalKey, certificatePrincipal(r.TLS.VerifiedChains[0][0]))
 }
 
 // Drain begins a graceful shutdown without stopping anything: health (the

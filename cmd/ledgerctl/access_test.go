@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,10 +11,13 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 
 	"github.com/ledgerd/ledgerd/clients/go/ledgerclient"
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/ledgertest"
+	"github.com/ledgerd/ledgerd/internal/tlstest"
+	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/server"
 )
 
@@ -162,7 +166,7 @@ func TestAccessFailures(t *testing.T) {
 		stderr string // a part of it
 	}{
 		{"no token", as(addr, ""), []string{"whoami"}, exitNotAllowed,
-			"ledgerctl whoami: UNAUTHENTICATED: credentials required: send 'authorization: Bearer <token>' " +
+			"ledgerctl whoami: UNAUTHENTICATED: credentials required: send 'authorization: Bearer <token>' or a client certificate " +
 				"(no API token given: use --token-file PATH, LEDGERCTL_TOKEN_FILE or LEDGERCTL_TOKEN)\n"},
 		{"unknown token", as(addr, "ldg_0123456789abcdef_nope"), []string{"whoami"}, exitNotAllowed,
 			"ledgerctl whoami: UNAUTHENTICATED: invalid token (the token from LEDGERCTL_TOKEN)\n"},
@@ -224,4 +228,40 @@ func TestWhoAmIWithoutAuthentication(t *testing.T) {
 	addr := startLedgerd(t)
 	golden(t, "whoami-anonymous", okAs(t, as(addr, ""), "whoami"))
 	require.Equal(t, "{\"principal\":\"anonymous\",\"bindings\":[]}\n", okAs(t, as(addr, "ldg_0123456789abcdef_x"), "whoami", "-o", "json"))
+}
+
+// TestClientCertificate: against a ledgerd that requires client
+// certificates, --ca-file, --cert-file and --key-file (or their
+// environment variables) authenticate as cert:<CN>; without a certificate
+// the connection fails, and inconsistent flags are usage errors.
+func TestClientCertificate(t *testing.T) {
+	t.Parallel()
+	b := ledgertest.Store(t, testConfig)
+	_, err := b.Store.GrantRole(t.Context(), ledger.RoleBinding{Principal: "cert:alice", NamespacePattern: "ns", Role: ledger.RoleReader}, "test")
+	require.NoError(t, err)
+	ca := tlstest.NewCA(t, "test CA")
+	dir := t.TempDir()
+	serverCert, serverKey := ca.Issue(t, "ledgerd").WriteFiles(t, dir, "server")
+	caFile := filepath.Join(dir, "ca.pem")
+	tlstest.WriteFile(t, caFile, ca.PEM)
+	serverTLS, err := server.NewTLS(server.TLSConfig{CertFile: serverCert, KeyFile: serverKey, ClientCAFile: caFile, ClientAuth: tls.RequireAndVerifyClientCert})
+	require.NoError(t, err)
+	addr := ledgertest.ServeTCP(t, b.Store, server.Config{Auth: ledgertest.RunAuth(t, b.Store), ServerOptions: []grpc.ServerOption{serverTLS.ServerOption()}})
+	certFile, keyFile := ca.Issue(t, "alice").WriteFiles(t, dir, "alice")
+
+	out := okAs(t, map[string]string{envAddr: addr, envCAFile: caFile, envCertFile: certFile, envKeyFile: keyFile}, "whoami")
+	require.Regexp(t, `principal\s+cert:alice\n`, out)
+	out = okAs(t, map[string]string{envAddr: addr}, "whoami", "--ca-file", caFile, "--cert-file", certFile, "--key-file", keyFile, "-o", "json")
+	require.Contains(t, out, `"principal":"cert:alice"`)
+
+	r := ctlEnv(t, map[string]string{envAddr: addr, envCAFile: caFile}, "whoami", "--timeout", "2s")
+	require.Equal(t, exitUnavailable, r.code, r.stderr)
+	for _, args := range [][]string{
+		{"--cert-file", certFile},
+		{"--ca-file", caFile, "--insecure"},
+		{"--ca-file", keyFile},
+	} {
+		r := ctlEnv(t, map[string]string{envAddr: addr}, append([]string{"whoami"}, args...)...)
+		require.Equal(t, exitUsage, r.code, "%v: %s", args, r.stderr)
+	}
 }

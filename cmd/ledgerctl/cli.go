@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,6 +43,11 @@ const (
 	// envToken and envTokenFile back --token and --token-file.
 	envToken     = "LEDGERCTL_TOKEN"
 	envTokenFile = "LEDGERCTL_TOKEN_FILE"
+	// envCAFile, envCertFile and envKeyFile back --ca-file, --cert-file and
+	// --key-file.
+	envCAFile   = "LEDGERCTL_CA_FILE"
+	envCertFile = "LEDGERCTL_CERT_FILE"
+	envKeyFile  = "LEDGERCTL_KEY_FILE"
 	// defaultAddr is where `make run` serves ledgerd.
 	defaultAddr = "127.0.0.1:7070"
 	// defaultTimeout bounds each RPC.
@@ -98,8 +104,10 @@ Authentication:
   it with --token-file PATH or LEDGERCTL_TOKEN_FILE (a file that holds it), or
   LEDGERCTL_TOKEN; --token works too, but other users of the machine see it in
   ps. A flag wins over the environment. The token travels over TLS, or in
-  plaintext to a loopback address or with --insecure. 'ledgerctl whoami' shows
-  who it authenticates as.
+  plaintext to a loopback address or with --insecure. A ledgerd that takes
+  client certificates authenticates --cert-file and --key-file as the
+  principal cert:<the certificate's common name>; a token wins over it.
+  'ledgerctl whoami' shows who you authenticate as.
 
 Output:
   Tables by default (events: JSON lines). Times are RFC 3339 in UTC. Byte
@@ -132,6 +140,9 @@ type globals struct {
 	output    string
 	token     string
 	tokenFile string
+	caFile    string
+	certFile  string
+	keyFile   string
 }
 
 // register adds the global flags to fs.
@@ -147,6 +158,11 @@ func (g *globals) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.tokenFile, "token-file", g.tokenFile, "read the API token from the file at `PATH` (env "+envTokenFile+")")
 	fs.StringVar(&g.token, "token", g.token, "API `TOKEN` (ldg_...) to send with every call (env "+envToken+"). Other users\n"+
 		"see it in ps: prefer --token-file or the environment")
+	fs.StringVar(&g.caFile, "ca-file", g.caFile, "trust the CAs in the PEM file at `PATH` for ledgerd's certificate instead of\n"+
+		"the system's (env "+envCAFile+"); implies TLS")
+	fs.StringVar(&g.certFile, "cert-file", g.certFile, "client certificate (PEM) at `PATH` to authenticate with, with --key-file\n"+
+		"(env "+envCertFile+"); implies TLS")
+	fs.StringVar(&g.keyFile, "key-file", g.keyFile, "private key (PEM) of --cert-file at `PATH` (env "+envKeyFile+")")
 }
 
 // optionalBool is a boolean flag that knows whether it was given.
@@ -301,6 +317,8 @@ func (c *cli) runCommand(ctx context.Context, cmd *command, args []string) int {
 // accessHint says what to do about a refusal for want of credentials.
 func (c *cli) accessHint(err error) string {
 	switch {
+	case errors.Is(err, ledgerclient.ErrUnauthenticated) && c.tokenSource == "" && c.certFile != "":
+		return " (the client certificate " + c.certFile + ")"
 	case errors.Is(err, ledgerclient.ErrUnauthenticated) && c.tokenSource == "":
 		return " (no API token given: use --token-file PATH, " + envTokenFile + " or " + envToken + ")"
 	case errors.Is(err, ledgerclient.ErrUnauthenticated):
@@ -401,12 +419,20 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 // token, if any, with every call.
 func (c *cli) connect(token string) error {
 	creds := ledgerclient.WithInsecure()
+	tlsConfig, err := c.tlsConfig()
+	if err != nil {
+		return err
+	}
 	insecure := c.insecure.value
 	if !c.insecure.set {
-		insecure = isLoopback(c.addr)
+		// A CA or client certificate means TLS, even to loopback.
+		insecure = isLoopback(c.addr) && c.caFile == "" && c.certFile == ""
 	}
-	if !insecure {
-		creds = ledgerclient.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}))
+	switch {
+	case insecure && (c.caFile != "" || c.certFile != ""):
+		return errors.New("--insecure connects without TLS: drop it, or --ca-file and --cert-file")
+	case !insecure:
+		creds = ledgerclient.WithTransportCredentials(credentials.NewTLS(tlsConfig))
 	}
 	options := []ledgerclient.Option{creds}
 	if token != "" {
@@ -418,6 +444,41 @@ func (c *cli) connect(token string) error {
 	}
 	c.client = client
 	return nil
+}
+
+// tlsConfig is the TLS configuration of --ca-file, --cert-file and
+// --key-file, or else of their environment variables.
+func (c *cli) tlsConfig() (*tls.Config, error) {
+	for _, file := range []struct {
+		value *string
+		env   string
+	}{{&c.caFile, envCAFile}, {&c.certFile, envCertFile}, {&c.keyFile, envKeyFile}} {
+		if *file.value == "" {
+			*file.value = c.getenv(file.env)
+		}
+	}
+	config := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.caFile != "" {
+		pem, err := os.ReadFile(c.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %v", err)
+		}
+		config.RootCAs = x509.NewCertPool()
+		if !config.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file %s: no PEM certificate in it", c.caFile)
+		}
+	}
+	if (c.certFile == "") != (c.keyFile == "") {
+		return nil, errors.New("--cert-file and --key-file go together: give both or neither")
+	}
+	if c.certFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("--cert-file and --key-file: %v", err)
+		}
+		config.Certificates = []tls.Certificate{cert}
+	}
+	return config, nil
 }
 
 // isLoopback reports whether the gRPC target addr stays on this machine:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -46,6 +47,8 @@ type config struct {
 	// RateLimits bound the requests of each principal and namespace, per
 	// replica.
 	RateLimits server.RateLimits
+	// TLS serves both ports over TLS; nil without --tls-cert-file.
+	TLS *server.TLSConfig
 }
 
 // envName is the environment variable that backs a flag.
@@ -59,6 +62,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	cfg := config{}
 	var dbMaxConns int
 	var grpcValues grpcFlagValues
+	var tlsValues tlsFlagValues
 
 	fs := flag.NewFlagSet("ledgerd "+command, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -103,6 +107,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.IntVar(&limits.MaxResultBytes, "max-result-bytes-ceiling", limits.MaxResultBytes, "the largest result size any namespace may allow; sizes the gRPC message limit")
 		fs.DurationVar(&cfg.HeartbeatEventInterval, "heartbeat-event-interval", time.Minute, "audit at most one heartbeat event per lease per interval; 0 records every heartbeat, a negative value none")
 		grpcFlags(fs, &grpcValues)
+		tlsFlags(fs, &tlsValues)
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: ledgerd %s [flags]\n\nFlags (each also read from the environment variable shown):\n", command)
@@ -169,6 +174,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	cfg.DBMaxConns = int32(dbMaxConns)
 	if command == "serve" {
 		if cfg.GRPC, err = grpcValues.limits(); err != nil {
+			return config{}, err
+		}
+		if cfg.TLS, err = tlsValues.config(); err != nil {
 			return config{}, err
 		}
 	}
@@ -306,6 +314,57 @@ func (v grpcFlagValues) limits() (server.Limits, error) {
 		MaxConnectionAgeGrace: v.maxConnectionAgeGrace,
 		ConnectionTimeout:     v.connectionTimeout,
 	}, nil
+}
+
+// tlsFlagValues are the --tls-* flags as given.
+type tlsFlagValues struct {
+	certFile, keyFile, clientCAFile, clientAuth string
+}
+
+func tlsFlags(fs *flag.FlagSet, v *tlsFlagValues) {
+	fs.StringVar(&v.certFile, "tls-cert-file", "", "PEM certificate (with intermediates) to serve both ports over TLS; re-read when it changes on disk; needs --tls-key-file")
+	fs.StringVar(&v.keyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	fs.StringVar(&v.clientCAFile, "tls-client-ca-file", "", "PEM CAs that client certificates are verified against; a verified certificate authenticates as the principal cert:<subject CN>")
+	fs.StringVar(&v.clientAuth, "tls-client-auth", "", "client certificates: none, request (verified if given) or require (the handshake fails without one); default require with --tls-client-ca-file, none otherwise")
+}
+
+// config checks the --tls-* flags and turns them into a server.TLSConfig,
+// nil without TLS.
+func (v tlsFlagValues) config() (*server.TLSConfig, error) {
+	if (v.certFile == "") != (v.keyFile == "") {
+		return nil, errors.New("--tls-cert-file and --tls-key-file go together: give both or neither")
+	}
+	if v.certFile == "" {
+		if v.clientCAFile != "" || v.clientAuth != "" {
+			return nil, errors.New("--tls-client-ca-file and --tls-client-auth need --tls-cert-file and --tls-key-file")
+		}
+		return nil, nil
+	}
+	clientAuth := v.clientAuth
+	if clientAuth == "" {
+		clientAuth = "none"
+		if v.clientCAFile != "" {
+			clientAuth = "require"
+		}
+	}
+	cfg := &server.TLSConfig{CertFile: v.certFile, KeyFile: v.keyFile, ClientCAFile: v.clientCAFile}
+	switch clientAuth {
+	case "none":
+		cfg.ClientAuth = tls.NoClientCert
+	case "request":
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	case "require":
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	default:
+		return nil, fmt.Errorf("--tls-client-auth must be none, request or require, got %q", v.clientAuth)
+	}
+	switch {
+	case clientAuth != "none" && v.clientCAFile == "":
+		return nil, fmt.Errorf("--tls-client-auth %s needs --tls-client-ca-file to verify the certificates against", clientAuth)
+	case clientAuth == "none" && v.clientCAFile != "":
+		return nil, errors.New("--tls-client-auth none ignores --tls-client-ca-file: drop one")
+	}
+	return cfg, nil
 }
 
 // loopback reports whether a listen address is on the loopback interface

@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/grpc"
 
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/server"
@@ -243,6 +245,16 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	if auth != nil {
 		defer auth.stop()
 	}
+	var serverTLS *server.TLS
+	var serverOptions []grpc.ServerOption
+	if cfg.TLS != nil {
+		tlsConfig := *cfg.TLS
+		tlsConfig.Logger = logger
+		if serverTLS, err = server.NewTLS(tlsConfig); err != nil {
+			return err
+		}
+		serverOptions = append(serverOptions, serverTLS.ServerOption())
+	}
 	srv, err := server.New(store, server.Config{
 		Logger:         logger,
 		DefaultTimeout: cfg.RequestTimeout,
@@ -251,21 +263,22 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		RateLimits:     cfg.RateLimits,
 		Metrics:        metrics,
 		Auth:           auth.get(),
+		ServerOptions:  serverOptions,
 	})
 	if err != nil {
 		return err
 	}
 	// Both ports are bound before either serves, so that a taken port fails
-	// the start-up; the gateway dials the gRPC port lazily.
+	// the start-up.
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	// The gateway's connections to the gRPC port close once everything has
-	// stopped.
+	// The gateway's in-process connections to the gRPC server close once
+	// everything has stopped.
 	gatewayCtx, closeGateway := context.WithCancel(context.WithoutCancel(ctx))
 	defer closeGateway()
-	httpSrv, httpLis, err := listenHTTP(gatewayCtx, cfg, srv, lis.Addr().String(), metrics, logger)
+	httpSrv, httpLis, err := listenHTTP(gatewayCtx, cfg, srv, serverTLS, metrics, logger)
 	if err != nil {
 		_ = lis.Close()
 		return err
@@ -275,7 +288,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		httpAddr = httpLis.Addr().String()
 	}
 	logger.Info("ledgerd serving", "version", version, "addr", lis.Addr().String(), "http_addr", httpAddr,
-		"db_max_conns", cfg.DBMaxConns)
+		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns)
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
@@ -332,16 +345,17 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	return nil
 }
 
-// listenHTTP binds the HTTP port and prepares its server, unless
-// --http-addr is empty: then both are nil.
-func listenHTTP(ctx context.Context, cfg config, srv *server.Server, grpcAddr string, metrics *server.Metrics, logger *slog.Logger) (*http.Server, net.Listener, error) {
+// listenHTTP binds the HTTP port (with TLS unless serverTLS is nil) and
+// prepares its server, unless --http-addr is empty: then both are nil. The
+// gateway calls the gRPC server in-process, so that it needs neither TLS
+// nor a client certificate of its own.
+func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *server.TLS, metrics *server.Metrics, logger *slog.Logger) (*http.Server, net.Listener, error) {
 	if cfg.HTTPAddr == "" {
 		return nil, nil, nil
 	}
 	handler, err := srv.HTTPHandler(ctx, server.HTTPConfig{
-		GRPCAddr: grpcAddr,
-		Metrics:  metrics,
-		Logger:   logger,
+		Metrics: metrics,
+		Logger:  logger,
 		// A request carries its bytes fields in base64 in JSON: a third more.
 		MaxRequestBytes: 2 * int64(cfg.maxMessageBytes()),
 	})
@@ -351,6 +365,9 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, grpcAddr st
 	lis, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen HTTP: %w", err)
+	}
+	if serverTLS != nil {
+		lis = tls.NewListener(lis, serverTLS.HTTPConfig())
 	}
 	return &http.Server{
 		Handler:           handler,

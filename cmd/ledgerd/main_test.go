@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -27,6 +30,7 @@ import (
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/pgtest"
+	"github.com/ledgerd/ledgerd/internal/tlstest"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/server"
 )
@@ -451,4 +455,119 @@ func TestRateLimitFlags(t *testing.T) {
 	require.Equal(t, float64(10), cfg.RateLimits.PerNamespace.PerSecond, "asked for through the environment")
 	_, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--rate-limit-principal", "-1"}, env(nil), &stderr)
 	require.ErrorContains(t, err, "--rate-limit-principal")
+}
+
+// TestServeWithTLS serves both ports over TLS, requiring client
+// certificates: a certificate authenticates as cert:<CN> over gRPC and
+// HTTPS (where a caller cannot claim another certificate's principal in a
+// header), a bearer token wins over it, and a caller without one fails the
+// handshake.
+func TestServeWithTLS(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	ctx := context.Background()
+	var out, errOut syncBuffer
+	require.NoError(t, run(ctx, []string{"bootstrap", "--principal", "root", "--database-url", url}, env(nil), &out, &errOut), errOut.String())
+	token := regexp.MustCompile(`ldg_[0-9a-f]+_[A-Za-z0-9_-]+`).FindString(out.String())
+	pool, err := pgxpool.New(ctx, url)
+	require.NoError(t, err)
+	defer pool.Close()
+	store, err := ledger.New(pool, ledger.Config{})
+	require.NoError(t, err)
+	_, err = store.GrantRole(ctx, ledger.RoleBinding{Principal: "cert:alice", NamespacePattern: "ns", Role: ledger.RoleWorker}, "test")
+	require.NoError(t, err)
+
+	ca := tlstest.NewCA(t, "test CA")
+	dir := t.TempDir()
+	certFile, keyFile := ca.Issue(t, "ledgerd").WriteFiles(t, dir, "server")
+	caFile := filepath.Join(dir, "clients.pem")
+	tlstest.WriteFile(t, caFile, ca.PEM)
+	d := startDaemon(t, map[string]string{
+		"LEDGER_DATABASE_URL": url, "LEDGER_INSECURE_DEV": "false",
+		"LEDGER_TLS_CERT_FILE": certFile, "LEDGER_TLS_KEY_FILE": keyFile, "LEDGER_TLS_CLIENT_CA_FILE": caFile,
+	})
+	defer func() { require.NoError(t, d.stop()) }()
+	require.Contains(t, d.stdout.String(), `"tls":true`)
+	alice, mallory := ca.Issue(t, "alice").TLSCertificate(t), ca.Issue(t, "mallory").TLSCertificate(t)
+
+	dial := func(certs ...tls.Certificate) ledgerv1.LedgerAdminServiceClient {
+		conn, err := grpc.NewClient(d.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool(), Certificates: certs})))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = conn.Close() })
+		return ledgerv1.NewLedgerAdminServiceClient(conn)
+	}
+	who, err := dial(alice).WhoAmI(ctx, &ledgerv1.WhoAmIRequest{})
+	require.NoError(t, err)
+	require.Equal(t, "cert:alice", who.GetPrincipal())
+	_, err = dial().WhoAmI(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token), &ledgerv1.WhoAmIRequest{})
+	require.Equal(t, codes.Unavailable, status.Code(err), "no client certificate: no handshake")
+
+	client := func(certs ...tls.Certificate) *http.Client {
+		return &http.Client{Transport: &http.Transport{
+			TLSClientConfig:   &tls.Config{RootCAs: ca.Pool(), Certificates: certs},
+			ForceAttemptHTTP2: true,
+		}}
+	}
+	whoAmI := func(c *http.Client, header http.Header) string {
+		req, err := http.NewRequest(http.MethodPost, "https://"+d.httpAddr+"/ledger.v1.LedgerAdminService/WhoAmI", strings.NewReader(`{}`))
+		require.NoError(t, err)
+		maps.Copy(req.Header, header)
+		res, err := c.Do(req)
+		require.NoError(t, err)
+		defer res.Body.Close()
+		require.Equal(t, "HTTP/2.0", res.Proto)
+		var answer map[string]any
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&answer))
+		require.Equal(t, http.StatusOK, res.StatusCode, "%v", answer)
+		return answer["principal"].(string)
+	}
+	require.Equal(t, "cert:alice", whoAmI(client(alice), nil))
+	require.Equal(t, "root", whoAmI(client(alice), http.Header{"Authorization": {"Bearer " + token}}), "the token wins")
+	require.Equal(t, "cert:mallory", whoAmI(client(mallory), http.Header{
+		"Grpc-Metadata-Ledgerd-Client-Certificate-Principal": {"cert:alice"},
+		"Ledgerd-Client-Certificate-Principal":               {"cert:alice"},
+	}), "the certificate's principal cannot be claimed in a header")
+	res, err := client(alice).Post("https://"+d.httpAddr+"/ledger.v1.LedgerService/Reserve", "application/json",
+		strings.NewReader(`{"namespace": "ns", "key": "k", "owner": "w"}`))
+	require.NoError(t, err)
+	_ = res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
+
+	_, err = client().Get("https://" + d.httpAddr + "/healthz")
+	require.Error(t, err, "no client certificate: no handshake")
+	res, err = client(alice).Get("https://" + d.httpAddr + "/readyz")
+	require.NoError(t, err)
+	_ = res.Body.Close()
+	require.Equal(t, http.StatusOK, res.StatusCode)
+}
+
+func TestTLSFlags(t *testing.T) {
+	t.Parallel()
+	parse := func(args ...string) (config, error) {
+		var stderr syncBuffer
+		return parseConfig("serve", append([]string{"--database-url", "postgres://x/y"}, args...), env(nil), &stderr)
+	}
+	cfg, err := parse()
+	require.NoError(t, err)
+	require.Nil(t, cfg.TLS)
+	cfg, err = parse("--tls-cert-file", "c.pem", "--tls-key-file", "k.pem")
+	require.NoError(t, err)
+	require.Equal(t, &server.TLSConfig{CertFile: "c.pem", KeyFile: "k.pem", ClientAuth: tls.NoClientCert}, cfg.TLS)
+	cfg, err = parse("--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-ca-file", "ca.pem")
+	require.NoError(t, err)
+	require.Equal(t, tls.RequireAndVerifyClientCert, cfg.TLS.ClientAuth, "required by default with a client CA")
+	cfg, err = parse("--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-ca-file", "ca.pem", "--tls-client-auth", "request")
+	require.NoError(t, err)
+	require.Equal(t, tls.VerifyClientCertIfGiven, cfg.TLS.ClientAuth)
+	for _, bad := range [][]string{
+		{"--tls-cert-file", "c.pem"},
+		{"--tls-key-file", "k.pem"},
+		{"--tls-client-ca-file", "ca.pem"},
+		{"--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-auth", "require"},
+		{"--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-ca-file", "ca.pem", "--tls-client-auth", "none"},
+		{"--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-ca-file", "ca.pem", "--tls-client-auth", "maybe"},
+	} {
+		_, err := parse(bad...)
+		require.ErrorContains(t, err, "--tls-", "%v", bad)
+	}
 }
