@@ -100,7 +100,7 @@ func (cmd *command) help() string {
 		cmd.flags(fs)
 		fmt.Fprintf(&b, "\nFlags:\n%s", flagHelp(fs))
 	}
-	fmt.Fprintf(&b, "\nGlobal flags: --addr, --insecure, --token-file, --token, --timeout,\n-o table|json (default %s).\n", cmd.defaultOutput())
+	fmt.Fprintf(&b, "\nGlobal flags: --addr, --insecure, --ca-file, --cert-file, --key-file, --token-file,\n--token, --timeout, -o table|json (default %s).\n", cmd.defaultOutput())
 	b.WriteString("Exit codes: 0 ok, 1 internal, 2 usage, 3 not found, 4 refused by the ledger,\n" +
 		"5 unavailable (retry later), 6 invalid argument, 7 not allowed. See 'ledgerctl --help'.\n")
 	return b.String()
