@@ -11,8 +11,8 @@
 # its own schema), and destroyed afterwards, pass or fail. With
 # LEDGER_PG_DURABLE=1 that cluster keeps fsync on, as benchmarks need.
 #
-# With LEDGER_FUZZTIME set (`make test` sets 5s), `go test` is followed by
-# a run of every fuzz target for that long, on the same cluster.
+# With LEDGER_FUZZTIME set (`make test` sets 500x: runs, not seconds), `go test` is followed by
+# a run of every fuzz target for that long (or that many), on the same cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
