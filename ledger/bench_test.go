@@ -33,8 +33,20 @@ func benchStore(b *testing.B) *ledger.Store {
 
 // BenchmarkPair is the common pipeline step: Reserve a fresh key, then
 // Complete it. One op is one pair.
-func BenchmarkPair(b *testing.B) {
+func BenchmarkPair(b *testing.B) { benchmarkPair(b, benchStore(b)) }
+
+// BenchmarkPairWithQuotas is BenchmarkPair in a namespace with both quotas
+// (never reached): the cost of enforcing them, which serializes the
+// namespace's grants and its results (see ledger/quota.go).
+func BenchmarkPairWithQuotas(b *testing.B) {
 	store := benchStore(b)
+	leases, bytes := int64(1_000_000), int64(1<<40)
+	_, err := store.CreateNamespace(context.Background(), "bench", ledger.NamespaceUpdate{MaxHeldLeases: &leases, MaxStoredBytes: &bytes}, "benchmark")
+	require.NoError(b, err)
+	benchmarkPair(b, store)
+}
+
+func benchmarkPair(b *testing.B, store *ledger.Store) {
 	var next atomic.Int64
 	b.SetParallelism(8)
 	b.ResetTimer()

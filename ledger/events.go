@@ -49,7 +49,7 @@ type Event struct {
 // recordRefusal writes the audit event of a call refused because its
 // fencing token is stale (or, for a Reserve, because its fingerprint
 // differs). It writes nothing for a key without an entry.
-func (s *Store) recordRefusal(ctx context.Context, kind EventKind, namespace, key, operation string, token int64, owner string) error {
-	_, err := s.pool.Exec(ctx, query("event_refusal"), namespace, key, string(kind), operation, token, owner, callerFrom(ctx))
+func (s *Store) recordRefusal(ctx context.Context, q querier, kind EventKind, namespace, key, operation string, token int64, owner string) error {
+	_, err := q.Exec(ctx, query("event_refusal"), namespace, key, string(kind), operation, token, owner, callerFrom(ctx))
 	return dbError(err)
 }

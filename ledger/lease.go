@@ -60,7 +60,7 @@ func (s *Store) heartbeat(ctx context.Context, req HeartbeatRequest) (time.Time,
 		return time.Time{}, err
 	}
 	if len(found) == 0 {
-		if err := s.recordRefusal(ctx, EventRefusedStaleToken, req.Namespace, req.Key, "heartbeat", req.FencingToken, ""); err != nil {
+		if err := s.recordRefusal(ctx, s.pool, EventRefusedStaleToken, req.Namespace, req.Key, "heartbeat", req.FencingToken, ""); err != nil {
 			return time.Time{}, err
 		}
 		return time.Time{}, ErrLeaseLost
@@ -119,8 +119,7 @@ func (s *Store) complete(ctx context.Context, req CompleteRequest) (Completion, 
 	if result == nil {
 		result = []byte{} // a completed entry always has a result, maybe empty
 	}
-	row, already, err := s.guardedUpdate(ctx, "complete", req.Namespace, req.Key, req.FencingToken, is(StateCompleted), query("complete"),
-		req.Namespace, req.Key, req.FencingToken, result, ns.Retention.Milliseconds(), callerFrom(ctx))
+	row, already, err := s.storeResult(ctx, req, result, ns)
 	if err != nil {
 		return Completion{}, err
 	}
@@ -181,7 +180,7 @@ func (s *Store) fail(ctx context.Context, req FailRequest) (FailResult, error) {
 	if req.Retryable {
 		finalState = func(state State) bool { return state == StateReleased || state == StateFailed }
 	}
-	row, already, err := s.guardedUpdate(ctx, "fail", req.Namespace, req.Key, req.FencingToken, finalState, query("fail"),
+	row, already, err := s.guardedUpdate(ctx, s.pool, "fail", req.Namespace, req.Key, req.FencingToken, finalState, query("fail"),
 		req.Namespace, req.Key, req.FencingToken, req.Error.Code, req.Error.Message, req.Retryable,
 		ns.Retention.Milliseconds(), callerFrom(ctx), ns.MaxAttempts)
 	if err != nil {
@@ -208,7 +207,7 @@ func (s *Store) Release(ctx context.Context, req ReleaseRequest) (alreadyRelease
 	if err := checkFencingToken(req.FencingToken); err != nil {
 		return false, fmt.Errorf("release %s/%s: %w", req.Namespace, req.Key, err)
 	}
-	_, already, err := s.guardedUpdate(ctx, "release", req.Namespace, req.Key, req.FencingToken, is(StateReleased), query("release"),
+	_, already, err := s.guardedUpdate(ctx, s.pool, "release", req.Namespace, req.Key, req.FencingToken, is(StateReleased), query("release"),
 		req.Namespace, req.Key, req.FencingToken, callerFrom(ctx))
 	if err != nil {
 		return false, fmt.Errorf("release %s/%s token %d: %w", req.Namespace, req.Key, req.FencingToken, err)

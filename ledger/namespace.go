@@ -25,6 +25,12 @@ type NamespaceSettings struct {
 	MaxAttempts int
 	// EventRetention is how long audit events are kept. Defaults to 30 days.
 	EventRetention time.Duration
+	// MaxHeldLeases bounds the unexpired leases the namespace holds at once:
+	// a grant beyond it fails with a *QuotaError. Defaults to 0: no quota.
+	MaxHeldLeases int64
+	// MaxStoredBytes bounds the bytes of the results the namespace stores: a
+	// Complete beyond it fails with a *QuotaError. Defaults to 0: no quota.
+	MaxStoredBytes int64
 }
 
 // DefaultNamespaceSettings returns the settings used for zero fields.
@@ -64,6 +70,10 @@ func (n NamespaceSettings) validate(l Limits) error {
 		return fmt.Errorf("MaxAttempts must not be negative, got %d", n.MaxAttempts)
 	case n.EventRetention <= 0:
 		return fmt.Errorf("EventRetention must be positive, got %s", n.EventRetention)
+	case n.MaxHeldLeases < 0:
+		return fmt.Errorf("MaxHeldLeases must not be negative, got %d", n.MaxHeldLeases)
+	case n.MaxStoredBytes < 0:
+		return fmt.Errorf("MaxStoredBytes must not be negative, got %d", n.MaxStoredBytes)
 	}
 	return nil
 }
@@ -77,6 +87,8 @@ type namespaceRow struct {
 	RetentionMS       int64     `db:"retention_ms"`
 	MaxAttempts       int32     `db:"max_attempts"`
 	EventRetentionMS  int64     `db:"event_retention_ms"`
+	MaxHeldLeases     int64     `db:"max_held_leases"`
+	MaxStoredBytes    int64     `db:"max_stored_bytes"`
 	CreatedAt         time.Time `db:"created_at"`
 	UpdatedAt         time.Time `db:"updated_at"`
 }
@@ -89,14 +101,17 @@ func (r namespaceRow) settings() NamespaceSettings {
 		Retention:       time.Duration(r.RetentionMS) * time.Millisecond,
 		MaxAttempts:     int(r.MaxAttempts),
 		EventRetention:  time.Duration(r.EventRetentionMS) * time.Millisecond,
+		MaxHeldLeases:   r.MaxHeldLeases,
+		MaxStoredBytes:  r.MaxStoredBytes,
 	}
 }
 
 // settingsArgs are a namespace's settings as the namespace statements take
-// them ($2 to $7).
+// them ($2 to $9).
 func settingsArgs(n NamespaceSettings) []any {
 	return []any{n.DefaultLeaseTTL.Milliseconds(), n.MaxLeaseTTL.Milliseconds(), n.MaxResultBytes,
-		n.Retention.Milliseconds(), n.MaxAttempts, n.EventRetention.Milliseconds()}
+		n.Retention.Milliseconds(), n.MaxAttempts, n.EventRetention.Milliseconds(),
+		n.MaxHeldLeases, n.MaxStoredBytes}
 }
 
 // namespaceCache keeps the settings of namespaces that exist in the

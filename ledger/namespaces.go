@@ -34,6 +34,8 @@ type NamespaceUpdate struct {
 	Retention       *time.Duration
 	MaxAttempts     *int
 	EventRetention  *time.Duration
+	MaxHeldLeases   *int64
+	MaxStoredBytes  *int64
 }
 
 func (u NamespaceUpdate) applyTo(n NamespaceSettings) NamespaceSettings {
@@ -51,6 +53,12 @@ func (u NamespaceUpdate) applyTo(n NamespaceSettings) NamespaceSettings {
 	}
 	if u.MaxAttempts != nil {
 		n.MaxAttempts = *u.MaxAttempts
+	}
+	if u.MaxHeldLeases != nil {
+		n.MaxHeldLeases = *u.MaxHeldLeases
+	}
+	if u.MaxStoredBytes != nil {
+		n.MaxStoredBytes = *u.MaxStoredBytes
 	}
 	return n
 }
@@ -70,6 +78,10 @@ func checkSettings(l Limits, n NamespaceSettings) error {
 		return invalid("settings.max_attempts", "must be between 0 and %d, got %d", math.MaxInt32, n.MaxAttempts)
 	case n.EventRetention <= 0:
 		return invalid("settings.event_retention", "must be positive, got %s", n.EventRetention)
+	case n.MaxHeldLeases < 0:
+		return invalid("settings.max_held_leases", "must be 0 (no quota) or more, got %d", n.MaxHeldLeases)
+	case n.MaxStoredBytes < 0:
+		return invalid("settings.max_stored_bytes", "must be 0 (no quota) or more, got %d", n.MaxStoredBytes)
 	}
 	return nil
 }
@@ -183,8 +195,11 @@ func (s *Store) updateNamespace(ctx context.Context, name string, update Namespa
 			return err
 		}
 		written, err := pgx.CollectExactlyOneRow(rows, pgx.RowToStructByName[namespaceRow])
+		if err != nil {
+			return err
+		}
 		updated = written.namespace()
-		return err
+		return trackStoredBytes(ctx, tx, name, current[0].MaxStoredBytes, settings.MaxStoredBytes)
 	})
 	return updated, dbError(err)
 }

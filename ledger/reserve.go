@@ -98,6 +98,9 @@ type Reservation struct {
 	// leaseRemaining is the holder's remaining lease by the database's clock
 	// (InProgress), for a waiter's timer.
 	leaseRemaining time.Duration
+	// granted is true when this call granted a lease (not a same-owner
+	// extension), which a held-leases quota counts.
+	granted bool
 }
 
 // The bounds of InProgress's RetryAfter hint.
@@ -146,8 +149,14 @@ func (s *Store) reserve(ctx context.Context, req ReserveRequest) (Reservation, e
 	if req.Fingerprint == nil {
 		req.Fingerprint = []byte{}
 	}
+	once := func() (Reservation, error) {
+		if ns.MaxHeldLeases > 0 {
+			return s.reserveWithinQuota(ctx, req, ttl, ns)
+		}
+		return s.reserveOnce(ctx, s.pool, req, ttl, ns)
+	}
 	if req.WaitTimeout == 0 {
-		return retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, req, ttl, ns) })
+		return retryRaces(ctx, once)
 	}
 
 	// Register before the first read, so that no change after it is missed.
@@ -155,7 +164,7 @@ func (s *Store) reserve(ctx context.Context, req ReserveRequest) (Reservation, e
 	defer unregister()
 	deadline := s.waitDeadline(ctx, req.WaitTimeout)
 	for {
-		r, err := retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, req, ttl, ns) })
+		r, err := retryRaces(ctx, once)
 		if err != nil || r.Outcome != InProgress || !time.Now().Before(deadline) {
 			return r, err
 		}
@@ -183,14 +192,15 @@ func (s *Store) checkReserve(req ReserveRequest) error {
 	return checkMetadata(s.limits, req.Metadata)
 }
 
-// reserveOnce reads or inserts the entry and decides. It reports errRaced
-// when a concurrent change got in between, and is then run again.
-func (s *Store) reserveOnce(ctx context.Context, req ReserveRequest, ttl time.Duration, ns NamespaceSettings) (Reservation, error) {
+// reserveOnce reads or inserts the entry and decides, with q: the pool, or
+// the transaction of a quota. It reports errRaced when a concurrent change
+// got in between, and is then run again.
+func (s *Store) reserveOnce(ctx context.Context, q querier, req ReserveRequest, ttl time.Duration, ns NamespaceSettings) (Reservation, error) {
 	metadata := req.Metadata
 	if metadata == nil {
 		metadata = map[string]string{}
 	}
-	found, err := queryRows[reserveRow](ctx, s.pool, query("reserve_insert"),
+	found, err := queryRows[reserveRow](ctx, q, query("reserve_insert"),
 		req.Namespace, req.Key, req.Owner, ttl.Milliseconds(), req.Fingerprint, metadata, callerFrom(ctx))
 	if err != nil {
 		return Reservation{}, err
@@ -207,7 +217,7 @@ func (s *Store) reserveOnce(ctx context.Context, req ReserveRequest, ttl time.Du
 	// The fingerprint is checked before anything else is answered, on every
 	// path: a mismatch is never hidden behind a replay or IN_PROGRESS.
 	if !sameFingerprint(row.Fingerprint, req.Fingerprint) {
-		if err := s.recordRefusal(ctx, EventRefusedFingerprint, req.Namespace, req.Key, "reserve", 0, req.Owner); err != nil {
+		if err := s.recordRefusal(ctx, q, EventRefusedFingerprint, req.Namespace, req.Key, "reserve", 0, req.Owner); err != nil {
 			return Reservation{}, err
 		}
 		return Reservation{}, ErrFingerprintMismatch
@@ -231,23 +241,23 @@ func (s *Store) reserveOnce(ctx context.Context, req ReserveRequest, ttl time.Du
 			FinishedAt:   derefTime(row.FinishedAt),
 		}, nil
 	case row.State == StateLeased && !row.LeaseExpired && row.Owner == req.Owner:
-		return s.extend(ctx, req, ttl, row.FencingToken)
+		return s.extend(ctx, q, req, ttl, row.FencingToken)
 	case row.State == StateLeased && !row.LeaseExpired:
 		return inProgress(&row.entryRow), nil
 	case row.State == StateLeased && ns.MaxAttempts > 0 && int(row.Attempts) >= ns.MaxAttempts:
 		// The lease expired on the last allowed attempt: the worker
 		// crashed or hung that many times. A poison pill must not be
 		// retried forever.
-		return s.exhaust(ctx, req, &row.entryRow, ns)
+		return s.exhaust(ctx, q, req, &row.entryRow, ns)
 	default: // released, or leased with an expired lease
-		return s.takeOver(ctx, req, ttl, &row.entryRow)
+		return s.takeOver(ctx, q, req, ttl, &row.entryRow)
 	}
 }
 
 // extend serves a same-owner retry while its lease is current: same token,
 // lease extended.
-func (s *Store) extend(ctx context.Context, req ReserveRequest, ttl time.Duration, token int64) (Reservation, error) {
-	found, err := queryRows[entryRow](ctx, s.pool, query("reserve_extend"),
+func (s *Store) extend(ctx context.Context, q querier, req ReserveRequest, ttl time.Duration, token int64) (Reservation, error) {
+	found, err := queryRows[entryRow](ctx, q, query("reserve_extend"),
 		req.Namespace, req.Key, req.Owner, ttl.Milliseconds(), metadataArg(req.Metadata), token)
 	if err != nil {
 		return Reservation{}, err
@@ -255,13 +265,15 @@ func (s *Store) extend(ctx context.Context, req ReserveRequest, ttl time.Duratio
 	if len(found) == 0 {
 		return Reservation{}, errRaced // the lease ran out or changed hands meanwhile
 	}
-	return acquired(&found[0], ttl, found[0].Attempts > 1, ""), nil
+	r := acquired(&found[0], ttl, found[0].Attempts > 1, "")
+	r.granted = false // the lease was held already
+	return r, nil
 }
 
 // exhaust fails a key whose lease expired on its last allowed attempt.
-func (s *Store) exhaust(ctx context.Context, req ReserveRequest, previous *entryRow, ns NamespaceSettings) (Reservation, error) {
+func (s *Store) exhaust(ctx context.Context, q querier, req ReserveRequest, previous *entryRow, ns NamespaceSettings) (Reservation, error) {
 	message := fmt.Sprintf("the lease expired on attempt %d of %d (max_attempts): the worker crashed or hung every time", previous.Attempts, ns.MaxAttempts)
-	found, err := queryRows[entryRow](ctx, s.pool, query("reserve_exhaust"), req.Namespace, req.Key, previous.FencingToken,
+	found, err := queryRows[entryRow](ctx, q, query("reserve_exhaust"), req.Namespace, req.Key, previous.FencingToken,
 		message, ns.Retention.Milliseconds(), callerFrom(ctx))
 	if err != nil {
 		return Reservation{}, err
@@ -281,8 +293,8 @@ func (s *Store) exhaust(ctx context.Context, req ReserveRequest, previous *entry
 }
 
 // takeOver grants a new lease (token + 1) over a released or expired one.
-func (s *Store) takeOver(ctx context.Context, req ReserveRequest, ttl time.Duration, previous *entryRow) (Reservation, error) {
-	found, err := queryRows[entryRow](ctx, s.pool, query("reserve_takeover"),
+func (s *Store) takeOver(ctx context.Context, q querier, req ReserveRequest, ttl time.Duration, previous *entryRow) (Reservation, error) {
+	found, err := queryRows[entryRow](ctx, q, query("reserve_takeover"),
 		req.Namespace, req.Key, req.Owner, ttl.Milliseconds(), metadataArg(req.Metadata),
 		previous.FencingToken, callerFrom(ctx), previous.Owner, string(previous.State))
 	if err != nil {
@@ -305,6 +317,7 @@ func acquired(row *entryRow, ttl time.Duration, takeover bool, previousOwner str
 		PreviousOwner:  previousOwner,
 		Checkpoint:     row.Checkpoint,
 		Owner:          row.Owner,
+		granted:        true,
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -144,10 +145,16 @@ func query(name string) string {
 	return string(text)
 }
 
+// querier runs statements: the pool, or a transaction (pgx.Tx).
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
 // queryRows runs a statement and collects its rows into T by column name.
 // Driver errors become ledger errors (see dbError).
-func queryRows[T any](ctx context.Context, pool *pgxpool.Pool, sql string, args ...any) ([]T, error) {
-	rows, err := pool.Query(ctx, sql, args...)
+func queryRows[T any](ctx context.Context, q querier, sql string, args ...any) ([]T, error) {
+	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, dbError(err)
 	}
@@ -198,14 +205,14 @@ type guardRow struct {
 //   - any other token or state, or no entry: ErrLeaseLost.
 //
 // A refusal for a stale token is recorded in the audit trail.
-func (s *Store) guardedUpdate(ctx context.Context, operation, namespace, key string, token int64, finalState func(State) bool, sql string, args ...any) (row guardRow, already bool, err error) {
+func (s *Store) guardedUpdate(ctx context.Context, q querier, operation, namespace, key string, token int64, finalState func(State) bool, sql string, args ...any) (row guardRow, already bool, err error) {
 	type outcome struct {
 		row     guardRow
 		already bool
 		refused bool // the key exists and the token is not current
 	}
 	result, err := retryRaces(ctx, func() (outcome, error) {
-		found, err := queryRows[guardRow](ctx, s.pool, sql, args...)
+		found, err := queryRows[guardRow](ctx, q, sql, args...)
 		if err != nil {
 			return outcome{}, err
 		}
@@ -232,7 +239,7 @@ func (s *Store) guardedUpdate(ctx context.Context, operation, namespace, key str
 		}
 	})
 	if errors.Is(err, ErrLeaseLost) && result.refused {
-		if auditErr := s.recordRefusal(ctx, EventRefusedStaleToken, namespace, key, operation, token, ""); auditErr != nil {
+		if auditErr := s.recordRefusal(ctx, q, EventRefusedStaleToken, namespace, key, operation, token, ""); auditErr != nil {
 			return guardRow{}, false, auditErr
 		}
 	}

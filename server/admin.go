@@ -133,7 +133,15 @@ func (s *adminService) GetNamespace(ctx context.Context, req *ledgerv1.GetNamesp
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
-	return &ledgerv1.GetNamespaceResponse{Namespace: namespaceProto(ns)}, nil
+	usage, err := s.store.NamespaceUsage(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(ctx, s.logger, err)
+	}
+	resp := &ledgerv1.GetNamespaceResponse{Namespace: namespaceProto(ns), Usage: &ledgerv1.NamespaceUsage{HeldLeases: usage.HeldLeases}}
+	if usage.StoredBytesCounted {
+		resp.Usage.StoredBytes = &usage.StoredBytes
+	}
+	return resp, nil
 }
 
 func (s *adminService) CreateNamespace(ctx context.Context, req *ledgerv1.CreateNamespaceRequest) (*ledgerv1.CreateNamespaceResponse, error) {
@@ -192,6 +200,10 @@ func namespaceUpdate(settings *ledgerv1.NamespaceSettings) (ledger.NamespaceUpda
 		value := int(settings.GetMaxAttempts())
 		update.MaxAttempts = &value
 	}
+	if settings != nil {
+		update.MaxHeldLeases = settings.MaxHeldLeases
+		update.MaxStoredBytes = settings.MaxStoredBytes
+	}
 	return update, nil
 }
 
@@ -204,6 +216,8 @@ func namespaceProto(ns ledger.Namespace) *ledgerv1.Namespace {
 		Retention:       durationpb.New(ns.Settings.Retention),
 		MaxAttempts:     int32(ns.Settings.MaxAttempts),
 		EventRetention:  durationpb.New(ns.Settings.EventRetention),
+		MaxHeldLeases:   ns.Settings.MaxHeldLeases,
+		MaxStoredBytes:  ns.Settings.MaxStoredBytes,
 		CreatedAt:       timestamppb.New(ns.CreatedAt),
 		UpdatedAt:       timestamppb.New(ns.UpdatedAt),
 	}

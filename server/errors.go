@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/ledgerd/ledgerd/ledger"
 )
@@ -28,6 +31,7 @@ const (
 	ReasonAlreadyExists       = "ALREADY_EXISTS"
 	ReasonUnauthenticated     = "UNAUTHENTICATED"
 	ReasonPermissionDenied    = "PERMISSION_DENIED"
+	ReasonQuotaExceeded       = "QUOTA_EXCEEDED"
 	ReasonUnavailable         = "UNAVAILABLE"
 	ReasonDeadlineExceeded    = "DEADLINE_EXCEEDED"
 	ReasonCanceled            = "CANCELED"
@@ -40,6 +44,7 @@ const (
 // or panic text): those are logged here instead.
 func toStatus(ctx context.Context, logger *slog.Logger, err error) error {
 	var validation *ledger.ValidationError
+	var quota *ledger.QuotaError
 	switch {
 	case errors.As(err, &validation):
 		return withDetails(codes.InvalidArgument, ReasonInvalidArgument, validation.Error(),
@@ -48,6 +53,8 @@ func toStatus(ctx context.Context, logger *slog.Logger, err error) error {
 				Field:       validation.Field,
 				Description: validation.Reason,
 			}}})
+	case errors.As(err, &quota):
+		return quotaStatus(quota)
 	case errors.Is(err, ledger.ErrFingerprintMismatch):
 		return withDetails(codes.FailedPrecondition, ReasonFingerprintMismatch, err.Error(), nil)
 	case errors.Is(err, ledger.ErrLeaseLost):
@@ -71,6 +78,26 @@ func toStatus(ctx context.Context, logger *slog.Logger, err error) error {
 		logger.ErrorContext(ctx, "internal error", "error", err)
 		return withDetails(codes.Internal, ReasonInternal, "internal error", nil)
 	}
+}
+
+// heldLeasesRetryDelay is the RetryInfo of a grant refused by a held-leases
+// quota: places free up as the namespace's workers finish, so a client may
+// wait and ask again. A stored-bytes quota frees up only with retention or
+// an admin's action: no RetryInfo.
+const heldLeasesRetryDelay = time.Second
+
+func quotaStatus(quota *ledger.QuotaError) error {
+	metadata := map[string]string{
+		"namespace": quota.Namespace,
+		"quota":     quota.Quota,
+		"limit":     strconv.FormatInt(quota.Limit, 10),
+		"usage":     strconv.FormatInt(quota.Usage, 10),
+	}
+	if quota.Quota == ledger.QuotaHeldLeases {
+		return withDetails(codes.ResourceExhausted, ReasonQuotaExceeded, quota.Error(), metadata,
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(heldLeasesRetryDelay)})
+	}
+	return withDetails(codes.ResourceExhausted, ReasonQuotaExceeded, quota.Error(), metadata)
 }
 
 func withDetails(code codes.Code, reason, message string, metadata map[string]string, extra ...protoadapt.MessageV1) error {

@@ -78,6 +78,7 @@ type Metrics struct {
 
 	reserveOutcomes    *prometheus.CounterVec
 	staleTokenRefusals *prometheus.CounterVec
+	quotaRefusals      *prometheus.CounterVec
 	sweeperPurged      *prometheus.CounterVec
 	sweeperDeleted     prometheus.Counter
 	sweeperErrors      prometheus.Counter
@@ -116,6 +117,10 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 			Name: "ledgerd_stale_token_refusals_total",
 			Help: "Calls refused with LEASE_LOST because their fencing token was not the key's current one (a zombie worker, or a key that finished), by namespace and method.",
 		}, []string{"namespace", "method"}),
+		quotaRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledgerd_quota_refusals_total",
+			Help: "Calls refused with QUOTA_EXCEEDED, by namespace and method: Reserve for max_held_leases, Complete for max_stored_bytes.",
+		}, []string{"namespace", "method"}),
 		sweeperPurged: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ledgerd_sweeper_purged_entries_total",
 			Help: "Completed and failed entries removed by the retention sweeper, by namespace.",
@@ -140,6 +145,7 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 		m.rpcs,
 		m.reserveOutcomes,
 		m.staleTokenRefusals,
+		m.quotaRefusals,
 		m.sweeperPurged,
 		m.sweeperDeleted,
 		m.sweeperErrors,
@@ -182,6 +188,8 @@ func (m *Metrics) observe(method string, call callOutcome) {
 		m.reserveOutcomes.WithLabelValues(m.namespaces.label(call.namespace), call.reserve).Inc()
 	case call.reason == ReasonLeaseLost:
 		m.staleTokenRefusals.WithLabelValues(m.namespaces.label(call.namespace), method).Inc()
+	case call.reason == ReasonQuotaExceeded:
+		m.quotaRefusals.WithLabelValues(m.namespaces.label(call.namespace), method).Inc()
 	}
 }
 

@@ -307,11 +307,13 @@ func TestAdminActions(t *testing.T) {
 		addr := startLedgerd(t)
 		golden(t, "namespaces-create", ok(t, addr, "namespaces", "create", "payments", "--reason", "new pipeline",
 			"--default-lease-ttl", "45s", "--max-lease-ttl", "2h", "--max-result-bytes", "4096",
-			"--retention", "30d", "--max-attempts", "5", "--event-retention", "90d"))
+			"--retention", "30d", "--max-attempts", "5", "--event-retention", "90d", "--max-held-leases", "100"))
 		golden(t, "namespaces-create-defaults-json", ok(t, addr, "namespaces", "create", "reports", "--reason", "new pipeline", "-o", "json"))
 		// Only the settings given change.
 		golden(t, "namespaces-set", ok(t, addr, "namespaces", "set", "payments", "--max-attempts", "0", "--retention", "36h", "--reason", "unlimited retries"))
 		golden(t, "namespaces-set-json", ok(t, addr, "namespaces", "set", "payments", "--max-result-bytes", "0", "--reason", "no results", "-o", "json"))
+		golden(t, "namespaces-set-quota", ok(t, addr, "namespaces", "set", "payments", "--max-stored-bytes", "1048576", "--reason", "cap results"))
+		golden(t, "namespaces-show-quota", ok(t, addr, "namespaces", "show", "payments"))
 		golden(t, "namespaces-events", ok(t, addr, "events", "payments", "--kind", "namespace_changed", "-o", "table"))
 	})
 }
@@ -344,6 +346,7 @@ func TestExitCodes(t *testing.T) {
 		{"negative limit", []string{"list", namespace, "--limit", "-1"}, exitUsage, "--limit must not be negative"},
 		{"no reason", []string{"reset", namespace, "k-done"}, exitUsage, "ledgerctl reset: --reason is required"},
 		{"nothing to set", []string{"namespaces", "set", namespace, "--reason", "r"}, exitUsage, "nothing to change"},
+		{"negative quota", []string{"namespaces", "set", namespace, "--max-held-leases", "-1", "--reason", "r"}, exitUsage, "--max-held-leases must be 0 (no quota) or more, got -1"},
 		{"bad duration", []string{"namespaces", "set", namespace, "--retention", "1y", "--reason", "r"}, exitUsage, "want a duration like 90s, 1h30m or 7d"},
 		{"unknown key", []string{"get", namespace, "nope"}, exitNotFound, "ledgerctl get: NOT_FOUND: "},
 		{"unknown key's history", []string{"history", namespace, "nope"}, exitOK, ""},

@@ -52,8 +52,8 @@ func namespacesShowCommand() *command {
 		name:    "namespaces show",
 		args:    "NAME",
 		minArgs: 1, maxArgs: 1,
-		summary: "Show one namespace's settings (LedgerAdminService.GetNamespace).",
-		details: "-o json prints the Namespace.\n\nExit codes: 3 unknown namespace.",
+		summary: "Show one namespace's settings and what it uses of its quotas (LedgerAdminService.GetNamespace).",
+		details: "-o json prints the GetNamespaceResponse (namespace and usage).\n\nExit codes: 3 unknown namespace.",
 		run: func(ctx context.Context, c *cli, args []string) error {
 			rpcCtx, cancel := c.rpcContext(ctx)
 			defer cancel()
@@ -61,7 +61,10 @@ func namespacesShowCommand() *command {
 			if err != nil {
 				return err
 			}
-			return c.writeNamespace(response.GetNamespace())
+			if c.output == formatJSON {
+				return writeJSON(c.stdout, response)
+			}
+			return writeNamespace(c.stdout, response.GetNamespace(), response.GetUsage())
 		},
 	}
 }
@@ -152,7 +155,7 @@ func (c *cli) writeNamespace(n *ledgerv1.Namespace) error {
 	if c.output == formatJSON {
 		return writeJSON(c.stdout, n)
 	}
-	return writeNamespace(c.stdout, n)
+	return writeNamespace(c.stdout, n, nil)
 }
 
 // settingsFlags are the namespace settings of create and set; only the
@@ -161,6 +164,7 @@ type settingsFlags struct {
 	fs                                                      *flag.FlagSet
 	defaultLeaseTTL, maxLeaseTTL, retention, eventRetention durationFlag
 	maxResultBytes, maxAttempts                             int
+	maxHeldLeases, maxStoredBytes                           int64
 }
 
 func (s *settingsFlags) register(fs *flag.FlagSet) {
@@ -171,6 +175,8 @@ func (s *settingsFlags) register(fs *flag.FlagSet) {
 	fs.Var(&s.retention, "retention", "`DURATION` completed and failed entries are kept")
 	fs.IntVar(&s.maxAttempts, "max-attempts", 0, "grants (`N`) after which a retryable failure turns permanent; 0: no limit")
 	fs.Var(&s.eventRetention, "event-retention", "`DURATION` audit events are kept")
+	fs.Int64Var(&s.maxHeldLeases, "max-held-leases", 0, "quota: unexpired leases (`N`) the namespace may hold at once; 0: no quota")
+	fs.Int64Var(&s.maxStoredBytes, "max-stored-bytes", 0, "quota: `BYTES` of results the namespace may store; 0: no quota")
 }
 
 // settings returns the settings given, or nil if none was.
@@ -195,6 +201,16 @@ func (s *settingsFlags) settings() (*ledgerv1.NamespaceSettings, error) {
 		n32 := int32(n)
 		return &n32
 	}
+	quota := func(name string, n int64) *int64 {
+		if !isSet(s.fs, name) {
+			return nil
+		}
+		if n < 0 {
+			problem = usageErrorf("--%s must be 0 (no quota) or more, got %d", name, n)
+		}
+		given = true
+		return &n
+	}
 	settings := &ledgerv1.NamespaceSettings{
 		DefaultLeaseTtl: duration("default-lease-ttl", s.defaultLeaseTTL),
 		MaxLeaseTtl:     duration("max-lease-ttl", s.maxLeaseTTL),
@@ -202,6 +218,8 @@ func (s *settingsFlags) settings() (*ledgerv1.NamespaceSettings, error) {
 		Retention:       duration("retention", s.retention),
 		MaxAttempts:     count("max-attempts", s.maxAttempts),
 		EventRetention:  duration("event-retention", s.eventRetention),
+		MaxHeldLeases:   quota("max-held-leases", s.maxHeldLeases),
+		MaxStoredBytes:  quota("max-stored-bytes", s.maxStoredBytes),
 	}
 	switch {
 	case problem != nil:

@@ -309,8 +309,9 @@ func eventRow(e *ledgerv1.Event, withKey bool) []string {
 	)
 }
 
-// writeNamespace shows a namespace's settings as key/value lines.
-func writeNamespace(w io.Writer, n *ledgerv1.Namespace) error {
+// writeNamespace shows a namespace's settings, and its usage when given, as
+// key/value lines.
+func writeNamespace(w io.Writer, n *ledgerv1.Namespace, usage *ledgerv1.NamespaceUsage) error {
 	t := newTable(w)
 	row(t, "name", n.GetName())
 	row(t, "default_lease_ttl", formatDuration(n.GetDefaultLeaseTtl()))
@@ -319,6 +320,16 @@ func writeNamespace(w io.Writer, n *ledgerv1.Namespace) error {
 	row(t, "retention", formatDuration(n.GetRetention()))
 	row(t, "max_attempts", formatMaxAttempts(n.GetMaxAttempts()))
 	row(t, "event_retention", formatDuration(n.GetEventRetention()))
+	row(t, "max_held_leases", formatQuota(n.GetMaxHeldLeases()))
+	row(t, "max_stored_bytes", formatQuota(n.GetMaxStoredBytes()))
+	if usage != nil {
+		row(t, "held_leases", strconv.FormatInt(usage.GetHeldLeases(), 10))
+		stored := "not counted (no max_stored_bytes)"
+		if usage.StoredBytes != nil {
+			stored = strconv.FormatInt(usage.GetStoredBytes(), 10)
+		}
+		row(t, "stored_bytes", stored)
+	}
 	row(t, "created_at", formatTime(n.GetCreatedAt()))
 	row(t, "updated_at", formatTime(n.GetUpdatedAt()))
 	return t.Flush()
@@ -331,8 +342,15 @@ func formatMaxAttempts(n int32) string {
 	return strconv.Itoa(int(n))
 }
 
+func formatQuota(n int64) string {
+	if n == 0 {
+		return "unlimited"
+	}
+	return strconv.FormatInt(n, 10)
+}
+
 // namespacesHeader and namespaceRow are the columns of `namespaces list`.
-var namespacesHeader = []string{"NAME", "DEFAULT_LEASE_TTL", "MAX_LEASE_TTL", "MAX_RESULT_BYTES", "RETENTION", "MAX_ATTEMPTS", "EVENT_RETENTION", "UPDATED_AT"}
+var namespacesHeader = []string{"NAME", "DEFAULT_LEASE_TTL", "MAX_LEASE_TTL", "MAX_RESULT_BYTES", "RETENTION", "MAX_ATTEMPTS", "EVENT_RETENTION", "MAX_HELD_LEASES", "MAX_STORED_BYTES", "UPDATED_AT"}
 
 func namespaceRow(n *ledgerv1.Namespace) []string {
 	return []string{
@@ -343,6 +361,8 @@ func namespaceRow(n *ledgerv1.Namespace) []string {
 		formatDuration(n.GetRetention()),
 		formatMaxAttempts(n.GetMaxAttempts()),
 		formatDuration(n.GetEventRetention()),
+		formatQuota(n.GetMaxHeldLeases()),
+		formatQuota(n.GetMaxStoredBytes()),
 		formatTime(n.GetUpdatedAt()),
 	}
 }

@@ -363,8 +363,11 @@ func TestOperationsFlags(t *testing.T) {
 	t.Parallel()
 	var stderr syncBuffer
 	cfg, err := parseConfig("serve", []string{"--database-url", "postgres://x/y", "--heartbeat-event-interval", "0",
-		"--max-attempts", "4", "--event-retention", "72h", "--max-result-bytes-ceiling", "33554432"}, env(nil), &stderr)
+		"--max-attempts", "4", "--event-retention", "72h", "--max-result-bytes-ceiling", "33554432",
+		"--max-held-leases", "500", "--max-stored-bytes", "1073741824"}, env(nil), &stderr)
 	require.NoError(t, err)
+	require.Equal(t, int64(500), cfg.Ledger.NamespaceDefaults.MaxHeldLeases)
+	require.Equal(t, int64(1<<30), cfg.Ledger.NamespaceDefaults.MaxStoredBytes)
 	require.Equal(t, time.Nanosecond, cfg.Ledger.HeartbeatEventInterval, "0 records every heartbeat")
 	require.Equal(t, 4, cfg.Ledger.NamespaceDefaults.MaxAttempts)
 	require.Equal(t, 72*time.Hour, cfg.Ledger.NamespaceDefaults.EventRetention)
@@ -375,6 +378,8 @@ func TestOperationsFlags(t *testing.T) {
 	require.Equal(t, time.Minute, cfg.Ledger.HeartbeatEventInterval)
 	_, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--max-result-bytes", "20000000"}, env(nil), &stderr)
 	require.ErrorContains(t, err, "above the server's ceiling")
+	_, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--max-held-leases", "-1"}, env(nil), &stderr)
+	require.ErrorContains(t, err, "MaxHeldLeases must not be negative")
 }
 
 func TestInsecureDevIsLoopbackOnly(t *testing.T) {

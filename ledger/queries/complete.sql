@@ -2,6 +2,8 @@
 -- time ran out: fencing beats time), with its 'completed' event. When the
 -- guard does not match, return the entry's state, token and whether its
 -- result equals this one, so that a retry can be told from a conflict.
+-- In a namespace with a stored-bytes quota (a namespace_usage row), the
+-- result's bytes are added to its usage; ledger/quota.go checks the sum.
 --
 -- $1 namespace, $2 key, $3 token, $4 result, $5 retention in ms, $6 caller
 WITH completed AS (
@@ -22,6 +24,11 @@ WITH completed AS (
     SELECT namespace, key, 'completed', fencing_token, owner, attempts, $6,
            jsonb_build_object('result_bytes', octet_length($4::bytea))
     FROM completed
+), usage AS (
+    UPDATE namespace_usage u
+    SET stored_bytes = u.stored_bytes + octet_length($4::bytea)
+    FROM completed c
+    WHERE u.namespace = c.namespace
 )
 SELECT true AS changed, state, fencing_token, finished_at, true AS same
 FROM completed

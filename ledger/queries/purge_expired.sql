@@ -2,7 +2,8 @@
 -- elapsed (of one namespace, or of all when $1 is NULL), each with its
 -- 'purged' event. SKIP LOCKED lets several sweepers (replicas, or an admin's
 -- PurgeExpired) run at once without waiting on or double-deleting the same
--- rows; the small batch keeps every lock short.
+-- rows; the small batch keeps every lock short. The purged results' bytes
+-- leave the usage of the namespaces with a stored-bytes quota.
 --
 -- $1 namespace (NULL: all), $2 batch size, $3 caller, $4 reason (NULL for
 -- the sweeper)
@@ -17,11 +18,17 @@ WITH doomed AS (
     DELETE FROM entries e
     USING doomed d
     WHERE e.namespace = d.namespace AND e.key = d.key
-    RETURNING e.namespace, e.key, e.state, e.fencing_token, e.owner, e.attempts, e.finished_at
+    RETURNING e.namespace, e.key, e.state, e.fencing_token, e.owner, e.attempts, e.finished_at,
+              coalesce(octet_length(e.result), 0) AS result_bytes
 ), event AS (
     INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller, detail)
     SELECT namespace, key, 'purged', fencing_token, owner, attempts, $3,
            jsonb_strip_nulls(jsonb_build_object('state', state, 'finished_at', finished_at, 'reason', $4::text))
     FROM purged
+), usage AS (
+    UPDATE namespace_usage u
+    SET stored_bytes = u.stored_bytes - freed.bytes
+    FROM (SELECT namespace, sum(result_bytes) AS bytes FROM purged GROUP BY namespace) freed
+    WHERE u.namespace = freed.namespace
 )
 SELECT namespace, count(*) AS purged FROM purged GROUP BY namespace

@@ -4,10 +4,16 @@
 -- LEASE_LOST and the next grant gets a higher token still. The fingerprint
 -- is kept. Writes the 'reset' event with the reason and previous state,
 -- which the caller read with the row locked, in the same transaction.
+-- The forgotten result's bytes leave the namespace's usage (stored-bytes
+-- quota).
 --
 -- $1 namespace, $2 key, $3 reason, $4 caller, $5 previous state,
 -- $6 previous owner
-WITH reset AS (
+WITH previous AS (
+    SELECT coalesce(octet_length(result), 0) AS result_bytes
+    FROM entries
+    WHERE namespace = $1 AND key = $2
+), reset AS (
     UPDATE entries
     SET state = 'released',
         fencing_token = fencing_token + 1,
@@ -29,6 +35,11 @@ WITH reset AS (
     SELECT namespace, key, 'reset', fencing_token, owner, attempts, $4,
            jsonb_build_object('reason', $3::text, 'previous_state', $5::text, 'previous_owner', $6::text)
     FROM reset
+), usage AS (
+    UPDATE namespace_usage u
+    SET stored_bytes = u.stored_bytes - p.result_bytes
+    FROM previous p
+    WHERE u.namespace = $1 AND EXISTS (SELECT FROM reset)
 )
 SELECT namespace, key, state, owner, fencing_token, lease_expires_at,
        false AS lease_expired, 0::bigint AS lease_remaining_ms,

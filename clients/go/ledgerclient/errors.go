@@ -51,9 +51,20 @@ var (
 	// (reason PERMISSION_DENIED).
 	ErrPermissionDenied = errors.New("ledgerd: permission denied")
 
-	// ErrResourceExhausted means a rate limit or quota was hit (reason
-	// RESOURCE_EXHAUSTED).
+	// ErrResourceExhausted means a rate limit was hit (reason RATE_LIMITED,
+	// or RESOURCE_EXHAUSTED from gRPC itself). The client waits for the
+	// server's RetryInfo and retries a rate-limited call, so a caller sees it
+	// only together with the context's error.
 	ErrResourceExhausted = errors.New("ledgerd: resource exhausted")
+
+	// ErrQuotaExceeded means the call would take its namespace over a quota
+	// (reason QUOTA_EXCEEDED; the Error's Metadata names the quota, its limit
+	// and the usage). Nothing was done. A Reserve over max_held_leases is
+	// retried after the server's RetryInfo until the context ends (places
+	// free up as other workers finish); a Complete over max_stored_bytes is
+	// not retried, and the lease stays held: Complete a smaller result, Fail
+	// or Release.
+	ErrQuotaExceeded = errors.New("ledgerd: quota exceeded")
 
 	// ErrUnavailable means the server or its database could not be reached
 	// (reason UNAVAILABLE). The client retries it until the context ends, so
@@ -96,6 +107,7 @@ var reasonErrors = map[string]error{
 	"PERMISSION_DENIED":    ErrPermissionDenied,
 	"RESOURCE_EXHAUSTED":   ErrResourceExhausted,
 	"RATE_LIMITED":         ErrResourceExhausted,
+	"QUOTA_EXCEEDED":       ErrQuotaExceeded,
 	"UNAVAILABLE":          ErrUnavailable,
 	"DEADLINE_EXCEEDED":    ErrDeadlineExceeded,
 	"CANCELED":             ErrCanceled,
@@ -136,6 +148,9 @@ type Error struct {
 	// "key", when Reason is INVALID_ARGUMENT (from the google.rpc.BadRequest
 	// details). It is empty otherwise.
 	Field string
+	// Metadata is the google.rpc.ErrorInfo metadata, e.g. the namespace,
+	// quota, limit and usage of a QUOTA_EXCEEDED. Nil when there is none.
+	Metadata map[string]string
 
 	status *status.Status
 }
@@ -187,6 +202,7 @@ func toError(err error) error {
 		case *errdetails.ErrorInfo:
 			if d.GetDomain() == errorDomain {
 				e.Reason = d.GetReason()
+				e.Metadata = d.GetMetadata()
 				if e.Field == "" {
 					e.Field = d.GetMetadata()["field"]
 				}

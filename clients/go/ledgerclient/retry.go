@@ -52,7 +52,7 @@ func withRetries[T any](ctx context.Context, rpc func() (T, error)) (T, error) {
 		}
 		last = toError(err)
 		wait := jitter(backoff)
-		if delay, limited := rateLimited(last); limited {
+		if delay, limited := retryAfter(last); limited {
 			wait = delay + jitter(retryInitialBackoff) // the server says when
 		} else if !retryable(last) {
 			return response, last
@@ -72,12 +72,14 @@ func retryable(err error) bool {
 	return errors.As(err, &e) && (e.Code() == codes.Unavailable || e.Code() == codes.DeadlineExceeded)
 }
 
-// rateLimited reports whether ledgerd refused the call for a rate limit
-// (reason RATE_LIMITED), and the wait its google.rpc.RetryInfo gives. A
-// rate-limited call changed nothing, so it is made again after that wait.
-func rateLimited(err error) (time.Duration, bool) {
+// retryAfter reports whether ledgerd refused the call for now, and the wait
+// its google.rpc.RetryInfo gives: a rate limit (reason RATE_LIMITED), or a
+// quota that frees up by itself (QUOTA_EXCEEDED with a RetryInfo: held
+// leases). Such a call changed nothing, so it is made again after that
+// wait.
+func retryAfter(err error) (time.Duration, bool) {
 	var e *Error
-	if !errors.As(err, &e) || e.Reason != "RATE_LIMITED" {
+	if !errors.As(err, &e) || (e.Reason != "RATE_LIMITED" && e.Reason != "QUOTA_EXCEEDED") {
 		return 0, false
 	}
 	for _, detail := range e.status.Details() {
@@ -85,7 +87,7 @@ func rateLimited(err error) (time.Duration, bool) {
 			return min(info.GetRetryDelay().AsDuration(), retryMaxBackoff), true
 		}
 	}
-	return retryInitialBackoff, true
+	return retryInitialBackoff, e.Reason == "RATE_LIMITED"
 }
 
 // jitter returns a random duration in [d/2, d), so that clients that failed

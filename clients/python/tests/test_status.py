@@ -185,6 +185,8 @@ class ErrorMappingTest(unittest.TestCase):
             "UNAUTHENTICATED": (grpc.StatusCode.UNAUTHENTICATED, ledgerd.UnauthenticatedError),
             "PERMISSION_DENIED": (grpc.StatusCode.PERMISSION_DENIED, ledgerd.PermissionDeniedError),
             "RESOURCE_EXHAUSTED": (grpc.StatusCode.RESOURCE_EXHAUSTED, ledgerd.ResourceExhaustedError),
+            "RATE_LIMITED": (grpc.StatusCode.RESOURCE_EXHAUSTED, ledgerd.ResourceExhaustedError),
+            "QUOTA_EXCEEDED": (grpc.StatusCode.RESOURCE_EXHAUSTED, ledgerd.ResourceExhaustedError),
             "UNAVAILABLE": (grpc.StatusCode.UNAVAILABLE, ledgerd.UnavailableError),
             "DEADLINE_EXCEEDED": (grpc.StatusCode.DEADLINE_EXCEEDED, ledgerd.DeadlineExceededError),
             "CANCELED": (grpc.StatusCode.CANCELLED, ledgerd.CancelledError),

@@ -25,8 +25,16 @@ export const Reason = {
   Unauthenticated: "UNAUTHENTICATED",
   /** The caller may not do this in the namespace. */
   PermissionDenied: "PERMISSION_DENIED",
-  /** A rate limit or quota was hit. */
+  /** A limit was hit (from gRPC itself, or an older server). */
   ResourceExhausted: "RESOURCE_EXHAUSTED",
+  /** Over the caller's or the namespace's rate; nothing was done. Retry after the server's RetryInfo. */
+  RateLimited: "RATE_LIMITED",
+  /**
+   * Over a namespace quota; nothing was done. A Reserve over max_held_leases may be retried
+   * later (places free up as workers finish); a Complete over max_stored_bytes leaves the
+   * lease held: complete a smaller result, fail or release.
+   */
+  QuotaExceeded: "QUOTA_EXCEEDED",
   /** The server or its database could not be reached; retried by the client. */
   Unavailable: "UNAVAILABLE",
   /** The call ran out of time and its effect is unknown; retried by the client. */
@@ -115,7 +123,7 @@ export class UnauthenticatedError extends LedgerError {}
 /** PERMISSION_DENIED: the caller may not do this in the namespace. */
 export class PermissionDeniedError extends LedgerError {}
 
-/** RESOURCE_EXHAUSTED: a rate limit or quota was hit. */
+/** RESOURCE_EXHAUSTED, RATE_LIMITED or QUOTA_EXCEEDED: a rate limit or quota was hit ({@link LedgerError.reason} says which). */
 export class ResourceExhaustedError extends LedgerError {}
 
 /**
@@ -149,6 +157,8 @@ const reasonClasses: Record<string, LedgerErrorClass> = {
   [Reason.Unauthenticated]: UnauthenticatedError,
   [Reason.PermissionDenied]: PermissionDeniedError,
   [Reason.ResourceExhausted]: ResourceExhaustedError,
+  [Reason.RateLimited]: ResourceExhaustedError,
+  [Reason.QuotaExceeded]: ResourceExhaustedError,
   [Reason.Unavailable]: UnavailableError,
   [Reason.DeadlineExceeded]: DeadlineExceededError,
   [Reason.Canceled]: CanceledError,

@@ -18,6 +18,7 @@ import {
   NotFoundError,
   permanent,
   PermanentError,
+  ResourceExhaustedError,
   ResultConflictError,
   toLedgerError,
   UnavailableError,
@@ -99,6 +100,8 @@ describe("error details", () => {
       ["RESULT_CONFLICT", Code.FailedPrecondition, ResultConflictError],
       ["NOT_FOUND", Code.NotFound, NotFoundError],
       ["UNAVAILABLE", Code.Unavailable, UnavailableError],
+      ["RATE_LIMITED", Code.ResourceExhausted, ResourceExhaustedError],
+      ["QUOTA_EXCEEDED", Code.ResourceExhausted, ResourceExhaustedError],
     ];
     for (const [reason, code, ErrorClass] of cases) {
       const value = toBinary(ErrorInfoSchema, create(ErrorInfoSchema, { reason, domain: "ledgerd" }));

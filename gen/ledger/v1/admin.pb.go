@@ -1780,6 +1780,12 @@ type Namespace struct {
 	MaxAttempts int32 `protobuf:"varint,6,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
 	// event_retention is how long audit events are kept.
 	EventRetention *durationpb.Duration `protobuf:"bytes,7,opt,name=event_retention,json=eventRetention,proto3" json:"event_retention,omitempty"`
+	// max_held_leases bounds the unexpired leases the namespace holds at once;
+	// 0 means no quota. A grant beyond it fails with QUOTA_EXCEEDED.
+	MaxHeldLeases int64 `protobuf:"varint,10,opt,name=max_held_leases,json=maxHeldLeases,proto3" json:"max_held_leases,omitempty"`
+	// max_stored_bytes bounds the bytes of the results the namespace stores; 0
+	// means no quota. A Complete beyond it fails with QUOTA_EXCEEDED.
+	MaxStoredBytes int64 `protobuf:"varint,11,opt,name=max_stored_bytes,json=maxStoredBytes,proto3" json:"max_stored_bytes,omitempty"`
 	// created_at is when the namespace was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// updated_at is when its settings last changed.
@@ -1865,6 +1871,20 @@ func (x *Namespace) GetEventRetention() *durationpb.Duration {
 		return x.EventRetention
 	}
 	return nil
+}
+
+func (x *Namespace) GetMaxHeldLeases() int64 {
+	if x != nil {
+		return x.MaxHeldLeases
+	}
+	return 0
+}
+
+func (x *Namespace) GetMaxStoredBytes() int64 {
+	if x != nil {
+		return x.MaxStoredBytes
+	}
+	return 0
 }
 
 func (x *Namespace) GetCreatedAt() *timestamppb.Timestamp {
@@ -2041,7 +2061,9 @@ func (x *GetNamespaceRequest) GetName() string {
 type GetNamespaceResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// namespace and its settings.
-	Namespace     *Namespace `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Namespace *Namespace `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// usage is what the namespace uses of its quotas now.
+	Usage         *NamespaceUsage `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2083,6 +2105,69 @@ func (x *GetNamespaceResponse) GetNamespace() *Namespace {
 	return nil
 }
 
+func (x *GetNamespaceResponse) GetUsage() *NamespaceUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return nil
+}
+
+// NamespaceUsage is what a namespace uses of its quotas.
+type NamespaceUsage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// held_leases is the number of unexpired leases.
+	HeldLeases int64 `protobuf:"varint,1,opt,name=held_leases,json=heldLeases,proto3" json:"held_leases,omitempty"`
+	// stored_bytes is the bytes of the stored results; counted only while the
+	// namespace has a max_stored_bytes quota, unset otherwise.
+	StoredBytes   *int64 `protobuf:"varint,2,opt,name=stored_bytes,json=storedBytes,proto3,oneof" json:"stored_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NamespaceUsage) Reset() {
+	*x = NamespaceUsage{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NamespaceUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NamespaceUsage) ProtoMessage() {}
+
+func (x *NamespaceUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NamespaceUsage.ProtoReflect.Descriptor instead.
+func (*NamespaceUsage) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *NamespaceUsage) GetHeldLeases() int64 {
+	if x != nil {
+		return x.HeldLeases
+	}
+	return 0
+}
+
+func (x *NamespaceUsage) GetStoredBytes() int64 {
+	if x != nil && x.StoredBytes != nil {
+		return *x.StoredBytes
+	}
+	return 0
+}
+
 // NamespaceSettings are the settable parts of a namespace; an unset field
 // keeps its current value (or takes the server's default on creation).
 type NamespaceSettings struct {
@@ -2099,13 +2184,21 @@ type NamespaceSettings struct {
 	MaxAttempts *int32 `protobuf:"varint,5,opt,name=max_attempts,json=maxAttempts,proto3,oneof" json:"max_attempts,omitempty"`
 	// event_retention: positive.
 	EventRetention *durationpb.Duration `protobuf:"bytes,6,opt,name=event_retention,json=eventRetention,proto3" json:"event_retention,omitempty"`
+	// max_held_leases: 0 (no quota) or more. Lowering it below the leases held
+	// now refuses new grants until enough of them end; nothing is revoked.
+	MaxHeldLeases *int64 `protobuf:"varint,7,opt,name=max_held_leases,json=maxHeldLeases,proto3,oneof" json:"max_held_leases,omitempty"`
+	// max_stored_bytes: 0 (no quota) or more. Setting it on a namespace that
+	// had none counts the bytes it stores (briefly holding back every write to
+	// the ledger while it sums them); lowering it below the usage refuses new
+	// results until retention or resets bring the usage down.
+	MaxStoredBytes *int64 `protobuf:"varint,8,opt,name=max_stored_bytes,json=maxStoredBytes,proto3,oneof" json:"max_stored_bytes,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
 
 func (x *NamespaceSettings) Reset() {
 	*x = NamespaceSettings{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[33]
+	mi := &file_ledger_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2117,7 +2210,7 @@ func (x *NamespaceSettings) String() string {
 func (*NamespaceSettings) ProtoMessage() {}
 
 func (x *NamespaceSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[33]
+	mi := &file_ledger_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2130,7 +2223,7 @@ func (x *NamespaceSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceSettings.ProtoReflect.Descriptor instead.
 func (*NamespaceSettings) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *NamespaceSettings) GetDefaultLeaseTtl() *durationpb.Duration {
@@ -2175,6 +2268,20 @@ func (x *NamespaceSettings) GetEventRetention() *durationpb.Duration {
 	return nil
 }
 
+func (x *NamespaceSettings) GetMaxHeldLeases() int64 {
+	if x != nil && x.MaxHeldLeases != nil {
+		return *x.MaxHeldLeases
+	}
+	return 0
+}
+
+func (x *NamespaceSettings) GetMaxStoredBytes() int64 {
+	if x != nil && x.MaxStoredBytes != nil {
+		return *x.MaxStoredBytes
+	}
+	return 0
+}
+
 // CreateNamespaceRequest creates a namespace.
 type CreateNamespaceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2190,7 +2297,7 @@ type CreateNamespaceRequest struct {
 
 func (x *CreateNamespaceRequest) Reset() {
 	*x = CreateNamespaceRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[34]
+	mi := &file_ledger_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2202,7 +2309,7 @@ func (x *CreateNamespaceRequest) String() string {
 func (*CreateNamespaceRequest) ProtoMessage() {}
 
 func (x *CreateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[34]
+	mi := &file_ledger_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2215,7 +2322,7 @@ func (x *CreateNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateNamespaceRequest) GetName() string {
@@ -2250,7 +2357,7 @@ type CreateNamespaceResponse struct {
 
 func (x *CreateNamespaceResponse) Reset() {
 	*x = CreateNamespaceResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[35]
+	mi := &file_ledger_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2262,7 +2369,7 @@ func (x *CreateNamespaceResponse) String() string {
 func (*CreateNamespaceResponse) ProtoMessage() {}
 
 func (x *CreateNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[35]
+	mi := &file_ledger_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2275,7 +2382,7 @@ func (x *CreateNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*CreateNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateNamespaceResponse) GetNamespace() *Namespace {
@@ -2300,7 +2407,7 @@ type UpdateNamespaceRequest struct {
 
 func (x *UpdateNamespaceRequest) Reset() {
 	*x = UpdateNamespaceRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[36]
+	mi := &file_ledger_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2312,7 +2419,7 @@ func (x *UpdateNamespaceRequest) String() string {
 func (*UpdateNamespaceRequest) ProtoMessage() {}
 
 func (x *UpdateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[36]
+	mi := &file_ledger_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2325,7 +2432,7 @@ func (x *UpdateNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *UpdateNamespaceRequest) GetName() string {
@@ -2360,7 +2467,7 @@ type UpdateNamespaceResponse struct {
 
 func (x *UpdateNamespaceResponse) Reset() {
 	*x = UpdateNamespaceResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[37]
+	mi := &file_ledger_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2479,7 @@ func (x *UpdateNamespaceResponse) String() string {
 func (*UpdateNamespaceResponse) ProtoMessage() {}
 
 func (x *UpdateNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[37]
+	mi := &file_ledger_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2492,7 @@ func (x *UpdateNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UpdateNamespaceResponse) GetNamespace() *Namespace {
@@ -2509,7 +2616,7 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"=\n" +
 	"\x14PurgeExpiredResponse\x12%\n" +
-	"\x0epurged_entries\x18\x01 \x01(\x03R\rpurgedEntries\"\xe5\x03\n" +
+	"\x0epurged_entries\x18\x01 \x01(\x03R\rpurgedEntries\"\xb7\x04\n" +
 	"\tNamespace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12E\n" +
 	"\x11default_lease_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0fdefaultLeaseTtl\x12=\n" +
@@ -2517,7 +2624,10 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"\x10max_result_bytes\x18\x04 \x01(\x05R\x0emaxResultBytes\x127\n" +
 	"\tretention\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\tretention\x12!\n" +
 	"\fmax_attempts\x18\x06 \x01(\x05R\vmaxAttempts\x12B\n" +
-	"\x0fevent_retention\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0eeventRetention\x129\n" +
+	"\x0fevent_retention\x18\a \x01(\v2\x19.google.protobuf.DurationR\x0eeventRetention\x12&\n" +
+	"\x0fmax_held_leases\x18\n" +
+	" \x01(\x03R\rmaxHeldLeases\x12(\n" +
+	"\x10max_stored_bytes\x18\v \x01(\x03R\x0emaxStoredBytes\x129\n" +
 	"\n" +
 	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
@@ -2532,18 +2642,28 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"namespaces\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n" +
 	"\x13GetNamespaceRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"J\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"{\n" +
 	"\x14GetNamespaceResponse\x122\n" +
-	"\tnamespace\x18\x01 \x01(\v2\x14.ledger.v1.NamespaceR\tnamespace\"\x93\x03\n" +
+	"\tnamespace\x18\x01 \x01(\v2\x14.ledger.v1.NamespaceR\tnamespace\x12/\n" +
+	"\x05usage\x18\x02 \x01(\v2\x19.ledger.v1.NamespaceUsageR\x05usage\"j\n" +
+	"\x0eNamespaceUsage\x12\x1f\n" +
+	"\vheld_leases\x18\x01 \x01(\x03R\n" +
+	"heldLeases\x12&\n" +
+	"\fstored_bytes\x18\x02 \x01(\x03H\x00R\vstoredBytes\x88\x01\x01B\x0f\n" +
+	"\r_stored_bytes\"\x98\x04\n" +
 	"\x11NamespaceSettings\x12E\n" +
 	"\x11default_lease_ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0fdefaultLeaseTtl\x12=\n" +
 	"\rmax_lease_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vmaxLeaseTtl\x12-\n" +
 	"\x10max_result_bytes\x18\x03 \x01(\x05H\x00R\x0emaxResultBytes\x88\x01\x01\x127\n" +
 	"\tretention\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\tretention\x12&\n" +
 	"\fmax_attempts\x18\x05 \x01(\x05H\x01R\vmaxAttempts\x88\x01\x01\x12B\n" +
-	"\x0fevent_retention\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0eeventRetentionB\x13\n" +
+	"\x0fevent_retention\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x0eeventRetention\x12+\n" +
+	"\x0fmax_held_leases\x18\a \x01(\x03H\x02R\rmaxHeldLeases\x88\x01\x01\x12-\n" +
+	"\x10max_stored_bytes\x18\b \x01(\x03H\x03R\x0emaxStoredBytes\x88\x01\x01B\x13\n" +
 	"\x11_max_result_bytesB\x0f\n" +
-	"\r_max_attempts\"~\n" +
+	"\r_max_attemptsB\x12\n" +
+	"\x10_max_held_leasesB\x13\n" +
+	"\x11_max_stored_bytes\"~\n" +
 	"\x16CreateNamespaceRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
 	"\bsettings\x18\x02 \x01(\v2\x1c.ledger.v1.NamespaceSettingsR\bsettings\x12\x16\n" +
@@ -2599,7 +2719,7 @@ func file_ledger_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ledger_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_ledger_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_ledger_v1_admin_proto_goTypes = []any{
 	(Role)(0),                        // 0: ledger.v1.Role
 	(*RoleBinding)(nil),              // 1: ledger.v1.RoleBinding
@@ -2635,26 +2755,27 @@ var file_ledger_v1_admin_proto_goTypes = []any{
 	(*ListNamespacesResponse)(nil),   // 31: ledger.v1.ListNamespacesResponse
 	(*GetNamespaceRequest)(nil),      // 32: ledger.v1.GetNamespaceRequest
 	(*GetNamespaceResponse)(nil),     // 33: ledger.v1.GetNamespaceResponse
-	(*NamespaceSettings)(nil),        // 34: ledger.v1.NamespaceSettings
-	(*CreateNamespaceRequest)(nil),   // 35: ledger.v1.CreateNamespaceRequest
-	(*CreateNamespaceResponse)(nil),  // 36: ledger.v1.CreateNamespaceResponse
-	(*UpdateNamespaceRequest)(nil),   // 37: ledger.v1.UpdateNamespaceRequest
-	(*UpdateNamespaceResponse)(nil),  // 38: ledger.v1.UpdateNamespaceResponse
-	(*timestamppb.Timestamp)(nil),    // 39: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 40: google.protobuf.Duration
-	(State)(0),                       // 41: ledger.v1.State
-	(*Entry)(nil),                    // 42: ledger.v1.Entry
-	(*Event)(nil),                    // 43: ledger.v1.Event
-	(EventKind)(0),                   // 44: ledger.v1.EventKind
+	(*NamespaceUsage)(nil),           // 34: ledger.v1.NamespaceUsage
+	(*NamespaceSettings)(nil),        // 35: ledger.v1.NamespaceSettings
+	(*CreateNamespaceRequest)(nil),   // 36: ledger.v1.CreateNamespaceRequest
+	(*CreateNamespaceResponse)(nil),  // 37: ledger.v1.CreateNamespaceResponse
+	(*UpdateNamespaceRequest)(nil),   // 38: ledger.v1.UpdateNamespaceRequest
+	(*UpdateNamespaceResponse)(nil),  // 39: ledger.v1.UpdateNamespaceResponse
+	(*timestamppb.Timestamp)(nil),    // 40: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 41: google.protobuf.Duration
+	(State)(0),                       // 42: ledger.v1.State
+	(*Entry)(nil),                    // 43: ledger.v1.Entry
+	(*Event)(nil),                    // 44: ledger.v1.Event
+	(EventKind)(0),                   // 45: ledger.v1.EventKind
 }
 var file_ledger_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: ledger.v1.RoleBinding.role:type_name -> ledger.v1.Role
-	39, // 1: ledger.v1.RoleBinding.created_at:type_name -> google.protobuf.Timestamp
-	39, // 2: ledger.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	39, // 3: ledger.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	39, // 4: ledger.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
+	40, // 1: ledger.v1.RoleBinding.created_at:type_name -> google.protobuf.Timestamp
+	40, // 2: ledger.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	40, // 3: ledger.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 4: ledger.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: ledger.v1.WhoAmIResponse.bindings:type_name -> ledger.v1.RoleBinding
-	40, // 6: ledger.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	41, // 6: ledger.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
 	2,  // 7: ledger.v1.CreateTokenResponse.token:type_name -> ledger.v1.Token
 	2,  // 8: ledger.v1.ListTokensResponse.tokens:type_name -> ledger.v1.Token
 	2,  // 9: ledger.v1.RevokeTokenResponse.token:type_name -> ledger.v1.Token
@@ -2662,72 +2783,73 @@ var file_ledger_v1_admin_proto_depIdxs = []int32{
 	1,  // 11: ledger.v1.GrantRoleResponse.binding:type_name -> ledger.v1.RoleBinding
 	1,  // 12: ledger.v1.RevokeRoleRequest.binding:type_name -> ledger.v1.RoleBinding
 	1,  // 13: ledger.v1.ListRoleBindingsResponse.bindings:type_name -> ledger.v1.RoleBinding
-	41, // 14: ledger.v1.ListEntriesRequest.states:type_name -> ledger.v1.State
-	39, // 15: ledger.v1.ListEntriesRequest.updated_after:type_name -> google.protobuf.Timestamp
-	39, // 16: ledger.v1.ListEntriesRequest.updated_before:type_name -> google.protobuf.Timestamp
-	42, // 17: ledger.v1.ListEntriesResponse.entries:type_name -> ledger.v1.Entry
-	43, // 18: ledger.v1.GetHistoryResponse.events:type_name -> ledger.v1.Event
-	39, // 19: ledger.v1.ListEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	39, // 20: ledger.v1.ListEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	44, // 21: ledger.v1.ListEventsRequest.kinds:type_name -> ledger.v1.EventKind
-	43, // 22: ledger.v1.ListEventsResponse.events:type_name -> ledger.v1.Event
-	42, // 23: ledger.v1.ForceReleaseResponse.entry:type_name -> ledger.v1.Entry
-	42, // 24: ledger.v1.ResetKeyResponse.entry:type_name -> ledger.v1.Entry
-	40, // 25: ledger.v1.Namespace.default_lease_ttl:type_name -> google.protobuf.Duration
-	40, // 26: ledger.v1.Namespace.max_lease_ttl:type_name -> google.protobuf.Duration
-	40, // 27: ledger.v1.Namespace.retention:type_name -> google.protobuf.Duration
-	40, // 28: ledger.v1.Namespace.event_retention:type_name -> google.protobuf.Duration
-	39, // 29: ledger.v1.Namespace.created_at:type_name -> google.protobuf.Timestamp
-	39, // 30: ledger.v1.Namespace.updated_at:type_name -> google.protobuf.Timestamp
+	42, // 14: ledger.v1.ListEntriesRequest.states:type_name -> ledger.v1.State
+	40, // 15: ledger.v1.ListEntriesRequest.updated_after:type_name -> google.protobuf.Timestamp
+	40, // 16: ledger.v1.ListEntriesRequest.updated_before:type_name -> google.protobuf.Timestamp
+	43, // 17: ledger.v1.ListEntriesResponse.entries:type_name -> ledger.v1.Entry
+	44, // 18: ledger.v1.GetHistoryResponse.events:type_name -> ledger.v1.Event
+	40, // 19: ledger.v1.ListEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	40, // 20: ledger.v1.ListEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	45, // 21: ledger.v1.ListEventsRequest.kinds:type_name -> ledger.v1.EventKind
+	44, // 22: ledger.v1.ListEventsResponse.events:type_name -> ledger.v1.Event
+	43, // 23: ledger.v1.ForceReleaseResponse.entry:type_name -> ledger.v1.Entry
+	43, // 24: ledger.v1.ResetKeyResponse.entry:type_name -> ledger.v1.Entry
+	41, // 25: ledger.v1.Namespace.default_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 26: ledger.v1.Namespace.max_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 27: ledger.v1.Namespace.retention:type_name -> google.protobuf.Duration
+	41, // 28: ledger.v1.Namespace.event_retention:type_name -> google.protobuf.Duration
+	40, // 29: ledger.v1.Namespace.created_at:type_name -> google.protobuf.Timestamp
+	40, // 30: ledger.v1.Namespace.updated_at:type_name -> google.protobuf.Timestamp
 	29, // 31: ledger.v1.ListNamespacesResponse.namespaces:type_name -> ledger.v1.Namespace
 	29, // 32: ledger.v1.GetNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	40, // 33: ledger.v1.NamespaceSettings.default_lease_ttl:type_name -> google.protobuf.Duration
-	40, // 34: ledger.v1.NamespaceSettings.max_lease_ttl:type_name -> google.protobuf.Duration
-	40, // 35: ledger.v1.NamespaceSettings.retention:type_name -> google.protobuf.Duration
-	40, // 36: ledger.v1.NamespaceSettings.event_retention:type_name -> google.protobuf.Duration
-	34, // 37: ledger.v1.CreateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
-	29, // 38: ledger.v1.CreateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	34, // 39: ledger.v1.UpdateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
-	29, // 40: ledger.v1.UpdateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	17, // 41: ledger.v1.LedgerAdminService.ListEntries:input_type -> ledger.v1.ListEntriesRequest
-	19, // 42: ledger.v1.LedgerAdminService.GetHistory:input_type -> ledger.v1.GetHistoryRequest
-	21, // 43: ledger.v1.LedgerAdminService.ListEvents:input_type -> ledger.v1.ListEventsRequest
-	23, // 44: ledger.v1.LedgerAdminService.ForceRelease:input_type -> ledger.v1.ForceReleaseRequest
-	25, // 45: ledger.v1.LedgerAdminService.ResetKey:input_type -> ledger.v1.ResetKeyRequest
-	27, // 46: ledger.v1.LedgerAdminService.PurgeExpired:input_type -> ledger.v1.PurgeExpiredRequest
-	30, // 47: ledger.v1.LedgerAdminService.ListNamespaces:input_type -> ledger.v1.ListNamespacesRequest
-	32, // 48: ledger.v1.LedgerAdminService.GetNamespace:input_type -> ledger.v1.GetNamespaceRequest
-	35, // 49: ledger.v1.LedgerAdminService.CreateNamespace:input_type -> ledger.v1.CreateNamespaceRequest
-	37, // 50: ledger.v1.LedgerAdminService.UpdateNamespace:input_type -> ledger.v1.UpdateNamespaceRequest
-	3,  // 51: ledger.v1.LedgerAdminService.WhoAmI:input_type -> ledger.v1.WhoAmIRequest
-	5,  // 52: ledger.v1.LedgerAdminService.CreateToken:input_type -> ledger.v1.CreateTokenRequest
-	7,  // 53: ledger.v1.LedgerAdminService.ListTokens:input_type -> ledger.v1.ListTokensRequest
-	9,  // 54: ledger.v1.LedgerAdminService.RevokeToken:input_type -> ledger.v1.RevokeTokenRequest
-	11, // 55: ledger.v1.LedgerAdminService.GrantRole:input_type -> ledger.v1.GrantRoleRequest
-	13, // 56: ledger.v1.LedgerAdminService.RevokeRole:input_type -> ledger.v1.RevokeRoleRequest
-	15, // 57: ledger.v1.LedgerAdminService.ListRoleBindings:input_type -> ledger.v1.ListRoleBindingsRequest
-	18, // 58: ledger.v1.LedgerAdminService.ListEntries:output_type -> ledger.v1.ListEntriesResponse
-	20, // 59: ledger.v1.LedgerAdminService.GetHistory:output_type -> ledger.v1.GetHistoryResponse
-	22, // 60: ledger.v1.LedgerAdminService.ListEvents:output_type -> ledger.v1.ListEventsResponse
-	24, // 61: ledger.v1.LedgerAdminService.ForceRelease:output_type -> ledger.v1.ForceReleaseResponse
-	26, // 62: ledger.v1.LedgerAdminService.ResetKey:output_type -> ledger.v1.ResetKeyResponse
-	28, // 63: ledger.v1.LedgerAdminService.PurgeExpired:output_type -> ledger.v1.PurgeExpiredResponse
-	31, // 64: ledger.v1.LedgerAdminService.ListNamespaces:output_type -> ledger.v1.ListNamespacesResponse
-	33, // 65: ledger.v1.LedgerAdminService.GetNamespace:output_type -> ledger.v1.GetNamespaceResponse
-	36, // 66: ledger.v1.LedgerAdminService.CreateNamespace:output_type -> ledger.v1.CreateNamespaceResponse
-	38, // 67: ledger.v1.LedgerAdminService.UpdateNamespace:output_type -> ledger.v1.UpdateNamespaceResponse
-	4,  // 68: ledger.v1.LedgerAdminService.WhoAmI:output_type -> ledger.v1.WhoAmIResponse
-	6,  // 69: ledger.v1.LedgerAdminService.CreateToken:output_type -> ledger.v1.CreateTokenResponse
-	8,  // 70: ledger.v1.LedgerAdminService.ListTokens:output_type -> ledger.v1.ListTokensResponse
-	10, // 71: ledger.v1.LedgerAdminService.RevokeToken:output_type -> ledger.v1.RevokeTokenResponse
-	12, // 72: ledger.v1.LedgerAdminService.GrantRole:output_type -> ledger.v1.GrantRoleResponse
-	14, // 73: ledger.v1.LedgerAdminService.RevokeRole:output_type -> ledger.v1.RevokeRoleResponse
-	16, // 74: ledger.v1.LedgerAdminService.ListRoleBindings:output_type -> ledger.v1.ListRoleBindingsResponse
-	58, // [58:75] is the sub-list for method output_type
-	41, // [41:58] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	34, // 33: ledger.v1.GetNamespaceResponse.usage:type_name -> ledger.v1.NamespaceUsage
+	41, // 34: ledger.v1.NamespaceSettings.default_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 35: ledger.v1.NamespaceSettings.max_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 36: ledger.v1.NamespaceSettings.retention:type_name -> google.protobuf.Duration
+	41, // 37: ledger.v1.NamespaceSettings.event_retention:type_name -> google.protobuf.Duration
+	35, // 38: ledger.v1.CreateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
+	29, // 39: ledger.v1.CreateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	35, // 40: ledger.v1.UpdateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
+	29, // 41: ledger.v1.UpdateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	17, // 42: ledger.v1.LedgerAdminService.ListEntries:input_type -> ledger.v1.ListEntriesRequest
+	19, // 43: ledger.v1.LedgerAdminService.GetHistory:input_type -> ledger.v1.GetHistoryRequest
+	21, // 44: ledger.v1.LedgerAdminService.ListEvents:input_type -> ledger.v1.ListEventsRequest
+	23, // 45: ledger.v1.LedgerAdminService.ForceRelease:input_type -> ledger.v1.ForceReleaseRequest
+	25, // 46: ledger.v1.LedgerAdminService.ResetKey:input_type -> ledger.v1.ResetKeyRequest
+	27, // 47: ledger.v1.LedgerAdminService.PurgeExpired:input_type -> ledger.v1.PurgeExpiredRequest
+	30, // 48: ledger.v1.LedgerAdminService.ListNamespaces:input_type -> ledger.v1.ListNamespacesRequest
+	32, // 49: ledger.v1.LedgerAdminService.GetNamespace:input_type -> ledger.v1.GetNamespaceRequest
+	36, // 50: ledger.v1.LedgerAdminService.CreateNamespace:input_type -> ledger.v1.CreateNamespaceRequest
+	38, // 51: ledger.v1.LedgerAdminService.UpdateNamespace:input_type -> ledger.v1.UpdateNamespaceRequest
+	3,  // 52: ledger.v1.LedgerAdminService.WhoAmI:input_type -> ledger.v1.WhoAmIRequest
+	5,  // 53: ledger.v1.LedgerAdminService.CreateToken:input_type -> ledger.v1.CreateTokenRequest
+	7,  // 54: ledger.v1.LedgerAdminService.ListTokens:input_type -> ledger.v1.ListTokensRequest
+	9,  // 55: ledger.v1.LedgerAdminService.RevokeToken:input_type -> ledger.v1.RevokeTokenRequest
+	11, // 56: ledger.v1.LedgerAdminService.GrantRole:input_type -> ledger.v1.GrantRoleRequest
+	13, // 57: ledger.v1.LedgerAdminService.RevokeRole:input_type -> ledger.v1.RevokeRoleRequest
+	15, // 58: ledger.v1.LedgerAdminService.ListRoleBindings:input_type -> ledger.v1.ListRoleBindingsRequest
+	18, // 59: ledger.v1.LedgerAdminService.ListEntries:output_type -> ledger.v1.ListEntriesResponse
+	20, // 60: ledger.v1.LedgerAdminService.GetHistory:output_type -> ledger.v1.GetHistoryResponse
+	22, // 61: ledger.v1.LedgerAdminService.ListEvents:output_type -> ledger.v1.ListEventsResponse
+	24, // 62: ledger.v1.LedgerAdminService.ForceRelease:output_type -> ledger.v1.ForceReleaseResponse
+	26, // 63: ledger.v1.LedgerAdminService.ResetKey:output_type -> ledger.v1.ResetKeyResponse
+	28, // 64: ledger.v1.LedgerAdminService.PurgeExpired:output_type -> ledger.v1.PurgeExpiredResponse
+	31, // 65: ledger.v1.LedgerAdminService.ListNamespaces:output_type -> ledger.v1.ListNamespacesResponse
+	33, // 66: ledger.v1.LedgerAdminService.GetNamespace:output_type -> ledger.v1.GetNamespaceResponse
+	37, // 67: ledger.v1.LedgerAdminService.CreateNamespace:output_type -> ledger.v1.CreateNamespaceResponse
+	39, // 68: ledger.v1.LedgerAdminService.UpdateNamespace:output_type -> ledger.v1.UpdateNamespaceResponse
+	4,  // 69: ledger.v1.LedgerAdminService.WhoAmI:output_type -> ledger.v1.WhoAmIResponse
+	6,  // 70: ledger.v1.LedgerAdminService.CreateToken:output_type -> ledger.v1.CreateTokenResponse
+	8,  // 71: ledger.v1.LedgerAdminService.ListTokens:output_type -> ledger.v1.ListTokensResponse
+	10, // 72: ledger.v1.LedgerAdminService.RevokeToken:output_type -> ledger.v1.RevokeTokenResponse
+	12, // 73: ledger.v1.LedgerAdminService.GrantRole:output_type -> ledger.v1.GrantRoleResponse
+	14, // 74: ledger.v1.LedgerAdminService.RevokeRole:output_type -> ledger.v1.RevokeRoleResponse
+	16, // 75: ledger.v1.LedgerAdminService.ListRoleBindings:output_type -> ledger.v1.ListRoleBindingsResponse
+	59, // [59:76] is the sub-list for method output_type
+	42, // [42:59] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_admin_proto_init() }
@@ -2737,13 +2859,14 @@ func file_ledger_v1_admin_proto_init() {
 	}
 	file_ledger_v1_ledger_proto_init()
 	file_ledger_v1_admin_proto_msgTypes[33].OneofWrappers = []any{}
+	file_ledger_v1_admin_proto_msgTypes[34].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_admin_proto_rawDesc), len(file_ledger_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -114,7 +114,8 @@ type LedgerAdminServiceClient interface {
 	//
 	// Errors: INVALID_ARGUMENT, UNAVAILABLE.
 	ListNamespaces(ctx context.Context, in *ListNamespacesRequest, opts ...grpc.CallOption) (*ListNamespacesResponse, error)
-	// GetNamespace returns one namespace's settings.
+	// GetNamespace returns one namespace's settings, and what it uses of its
+	// quotas.
 	//
 	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
 	GetNamespace(ctx context.Context, in *GetNamespaceRequest, opts ...grpc.CallOption) (*GetNamespaceResponse, error)
@@ -427,7 +428,8 @@ type LedgerAdminServiceServer interface {
 	//
 	// Errors: INVALID_ARGUMENT, UNAVAILABLE.
 	ListNamespaces(context.Context, *ListNamespacesRequest) (*ListNamespacesResponse, error)
-	// GetNamespace returns one namespace's settings.
+	// GetNamespace returns one namespace's settings, and what it uses of its
+	// quotas.
 	//
 	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
 	GetNamespace(context.Context, *GetNamespaceRequest) (*GetNamespaceResponse, error)

@@ -33,6 +33,22 @@
 //   DEADLINE_EXCEEDED     (DEADLINE_EXCEEDED) the call ran out of time; its effect
 //                         is unknown. Retry: every RPC is retry-safe.
 //   INTERNAL              (INTERNAL) a bug in ledgerd; the details are in its log.
+//
+// A shared ledgerd may also answer, on any RPC:
+//
+//   UNAUTHENTICATED       (UNAUTHENTICATED) no valid credentials.
+//   PERMISSION_DENIED     (PERMISSION_DENIED) the caller has no role for the
+//                         namespace; says nothing about the key.
+//   RATE_LIMITED          (RESOURCE_EXHAUSTED) over the caller's or the
+//                         namespace's rate; a google.rpc.RetryInfo says when to
+//                         retry. Nothing was done.
+//   QUOTA_EXCEEDED        (RESOURCE_EXHAUSTED) a Reserve would hold more leases
+//                         than the namespace's max_held_leases (with a RetryInfo:
+//                         places free up as workers finish), or a Complete would
+//                         store more result bytes than its max_stored_bytes (the
+//                         lease stays held: Complete a smaller result, Fail or
+//                         Release). Nothing was done; the ErrorInfo metadata
+//                         carries namespace, quota, limit and usage.
 
 package ledgerv1
 

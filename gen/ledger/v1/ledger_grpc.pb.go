@@ -33,6 +33,22 @@
 //   DEADLINE_EXCEEDED     (DEADLINE_EXCEEDED) the call ran out of time; its effect
 //                         is unknown. Retry: every RPC is retry-safe.
 //   INTERNAL              (INTERNAL) a bug in ledgerd; the details are in its log.
+//
+// A shared ledgerd may also answer, on any RPC:
+//
+//   UNAUTHENTICATED       (UNAUTHENTICATED) no valid credentials.
+//   PERMISSION_DENIED     (PERMISSION_DENIED) the caller has no role for the
+//                         namespace; says nothing about the key.
+//   RATE_LIMITED          (RESOURCE_EXHAUSTED) over the caller's or the
+//                         namespace's rate; a google.rpc.RetryInfo says when to
+//                         retry. Nothing was done.
+//   QUOTA_EXCEEDED        (RESOURCE_EXHAUSTED) a Reserve would hold more leases
+//                         than the namespace's max_held_leases (with a RetryInfo:
+//                         places free up as workers finish), or a Complete would
+//                         store more result bytes than its max_stored_bytes (the
+//                         lease stays held: Complete a smaller result, Fail or
+//                         Release). Nothing was done; the ErrorInfo metadata
+//                         carries namespace, quota, limit and usage.
 
 package ledgerv1
 
@@ -80,7 +96,8 @@ type LedgerServiceClient interface {
 	// Idempotent: the same owner reserving again while its lease is current gets
 	// the same fencing token back and its lease extended.
 	//
-	// Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED (a grant
+	// over max_held_leases), UNAVAILABLE.
 	Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error)
 	// Heartbeat extends the lease held with the given fencing token, and may
 	// store a checkpoint that a worker taking over later will receive.
@@ -102,7 +119,8 @@ type LedgerServiceClient interface {
 	// result succeeds again (already_completed is set); with a different result it
 	// fails with RESULT_CONFLICT.
 	//
-	// Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, QUOTA_EXCEEDED (a
+	// result over max_stored_bytes), UNAVAILABLE.
 	Complete(ctx context.Context, in *CompleteRequest, opts ...grpc.CallOption) (*CompleteResponse, error)
 	// Fail records that the work failed.
 	//
@@ -224,7 +242,8 @@ type LedgerServiceServer interface {
 	// Idempotent: the same owner reserving again while its lease is current gets
 	// the same fencing token back and its lease extended.
 	//
-	// Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED (a grant
+	// over max_held_leases), UNAVAILABLE.
 	Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error)
 	// Heartbeat extends the lease held with the given fencing token, and may
 	// store a checkpoint that a worker taking over later will receive.
@@ -246,7 +265,8 @@ type LedgerServiceServer interface {
 	// result succeeds again (already_completed is set); with a different result it
 	// fails with RESULT_CONFLICT.
 	//
-	// Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, QUOTA_EXCEEDED (a
+	// result over max_stored_bytes), UNAVAILABLE.
 	Complete(context.Context, *CompleteRequest) (*CompleteResponse, error)
 	// Fail records that the work failed.
 	//

@@ -174,7 +174,12 @@ class PermissionDeniedError(LedgerError):
 
 
 class ResourceExhaustedError(LedgerError):
-    """A rate limit or quota was hit (``RESOURCE_EXHAUSTED``)."""
+    """A rate limit or quota was hit: ``RATE_LIMITED`` (retry after the
+    server's RetryInfo), ``QUOTA_EXCEEDED`` (a Reserve over the namespace's
+    max_held_leases, worth retrying later; or a Complete over its
+    max_stored_bytes, which leaves the lease held), or ``RESOURCE_EXHAUSTED``
+    from gRPC itself. ``reason`` says which; ``metadata`` names the quota,
+    its limit and the usage. Nothing was done."""
 
     default_reason = "RESOURCE_EXHAUSTED"
 
@@ -356,6 +361,10 @@ _REASON_CLASSES: Dict[str, Type[LedgerError]] = {
         InternalError,
     )
 }
+
+# The reasons that share a class.
+_REASON_CLASSES["RATE_LIMITED"] = ResourceExhaustedError
+_REASON_CLASSES["QUOTA_EXCEEDED"] = ResourceExhaustedError
 
 # The reason of a status without a ledgerd ErrorInfo, for the codes ledgerd
 # uses for a single reason (FAILED_PRECONDITION, for one, could be either

@@ -97,10 +97,12 @@ class GetNamespaceRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class GetNamespaceResponse(_message.Message):
-    __slots__ = ["namespace"]
+    __slots__ = ["namespace", "usage"]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     namespace: Namespace
-    def __init__(self, namespace: _Optional[_Union[Namespace, _Mapping]] = ...) -> None: ...
+    usage: NamespaceUsage
+    def __init__(self, namespace: _Optional[_Union[Namespace, _Mapping]] = ..., usage: _Optional[_Union[NamespaceUsage, _Mapping]] = ...) -> None: ...
 
 class GrantRoleRequest(_message.Message):
     __slots__ = ["binding", "reason"]
@@ -207,13 +209,15 @@ class ListTokensResponse(_message.Message):
     def __init__(self, tokens: _Optional[_Iterable[_Union[Token, _Mapping]]] = ...) -> None: ...
 
 class Namespace(_message.Message):
-    __slots__ = ["created_at", "default_lease_ttl", "event_retention", "max_attempts", "max_lease_ttl", "max_result_bytes", "name", "retention", "updated_at"]
+    __slots__ = ["created_at", "default_lease_ttl", "event_retention", "max_attempts", "max_held_leases", "max_lease_ttl", "max_result_bytes", "max_stored_bytes", "name", "retention", "updated_at"]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
     EVENT_RETENTION_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_HELD_LEASES_FIELD_NUMBER: _ClassVar[int]
     MAX_LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
     MAX_RESULT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     RETENTION_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -221,28 +225,42 @@ class Namespace(_message.Message):
     default_lease_ttl: _duration_pb2.Duration
     event_retention: _duration_pb2.Duration
     max_attempts: int
+    max_held_leases: int
     max_lease_ttl: _duration_pb2.Duration
     max_result_bytes: int
+    max_stored_bytes: int
     name: str
     retention: _duration_pb2.Duration
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., default_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_result_bytes: _Optional[int] = ..., retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_attempts: _Optional[int] = ..., event_retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., default_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_result_bytes: _Optional[int] = ..., retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_attempts: _Optional[int] = ..., event_retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_held_leases: _Optional[int] = ..., max_stored_bytes: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class NamespaceSettings(_message.Message):
-    __slots__ = ["default_lease_ttl", "event_retention", "max_attempts", "max_lease_ttl", "max_result_bytes", "retention"]
+    __slots__ = ["default_lease_ttl", "event_retention", "max_attempts", "max_held_leases", "max_lease_ttl", "max_result_bytes", "max_stored_bytes", "retention"]
     DEFAULT_LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
     EVENT_RETENTION_FIELD_NUMBER: _ClassVar[int]
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_HELD_LEASES_FIELD_NUMBER: _ClassVar[int]
     MAX_LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
     MAX_RESULT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
     RETENTION_FIELD_NUMBER: _ClassVar[int]
     default_lease_ttl: _duration_pb2.Duration
     event_retention: _duration_pb2.Duration
     max_attempts: int
+    max_held_leases: int
     max_lease_ttl: _duration_pb2.Duration
     max_result_bytes: int
+    max_stored_bytes: int
     retention: _duration_pb2.Duration
-    def __init__(self, default_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_result_bytes: _Optional[int] = ..., retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_attempts: _Optional[int] = ..., event_retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    def __init__(self, default_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_result_bytes: _Optional[int] = ..., retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_attempts: _Optional[int] = ..., event_retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_held_leases: _Optional[int] = ..., max_stored_bytes: _Optional[int] = ...) -> None: ...
+
+class NamespaceUsage(_message.Message):
+    __slots__ = ["held_leases", "stored_bytes"]
+    HELD_LEASES_FIELD_NUMBER: _ClassVar[int]
+    STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    held_leases: int
+    stored_bytes: int
+    def __init__(self, held_leases: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
 
 class PurgeExpiredRequest(_message.Message):
     __slots__ = ["namespace", "reason"]

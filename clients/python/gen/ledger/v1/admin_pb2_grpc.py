@@ -222,7 +222,8 @@ class LedgerAdminServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetNamespace(self, request, context):
-        """GetNamespace returns one namespace's settings.
+        """GetNamespace returns one namespace's settings, and what it uses of its
+        quotas.
 
         Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
         """

@@ -73,7 +73,8 @@ class LedgerServiceServicer(object):
         Idempotent: the same owner reserving again while its lease is current gets
         the same fencing token back and its lease extended.
 
-        Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, UNAVAILABLE.
+        Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED (a grant
+        over max_held_leases), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,7 +106,8 @@ class LedgerServiceServicer(object):
         result succeeds again (already_completed is set); with a different result it
         fails with RESULT_CONFLICT.
 
-        Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, UNAVAILABLE.
+        Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, QUOTA_EXCEEDED (a
+        result over max_stored_bytes), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
