@@ -37,6 +37,9 @@ type Limits struct {
 	MaxResultBytes int
 	// MaxReasonBytes bounds an admin action's reason. Defaults to 1024.
 	MaxReasonBytes int
+	// MaxBatchItems bounds the items of one ReserveBatch, CompleteBatch or
+	// LookupBatch. Defaults to 1000.
+	MaxBatchItems int
 }
 
 // The fixed limits: they are part of the API, not of the configuration.
@@ -63,6 +66,7 @@ func DefaultLimits() Limits {
 		MaxWait:             time.Minute,
 		MaxResultBytes:      16 << 20,
 		MaxReasonBytes:      1024,
+		MaxBatchItems:       1000,
 	}
 }
 
@@ -79,6 +83,7 @@ func (l Limits) withDefaults() Limits {
 	setDefault(&l.MaxWait, d.MaxWait)
 	setDefault(&l.MaxResultBytes, d.MaxResultBytes)
 	setDefault(&l.MaxReasonBytes, d.MaxReasonBytes)
+	setDefault(&l.MaxBatchItems, d.MaxBatchItems)
 	return l
 }
 
@@ -87,7 +92,7 @@ func (l Limits) validate() error {
 		"MaxKeyBytes": l.MaxKeyBytes, "MaxOwnerBytes": l.MaxOwnerBytes,
 		"MaxFingerprintBytes": l.MaxFingerprintBytes, "MaxMetadataBytes": l.MaxMetadataBytes,
 		"MaxMetadataPairs": l.MaxMetadataPairs, "MaxCheckpointBytes": l.MaxCheckpointBytes,
-		"MaxErrorBytes": l.MaxErrorBytes, "MaxResultBytes": l.MaxResultBytes, "MaxReasonBytes": l.MaxReasonBytes,
+		"MaxErrorBytes": l.MaxErrorBytes, "MaxResultBytes": l.MaxResultBytes, "MaxReasonBytes": l.MaxReasonBytes, "MaxBatchItems": l.MaxBatchItems,
 	} {
 		if v < 1 {
 			return fmt.Errorf("limits: %s must be positive, got %d", name, v)

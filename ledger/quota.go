@@ -123,6 +123,12 @@ func (s *Store) storeResult(ctx context.Context, req CompleteRequest, result []b
 		return s.guardedUpdate(ctx, q, "complete", req.Namespace, req.Key, req.FencingToken, is(StateCompleted), query("complete"),
 			req.Namespace, req.Key, req.FencingToken, result, ns.Retention.Milliseconds(), callerFrom(ctx))
 	}
+	if ns.MaxStoredBytes == 0 && s.coalesce != nil {
+		item := newCompleteItem(ctx, req, ns)
+		return s.guarded(ctx, s.pool, "complete", req.Namespace, req.Key, req.FencingToken, is(StateCompleted), func() (*guardRow, error) {
+			return s.coalesce.completes.do(ctx, item)
+		})
+	}
 	if ns.MaxStoredBytes == 0 {
 		return complete(s.pool)
 	}

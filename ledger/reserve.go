@@ -196,20 +196,20 @@ func (s *Store) checkReserve(req ReserveRequest) error {
 // the transaction of a quota. It reports errRaced when a concurrent change
 // got in between, and is then run again.
 func (s *Store) reserveOnce(ctx context.Context, q querier, req ReserveRequest, ttl time.Duration, ns NamespaceSettings) (Reservation, error) {
-	metadata := req.Metadata
-	if metadata == nil {
-		metadata = map[string]string{}
-	}
-	found, err := queryRows[reserveRow](ctx, q, query("reserve_insert"),
-		req.Namespace, req.Key, req.Owner, ttl.Milliseconds(), req.Fingerprint, metadata, callerFrom(ctx))
+	row, err := s.insertOrRead(ctx, q, req, ttl)
 	if err != nil {
 		return Reservation{}, err
 	}
-	if len(found) == 0 {
+	if row == nil {
 		// A concurrent Reserve inserted the key after our snapshot.
 		return Reservation{}, errRaced
 	}
-	row := found[0]
+	return s.decide(ctx, q, req, ttl, ns, row)
+}
+
+// decide answers a Reserve from the row its first statement returned,
+// with one more statement for an extension, a takeover or an exhausted key.
+func (s *Store) decide(ctx context.Context, q querier, req ReserveRequest, ttl time.Duration, ns NamespaceSettings, row *reserveRow) (Reservation, error) {
 	if row.Inserted {
 		return acquired(&row.entryRow, ttl, false, ""), nil
 	}

@@ -37,6 +37,9 @@ type Config struct {
 	// they are read again; a change of settings takes effect within it.
 	// Defaults to 10s.
 	NamespaceCacheTTL time.Duration
+	// Coalesce configures the gathering of concurrent Reserves and
+	// Completes into one statement and one commit. On by default.
+	Coalesce CoalesceConfig
 }
 
 func (c Config) withDefaults() Config {
@@ -45,6 +48,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.NamespaceCacheTTL, 10*time.Second)
 	setDefault(&c.HeartbeatEventInterval, time.Minute)
 	setDefault(&c.EventSettlingDelay, 10*time.Second)
+	c.Coalesce = c.Coalesce.withDefaults()
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -62,6 +66,9 @@ func (c Config) validate() error {
 	if err := c.NamespaceDefaults.validate(c.Limits); err != nil {
 		return fmt.Errorf("namespace defaults: %w", err)
 	}
+	if err := c.Coalesce.validate(c.Limits); err != nil {
+		return err
+	}
 	if c.NamespaceCacheTTL < 0 {
 		return fmt.Errorf("NamespaceCacheTTL must not be negative, got %s", c.NamespaceCacheTTL)
 	}
@@ -78,6 +85,7 @@ type Store struct {
 	namespaces *namespaceCache
 	waits      *waitHub
 	logger     *slog.Logger
+	coalesce   *coalescers // nil when disabled
 
 	heartbeatEventInterval time.Duration
 	eventSettlingDelay     time.Duration
@@ -93,7 +101,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("ledger config: %w", err)
 	}
-	return &Store{
+	s := &Store{
 		pool:       pool,
 		limits:     cfg.Limits,
 		defaults:   cfg.NamespaceDefaults,
@@ -104,7 +112,9 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 
 		heartbeatEventInterval: cfg.HeartbeatEventInterval,
 		eventSettlingDelay:     cfg.EventSettlingDelay,
-	}, nil
+	}
+	s.coalesce = newCoalescers(s, cfg.Coalesce)
+	return s, nil
 }
 
 // Limits returns the limits the Store enforces, with defaults filled in.
@@ -197,51 +207,68 @@ type guardRow struct {
 }
 
 // guardedUpdate runs a statement that changes a leased entry under its
-// fencing token into finalState, and tells the outcomes apart:
+// fencing token into finalState, and tells the outcomes apart (see
+// judgeGuarded). A refusal for a stale token is recorded in the audit
+// trail, with q.
+func (s *Store) guardedUpdate(ctx context.Context, q querier, operation, namespace, key string, token int64, finalState func(State) bool, sql string, args ...any) (row guardRow, already bool, err error) {
+	return s.guarded(ctx, q, operation, namespace, key, token, finalState, func() (*guardRow, error) {
+		found, err := queryRows[guardRow](ctx, q, sql, args...)
+		if err != nil || len(found) == 0 {
+			return nil, err
+		}
+		return &found[0], nil
+	})
+}
+
+// guarded is guardedUpdate with the statement run by run, which returns
+// nil when the key has no entry. It runs again after a race.
+func (s *Store) guarded(ctx context.Context, q querier, operation, namespace, key string, token int64, finalState func(State) bool, run func() (*guardRow, error)) (guardRow, bool, error) {
+	type outcome struct {
+		row     guardRow
+		already bool
+	}
+	result, err := retryRaces(ctx, func() (outcome, error) {
+		found, err := run()
+		if err != nil {
+			return outcome{}, err
+		}
+		row, already, err := s.judgeGuarded(ctx, q, operation, namespace, key, token, finalState, found)
+		return outcome{row: row, already: already}, err
+	})
+	return result.row, result.already, err
+}
+
+// judgeGuarded tells apart the outcomes of a guarded statement, from the
+// row it returned (nil: no entry):
 //   - the guard matched: the change is made (already == false);
 //   - the key is already in finalState under this token with the same
 //     result or error: a retry after a lost response (already == true);
 //   - the same, with a different result or error: ErrResultConflict;
-//   - any other token or state, or no entry: ErrLeaseLost.
-//
-// A refusal for a stale token is recorded in the audit trail.
-func (s *Store) guardedUpdate(ctx context.Context, q querier, operation, namespace, key string, token int64, finalState func(State) bool, sql string, args ...any) (row guardRow, already bool, err error) {
-	type outcome struct {
-		row     guardRow
-		already bool
-		refused bool // the key exists and the token is not current
+//   - the row shows the lease under this token, unchanged: a concurrent
+//     change committed after the statement's snapshot: errRaced;
+//   - any other token or state, or no entry: ErrLeaseLost. A refusal of an
+//     existing key is recorded in the audit trail, with q.
+func (s *Store) judgeGuarded(ctx context.Context, q querier, operation, namespace, key string, token int64, finalState func(State) bool, row *guardRow) (guardRow, bool, error) {
+	refuse := func() (guardRow, bool, error) {
+		if err := s.recordRefusal(ctx, q, EventRefusedStaleToken, namespace, key, operation, token, ""); err != nil {
+			return guardRow{}, false, err
+		}
+		return guardRow{}, false, ErrLeaseLost
 	}
-	result, err := retryRaces(ctx, func() (outcome, error) {
-		found, err := queryRows[guardRow](ctx, q, sql, args...)
-		if err != nil {
-			return outcome{}, err
-		}
-		if len(found) == 0 {
-			return outcome{}, ErrLeaseLost
-		}
-		r := found[0]
-		switch {
-		case r.Changed:
-			return outcome{row: r}, nil
-		case r.FencingToken != token:
-			return outcome{refused: true}, ErrLeaseLost
-		case r.State == StateLeased:
-			// The guard did not match, yet this statement's snapshot shows the
-			// lease under our token: a concurrent change committed after the
-			// snapshot was taken. Read again.
-			return outcome{}, errRaced
-		case finalState(r.State) && r.Same:
-			return outcome{row: r, already: true}, nil
-		case finalState(r.State):
-			return outcome{}, ErrResultConflict
-		default:
-			return outcome{refused: true}, ErrLeaseLost
-		}
-	})
-	if errors.Is(err, ErrLeaseLost) && result.refused {
-		if auditErr := s.recordRefusal(ctx, q, EventRefusedStaleToken, namespace, key, operation, token, ""); auditErr != nil {
-			return guardRow{}, false, auditErr
-		}
+	switch {
+	case row == nil:
+		return guardRow{}, false, ErrLeaseLost
+	case row.Changed:
+		return *row, false, nil
+	case row.FencingToken != token:
+		return refuse()
+	case row.State == StateLeased:
+		return guardRow{}, false, errRaced
+	case finalState(row.State) && row.Same:
+		return *row, true, nil
+	case finalState(row.State):
+		return guardRow{}, false, ErrResultConflict
+	default:
+		return refuse()
 	}
-	return result.row, result.already, err
 }

@@ -1,0 +1,457 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ReserveResult is the outcome of one item of ReserveBatch: a Reservation,
+// or the error the singleton Reserve would have returned.
+type ReserveResult struct {
+	Reservation Reservation
+	Err         error
+}
+
+// CompleteResult is the outcome of one item of CompleteBatch.
+type CompleteResult struct {
+	Completion Completion
+	Err        error
+}
+
+// LookupResult is the outcome of one key of LookupBatch: its entry, or an
+// error (ErrNotFound for a key the ledger does not hold).
+type LookupResult struct {
+	Entry Entry
+	Err   error
+}
+
+// ReserveBatch reserves many keys, with per-item outcomes in request order
+// and the semantics of Reserve for each (fencing, fingerprints, audit
+// events). Fresh keys and replays of all items cost one statement and one
+// commit; each takeover or same-owner extension costs one more statement.
+// Items may not wait (WaitTimeout), and a key may appear once; an item that
+// breaks a rule fails alone with a *ValidationError whose field is
+// "items[i].<field>". The whole call fails only for an empty batch or one
+// of more than Limits.MaxBatchItems items. Items of a namespace with a
+// held-leases quota are reserved one by one, as Reserve does.
+func (s *Store) ReserveBatch(ctx context.Context, reqs []ReserveRequest) ([]ReserveResult, error) {
+	if err := s.checkBatchSize(len(reqs)); err != nil {
+		return nil, fmt.Errorf("reserve batch: %w", err)
+	}
+	results := make([]ReserveResult, len(reqs))
+	type prepared struct {
+		index int
+		ttl   time.Duration
+		ns    NamespaceSettings
+	}
+	var batch []prepared
+	seen := make(map[string]int, len(reqs))
+	for i, req := range reqs {
+		if req.Fingerprint == nil {
+			req.Fingerprint = []byte{}
+			reqs[i] = req
+		}
+		ttl, ns, err := s.prepareBatchReserve(ctx, i, req, seen)
+		switch {
+		case err != nil:
+			results[i].Err = fmt.Errorf("reserve %s/%s: %w", req.Namespace, req.Key, err)
+		case ns.MaxHeldLeases > 0:
+			results[i].Reservation, results[i].Err = s.Reserve(ctx, req)
+		default:
+			batch = append(batch, prepared{index: i, ttl: ttl, ns: ns})
+		}
+	}
+	if len(batch) == 0 {
+		return results, nil
+	}
+	items := make([]reserveItem, len(batch))
+	for j, p := range batch {
+		items[j] = newReserveItem(ctx, reqs[p.index], p.ttl)
+	}
+	rows, err := s.reserveRows(ctx, s.pool, items)
+	for j, p := range batch {
+		req := reqs[p.index]
+		r := &results[p.index]
+		switch {
+		case err != nil:
+			r.Err = err
+		case rows[j] == nil:
+			r.Err = errRaced
+		default:
+			r.Reservation, r.Err = s.decide(ctx, s.pool, req, p.ttl, p.ns, rows[j])
+		}
+		if errors.Is(r.Err, errRaced) {
+			// A concurrent change got in between: this item alone, as Reserve.
+			r.Reservation, r.Err = retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, s.pool, req, p.ttl, p.ns) })
+		}
+		if r.Err != nil {
+			r.Err = fmt.Errorf("reserve %s/%s: %w", req.Namespace, req.Key, r.Err)
+		}
+	}
+	return results, nil
+}
+
+// prepareBatchReserve checks item i of a ReserveBatch and returns its lease
+// TTL and namespace settings, creating the namespace if need be.
+func (s *Store) prepareBatchReserve(ctx context.Context, i int, req ReserveRequest, seen map[string]int) (time.Duration, NamespaceSettings, error) {
+	if err := s.checkReserve(req); err != nil {
+		return 0, NamespaceSettings{}, itemError(i, err)
+	}
+	if req.WaitTimeout != 0 {
+		return 0, NamespaceSettings{}, invalid(fmt.Sprintf("items[%d].wait_timeout", i), "must be 0: a batch does not wait")
+	}
+	if err := checkDuplicate(i, req.Namespace, req.Key, seen); err != nil {
+		return 0, NamespaceSettings{}, err
+	}
+	ns, stored, err := s.namespace(ctx, req.Namespace)
+	if err != nil {
+		return 0, NamespaceSettings{}, err
+	}
+	ttl, err := s.limits.leaseTTL(req.LeaseTTL, ns)
+	if err != nil {
+		return 0, NamespaceSettings{}, itemError(i, err)
+	}
+	if !stored {
+		if ns, err = s.ensureNamespace(ctx, req.Namespace); err != nil {
+			return 0, NamespaceSettings{}, err
+		}
+	}
+	return ttl, ns, nil
+}
+
+// CompleteBatch completes many keys, with per-item outcomes in request
+// order and the semantics of Complete for each. All items cost one
+// statement and one commit, unless some raced with a concurrent change
+// (those are run again alone). An item that breaks a rule, or repeats a
+// key, fails alone. Items of a namespace with a stored-bytes quota are
+// completed one by one, as Complete does.
+func (s *Store) CompleteBatch(ctx context.Context, reqs []CompleteRequest) ([]CompleteResult, error) {
+	if err := s.checkBatchSize(len(reqs)); err != nil {
+		return nil, fmt.Errorf("complete batch: %w", err)
+	}
+	results := make([]CompleteResult, len(reqs))
+	var batch []int
+	var items []completeItem
+	seen := make(map[string]int, len(reqs))
+	for i, req := range reqs {
+		ns, err := s.prepareBatchComplete(ctx, i, req, seen)
+		switch {
+		case err != nil:
+			results[i].Err = fmt.Errorf("complete %s/%s token %d: %w", req.Namespace, req.Key, req.FencingToken, err)
+		case ns.MaxStoredBytes > 0:
+			results[i].Completion, results[i].Err = s.Complete(ctx, req)
+		default:
+			batch = append(batch, i)
+			items = append(items, newCompleteItem(ctx, req, ns))
+		}
+	}
+	if len(batch) == 0 {
+		return results, nil
+	}
+	rows, err := s.completeRows(ctx, s.pool, items)
+	for j, i := range batch {
+		req := reqs[i]
+		r := &results[i]
+		if err != nil {
+			r.Err = fmt.Errorf("complete %s/%s token %d: %w", req.Namespace, req.Key, req.FencingToken, err)
+			continue
+		}
+		row, already, err := s.judgeGuarded(ctx, s.pool, "complete", req.Namespace, req.Key, req.FencingToken, is(StateCompleted), rows[j])
+		if errors.Is(err, errRaced) {
+			r.Completion, r.Err = s.Complete(ctx, req)
+			continue
+		}
+		if err != nil {
+			r.Err = fmt.Errorf("complete %s/%s token %d: %w", req.Namespace, req.Key, req.FencingToken, err)
+			continue
+		}
+		r.Completion = Completion{CompletedAt: derefTime(row.FinishedAt), AlreadyCompleted: already}
+	}
+	return results, nil
+}
+
+// prepareBatchComplete checks item i of a CompleteBatch and returns its
+// namespace's settings.
+func (s *Store) prepareBatchComplete(ctx context.Context, i int, req CompleteRequest, seen map[string]int) (NamespaceSettings, error) {
+	err := checkKey(s.limits, req.Namespace, req.Key)
+	if err == nil {
+		err = checkFencingToken(req.FencingToken)
+	}
+	if err == nil {
+		err = checkBytes("result", req.Result, s.limits.MaxResultBytes)
+	}
+	if err != nil {
+		return NamespaceSettings{}, itemError(i, err)
+	}
+	if err := checkDuplicate(i, req.Namespace, req.Key, seen); err != nil {
+		return NamespaceSettings{}, err
+	}
+	ns, _, err := s.namespace(ctx, req.Namespace)
+	if err != nil {
+		return NamespaceSettings{}, err
+	}
+	if err := checkBytes("result", req.Result, ns.MaxResultBytes); err != nil {
+		return NamespaceSettings{}, itemError(i, err)
+	}
+	return ns, nil
+}
+
+// LookupBatch returns the entries of many keys of a namespace, in request
+// order, with one statement (and a second one for keys without an entry,
+// to report the purged ones). A key that breaks a rule or repeats fails
+// alone; a key the ledger does not hold gets ErrNotFound.
+func (s *Store) LookupBatch(ctx context.Context, namespace string, keys []string) ([]LookupResult, error) {
+	if err := checkNamespace(namespace); err != nil {
+		return nil, fmt.Errorf("lookup batch: %w", err)
+	}
+	if err := s.checkBatchSize(len(keys)); err != nil {
+		return nil, fmt.Errorf("lookup batch: %w", err)
+	}
+	results := make([]LookupResult, len(keys))
+	var valid []string
+	var positions []int
+	seen := make(map[string]int, len(keys))
+	for i, key := range keys {
+		err := checkKey(s.limits, namespace, key)
+		if err != nil {
+			err = itemError(i, err)
+		} else {
+			err = checkDuplicate(i, namespace, key, seen)
+		}
+		if err != nil {
+			results[i].Err = fmt.Errorf("lookup %s/%s: %w", namespace, key, err)
+			continue
+		}
+		valid = append(valid, key)
+		positions = append(positions, i)
+	}
+	if len(valid) == 0 {
+		return results, nil
+	}
+	if err := s.lookupRows(ctx, namespace, valid, positions, results); err != nil {
+		return nil, fmt.Errorf("lookup batch: %w", err)
+	}
+	return results, nil
+}
+
+func (s *Store) lookupRows(ctx context.Context, namespace string, keys []string, positions []int, results []LookupResult) error {
+	type foundRow struct {
+		N int `db:"n"`
+		entryRow
+	}
+	found, err := queryRows[foundRow](ctx, s.pool, query("lookup_batch"), namespace, keys)
+	if err != nil {
+		return err
+	}
+	have := make([]bool, len(keys))
+	for _, row := range found {
+		have[row.N-1] = true
+		results[positions[row.N-1]].Entry = row.toEntry()
+	}
+	var missing []string
+	var missingAt []int
+	for j, ok := range have {
+		if !ok {
+			missing = append(missing, keys[j])
+			missingAt = append(missingAt, positions[j])
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	type purgedRow struct {
+		N            int       `db:"n"`
+		At           time.Time `db:"at"`
+		FencingToken int64     `db:"fencing_token"`
+		Owner        string    `db:"owner"`
+		Attempt      int32     `db:"attempt"`
+	}
+	purged, err := queryRows[purgedRow](ctx, s.pool, query("lookup_purged_batch"), namespace, missing)
+	if err != nil {
+		return err
+	}
+	wasPurged := make([]bool, len(missing))
+	for _, p := range purged {
+		wasPurged[p.N-1] = true
+		results[missingAt[p.N-1]].Entry = Entry{
+			Namespace: namespace, Key: missing[p.N-1], State: StatePurged, Owner: p.Owner,
+			FencingToken: p.FencingToken, Attempts: int(p.Attempt), PurgedAt: p.At,
+		}
+	}
+	for j, ok := range wasPurged {
+		if !ok {
+			results[missingAt[j]].Err = fmt.Errorf("lookup %s/%s: %w", namespace, missing[j], ErrNotFound)
+		}
+	}
+	return nil
+}
+
+func (s *Store) checkBatchSize(n int) error {
+	if n == 0 || n > s.limits.MaxBatchItems {
+		return invalid("items", "must hold 1 to %d items, got %d", s.limits.MaxBatchItems, n)
+	}
+	return nil
+}
+
+// itemError names item i's field in a *ValidationError.
+func itemError(i int, err error) error {
+	var validation *ValidationError
+	if errors.As(err, &validation) {
+		return &ValidationError{Field: fmt.Sprintf("items[%d].%s", i, validation.Field), Reason: validation.Reason}
+	}
+	return err
+}
+
+// checkDuplicate refuses the second item of a batch with the same key.
+func checkDuplicate(i int, namespace, key string, seen map[string]int) error {
+	id := namespace + "\x00" + key
+	if first, dup := seen[id]; dup {
+		return invalid(fmt.Sprintf("items[%d].key", i), "repeats items[%d]: a batch holds each key once", first)
+	}
+	seen[id] = i
+	return nil
+}
+
+// reserveItem is the first statement of one Reserve (see reserve_insert.sql).
+type reserveItem struct {
+	namespace, key, owner string
+	ttlMS                 int64
+	fingerprint           []byte
+	metadata              map[string]string
+	caller                string
+}
+
+func newReserveItem(ctx context.Context, req ReserveRequest, ttl time.Duration) reserveItem {
+	metadata := req.Metadata
+	if metadata == nil {
+		metadata = map[string]string{}
+	}
+	return reserveItem{
+		namespace: req.Namespace, key: req.Key, owner: req.Owner, ttlMS: ttl.Milliseconds(),
+		fingerprint: req.Fingerprint, metadata: metadata, caller: callerFrom(ctx),
+	}
+}
+
+func (it reserveItem) id() string { return it.namespace + "\x00" + it.key }
+
+// reserveRows runs the first statement of Reserve for many distinct keys
+// (reserve_insert_batch.sql) and returns each item's row, nil when a
+// concurrent insert hid it.
+func (s *Store) reserveRows(ctx context.Context, q querier, items []reserveItem) ([]*reserveRow, error) {
+	namespaces, keys, owners := make([]string, len(items)), make([]string, len(items)), make([]string, len(items))
+	ttls, fingerprints := make([]int64, len(items)), make([][]byte, len(items))
+	metadata, callers := make([]map[string]string, len(items)), make([]string, len(items))
+	for i, it := range items {
+		namespaces[i], keys[i], owners[i], ttls[i] = it.namespace, it.key, it.owner, it.ttlMS
+		fingerprints[i], metadata[i], callers[i] = it.fingerprint, it.metadata, it.caller
+	}
+	type numberedRow struct {
+		N int `db:"n"`
+		reserveRow
+	}
+	found, err := queryRows[numberedRow](ctx, q, query("reserve_insert_batch"),
+		namespaces, keys, owners, ttls, fingerprints, metadata, callers)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]*reserveRow, len(items))
+	for i := range found {
+		rows[found[i].N-1] = &found[i].reserveRow
+	}
+	return rows, nil
+}
+
+// completeItem is the statement of one Complete (see complete.sql).
+type completeItem struct {
+	namespace, key string
+	token          int64
+	result         []byte
+	retentionMS    int64
+	caller         string
+}
+
+func newCompleteItem(ctx context.Context, req CompleteRequest, ns NamespaceSettings) completeItem {
+	result := req.Result
+	if result == nil {
+		result = []byte{} // a completed entry always has a result, maybe empty
+	}
+	return completeItem{
+		namespace: req.Namespace, key: req.Key, token: req.FencingToken, result: result,
+		retentionMS: ns.Retention.Milliseconds(), caller: callerFrom(ctx),
+	}
+}
+
+func (it completeItem) id() string { return it.namespace + "\x00" + it.key }
+
+// completeRows runs Complete for many distinct keys (complete_batch.sql)
+// and returns each item's guard row, nil when the key has no entry.
+func (s *Store) completeRows(ctx context.Context, q querier, items []completeItem) ([]*guardRow, error) {
+	namespaces, keys, tokens := make([]string, len(items)), make([]string, len(items)), make([]int64, len(items))
+	results, retentions, callers := make([][]byte, len(items)), make([]int64, len(items)), make([]string, len(items))
+	for i, it := range items {
+		namespaces[i], keys[i], tokens[i] = it.namespace, it.key, it.token
+		results[i], retentions[i], callers[i] = it.result, it.retentionMS, it.caller
+	}
+	type numberedRow struct {
+		N int `db:"n"`
+		guardRow
+	}
+	found, err := queryRows[numberedRow](ctx, q, query("complete_batch"), namespaces, keys, tokens, results, retentions, callers)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]*guardRow, len(items))
+	for i := range found {
+		rows[found[i].N-1] = &found[i].guardRow
+	}
+	return rows, nil
+}
+
+// coalescers are the Store's coalescers of singleton calls; nil when
+// coalescing is disabled.
+type coalescers struct {
+	reserves  *coalescer[reserveItem, *reserveRow]
+	completes *coalescer[completeItem, *guardRow]
+}
+
+func newCoalescers(s *Store, cfg CoalesceConfig) *coalescers {
+	if cfg.Disabled {
+		return nil
+	}
+	return &coalescers{
+		reserves: newCoalescer(cfg, reserveItem.id, func(ctx context.Context, items []reserveItem) ([]*reserveRow, error) {
+			return s.reserveRows(ctx, s.pool, items)
+		}),
+		completes: newCoalescer(cfg, completeItem.id, func(ctx context.Context, items []completeItem) ([]*guardRow, error) {
+			return s.completeRows(ctx, s.pool, items)
+		}),
+	}
+}
+
+// CoalesceStats returns what coalescing did so far, by kind of call
+// ("reserve", "complete"); nil when it is disabled.
+func (s *Store) CoalesceStats() map[string]CoalesceStats {
+	if s.coalesce == nil {
+		return nil
+	}
+	return map[string]CoalesceStats{"reserve": s.coalesce.reserves.stats(), "complete": s.coalesce.completes.stats()}
+}
+
+// insertOrRead runs the first statement of a Reserve: coalesced with
+// concurrent ones when q is the pool and coalescing is on.
+func (s *Store) insertOrRead(ctx context.Context, q querier, req ReserveRequest, ttl time.Duration) (*reserveRow, error) {
+	item := newReserveItem(ctx, req, ttl)
+	if _, inTx := q.(pgx.Tx); s.coalesce != nil && !inTx {
+		return s.coalesce.reserves.do(ctx, item)
+	}
+	found, err := queryRows[reserveRow](ctx, q, query("reserve_insert"),
+		item.namespace, item.key, item.owner, item.ttlMS, item.fingerprint, item.metadata, item.caller)
+	if err != nil || len(found) == 0 {
+		return nil, err
+	}
+	return &found[0], nil
+}

@@ -1,0 +1,243 @@
+package ledger_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+func requireField(t *testing.T, err error, field string) {
+	t.Helper()
+	var validation *ledger.ValidationError
+	require.ErrorAs(t, err, &validation)
+	require.Equal(t, field, validation.Field)
+}
+
+func TestReserveBatch(t *testing.T) {
+	ctx, b := setup(t)
+	ctx = ledger.WithCaller(ctx, "alice")
+	// The keys' states before the batch.
+	done := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "done", Owner: "w0"}, ledger.Acquired)
+	_, err := b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "ns", Key: "done", FencingToken: done.FencingToken, Result: []byte("r")})
+	require.NoError(t, err)
+	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "held", Owner: "w0"}, ledger.Acquired)
+	mine := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "mine", Owner: "w1"}, ledger.Acquired)
+	released := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "released", Owner: "w0"}, ledger.Acquired)
+	_, err = b.store.Release(ctx, ledger.ReleaseRequest{Namespace: "ns", Key: "released", FencingToken: released.FencingToken})
+	require.NoError(t, err)
+	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "printed", Owner: "w0", Fingerprint: []byte{1}}, ledger.Acquired)
+
+	item := func(key string) ledger.ReserveRequest {
+		return ledger.ReserveRequest{Namespace: "ns", Key: key, Owner: "w1", Metadata: map[string]string{"batch": "1"}}
+	}
+	reqs := []ledger.ReserveRequest{
+		item("fresh-1"), item("done"), item("held"), item("mine"), item("released"), item(""),
+		item("fresh-1"), item("printed"), item("fresh-2"),
+	}
+	waiting := item("fresh-3")
+	waiting.WaitTimeout = time.Second
+	reqs = append(reqs, waiting)
+
+	results, err := b.store.ReserveBatch(ctx, reqs)
+	require.NoError(t, err)
+	require.Len(t, results, len(reqs))
+	outcome := func(i int) ledger.Reservation {
+		t.Helper()
+		require.NoError(t, results[i].Err, "item %d", i)
+		return results[i].Reservation
+	}
+	require.Equal(t, ledger.Acquired, outcome(0).Outcome)
+	require.Equal(t, ledger.Completed, outcome(1).Outcome)
+	require.Equal(t, []byte("r"), outcome(1).Result)
+	require.Equal(t, ledger.InProgress, outcome(2).Outcome)
+	require.Equal(t, "w0", outcome(2).Owner)
+	require.Equal(t, ledger.Acquired, outcome(3).Outcome)
+	require.Equal(t, mine.FencingToken, outcome(3).FencingToken, "the holder's retry keeps its token")
+	require.Equal(t, ledger.Acquired, outcome(4).Outcome)
+	require.True(t, outcome(4).Takeover)
+	require.Equal(t, released.FencingToken+1, outcome(4).FencingToken)
+	requireField(t, results[5].Err, "items[5].key")
+	requireField(t, results[6].Err, "items[6].key")
+	require.ErrorContains(t, results[6].Err, "repeats items[0]")
+	require.ErrorIs(t, results[7].Err, ledger.ErrFingerprintMismatch)
+	require.Equal(t, ledger.Acquired, outcome(8).Outcome)
+	requireField(t, results[9].Err, "items[9].wait_timeout")
+
+	// The rows and events are those of singleton Reserves.
+	fresh := b.lookup(t, "ns", "fresh-1")
+	require.Equal(t, ledger.StateLeased, fresh.State)
+	require.Equal(t, "w1", fresh.Owner)
+	require.Equal(t, map[string]string{"batch": "1"}, fresh.Metadata)
+	require.Equal(t, []event{{Kind: "reserved", FencingToken: 1, Owner: "w1", Attempt: 1, Caller: "alice", Detail: map[string]any{}}}, b.events(t, "ns", "fresh-1"))
+	require.Equal(t, "refused_fingerprint", b.events(t, "ns", "printed")[1].Kind)
+	require.Equal(t, "taken_over", b.events(t, "ns", "released")[2].Kind)
+	_, err = b.store.Lookup(ctx, "ns", "fresh-3")
+	require.ErrorIs(t, err, ledger.ErrNotFound, "a refused item changes nothing")
+}
+
+func TestBatchSizes(t *testing.T) {
+	ctx, b := setup(t)
+	_, err := b.store.ReserveBatch(ctx, nil)
+	requireField(t, err, "items")
+	tooMany := make([]ledger.CompleteRequest, 1001)
+	_, err = b.store.CompleteBatch(ctx, tooMany)
+	requireField(t, err, "items")
+	require.ErrorContains(t, err, "must hold 1 to 1000 items, got 1001")
+	_, err = b.store.LookupBatch(ctx, "ns", make([]string, 1001))
+	requireField(t, err, "items")
+	_, err = b.store.LookupBatch(ctx, "", []string{"k"})
+	requireField(t, err, "namespace")
+	require.Equal(t, 0, b.count(t, "entries"))
+}
+
+func TestCompleteBatch(t *testing.T) {
+	ctx, b := setup(t)
+	_, err := b.store.CreateNamespace(ctx, "ns", ledger.NamespaceUpdate{MaxResultBytes: ptr(8)}, "test")
+	require.NoError(t, err)
+	token := map[string]int64{}
+	for _, key := range []string{"a", "b", "stale", "again", "conflict", "big"} {
+		token[key] = b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: key, Owner: "w"}, ledger.Acquired).FencingToken
+	}
+	for _, key := range []string{"again", "conflict"} {
+		_, err := b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "ns", Key: key, FencingToken: token[key], Result: []byte("first")})
+		require.NoError(t, err)
+	}
+	item := func(key string, token int64, result string) ledger.CompleteRequest {
+		return ledger.CompleteRequest{Namespace: "ns", Key: key, FencingToken: token, Result: []byte(result)}
+	}
+	results, err := b.store.CompleteBatch(ctx, []ledger.CompleteRequest{
+		item("a", token["a"], "ra"),
+		item("stale", token["stale"]+1, "x"),
+		item("again", token["again"], "first"),
+		item("conflict", token["conflict"], "second"),
+		item("missing", 1, "x"),
+		item("big", token["big"], "123456789"),
+		item("b", token["b"], ""),
+		item("a", token["a"], "ra"),
+	})
+	require.NoError(t, err)
+	require.NoError(t, results[0].Err)
+	require.False(t, results[0].Completion.AlreadyCompleted)
+	require.ErrorIs(t, results[1].Err, ledger.ErrLeaseLost)
+	require.NoError(t, results[2].Err)
+	require.True(t, results[2].Completion.AlreadyCompleted)
+	require.ErrorIs(t, results[3].Err, ledger.ErrResultConflict)
+	require.ErrorIs(t, results[4].Err, ledger.ErrLeaseLost)
+	requireField(t, results[5].Err, "items[5].result")
+	require.NoError(t, results[6].Err)
+	requireField(t, results[7].Err, "items[7].key")
+
+	require.Equal(t, []byte("ra"), b.lookup(t, "ns", "a").Result)
+	require.Equal(t, []byte{}, b.lookup(t, "ns", "b").Result)
+	require.Equal(t, ledger.StateLeased, b.lookup(t, "ns", "stale").State)
+	require.Equal(t, ledger.StateLeased, b.lookup(t, "ns", "big").State)
+	require.Equal(t, []byte("first"), b.lookup(t, "ns", "conflict").Result)
+	require.Equal(t, []string{"reserved", "completed"}, kinds(b.events(t, "ns", "a")))
+	require.Equal(t, map[string]any{"result_bytes": float64(2)}, b.events(t, "ns", "a")[1].Detail)
+	require.Equal(t, []string{"reserved", "refused_stale_token"}, kinds(b.events(t, "ns", "stale")))
+	require.Equal(t, []string{"reserved", "completed"}, kinds(b.events(t, "ns", "again")), "a repeat writes nothing")
+}
+
+func TestLookupBatch(t *testing.T) {
+	ctx, b := setup(t)
+	_, err := b.store.CreateNamespace(ctx, "ns", ledger.NamespaceUpdate{Retention: ptr(time.Millisecond)}, "test")
+	require.NoError(t, err)
+	old := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "old", Owner: "w"}, ledger.Acquired)
+	_, err = b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "ns", Key: "old", FencingToken: old.FencingToken})
+	require.NoError(t, err)
+	_, err = b.store.PurgeExpired(ctx, "ns", "test")
+	require.NoError(t, err)
+	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "held", Owner: "w"}, ledger.Acquired)
+
+	results, err := b.store.LookupBatch(ctx, "ns", []string{"held", "nope", "old", "", "held"})
+	require.NoError(t, err)
+	require.NoError(t, results[0].Err)
+	require.Equal(t, b.lookup(t, "ns", "held"), results[0].Entry, "the same entry as Lookup's")
+	require.ErrorIs(t, results[1].Err, ledger.ErrNotFound)
+	require.NoError(t, results[2].Err)
+	require.Equal(t, ledger.StatePurged, results[2].Entry.State)
+	require.Equal(t, old.FencingToken, results[2].Entry.FencingToken)
+	requireField(t, results[3].Err, "items[3].key")
+	requireField(t, results[4].Err, "items[4].key")
+}
+
+// TestBatchesInQuotaNamespaces: the quota is kept, item by item.
+func TestBatchesInQuotaNamespaces(t *testing.T) {
+	ctx, b := setup(t)
+	_, err := b.store.CreateNamespace(ctx, "q", ledger.NamespaceUpdate{MaxHeldLeases: ptr[int64](2), MaxStoredBytes: ptr[int64](3)}, "test")
+	require.NoError(t, err)
+	var reqs []ledger.ReserveRequest
+	for i := range 3 {
+		reqs = append(reqs, ledger.ReserveRequest{Namespace: "q", Key: fmt.Sprint("k", i), Owner: "w"})
+	}
+	results, err := b.store.ReserveBatch(ctx, reqs)
+	require.NoError(t, err)
+	require.NoError(t, results[0].Err)
+	require.NoError(t, results[1].Err)
+	require.ErrorIs(t, results[2].Err, ledger.ErrQuotaExceeded)
+	completes, err := b.store.CompleteBatch(ctx, []ledger.CompleteRequest{
+		{Namespace: "q", Key: "k0", FencingToken: results[0].Reservation.FencingToken, Result: []byte("ab")},
+		{Namespace: "q", Key: "k1", FencingToken: results[1].Reservation.FencingToken, Result: []byte("cd")},
+	})
+	require.NoError(t, err)
+	require.NoError(t, completes[0].Err)
+	require.ErrorIs(t, completes[1].Err, ledger.ErrQuotaExceeded)
+	require.Equal(t, int64(2), b.usage(t, "q").StoredBytes)
+}
+
+// TestCoalescedCalls runs many concurrent pairs, with coalescing made to
+// gather them (one batch at a time), and checks that every caller got its
+// own outcome and that the ledger holds exactly what singleton calls write.
+func TestCoalescedCalls(t *testing.T) {
+	cfg := testConfig
+	cfg.Coalesce = ledger.CoalesceConfig{MaxInFlight: 1, MaxBatch: 16}
+	b := setupWith(t, cfg)
+	ctx := ledger.WithCaller(context.Background(), "bob")
+	const workers, pairs = 32, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*pairs)
+	for w := range workers {
+		wg.Go(func() {
+			for p := range pairs {
+				key := fmt.Sprintf("w%d-p%d", w, p)
+				r, err := b.store.Reserve(ctx, ledger.ReserveRequest{Namespace: "ns", Key: key, Owner: fmt.Sprint("w", w)})
+				if err == nil && r.Outcome != ledger.Acquired {
+					err = fmt.Errorf("%s: outcome %s", key, r.Outcome)
+				}
+				if err == nil {
+					_, err = b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "ns", Key: key, FencingToken: r.FencingToken, Result: []byte(key)})
+				}
+				if err == nil {
+					var replay ledger.Reservation
+					replay, err = b.store.Reserve(ctx, ledger.ReserveRequest{Namespace: "ns", Key: key, Owner: "other"})
+					if err == nil && !bytes.Equal(replay.Result, []byte(key)) {
+						err = fmt.Errorf("%s: replayed %q", key, replay.Result)
+					}
+				}
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	var wrong, completed, events int
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE convert_from(result, 'UTF8') <> key), count(*) FILTER (WHERE state = 'completed') FROM entries`).Scan(&wrong, &completed))
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE caller = 'bob' AND kind IN ('reserved', 'completed')`).Scan(&events))
+	require.Zero(t, wrong, "every result is its own key's")
+	require.Equal(t, workers*pairs, completed)
+	require.Equal(t, 2*workers*pairs, events)
+	stats := b.store.CoalesceStats()
+	require.Equal(t, int64(2*workers*pairs), stats["reserve"].Items)
+	require.Equal(t, int64(workers*pairs), stats["complete"].Items)
+	require.Less(t, stats["reserve"].Batches, stats["reserve"].Items, "concurrent calls were gathered")
+}

@@ -1,0 +1,43 @@
+-- Complete for many keys at once (CompleteBatch, and the coalesced
+-- singleton Completes): complete.sql for each item, in one statement and
+-- one commit. Returns, for each item (n), what complete.sql returns; an
+-- item with no row has no entry.
+--
+-- $1 namespaces, $2 keys, $3 tokens, $4 results, $5 retentions in ms,
+-- $6 callers: arrays of the same length, keys distinct
+WITH input AS (
+    SELECT *
+    FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[], $5::bigint[], $6::text[])
+         WITH ORDINALITY AS i (namespace, key, token, result, retention_ms, caller, n)
+), completed AS (
+    UPDATE entries e
+    SET state = 'completed',
+        result = i.result,
+        error_code = NULL,
+        error_message = NULL,
+        lease_expires_at = NULL,
+        finished_at = now(),
+        waiters = false, -- the waiters are woken (see migrations/00002)
+        updated_at = now(),
+        expires_at = now() + i.retention_ms * interval '1 millisecond'
+    FROM input i
+    WHERE e.namespace = i.namespace AND e.key = i.key AND e.fencing_token = i.token AND e.state = 'leased'
+    RETURNING i.n, i.caller, e.namespace, e.key, e.state, e.fencing_token, e.owner, e.attempts, e.finished_at,
+              octet_length(i.result) AS result_bytes
+), event AS (
+    INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller, detail)
+    SELECT namespace, key, 'completed', fencing_token, owner, attempts, caller,
+           jsonb_build_object('result_bytes', result_bytes)
+    FROM completed
+), usage AS (
+    UPDATE namespace_usage u
+    SET stored_bytes = u.stored_bytes + c.bytes
+    FROM (SELECT namespace, sum(result_bytes) AS bytes FROM completed GROUP BY namespace) c
+    WHERE u.namespace = c.namespace
+)
+SELECT n, true AS changed, state, fencing_token, finished_at, true AS same
+FROM completed
+UNION ALL
+SELECT i.n, false, e.state, e.fencing_token, e.finished_at, e.result IS NOT DISTINCT FROM i.result
+FROM input i JOIN entries e ON e.namespace = i.namespace AND e.key = i.key
+WHERE NOT EXISTS (SELECT FROM completed c WHERE c.n = i.n)
