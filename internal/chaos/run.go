@@ -1,0 +1,477 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Scenarios lists the scenarios Run knows, in the order it runs them:
+// one per nemesis, and "mix", which injects every nemesis in turn (in a
+// random order, each at least once).
+func Scenarios() []string {
+	names := make([]string, 0, len(nemeses)+1)
+	for _, n := range nemeses {
+		names = append(names, n.name)
+	}
+	return append(names, "mix")
+}
+
+// Config configures Run. Zero fields take their defaults.
+type Config struct {
+	// Scenarios to run, by name (see Scenarios). Defaults to all of them.
+	Scenarios []string
+	// Cycles is how many Reserve→Complete cycles (successful Completes)
+	// each scenario runs at least. Defaults to 10000.
+	Cycles int
+	// Faults is how many faults each scenario injects at least. Defaults to
+	// 20.
+	Faults int
+	// FaultInterval is the quiet time before each fault, ±50%: time for
+	// the service to recover, and to measure the rate before the next
+	// fault. Defaults to 2s.
+	FaultInterval time.Duration
+	// MaxDuration bounds a scenario: it stops then even if Cycles or Faults
+	// were not reached (and the report says so). Defaults to 10m.
+	MaxDuration time.Duration
+	// GoroutineWorkers is the number of workers in the harness's process,
+	// and the number of key chains. Defaults to 16.
+	GoroutineWorkers int
+	// WorkerProcesses and WorkersPerProcess size the worker processes;
+	// every other process is raw (bare Reserve and Complete calls).
+	// Default to 4 and 4.
+	WorkerProcesses   int
+	WorkersPerProcess int
+	// LeaseTTL is the workers' lease. Defaults to 1s.
+	LeaseTTL time.Duration
+	// WorkTime is how long a work takes on average. Defaults to 20ms.
+	WorkTime time.Duration
+	// AttemptTimeout bounds one RPC attempt. Defaults to 2s.
+	AttemptTimeout time.Duration
+	// DoTimeout bounds the work on one key. Defaults to 10s.
+	DoTimeout time.Duration
+	// Fsync keeps fsync on in the PostgreSQL cluster; without it the cluster
+	// runs with fsync off but synchronous_commit on (the harness crashes
+	// processes, not the machine). Defaults to false.
+	Fsync bool
+	// Dir holds the cluster, the binaries and the logs. Defaults to a new
+	// temporary directory, removed afterwards unless KeepDir.
+	Dir     string
+	KeepDir bool
+	// LedgerdBinary is the ledgerd to run. Defaults to one built from the
+	// module (go build ./cmd/ledgerd) into Dir.
+	LedgerdBinary string
+	// WorkerCommand starts a worker process: the program and its
+	// arguments, to which "--spec JSON" is added; the program must call
+	// WorkerMain. Required.
+	WorkerCommand []string
+	// PGScript is scripts/pg.sh. Defaults to the one found from the working
+	// directory upwards.
+	PGScript string
+	// Logger receives the progress. Defaults to a logger that discards it.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if len(c.Scenarios) == 0 {
+		c.Scenarios = Scenarios()
+	}
+	setDefault(&c.Cycles, 10000)
+	setDefault(&c.Faults, 20)
+	setDefault(&c.FaultInterval, 2*time.Second)
+	setDefault(&c.MaxDuration, 10*time.Minute)
+	setDefault(&c.GoroutineWorkers, 16)
+	setDefault(&c.WorkerProcesses, 4)
+	setDefault(&c.WorkersPerProcess, 4)
+	setDefault(&c.LeaseTTL, time.Second)
+	setDefault(&c.WorkTime, 20*time.Millisecond)
+	setDefault(&c.AttemptTimeout, 2*time.Second)
+	setDefault(&c.DoTimeout, 10*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+func setDefault[T comparable](p *T, value T) {
+	var zero T
+	if *p == zero {
+		*p = value
+	}
+}
+
+func (c Config) validate() error {
+	for _, name := range c.Scenarios {
+		if !slices.Contains(Scenarios(), name) {
+			return fmt.Errorf("unknown scenario %q; the scenarios are %s", name, strings.Join(Scenarios(), ", "))
+		}
+	}
+	if len(c.WorkerCommand) == 0 {
+		return errors.New("WorkerCommand is required")
+	}
+	if c.Cycles < 0 || c.Faults < 0 || c.GoroutineWorkers < 1 || c.WorkerProcesses < 1 || c.WorkersPerProcess < 1 {
+		return errors.New("sizes must be positive")
+	}
+	if c.LeaseTTL < 100*time.Millisecond {
+		return fmt.Errorf("LeaseTTL must be at least 100ms, got %s", c.LeaseTTL)
+	}
+	return nil
+}
+
+// Run starts PostgreSQL and two ledgerd replicas behind proxies, runs the
+// scenarios one after the other, checks each, and stops everything it
+// started. It returns the report, whose Passed says whether every scenario
+// passed; an error means the harness itself could not run.
+func Run(ctx context.Context, cfg Config) (report *Report, err error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	e, err := setUp(ctx, cfg)
+	defer func() { err = errors.Join(err, e.tearDown()) }()
+	if err != nil {
+		return nil, err
+	}
+	report = &Report{Started: time.Now(), Config: reportConfig(cfg), Passed: true}
+	for i, name := range cfg.Scenarios {
+		if ctx.Err() != nil {
+			return report, ctx.Err()
+		}
+		cfg.Logger.Info("scenario", "name", name)
+		result, err := e.runScenario(ctx, name, i)
+		if err != nil {
+			return report, fmt.Errorf("scenario %s: %w", name, err)
+		}
+		cfg.Logger.Info("scenario done", "name", name, "passed", result.Passed, "cycles", result.Cycles,
+			"faults", result.Faults, "duplicates", result.Duplicates.Total, "lost", result.Lost.Total,
+			"stale_accepted", result.StaleAccepted.Total, "failures", result.Failures)
+		report.Scenarios = append(report.Scenarios, result)
+		report.Passed = report.Passed && result.Passed
+	}
+	report.Finished = time.Now()
+	return report, nil
+}
+
+// env is what the scenarios share: the cluster, the replicas and their
+// proxies.
+type env struct {
+	cfg      Config
+	log      *slog.Logger
+	dir      string
+	ownDir   bool
+	pg       *postgres
+	replicas []*ledgerd
+	proxies  []*proxy
+	pool     *pgxpool.Pool // the checker's
+}
+
+func setUp(ctx context.Context, cfg Config) (*env, error) {
+	e := &env{cfg: cfg, log: cfg.Logger, dir: cfg.Dir}
+	if e.dir == "" {
+		dir, err := os.MkdirTemp("", "ledgerchaos")
+		if err != nil {
+			return e, err
+		}
+		e.dir, e.ownDir = dir, !cfg.KeepDir
+	}
+	// The cluster belongs to the postgres user when we are root; it must
+	// be able to reach its data directory.
+	if err := os.Chmod(e.dir, 0o755); err != nil {
+		return e, err
+	}
+	script := cfg.PGScript
+	if script == "" {
+		var err error
+		if script, err = findUp("scripts/pg.sh"); err != nil {
+			return e, err
+		}
+	}
+	binary := cfg.LedgerdBinary
+	if binary == "" {
+		binary = filepath.Join(e.dir, "ledgerd")
+		e.log.Info("building ledgerd", "into", binary)
+		if err := buildLedgerd(ctx, filepath.Dir(filepath.Dir(script)), binary); err != nil {
+			return e, err
+		}
+	}
+	e.log.Info("starting PostgreSQL", "dir", filepath.Join(e.dir, "pg"), "fsync", cfg.Fsync)
+	orphanDir := ""
+	if e.ownDir {
+		orphanDir = e.dir
+	}
+	pg, err := startPostgres(ctx, script, filepath.Join(e.dir, "pg"), cfg.Fsync, orphanDir)
+	e.pg = pg
+	if err != nil {
+		return e, err
+	}
+	if e.pool, err = pgxpool.New(ctx, pg.url); err != nil {
+		return e, err
+	}
+	if err := createSinkSchema(ctx, e.pool); err != nil {
+		return e, err
+	}
+	for i := range 2 {
+		l, err := newLedgerd(fmt.Sprintf("ledgerd%d", i), binary, pg.url, e.dir)
+		if err != nil {
+			return e, err
+		}
+		e.replicas = append(e.replicas, l)
+		// One at a time: the first applies the migrations.
+		if err := l.start(ctx); err != nil {
+			return e, err
+		}
+		p, err := newProxy(l.addr)
+		if err != nil {
+			return e, err
+		}
+		e.proxies = append(e.proxies, p)
+		e.log.Info("ledgerd serving", "name", l.name, "addr", l.addr, "proxy", p.addr(), "log", l.logPath)
+	}
+	return e, nil
+}
+
+// tearDown stops everything setUp started, in reverse.
+func (e *env) tearDown() error {
+	if e == nil {
+		return nil
+	}
+	var errs []error
+	for _, p := range e.proxies {
+		errs = append(errs, p.close())
+	}
+	for _, l := range e.replicas {
+		errs = append(errs, l.stop())
+	}
+	if e.pool != nil {
+		e.pool.Close()
+	}
+	if e.pg != nil {
+		if e.ownDir {
+			errs = append(errs, e.pg.destroy())
+		} else {
+			_, err := e.pg.run(context.Background(), "stop", e.pg.dir)
+			errs = append(errs, err)
+		}
+	}
+	if e.ownDir {
+		errs = append(errs, os.RemoveAll(e.dir))
+	} else if e.dir != "" {
+		e.log.Info("kept the harness's directory", "dir", e.dir)
+	}
+	return errors.Join(errs...)
+}
+
+// targets are the addresses the workers call: the proxies.
+func (e *env) targets() []string {
+	addrs := make([]string, len(e.proxies))
+	for i, p := range e.proxies {
+		addrs[i] = p.addr()
+	}
+	return addrs
+}
+
+// scenarioRun is one scenario while it runs.
+type scenarioRun struct {
+	*env
+	name    string
+	load    Workload
+	history *History
+	workers *workers // the harness's own
+	procs   []*workerProcess
+	restart int         // worker process restarts so far
+	drains  []time.Time // when each SIGTERM of the drain nemesis was sent
+}
+
+// runScenario runs one scenario and checks it.
+func (e *env) runScenario(ctx context.Context, name string, index int) (ScenarioReport, error) {
+	s := &scenarioRun{
+		env:     e,
+		name:    name,
+		history: NewHistory(),
+		load: Workload{
+			Namespace:      fmt.Sprintf("chaos-%d-%s-%d", index, name, time.Now().Unix()),
+			LeaseTTL:       e.cfg.LeaseTTL,
+			WorkTime:       e.cfg.WorkTime,
+			DoTimeout:      e.cfg.DoTimeout,
+			AttemptTimeout: e.cfg.AttemptTimeout,
+		},
+	}
+	tr := &tracer{rec: s.history}
+	client, err := newClient(e.targets(), tr, s.load.AttemptTimeout)
+	if err != nil {
+		return ScenarioReport{}, err
+	}
+	defer func() { _ = client.Close() }()
+	sink, err := openSink(ctx, e.pg.url, int32(e.cfg.GoroutineWorkers+4))
+	if err != nil {
+		return ScenarioReport{}, err
+	}
+	defer sink.Close()
+	s.workers = &workers{client: client, sink: sink, tracer: tr, load: s.load}
+
+	started := time.Now()
+	stop, stopWorkers := context.WithCancel(ctx)
+	defer stopWorkers()
+	var wg sync.WaitGroup
+	for i := range e.cfg.GoroutineWorkers {
+		wg.Go(func() { s.workers.run(stop, workerSpec{Name: fmt.Sprintf("g%d", i), Chain: i}) })
+	}
+	for i := range e.cfg.WorkerProcesses {
+		p := &workerProcess{name: fmt.Sprintf("p%d", i), command: e.cfg.WorkerCommand, logPath: workerLogPath(e.dir, fmt.Sprintf("p%d", i))}
+		p.spec = s.processSpec(i, p.name, nil)
+		if err := p.start(s.history); err != nil {
+			stopWorkers()
+			wg.Wait()
+			s.stopProcesses()
+			return ScenarioReport{}, err
+		}
+		s.procs = append(s.procs, p)
+	}
+
+	faults := s.injectFaults(ctx, started)
+
+	stopWorkers()
+	wg.Wait()
+	s.stopProcesses()
+	ended := time.Now()
+	return s.check(ctx, faults, started, ended)
+}
+
+// injectFaults injects the scenario's faults until it is big enough (or
+// its time is up), and returns them.
+func (s *scenarioRun) injectFaults(ctx context.Context, started time.Time) []Fault {
+	cycle := []nemesis{}
+	for _, n := range nemeses {
+		if n.name == s.name || s.name == "mix" {
+			cycle = append(cycle, n)
+		}
+	}
+	rand.Shuffle(len(cycle), func(i, j int) { cycle[i], cycle[j] = cycle[j], cycle[i] })
+	var faults []Fault
+	for n := 0; ctx.Err() == nil; n++ {
+		if s.history.Completed() >= s.cfg.Cycles && n >= s.minFaults(len(cycle)) {
+			break
+		}
+		if time.Since(started) > s.cfg.MaxDuration {
+			s.log.Warn("scenario ran out of time", "name", s.name, "max", s.cfg.MaxDuration)
+			break
+		}
+		interval := s.cfg.FaultInterval
+		if sleep(ctx, interval/2+rand.N(interval+1)) != nil {
+			break
+		}
+		nem := cycle[n%len(cycle)]
+		f := nem.inject(ctx, s, n/len(cycle))
+		s.log.Debug("fault", "scenario", s.name, "nemesis", f.Nemesis, "detail", f.Detail,
+			"seconds", f.Healed.Sub(f.Start).Seconds(), "error", f.Error, "completed", s.history.Completed())
+		faults = append(faults, f)
+		if f.Error != "" {
+			s.log.Error("fault could not be injected or healed; ending the scenario", "scenario", s.name, "error", f.Error)
+			break
+		}
+	}
+	return faults
+}
+
+// minFaults is the number of faults the scenario injects at least:
+// Config.Faults, and in a mix at least one of each nemesis.
+func (s *scenarioRun) minFaults(nemeses int) int {
+	if s.name == "mix" {
+		return max(s.cfg.Faults, nemeses)
+	}
+	return s.cfg.Faults
+}
+
+// processSpec is the spec of worker process i: workers named name.0,
+// name.1, ..., spread over the chains; every other process is raw. Each
+// worker starts at its chain's progress (from the history), so that a
+// restarted process does not replay what its chain already did.
+func (s *scenarioRun) processSpec(i int, name string, progress map[int]int) ProcessSpec {
+	spec := ProcessSpec{Targets: s.targets(), DatabaseURL: s.pg.url, Workload: s.load}
+	for j := range s.cfg.WorkersPerProcess {
+		chain := (i*s.cfg.WorkersPerProcess + j) % s.cfg.GoroutineWorkers
+		spec.Workers = append(spec.Workers, workerSpec{
+			Name:  fmt.Sprintf("%s.%d", name, j),
+			Chain: chain,
+			Start: progress[chain],
+			Raw:   i%2 == 1,
+		})
+	}
+	return spec
+}
+
+// restartProcess starts a new worker process in the place of process i,
+// which has exited.
+func (s *scenarioRun) restartProcess(i int) error {
+	s.restart++
+	name := fmt.Sprintf("p%dr%d", i, s.restart)
+	p := &workerProcess{name: name, command: s.cfg.WorkerCommand, logPath: workerLogPath(s.dir, name)}
+	p.spec = s.processSpec(i, name, s.chainProgress())
+	if err := p.start(s.history); err != nil {
+		return err
+	}
+	s.procs[i] = p
+	return nil
+}
+
+// chainProgress returns the highest key index each chain has reached.
+func (s *scenarioRun) chainProgress() map[int]int {
+	progress := map[int]int{}
+	for _, op := range s.history.Ops() {
+		if chain, i, ok := parseChainKey(op.Key); ok && i > progress[chain] {
+			progress[chain] = i
+		}
+	}
+	return progress
+}
+
+// stopProcesses stops the worker processes; each finishes its key first.
+func (s *scenarioRun) stopProcesses() {
+	var wg sync.WaitGroup
+	for _, p := range s.procs {
+		wg.Go(func() { p.stop(s.load.DoTimeout + 5*time.Second) })
+	}
+	wg.Wait()
+}
+
+// buildLedgerd builds ./cmd/ledgerd of the module in root into binary.
+func buildLedgerd(ctx context.Context, root, binary string) error {
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", binary, "./cmd/ledgerd")
+	cmd.Dir = root
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go build ./cmd/ledgerd: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// findUp finds rel in the working directory or one of its parents.
+func findUp(rel string) (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		p := filepath.Join(dir, rel)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("%s not found in the working directory or its parents", rel)
+		}
+		dir = parent
+	}
+}
