@@ -5,7 +5,10 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"path"
+	"strings"
 	"sync"
 	"time"
 
@@ -145,14 +148,32 @@ func callerFrom(ctx context.Context) string {
 //go:embed queries/*.sql
 var queryFiles embed.FS
 
+// queries holds the text of every queries/<name>.sql, read once: the hot
+// path must not copy a file per call.
+var queries = func() map[string]string {
+	files, err := fs.Glob(queryFiles, "queries/*.sql")
+	if err != nil {
+		panic(err)
+	}
+	texts := make(map[string]string, len(files))
+	for _, file := range files {
+		text, err := queryFiles.ReadFile(file)
+		if err != nil {
+			panic(err)
+		}
+		texts[strings.TrimSuffix(path.Base(file), ".sql")] = string(text)
+	}
+	return texts
+}()
+
 // query returns the text of queries/<name>.sql. The files are embedded, so a
 // missing one is a programming error caught by every test.
 func query(name string) string {
-	text, err := queryFiles.ReadFile("queries/" + name + ".sql")
-	if err != nil {
-		panic(fmt.Sprintf("ledger: missing query %s: %v", name, err))
+	text, ok := queries[name]
+	if !ok {
+		panic(fmt.Sprintf("ledger: missing query %s", name))
 	}
-	return string(text)
+	return text
 }
 
 // querier runs statements: the pool, or a transaction (pgx.Tx).
