@@ -47,10 +47,34 @@ test: ## Run every test, the Python and TypeScript clients' included, and each f
 fuzz: ## Run each fuzz target for FUZZTIME (1m, or a count like 100000x) against a real PostgreSQL; failing inputs land in testdata/fuzz/.
 	@scripts/test.sh --fuzz $(FUZZTIME)
 
-BENCH_TIME ?= 3s
+# make bench runs ledgerbench briefly: every workload for BENCH_DURATION
+# at BENCH_WORKERS workers, through ledgerd and as raw SQL, on a private
+# PostgreSQL with fsync on (a few minutes on 2 cores). BENCH_FLAGS adds
+# ledgerbench flags (`bin/ledgerbench --help`); docs/performance.md has
+# the longer runs.
+BENCH_DURATION ?= 10s
+BENCH_WORKERS  ?= 32
+BENCH_JSON     ?= .data/bench.json
+BENCH_FLAGS    ?=
 .PHONY: bench
-bench: ## Benchmark the store's hot paths (pair, replay, lookup) on a cluster with fsync on.
-	@LEDGER_PG_DURABLE=1 scripts/test.sh -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./ledger/
+bench: ## Run ledgerbench briefly (BENCH_DURATION per workload and side) and print the ledgerd / raw-SQL table; JSON in BENCH_JSON.
+	go build -o bin/ledgerbench ./cmd/ledgerbench
+	@mkdir -p "$(dir $(BENCH_JSON))"
+	bin/ledgerbench --duration $(BENCH_DURATION) --workers $(BENCH_WORKERS) --json $(BENCH_JSON) $(BENCH_FLAGS)
+
+# Extra flags for the chaos harness (`bin/ledgerchaos --help`), e.g.
+# CHAOS_FLAGS='--scenarios pause,drain --cycles 2000'.
+CHAOS_FLAGS ?=
+.PHONY: chaos
+chaos: ## Run the chaos harness: every scenario, >= 10,000 cycles and >= 20 faults each, on its own PostgreSQL and two ledgerd; figures into docs/reliability.md.
+	go build -o bin/ledgerchaos ./cmd/ledgerchaos
+	bin/ledgerchaos --out .data/chaos --doc docs/reliability.md $(CHAOS_FLAGS)
+
+# How long each Go micro-benchmark runs (make bench-micro).
+BENCH_TIME ?= 3s
+.PHONY: bench-micro
+bench-micro: ## Go micro-benchmarks: the store's hot paths on a cluster with fsync on, and the in-process validation and encoding.
+	@LEDGER_PG_DURABLE=1 scripts/test.sh -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./ledger/ ./server/
 
 .PHONY: build
 build: ## Build bin/ledgerd and bin/ledgerctl.

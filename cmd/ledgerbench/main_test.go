@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func noEnv(string) string { return "" }
+
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte("ldg_secret\n"), 0o600))
+	cfg, err := parseFlags([]string{
+		"--addr", "127.0.0.1:7070", "--insecure", "--token-file", tokenFile,
+		"--database-url", "postgres://x", "--workers", "32, 64", "--workloads", "pair,replay",
+		"--duration", "5s", "--warmup", "0", "--json", "out.json",
+	}, noEnv, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+	require.Equal(t, []int{32, 64}, cfg.Workers)
+	require.Equal(t, []string{"pair", "replay"}, cfg.Workloads)
+	require.Equal(t, 5*time.Second, cfg.Duration)
+	require.Negative(t, cfg.Warmup, "--warmup 0 is none, not the default")
+	require.Equal(t, "ldg_secret", cfg.Token)
+
+	cfg, err = parseFlags([]string{"--ledgerd-flag=--db-max-conns=8", "--ledgerd-flag", "--max-wait=1s"},
+		func(name string) string { return map[string]string{"LEDGERBENCH_TOKEN": "ldg_env"}[name] }, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"--db-max-conns=8", "--max-wait=1s"}, cfg.LedgerdArgs)
+	require.Equal(t, "ldg_env", cfg.Token)
+}
+
+func TestRunRefusesBadFlags(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--workers", "32,x"}, `--workers: "x" is not a number`},
+		{[]string{"--workers", "0"}, "--workers must be between 1 and 4096, got 0"},
+		{[]string{"--batch-size", "200000"}, "--batch-size must be between 1 and 100000, got 200000"},
+		{[]string{"--token", "ldg_x"}, "--token needs --addr"},
+		{[]string{"--workloads", "pair,fly"}, `unknown workload "fly"`},
+		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
+		{[]string{"extra"}, `unexpected arguments: ["extra"]`},
+	}
+	for _, tt := range tests {
+		var stdout, stderr bytes.Buffer
+		code := run(context.Background(), tt.args, noEnv, &stdout, &stderr)
+		require.Equal(t, 2, code, "%v", tt.args)
+		require.Contains(t, stderr.String(), tt.want, "%v", tt.args)
+		require.Empty(t, stdout.String())
+	}
+}
+
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	var stderr bytes.Buffer
+	require.Equal(t, 0, run(context.Background(), []string{"--help"}, noEnv, &bytes.Buffer{}, &stderr))
+	for _, want := range []string{"contended", "batch", "--prefill", "--database-url", "--json"} {
+		require.Contains(t, stderr.String(), want)
+	}
+}

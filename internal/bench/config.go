@@ -1,0 +1,228 @@
+package bench
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The sides of a comparison: through ledgerd, or the same statements sent
+// straight to PostgreSQL.
+const (
+	SideLedgerd = "ledgerd"
+	SideRaw     = "raw"
+)
+
+// Config describes a run. Zero fields take the defaults that
+// DefaultConfig shows; Validate reports a field out of its bounds by the
+// name of its ledgerbench flag.
+type Config struct {
+	// Addr is the gRPC address of a running ledgerd to measure. Empty:
+	// ledgerbench builds ./cmd/ledgerd (or runs LedgerdBin) and starts it
+	// over DatabaseURL, on a free 127.0.0.1 port, in --insecure-dev mode.
+	Addr string
+	// Token authenticates every call to Addr ("ldg_…"); it needs Addr.
+	Token string
+	// Insecure connects to Addr without TLS. With TLS (the default for
+	// Addr), the system's roots verify the server.
+	Insecure bool
+	// DatabaseURL is the PostgreSQL that ledgerd runs over: the raw side,
+	// the prefill and a started ledgerd use it. Empty without Addr: a
+	// private cluster is started with scripts/pg.sh (fsync on) in PGDir.
+	DatabaseURL string
+	// PGDir keeps the private cluster's data, so that a prefilled ledger
+	// can be measured again; the cluster is stopped, not deleted, at the
+	// end. Empty: a temporary directory, deleted at the end.
+	PGDir string
+	// LedgerdBin runs this ledgerd binary instead of building one.
+	LedgerdBin string
+	// LedgerdArgs are extra flags for a started `ledgerd serve`.
+	LedgerdArgs []string
+	// DBMaxConns is a started ledgerd's --db-max-conns. Defaults to 16,
+	// ledgerd's own default.
+	DBMaxConns int
+	// RawConns is the raw side's pool size. Defaults to DBMaxConns: the
+	// same pool in front of the same number of workers as ledgerd has.
+	RawConns int
+	// GRPCConns is the number of gRPC connections the workers share.
+	// Defaults to 4.
+	GRPCConns int
+
+	// Workloads are the workloads to run, in order (see Workloads).
+	// Defaults to pair, replay, lookup and contended.
+	Workloads []string
+	// Sides are the sides each workload runs on. Defaults to ledgerd, raw.
+	Sides []string
+	// Workers are the concurrencies to run every workload at. Defaults to
+	// 32.
+	Workers []int
+	// Duration is how long each workload runs on each side; Ops, when
+	// positive, ends it after that many operations instead (whichever
+	// comes first when both are set). Defaults to 10s when Ops is 0.
+	Duration time.Duration
+	Ops      int64
+	// Warmup runs each workload unmeasured first. Defaults to 1s; negative
+	// means none.
+	Warmup time.Duration
+
+	// Namespace holds every key of the run. Defaults to "ledgerbench".
+	Namespace string
+	// Keys is how many completed keys replay and lookup draw from (made
+	// through ledgerd before they run), unless the ledger is prefilled:
+	// then they draw from the prefilled keys. Defaults to 1000.
+	Keys int
+	// ContendedKeys is how many keys the contended workload's workers
+	// fight over. Defaults to 8.
+	ContendedKeys int
+	// ContendedLeaseTTL is the lease the contended workload asks for; when
+	// it runs out, the next Reserve takes the key over. Defaults to 100ms
+	// (a started ledgerd allows leases from 10ms).
+	ContendedLeaseTTL time.Duration
+	// BatchSize is the number of keys per call of the batch workload.
+	// Defaults to 100.
+	BatchSize int
+
+	// Prefill makes sure the namespace holds this many completed entries
+	// (keys prefill-0000000000 …), with their two audit events each, before
+	// the workloads run. They are written with generate_series in SQL,
+	// as ledgerd would write them; entries already there are kept.
+	Prefill int64
+	// Purge measures retention at the end: that many expired entries are
+	// added (in SQL), then purged through the PurgeExpired admin RPC, the
+	// sweeper's own statement, and the time is reported; an idle purge
+	// (nothing expired) is timed first.
+	Purge int64
+
+	// JSONPath, when set, receives the Report as JSON.
+	JSONPath string
+	// ProgressInterval is how often a progress line is printed while a
+	// workload runs. Defaults to 1s.
+	ProgressInterval time.Duration
+}
+
+// Bounds of the flags, checked by Validate.
+const (
+	maxWorkers        = 4096
+	maxConns          = 1000
+	maxGRPCConns      = 256
+	maxKeys           = 10_000_000
+	maxBatchSize      = 100_000
+	maxPrefill        = 1_000_000_000
+	maxDuration       = 24 * time.Hour
+	minLeaseTTL       = time.Millisecond
+	maxLeaseTTL       = time.Hour
+	maxNamespaceBytes = 128
+)
+
+// DefaultConfig returns a Config with every default filled in.
+func DefaultConfig() Config { return Config{}.withDefaults() }
+
+func (c Config) withDefaults() Config {
+	setDefault(&c.DBMaxConns, 16)
+	setDefault(&c.RawConns, c.DBMaxConns)
+	setDefault(&c.GRPCConns, 4)
+	if len(c.Workloads) == 0 {
+		c.Workloads = []string{"pair", "replay", "lookup", "contended"}
+	}
+	if len(c.Sides) == 0 {
+		c.Sides = []string{SideLedgerd, SideRaw}
+	}
+	if len(c.Workers) == 0 {
+		c.Workers = []int{32}
+	}
+	if c.Ops == 0 {
+		setDefault(&c.Duration, 10*time.Second)
+	}
+	setDefault(&c.Warmup, time.Second)
+	setDefault(&c.Namespace, "ledgerbench")
+	setDefault(&c.Keys, 1000)
+	setDefault(&c.ContendedKeys, 8)
+	setDefault(&c.ContendedLeaseTTL, 100*time.Millisecond)
+	setDefault(&c.BatchSize, 100)
+	setDefault(&c.ProgressInterval, time.Second)
+	return c
+}
+
+func setDefault[T comparable](field *T, value T) {
+	var zero T
+	if *field == zero {
+		*field = value
+	}
+}
+
+// Validate reports the first field out of its bounds, naming its flag and
+// the bound.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	for _, name := range c.Workloads {
+		w, ok := workloadByName(name)
+		if !ok {
+			return fmt.Errorf("--workloads: unknown workload %q (known: %s)", name, strings.Join(workloadNames(), ", "))
+		}
+		if w.unavailable != "" {
+			return fmt.Errorf("--workloads: %s is not available yet: %s", name, w.unavailable)
+		}
+	}
+	for _, side := range c.Sides {
+		if side != SideLedgerd && side != SideRaw {
+			return fmt.Errorf("--sides: unknown side %q (known: %s, %s)", side, SideLedgerd, SideRaw)
+		}
+	}
+	for _, n := range c.Workers {
+		if err := between("--workers", n, 1, maxWorkers); err != nil {
+			return err
+		}
+	}
+	checks := []error{
+		between("--db-max-conns", c.DBMaxConns, 1, maxConns),
+		between("--raw-conns", c.RawConns, 1, maxConns),
+		between("--grpc-conns", c.GRPCConns, 1, maxGRPCConns),
+		between("--keys", c.Keys, 1, maxKeys),
+		between("--contended-keys", c.ContendedKeys, 1, maxKeys),
+		between("--batch-size", c.BatchSize, 1, maxBatchSize),
+		between("--prefill", c.Prefill, 0, maxPrefill),
+		between("--purge", c.Purge, 0, maxPrefill),
+		between("--ops", c.Ops, 0, 1<<40),
+		between("--duration", c.Duration, 0, maxDuration),
+		between("--warmup", max(c.Warmup, 0), 0, maxDuration),
+		between("--contended-lease-ttl", c.ContendedLeaseTTL, minLeaseTTL, maxLeaseTTL),
+	}
+	if len(c.Namespace) > maxNamespaceBytes {
+		return fmt.Errorf("--namespace must be at most %d bytes, got %d", maxNamespaceBytes, len(c.Namespace))
+	}
+	for _, err := range checks {
+		if err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.Addr == "" && c.Token != "":
+		return fmt.Errorf("--token needs --addr: a started ledgerd serves without authentication (--insecure-dev)")
+	case c.Addr == "" && c.Insecure:
+		return fmt.Errorf("--insecure needs --addr: a started ledgerd is always reached over plaintext loopback")
+	case c.Addr != "" && c.LedgerdBin != "":
+		return fmt.Errorf("--ledgerd-bin starts a ledgerd, so it cannot go with --addr")
+	case c.Addr != "" && len(c.LedgerdArgs) > 0:
+		return fmt.Errorf("--ledgerd-flag is for a started ledgerd, so it cannot go with --addr")
+	case c.Addr != "" && c.DatabaseURL == "" && slices.Contains(c.Sides, SideRaw):
+		return fmt.Errorf("--database-url is needed with --addr for the raw side (or --sides %s)", SideLedgerd)
+	case c.Addr != "" && c.DatabaseURL == "" && (c.Prefill > 0 || c.Purge > 0):
+		return fmt.Errorf("--database-url is needed with --addr for --prefill and --purge: they write in SQL")
+	case c.DatabaseURL != "" && c.PGDir != "":
+		return fmt.Errorf("--pg-dir starts a private PostgreSQL, so it cannot go with --database-url")
+	case c.Addr != "" && c.PGDir != "":
+		return fmt.Errorf("--pg-dir starts a private PostgreSQL for a started ledgerd, so it cannot go with --addr")
+	case c.ProgressInterval < 0:
+		return fmt.Errorf("progress interval must not be negative, got %s", c.ProgressInterval)
+	}
+	return nil
+}
+
+// between reports value outside [low, high], naming the flag and the bounds.
+func between[T int | int64 | time.Duration](flagName string, value, low, high T) error {
+	if value < low || value > high {
+		return fmt.Errorf("%s must be between %v and %v, got %v", flagName, low, high, value)
+	}
+	return nil
+}

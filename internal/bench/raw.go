@@ -1,0 +1,175 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ledgerd/ledgerd/ledger"
+)
+
+// What ledgerd passes to its statements for a request that sets nothing:
+// the namespace defaults (see ledger.DefaultNamespaceSettings) and the
+// caller recorded in the audit events.
+const (
+	defaultLeaseTTL  = 30 * time.Second
+	defaultRetention = 168 * time.Hour
+	rawCaller        = "ledgerbench"
+	// maxRawRetries bounds the re-reads after a lost race, as ledgerd's
+	// own retry loop does.
+	maxRawRetries = 8
+)
+
+// rawDB runs ledgerd's statements (ledger.Statement) directly, with the
+// arguments ledgerd passes for the same request, over a pgx pool configured
+// as ledgerd's is (statements prepared and cached per connection). It is
+// the ceiling that ledgerd is measured against.
+type rawDB struct {
+	pool                                       *pgxpool.Pool
+	reserveInsertSQL, completeSQL, takeoverSQL string
+	lookupSQL                                  string
+}
+
+func newRawDB(pool *pgxpool.Pool) (*rawDB, error) {
+	r := &rawDB{pool: pool}
+	for name, text := range map[string]*string{
+		"reserve_insert":   &r.reserveInsertSQL,
+		"complete":         &r.completeSQL,
+		"reserve_takeover": &r.takeoverSQL,
+		"lookup":           &r.lookupSQL,
+	} {
+		sql, err := ledger.Statement(name)
+		if err != nil {
+			return nil, err
+		}
+		*text = sql
+	}
+	return r, nil
+}
+
+// reserveRow is what the raw side reads of a Reserve's row.
+type reserveRow struct {
+	inserted     bool
+	state        string
+	owner        string
+	fencingToken int64
+	leaseExpired bool
+}
+
+// errNoRow reports a statement that returned no row: a lost race (the key
+// changed after the statement's snapshot), which ledgerd answers by
+// running it again.
+var errNoRow = errors.New("no row")
+
+// reserveInsert runs Reserve's first statement as ledgerd does for a
+// request with no fingerprint and no metadata.
+func (r *rawDB) reserveInsert(ctx context.Context, namespace, key, owner string, ttl time.Duration) (reserveRow, error) {
+	var row reserveRow
+	err := r.queryOne(ctx, r.reserveInsertSQL,
+		[]any{namespace, key, owner, ttl.Milliseconds(), []byte{}, map[string]string{}, rawCaller},
+		map[string]any{"inserted": &row.inserted, "state": &row.state, "owner": &row.owner,
+			"fencing_token": &row.fencingToken, "lease_expired": &row.leaseExpired})
+	return row, err
+}
+
+// complete runs Complete's statement under token.
+func (r *rawDB) complete(ctx context.Context, namespace, key string, token int64) error {
+	var changed bool
+	err := r.queryOne(ctx, r.completeSQL,
+		[]any{namespace, key, token, result, defaultRetention.Milliseconds(), rawCaller},
+		map[string]any{"changed": &changed})
+	if err == nil && !changed {
+		err = fmt.Errorf("complete %s token %d: the guard did not match", key, token)
+	}
+	return err
+}
+
+// lookup runs Lookup's statement.
+func (r *rawDB) lookup(ctx context.Context, namespace, key string) error {
+	var state string
+	return r.queryOne(ctx, r.lookupSQL, []any{namespace, key}, map[string]any{"state": &state})
+}
+
+// contendedReserve is Reserve on a key other owners hold, as ledgerd's
+// reserveOnce decides it: the first statement reads (or inserts) the key;
+// a lease that ran out is taken over by the conditional second statement;
+// a lost race reads again.
+func (r *rawDB) contendedReserve(ctx context.Context, namespace, key, owner string, ttl time.Duration) (string, error) {
+	for range maxRawRetries {
+		row, err := r.reserveInsert(ctx, namespace, key, owner, ttl)
+		switch {
+		case errors.Is(err, errNoRow):
+			continue
+		case err != nil:
+			return "", err
+		case row.inserted:
+			return outcomeAcquired, nil
+		case row.state == "leased" && !row.leaseExpired:
+			return outcomeInProgress, nil
+		case row.state != "leased" && row.state != "released":
+			return "", fmt.Errorf("contended key %s is %s", key, row.state)
+		}
+		var token int64
+		err = r.queryOne(ctx, r.takeoverSQL,
+			[]any{namespace, key, owner, ttl.Milliseconds(), nil, row.fencingToken, rawCaller, row.owner, row.state},
+			map[string]any{"fencing_token": &token})
+		switch {
+		case errors.Is(err, errNoRow):
+			continue // someone else took over first: read again
+		case err != nil:
+			return "", err
+		}
+		return outcomeTakeover, nil
+	}
+	return "", fmt.Errorf("contended key %s: still racing after %d reads", key, maxRawRetries)
+}
+
+// queryOne runs a statement that returns at most one row and scans the
+// columns named in into (the others are skipped, not decoded). No row is
+// errNoRow.
+func (r *rawDB) queryOne(ctx context.Context, sql string, args []any, into map[string]any) error {
+	rows, err := r.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return errNoRow
+	}
+	fields := rows.FieldDescriptions()
+	dest := make([]any, len(fields))
+	for i, f := range fields {
+		dest[i] = into[f.Name] // nil: pgx skips the column
+	}
+	if err := rows.Scan(dest...); err != nil {
+		return err
+	}
+	rows.Close()
+	return rows.Err()
+}
+
+// openPool opens a pool over url with at most conns connections, and
+// checks that the database answers.
+func openPool(ctx context.Context, url string, conns int) (*pgxpool.Pool, error) {
+	config, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, errors.New("--database-url is not a valid PostgreSQL URL or DSN")
+	}
+	config.MaxConns = int32(conns)
+	config.ConnConfig.RuntimeParams["application_name"] = "ledgerbench"
+	pool, err := pgxpool.NewWithConfig(ctx, config)
+	if err != nil {
+		return nil, fmt.Errorf("database pool: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to the database: %w", err)
+	}
+	return pool, nil
+}

@@ -1,0 +1,304 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the result of a run, as ledgerbench writes it with --json.
+type Report struct {
+	StartedAt time.Time `json:"started_at"`
+	// Command is ledgerbench's command line.
+	Command  []string `json:"command"`
+	Machine  Machine  `json:"machine"`
+	Settings Settings `json:"settings"`
+	// Prefill is what --prefill did, if it was given.
+	Prefill *PrefillResult `json:"prefill,omitempty"`
+	// Runs has one entry per workload, side and concurrency, in run order.
+	Runs []RunResult `json:"runs"`
+	// Ratios compares the two sides of each workload and concurrency.
+	Ratios []Ratio `json:"ratios"`
+	// Purge is what --purge measured, if it was given.
+	Purge *PurgeResult `json:"purge,omitempty"`
+	// LedgerdPeakRSSBytes is the started ledgerd's peak resident set
+	// (VmHWM) over the whole run; 0 when ledgerbench did not start it.
+	LedgerdPeakRSSBytes int64 `json:"ledgerd_peak_rss_bytes,omitempty"`
+}
+
+// Machine describes where the figures were measured.
+type Machine struct {
+	CPUs        int    `json:"cpus"`
+	MemoryBytes int64  `json:"memory_bytes,omitempty"`
+	GoVersion   string `json:"go_version"`
+	OS          string `json:"os"`
+	// The PostgreSQL server and the settings that decide durability.
+	PostgresVersion   string `json:"postgres_version,omitempty"`
+	Fsync             string `json:"fsync,omitempty"`
+	SynchronousCommit string `json:"synchronous_commit,omitempty"`
+	SharedBuffers     string `json:"shared_buffers,omitempty"`
+	// LoadAverage is the 1-minute load average when the run started and
+	// when it ended: on a shared machine, a sign of other work.
+	LoadAverage [2]float64 `json:"load_average"`
+}
+
+// Durable reports whether the database acknowledged commits only once they
+// were flushed (fsync and synchronous_commit on): only then are the write
+// figures honest.
+func (m Machine) Durable() bool { return m.Fsync == "on" && m.SynchronousCommit == "on" }
+
+// Settings are the knobs of the run that shape its figures.
+type Settings struct {
+	Ledgerd           string   `json:"ledgerd"` // "started" or the address
+	LedgerdArgs       []string `json:"ledgerd_args,omitempty"`
+	DBMaxConns        int      `json:"db_max_conns"`
+	RawConns          int      `json:"raw_conns"`
+	GRPCConns         int      `json:"grpc_conns"`
+	Duration          string   `json:"duration,omitempty"`
+	Ops               int64    `json:"ops,omitempty"`
+	Warmup            string   `json:"warmup"`
+	Namespace         string   `json:"namespace"`
+	Keys              int      `json:"keys"`
+	ContendedKeys     int      `json:"contended_keys"`
+	ContendedLeaseTTL string   `json:"contended_lease_ttl"`
+	BatchSize         int      `json:"batch_size"`
+	Prefill           int64    `json:"prefill"`
+}
+
+func settingsOf(c Config) Settings {
+	s := Settings{
+		Ledgerd: "started", LedgerdArgs: c.LedgerdArgs,
+		DBMaxConns: c.DBMaxConns, RawConns: c.RawConns, GRPCConns: c.GRPCConns,
+		Ops: c.Ops, Warmup: max(c.Warmup, 0).String(), Namespace: c.Namespace,
+		Keys: c.Keys, ContendedKeys: c.ContendedKeys, ContendedLeaseTTL: c.ContendedLeaseTTL.String(),
+		BatchSize: c.BatchSize, Prefill: c.Prefill,
+	}
+	if c.Addr != "" {
+		s.Ledgerd = c.Addr
+	}
+	if c.Duration > 0 {
+		s.Duration = c.Duration.String()
+	}
+	return s
+}
+
+// RunResult is one workload on one side at one concurrency.
+type RunResult struct {
+	Workload string  `json:"workload"`
+	Side     string  `json:"side"`
+	Workers  int     `json:"workers"`
+	Seconds  float64 `json:"seconds"`
+	Ops      int64   `json:"ops"`
+	// Items counts keys: more than Ops for batch operations.
+	Items       int64   `json:"items"`
+	Errors      int64   `json:"errors"`
+	OpsPerSec   float64 `json:"ops_per_sec"`
+	ItemsPerSec float64 `json:"items_per_sec"`
+	// Latency is the distribution of one operation's latency (a pair's
+	// is its Reserve and its Complete together).
+	Latency      Latency          `json:"latency"`
+	Outcomes     map[string]int64 `json:"outcomes,omitempty"`
+	ErrorSamples []string         `json:"error_samples,omitempty"`
+	// Aborted is set when the run stopped early because most operations
+	// failed.
+	Aborted bool `json:"aborted,omitempty"`
+	// LedgerdPeakRSSBytes is the started ledgerd's peak resident set
+	// during this run (ledgerd side only).
+	LedgerdPeakRSSBytes int64 `json:"ledgerd_peak_rss_bytes,omitempty"`
+	// LedgerdCPUSeconds is the CPU time the started ledgerd used during
+	// this run (ledgerd side only).
+	LedgerdCPUSeconds float64 `json:"ledgerd_cpu_seconds,omitempty"`
+	// ClientCPUSeconds is the CPU time ledgerbench itself used: on a small
+	// machine the load generator competes for the same cores.
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
+}
+
+func newRunResult(workload, side string, workers int, m measurement) RunResult {
+	r := RunResult{
+		Workload: workload, Side: side, Workers: workers,
+		Seconds: m.elapsed.Seconds(), Ops: m.ops, Items: m.items, Errors: m.errors,
+		Latency: m.histogram.Latency(), Outcomes: m.outcomesCopy(), ErrorSamples: m.errorSamples, Aborted: m.aborted,
+	}
+	if m.elapsed > 0 {
+		r.OpsPerSec = float64(m.ops) / m.elapsed.Seconds()
+		r.ItemsPerSec = float64(m.items) / m.elapsed.Seconds()
+	}
+	return r
+}
+
+// Ratio compares ledgerd with the raw statements for one workload at one
+// concurrency, in keys per second.
+type Ratio struct {
+	Workload      string  `json:"workload"`
+	Workers       int     `json:"workers"`
+	LedgerdPerSec float64 `json:"ledgerd_per_sec"`
+	RawPerSec     float64 `json:"raw_per_sec"`
+	// Ratio is LedgerdPerSec / RawPerSec.
+	Ratio         float64 `json:"ratio"`
+	LedgerdP50Us  int64   `json:"ledgerd_p50_us"`
+	LedgerdP99Us  int64   `json:"ledgerd_p99_us"`
+	RawP50Us      int64   `json:"raw_p50_us"`
+	RawP99Us      int64   `json:"raw_p99_us"`
+	LedgerdRSSMiB float64 `json:"ledgerd_rss_mib,omitempty"`
+}
+
+// ratios pairs each ledgerd run with the raw run of the same workload and
+// concurrency, in the order of the ledgerd runs.
+func ratios(runs []RunResult) []Ratio {
+	type id struct {
+		workload string
+		workers  int
+	}
+	raw := map[id]RunResult{}
+	for _, r := range runs {
+		if r.Side == SideRaw {
+			raw[id{r.Workload, r.Workers}] = r
+		}
+	}
+	var out []Ratio
+	for _, l := range runs {
+		r, ok := raw[id{l.Workload, l.Workers}]
+		if l.Side != SideLedgerd || !ok {
+			continue
+		}
+		ratio := Ratio{
+			Workload: l.Workload, Workers: l.Workers,
+			LedgerdPerSec: l.ItemsPerSec, RawPerSec: r.ItemsPerSec,
+			LedgerdP50Us: l.Latency.P50Micros, LedgerdP99Us: l.Latency.P99Micros,
+			RawP50Us: r.Latency.P50Micros, RawP99Us: r.Latency.P99Micros,
+			LedgerdRSSMiB: mib(l.LedgerdPeakRSSBytes),
+		}
+		if r.ItemsPerSec > 0 {
+			ratio.Ratio = l.ItemsPerSec / r.ItemsPerSec
+		}
+		out = append(out, ratio)
+	}
+	return out
+}
+
+func mib(bytes int64) float64 { return float64(bytes) / (1 << 20) }
+
+// PrefillResult is what --prefill did.
+type PrefillResult struct {
+	// Entries is the number of prefilled entries the ledger holds.
+	Entries int64 `json:"entries"`
+	// Inserted is how many of them this run wrote (with 2 events each).
+	Inserted int64   `json:"inserted"`
+	Seconds  float64 `json:"seconds"`
+	// EntriesTotal and EventsTotal count the whole tables afterwards
+	// (estimates from the planner's statistics).
+	EntriesTotal int64 `json:"entries_total"`
+	EventsTotal  int64 `json:"events_total"`
+	// DatabaseBytes is the size of the database afterwards.
+	DatabaseBytes int64 `json:"database_bytes"`
+}
+
+// PurgeResult is what --purge measured: PurgeExpired, the sweeper's own
+// statement in batches, first with nothing expired, then over Expired
+// entries.
+type PurgeResult struct {
+	IdleSeconds float64 `json:"idle_seconds"`
+	Expired     int64   `json:"expired"`
+	Purged      int64   `json:"purged"`
+	Seconds     float64 `json:"seconds"`
+	PerSec      float64 `json:"per_sec"`
+}
+
+// WriteJSON writes r to path, indented.
+func (r *Report) WriteJSON(path string) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+// Print writes the human-readable report: every run, then the ratio
+// table, the prefill and purge figures.
+func (r *Report) Print(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "\nmachine: %d CPUs, %.1f GiB, %s, %s", m.CPUs, float64(m.MemoryBytes)/(1<<30), m.OS, m.GoVersion)
+	if m.PostgresVersion != "" {
+		fmt.Fprintf(w, "; PostgreSQL %s, fsync=%s, synchronous_commit=%s, shared_buffers=%s", m.PostgresVersion, m.Fsync, m.SynchronousCommit, m.SharedBuffers)
+		if !m.Durable() {
+			fmt.Fprint(w, " (NOT DURABLE: write figures are not honest)")
+		}
+	}
+	fmt.Fprintf(w, "; load average %.1f at the start, %.1f at the end\n", m.LoadAverage[0], m.LoadAverage[1])
+	if r.Prefill != nil {
+		p := r.Prefill
+		fmt.Fprintf(w, "prefill: %d entries (%d inserted in %.1fs); tables ≈%d entries, ≈%d events; database %.1f GiB\n",
+			p.Entries, p.Inserted, p.Seconds, p.EntriesTotal, p.EventsTotal, float64(p.DatabaseBytes)/(1<<30))
+	}
+
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "workload\tside\tworkers\tops/s\tkeys/s\tp50 ms\tp95 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\tRSS MiB\tCPU µs/op\toutcomes\t")
+	for _, run := range r.Runs {
+		cpu := "-"
+		if run.LedgerdCPUSeconds > 0 && run.Ops > 0 {
+			cpu = fmt.Sprintf("%.0f", run.LedgerdCPUSeconds/float64(run.Ops)*1e6)
+		}
+		rss := "-"
+		if run.LedgerdPeakRSSBytes > 0 {
+			rss = fmt.Sprintf("%.0f", mib(run.LedgerdPeakRSSBytes))
+		}
+		errs := fmt.Sprint(run.Errors)
+		if run.Aborted {
+			errs += " (aborted)"
+		}
+		l := run.Latency
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			run.Workload, run.Side, run.Workers, run.OpsPerSec, run.ItemsPerSec,
+			ms(l.P50Micros), ms(l.P95Micros), ms(l.P99Micros), ms(l.P999Micros), ms(l.MaxMicros),
+			errs, rss, cpu, outcomes(run.Outcomes))
+	}
+	_ = tw.Flush()
+	for _, run := range r.Runs {
+		for _, sample := range run.ErrorSamples {
+			fmt.Fprintf(w, "  %s %s error: %s\n", run.Workload, run.Side, sample)
+		}
+	}
+
+	if len(r.Ratios) > 0 {
+		fmt.Fprintln(w, "\nledgerd / raw (keys/s; latency p50/p99 in ms):")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "workload\tworkers\tledgerd/s\traw/s\tledgerd/raw\tledgerd p50/p99\traw p50/p99\t")
+		for _, q := range r.Ratios {
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2f\t%s / %s\t%s / %s\t\n", q.Workload, q.Workers, q.LedgerdPerSec, q.RawPerSec, q.Ratio,
+				ms(q.LedgerdP50Us), ms(q.LedgerdP99Us), ms(q.RawP50Us), ms(q.RawP99Us))
+		}
+		_ = tw.Flush()
+	}
+	if r.Purge != nil {
+		p := r.Purge
+		fmt.Fprintf(w, "\npurge (PurgeExpired, the sweeper's statement): idle pass %.3fs; %d expired entries purged in %.1fs (%.0f/s)\n",
+			p.IdleSeconds, p.Purged, p.Seconds, p.PerSec)
+	}
+	if r.LedgerdPeakRSSBytes > 0 {
+		fmt.Fprintf(w, "ledgerd peak RSS over the run: %.1f MiB\n", mib(r.LedgerdPeakRSSBytes))
+	}
+}
+
+func ms(us int64) string { return fmt.Sprintf("%.2f", float64(us)/1000) }
+
+func outcomes(counts map[string]int64) string {
+	if len(counts) == 0 {
+		return "-"
+	}
+	names := make([]string, 0, len(counts))
+	for name := range counts {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, name := range names {
+		parts[i] = fmt.Sprintf("%s=%d", name, counts[name])
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,303 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
+)
+
+// An Op performs one operation of a workload (one call, or the calls of
+// one pipeline step) and reports what it did. An Op belongs to one worker
+// and is never called concurrently with itself.
+type Op func(ctx context.Context) (Done, error)
+
+// Done is what one Op did.
+type Done struct {
+	// Items is how many keys the operation handled; 0 counts as 1. A batch
+	// operation counts its keys, so that keys/s can be compared with the
+	// single-key workloads.
+	Items int
+	// Outcome names the ledger's answer ("acquired", "in_progress", …) for
+	// the run's outcome counts; empty is not counted.
+	Outcome string
+}
+
+// Workload is a named benchmark with a ledgerd side and a raw-SQL side
+// that runs the very statements ledgerd runs for it. Either side may be
+// nil when the workload has none; a run skips it.
+type Workload struct {
+	Name        string
+	Description string
+	// Ledgerd returns worker's operation against ledgerd.
+	Ledgerd func(s *session, worker int) Op
+	// Raw returns worker's operation against PostgreSQL.
+	Raw func(s *session, worker int) Op
+	// readKeys: the workload reads completed keys (replay, lookup), which
+	// are made before it runs unless the ledger is prefilled.
+	readKeys bool
+	// unavailable, when set, says why the workload cannot run yet.
+	unavailable string
+}
+
+// Workloads lists every workload, in the order a default run takes them.
+var Workloads = []Workload{
+	{
+		Name:        "pair",
+		Description: "Reserve of a fresh key, then Complete: the common pipeline step (statements reserve_insert, complete)",
+		Ledgerd:     ledgerdPair,
+		Raw:         rawPair,
+	},
+	{
+		Name:        "replay",
+		Description: "Reserve of an already completed key: the retry path (statement reserve_insert, which finds the key)",
+		Ledgerd:     ledgerdReplay,
+		Raw:         rawReplay,
+		readKeys:    true,
+	},
+	{
+		Name:        "lookup",
+		Description: "Lookup of a completed key (statement lookup)",
+		Ledgerd:     ledgerdLookup,
+		Raw:         rawLookup,
+		readKeys:    true,
+	},
+	{
+		Name: "contended",
+		Description: "every worker Reserves one of --contended-keys keys with a --contended-lease-ttl lease and never completes it: " +
+			"IN_PROGRESS answers, and a takeover whenever a lease runs out (statements reserve_insert, reserve_takeover)",
+		Ledgerd: ledgerdContended,
+		Raw:     rawContended,
+	},
+	{
+		// ---------------------------------------------------------------
+		// BATCH WORKLOAD HOOK (for the batch RPCs of issue 6).
+		//
+		// One op: ReserveBatch of --batch-size fresh keys, then
+		// CompleteBatch of the same keys under their tokens; it returns
+		// Done{Items: len(keys)}, so that the report shows keys/s beside
+		// the single-key pair. To wire it, when the RPCs land:
+		//   Ledgerd: func(s *session, worker int) Op {
+		//       client := s.client(worker)
+		//       return func(ctx context.Context) (Done, error) {
+		//           keys := s.freshKeys(s.cfg.BatchSize)
+		//           ... client.ReserveBatch, then client.CompleteBatch ...
+		//           return Done{Items: len(keys)}, nil
+		//       }
+		//   },
+		//   Raw: the batch statement(s) ledgerd runs, from
+		//       ledger.Statement, with the same arguments (see rawPair).
+		// and delete the unavailable line below.
+		// ---------------------------------------------------------------
+		Name:        "batch",
+		Description: "ReserveBatch then CompleteBatch of --batch-size fresh keys (counts keys)",
+		unavailable: "the batch RPCs (ReserveBatch, CompleteBatch) are not wired into ledgerbench yet",
+	},
+}
+
+func workloadByName(name string) (Workload, bool) {
+	for _, w := range Workloads {
+		if w.Name == name {
+			return w, true
+		}
+	}
+	return Workload{}, false
+}
+
+func workloadNames() []string {
+	names := make([]string, len(Workloads))
+	for i, w := range Workloads {
+		names[i] = w.Name
+	}
+	return names
+}
+
+// session is one measurement: one workload on one side at one
+// concurrency. Its keys are its own (prefix), except the completed keys
+// that replay and lookup read.
+type session struct {
+	cfg      Config
+	clients  []ledgerv1.LedgerServiceClient
+	raw      *rawDB
+	prefix   string       // of the session's own keys
+	next     atomic.Int64 // the number of the next fresh key
+	grants   atomic.Int64 // numbers the owners
+	readKeys keySet
+}
+
+// client is the gRPC client worker uses: the workers are spread over the
+// connections.
+func (s *session) client(worker int) ledgerv1.LedgerServiceClient {
+	return s.clients[worker%len(s.clients)]
+}
+
+// freshKey returns a key that nobody has used: the session's keys are
+// numbered from 0, as a keySet's.
+func (s *session) freshKey() string {
+	return keySet{prefix: s.prefix}.key(s.next.Add(1) - 1)
+}
+
+// freshKeys returns n keys that nobody has used.
+func (s *session) freshKeys(n int) []string {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = s.freshKey()
+	}
+	return keys
+}
+
+// owner names worker's n-th grant, so that no Reserve is a same-owner
+// retry (which would extend instead of taking over).
+func (s *session) owner(worker int) string {
+	return fmt.Sprintf("ledgerbench/%d/%d", worker, s.grants.Add(1))
+}
+
+// keySet is a range of keys named prefix followed by a 10-digit number,
+// 0 to count-1: the prefilled keys, or the completed keys a run makes for
+// replay and lookup.
+type keySet struct {
+	prefix string
+	count  int64
+}
+
+func (k keySet) key(i int64) string { return fmt.Sprintf("%s%010d", k.prefix, i) }
+
+// random returns a key of the set, drawn uniformly.
+func (k keySet) random(rng *rand.Rand) string { return k.key(rng.Int64N(k.count)) }
+
+func newRand(worker int) *rand.Rand {
+	return rand.New(rand.NewPCG(uint64(worker), rand.Uint64()))
+}
+
+// The result every Complete stores.
+var result = []byte("ok")
+
+func ledgerdPair(s *session, worker int) Op {
+	client := s.client(worker)
+	owner := fmt.Sprintf("ledgerbench/%d", worker)
+	return func(ctx context.Context) (Done, error) {
+		key := s.freshKey()
+		r, err := client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: s.cfg.Namespace, Key: key, Owner: owner})
+		if err != nil {
+			return Done{}, err
+		}
+		acquired := r.GetAcquired()
+		if acquired == nil {
+			return Done{}, unexpected("reserve of a fresh key", r)
+		}
+		_, err = client.Complete(ctx, &ledgerv1.CompleteRequest{
+			Namespace: s.cfg.Namespace, Key: key, FencingToken: acquired.GetFencingToken(), Result: result,
+		})
+		return Done{}, err
+	}
+}
+
+func ledgerdReplay(s *session, worker int) Op {
+	client := s.client(worker)
+	rng := newRand(worker)
+	owner := fmt.Sprintf("ledgerbench/%d", worker)
+	return func(ctx context.Context) (Done, error) {
+		r, err := client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: s.cfg.Namespace, Key: s.readKeys.random(rng), Owner: owner})
+		if err != nil {
+			return Done{}, err
+		}
+		if r.GetCompleted() == nil {
+			return Done{}, unexpected("reserve of a completed key", r)
+		}
+		return Done{}, nil
+	}
+}
+
+func ledgerdLookup(s *session, worker int) Op {
+	client := s.client(worker)
+	rng := newRand(worker)
+	return func(ctx context.Context) (Done, error) {
+		_, err := client.Lookup(ctx, &ledgerv1.LookupRequest{Namespace: s.cfg.Namespace, Key: s.readKeys.random(rng)})
+		return Done{}, err
+	}
+}
+
+func ledgerdContended(s *session, worker int) Op {
+	client := s.client(worker)
+	rng := newRand(worker)
+	keys := keySet{prefix: s.prefix, count: int64(s.cfg.ContendedKeys)}
+	ttl := durationpb.New(s.cfg.ContendedLeaseTTL)
+	return func(ctx context.Context) (Done, error) {
+		r, err := client.Reserve(ctx, &ledgerv1.ReserveRequest{
+			Namespace: s.cfg.Namespace, Key: keys.random(rng), Owner: s.owner(worker), LeaseTtl: ttl,
+		})
+		if err != nil {
+			return Done{}, err
+		}
+		switch {
+		case r.GetAcquired().GetTakeover():
+			return Done{Outcome: outcomeTakeover}, nil
+		case r.GetAcquired() != nil:
+			return Done{Outcome: outcomeAcquired}, nil
+		case r.GetInProgress() != nil:
+			return Done{Outcome: outcomeInProgress}, nil
+		}
+		return Done{}, unexpected("contended reserve", r)
+	}
+}
+
+// The outcomes the contended workload counts.
+const (
+	outcomeAcquired   = "acquired"
+	outcomeTakeover   = "takeover"
+	outcomeInProgress = "in_progress"
+)
+
+func unexpected(what string, r *ledgerv1.ReserveResponse) error {
+	return fmt.Errorf("%s answered %T", what, r.GetOutcome())
+}
+
+func rawPair(s *session, worker int) Op {
+	owner := fmt.Sprintf("ledgerbench/%d", worker)
+	return func(ctx context.Context) (Done, error) {
+		key := s.freshKey()
+		row, err := s.raw.reserveInsert(ctx, s.cfg.Namespace, key, owner, defaultLeaseTTL)
+		if err != nil {
+			return Done{}, err
+		}
+		if !row.inserted {
+			return Done{}, fmt.Errorf("reserve_insert of a fresh key found it %s", row.state)
+		}
+		return Done{}, s.raw.complete(ctx, s.cfg.Namespace, key, row.fencingToken)
+	}
+}
+
+func rawReplay(s *session, worker int) Op {
+	rng := newRand(worker)
+	owner := fmt.Sprintf("ledgerbench/%d", worker)
+	return func(ctx context.Context) (Done, error) {
+		row, err := s.raw.reserveInsert(ctx, s.cfg.Namespace, s.readKeys.random(rng), owner, defaultLeaseTTL)
+		if err != nil {
+			return Done{}, err
+		}
+		if row.inserted || row.state != "completed" {
+			return Done{}, fmt.Errorf("reserve_insert of a completed key found it %s (inserted %t)", row.state, row.inserted)
+		}
+		return Done{}, nil
+	}
+}
+
+func rawLookup(s *session, worker int) Op {
+	rng := newRand(worker)
+	return func(ctx context.Context) (Done, error) {
+		return Done{}, s.raw.lookup(ctx, s.cfg.Namespace, s.readKeys.random(rng))
+	}
+}
+
+func rawContended(s *session, worker int) Op {
+	rng := newRand(worker)
+	keys := keySet{prefix: s.prefix, count: int64(s.cfg.ContendedKeys)}
+	return func(ctx context.Context) (Done, error) {
+		outcome, err := s.raw.contendedReserve(ctx, s.cfg.Namespace, keys.random(rng), s.owner(worker), s.cfg.ContendedLeaseTTL)
+		return Done{Outcome: outcome}, err
+	}
+}
