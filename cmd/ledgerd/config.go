@@ -24,6 +24,7 @@ type config struct {
 	HeartbeatEventInterval time.Duration
 	ListenAddr             string
 	HTTPAddr               string // empty: no HTTP port
+	PprofAddr              string // empty: no profiling port; loopback only
 	InsecureDev            bool   // serve without authentication, on loopback only
 	AuthRefreshInterval    time.Duration
 	Principal              string // bootstrap
@@ -60,6 +61,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	limits := ledger.DefaultLimits()
 	ns := ledger.DefaultNamespaceSettings()
 	cfg := config{}
+	var coalesce ledger.CoalesceConfig
 	var dbMaxConns int
 	var grpcValues grpcFlagValues
 	var tlsValues tlsFlagValues
@@ -84,6 +86,11 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it")
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
 		fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7071", "HTTP listen address: HTTP/JSON gateway (POST /ledger.v1.LedgerService/<Method>), /metrics, /healthz, /readyz; empty or \"off\" disables it")
+		fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve Go's profiles (net/http/pprof, /debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; off when empty")
+		fs.BoolVar(&coalesce.Disabled, "no-coalesce", false, "do not coalesce concurrent Reserves and Completes into shared statements (group commit)")
+		fs.IntVar(&coalesce.MaxBatch, "coalesce-max-batch", 500, "most calls coalesced into one statement")
+		fs.IntVar(&coalesce.MaxInFlight, "coalesce-max-in-flight", 4, "coalesced statements of each kind running at once; calls gather while that many run")
+		fs.DurationVar(&coalesce.MaxWait, "coalesce-max-wait", 0, "longest a coalesced statement is held back to gather more calls, only while others run (0: none)")
 		fs.BoolVar(&cfg.NoMigrate, "no-migrate", false, "do not apply migrations at start-up; refuse to start if any are pending")
 		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run after SIGTERM before they are cut off")
 		fs.DurationVar(&cfg.SweepInterval, "sweep-interval", time.Minute, "how often expired entries and audit events are removed (retention); 0 disables this replica's sweeper")
@@ -161,6 +168,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 			}
 		}
 	}
+	if cfg.PprofAddr != "" && !loopback(cfg.PprofAddr) {
+		return config{}, fmt.Errorf("--pprof-addr exposes the process's internals without authentication, so it must be a loopback address (127.0.0.1, ::1, localhost), got %q", cfg.PprofAddr)
+	}
 	if cfg.HTTPAddr == "off" {
 		// An empty environment variable counts as unset, so LEDGER_HTTP_ADDR
 		// cannot disable the port by being empty: "off" does.
@@ -186,7 +196,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if heartbeatEvents == 0 {
 		heartbeatEvents = time.Nanosecond // every heartbeat (zero is the ledger's default, 1m)
 	}
-	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns, HeartbeatEventInterval: heartbeatEvents}
+	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns, HeartbeatEventInterval: heartbeatEvents, Coalesce: coalesce}
 	if err := cfg.Ledger.Validate(); err != nil {
 		return config{}, err
 	}

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -290,6 +291,15 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	logger.Info("ledgerd serving", "version", version, "addr", lis.Addr().String(), "http_addr", httpAddr,
 		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns)
 
+	if cfg.PprofAddr != "" {
+		stopProfiles, err := serveProfiles(cfg.PprofAddr, logger)
+		if err != nil {
+			_ = lis.Close()
+			return err
+		}
+		defer stopProfiles()
+	}
+
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	httpServed := make(chan error, 1)
@@ -375,6 +385,25 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}, lis, nil
+}
+
+// serveProfiles serves net/http/pprof on addr (a loopback address) until
+// the returned func is called.
+func serveProfiles(addr string, logger *slog.Logger) (stop func(), err error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen --pprof-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	profiles := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = profiles.Serve(lis) }()
+	logger.Warn("serving Go profiles", "addr", lis.Addr().String())
+	return func() { _ = profiles.Close() }, nil
 }
 
 // logSweep logs a sweeper pass that removed something or failed; idle
