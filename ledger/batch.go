@@ -29,64 +29,110 @@ type LookupResult struct {
 	Err   error
 }
 
+// ReserveBatchRequest reserves many keys of one namespace for one owner.
+type ReserveBatchRequest struct {
+	Namespace string
+	// Owner and LeaseTTL are those of every item; see ReserveRequest.
+	Owner    string
+	LeaseTTL time.Duration
+	Items    []ReserveBatchItem
+}
+
+// ReserveBatchItem is one key of a ReserveBatch; see ReserveRequest.
+type ReserveBatchItem struct {
+	Key         string
+	Fingerprint []byte
+	Metadata    map[string]string
+}
+
 // ReserveBatch reserves many keys, with per-item outcomes in request order
 // and the semantics of Reserve for each (fencing, fingerprints, audit
-// events). Fresh keys and replays of all items cost one statement and one
-// commit; each takeover or same-owner extension costs one more statement.
-// Items may not wait (WaitTimeout), and a key may appear once; an item that
-// breaks a rule fails alone with a *ValidationError whose field is
-// "items[i].<field>". The whole call fails only for an empty batch or one
-// of more than Limits.MaxBatchItems items. Items of a namespace with a
-// held-leases quota are reserved one by one, as Reserve does.
-func (s *Store) ReserveBatch(ctx context.Context, reqs []ReserveRequest) ([]ReserveResult, error) {
-	if err := s.checkBatchSize(len(reqs)); err != nil {
-		return nil, fmt.Errorf("reserve batch: %w", err)
+// events); an item never waits. Fresh keys and replays of all items cost
+// one statement and one commit; each takeover or same-owner extension
+// costs one more statement. A key may appear once. An item that breaks a
+// rule fails alone, with a *ValidationError whose field is
+// "items[i].<field>". The whole call fails with a *ValidationError for a
+// bad namespace, owner or lease TTL, no items, or more than
+// Limits.MaxBatchItems, and with ErrUnavailable. In a namespace with a
+// held-leases quota, the items are reserved one by one, as Reserve does.
+func (s *Store) ReserveBatch(ctx context.Context, req ReserveBatchRequest) ([]ReserveResult, error) {
+	results, err := s.reserveBatch(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("reserve batch %s: %w", req.Namespace, err)
 	}
-	results := make([]ReserveResult, len(reqs))
-	type prepared struct {
-		index int
-		ttl   time.Duration
-		ns    NamespaceSettings
+	return results, nil
+}
+
+func (s *Store) reserveBatch(ctx context.Context, batch ReserveBatchRequest) ([]ReserveResult, error) {
+	if err := checkNamespace(batch.Namespace); err != nil {
+		return nil, err
 	}
-	var batch []prepared
-	seen := make(map[string]int, len(reqs))
-	for i, req := range reqs {
-		if req.Fingerprint == nil {
-			req.Fingerprint = []byte{}
-			reqs[i] = req
+	if err := checkText("owner", batch.Owner, true, s.limits.MaxOwnerBytes); err != nil {
+		return nil, err
+	}
+	if err := s.checkBatchSize(len(batch.Items)); err != nil {
+		return nil, err
+	}
+	ns, stored, err := s.namespace(ctx, batch.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	ttl, err := s.limits.leaseTTL(batch.LeaseTTL, ns)
+	if err != nil {
+		return nil, err
+	}
+	reqs := make([]ReserveRequest, len(batch.Items))
+	results := make([]ReserveResult, len(batch.Items))
+	var valid []int
+	seen := make(map[string]int, len(batch.Items))
+	for i, item := range batch.Items {
+		reqs[i] = ReserveRequest{Namespace: batch.Namespace, Key: item.Key, Owner: batch.Owner, LeaseTTL: batch.LeaseTTL,
+			Fingerprint: item.Fingerprint, Metadata: item.Metadata}
+		if reqs[i].Fingerprint == nil {
+			reqs[i].Fingerprint = []byte{}
 		}
-		ttl, ns, err := s.prepareBatchReserve(ctx, i, req, seen)
-		switch {
-		case err != nil:
-			results[i].Err = fmt.Errorf("reserve %s/%s: %w", req.Namespace, req.Key, err)
-		case ns.MaxHeldLeases > 0:
-			results[i].Reservation, results[i].Err = s.Reserve(ctx, req)
-		default:
-			batch = append(batch, prepared{index: i, ttl: ttl, ns: ns})
+		err := itemError(i, s.checkReserve(reqs[i]))
+		if err == nil {
+			err = checkDuplicate(i, batch.Namespace, item.Key, seen)
 		}
+		if err != nil {
+			results[i].Err = fmt.Errorf("reserve %s/%s: %w", batch.Namespace, item.Key, err)
+			continue
+		}
+		valid = append(valid, i)
 	}
-	if len(batch) == 0 {
+	if len(valid) == 0 {
 		return results, nil
 	}
-	items := make([]reserveItem, len(batch))
-	for j, p := range batch {
-		items[j] = newReserveItem(ctx, reqs[p.index], p.ttl)
+	if !stored {
+		if ns, err = s.ensureNamespace(ctx, batch.Namespace); err != nil {
+			return nil, err
+		}
+	}
+	if ns.MaxHeldLeases > 0 {
+		for _, i := range valid {
+			results[i].Reservation, results[i].Err = s.Reserve(ctx, reqs[i])
+		}
+		return results, nil
+	}
+	items := make([]reserveItem, len(valid))
+	for j, i := range valid {
+		items[j] = newReserveItem(ctx, reqs[i], ttl)
 	}
 	rows, err := s.reserveRows(ctx, s.pool, items)
-	for j, p := range batch {
-		req := reqs[p.index]
-		r := &results[p.index]
-		switch {
-		case err != nil:
-			r.Err = err
-		case rows[j] == nil:
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range valid {
+		req, r := reqs[i], &results[i]
+		if rows[j] == nil {
 			r.Err = errRaced
-		default:
-			r.Reservation, r.Err = s.decide(ctx, s.pool, req, p.ttl, p.ns, rows[j])
+		} else {
+			r.Reservation, r.Err = s.decide(ctx, s.pool, req, ttl, ns, rows[j])
 		}
 		if errors.Is(r.Err, errRaced) {
 			// A concurrent change got in between: this item alone, as Reserve.
-			r.Reservation, r.Err = retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, s.pool, req, p.ttl, p.ns) })
+			r.Reservation, r.Err = retryRaces(ctx, func() (Reservation, error) { return s.reserveOnce(ctx, s.pool, req, ttl, ns) })
 		}
 		if r.Err != nil {
 			r.Err = fmt.Errorf("reserve %s/%s: %w", req.Namespace, req.Key, r.Err)
@@ -95,43 +141,32 @@ func (s *Store) ReserveBatch(ctx context.Context, reqs []ReserveRequest) ([]Rese
 	return results, nil
 }
 
-// prepareBatchReserve checks item i of a ReserveBatch and returns its lease
-// TTL and namespace settings, creating the namespace if need be.
-func (s *Store) prepareBatchReserve(ctx context.Context, i int, req ReserveRequest, seen map[string]int) (time.Duration, NamespaceSettings, error) {
-	if err := s.checkReserve(req); err != nil {
-		return 0, NamespaceSettings{}, itemError(i, err)
-	}
-	if req.WaitTimeout != 0 {
-		return 0, NamespaceSettings{}, invalid(fmt.Sprintf("items[%d].wait_timeout", i), "must be 0: a batch does not wait")
-	}
-	if err := checkDuplicate(i, req.Namespace, req.Key, seen); err != nil {
-		return 0, NamespaceSettings{}, err
-	}
-	ns, stored, err := s.namespace(ctx, req.Namespace)
-	if err != nil {
-		return 0, NamespaceSettings{}, err
-	}
-	ttl, err := s.limits.leaseTTL(req.LeaseTTL, ns)
-	if err != nil {
-		return 0, NamespaceSettings{}, itemError(i, err)
-	}
-	if !stored {
-		if ns, err = s.ensureNamespace(ctx, req.Namespace); err != nil {
-			return 0, NamespaceSettings{}, err
-		}
-	}
-	return ttl, ns, nil
+// CompleteBatchItem is one key of a CompleteBatch; see CompleteRequest.
+type CompleteBatchItem struct {
+	Key          string
+	FencingToken int64
+	Result       []byte
 }
 
-// CompleteBatch completes many keys, with per-item outcomes in request
-// order and the semantics of Complete for each. All items cost one
-// statement and one commit, unless some raced with a concurrent change
+// CompleteBatch completes many keys of a namespace, with per-item outcomes
+// in request order and the semantics of Complete for each. All items cost
+// one statement and one commit, unless some raced with a concurrent change
 // (those are run again alone). An item that breaks a rule, or repeats a
-// key, fails alone. Items of a namespace with a stored-bytes quota are
-// completed one by one, as Complete does.
-func (s *Store) CompleteBatch(ctx context.Context, reqs []CompleteRequest) ([]CompleteResult, error) {
-	if err := s.checkBatchSize(len(reqs)); err != nil {
-		return nil, fmt.Errorf("complete batch: %w", err)
+// key, fails alone. The whole call fails with a *ValidationError for a bad
+// namespace, no items or too many, and with ErrUnavailable. In a namespace
+// with a stored-bytes quota, the items are completed one by one, as
+// Complete does.
+func (s *Store) CompleteBatch(ctx context.Context, namespace string, completions []CompleteBatchItem) ([]CompleteResult, error) {
+	err := checkNamespace(namespace)
+	if err == nil {
+		err = s.checkBatchSize(len(completions))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("complete batch %s: %w", namespace, err)
+	}
+	reqs := make([]CompleteRequest, len(completions))
+	for i, item := range completions {
+		reqs[i] = CompleteRequest{Namespace: namespace, Key: item.Key, FencingToken: item.FencingToken, Result: item.Result}
 	}
 	results := make([]CompleteResult, len(reqs))
 	var batch []int
@@ -153,13 +188,12 @@ func (s *Store) CompleteBatch(ctx context.Context, reqs []CompleteRequest) ([]Co
 		return results, nil
 	}
 	rows, err := s.completeRows(ctx, s.pool, items)
+	if err != nil {
+		return nil, fmt.Errorf("complete batch %s: %w", namespace, err)
+	}
 	for j, i := range batch {
 		req := reqs[i]
 		r := &results[i]
-		if err != nil {
-			r.Err = fmt.Errorf("complete %s/%s token %d: %w", req.Namespace, req.Key, req.FencingToken, err)
-			continue
-		}
 		row, already, err := s.judgeGuarded(ctx, s.pool, "complete", req.Namespace, req.Key, req.FencingToken, is(StateCompleted), rows[j])
 		if errors.Is(err, errRaced) {
 			r.Completion, r.Err = s.Complete(ctx, req)
@@ -206,10 +240,10 @@ func (s *Store) prepareBatchComplete(ctx context.Context, i int, req CompleteReq
 // alone; a key the ledger does not hold gets ErrNotFound.
 func (s *Store) LookupBatch(ctx context.Context, namespace string, keys []string) ([]LookupResult, error) {
 	if err := checkNamespace(namespace); err != nil {
-		return nil, fmt.Errorf("lookup batch: %w", err)
+		return nil, fmt.Errorf("lookup batch %s: %w", namespace, err)
 	}
 	if err := s.checkBatchSize(len(keys)); err != nil {
-		return nil, fmt.Errorf("lookup batch: %w", err)
+		return nil, fmt.Errorf("lookup batch %s: %w", namespace, err)
 	}
 	results := make([]LookupResult, len(keys))
 	var valid []string
@@ -233,7 +267,7 @@ func (s *Store) LookupBatch(ctx context.Context, namespace string, keys []string
 		return results, nil
 	}
 	if err := s.lookupRows(ctx, namespace, valid, positions, results); err != nil {
-		return nil, fmt.Errorf("lookup batch: %w", err)
+		return nil, fmt.Errorf("lookup batch %s: %w", namespace, err)
 	}
 	return results, nil
 }

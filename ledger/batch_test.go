@@ -34,20 +34,20 @@ func TestReserveBatch(t *testing.T) {
 	require.NoError(t, err)
 	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "printed", Owner: "w0", Fingerprint: []byte{1}}, ledger.Acquired)
 
-	item := func(key string) ledger.ReserveRequest {
-		return ledger.ReserveRequest{Namespace: "ns", Key: key, Owner: "w1", Metadata: map[string]string{"batch": "1"}}
+	item := func(key string) ledger.ReserveBatchItem {
+		return ledger.ReserveBatchItem{Key: key, Metadata: map[string]string{"batch": "1"}}
 	}
-	reqs := []ledger.ReserveRequest{
+	items := []ledger.ReserveBatchItem{
 		item("fresh-1"), item("done"), item("held"), item("mine"), item("released"), item(""),
 		item("fresh-1"), item("printed"), item("fresh-2"),
 	}
-	waiting := item("fresh-3")
-	waiting.WaitTimeout = time.Second
-	reqs = append(reqs, waiting)
+	badMetadata := item("fresh-3")
+	badMetadata.Metadata = map[string]string{"": "x"}
+	items = append(items, badMetadata)
 
-	results, err := b.store.ReserveBatch(ctx, reqs)
+	results, err := b.store.ReserveBatch(ctx, ledger.ReserveBatchRequest{Namespace: "ns", Owner: "w1", Items: items})
 	require.NoError(t, err)
-	require.Len(t, results, len(reqs))
+	require.Len(t, results, len(items))
 	outcome := func(i int) ledger.Reservation {
 		t.Helper()
 		require.NoError(t, results[i].Err, "item %d", i)
@@ -68,7 +68,7 @@ func TestReserveBatch(t *testing.T) {
 	require.ErrorContains(t, results[6].Err, "repeats items[0]")
 	require.ErrorIs(t, results[7].Err, ledger.ErrFingerprintMismatch)
 	require.Equal(t, ledger.Acquired, outcome(8).Outcome)
-	requireField(t, results[9].Err, "items[9].wait_timeout")
+	requireField(t, results[9].Err, "items[9].metadata key")
 
 	// The rows and events are those of singleton Reserves.
 	fresh := b.lookup(t, "ns", "fresh-1")
@@ -84,10 +84,13 @@ func TestReserveBatch(t *testing.T) {
 
 func TestBatchSizes(t *testing.T) {
 	ctx, b := setup(t)
-	_, err := b.store.ReserveBatch(ctx, nil)
+	_, err := b.store.ReserveBatch(ctx, ledger.ReserveBatchRequest{Namespace: "ns", Owner: "w"})
 	requireField(t, err, "items")
-	tooMany := make([]ledger.CompleteRequest, 1001)
-	_, err = b.store.CompleteBatch(ctx, tooMany)
+	_, err = b.store.ReserveBatch(ctx, ledger.ReserveBatchRequest{Namespace: "ns", Items: []ledger.ReserveBatchItem{{Key: "k"}}})
+	requireField(t, err, "owner")
+	_, err = b.store.ReserveBatch(ctx, ledger.ReserveBatchRequest{Namespace: "ns", Owner: "w", LeaseTTL: time.Microsecond, Items: []ledger.ReserveBatchItem{{Key: "k"}}})
+	requireField(t, err, "lease_ttl")
+	_, err = b.store.CompleteBatch(ctx, "ns", make([]ledger.CompleteBatchItem, 1001))
 	requireField(t, err, "items")
 	require.ErrorContains(t, err, "must hold 1 to 1000 items, got 1001")
 	_, err = b.store.LookupBatch(ctx, "ns", make([]string, 1001))
@@ -109,10 +112,10 @@ func TestCompleteBatch(t *testing.T) {
 		_, err := b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "ns", Key: key, FencingToken: token[key], Result: []byte("first")})
 		require.NoError(t, err)
 	}
-	item := func(key string, token int64, result string) ledger.CompleteRequest {
-		return ledger.CompleteRequest{Namespace: "ns", Key: key, FencingToken: token, Result: []byte(result)}
+	item := func(key string, token int64, result string) ledger.CompleteBatchItem {
+		return ledger.CompleteBatchItem{Key: key, FencingToken: token, Result: []byte(result)}
 	}
-	results, err := b.store.CompleteBatch(ctx, []ledger.CompleteRequest{
+	results, err := b.store.CompleteBatch(ctx, "ns", []ledger.CompleteBatchItem{
 		item("a", token["a"], "ra"),
 		item("stale", token["stale"]+1, "x"),
 		item("again", token["again"], "first"),
@@ -173,18 +176,18 @@ func TestBatchesInQuotaNamespaces(t *testing.T) {
 	ctx, b := setup(t)
 	_, err := b.store.CreateNamespace(ctx, "q", ledger.NamespaceUpdate{MaxHeldLeases: ptr[int64](2), MaxStoredBytes: ptr[int64](3)}, "test")
 	require.NoError(t, err)
-	var reqs []ledger.ReserveRequest
+	var items []ledger.ReserveBatchItem
 	for i := range 3 {
-		reqs = append(reqs, ledger.ReserveRequest{Namespace: "q", Key: fmt.Sprint("k", i), Owner: "w"})
+		items = append(items, ledger.ReserveBatchItem{Key: fmt.Sprint("k", i)})
 	}
-	results, err := b.store.ReserveBatch(ctx, reqs)
+	results, err := b.store.ReserveBatch(ctx, ledger.ReserveBatchRequest{Namespace: "q", Owner: "w", Items: items})
 	require.NoError(t, err)
 	require.NoError(t, results[0].Err)
 	require.NoError(t, results[1].Err)
 	require.ErrorIs(t, results[2].Err, ledger.ErrQuotaExceeded)
-	completes, err := b.store.CompleteBatch(ctx, []ledger.CompleteRequest{
-		{Namespace: "q", Key: "k0", FencingToken: results[0].Reservation.FencingToken, Result: []byte("ab")},
-		{Namespace: "q", Key: "k1", FencingToken: results[1].Reservation.FencingToken, Result: []byte("cd")},
+	completes, err := b.store.CompleteBatch(ctx, "q", []ledger.CompleteBatchItem{
+		{Key: "k0", FencingToken: results[0].Reservation.FencingToken, Result: []byte("ab")},
+		{Key: "k1", FencingToken: results[1].Reservation.FencingToken, Result: []byte("cd")},
 	})
 	require.NoError(t, err)
 	require.NoError(t, completes[0].Err)

@@ -244,6 +244,9 @@ var permissions = map[string]permission{
 	ledgerv1.LedgerService_Fail_FullMethodName:      workers,
 	ledgerv1.LedgerService_Release_FullMethodName:   workers,
 	ledgerv1.LedgerService_Lookup_FullMethodName:    readers,
+	ledgerv1.LedgerService_ReserveBatch_FullMethodName:  workers,
+	ledgerv1.LedgerService_CompleteBatch_FullMethodName: workers,
+	ledgerv1.LedgerService_LookupBatch_FullMethodName:   readers,
 
 	ledgerv1.LedgerAdminService_ListEntries_FullMethodName:     auditor,
 	ledgerv1.LedgerAdminService_GetHistory_FullMethodName:      auditor,

@@ -164,6 +164,17 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"Lookup", func(ctx context.Context, _ string) error {
 			return err2(client.Lookup(ctx, &ledgerv1.LookupRequest{Namespace: "ns", Key: "k"}))
 		}, map[string]codes.Code{"worker": codes.OK, "reader": codes.OK, "admin": codes.OK, "platform-admin": codes.OK}},
+		{"ReserveBatch", func(ctx context.Context, caller string) error {
+			return err2(client.ReserveBatch(ctx, &ledgerv1.ReserveBatchRequest{Namespace: "ns", Owner: "w",
+				Items: []*ledgerv1.ReserveBatchItem{{Key: "batch-" + caller}}}))
+		}, worker(codes.OK)},
+		{"CompleteBatch", func(ctx context.Context, _ string) error {
+			return err2(client.CompleteBatch(ctx, &ledgerv1.CompleteBatchRequest{Namespace: "ns",
+				Items: []*ledgerv1.CompleteBatchItem{{Key: "k", FencingToken: 99}}}))
+		}, worker(codes.OK)},
+		{"LookupBatch", func(ctx context.Context, _ string) error {
+			return err2(client.LookupBatch(ctx, &ledgerv1.LookupBatchRequest{Namespace: "ns", Keys: []string{"k"}}))
+		}, map[string]codes.Code{"worker": codes.OK, "reader": codes.OK, "admin": codes.OK, "platform-admin": codes.OK}},
 		{"ListEntries", func(ctx context.Context, _ string) error {
 			return err2(admin.ListEntries(ctx, &ledgerv1.ListEntriesRequest{Namespace: "ns"}))
 		}, reader(codes.OK)},

@@ -231,7 +231,12 @@ func fieldValue(msg protoreflect.Message, fd protoreflect.FieldDescriptor, in fu
 		if depth >= 3 {
 			return protoreflect.Value{}, false
 		}
-		inner := msg.NewField(fd).Message()
+		var inner protoreflect.Message
+		if fd.IsList() { // a repeated message: the batch RPCs' items
+			inner = msg.Mutable(fd).List().NewElement().Message()
+		} else {
+			inner = msg.NewField(fd).Message()
+		}
 		fill(inner, in, depth+1)
 		return protoreflect.ValueOfMessage(inner), true
 	}

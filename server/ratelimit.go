@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 )
 
 // Rate is a token bucket: PerSecond requests a second on average, in bursts
@@ -79,7 +81,7 @@ func newRateLimiter(limits RateLimits) *rateLimiter {
 
 // admit takes a token from the principal's and the namespace's buckets, or
 // neither, and says how long to wait when it cannot.
-func (r *rateLimiter) admit(principal, namespace string, now time.Time) (ok bool, retryAfter time.Duration, which string) {
+func (r *rateLimiter) admit(principal, namespace string, cost int, now time.Time) (ok bool, retryAfter time.Duration, which string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var reservations []*rate.Reservation
@@ -92,7 +94,8 @@ func (r *rateLimiter) admit(principal, namespace string, now time.Time) (ok bool
 		if unlimited {
 			return true
 		}
-		res := b.get(key).ReserveN(now, 1)
+		limiter := b.get(key)
+		res := limiter.ReserveN(now, min(cost, limiter.Burst())) // a batch larger than the burst costs the burst
 		if delay := res.DelayFrom(now); !res.OK() || delay > 0 {
 			res.CancelAt(now)
 			cancel()
@@ -129,7 +132,7 @@ func rateLimitInterceptor(limits RateLimits) grpc.UnaryServerInterceptor {
 		if !ok {
 			principal = "anonymous"
 		}
-		admitted, retryAfter, which := limiter.admit(principal, namespaceOf(req), time.Now())
+		admitted, retryAfter, which := limiter.admit(principal, namespaceOf(req), costOf(req), time.Now())
 		if !admitted {
 			return nil, withDetails(codes.ResourceExhausted, ReasonRateLimited,
 				fmt.Sprintf("rate limit of %s exceeded; retry after %s", which, retryAfter.Round(time.Millisecond)), nil,
@@ -137,4 +140,18 @@ func rateLimitInterceptor(limits RateLimits) grpc.UnaryServerInterceptor {
 		}
 		return handler(ctx, req)
 	}
+}
+
+// costOf is what a request takes from the rate limits: one per item of a
+// batch, one for any other request.
+func costOf(req any) int {
+	switch r := req.(type) {
+	case *ledgerv1.ReserveBatchRequest:
+		return max(1, len(r.GetItems()))
+	case *ledgerv1.CompleteBatchRequest:
+		return max(1, len(r.GetItems()))
+	case *ledgerv1.LookupBatchRequest:
+		return max(1, len(r.GetKeys()))
+	}
+	return 1
 }

@@ -103,7 +103,7 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 		store:  store,
 		logger: cfg.Logger,
 	}
-	ledgerv1.RegisterLedgerServiceServer(s.grpc, &service{store: store, logger: cfg.Logger})
+	ledgerv1.RegisterLedgerServiceServer(s.grpc, &service{store: store, logger: cfg.Logger, maxResponseBytes: limits.MaxSendMsgBytes})
 	ledgerv1.RegisterLedgerAdminServiceServer(s.grpc, &adminService{store: store, auth: cfg.Auth, logger: cfg.Logger})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

@@ -18,6 +18,9 @@ type service struct {
 	ledgerv1.UnimplementedLedgerServiceServer
 	store  *ledger.Store
 	logger *slog.Logger
+	// maxResponseBytes is the gRPC send limit, which a batch's response
+	// must stay under.
+	maxResponseBytes int
 }
 
 func (s *service) Reserve(ctx context.Context, req *ledgerv1.ReserveRequest) (*ledgerv1.ReserveResponse, error) {
@@ -121,10 +124,14 @@ func (s *service) Complete(ctx context.Context, req *ledgerv1.CompleteRequest) (
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
+	return completeResponse(c), nil
+}
+
+func completeResponse(c ledger.Completion) *ledgerv1.CompleteResponse {
 	return &ledgerv1.CompleteResponse{
 		CompletedAt:      timestamppb.New(c.CompletedAt),
 		AlreadyCompleted: c.AlreadyCompleted,
-	}, nil
+	}
 }
 
 func (s *service) Fail(ctx context.Context, req *ledgerv1.FailRequest) (*ledgerv1.FailResponse, error) {

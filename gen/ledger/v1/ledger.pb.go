@@ -261,6 +261,805 @@ func (EventKind) EnumDescriptor() ([]byte, []int) {
 	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{1}
 }
 
+// ReserveBatchRequest reserves many keys; the fields outside the items are
+// those of ReserveRequest, shared by every item.
+type ReserveBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace of every item.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// owner of every lease; see ReserveRequest.owner.
+	Owner string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	// lease_ttl of every lease; see ReserveRequest.lease_ttl.
+	LeaseTtl *durationpb.Duration `protobuf:"bytes,3,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
+	// items to reserve: 1 to the server's maximum (1000 by default), each key
+	// once.
+	Items         []*ReserveBatchItem `protobuf:"bytes,4,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveBatchRequest) Reset() {
+	*x = ReserveBatchRequest{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveBatchRequest) ProtoMessage() {}
+
+func (x *ReserveBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveBatchRequest.ProtoReflect.Descriptor instead.
+func (*ReserveBatchRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReserveBatchRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ReserveBatchRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *ReserveBatchRequest) GetLeaseTtl() *durationpb.Duration {
+	if x != nil {
+		return x.LeaseTtl
+	}
+	return nil
+}
+
+func (x *ReserveBatchRequest) GetItems() []*ReserveBatchItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// ReserveBatchItem is one key of a ReserveBatch.
+type ReserveBatchItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key; see ReserveRequest.key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// fingerprint; see ReserveRequest.fingerprint.
+	Fingerprint []byte `protobuf:"bytes,2,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
+	// metadata; see ReserveRequest.metadata.
+	Metadata      map[string]string `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveBatchItem) Reset() {
+	*x = ReserveBatchItem{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveBatchItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveBatchItem) ProtoMessage() {}
+
+func (x *ReserveBatchItem) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveBatchItem.ProtoReflect.Descriptor instead.
+func (*ReserveBatchItem) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ReserveBatchItem) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *ReserveBatchItem) GetFingerprint() []byte {
+	if x != nil {
+		return x.Fingerprint
+	}
+	return nil
+}
+
+func (x *ReserveBatchItem) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// ReserveBatchResponse has one result per item, in request order.
+type ReserveBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results, results[i] for items[i].
+	Results       []*ReserveBatchResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveBatchResponse) Reset() {
+	*x = ReserveBatchResponse{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveBatchResponse) ProtoMessage() {}
+
+func (x *ReserveBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveBatchResponse.ProtoReflect.Descriptor instead.
+func (*ReserveBatchResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReserveBatchResponse) GetResults() []*ReserveBatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// ReserveBatchResult is one item's answer: Reserve's, or an error.
+type ReserveBatchResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// result is the answer or the error.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*ReserveBatchResult_Reserved
+	//	*ReserveBatchResult_Error
+	Result        isReserveBatchResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReserveBatchResult) Reset() {
+	*x = ReserveBatchResult{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReserveBatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReserveBatchResult) ProtoMessage() {}
+
+func (x *ReserveBatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReserveBatchResult.ProtoReflect.Descriptor instead.
+func (*ReserveBatchResult) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReserveBatchResult) GetResult() isReserveBatchResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ReserveBatchResult) GetReserved() *ReserveResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ReserveBatchResult_Reserved); ok {
+			return x.Reserved
+		}
+	}
+	return nil
+}
+
+func (x *ReserveBatchResult) GetError() *ItemError {
+	if x != nil {
+		if x, ok := x.Result.(*ReserveBatchResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isReserveBatchResult_Result interface {
+	isReserveBatchResult_Result()
+}
+
+type ReserveBatchResult_Reserved struct {
+	// reserved is what Reserve would have answered.
+	Reserved *ReserveResponse `protobuf:"bytes,1,opt,name=reserved,proto3,oneof"`
+}
+
+type ReserveBatchResult_Error struct {
+	// error is what Reserve would have failed with.
+	Error *ItemError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*ReserveBatchResult_Reserved) isReserveBatchResult_Result() {}
+
+func (*ReserveBatchResult_Error) isReserveBatchResult_Result() {}
+
+// CompleteBatchRequest completes many keys of one namespace.
+type CompleteBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace of every item.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// items to complete: 1 to the server's maximum (1000 by default), each
+	// key once.
+	Items         []*CompleteBatchItem `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteBatchRequest) Reset() {
+	*x = CompleteBatchRequest{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteBatchRequest) ProtoMessage() {}
+
+func (x *CompleteBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteBatchRequest.ProtoReflect.Descriptor instead.
+func (*CompleteBatchRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CompleteBatchRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *CompleteBatchRequest) GetItems() []*CompleteBatchItem {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// CompleteBatchItem is one key of a CompleteBatch.
+type CompleteBatchItem struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key; see CompleteRequest.key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// fencing_token; see CompleteRequest.fencing_token.
+	FencingToken int64 `protobuf:"varint,2,opt,name=fencing_token,json=fencingToken,proto3" json:"fencing_token,omitempty"`
+	// result; see CompleteRequest.result.
+	Result        []byte `protobuf:"bytes,3,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteBatchItem) Reset() {
+	*x = CompleteBatchItem{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteBatchItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteBatchItem) ProtoMessage() {}
+
+func (x *CompleteBatchItem) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteBatchItem.ProtoReflect.Descriptor instead.
+func (*CompleteBatchItem) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CompleteBatchItem) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CompleteBatchItem) GetFencingToken() int64 {
+	if x != nil {
+		return x.FencingToken
+	}
+	return 0
+}
+
+func (x *CompleteBatchItem) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// CompleteBatchResponse has one result per item, in request order.
+type CompleteBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results, results[i] for items[i].
+	Results       []*CompleteBatchResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteBatchResponse) Reset() {
+	*x = CompleteBatchResponse{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteBatchResponse) ProtoMessage() {}
+
+func (x *CompleteBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteBatchResponse.ProtoReflect.Descriptor instead.
+func (*CompleteBatchResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CompleteBatchResponse) GetResults() []*CompleteBatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// CompleteBatchResult is one item's answer: Complete's, or an error.
+type CompleteBatchResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// result is the answer or the error.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*CompleteBatchResult_Completed
+	//	*CompleteBatchResult_Error
+	Result        isCompleteBatchResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteBatchResult) Reset() {
+	*x = CompleteBatchResult{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteBatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteBatchResult) ProtoMessage() {}
+
+func (x *CompleteBatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteBatchResult.ProtoReflect.Descriptor instead.
+func (*CompleteBatchResult) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CompleteBatchResult) GetResult() isCompleteBatchResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *CompleteBatchResult) GetCompleted() *CompleteResponse {
+	if x != nil {
+		if x, ok := x.Result.(*CompleteBatchResult_Completed); ok {
+			return x.Completed
+		}
+	}
+	return nil
+}
+
+func (x *CompleteBatchResult) GetError() *ItemError {
+	if x != nil {
+		if x, ok := x.Result.(*CompleteBatchResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isCompleteBatchResult_Result interface {
+	isCompleteBatchResult_Result()
+}
+
+type CompleteBatchResult_Completed struct {
+	// completed is what Complete would have answered.
+	Completed *CompleteResponse `protobuf:"bytes,1,opt,name=completed,proto3,oneof"`
+}
+
+type CompleteBatchResult_Error struct {
+	// error is what Complete would have failed with.
+	Error *ItemError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*CompleteBatchResult_Completed) isCompleteBatchResult_Result() {}
+
+func (*CompleteBatchResult_Error) isCompleteBatchResult_Result() {}
+
+// LookupBatchRequest looks many keys of one namespace up.
+type LookupBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// namespace of every key.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// keys to look up: 1 to the server's maximum (1000 by default), each
+	// once.
+	Keys          []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupBatchRequest) Reset() {
+	*x = LookupBatchRequest{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupBatchRequest) ProtoMessage() {}
+
+func (x *LookupBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupBatchRequest.ProtoReflect.Descriptor instead.
+func (*LookupBatchRequest) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *LookupBatchRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *LookupBatchRequest) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// LookupBatchResponse has one result per key, in request order.
+type LookupBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results, results[i] for keys[i].
+	Results       []*LookupBatchResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupBatchResponse) Reset() {
+	*x = LookupBatchResponse{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupBatchResponse) ProtoMessage() {}
+
+func (x *LookupBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupBatchResponse.ProtoReflect.Descriptor instead.
+func (*LookupBatchResponse) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *LookupBatchResponse) GetResults() []*LookupBatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// LookupBatchResult is one key's entry, or an error.
+type LookupBatchResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// result is the entry or the error.
+	//
+	// Types that are valid to be assigned to Result:
+	//
+	//	*LookupBatchResult_Entry
+	//	*LookupBatchResult_Error
+	Result        isLookupBatchResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupBatchResult) Reset() {
+	*x = LookupBatchResult{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupBatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupBatchResult) ProtoMessage() {}
+
+func (x *LookupBatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupBatchResult.ProtoReflect.Descriptor instead.
+func (*LookupBatchResult) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LookupBatchResult) GetResult() isLookupBatchResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *LookupBatchResult) GetEntry() *Entry {
+	if x != nil {
+		if x, ok := x.Result.(*LookupBatchResult_Entry); ok {
+			return x.Entry
+		}
+	}
+	return nil
+}
+
+func (x *LookupBatchResult) GetError() *ItemError {
+	if x != nil {
+		if x, ok := x.Result.(*LookupBatchResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isLookupBatchResult_Result interface {
+	isLookupBatchResult_Result()
+}
+
+type LookupBatchResult_Entry struct {
+	// entry is what Lookup would have answered (without history).
+	Entry *Entry `protobuf:"bytes,1,opt,name=entry,proto3,oneof"`
+}
+
+type LookupBatchResult_Error struct {
+	// error is what Lookup would have failed with (NOT_FOUND, say).
+	Error *ItemError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*LookupBatchResult_Entry) isLookupBatchResult_Result() {}
+
+func (*LookupBatchResult_Error) isLookupBatchResult_Result() {}
+
+// ItemError is the error of one item of a batch: what the gRPC status of
+// the singleton call would have carried.
+type ItemError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// code is the gRPC status code (google.rpc.Code), e.g. 10 for ABORTED.
+	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	// reason is the ledgerd ErrorInfo reason, e.g. "LEASE_LOST" (see the
+	// list at the top of this file), or "RESPONSE_TOO_LARGE".
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// message says what happened, for people.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// field names the request field of an INVALID_ARGUMENT, e.g.
+	// "items[3].key".
+	Field string `protobuf:"bytes,4,opt,name=field,proto3" json:"field,omitempty"`
+	// metadata is the ErrorInfo metadata (e.g. a quota's limit and usage).
+	Metadata      map[string]string `protobuf:"bytes,5,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemError) Reset() {
+	*x = ItemError{}
+	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemError) ProtoMessage() {}
+
+func (x *ItemError) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
+func (*ItemError) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ItemError) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ItemError) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ItemError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ItemError) GetField() string {
+	if x != nil {
+		return x.Field
+	}
+	return ""
+}
+
+func (x *ItemError) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
 // WorkError describes why the work for a key failed.
 type WorkError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -276,7 +1075,7 @@ type WorkError struct {
 
 func (x *WorkError) Reset() {
 	*x = WorkError{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[0]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +1087,7 @@ func (x *WorkError) String() string {
 func (*WorkError) ProtoMessage() {}
 
 func (x *WorkError) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[0]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +1100,7 @@ func (x *WorkError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkError.ProtoReflect.Descriptor instead.
 func (*WorkError) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{0}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WorkError) GetCode() string {
@@ -364,7 +1163,7 @@ type ReserveRequest struct {
 
 func (x *ReserveRequest) Reset() {
 	*x = ReserveRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[1]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +1175,7 @@ func (x *ReserveRequest) String() string {
 func (*ReserveRequest) ProtoMessage() {}
 
 func (x *ReserveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[1]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +1188,7 @@ func (x *ReserveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReserveRequest.ProtoReflect.Descriptor instead.
 func (*ReserveRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{1}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReserveRequest) GetNamespace() string {
@@ -460,7 +1259,7 @@ type ReserveResponse struct {
 
 func (x *ReserveResponse) Reset() {
 	*x = ReserveResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[2]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +1271,7 @@ func (x *ReserveResponse) String() string {
 func (*ReserveResponse) ProtoMessage() {}
 
 func (x *ReserveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[2]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +1284,7 @@ func (x *ReserveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReserveResponse.ProtoReflect.Descriptor instead.
 func (*ReserveResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{2}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ReserveResponse) GetOutcome() isReserveResponse_Outcome {
@@ -593,7 +1392,7 @@ type Acquired struct {
 
 func (x *Acquired) Reset() {
 	*x = Acquired{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[3]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +1404,7 @@ func (x *Acquired) String() string {
 func (*Acquired) ProtoMessage() {}
 
 func (x *Acquired) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[3]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +1417,7 @@ func (x *Acquired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Acquired.ProtoReflect.Descriptor instead.
 func (*Acquired) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{3}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Acquired) GetFencingToken() int64 {
@@ -687,7 +1486,7 @@ type Completed struct {
 
 func (x *Completed) Reset() {
 	*x = Completed{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[4]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +1498,7 @@ func (x *Completed) String() string {
 func (*Completed) ProtoMessage() {}
 
 func (x *Completed) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[4]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +1511,7 @@ func (x *Completed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Completed.ProtoReflect.Descriptor instead.
 func (*Completed) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{4}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Completed) GetResult() []byte {
@@ -762,7 +1561,7 @@ type InProgress struct {
 
 func (x *InProgress) Reset() {
 	*x = InProgress{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[5]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +1573,7 @@ func (x *InProgress) String() string {
 func (*InProgress) ProtoMessage() {}
 
 func (x *InProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[5]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +1586,7 @@ func (x *InProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InProgress.ProtoReflect.Descriptor instead.
 func (*InProgress) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{5}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InProgress) GetOwner() string {
@@ -835,7 +1634,7 @@ type Failed struct {
 
 func (x *Failed) Reset() {
 	*x = Failed{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[6]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1646,7 @@ func (x *Failed) String() string {
 func (*Failed) ProtoMessage() {}
 
 func (x *Failed) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[6]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1659,7 @@ func (x *Failed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Failed.ProtoReflect.Descriptor instead.
 func (*Failed) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{6}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Failed) GetError() *WorkError {
@@ -913,7 +1712,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[7]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1724,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[7]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1737,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{7}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *HeartbeatRequest) GetNamespace() string {
@@ -987,7 +1786,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[8]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1798,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[8]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1811,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{8}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HeartbeatResponse) GetLeaseExpiresAt() *timestamppb.Timestamp {
@@ -1041,7 +1840,7 @@ type CompleteRequest struct {
 
 func (x *CompleteRequest) Reset() {
 	*x = CompleteRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[9]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1852,7 @@ func (x *CompleteRequest) String() string {
 func (*CompleteRequest) ProtoMessage() {}
 
 func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[9]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1865,7 @@ func (x *CompleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteRequest.ProtoReflect.Descriptor instead.
 func (*CompleteRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{9}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CompleteRequest) GetNamespace() string {
@@ -1111,7 +1910,7 @@ type CompleteResponse struct {
 
 func (x *CompleteResponse) Reset() {
 	*x = CompleteResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[10]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1922,7 @@ func (x *CompleteResponse) String() string {
 func (*CompleteResponse) ProtoMessage() {}
 
 func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[10]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1935,7 @@ func (x *CompleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteResponse.ProtoReflect.Descriptor instead.
 func (*CompleteResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{10}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CompleteResponse) GetCompletedAt() *timestamppb.Timestamp {
@@ -1173,7 +1972,7 @@ type FailRequest struct {
 
 func (x *FailRequest) Reset() {
 	*x = FailRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1984,7 @@ func (x *FailRequest) String() string {
 func (*FailRequest) ProtoMessage() {}
 
 func (x *FailRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[11]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1997,7 @@ func (x *FailRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailRequest.ProtoReflect.Descriptor instead.
 func (*FailRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{11}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FailRequest) GetNamespace() string {
@@ -1251,7 +2050,7 @@ type FailResponse struct {
 
 func (x *FailResponse) Reset() {
 	*x = FailResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +2062,7 @@ func (x *FailResponse) String() string {
 func (*FailResponse) ProtoMessage() {}
 
 func (x *FailResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[12]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +2075,7 @@ func (x *FailResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailResponse.ProtoReflect.Descriptor instead.
 func (*FailResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{12}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FailResponse) GetState() State {
@@ -1308,7 +2107,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +2119,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[13]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +2132,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{13}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReleaseRequest) GetNamespace() string {
@@ -1369,7 +2168,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +2180,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[14]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +2193,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{14}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReleaseResponse) GetAlreadyReleased() bool {
@@ -1420,7 +2219,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +2231,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[15]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +2244,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{15}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *LookupRequest) GetNamespace() string {
@@ -1485,7 +2284,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1497,7 +2296,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[16]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1510,7 +2309,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{16}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *LookupResponse) GetEntry() *Entry {
@@ -1584,7 +2383,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1596,7 +2395,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[17]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1609,7 +2408,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{17}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Entry) GetNamespace() string {
@@ -1769,7 +2568,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1781,7 +2580,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_ledger_proto_msgTypes[18]
+	mi := &file_ledger_v1_ledger_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1794,7 +2593,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{18}
+	return file_ledger_v1_ledger_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Event) GetId() int64 {
@@ -1871,7 +2670,56 @@ var File_ledger_v1_ledger_proto protoreflect.FileDescriptor
 
 const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\n" +
-	"\x16ledger/v1/ledger.proto\x12\tledger.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n" +
+	"\x16ledger/v1/ledger.proto\x12\tledger.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n" +
+	"\x13ReserveBatchRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x126\n" +
+	"\tlease_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x121\n" +
+	"\x05items\x18\x04 \x03(\v2\x1b.ledger.v1.ReserveBatchItemR\x05items\"\xca\x01\n" +
+	"\x10ReserveBatchItem\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12 \n" +
+	"\vfingerprint\x18\x02 \x01(\fR\vfingerprint\x12E\n" +
+	"\bmetadata\x18\x03 \x03(\v2).ledger.v1.ReserveBatchItem.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"O\n" +
+	"\x14ReserveBatchResponse\x127\n" +
+	"\aresults\x18\x01 \x03(\v2\x1d.ledger.v1.ReserveBatchResultR\aresults\"\x86\x01\n" +
+	"\x12ReserveBatchResult\x128\n" +
+	"\breserved\x18\x01 \x01(\v2\x1a.ledger.v1.ReserveResponseH\x00R\breserved\x12,\n" +
+	"\x05error\x18\x02 \x01(\v2\x14.ledger.v1.ItemErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"h\n" +
+	"\x14CompleteBatchRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x122\n" +
+	"\x05items\x18\x02 \x03(\v2\x1c.ledger.v1.CompleteBatchItemR\x05items\"b\n" +
+	"\x11CompleteBatchItem\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12#\n" +
+	"\rfencing_token\x18\x02 \x01(\x03R\ffencingToken\x12\x16\n" +
+	"\x06result\x18\x03 \x01(\fR\x06result\"Q\n" +
+	"\x15CompleteBatchResponse\x128\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.ledger.v1.CompleteBatchResultR\aresults\"\x8a\x01\n" +
+	"\x13CompleteBatchResult\x12;\n" +
+	"\tcompleted\x18\x01 \x01(\v2\x1b.ledger.v1.CompleteResponseH\x00R\tcompleted\x12,\n" +
+	"\x05error\x18\x02 \x01(\v2\x14.ledger.v1.ItemErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"F\n" +
+	"\x12LookupBatchRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\"M\n" +
+	"\x13LookupBatchResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.ledger.v1.LookupBatchResultR\aresults\"u\n" +
+	"\x11LookupBatchResult\x12(\n" +
+	"\x05entry\x18\x01 \x01(\v2\x10.ledger.v1.EntryH\x00R\x05entry\x12,\n" +
+	"\x05error\x18\x02 \x01(\v2\x14.ledger.v1.ItemErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"\xe4\x01\n" +
+	"\tItemError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x14\n" +
+	"\x05field\x18\x04 \x01(\tR\x05field\x12>\n" +
+	"\bmetadata\x18\x05 \x03(\v2\".ledger.v1.ItemError.MetadataEntryR\bmetadata\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
 	"\tWorkError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\xf0\x02\n" +
@@ -2029,14 +2877,17 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x18EVENT_KIND_TOKEN_CREATED\x10\x0e\x12\x1c\n" +
 	"\x18EVENT_KIND_TOKEN_REVOKED\x10\x0f\x12\x1b\n" +
 	"\x17EVENT_KIND_ROLE_GRANTED\x10\x10\x12\x1b\n" +
-	"\x17EVENT_KIND_ROLE_REVOKED\x10\x112\xb6\x03\n" +
+	"\x17EVENT_KIND_ROLE_REVOKED\x10\x112\xb8\x05\n" +
 	"\rLedgerService\x12E\n" +
 	"\aReserve\x12\x19.ledger.v1.ReserveRequest\x1a\x1a.ledger.v1.ReserveResponse\"\x03\x90\x02\x02\x12K\n" +
 	"\tHeartbeat\x12\x1b.ledger.v1.HeartbeatRequest\x1a\x1c.ledger.v1.HeartbeatResponse\"\x03\x90\x02\x02\x12H\n" +
 	"\bComplete\x12\x1a.ledger.v1.CompleteRequest\x1a\x1b.ledger.v1.CompleteResponse\"\x03\x90\x02\x02\x12<\n" +
 	"\x04Fail\x12\x16.ledger.v1.FailRequest\x1a\x17.ledger.v1.FailResponse\"\x03\x90\x02\x02\x12E\n" +
 	"\aRelease\x12\x19.ledger.v1.ReleaseRequest\x1a\x1a.ledger.v1.ReleaseResponse\"\x03\x90\x02\x02\x12B\n" +
-	"\x06Lookup\x12\x18.ledger.v1.LookupRequest\x1a\x19.ledger.v1.LookupResponse\"\x03\x90\x02\x01B3Z1github.com/ledgerd/ledgerd/gen/ledger/v1;ledgerv1b\x06proto3"
+	"\x06Lookup\x12\x18.ledger.v1.LookupRequest\x1a\x19.ledger.v1.LookupResponse\"\x03\x90\x02\x01\x12T\n" +
+	"\fReserveBatch\x12\x1e.ledger.v1.ReserveBatchRequest\x1a\x1f.ledger.v1.ReserveBatchResponse\"\x03\x90\x02\x02\x12W\n" +
+	"\rCompleteBatch\x12\x1f.ledger.v1.CompleteBatchRequest\x1a .ledger.v1.CompleteBatchResponse\"\x03\x90\x02\x02\x12Q\n" +
+	"\vLookupBatch\x12\x1d.ledger.v1.LookupBatchRequest\x1a\x1e.ledger.v1.LookupBatchResponse\"\x03\x90\x02\x01B3Z1github.com/ledgerd/ledgerd/gen/ledger/v1;ledgerv1b\x06proto3"
 
 var (
 	file_ledger_v1_ledger_proto_rawDescOnce sync.Once
@@ -2051,86 +2902,120 @@ func file_ledger_v1_ledger_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_ledger_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_ledger_v1_ledger_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_ledger_v1_ledger_proto_goTypes = []any{
 	(State)(0),                    // 0: ledger.v1.State
 	(EventKind)(0),                // 1: ledger.v1.EventKind
-	(*WorkError)(nil),             // 2: ledger.v1.WorkError
-	(*ReserveRequest)(nil),        // 3: ledger.v1.ReserveRequest
-	(*ReserveResponse)(nil),       // 4: ledger.v1.ReserveResponse
-	(*Acquired)(nil),              // 5: ledger.v1.Acquired
-	(*Completed)(nil),             // 6: ledger.v1.Completed
-	(*InProgress)(nil),            // 7: ledger.v1.InProgress
-	(*Failed)(nil),                // 8: ledger.v1.Failed
-	(*HeartbeatRequest)(nil),      // 9: ledger.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 10: ledger.v1.HeartbeatResponse
-	(*CompleteRequest)(nil),       // 11: ledger.v1.CompleteRequest
-	(*CompleteResponse)(nil),      // 12: ledger.v1.CompleteResponse
-	(*FailRequest)(nil),           // 13: ledger.v1.FailRequest
-	(*FailResponse)(nil),          // 14: ledger.v1.FailResponse
-	(*ReleaseRequest)(nil),        // 15: ledger.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),       // 16: ledger.v1.ReleaseResponse
-	(*LookupRequest)(nil),         // 17: ledger.v1.LookupRequest
-	(*LookupResponse)(nil),        // 18: ledger.v1.LookupResponse
-	(*Entry)(nil),                 // 19: ledger.v1.Entry
-	(*Event)(nil),                 // 20: ledger.v1.Event
-	nil,                           // 21: ledger.v1.ReserveRequest.MetadataEntry
-	nil,                           // 22: ledger.v1.Entry.MetadataEntry
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 25: google.protobuf.Struct
+	(*ReserveBatchRequest)(nil),   // 2: ledger.v1.ReserveBatchRequest
+	(*ReserveBatchItem)(nil),      // 3: ledger.v1.ReserveBatchItem
+	(*ReserveBatchResponse)(nil),  // 4: ledger.v1.ReserveBatchResponse
+	(*ReserveBatchResult)(nil),    // 5: ledger.v1.ReserveBatchResult
+	(*CompleteBatchRequest)(nil),  // 6: ledger.v1.CompleteBatchRequest
+	(*CompleteBatchItem)(nil),     // 7: ledger.v1.CompleteBatchItem
+	(*CompleteBatchResponse)(nil), // 8: ledger.v1.CompleteBatchResponse
+	(*CompleteBatchResult)(nil),   // 9: ledger.v1.CompleteBatchResult
+	(*LookupBatchRequest)(nil),    // 10: ledger.v1.LookupBatchRequest
+	(*LookupBatchResponse)(nil),   // 11: ledger.v1.LookupBatchResponse
+	(*LookupBatchResult)(nil),     // 12: ledger.v1.LookupBatchResult
+	(*ItemError)(nil),             // 13: ledger.v1.ItemError
+	(*WorkError)(nil),             // 14: ledger.v1.WorkError
+	(*ReserveRequest)(nil),        // 15: ledger.v1.ReserveRequest
+	(*ReserveResponse)(nil),       // 16: ledger.v1.ReserveResponse
+	(*Acquired)(nil),              // 17: ledger.v1.Acquired
+	(*Completed)(nil),             // 18: ledger.v1.Completed
+	(*InProgress)(nil),            // 19: ledger.v1.InProgress
+	(*Failed)(nil),                // 20: ledger.v1.Failed
+	(*HeartbeatRequest)(nil),      // 21: ledger.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 22: ledger.v1.HeartbeatResponse
+	(*CompleteRequest)(nil),       // 23: ledger.v1.CompleteRequest
+	(*CompleteResponse)(nil),      // 24: ledger.v1.CompleteResponse
+	(*FailRequest)(nil),           // 25: ledger.v1.FailRequest
+	(*FailResponse)(nil),          // 26: ledger.v1.FailResponse
+	(*ReleaseRequest)(nil),        // 27: ledger.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),       // 28: ledger.v1.ReleaseResponse
+	(*LookupRequest)(nil),         // 29: ledger.v1.LookupRequest
+	(*LookupResponse)(nil),        // 30: ledger.v1.LookupResponse
+	(*Entry)(nil),                 // 31: ledger.v1.Entry
+	(*Event)(nil),                 // 32: ledger.v1.Event
+	nil,                           // 33: ledger.v1.ReserveBatchItem.MetadataEntry
+	nil,                           // 34: ledger.v1.ItemError.MetadataEntry
+	nil,                           // 35: ledger.v1.ReserveRequest.MetadataEntry
+	nil,                           // 36: ledger.v1.Entry.MetadataEntry
+	(*durationpb.Duration)(nil),   // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 39: google.protobuf.Struct
 }
 var file_ledger_v1_ledger_proto_depIdxs = []int32{
-	23, // 0: ledger.v1.ReserveRequest.lease_ttl:type_name -> google.protobuf.Duration
-	21, // 1: ledger.v1.ReserveRequest.metadata:type_name -> ledger.v1.ReserveRequest.MetadataEntry
-	23, // 2: ledger.v1.ReserveRequest.wait_timeout:type_name -> google.protobuf.Duration
-	5,  // 3: ledger.v1.ReserveResponse.acquired:type_name -> ledger.v1.Acquired
-	6,  // 4: ledger.v1.ReserveResponse.completed:type_name -> ledger.v1.Completed
-	7,  // 5: ledger.v1.ReserveResponse.in_progress:type_name -> ledger.v1.InProgress
-	8,  // 6: ledger.v1.ReserveResponse.failed:type_name -> ledger.v1.Failed
-	24, // 7: ledger.v1.Acquired.lease_expires_at:type_name -> google.protobuf.Timestamp
-	23, // 8: ledger.v1.Acquired.lease_ttl:type_name -> google.protobuf.Duration
-	24, // 9: ledger.v1.Completed.completed_at:type_name -> google.protobuf.Timestamp
-	24, // 10: ledger.v1.InProgress.lease_expires_at:type_name -> google.protobuf.Timestamp
-	23, // 11: ledger.v1.InProgress.retry_after:type_name -> google.protobuf.Duration
-	2,  // 12: ledger.v1.Failed.error:type_name -> ledger.v1.WorkError
-	24, // 13: ledger.v1.Failed.failed_at:type_name -> google.protobuf.Timestamp
-	23, // 14: ledger.v1.HeartbeatRequest.lease_ttl:type_name -> google.protobuf.Duration
-	24, // 15: ledger.v1.HeartbeatResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
-	24, // 16: ledger.v1.CompleteResponse.completed_at:type_name -> google.protobuf.Timestamp
-	2,  // 17: ledger.v1.FailRequest.error:type_name -> ledger.v1.WorkError
-	0,  // 18: ledger.v1.FailResponse.state:type_name -> ledger.v1.State
-	19, // 19: ledger.v1.LookupResponse.entry:type_name -> ledger.v1.Entry
-	20, // 20: ledger.v1.LookupResponse.history:type_name -> ledger.v1.Event
-	0,  // 21: ledger.v1.Entry.state:type_name -> ledger.v1.State
-	24, // 22: ledger.v1.Entry.lease_expires_at:type_name -> google.protobuf.Timestamp
-	2,  // 23: ledger.v1.Entry.error:type_name -> ledger.v1.WorkError
-	22, // 24: ledger.v1.Entry.metadata:type_name -> ledger.v1.Entry.MetadataEntry
-	24, // 25: ledger.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	24, // 26: ledger.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
-	24, // 27: ledger.v1.Entry.finished_at:type_name -> google.protobuf.Timestamp
-	24, // 28: ledger.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
-	24, // 29: ledger.v1.Entry.purged_at:type_name -> google.protobuf.Timestamp
-	1,  // 30: ledger.v1.Event.kind:type_name -> ledger.v1.EventKind
-	24, // 31: ledger.v1.Event.at:type_name -> google.protobuf.Timestamp
-	25, // 32: ledger.v1.Event.detail:type_name -> google.protobuf.Struct
-	3,  // 33: ledger.v1.LedgerService.Reserve:input_type -> ledger.v1.ReserveRequest
-	9,  // 34: ledger.v1.LedgerService.Heartbeat:input_type -> ledger.v1.HeartbeatRequest
-	11, // 35: ledger.v1.LedgerService.Complete:input_type -> ledger.v1.CompleteRequest
-	13, // 36: ledger.v1.LedgerService.Fail:input_type -> ledger.v1.FailRequest
-	15, // 37: ledger.v1.LedgerService.Release:input_type -> ledger.v1.ReleaseRequest
-	17, // 38: ledger.v1.LedgerService.Lookup:input_type -> ledger.v1.LookupRequest
-	4,  // 39: ledger.v1.LedgerService.Reserve:output_type -> ledger.v1.ReserveResponse
-	10, // 40: ledger.v1.LedgerService.Heartbeat:output_type -> ledger.v1.HeartbeatResponse
-	12, // 41: ledger.v1.LedgerService.Complete:output_type -> ledger.v1.CompleteResponse
-	14, // 42: ledger.v1.LedgerService.Fail:output_type -> ledger.v1.FailResponse
-	16, // 43: ledger.v1.LedgerService.Release:output_type -> ledger.v1.ReleaseResponse
-	18, // 44: ledger.v1.LedgerService.Lookup:output_type -> ledger.v1.LookupResponse
-	39, // [39:45] is the sub-list for method output_type
-	33, // [33:39] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	37, // 0: ledger.v1.ReserveBatchRequest.lease_ttl:type_name -> google.protobuf.Duration
+	3,  // 1: ledger.v1.ReserveBatchRequest.items:type_name -> ledger.v1.ReserveBatchItem
+	33, // 2: ledger.v1.ReserveBatchItem.metadata:type_name -> ledger.v1.ReserveBatchItem.MetadataEntry
+	5,  // 3: ledger.v1.ReserveBatchResponse.results:type_name -> ledger.v1.ReserveBatchResult
+	16, // 4: ledger.v1.ReserveBatchResult.reserved:type_name -> ledger.v1.ReserveResponse
+	13, // 5: ledger.v1.ReserveBatchResult.error:type_name -> ledger.v1.ItemError
+	7,  // 6: ledger.v1.CompleteBatchRequest.items:type_name -> ledger.v1.CompleteBatchItem
+	9,  // 7: ledger.v1.CompleteBatchResponse.results:type_name -> ledger.v1.CompleteBatchResult
+	24, // 8: ledger.v1.CompleteBatchResult.completed:type_name -> ledger.v1.CompleteResponse
+	13, // 9: ledger.v1.CompleteBatchResult.error:type_name -> ledger.v1.ItemError
+	12, // 10: ledger.v1.LookupBatchResponse.results:type_name -> ledger.v1.LookupBatchResult
+	31, // 11: ledger.v1.LookupBatchResult.entry:type_name -> ledger.v1.Entry
+	13, // 12: ledger.v1.LookupBatchResult.error:type_name -> ledger.v1.ItemError
+	34, // 13: ledger.v1.ItemError.metadata:type_name -> ledger.v1.ItemError.MetadataEntry
+	37, // 14: ledger.v1.ReserveRequest.lease_ttl:type_name -> google.protobuf.Duration
+	35, // 15: ledger.v1.ReserveRequest.metadata:type_name -> ledger.v1.ReserveRequest.MetadataEntry
+	37, // 16: ledger.v1.ReserveRequest.wait_timeout:type_name -> google.protobuf.Duration
+	17, // 17: ledger.v1.ReserveResponse.acquired:type_name -> ledger.v1.Acquired
+	18, // 18: ledger.v1.ReserveResponse.completed:type_name -> ledger.v1.Completed
+	19, // 19: ledger.v1.ReserveResponse.in_progress:type_name -> ledger.v1.InProgress
+	20, // 20: ledger.v1.ReserveResponse.failed:type_name -> ledger.v1.Failed
+	38, // 21: ledger.v1.Acquired.lease_expires_at:type_name -> google.protobuf.Timestamp
+	37, // 22: ledger.v1.Acquired.lease_ttl:type_name -> google.protobuf.Duration
+	38, // 23: ledger.v1.Completed.completed_at:type_name -> google.protobuf.Timestamp
+	38, // 24: ledger.v1.InProgress.lease_expires_at:type_name -> google.protobuf.Timestamp
+	37, // 25: ledger.v1.InProgress.retry_after:type_name -> google.protobuf.Duration
+	14, // 26: ledger.v1.Failed.error:type_name -> ledger.v1.WorkError
+	38, // 27: ledger.v1.Failed.failed_at:type_name -> google.protobuf.Timestamp
+	37, // 28: ledger.v1.HeartbeatRequest.lease_ttl:type_name -> google.protobuf.Duration
+	38, // 29: ledger.v1.HeartbeatResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
+	38, // 30: ledger.v1.CompleteResponse.completed_at:type_name -> google.protobuf.Timestamp
+	14, // 31: ledger.v1.FailRequest.error:type_name -> ledger.v1.WorkError
+	0,  // 32: ledger.v1.FailResponse.state:type_name -> ledger.v1.State
+	31, // 33: ledger.v1.LookupResponse.entry:type_name -> ledger.v1.Entry
+	32, // 34: ledger.v1.LookupResponse.history:type_name -> ledger.v1.Event
+	0,  // 35: ledger.v1.Entry.state:type_name -> ledger.v1.State
+	38, // 36: ledger.v1.Entry.lease_expires_at:type_name -> google.protobuf.Timestamp
+	14, // 37: ledger.v1.Entry.error:type_name -> ledger.v1.WorkError
+	36, // 38: ledger.v1.Entry.metadata:type_name -> ledger.v1.Entry.MetadataEntry
+	38, // 39: ledger.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
+	38, // 40: ledger.v1.Entry.updated_at:type_name -> google.protobuf.Timestamp
+	38, // 41: ledger.v1.Entry.finished_at:type_name -> google.protobuf.Timestamp
+	38, // 42: ledger.v1.Entry.expires_at:type_name -> google.protobuf.Timestamp
+	38, // 43: ledger.v1.Entry.purged_at:type_name -> google.protobuf.Timestamp
+	1,  // 44: ledger.v1.Event.kind:type_name -> ledger.v1.EventKind
+	38, // 45: ledger.v1.Event.at:type_name -> google.protobuf.Timestamp
+	39, // 46: ledger.v1.Event.detail:type_name -> google.protobuf.Struct
+	15, // 47: ledger.v1.LedgerService.Reserve:input_type -> ledger.v1.ReserveRequest
+	21, // 48: ledger.v1.LedgerService.Heartbeat:input_type -> ledger.v1.HeartbeatRequest
+	23, // 49: ledger.v1.LedgerService.Complete:input_type -> ledger.v1.CompleteRequest
+	25, // 50: ledger.v1.LedgerService.Fail:input_type -> ledger.v1.FailRequest
+	27, // 51: ledger.v1.LedgerService.Release:input_type -> ledger.v1.ReleaseRequest
+	29, // 52: ledger.v1.LedgerService.Lookup:input_type -> ledger.v1.LookupRequest
+	2,  // 53: ledger.v1.LedgerService.ReserveBatch:input_type -> ledger.v1.ReserveBatchRequest
+	6,  // 54: ledger.v1.LedgerService.CompleteBatch:input_type -> ledger.v1.CompleteBatchRequest
+	10, // 55: ledger.v1.LedgerService.LookupBatch:input_type -> ledger.v1.LookupBatchRequest
+	16, // 56: ledger.v1.LedgerService.Reserve:output_type -> ledger.v1.ReserveResponse
+	22, // 57: ledger.v1.LedgerService.Heartbeat:output_type -> ledger.v1.HeartbeatResponse
+	24, // 58: ledger.v1.LedgerService.Complete:output_type -> ledger.v1.CompleteResponse
+	26, // 59: ledger.v1.LedgerService.Fail:output_type -> ledger.v1.FailResponse
+	28, // 60: ledger.v1.LedgerService.Release:output_type -> ledger.v1.ReleaseResponse
+	30, // 61: ledger.v1.LedgerService.Lookup:output_type -> ledger.v1.LookupResponse
+	4,  // 62: ledger.v1.LedgerService.ReserveBatch:output_type -> ledger.v1.ReserveBatchResponse
+	8,  // 63: ledger.v1.LedgerService.CompleteBatch:output_type -> ledger.v1.CompleteBatchResponse
+	11, // 64: ledger.v1.LedgerService.LookupBatch:output_type -> ledger.v1.LookupBatchResponse
+	56, // [56:65] is the sub-list for method output_type
+	47, // [47:56] is the sub-list for method input_type
+	47, // [47:47] is the sub-list for extension type_name
+	47, // [47:47] is the sub-list for extension extendee
+	0,  // [0:47] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_ledger_proto_init() }
@@ -2138,20 +3023,32 @@ func file_ledger_v1_ledger_proto_init() {
 	if File_ledger_v1_ledger_proto != nil {
 		return
 	}
-	file_ledger_v1_ledger_proto_msgTypes[2].OneofWrappers = []any{
+	file_ledger_v1_ledger_proto_msgTypes[3].OneofWrappers = []any{
+		(*ReserveBatchResult_Reserved)(nil),
+		(*ReserveBatchResult_Error)(nil),
+	}
+	file_ledger_v1_ledger_proto_msgTypes[7].OneofWrappers = []any{
+		(*CompleteBatchResult_Completed)(nil),
+		(*CompleteBatchResult_Error)(nil),
+	}
+	file_ledger_v1_ledger_proto_msgTypes[10].OneofWrappers = []any{
+		(*LookupBatchResult_Entry)(nil),
+		(*LookupBatchResult_Error)(nil),
+	}
+	file_ledger_v1_ledger_proto_msgTypes[14].OneofWrappers = []any{
 		(*ReserveResponse_Acquired)(nil),
 		(*ReserveResponse_Completed)(nil),
 		(*ReserveResponse_InProgress)(nil),
 		(*ReserveResponse_Failed)(nil),
 	}
-	file_ledger_v1_ledger_proto_msgTypes[7].OneofWrappers = []any{}
+	file_ledger_v1_ledger_proto_msgTypes[19].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_ledger_proto_rawDesc), len(file_ledger_v1_ledger_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -65,12 +65,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	LedgerService_Reserve_FullMethodName   = "/ledger.v1.LedgerService/Reserve"
-	LedgerService_Heartbeat_FullMethodName = "/ledger.v1.LedgerService/Heartbeat"
-	LedgerService_Complete_FullMethodName  = "/ledger.v1.LedgerService/Complete"
-	LedgerService_Fail_FullMethodName      = "/ledger.v1.LedgerService/Fail"
-	LedgerService_Release_FullMethodName   = "/ledger.v1.LedgerService/Release"
-	LedgerService_Lookup_FullMethodName    = "/ledger.v1.LedgerService/Lookup"
+	LedgerService_Reserve_FullMethodName       = "/ledger.v1.LedgerService/Reserve"
+	LedgerService_Heartbeat_FullMethodName     = "/ledger.v1.LedgerService/Heartbeat"
+	LedgerService_Complete_FullMethodName      = "/ledger.v1.LedgerService/Complete"
+	LedgerService_Fail_FullMethodName          = "/ledger.v1.LedgerService/Fail"
+	LedgerService_Release_FullMethodName       = "/ledger.v1.LedgerService/Release"
+	LedgerService_Lookup_FullMethodName        = "/ledger.v1.LedgerService/Lookup"
+	LedgerService_ReserveBatch_FullMethodName  = "/ledger.v1.LedgerService/ReserveBatch"
+	LedgerService_CompleteBatch_FullMethodName = "/ledger.v1.LedgerService/CompleteBatch"
+	LedgerService_LookupBatch_FullMethodName   = "/ledger.v1.LedgerService/LookupBatch"
 )
 
 // LedgerServiceClient is the client API for LedgerService service.
@@ -149,6 +152,48 @@ type LedgerServiceClient interface {
 	// Errors: INVALID_ARGUMENT, NOT_FOUND (never seen, or purged and its
 	// events expired too), UNAVAILABLE.
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
+	// ReserveBatch reserves many keys of one namespace for one owner: for each
+	// item, exactly what Reserve answers (same fencing, fingerprints and audit
+	// events), in request order. The fresh keys and the replays of a batch are
+	// one statement and one commit; each takeover or extension adds one
+	// statement. An item never waits (there is no wait_timeout).
+	//
+	// A failing item fails alone, with its error in its result: a field that
+	// breaks a limit (INVALID_ARGUMENT, field "items[i].<field>"), a key that
+	// repeats an earlier item's, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED, or
+	// RESPONSE_TOO_LARGE when the response has no room left for the item's
+	// answer (a replayed result, or a checkpoint): ask again for that key. Its
+	// lease, if one was granted, is the owner's: the same owner's Reserve
+	// gets the same token back.
+	//
+	// Idempotent, as Reserve is, item by item.
+	//
+	// Errors of the whole call: INVALID_ARGUMENT (namespace, owner or
+	// lease_ttl, or no items, or more than the server's maximum: 1000 by
+	// default), UNAVAILABLE.
+	ReserveBatch(ctx context.Context, in *ReserveBatchRequest, opts ...grpc.CallOption) (*ReserveBatchResponse, error)
+	// CompleteBatch completes many keys of one namespace: for each item,
+	// exactly what Complete answers, in request order, in one statement and
+	// one commit (items that raced with a concurrent change are run again,
+	// alone). A failing item (LEASE_LOST, RESULT_CONFLICT, INVALID_ARGUMENT,
+	// QUOTA_EXCEEDED, a repeated key) fails alone. The request is bounded by
+	// the server's message size (the largest result allowed plus 1 MiB, at
+	// least 4 MiB): send large results in smaller batches.
+	//
+	// Idempotent, as Complete is, item by item.
+	//
+	// Errors of the whole call: INVALID_ARGUMENT (namespace, no items, too
+	// many), UNAVAILABLE.
+	CompleteBatch(ctx context.Context, in *CompleteBatchRequest, opts ...grpc.CallOption) (*CompleteBatchResponse, error)
+	// LookupBatch returns the entries of many keys of one namespace, in
+	// request order, with one statement (a second one reports the keys purged
+	// by retention). A key the ledger does not hold has the error NOT_FOUND;
+	// RESPONSE_TOO_LARGE when the response has no room left for an entry. It
+	// changes nothing.
+	//
+	// Errors of the whole call: INVALID_ARGUMENT (namespace, no keys, too
+	// many), UNAVAILABLE.
+	LookupBatch(ctx context.Context, in *LookupBatchRequest, opts ...grpc.CallOption) (*LookupBatchResponse, error)
 }
 
 type ledgerServiceClient struct {
@@ -213,6 +258,36 @@ func (c *ledgerServiceClient) Lookup(ctx context.Context, in *LookupRequest, opt
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(LookupResponse)
 	err := c.cc.Invoke(ctx, LedgerService_Lookup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) ReserveBatch(ctx context.Context, in *ReserveBatchRequest, opts ...grpc.CallOption) (*ReserveBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReserveBatchResponse)
+	err := c.cc.Invoke(ctx, LedgerService_ReserveBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) CompleteBatch(ctx context.Context, in *CompleteBatchRequest, opts ...grpc.CallOption) (*CompleteBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CompleteBatchResponse)
+	err := c.cc.Invoke(ctx, LedgerService_CompleteBatch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *ledgerServiceClient) LookupBatch(ctx context.Context, in *LookupBatchRequest, opts ...grpc.CallOption) (*LookupBatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupBatchResponse)
+	err := c.cc.Invoke(ctx, LedgerService_LookupBatch_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -295,6 +370,48 @@ type LedgerServiceServer interface {
 	// Errors: INVALID_ARGUMENT, NOT_FOUND (never seen, or purged and its
 	// events expired too), UNAVAILABLE.
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
+	// ReserveBatch reserves many keys of one namespace for one owner: for each
+	// item, exactly what Reserve answers (same fencing, fingerprints and audit
+	// events), in request order. The fresh keys and the replays of a batch are
+	// one statement and one commit; each takeover or extension adds one
+	// statement. An item never waits (there is no wait_timeout).
+	//
+	// A failing item fails alone, with its error in its result: a field that
+	// breaks a limit (INVALID_ARGUMENT, field "items[i].<field>"), a key that
+	// repeats an earlier item's, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED, or
+	// RESPONSE_TOO_LARGE when the response has no room left for the item's
+	// answer (a replayed result, or a checkpoint): ask again for that key. Its
+	// lease, if one was granted, is the owner's: the same owner's Reserve
+	// gets the same token back.
+	//
+	// Idempotent, as Reserve is, item by item.
+	//
+	// Errors of the whole call: INVALID_ARGUMENT (namespace, owner or
+	// lease_ttl, or no items, or more than the server's maximum: 1000 by
+	// default), UNAVAILABLE.
+	ReserveBatch(context.Context, *ReserveBatchRequest) (*ReserveBatchResponse, error)
+	// CompleteBatch completes many keys of one namespace: for each item,
+	// exactly what Complete answers, in request order, in one statement and
+	// one commit (items that raced with a concurrent change are run again,
+	// alone). A failing item (LEASE_LOST, RESULT_CONFLICT, INVALID_ARGUMENT,
+	// QUOTA_EXCEEDED, a repeated key) fails alone. The request is bounded by
+	// the server's message size (the largest result allowed plus 1 MiB, at
+	// least 4 MiB): send large results in smaller batches.
+	//
+	// Idempotent, as Complete is, item by item.
+	//
+	// Errors of the whole call: INVALID_ARGUMENT (namespace, no items, too
+	// many), UNAVAILABLE.
+	CompleteBatch(context.Context, *CompleteBatchRequest) (*CompleteBatchResponse, error)
+	// LookupBatch returns the entries of many keys of one namespace, in
+	// request order, with one statement (a second one reports the keys purged
+	// by retention). A key the ledger does not hold has the error NOT_FOUND;
+	// RESPONSE_TOO_LARGE when the response has no room left for an entry. It
+	// changes nothing.
+	//
+	// Errors of the whole call: INVALID_ARGUMENT (namespace, no keys, too
+	// many), UNAVAILABLE.
+	LookupBatch(context.Context, *LookupBatchRequest) (*LookupBatchResponse, error)
 	mustEmbedUnimplementedLedgerServiceServer()
 }
 
@@ -322,6 +439,15 @@ func (UnimplementedLedgerServiceServer) Release(context.Context, *ReleaseRequest
 }
 func (UnimplementedLedgerServiceServer) Lookup(context.Context, *LookupRequest) (*LookupResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Lookup not implemented")
+}
+func (UnimplementedLedgerServiceServer) ReserveBatch(context.Context, *ReserveBatchRequest) (*ReserveBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReserveBatch not implemented")
+}
+func (UnimplementedLedgerServiceServer) CompleteBatch(context.Context, *CompleteBatchRequest) (*CompleteBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CompleteBatch not implemented")
+}
+func (UnimplementedLedgerServiceServer) LookupBatch(context.Context, *LookupBatchRequest) (*LookupBatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LookupBatch not implemented")
 }
 func (UnimplementedLedgerServiceServer) mustEmbedUnimplementedLedgerServiceServer() {}
 func (UnimplementedLedgerServiceServer) testEmbeddedByValue()                       {}
@@ -452,6 +578,60 @@ func _LedgerService_Lookup_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _LedgerService_ReserveBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReserveBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LedgerServiceServer).ReserveBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LedgerService_ReserveBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LedgerServiceServer).ReserveBatch(ctx, req.(*ReserveBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LedgerService_CompleteBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CompleteBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LedgerServiceServer).CompleteBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LedgerService_CompleteBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LedgerServiceServer).CompleteBatch(ctx, req.(*CompleteBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _LedgerService_LookupBatch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupBatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LedgerServiceServer).LookupBatch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: LedgerService_LookupBatch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LedgerServiceServer).LookupBatch(ctx, req.(*LookupBatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // LedgerService_ServiceDesc is the grpc.ServiceDesc for LedgerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -482,6 +662,18 @@ var LedgerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Lookup",
 			Handler:    _LedgerService_Lookup_Handler,
+		},
+		{
+			MethodName: "ReserveBatch",
+			Handler:    _LedgerService_ReserveBatch_Handler,
+		},
+		{
+			MethodName: "CompleteBatch",
+			Handler:    _LedgerService_CompleteBatch_Handler,
+		},
+		{
+			MethodName: "LookupBatch",
+			Handler:    _LedgerService_LookupBatch_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

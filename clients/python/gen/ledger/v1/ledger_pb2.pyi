@@ -51,6 +51,38 @@ class Acquired(_message.Message):
     takeover: bool
     def __init__(self, fencing_token: _Optional[int] = ..., lease_expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ..., takeover: bool = ..., previous_owner: _Optional[str] = ..., checkpoint: _Optional[bytes] = ...) -> None: ...
 
+class CompleteBatchItem(_message.Message):
+    __slots__ = ["fencing_token", "key", "result"]
+    FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    fencing_token: int
+    key: str
+    result: bytes
+    def __init__(self, key: _Optional[str] = ..., fencing_token: _Optional[int] = ..., result: _Optional[bytes] = ...) -> None: ...
+
+class CompleteBatchRequest(_message.Message):
+    __slots__ = ["items", "namespace"]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[CompleteBatchItem]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ..., items: _Optional[_Iterable[_Union[CompleteBatchItem, _Mapping]]] = ...) -> None: ...
+
+class CompleteBatchResponse(_message.Message):
+    __slots__ = ["results"]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CompleteBatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[CompleteBatchResult, _Mapping]]] = ...) -> None: ...
+
+class CompleteBatchResult(_message.Message):
+    __slots__ = ["completed", "error"]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    completed: CompleteResponse
+    error: ItemError
+    def __init__(self, completed: _Optional[_Union[CompleteResponse, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+
 class CompleteRequest(_message.Message):
     __slots__ = ["fencing_token", "key", "namespace", "result"]
     FENCING_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +252,49 @@ class InProgress(_message.Message):
     retry_after: _duration_pb2.Duration
     def __init__(self, owner: _Optional[str] = ..., lease_expires_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., retry_after: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., attempt: _Optional[int] = ...) -> None: ...
 
+class ItemError(_message.Message):
+    __slots__ = ["code", "field", "message", "metadata", "reason"]
+    class MetadataEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    field: str
+    message: str
+    metadata: _containers.ScalarMap[str, str]
+    reason: str
+    def __init__(self, code: _Optional[int] = ..., reason: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class LookupBatchRequest(_message.Message):
+    __slots__ = ["keys", "namespace"]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    namespace: str
+    def __init__(self, namespace: _Optional[str] = ..., keys: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class LookupBatchResponse(_message.Message):
+    __slots__ = ["results"]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[LookupBatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[LookupBatchResult, _Mapping]]] = ...) -> None: ...
+
+class LookupBatchResult(_message.Message):
+    __slots__ = ["entry", "error"]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    entry: Entry
+    error: ItemError
+    def __init__(self, entry: _Optional[_Union[Entry, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+
 class LookupRequest(_message.Message):
     __slots__ = ["include_history", "key", "namespace"]
     INCLUDE_HISTORY_FIELD_NUMBER: _ClassVar[int]
@@ -255,6 +330,49 @@ class ReleaseResponse(_message.Message):
     ALREADY_RELEASED_FIELD_NUMBER: _ClassVar[int]
     already_released: bool
     def __init__(self, already_released: bool = ...) -> None: ...
+
+class ReserveBatchItem(_message.Message):
+    __slots__ = ["fingerprint", "key", "metadata"]
+    class MetadataEntry(_message.Message):
+        __slots__ = ["key", "value"]
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    fingerprint: bytes
+    key: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, key: _Optional[str] = ..., fingerprint: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ReserveBatchRequest(_message.Message):
+    __slots__ = ["items", "lease_ttl", "namespace", "owner"]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ReserveBatchItem]
+    lease_ttl: _duration_pb2.Duration
+    namespace: str
+    owner: str
+    def __init__(self, namespace: _Optional[str] = ..., owner: _Optional[str] = ..., lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., items: _Optional[_Iterable[_Union[ReserveBatchItem, _Mapping]]] = ...) -> None: ...
+
+class ReserveBatchResponse(_message.Message):
+    __slots__ = ["results"]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[ReserveBatchResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[ReserveBatchResult, _Mapping]]] = ...) -> None: ...
+
+class ReserveBatchResult(_message.Message):
+    __slots__ = ["error", "reserved"]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    error: ItemError
+    reserved: ReserveResponse
+    def __init__(self, reserved: _Optional[_Union[ReserveResponse, _Mapping]] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class ReserveRequest(_message.Message):
     __slots__ = ["fingerprint", "key", "lease_ttl", "metadata", "namespace", "owner", "wait_timeout"]

@@ -49,6 +49,21 @@ class LedgerServiceStub(object):
                 request_serializer=ledger_dot_v1_dot_ledger__pb2.LookupRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_ledger__pb2.LookupResponse.FromString,
                 )
+        self.ReserveBatch = channel.unary_unary(
+                '/ledger.v1.LedgerService/ReserveBatch',
+                request_serializer=ledger_dot_v1_dot_ledger__pb2.ReserveBatchRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_ledger__pb2.ReserveBatchResponse.FromString,
+                )
+        self.CompleteBatch = channel.unary_unary(
+                '/ledger.v1.LedgerService/CompleteBatch',
+                request_serializer=ledger_dot_v1_dot_ledger__pb2.CompleteBatchRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_ledger__pb2.CompleteBatchResponse.FromString,
+                )
+        self.LookupBatch = channel.unary_unary(
+                '/ledger.v1.LedgerService/LookupBatch',
+                request_serializer=ledger_dot_v1_dot_ledger__pb2.LookupBatchRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_ledger__pb2.LookupBatchResponse.FromString,
+                )
 
 
 class LedgerServiceServicer(object):
@@ -155,6 +170,63 @@ class LedgerServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveBatch(self, request, context):
+        """ReserveBatch reserves many keys of one namespace for one owner: for each
+        item, exactly what Reserve answers (same fencing, fingerprints and audit
+        events), in request order. The fresh keys and the replays of a batch are
+        one statement and one commit; each takeover or extension adds one
+        statement. An item never waits (there is no wait_timeout).
+
+        A failing item fails alone, with its error in its result: a field that
+        breaks a limit (INVALID_ARGUMENT, field "items[i].<field>"), a key that
+        repeats an earlier item's, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED, or
+        RESPONSE_TOO_LARGE when the response has no room left for the item's
+        answer (a replayed result, or a checkpoint): ask again for that key. Its
+        lease, if one was granted, is the owner's: the same owner's Reserve
+        gets the same token back.
+
+        Idempotent, as Reserve is, item by item.
+
+        Errors of the whole call: INVALID_ARGUMENT (namespace, owner or
+        lease_ttl, or no items, or more than the server's maximum: 1000 by
+        default), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteBatch(self, request, context):
+        """CompleteBatch completes many keys of one namespace: for each item,
+        exactly what Complete answers, in request order, in one statement and
+        one commit (items that raced with a concurrent change are run again,
+        alone). A failing item (LEASE_LOST, RESULT_CONFLICT, INVALID_ARGUMENT,
+        QUOTA_EXCEEDED, a repeated key) fails alone. The request is bounded by
+        the server's message size (the largest result allowed plus 1 MiB, at
+        least 4 MiB): send large results in smaller batches.
+
+        Idempotent, as Complete is, item by item.
+
+        Errors of the whole call: INVALID_ARGUMENT (namespace, no items, too
+        many), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupBatch(self, request, context):
+        """LookupBatch returns the entries of many keys of one namespace, in
+        request order, with one statement (a second one reports the keys purged
+        by retention). A key the ledger does not hold has the error NOT_FOUND;
+        RESPONSE_TOO_LARGE when the response has no room left for an entry. It
+        changes nothing.
+
+        Errors of the whole call: INVALID_ARGUMENT (namespace, no keys, too
+        many), UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +259,21 @@ def add_LedgerServiceServicer_to_server(servicer, server):
                     servicer.Lookup,
                     request_deserializer=ledger_dot_v1_dot_ledger__pb2.LookupRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_ledger__pb2.LookupResponse.SerializeToString,
+            ),
+            'ReserveBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveBatch,
+                    request_deserializer=ledger_dot_v1_dot_ledger__pb2.ReserveBatchRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_ledger__pb2.ReserveBatchResponse.SerializeToString,
+            ),
+            'CompleteBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteBatch,
+                    request_deserializer=ledger_dot_v1_dot_ledger__pb2.CompleteBatchRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_ledger__pb2.CompleteBatchResponse.SerializeToString,
+            ),
+            'LookupBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupBatch,
+                    request_deserializer=ledger_dot_v1_dot_ledger__pb2.LookupBatchRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_ledger__pb2.LookupBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,5 +389,56 @@ class LedgerService(object):
         return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerService/Lookup',
             ledger_dot_v1_dot_ledger__pb2.LookupRequest.SerializeToString,
             ledger_dot_v1_dot_ledger__pb2.LookupResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ReserveBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerService/ReserveBatch',
+            ledger_dot_v1_dot_ledger__pb2.ReserveBatchRequest.SerializeToString,
+            ledger_dot_v1_dot_ledger__pb2.ReserveBatchResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CompleteBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerService/CompleteBatch',
+            ledger_dot_v1_dot_ledger__pb2.CompleteBatchRequest.SerializeToString,
+            ledger_dot_v1_dot_ledger__pb2.CompleteBatchResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def LookupBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/ledger.v1.LedgerService/LookupBatch',
+            ledger_dot_v1_dot_ledger__pb2.LookupBatchRequest.SerializeToString,
+            ledger_dot_v1_dot_ledger__pb2.LookupBatchResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -58,7 +58,405 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file ledger/v1/ledger.proto.
  */
 export const file_ledger_v1_ledger: GenFile = /*@__PURE__*/
-  fileDesc("ChZsZWRnZXIvdjEvbGVkZ2VyLnByb3RvEglsZWRnZXIudjEiKgoJV29ya0Vycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCSKfAgoOUmVzZXJ2ZVJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgsKA2tleRgCIAEoCRINCgVvd25lchgDIAEoCRIsCglsZWFzZV90dGwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLZmluZ2VycHJpbnQYBSABKAwSOQoIbWV0YWRhdGEYBiADKAsyJy5sZWRnZXIudjEuUmVzZXJ2ZVJlcXVlc3QuTWV0YWRhdGFFbnRyeRIvCgx3YWl0X3RpbWVvdXQYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIsMBCg9SZXNlcnZlUmVzcG9uc2USJwoIYWNxdWlyZWQYASABKAsyEy5sZWRnZXIudjEuQWNxdWlyZWRIABIpCgljb21wbGV0ZWQYAiABKAsyFC5sZWRnZXIudjEuQ29tcGxldGVkSAASLAoLaW5fcHJvZ3Jlc3MYAyABKAsyFS5sZWRnZXIudjEuSW5Qcm9ncmVzc0gAEiMKBmZhaWxlZBgEIAEoCzIRLmxlZGdlci52MS5GYWlsZWRIAEIJCgdvdXRjb21lItQBCghBY3F1aXJlZBIVCg1mZW5jaW5nX3Rva2VuGAEgASgDEjQKEGxlYXNlX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCWxlYXNlX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIPCgdhdHRlbXB0GAQgASgFEhAKCHRha2VvdmVyGAUgASgIEhYKDnByZXZpb3VzX293bmVyGAYgASgJEhIKCmNoZWNrcG9pbnQYByABKAwicwoJQ29tcGxldGVkEg4KBnJlc3VsdBgBIAEoDBIwCgxjb21wbGV0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWZlbmNpbmdfdG9rZW4YAyABKAMSDQoFb3duZXIYBCABKAkikgEKCkluUHJvZ3Jlc3MSDQoFb3duZXIYASABKAkSNAoQbGVhc2VfZXhwaXJlc19hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoLcmV0cnlfYWZ0ZXIYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHYXR0ZW1wdBgEIAEoBSKFAQoGRmFpbGVkEiMKBWVycm9yGAEgASgLMhQubGVkZ2VyLnYxLldvcmtFcnJvchItCglmYWlsZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWZlbmNpbmdfdG9rZW4YAyABKAMSEAoIYXR0ZW1wdHMYBCABKAUinwEKEEhlYXJ0YmVhdFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgsKA2tleRgCIAEoCRIVCg1mZW5jaW5nX3Rva2VuGAMgASgDEiwKCWxlYXNlX3R0bBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIXCgpjaGVja3BvaW50GAUgASgMSACIAQFCDQoLX2NoZWNrcG9pbnQiSQoRSGVhcnRiZWF0UmVzcG9uc2USNAoQbGVhc2VfZXhwaXJlc19hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWAoPQ29tcGxldGVSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRILCgNrZXkYAiABKAkSFQoNZmVuY2luZ190b2tlbhgDIAEoAxIOCgZyZXN1bHQYBCABKAwiXwoQQ29tcGxldGVSZXNwb25zZRIwCgxjb21wbGV0ZWRfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhkKEWFscmVhZHlfY29tcGxldGVkGAIgASgIInwKC0ZhaWxSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRILCgNrZXkYAiABKAkSFQoNZmVuY2luZ190b2tlbhgDIAEoAxIjCgVlcnJvchgEIAEoCzIULmxlZGdlci52MS5Xb3JrRXJyb3ISEQoJcmV0cnlhYmxlGAUgASgIIkcKDEZhaWxSZXNwb25zZRIfCgVzdGF0ZRgBIAEoDjIQLmxlZGdlci52MS5TdGF0ZRIWCg5hbHJlYWR5X2ZhaWxlZBgCIAEoCCJHCg5SZWxlYXNlUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEhUKDWZlbmNpbmdfdG9rZW4YAyABKAMiKwoPUmVsZWFzZVJlc3BvbnNlEhgKEGFscmVhZHlfcmVsZWFzZWQYASABKAgiSAoNTG9va3VwUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEhcKD2luY2x1ZGVfaGlzdG9yeRgDIAEoCCJvCg5Mb29rdXBSZXNwb25zZRIfCgVlbnRyeRgBIAEoCzIQLmxlZGdlci52MS5FbnRyeRIhCgdoaXN0b3J5GAIgAygLMhAubGVkZ2VyLnYxLkV2ZW50EhkKEWhpc3RvcnlfdHJ1bmNhdGVkGAMgASgIIv4ECgVFbnRyeRIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEh8KBXN0YXRlGAMgASgOMhAubGVkZ2VyLnYxLlN0YXRlEg0KBW93bmVyGAQgASgJEhUKDWZlbmNpbmdfdG9rZW4YBSABKAMSNAoQbGVhc2VfZXhwaXJlc19hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFQoNbGVhc2VfZXhwaXJlZBgHIAEoCBIQCghhdHRlbXB0cxgIIAEoBRITCgtmaW5nZXJwcmludBgJIAEoDBIOCgZyZXN1bHQYCiABKAwSIwoFZXJyb3IYCyABKAsyFC5sZWRnZXIudjEuV29ya0Vycm9yEhIKCmNoZWNrcG9pbnQYDCABKAwSMAoIbWV0YWRhdGEYDSADKAsyHi5sZWRnZXIudjEuRW50cnkuTWV0YWRhdGFFbnRyeRIuCgpjcmVhdGVkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJcHVyZ2VkX2F0GBIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi7wEKBUV2ZW50EgoKAmlkGAEgASgDEhEKCW5hbWVzcGFjZRgCIAEoCRILCgNrZXkYAyABKAkSIgoEa2luZBgEIAEoDjIULmxlZGdlci52MS5FdmVudEtpbmQSFQoNZmVuY2luZ190b2tlbhgFIAEoAxINCgVvd25lchgGIAEoCRIPCgdhdHRlbXB0GAcgASgFEg4KBmNhbGxlchgIIAEoCRImCgJhdBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoGZGV0YWlsGAogASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCp9CgVTdGF0ZRIVChFTVEFURV9VTlNQRUNJRklFRBAAEhAKDFNUQVRFX0xFQVNFRBABEhMKD1NUQVRFX0NPTVBMRVRFRBACEhAKDFNUQVRFX0ZBSUxFRBADEhIKDlNUQVRFX1JFTEVBU0VEEAQSEAoMU1RBVEVfUFVSR0VEEAUqhQQKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASFwoTRVZFTlRfS0lORF9SRVNFUlZFRBABEhkKFUVWRU5UX0tJTkRfVEFLRU5fT1ZFUhACEhgKFEVWRU5UX0tJTkRfUkVDTEFJTUVEEAMSGAoURVZFTlRfS0lORF9IRUFSVEJFQVQQBBIYChRFVkVOVF9LSU5EX0NPTVBMRVRFRBAFEhUKEUVWRU5UX0tJTkRfRkFJTEVEEAYSFwoTRVZFTlRfS0lORF9SRUxFQVNFRBAHEhUKEUVWRU5UX0tJTkRfUFVSR0VEEAgSIgoeRVZFTlRfS0lORF9SRUZVU0VEX1NUQUxFX1RPS0VOEAkSIgoeRVZFTlRfS0lORF9SRUZVU0VEX0ZJTkdFUlBSSU5UEAoSHQoZRVZFTlRfS0lORF9GT1JDRV9SRUxFQVNFRBALEhQKEEVWRU5UX0tJTkRfUkVTRVQQDBIgChxFVkVOVF9LSU5EX05BTUVTUEFDRV9DSEFOR0VEEA0SHAoYRVZFTlRfS0lORF9UT0tFTl9DUkVBVEVEEA4SHAoYRVZFTlRfS0lORF9UT0tFTl9SRVZPS0VEEA8SGwoXRVZFTlRfS0lORF9ST0xFX0dSQU5URUQQEBIbChdFVkVOVF9LSU5EX1JPTEVfUkVWT0tFRBARMrYDCg1MZWRnZXJTZXJ2aWNlEkUKB1Jlc2VydmUSGS5sZWRnZXIudjEuUmVzZXJ2ZVJlcXVlc3QaGi5sZWRnZXIudjEuUmVzZXJ2ZVJlc3BvbnNlIgOQAgISSwoJSGVhcnRiZWF0EhsubGVkZ2VyLnYxLkhlYXJ0YmVhdFJlcXVlc3QaHC5sZWRnZXIudjEuSGVhcnRiZWF0UmVzcG9uc2UiA5ACAhJICghDb21wbGV0ZRIaLmxlZGdlci52MS5Db21wbGV0ZVJlcXVlc3QaGy5sZWRnZXIudjEuQ29tcGxldGVSZXNwb25zZSIDkAICEjwKBEZhaWwSFi5sZWRnZXIudjEuRmFpbFJlcXVlc3QaFy5sZWRnZXIudjEuRmFpbFJlc3BvbnNlIgOQAgISRQoHUmVsZWFzZRIZLmxlZGdlci52MS5SZWxlYXNlUmVxdWVzdBoaLmxlZGdlci52MS5SZWxlYXNlUmVzcG9uc2UiA5ACAhJCCgZMb29rdXASGC5sZWRnZXIudjEuTG9va3VwUmVxdWVzdBoZLmxlZGdlci52MS5Mb29rdXBSZXNwb25zZSIDkAIBQjNaMWdpdGh1Yi5jb20vbGVkZ2VyZC9sZWRnZXJkL2dlbi9sZWRnZXIvdjE7bGVkZ2VydjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChZsZWRnZXIvdjEvbGVkZ2VyLnByb3RvEglsZWRnZXIudjEikQEKE1Jlc2VydmVCYXRjaFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEg0KBW93bmVyGAIgASgJEiwKCWxlYXNlX3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIqCgVpdGVtcxgEIAMoCzIbLmxlZGdlci52MS5SZXNlcnZlQmF0Y2hJdGVtIqIBChBSZXNlcnZlQmF0Y2hJdGVtEgsKA2tleRgBIAEoCRITCgtmaW5nZXJwcmludBgCIAEoDBI7CghtZXRhZGF0YRgDIAMoCzIpLmxlZGdlci52MS5SZXNlcnZlQmF0Y2hJdGVtLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIkYKFFJlc2VydmVCYXRjaFJlc3BvbnNlEi4KB3Jlc3VsdHMYASADKAsyHS5sZWRnZXIudjEuUmVzZXJ2ZUJhdGNoUmVzdWx0InUKElJlc2VydmVCYXRjaFJlc3VsdBIuCghyZXNlcnZlZBgBIAEoCzIaLmxlZGdlci52MS5SZXNlcnZlUmVzcG9uc2VIABIlCgVlcnJvchgCIAEoCzIULmxlZGdlci52MS5JdGVtRXJyb3JIAEIICgZyZXN1bHQiVgoUQ29tcGxldGVCYXRjaFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEisKBWl0ZW1zGAIgAygLMhwubGVkZ2VyLnYxLkNvbXBsZXRlQmF0Y2hJdGVtIkcKEUNvbXBsZXRlQmF0Y2hJdGVtEgsKA2tleRgBIAEoCRIVCg1mZW5jaW5nX3Rva2VuGAIgASgDEg4KBnJlc3VsdBgDIAEoDCJIChVDb21wbGV0ZUJhdGNoUmVzcG9uc2USLwoHcmVzdWx0cxgBIAMoCzIeLmxlZGdlci52MS5Db21wbGV0ZUJhdGNoUmVzdWx0IngKE0NvbXBsZXRlQmF0Y2hSZXN1bHQSMAoJY29tcGxldGVkGAEgASgLMhsubGVkZ2VyLnYxLkNvbXBsZXRlUmVzcG9uc2VIABIlCgVlcnJvchgCIAEoCzIULmxlZGdlci52MS5JdGVtRXJyb3JIAEIICgZyZXN1bHQiNQoSTG9va3VwQmF0Y2hSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIMCgRrZXlzGAIgAygJIkQKE0xvb2t1cEJhdGNoUmVzcG9uc2USLQoHcmVzdWx0cxgBIAMoCzIcLmxlZGdlci52MS5Mb29rdXBCYXRjaFJlc3VsdCJnChFMb29rdXBCYXRjaFJlc3VsdBIhCgVlbnRyeRgBIAEoCzIQLmxlZGdlci52MS5FbnRyeUgAEiUKBWVycm9yGAIgASgLMhQubGVkZ2VyLnYxLkl0ZW1FcnJvckgAQggKBnJlc3VsdCKwAQoJSXRlbUVycm9yEgwKBGNvZGUYASABKAUSDgoGcmVhc29uGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDQoFZmllbGQYBCABKAkSNAoIbWV0YWRhdGEYBSADKAsyIi5sZWRnZXIudjEuSXRlbUVycm9yLk1ldGFkYXRhRW50cnkaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIioKCVdvcmtFcnJvchIMCgRjb2RlGAEgASgJEg8KB21lc3NhZ2UYAiABKAkinwIKDlJlc2VydmVSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRILCgNrZXkYAiABKAkSDQoFb3duZXIYAyABKAkSLAoJbGVhc2VfdHRsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC2ZpbmdlcnByaW50GAUgASgMEjkKCG1ldGFkYXRhGAYgAygLMicubGVkZ2VyLnYxLlJlc2VydmVSZXF1ZXN0Lk1ldGFkYXRhRW50cnkSLwoMd2FpdF90aW1lb3V0GAcgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASLDAQoPUmVzZXJ2ZVJlc3BvbnNlEicKCGFjcXVpcmVkGAEgASgLMhMubGVkZ2VyLnYxLkFjcXVpcmVkSAASKQoJY29tcGxldGVkGAIgASgLMhQubGVkZ2VyLnYxLkNvbXBsZXRlZEgAEiwKC2luX3Byb2dyZXNzGAMgASgLMhUubGVkZ2VyLnYxLkluUHJvZ3Jlc3NIABIjCgZmYWlsZWQYBCABKAsyES5sZWRnZXIudjEuRmFpbGVkSABCCQoHb3V0Y29tZSLUAQoIQWNxdWlyZWQSFQoNZmVuY2luZ190b2tlbhgBIAEoAxI0ChBsZWFzZV9leHBpcmVzX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCglsZWFzZV90dGwYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHYXR0ZW1wdBgEIAEoBRIQCgh0YWtlb3ZlchgFIAEoCBIWCg5wcmV2aW91c19vd25lchgGIAEoCRISCgpjaGVja3BvaW50GAcgASgMInMKCUNvbXBsZXRlZBIOCgZyZXN1bHQYASABKAwSMAoMY29tcGxldGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1mZW5jaW5nX3Rva2VuGAMgASgDEg0KBW93bmVyGAQgASgJIpIBCgpJblByb2dyZXNzEg0KBW93bmVyGAEgASgJEjQKEGxlYXNlX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KC3JldHJ5X2FmdGVyGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB2F0dGVtcHQYBCABKAUihQEKBkZhaWxlZBIjCgVlcnJvchgBIAEoCzIULmxlZGdlci52MS5Xb3JrRXJyb3ISLQoJZmFpbGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1mZW5jaW5nX3Rva2VuGAMgASgDEhAKCGF0dGVtcHRzGAQgASgFIp8BChBIZWFydGJlYXRSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRILCgNrZXkYAiABKAkSFQoNZmVuY2luZ190b2tlbhgDIAEoAxIsCglsZWFzZV90dGwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoKY2hlY2twb2ludBgFIAEoDEgAiAEBQg0KC19jaGVja3BvaW50IkkKEUhlYXJ0YmVhdFJlc3BvbnNlEjQKEGxlYXNlX2V4cGlyZXNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlgKD0NvbXBsZXRlUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEhUKDWZlbmNpbmdfdG9rZW4YAyABKAMSDgoGcmVzdWx0GAQgASgMIl8KEENvbXBsZXRlUmVzcG9uc2USMAoMY29tcGxldGVkX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIZChFhbHJlYWR5X2NvbXBsZXRlZBgCIAEoCCJ8CgtGYWlsUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSCwoDa2V5GAIgASgJEhUKDWZlbmNpbmdfdG9rZW4YAyABKAMSIwoFZXJyb3IYBCABKAsyFC5sZWRnZXIudjEuV29ya0Vycm9yEhEKCXJldHJ5YWJsZRgFIAEoCCJHCgxGYWlsUmVzcG9uc2USHwoFc3RhdGUYASABKA4yEC5sZWRnZXIudjEuU3RhdGUSFgoOYWxyZWFkeV9mYWlsZWQYAiABKAgiRwoOUmVsZWFzZVJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgsKA2tleRgCIAEoCRIVCg1mZW5jaW5nX3Rva2VuGAMgASgDIisKD1JlbGVhc2VSZXNwb25zZRIYChBhbHJlYWR5X3JlbGVhc2VkGAEgASgIIkgKDUxvb2t1cFJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEgsKA2tleRgCIAEoCRIXCg9pbmNsdWRlX2hpc3RvcnkYAyABKAgibwoOTG9va3VwUmVzcG9uc2USHwoFZW50cnkYASABKAsyEC5sZWRnZXIudjEuRW50cnkSIQoHaGlzdG9yeRgCIAMoCzIQLmxlZGdlci52MS5FdmVudBIZChFoaXN0b3J5X3RydW5jYXRlZBgDIAEoCCL+BAoFRW50cnkSEQoJbmFtZXNwYWNlGAEgASgJEgsKA2tleRgCIAEoCRIfCgVzdGF0ZRgDIAEoDjIQLmxlZGdlci52MS5TdGF0ZRINCgVvd25lchgEIAEoCRIVCg1mZW5jaW5nX3Rva2VuGAUgASgDEjQKEGxlYXNlX2V4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhUKDWxlYXNlX2V4cGlyZWQYByABKAgSEAoIYXR0ZW1wdHMYCCABKAUSEwoLZmluZ2VycHJpbnQYCSABKAwSDgoGcmVzdWx0GAogASgMEiMKBWVycm9yGAsgASgLMhQubGVkZ2VyLnYxLldvcmtFcnJvchISCgpjaGVja3BvaW50GAwgASgMEjAKCG1ldGFkYXRhGA0gAygLMh4ubGVkZ2VyLnYxLkVudHJ5Lk1ldGFkYXRhRW50cnkSLgoKY3JlYXRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoZWRfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCmV4cGlyZXNfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCXB1cmdlZF9hdBgSIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAaLwoNTWV0YWRhdGFFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIu8BCgVFdmVudBIKCgJpZBgBIAEoAxIRCgluYW1lc3BhY2UYAiABKAkSCwoDa2V5GAMgASgJEiIKBGtpbmQYBCABKA4yFC5sZWRnZXIudjEuRXZlbnRLaW5kEhUKDWZlbmNpbmdfdG9rZW4YBSABKAMSDQoFb3duZXIYBiABKAkSDwoHYXR0ZW1wdBgHIAEoBRIOCgZjYWxsZXIYCCABKAkSJgoCYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBmRldGFpbBgKIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QqfQoFU3RhdGUSFQoRU1RBVEVfVU5TUEVDSUZJRUQQABIQCgxTVEFURV9MRUFTRUQQARITCg9TVEFURV9DT01QTEVURUQQAhIQCgxTVEFURV9GQUlMRUQQAxISCg5TVEFURV9SRUxFQVNFRBAEEhAKDFNUQVRFX1BVUkdFRBAFKoUECglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhcKE0VWRU5UX0tJTkRfUkVTRVJWRUQQARIZChVFVkVOVF9LSU5EX1RBS0VOX09WRVIQAhIYChRFVkVOVF9LSU5EX1JFQ0xBSU1FRBADEhgKFEVWRU5UX0tJTkRfSEVBUlRCRUFUEAQSGAoURVZFTlRfS0lORF9DT01QTEVURUQQBRIVChFFVkVOVF9LSU5EX0ZBSUxFRBAGEhcKE0VWRU5UX0tJTkRfUkVMRUFTRUQQBxIVChFFVkVOVF9LSU5EX1BVUkdFRBAIEiIKHkVWRU5UX0tJTkRfUkVGVVNFRF9TVEFMRV9UT0tFThAJEiIKHkVWRU5UX0tJTkRfUkVGVVNFRF9GSU5HRVJQUklOVBAKEh0KGUVWRU5UX0tJTkRfRk9SQ0VfUkVMRUFTRUQQCxIUChBFVkVOVF9LSU5EX1JFU0VUEAwSIAocRVZFTlRfS0lORF9OQU1FU1BBQ0VfQ0hBTkdFRBANEhwKGEVWRU5UX0tJTkRfVE9LRU5fQ1JFQVRFRBAOEhwKGEVWRU5UX0tJTkRfVE9LRU5fUkVWT0tFRBAPEhsKF0VWRU5UX0tJTkRfUk9MRV9HUkFOVEVEEBASGwoXRVZFTlRfS0lORF9ST0xFX1JFVk9LRUQQETK4BQoNTGVkZ2VyU2VydmljZRJFCgdSZXNlcnZlEhkubGVkZ2VyLnYxLlJlc2VydmVSZXF1ZXN0GhoubGVkZ2VyLnYxLlJlc2VydmVSZXNwb25zZSIDkAICEksKCUhlYXJ0YmVhdBIbLmxlZGdlci52MS5IZWFydGJlYXRSZXF1ZXN0GhwubGVkZ2VyLnYxLkhlYXJ0YmVhdFJlc3BvbnNlIgOQAgISSAoIQ29tcGxldGUSGi5sZWRnZXIudjEuQ29tcGxldGVSZXF1ZXN0GhsubGVkZ2VyLnYxLkNvbXBsZXRlUmVzcG9uc2UiA5ACAhI8CgRGYWlsEhYubGVkZ2VyLnYxLkZhaWxSZXF1ZXN0GhcubGVkZ2VyLnYxLkZhaWxSZXNwb25zZSIDkAICEkUKB1JlbGVhc2USGS5sZWRnZXIudjEuUmVsZWFzZVJlcXVlc3QaGi5sZWRnZXIudjEuUmVsZWFzZVJlc3BvbnNlIgOQAgISQgoGTG9va3VwEhgubGVkZ2VyLnYxLkxvb2t1cFJlcXVlc3QaGS5sZWRnZXIudjEuTG9va3VwUmVzcG9uc2UiA5ACARJUCgxSZXNlcnZlQmF0Y2gSHi5sZWRnZXIudjEuUmVzZXJ2ZUJhdGNoUmVxdWVzdBofLmxlZGdlci52MS5SZXNlcnZlQmF0Y2hSZXNwb25zZSIDkAICElcKDUNvbXBsZXRlQmF0Y2gSHy5sZWRnZXIudjEuQ29tcGxldGVCYXRjaFJlcXVlc3QaIC5sZWRnZXIudjEuQ29tcGxldGVCYXRjaFJlc3BvbnNlIgOQAgISUQoLTG9va3VwQmF0Y2gSHS5sZWRnZXIudjEuTG9va3VwQmF0Y2hSZXF1ZXN0Gh4ubGVkZ2VyLnYxLkxvb2t1cEJhdGNoUmVzcG9uc2UiA5ACAUIzWjFnaXRodWIuY29tL2xlZGdlcmQvbGVkZ2VyZC9nZW4vbGVkZ2VyL3YxO2xlZGdlcnYxYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+
+/**
+ * ReserveBatchRequest reserves many keys; the fields outside the items are
+ * those of ReserveRequest, shared by every item.
+ *
+ * @generated from message ledger.v1.ReserveBatchRequest
+ */
+export type ReserveBatchRequest = Message<"ledger.v1.ReserveBatchRequest"> & {
+  /**
+   * namespace of every item.
+   *
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * owner of every lease; see ReserveRequest.owner.
+   *
+   * @generated from field: string owner = 2;
+   */
+  owner: string;
+
+  /**
+   * lease_ttl of every lease; see ReserveRequest.lease_ttl.
+   *
+   * @generated from field: google.protobuf.Duration lease_ttl = 3;
+   */
+  leaseTtl?: Duration | undefined;
+
+  /**
+   * items to reserve: 1 to the server's maximum (1000 by default), each key
+   * once.
+   *
+   * @generated from field: repeated ledger.v1.ReserveBatchItem items = 4;
+   */
+  items: ReserveBatchItem[];
+};
+
+/**
+ * Describes the message ledger.v1.ReserveBatchRequest.
+ * Use `create(ReserveBatchRequestSchema)` to create a new message.
+ */
+export const ReserveBatchRequestSchema: GenMessage<ReserveBatchRequest> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 0);
+
+/**
+ * ReserveBatchItem is one key of a ReserveBatch.
+ *
+ * @generated from message ledger.v1.ReserveBatchItem
+ */
+export type ReserveBatchItem = Message<"ledger.v1.ReserveBatchItem"> & {
+  /**
+   * key; see ReserveRequest.key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * fingerprint; see ReserveRequest.fingerprint.
+   *
+   * @generated from field: bytes fingerprint = 2;
+   */
+  fingerprint: Uint8Array;
+
+  /**
+   * metadata; see ReserveRequest.metadata.
+   *
+   * @generated from field: map<string, string> metadata = 3;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message ledger.v1.ReserveBatchItem.
+ * Use `create(ReserveBatchItemSchema)` to create a new message.
+ */
+export const ReserveBatchItemSchema: GenMessage<ReserveBatchItem> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 1);
+
+/**
+ * ReserveBatchResponse has one result per item, in request order.
+ *
+ * @generated from message ledger.v1.ReserveBatchResponse
+ */
+export type ReserveBatchResponse = Message<"ledger.v1.ReserveBatchResponse"> & {
+  /**
+   * results, results[i] for items[i].
+   *
+   * @generated from field: repeated ledger.v1.ReserveBatchResult results = 1;
+   */
+  results: ReserveBatchResult[];
+};
+
+/**
+ * Describes the message ledger.v1.ReserveBatchResponse.
+ * Use `create(ReserveBatchResponseSchema)` to create a new message.
+ */
+export const ReserveBatchResponseSchema: GenMessage<ReserveBatchResponse> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 2);
+
+/**
+ * ReserveBatchResult is one item's answer: Reserve's, or an error.
+ *
+ * @generated from message ledger.v1.ReserveBatchResult
+ */
+export type ReserveBatchResult = Message<"ledger.v1.ReserveBatchResult"> & {
+  /**
+   * result is the answer or the error.
+   *
+   * @generated from oneof ledger.v1.ReserveBatchResult.result
+   */
+  result: {
+    /**
+     * reserved is what Reserve would have answered.
+     *
+     * @generated from field: ledger.v1.ReserveResponse reserved = 1;
+     */
+    value: ReserveResponse;
+    case: "reserved";
+  } | {
+    /**
+     * error is what Reserve would have failed with.
+     *
+     * @generated from field: ledger.v1.ItemError error = 2;
+     */
+    value: ItemError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message ledger.v1.ReserveBatchResult.
+ * Use `create(ReserveBatchResultSchema)` to create a new message.
+ */
+export const ReserveBatchResultSchema: GenMessage<ReserveBatchResult> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 3);
+
+/**
+ * CompleteBatchRequest completes many keys of one namespace.
+ *
+ * @generated from message ledger.v1.CompleteBatchRequest
+ */
+export type CompleteBatchRequest = Message<"ledger.v1.CompleteBatchRequest"> & {
+  /**
+   * namespace of every item.
+   *
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * items to complete: 1 to the server's maximum (1000 by default), each
+   * key once.
+   *
+   * @generated from field: repeated ledger.v1.CompleteBatchItem items = 2;
+   */
+  items: CompleteBatchItem[];
+};
+
+/**
+ * Describes the message ledger.v1.CompleteBatchRequest.
+ * Use `create(CompleteBatchRequestSchema)` to create a new message.
+ */
+export const CompleteBatchRequestSchema: GenMessage<CompleteBatchRequest> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 4);
+
+/**
+ * CompleteBatchItem is one key of a CompleteBatch.
+ *
+ * @generated from message ledger.v1.CompleteBatchItem
+ */
+export type CompleteBatchItem = Message<"ledger.v1.CompleteBatchItem"> & {
+  /**
+   * key; see CompleteRequest.key.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * fencing_token; see CompleteRequest.fencing_token.
+   *
+   * @generated from field: int64 fencing_token = 2;
+   */
+  fencingToken: bigint;
+
+  /**
+   * result; see CompleteRequest.result.
+   *
+   * @generated from field: bytes result = 3;
+   */
+  result: Uint8Array;
+};
+
+/**
+ * Describes the message ledger.v1.CompleteBatchItem.
+ * Use `create(CompleteBatchItemSchema)` to create a new message.
+ */
+export const CompleteBatchItemSchema: GenMessage<CompleteBatchItem> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 5);
+
+/**
+ * CompleteBatchResponse has one result per item, in request order.
+ *
+ * @generated from message ledger.v1.CompleteBatchResponse
+ */
+export type CompleteBatchResponse = Message<"ledger.v1.CompleteBatchResponse"> & {
+  /**
+   * results, results[i] for items[i].
+   *
+   * @generated from field: repeated ledger.v1.CompleteBatchResult results = 1;
+   */
+  results: CompleteBatchResult[];
+};
+
+/**
+ * Describes the message ledger.v1.CompleteBatchResponse.
+ * Use `create(CompleteBatchResponseSchema)` to create a new message.
+ */
+export const CompleteBatchResponseSchema: GenMessage<CompleteBatchResponse> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 6);
+
+/**
+ * CompleteBatchResult is one item's answer: Complete's, or an error.
+ *
+ * @generated from message ledger.v1.CompleteBatchResult
+ */
+export type CompleteBatchResult = Message<"ledger.v1.CompleteBatchResult"> & {
+  /**
+   * result is the answer or the error.
+   *
+   * @generated from oneof ledger.v1.CompleteBatchResult.result
+   */
+  result: {
+    /**
+     * completed is what Complete would have answered.
+     *
+     * @generated from field: ledger.v1.CompleteResponse completed = 1;
+     */
+    value: CompleteResponse;
+    case: "completed";
+  } | {
+    /**
+     * error is what Complete would have failed with.
+     *
+     * @generated from field: ledger.v1.ItemError error = 2;
+     */
+    value: ItemError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message ledger.v1.CompleteBatchResult.
+ * Use `create(CompleteBatchResultSchema)` to create a new message.
+ */
+export const CompleteBatchResultSchema: GenMessage<CompleteBatchResult> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 7);
+
+/**
+ * LookupBatchRequest looks many keys of one namespace up.
+ *
+ * @generated from message ledger.v1.LookupBatchRequest
+ */
+export type LookupBatchRequest = Message<"ledger.v1.LookupBatchRequest"> & {
+  /**
+   * namespace of every key.
+   *
+   * @generated from field: string namespace = 1;
+   */
+  namespace: string;
+
+  /**
+   * keys to look up: 1 to the server's maximum (1000 by default), each
+   * once.
+   *
+   * @generated from field: repeated string keys = 2;
+   */
+  keys: string[];
+};
+
+/**
+ * Describes the message ledger.v1.LookupBatchRequest.
+ * Use `create(LookupBatchRequestSchema)` to create a new message.
+ */
+export const LookupBatchRequestSchema: GenMessage<LookupBatchRequest> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 8);
+
+/**
+ * LookupBatchResponse has one result per key, in request order.
+ *
+ * @generated from message ledger.v1.LookupBatchResponse
+ */
+export type LookupBatchResponse = Message<"ledger.v1.LookupBatchResponse"> & {
+  /**
+   * results, results[i] for keys[i].
+   *
+   * @generated from field: repeated ledger.v1.LookupBatchResult results = 1;
+   */
+  results: LookupBatchResult[];
+};
+
+/**
+ * Describes the message ledger.v1.LookupBatchResponse.
+ * Use `create(LookupBatchResponseSchema)` to create a new message.
+ */
+export const LookupBatchResponseSchema: GenMessage<LookupBatchResponse> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 9);
+
+/**
+ * LookupBatchResult is one key's entry, or an error.
+ *
+ * @generated from message ledger.v1.LookupBatchResult
+ */
+export type LookupBatchResult = Message<"ledger.v1.LookupBatchResult"> & {
+  /**
+   * result is the entry or the error.
+   *
+   * @generated from oneof ledger.v1.LookupBatchResult.result
+   */
+  result: {
+    /**
+     * entry is what Lookup would have answered (without history).
+     *
+     * @generated from field: ledger.v1.Entry entry = 1;
+     */
+    value: Entry;
+    case: "entry";
+  } | {
+    /**
+     * error is what Lookup would have failed with (NOT_FOUND, say).
+     *
+     * @generated from field: ledger.v1.ItemError error = 2;
+     */
+    value: ItemError;
+    case: "error";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message ledger.v1.LookupBatchResult.
+ * Use `create(LookupBatchResultSchema)` to create a new message.
+ */
+export const LookupBatchResultSchema: GenMessage<LookupBatchResult> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 10);
+
+/**
+ * ItemError is the error of one item of a batch: what the gRPC status of
+ * the singleton call would have carried.
+ *
+ * @generated from message ledger.v1.ItemError
+ */
+export type ItemError = Message<"ledger.v1.ItemError"> & {
+  /**
+   * code is the gRPC status code (google.rpc.Code), e.g. 10 for ABORTED.
+   *
+   * @generated from field: int32 code = 1;
+   */
+  code: number;
+
+  /**
+   * reason is the ledgerd ErrorInfo reason, e.g. "LEASE_LOST" (see the
+   * list at the top of this file), or "RESPONSE_TOO_LARGE".
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * message says what happened, for people.
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * field names the request field of an INVALID_ARGUMENT, e.g.
+   * "items[3].key".
+   *
+   * @generated from field: string field = 4;
+   */
+  field: string;
+
+  /**
+   * metadata is the ErrorInfo metadata (e.g. a quota's limit and usage).
+   *
+   * @generated from field: map<string, string> metadata = 5;
+   */
+  metadata: { [key: string]: string };
+};
+
+/**
+ * Describes the message ledger.v1.ItemError.
+ * Use `create(ItemErrorSchema)` to create a new message.
+ */
+export const ItemErrorSchema: GenMessage<ItemError> = /*@__PURE__*/
+  messageDesc(file_ledger_v1_ledger, 11);
 
 /**
  * WorkError describes why the work for a key failed.
@@ -88,7 +486,7 @@ export type WorkError = Message<"ledger.v1.WorkError"> & {
  * Use `create(WorkErrorSchema)` to create a new message.
  */
 export const WorkErrorSchema: GenMessage<WorkError> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 0);
+  messageDesc(file_ledger_v1_ledger, 12);
 
 /**
  * ReserveRequest asks for the lease of a key.
@@ -174,7 +572,7 @@ export type ReserveRequest = Message<"ledger.v1.ReserveRequest"> & {
  * Use `create(ReserveRequestSchema)` to create a new message.
  */
 export const ReserveRequestSchema: GenMessage<ReserveRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 1);
+  messageDesc(file_ledger_v1_ledger, 13);
 
 /**
  * ReserveResponse carries exactly one outcome.
@@ -228,7 +626,7 @@ export type ReserveResponse = Message<"ledger.v1.ReserveResponse"> & {
  * Use `create(ReserveResponseSchema)` to create a new message.
  */
 export const ReserveResponseSchema: GenMessage<ReserveResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 2);
+  messageDesc(file_ledger_v1_ledger, 14);
 
 /**
  * Acquired is the outcome of a Reserve that granted the lease.
@@ -298,7 +696,7 @@ export type Acquired = Message<"ledger.v1.Acquired"> & {
  * Use `create(AcquiredSchema)` to create a new message.
  */
 export const AcquiredSchema: GenMessage<Acquired> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 3);
+  messageDesc(file_ledger_v1_ledger, 15);
 
 /**
  * Completed is the outcome of a Reserve of a finished key.
@@ -340,7 +738,7 @@ export type Completed = Message<"ledger.v1.Completed"> & {
  * Use `create(CompletedSchema)` to create a new message.
  */
 export const CompletedSchema: GenMessage<Completed> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 4);
+  messageDesc(file_ledger_v1_ledger, 16);
 
 /**
  * InProgress is the outcome of a Reserve while another owner holds the key.
@@ -384,7 +782,7 @@ export type InProgress = Message<"ledger.v1.InProgress"> & {
  * Use `create(InProgressSchema)` to create a new message.
  */
 export const InProgressSchema: GenMessage<InProgress> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 5);
+  messageDesc(file_ledger_v1_ledger, 17);
 
 /**
  * Failed is the outcome of a Reserve of a key that failed permanently.
@@ -426,7 +824,7 @@ export type Failed = Message<"ledger.v1.Failed"> & {
  * Use `create(FailedSchema)` to create a new message.
  */
 export const FailedSchema: GenMessage<Failed> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 6);
+  messageDesc(file_ledger_v1_ledger, 18);
 
 /**
  * HeartbeatRequest extends a lease.
@@ -478,7 +876,7 @@ export type HeartbeatRequest = Message<"ledger.v1.HeartbeatRequest"> & {
  * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
 export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 7);
+  messageDesc(file_ledger_v1_ledger, 19);
 
 /**
  * HeartbeatResponse tells the new lease expiry.
@@ -499,7 +897,7 @@ export type HeartbeatResponse = Message<"ledger.v1.HeartbeatResponse"> & {
  * Use `create(HeartbeatResponseSchema)` to create a new message.
  */
 export const HeartbeatResponseSchema: GenMessage<HeartbeatResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 8);
+  messageDesc(file_ledger_v1_ledger, 20);
 
 /**
  * CompleteRequest records the result of the work.
@@ -543,7 +941,7 @@ export type CompleteRequest = Message<"ledger.v1.CompleteRequest"> & {
  * Use `create(CompleteRequestSchema)` to create a new message.
  */
 export const CompleteRequestSchema: GenMessage<CompleteRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 9);
+  messageDesc(file_ledger_v1_ledger, 21);
 
 /**
  * CompleteResponse confirms the completion.
@@ -572,7 +970,7 @@ export type CompleteResponse = Message<"ledger.v1.CompleteResponse"> & {
  * Use `create(CompleteResponseSchema)` to create a new message.
  */
 export const CompleteResponseSchema: GenMessage<CompleteResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 10);
+  messageDesc(file_ledger_v1_ledger, 22);
 
 /**
  * FailRequest records that the work failed.
@@ -622,7 +1020,7 @@ export type FailRequest = Message<"ledger.v1.FailRequest"> & {
  * Use `create(FailRequestSchema)` to create a new message.
  */
 export const FailRequestSchema: GenMessage<FailRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 11);
+  messageDesc(file_ledger_v1_ledger, 23);
 
 /**
  * FailResponse confirms the failure.
@@ -652,7 +1050,7 @@ export type FailResponse = Message<"ledger.v1.FailResponse"> & {
  * Use `create(FailResponseSchema)` to create a new message.
  */
 export const FailResponseSchema: GenMessage<FailResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 12);
+  messageDesc(file_ledger_v1_ledger, 24);
 
 /**
  * ReleaseRequest gives a lease up.
@@ -687,7 +1085,7 @@ export type ReleaseRequest = Message<"ledger.v1.ReleaseRequest"> & {
  * Use `create(ReleaseRequestSchema)` to create a new message.
  */
 export const ReleaseRequestSchema: GenMessage<ReleaseRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 13);
+  messageDesc(file_ledger_v1_ledger, 25);
 
 /**
  * ReleaseResponse confirms the release.
@@ -709,7 +1107,7 @@ export type ReleaseResponse = Message<"ledger.v1.ReleaseResponse"> & {
  * Use `create(ReleaseResponseSchema)` to create a new message.
  */
 export const ReleaseResponseSchema: GenMessage<ReleaseResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 14);
+  messageDesc(file_ledger_v1_ledger, 26);
 
 /**
  * LookupRequest names the key to read.
@@ -745,7 +1143,7 @@ export type LookupRequest = Message<"ledger.v1.LookupRequest"> & {
  * Use `create(LookupRequestSchema)` to create a new message.
  */
 export const LookupRequestSchema: GenMessage<LookupRequest> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 15);
+  messageDesc(file_ledger_v1_ledger, 27);
 
 /**
  * LookupResponse carries the entry.
@@ -781,7 +1179,7 @@ export type LookupResponse = Message<"ledger.v1.LookupResponse"> & {
  * Use `create(LookupResponseSchema)` to create a new message.
  */
 export const LookupResponseSchema: GenMessage<LookupResponse> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 16);
+  messageDesc(file_ledger_v1_ledger, 28);
 
 /**
  * Entry is the ledger's record of one key.
@@ -926,7 +1324,7 @@ export type Entry = Message<"ledger.v1.Entry"> & {
  * Use `create(EntrySchema)` to create a new message.
  */
 export const EntrySchema: GenMessage<Entry> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 17);
+  messageDesc(file_ledger_v1_ledger, 29);
 
 /**
  * Event is one row of the append-only audit trail.
@@ -1012,7 +1410,7 @@ export type Event = Message<"ledger.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_ledger_v1_ledger, 18);
+  messageDesc(file_ledger_v1_ledger, 30);
 
 /**
  * State is the state of a key's entry.
@@ -1344,6 +1742,72 @@ export const LedgerService: GenService<{
     methodKind: "unary";
     input: typeof LookupRequestSchema;
     output: typeof LookupResponseSchema;
+  },
+  /**
+   * ReserveBatch reserves many keys of one namespace for one owner: for each
+   * item, exactly what Reserve answers (same fencing, fingerprints and audit
+   * events), in request order. The fresh keys and the replays of a batch are
+   * one statement and one commit; each takeover or extension adds one
+   * statement. An item never waits (there is no wait_timeout).
+   *
+   * A failing item fails alone, with its error in its result: a field that
+   * breaks a limit (INVALID_ARGUMENT, field "items[i].<field>"), a key that
+   * repeats an earlier item's, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED, or
+   * RESPONSE_TOO_LARGE when the response has no room left for the item's
+   * answer (a replayed result, or a checkpoint): ask again for that key. Its
+   * lease, if one was granted, is the owner's: the same owner's Reserve
+   * gets the same token back.
+   *
+   * Idempotent, as Reserve is, item by item.
+   *
+   * Errors of the whole call: INVALID_ARGUMENT (namespace, owner or
+   * lease_ttl, or no items, or more than the server's maximum: 1000 by
+   * default), UNAVAILABLE.
+   *
+   * @generated from rpc ledger.v1.LedgerService.ReserveBatch
+   */
+  reserveBatch: {
+    methodKind: "unary";
+    input: typeof ReserveBatchRequestSchema;
+    output: typeof ReserveBatchResponseSchema;
+  },
+  /**
+   * CompleteBatch completes many keys of one namespace: for each item,
+   * exactly what Complete answers, in request order, in one statement and
+   * one commit (items that raced with a concurrent change are run again,
+   * alone). A failing item (LEASE_LOST, RESULT_CONFLICT, INVALID_ARGUMENT,
+   * QUOTA_EXCEEDED, a repeated key) fails alone. The request is bounded by
+   * the server's message size (the largest result allowed plus 1 MiB, at
+   * least 4 MiB): send large results in smaller batches.
+   *
+   * Idempotent, as Complete is, item by item.
+   *
+   * Errors of the whole call: INVALID_ARGUMENT (namespace, no items, too
+   * many), UNAVAILABLE.
+   *
+   * @generated from rpc ledger.v1.LedgerService.CompleteBatch
+   */
+  completeBatch: {
+    methodKind: "unary";
+    input: typeof CompleteBatchRequestSchema;
+    output: typeof CompleteBatchResponseSchema;
+  },
+  /**
+   * LookupBatch returns the entries of many keys of one namespace, in
+   * request order, with one statement (a second one reports the keys purged
+   * by retention). A key the ledger does not hold has the error NOT_FOUND;
+   * RESPONSE_TOO_LARGE when the response has no room left for an entry. It
+   * changes nothing.
+   *
+   * Errors of the whole call: INVALID_ARGUMENT (namespace, no keys, too
+   * many), UNAVAILABLE.
+   *
+   * @generated from rpc ledger.v1.LedgerService.LookupBatch
+   */
+  lookupBatch: {
+    methodKind: "unary";
+    input: typeof LookupBatchRequestSchema;
+    output: typeof LookupBatchResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_ledger_v1_ledger, 0);
