@@ -238,12 +238,12 @@ var (
 // is for platform admins only, so that a new RPC is closed until it is
 // given a rule.
 var permissions = map[string]permission{
-	ledgerv1.LedgerService_Reserve_FullMethodName:   workers,
-	ledgerv1.LedgerService_Heartbeat_FullMethodName: workers,
-	ledgerv1.LedgerService_Complete_FullMethodName:  workers,
-	ledgerv1.LedgerService_Fail_FullMethodName:      workers,
-	ledgerv1.LedgerService_Release_FullMethodName:   workers,
-	ledgerv1.LedgerService_Lookup_FullMethodName:    readers,
+	ledgerv1.LedgerService_Reserve_FullMethodName:       workers,
+	ledgerv1.LedgerService_Heartbeat_FullMethodName:     workers,
+	ledgerv1.LedgerService_Complete_FullMethodName:      workers,
+	ledgerv1.LedgerService_Fail_FullMethodName:          workers,
+	ledgerv1.LedgerService_Release_FullMethodName:       workers,
+	ledgerv1.LedgerService_Lookup_FullMethodName:        readers,
 	ledgerv1.LedgerService_ReserveBatch_FullMethodName:  workers,
 	ledgerv1.LedgerService_CompleteBatch_FullMethodName: workers,
 	ledgerv1.LedgerService_LookupBatch_FullMethodName:   readers,
