@@ -45,7 +45,7 @@ func TestRunRefusesBadFlags(t *testing.T) {
 	}{
 		{[]string{"--workers", "32,x"}, `--workers: "x" is not a number`},
 		{[]string{"--workers", "0"}, "--workers must be between 1 and 4096, got 0"},
-		{[]string{"--batch-size", "200000"}, "--batch-size must be between 1 and 100000, got 200000"},
+		{[]string{"--batch-size", "200000"}, "--batch-size must be between 1 and 1000, got 200000"},
 		{[]string{"--token", "ldg_x"}, "--token needs --addr"},
 		{[]string{"--workloads", "pair,fly"}, `unknown workload "fly"`},
 		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag"},

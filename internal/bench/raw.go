@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ledgerd/ledgerd/ledger"
@@ -31,15 +32,18 @@ type rawDB struct {
 	pool                                       *pgxpool.Pool
 	reserveInsertSQL, completeSQL, takeoverSQL string
 	lookupSQL                                  string
+	reserveBatchSQL, completeBatchSQL          string
 }
 
 func newRawDB(pool *pgxpool.Pool) (*rawDB, error) {
 	r := &rawDB{pool: pool}
 	for name, text := range map[string]*string{
-		"reserve_insert":   &r.reserveInsertSQL,
-		"complete":         &r.completeSQL,
-		"reserve_takeover": &r.takeoverSQL,
-		"lookup":           &r.lookupSQL,
+		"reserve_insert":       &r.reserveInsertSQL,
+		"complete":             &r.completeSQL,
+		"reserve_takeover":     &r.takeoverSQL,
+		"lookup":               &r.lookupSQL,
+		"reserve_insert_batch": &r.reserveBatchSQL,
+		"complete_batch":       &r.completeBatchSQL,
 	} {
 		sql, err := ledger.Statement(name)
 		if err != nil {
@@ -85,6 +89,72 @@ func (r *rawDB) complete(ctx context.Context, namespace, key string, token int64
 		err = fmt.Errorf("complete %s token %d: the guard did not match", key, token)
 	}
 	return err
+}
+
+// reserveBatch runs ReserveBatch's statement for fresh keys, as ledgerd
+// does for a batch with no fingerprints and no metadata, and returns the
+// granted tokens in the keys' order.
+func (r *rawDB) reserveBatch(ctx context.Context, namespace string, keys []string, owner string, ttl time.Duration) ([]int64, error) {
+	n := len(keys)
+	namespaces, owners, callers := make([]string, n), make([]string, n), make([]string, n)
+	ttls, fingerprints, metadata := make([]int64, n), make([][]byte, n), make([]map[string]string, n)
+	for i := range keys {
+		namespaces[i], owners[i], callers[i] = namespace, owner, rawCaller
+		ttls[i], fingerprints[i], metadata[i] = ttl.Milliseconds(), []byte{}, map[string]string{}
+	}
+	rows, err := r.pool.Query(ctx, r.reserveBatchSQL, namespaces, keys, owners, ttls, fingerprints, metadata, callers)
+	if err != nil {
+		return nil, err
+	}
+	type granted struct {
+		N            int   `db:"n"`
+		Inserted     bool  `db:"inserted"`
+		FencingToken int64 `db:"fencing_token"`
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowToStructByNameLax[granted])
+	if err != nil {
+		return nil, err
+	}
+	tokens := make([]int64, n)
+	for _, g := range found {
+		if !g.Inserted {
+			return nil, fmt.Errorf("reserve_insert_batch found the fresh key %s", keys[g.N-1])
+		}
+		tokens[g.N-1] = g.FencingToken
+	}
+	if len(found) != n {
+		return nil, fmt.Errorf("reserve_insert_batch returned %d rows for %d keys", len(found), n)
+	}
+	return tokens, nil
+}
+
+// completeBatch runs CompleteBatch's statement under the tokens.
+func (r *rawDB) completeBatch(ctx context.Context, namespace string, keys []string, tokens []int64) error {
+	n := len(keys)
+	namespaces, results, retentions, callers := make([]string, n), make([][]byte, n), make([]int64, n), make([]string, n)
+	for i := range keys {
+		namespaces[i], results[i], retentions[i], callers[i] = namespace, result, defaultRetention.Milliseconds(), rawCaller
+	}
+	rows, err := r.pool.Query(ctx, r.completeBatchSQL, namespaces, keys, tokens, results, retentions, callers)
+	if err != nil {
+		return err
+	}
+	changed, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (bool, error) {
+		var c bool
+		return c, row.Scan(nil, &c, nil, nil, nil, nil)
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range changed {
+		if !c {
+			return fmt.Errorf("complete_batch: a guard did not match")
+		}
+	}
+	if len(changed) != n {
+		return fmt.Errorf("complete_batch returned %d rows for %d keys", len(changed), n)
+	}
+	return nil
 }
 
 // lookup runs Lookup's statement.

@@ -40,8 +40,6 @@ type Workload struct {
 	// readKeys: the workload reads completed keys (replay, lookup), which
 	// are made before it runs unless the ledger is prefilled.
 	readKeys bool
-	// unavailable, when set, says why the workload cannot run yet.
-	unavailable string
 }
 
 // Workloads lists every workload, in the order a default run takes them.
@@ -75,27 +73,10 @@ var Workloads = []Workload{
 	},
 	{
 		// ---------------------------------------------------------------
-		// BATCH WORKLOAD HOOK (for the batch RPCs of issue 6).
-		//
-		// One op: ReserveBatch of --batch-size fresh keys, then
-		// CompleteBatch of the same keys under their tokens; it returns
-		// Done{Items: len(keys)}, so that the report shows keys/s beside
-		// the single-key pair. To wire it, when the RPCs land:
-		//   Ledgerd: func(s *session, worker int) Op {
-		//       client := s.client(worker)
-		//       return func(ctx context.Context) (Done, error) {
-		//           keys := s.freshKeys(s.cfg.BatchSize)
-		//           ... client.ReserveBatch, then client.CompleteBatch ...
-		//           return Done{Items: len(keys)}, nil
-		//       }
-		//   },
-		//   Raw: the batch statement(s) ledgerd runs, from
-		//       ledger.Statement, with the same arguments (see rawPair).
-		// and delete the unavailable line below.
-		// ---------------------------------------------------------------
 		Name:        "batch",
-		Description: "ReserveBatch then CompleteBatch of --batch-size fresh keys (counts keys)",
-		unavailable: "the batch RPCs (ReserveBatch, CompleteBatch) are not wired into ledgerbench yet",
+		Description: "ReserveBatch then CompleteBatch of --batch-size fresh keys (counts keys; statements reserve_insert_batch, complete_batch)",
+		Ledgerd:     ledgerdBatch,
+		Raw:         rawBatch,
 	},
 }
 
@@ -254,6 +235,52 @@ const (
 
 func unexpected(what string, r *ledgerv1.ReserveResponse) error {
 	return fmt.Errorf("%s answered %T", what, r.GetOutcome())
+}
+
+func ledgerdBatch(s *session, worker int) Op {
+	client := s.client(worker)
+	owner := fmt.Sprintf("ledgerbench/%d", worker)
+	return func(ctx context.Context) (Done, error) {
+		keys := s.freshKeys(s.cfg.BatchSize)
+		reserve := &ledgerv1.ReserveBatchRequest{Namespace: s.cfg.Namespace, Owner: owner, Items: make([]*ledgerv1.ReserveBatchItem, len(keys))}
+		for i, key := range keys {
+			reserve.Items[i] = &ledgerv1.ReserveBatchItem{Key: key}
+		}
+		reserved, err := client.ReserveBatch(ctx, reserve)
+		if err != nil {
+			return Done{}, err
+		}
+		complete := &ledgerv1.CompleteBatchRequest{Namespace: s.cfg.Namespace, Items: make([]*ledgerv1.CompleteBatchItem, len(keys))}
+		for i, r := range reserved.GetResults() {
+			acquired := r.GetReserved().GetAcquired()
+			if acquired == nil {
+				return Done{}, fmt.Errorf("batch reserve of a fresh key answered %v", r)
+			}
+			complete.Items[i] = &ledgerv1.CompleteBatchItem{Key: keys[i], FencingToken: acquired.GetFencingToken(), Result: result}
+		}
+		completed, err := client.CompleteBatch(ctx, complete)
+		if err != nil {
+			return Done{}, err
+		}
+		for _, r := range completed.GetResults() {
+			if r.GetError() != nil {
+				return Done{}, fmt.Errorf("batch complete: %v", r.GetError())
+			}
+		}
+		return Done{Items: len(keys)}, nil
+	}
+}
+
+func rawBatch(s *session, worker int) Op {
+	owner := fmt.Sprintf("ledgerbench/%d", worker)
+	return func(ctx context.Context) (Done, error) {
+		keys := s.freshKeys(s.cfg.BatchSize)
+		tokens, err := s.raw.reserveBatch(ctx, s.cfg.Namespace, keys, owner, defaultLeaseTTL)
+		if err != nil {
+			return Done{}, err
+		}
+		return Done{Items: len(keys)}, s.raw.completeBatch(ctx, s.cfg.Namespace, keys, tokens)
+	}
 }
 
 func rawPair(s *session, worker int) Op {
