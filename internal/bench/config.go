@@ -123,7 +123,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.RawConns, c.DBMaxConns)
 	setDefault(&c.GRPCConns, 4)
 	if len(c.Workloads) == 0 {
-		c.Workloads = []string{"pair", "replay", "lookup", "contended"}
+		c.Workloads = []string{"pair", "replay", "lookup", "contended", "batch"}
 	}
 	if len(c.Sides) == 0 {
 		c.Sides = []string{SideLedgerd, SideRaw}

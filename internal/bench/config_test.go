@@ -11,7 +11,7 @@ func TestConfigDefaults(t *testing.T) {
 	t.Parallel()
 	c := DefaultConfig()
 	require.NoError(t, c.Validate())
-	require.Equal(t, []string{"pair", "replay", "lookup", "contended"}, c.Workloads)
+	require.Equal(t, []string{"pair", "replay", "lookup", "contended", "batch"}, c.Workloads)
 	require.Equal(t, []int{32}, c.Workers)
 	require.Equal(t, 10*time.Second, c.Duration)
 	require.Equal(t, 16, c.RawConns, "the raw side's pool is ledgerd's")

@@ -106,21 +106,28 @@ func (r *rawDB) reserveBatch(ctx context.Context, namespace string, keys []strin
 	if err != nil {
 		return nil, err
 	}
+	// The columns: n, inserted, namespace, key, state, owner, fencing_token, ...
 	type granted struct {
-		N            int   `db:"n"`
-		Inserted     bool  `db:"inserted"`
-		FencingToken int64 `db:"fencing_token"`
+		n        int64
+		inserted bool
+		token    int64
 	}
-	found, err := pgx.CollectRows(rows, pgx.RowToStructByNameLax[granted])
+	found, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (granted, error) {
+		values, err := row.Values()
+		if err != nil {
+			return granted{}, err
+		}
+		return granted{n: values[0].(int64), inserted: values[1].(bool), token: values[6].(int64)}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
 	tokens := make([]int64, n)
 	for _, g := range found {
-		if !g.Inserted {
-			return nil, fmt.Errorf("reserve_insert_batch found the fresh key %s", keys[g.N-1])
+		if !g.inserted {
+			return nil, fmt.Errorf("reserve_insert_batch found the fresh key %s", keys[g.n-1])
 		}
-		tokens[g.N-1] = g.FencingToken
+		tokens[g.n-1] = g.token
 	}
 	if len(found) != n {
 		return nil, fmt.Errorf("reserve_insert_batch returned %d rows for %d keys", len(found), n)

@@ -33,6 +33,7 @@ func TestRunSmoke(t *testing.T) {
 		Insecure:    true,
 		DatabaseURL: b.Pool.Config().ConnString(),
 		Workers:     []int{4},
+		BatchSize:   100,
 		Duration:    time.Second,
 		Warmup:      -1,
 		GRPCConns:   1,
@@ -43,13 +44,13 @@ func TestRunSmoke(t *testing.T) {
 	}, []string{"ledgerbench", "--test"}, &stdout, &stderr)
 	require.NoError(t, err, "stderr: %s", stderr.String())
 
-	require.Len(t, report.Runs, 8) // 4 workloads × 2 sides
+	require.Len(t, report.Runs, 10) // 5 workloads × 2 sides
 	for _, run := range report.Runs {
 		require.Zero(t, run.Errors, "%s %s: %v", run.Workload, run.Side, run.ErrorSamples)
 		require.Positive(t, run.Ops, "%s %s", run.Workload, run.Side)
 		require.Positive(t, run.Latency.P99Micros)
 	}
-	require.Len(t, report.Ratios, 4)
+	require.Len(t, report.Ratios, 5)
 	for _, q := range report.Ratios {
 		require.Positive(t, q.Ratio, q.Workload)
 	}
