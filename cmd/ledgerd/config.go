@@ -103,6 +103,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.IntVar(&limits.MaxMetadataPairs, "max-metadata-pairs", limits.MaxMetadataPairs, "maximum number of metadata pairs")
 		fs.IntVar(&limits.MaxCheckpointBytes, "max-checkpoint-bytes", limits.MaxCheckpointBytes, "maximum checkpoint size in bytes")
 		fs.IntVar(&limits.MaxErrorBytes, "max-error-bytes", limits.MaxErrorBytes, "maximum error message size in bytes")
+		fs.IntVar(&limits.MaxBatchItems, "max-batch-items", limits.MaxBatchItems, "most items of one ReserveBatch, CompleteBatch or LookupBatch")
 		fs.DurationVar(&limits.MinLeaseTTL, "min-lease-ttl", limits.MinLeaseTTL, "shortest lease a request may ask for")
 		fs.DurationVar(&limits.MaxWait, "max-wait", limits.MaxWait, "longest a Reserve may wait for the holder of a key (wait_timeout); longer waits are shortened")
 		fs.DurationVar(&ns.DefaultLeaseTTL, "default-lease-ttl", ns.DefaultLeaseTTL, "lease given to requests that ask for none (new namespaces)")
