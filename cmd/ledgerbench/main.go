@@ -102,6 +102,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (be
 	fs.StringVar(&workers, "workers", joinInts(d.Workers), "comma-separated numbers of concurrent workers; every workload runs at each")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "how long each workload runs on each side (default 10s unless --ops is given)")
 	fs.Int64Var(&cfg.Ops, "ops", 0, "end each workload after this many operations instead (0: by --duration)")
+	fs.Int64Var(&cfg.Rate, "rate", 0, "pace the workers to this many operations a second in all, with latencies counted from when each was due (0: flat out)")
 	fs.DurationVar(&cfg.Warmup, "warmup", d.Warmup, "unmeasured run of each workload before it is measured (0 for none)")
 	fs.StringVar(&cfg.Namespace, "namespace", d.Namespace, "namespace of every key of the run")
 	fs.IntVar(&cfg.Keys, "keys", d.Keys, "completed keys that replay and lookup draw from (made through ledgerd first), unless --prefill: then the prefilled keys")

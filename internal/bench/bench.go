@@ -289,7 +289,7 @@ func (r *runner) measure(ctx context.Context, w Workload, side string, workers i
 	}
 	clientBefore := selfCPUSeconds()
 	m := phase{
-		workers: workers, newOp: ops, duration: r.cfg.Duration, ops: r.cfg.Ops,
+		workers: workers, newOp: ops, duration: r.cfg.Duration, ops: r.cfg.Ops, rate: r.cfg.Rate,
 		progress: r.stderr, progressEvery: r.cfg.ProgressInterval, label: label,
 	}.run(ctx)
 	run := newRunResult(w.Name, side, workers, m)

@@ -62,6 +62,11 @@ type Config struct {
 	// comes first when both are set). Defaults to 10s when Ops is 0.
 	Duration time.Duration
 	Ops      int64
+	// Rate, when positive, paces the workers to this many operations a
+	// second in all (an open loop): a latency is counted from when its
+	// operation was due, not from when a worker got to it. 0 runs each
+	// worker flat out (a closed loop).
+	Rate int64
 	// Warmup runs each workload unmeasured first. Defaults to 1s; negative
 	// means none.
 	Warmup time.Duration
@@ -181,6 +186,7 @@ func (c Config) Validate() error {
 		between("--prefill", c.Prefill, 0, maxPrefill),
 		between("--purge", c.Purge, 0, maxPrefill),
 		between("--ops", c.Ops, 0, 1<<40),
+		between("--rate", c.Rate, 0, 10_000_000),
 		between("--duration", c.Duration, 0, maxDuration),
 		between("--warmup", max(c.Warmup, 0), 0, maxDuration),
 		between("--contended-lease-ttl", c.ContendedLeaseTTL, minLeaseTTL, maxLeaseTTL),

@@ -32,6 +32,7 @@ func TestConfigValidate(t *testing.T) {
 		{"unknown workload", Config{Workloads: []string{"pair", "nope"}}, `--workloads: unknown workload "nope" (known: pair, replay, lookup, contended, batch)`},
 		{"unknown side", Config{Sides: []string{"both"}}, `--sides: unknown side "both"`},
 		{"batch size", Config{BatchSize: 2000}, "--batch-size must be between 1 and 1000, got 2000"},
+		{"negative rate", Config{Rate: -1}, "--rate must be between 0 and 10000000, got -1"},
 		{"negative prefill", Config{Prefill: -1}, "--prefill must be between 0 and 1000000000, got -1"},
 		{"negative duration", Config{Duration: -time.Second}, "--duration must be between 0s and 24h0m0s, got -1s"},
 		{"lease too short", Config{ContendedLeaseTTL: time.Microsecond}, "--contended-lease-ttl must be between 1ms and 1h0m0s, got 1µs"},

@@ -61,6 +61,7 @@ type Settings struct {
 	GRPCConns         int      `json:"grpc_conns"`
 	Duration          string   `json:"duration,omitempty"`
 	Ops               int64    `json:"ops,omitempty"`
+	Rate              int64    `json:"rate,omitempty"`
 	Warmup            string   `json:"warmup"`
 	Namespace         string   `json:"namespace"`
 	Keys              int      `json:"keys"`
@@ -74,7 +75,7 @@ func settingsOf(c Config) Settings {
 	s := Settings{
 		Ledgerd: "started", LedgerdArgs: c.LedgerdArgs,
 		DBMaxConns: c.DBMaxConns, RawConns: c.RawConns, GRPCConns: c.GRPCConns,
-		Ops: c.Ops, Warmup: max(c.Warmup, 0).String(), Namespace: c.Namespace,
+		Ops: c.Ops, Rate: c.Rate, Warmup: max(c.Warmup, 0).String(), Namespace: c.Namespace,
 		Keys: c.Keys, ContendedKeys: c.ContendedKeys, ContendedLeaseTTL: c.ContendedLeaseTTL.String(),
 		BatchSize: c.BatchSize, Prefill: c.Prefill,
 	}

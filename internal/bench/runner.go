@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // maxErrorSamples bounds the distinct error messages a measurement keeps.
@@ -33,6 +35,7 @@ type phase struct {
 	newOp    func(worker int) Op
 	duration time.Duration // 0: until ops
 	ops      int64         // 0: until duration
+	rate     int64         // operations a second in all; 0: flat out
 	// progress, when not nil, receives a line every progressEvery.
 	progress      io.Writer
 	progressEvery time.Duration
@@ -55,6 +58,10 @@ func (p phase) run(ctx context.Context) measurement {
 	total := measurement{histogram: NewHistogram(), outcomes: map[string]int64{}}
 	start := time.Now()
 	end := start.Add(p.duration)
+	var pace *rate.Limiter
+	if p.rate > 0 {
+		pace = rate.NewLimiter(rate.Limit(p.rate), 1)
+	}
 	for worker := range p.workers {
 		op := p.newOp(worker)
 		wg.Go(func() {
@@ -67,6 +74,14 @@ func (p phase) run(ctx context.Context) measurement {
 					break
 				}
 				began := time.Now()
+				if pace != nil {
+					// Open loop: the operation is due at its slot, and its
+					// latency counts from then, even if the worker is late.
+					began = began.Add(pace.Reserve().Delay())
+					if wait := time.Until(began); wait > 0 {
+						time.Sleep(wait)
+					}
+				}
 				d, err := op(ctx)
 				took := time.Since(began)
 				if err != nil {
