@@ -458,9 +458,17 @@ func newCoalescers(s *Store, cfg CoalesceConfig) *coalescers {
 	}
 	return &coalescers{
 		reserves: newCoalescer(cfg, reserveItem.id, func(ctx context.Context, items []reserveItem) ([]*reserveRow, error) {
+			if len(items) == 1 { // alone: the singleton statement is cheaper
+				row, err := s.reserveRow(ctx, s.pool, items[0])
+				return []*reserveRow{row}, err
+			}
 			return s.reserveRows(ctx, s.pool, items)
 		}),
 		completes: newCoalescer(cfg, completeItem.id, func(ctx context.Context, items []completeItem) ([]*guardRow, error) {
+			if len(items) == 1 {
+				row, err := s.completeRow(ctx, s.pool, items[0])
+				return []*guardRow{row}, err
+			}
 			return s.completeRows(ctx, s.pool, items)
 		}),
 	}
@@ -482,8 +490,25 @@ func (s *Store) insertOrRead(ctx context.Context, q querier, req ReserveRequest,
 	if _, inTx := q.(pgx.Tx); s.coalesce != nil && !inTx {
 		return s.coalesce.reserves.do(ctx, item)
 	}
+	return s.reserveRow(ctx, q, item)
+}
+
+// reserveRow runs the first statement of one Reserve (reserve_insert.sql):
+// the row, or nil when a concurrent insert hid it.
+func (s *Store) reserveRow(ctx context.Context, q querier, item reserveItem) (*reserveRow, error) {
 	found, err := queryRows[reserveRow](ctx, q, query("reserve_insert"),
 		item.namespace, item.key, item.owner, item.ttlMS, item.fingerprint, item.metadata, item.caller)
+	if err != nil || len(found) == 0 {
+		return nil, err
+	}
+	return &found[0], nil
+}
+
+// completeRow runs one Complete (complete.sql): the guard row, or nil when
+// the key has no entry.
+func (s *Store) completeRow(ctx context.Context, q querier, item completeItem) (*guardRow, error) {
+	found, err := queryRows[guardRow](ctx, q, query("complete"),
+		item.namespace, item.key, item.token, item.result, item.retentionMS, item.caller)
 	if err != nil || len(found) == 0 {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
@@ -47,21 +48,54 @@ func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
 	)
 }
 
-// requestLog logs one line per RPC when it finishes: go-grpc-middleware's
-// (grpc.service, grpc.method, grpc.code, grpc.error, peer.address), with
-// duration_ms, the request's namespace and key, and the outcome (see
-// callOutcome.logValue), which the outcome interceptor further down the
-// chain leaves in a slot of the context.
+// requestLog logs one line per RPC when it finishes, "finished call", with
+// the fields go-grpc-middleware's logging interceptor writes (grpc.service,
+// grpc.method, grpc.code, grpc.error, peer.address, grpc.start_time,
+// grpc.request.deadline) at the level it gives the code (INFO for OK, WARN
+// for client errors, ERROR for server errors), and duration_ms, the
+// request's namespace and key, and the outcome (see callOutcome.logValue),
+// which the outcome interceptor further down the chain leaves in a slot of
+// the context. Nothing is built for a line the logger drops: at 10k calls a
+// second the middleware's own field building was a tenth of ledgerd's CPU.
 func requestLog(logger *slog.Logger) grpc.UnaryServerInterceptor {
-	log := logging.UnaryServerInterceptor(slogAdapter(logger),
-		logging.WithLogOnEvents(logging.FinishCall),
-		logging.WithFieldsFromContextAndCallMeta(requestLogFields),
-		logging.WithDurationField(func(d time.Duration) logging.Fields {
-			// A number, to the microsecond (the default is a string).
-			return logging.Fields{"duration_ms", float64(d.Microseconds()) / 1000}
-		}))
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		return log(context.WithValue(ctx, outcomeSlotKey{}, new(string)), req, info, handler)
+		start := time.Now()
+		slot := new(string)
+		resp, err := handler(context.WithValue(ctx, outcomeSlotKey{}, slot), req)
+		code := status.Code(err)
+		level := slog.Level(logging.DefaultServerCodeToLevel(code))
+		if !logger.Enabled(ctx, level) {
+			return resp, err
+		}
+		service, method, _ := strings.Cut(strings.TrimPrefix(info.FullMethod, "/"), "/")
+		attrs := make([]slog.Attr, 0, 14)
+		namespace, key := requestKey(req)
+		if namespace != "" {
+			attrs = append(attrs, slog.String("namespace", namespace))
+		}
+		if key != "" {
+			attrs = append(attrs, slog.String("key", key))
+		}
+		if *slot != "" {
+			attrs = append(attrs, slog.String("outcome", *slot))
+		}
+		attrs = append(attrs, slog.String("protocol", "grpc"), slog.String("grpc.component", "server"),
+			slog.String("grpc.service", service), slog.String("grpc.method", method),
+			slog.String("grpc.method_type", "unary"))
+		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+			attrs = append(attrs, slog.String("peer.address", p.Addr.String()))
+		}
+		attrs = append(attrs, slog.String("grpc.start_time", start.Format(time.RFC3339)))
+		if deadline, ok := ctx.Deadline(); ok {
+			attrs = append(attrs, slog.String("grpc.request.deadline", deadline.Format(time.RFC3339)))
+		}
+		attrs = append(attrs, slog.String("grpc.code", code.String()))
+		if err != nil {
+			attrs = append(attrs, slog.String("grpc.error", err.Error()))
+		}
+		attrs = append(attrs, slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000))
+		logger.LogAttrs(ctx, level, "finished call", attrs...)
+		return resp, err
 	}
 }
 
@@ -69,32 +103,10 @@ func requestLog(logger *slog.Logger) grpc.UnaryServerInterceptor {
 // outcome interceptor leaves a call's outcome for the request log.
 type outcomeSlotKey struct{}
 
-func requestLogFields(ctx context.Context, call interceptors.CallMeta) logging.Fields {
-	namespace, key := requestKey(call.ReqOrNil)
-	var fields logging.Fields
-	if namespace != "" {
-		fields = append(fields, "namespace", namespace)
-	}
-	if key != "" {
-		fields = append(fields, "key", key)
-	}
-	// The slot is empty when the call starts, and filled when it finishes.
-	if slot, ok := ctx.Value(outcomeSlotKey{}).(*string); ok && *slot != "" {
-		fields = append(fields, "outcome", *slot)
-	}
-	return fields
-}
-
 // notHealthCheck keeps health probes, which arrive every few seconds, out
 // of the request log.
 func notHealthCheck(_ context.Context, call interceptors.CallMeta) bool {
 	return call.Service != healthpb.Health_ServiceDesc.ServiceName
-}
-
-func slogAdapter(logger *slog.Logger) logging.Logger {
-	return logging.LoggerFunc(func(ctx context.Context, level logging.Level, msg string, fields ...any) {
-		logger.Log(ctx, slog.Level(level), msg, fields...)
-	})
 }
 
 // deadlineInterceptor gives a request without a deadline the default one,

@@ -125,12 +125,23 @@ func (l Limits) validate() error {
 	return nil
 }
 
+// streamWorkers is the number of goroutines that serve calls (see
+// serverOptions).
+const streamWorkers = 64
+
 // serverOptions are the grpc.ServerOptions that enforce l.
 func (l Limits) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(l.MaxRecvMsgBytes),
 		grpc.MaxSendMsgSize(l.MaxSendMsgBytes),
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
+		// Serve calls on reused goroutines, whose stacks have grown already,
+		// rather than a new one per call: growing a fresh stack through the
+		// interceptors, the ledger and pgx was a tenth of ledgerd's CPU
+		// (docs/performance/profile-findings.md). Calls beyond the workers
+		// still get goroutines of their own, so a waiting Reserve blocks
+		// nobody. (grpc-go marks the option experimental.)
+		grpc.NumStreamWorkers(streamWorkers),
 		grpc.MaxHeaderListSize(l.MaxHeaderListBytes),
 		grpc.ConnectionTimeout(l.ConnectionTimeout),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{

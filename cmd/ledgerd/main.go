@@ -271,9 +271,15 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	// Both ports are bound before either serves, so that a taken port fails
 	// the start-up.
+	// A server that never serves still holds its stream workers: stop it on
+	// the way out of a failed start.
+	abandon := func(err error) error {
+		srv.Shutdown(context.WithoutCancel(ctx))
+		return err
+	}
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return abandon(fmt.Errorf("listen: %w", err))
 	}
 	// The gateway's in-process connections to the gRPC server close once
 	// everything has stopped.
@@ -282,7 +288,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	httpSrv, httpLis, err := listenHTTP(gatewayCtx, cfg, srv, serverTLS, metrics, logger)
 	if err != nil {
 		_ = lis.Close()
-		return err
+		return abandon(err)
 	}
 	httpAddr := "off"
 	if httpLis != nil {
@@ -295,7 +301,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		stopProfiles, err := serveProfiles(cfg.PprofAddr, logger)
 		if err != nil {
 			_ = lis.Close()
-			return err
+			return abandon(err)
 		}
 		defer stopProfiles()
 	}
