@@ -17,12 +17,17 @@ import (
 // the size ledgerd runs with by default.
 func benchStore(b *testing.B) *ledger.Store {
 	b.Helper()
+	return benchStoreWith(b, ledger.Config{Coalesce: ledger.CoalesceConfig{Disabled: true}})
+}
+
+func benchStoreWith(b *testing.B, cfg ledger.Config) *ledger.Store {
+	b.Helper()
 	pool, err := pgxpool.New(context.Background(), pgtest.Schema(b)+"&pool_max_conns=16")
 	require.NoError(b, err)
 	b.Cleanup(pool.Close)
 	_, err = ledger.Migrate(context.Background(), pool, nil)
 	require.NoError(b, err)
-	store, err := ledger.New(pool, ledger.Config{})
+	store, err := ledger.New(pool, cfg)
 	require.NoError(b, err)
 	return store
 }
@@ -34,6 +39,10 @@ func benchStore(b *testing.B) *ledger.Store {
 // BenchmarkPair is the common pipeline step: Reserve a fresh key, then
 // Complete it. One op is one pair.
 func BenchmarkPair(b *testing.B) { benchmarkPair(b, benchStore(b)) }
+
+// BenchmarkPairCoalesced is BenchmarkPair with the coalescing of
+// concurrent Reserves and Completes on (ledgerd's default).
+func BenchmarkPairCoalesced(b *testing.B) { benchmarkPair(b, benchStoreWith(b, ledger.Config{})) }
 
 // BenchmarkPairWithQuotas is BenchmarkPair in a namespace with both quotas
 // (never reached): the cost of enforcing them, which serializes the

@@ -381,10 +381,10 @@ func TestOperationsFlags(t *testing.T) {
 	_, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--max-held-leases", "-1"}, env(nil), &stderr)
 	require.ErrorContains(t, err, "MaxHeldLeases must not be negative")
 
-	cfg, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--no-coalesce", "--coalesce-max-in-flight", "2",
+	cfg, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--no-coalesce", "--coalesce-max-in-flight", "3",
 		"--coalesce-max-wait", "200us", "--pprof-addr", "127.0.0.1:6060"}, env(nil), &stderr)
 	require.NoError(t, err)
-	require.Equal(t, ledger.CoalesceConfig{Disabled: true, MaxBatch: 500, MaxInFlight: 2, MaxWait: 200 * time.Microsecond}, cfg.Ledger.Coalesce)
+	require.Equal(t, ledger.CoalesceConfig{Disabled: true, MaxBatch: 500, MaxInFlight: 3, MaxWait: 200 * time.Microsecond}, cfg.Ledger.Coalesce)
 	require.Equal(t, "127.0.0.1:6060", cfg.PprofAddr)
 	_, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--coalesce-max-batch", "2000"}, env(nil), &stderr)
 	require.ErrorContains(t, err, "Coalesce.MaxBatch must be between 1 and MaxBatchItems 1000, got 2000")
