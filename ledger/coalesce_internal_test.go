@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -167,4 +168,24 @@ func TestCoalescerSkipsCallersThatLeft(t *testing.T) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	require.Equal(t, [][]string{{"first"}, {"stays"}}, r.batches)
+}
+
+// BenchmarkCoalescer is the coalescer's own cost per call, around a batch
+// runner that does nothing, with 64 concurrent callers.
+func BenchmarkCoalescer(b *testing.B) {
+	run := func(_ context.Context, items []int) ([]int, error) { return items, nil }
+	c := newCoalescer(CoalesceConfig{MaxBatch: 500, MaxInFlight: 8}, func(i int) string { return fmt.Sprint(i) }, run)
+	var next atomic.Int64
+	b.SetParallelism(32)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := int(next.Add(1))
+			if out, err := c.do(context.Background(), i); err != nil || out != i {
+				b.Fatalf("do(%d) = %d, %v", i, out, err)
+			}
+		}
+	})
+	stats := c.stats()
+	b.ReportMetric(float64(stats.Items)/float64(max(stats.Batches, 1)), "calls/batch")
 }
