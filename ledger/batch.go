@@ -297,24 +297,18 @@ func (s *Store) lookupRows(ctx context.Context, namespace string, keys []string,
 	if len(missing) == 0 {
 		return nil
 	}
-	type purgedRow struct {
-		N            int       `db:"n"`
-		At           time.Time `db:"at"`
-		FencingToken int64     `db:"fencing_token"`
-		Owner        string    `db:"owner"`
-		Attempt      int32     `db:"attempt"`
+	type numberedRow struct {
+		N int `db:"n"`
+		purgedRow
 	}
-	purged, err := queryRows[purgedRow](ctx, s.pool, query("lookup_purged_batch"), namespace, missing)
+	purged, err := queryRows[numberedRow](ctx, s.pool, query("lookup_purged_batch"), namespace, missing)
 	if err != nil {
 		return err
 	}
 	wasPurged := make([]bool, len(missing))
 	for _, p := range purged {
 		wasPurged[p.N-1] = true
-		results[missingAt[p.N-1]].Entry = Entry{
-			Namespace: namespace, Key: missing[p.N-1], State: StatePurged, Owner: p.Owner,
-			FencingToken: p.FencingToken, Attempts: int(p.Attempt), PurgedAt: p.At,
-		}
+		results[missingAt[p.N-1]].Entry = p.entry(namespace, missing[p.N-1])
 	}
 	for j, ok := range wasPurged {
 		if !ok {

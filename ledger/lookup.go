@@ -28,12 +28,6 @@ func (s *Store) lookup(ctx context.Context, namespace, key string) (Entry, error
 	if len(found) > 0 {
 		return found[0].toEntry(), nil
 	}
-	type purgedRow struct {
-		At           time.Time `db:"at"`
-		FencingToken int64     `db:"fencing_token"`
-		Owner        string    `db:"owner"`
-		Attempt      int32     `db:"attempt"`
-	}
 	purged, err := queryRows[purgedRow](ctx, s.pool, query("lookup_purged"), namespace, key)
 	if err != nil {
 		return Entry{}, err
@@ -41,7 +35,20 @@ func (s *Store) lookup(ctx context.Context, namespace, key string) (Entry, error
 	if len(purged) == 0 {
 		return Entry{}, ErrNotFound
 	}
-	p := purged[0]
+	return purged[0].entry(namespace, key), nil
+}
+
+// purgedRow is the purged event of a key without an entry (see
+// lookup_purged.sql).
+type purgedRow struct {
+	At           time.Time `db:"at"`
+	FencingToken int64     `db:"fencing_token"`
+	Owner        string    `db:"owner"`
+	Attempt      int32     `db:"attempt"`
+}
+
+// entry is what Lookup reports of a purged key.
+func (p purgedRow) entry(namespace, key string) Entry {
 	return Entry{
 		Namespace:    namespace,
 		Key:          key,
@@ -50,5 +57,5 @@ func (s *Store) lookup(ctx context.Context, namespace, key string) (Entry, error
 		FencingToken: p.FencingToken,
 		Attempts:     int(p.Attempt),
 		PurgedAt:     p.At,
-	}, nil
+	}
 }
