@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -251,8 +252,25 @@ func (r *Report) UpdateDocument(path, command string) error {
 	b.Write(doc[:begin+len(docBegin)])
 	fmt.Fprintf(&b, "\n\nFigures of %s, %.0f minutes, from:\n\n```sh\n%s\n```\n\n", r.Started.UTC().Format("2006-01-02 15:04 MST"),
 		r.Finished.Sub(r.Started).Minutes(), command)
+	if commit := sourceCommit(); commit != "" {
+		fmt.Fprintf(&b, "(ledgerd and the harness built from commit `%s`.)\n\n", commit)
+	}
 	b.WriteString(r.Table())
 	b.WriteString("\n")
 	b.Write(doc[end:])
 	return os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+// sourceCommit names the commit of the working tree the harness runs in
+// (with "+changes" when it differs from it), or "" outside a git checkout.
+func sourceCommit() string {
+	head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	commit := strings.TrimSpace(string(head))
+	if status, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(status)) > 0 {
+		commit += "+changes"
+	}
+	return commit
 }
