@@ -228,6 +228,7 @@ type storeCollector struct {
 	logger   *slog.Logger
 
 	held, expired, waiters, listening, statsErrors, statsAge *prometheus.Desc
+	coalescedStatements, coalescedCalls, coalesceFallbacks  *prometheus.Desc
 
 	mu          sync.Mutex // one query at a time; guards the fields below
 	queriedAt   time.Time  // last attempt, successful or not
@@ -260,11 +261,21 @@ func newStoreCollector(store *ledger.Store, cfg MetricsConfig) *storeCollector {
 		listening: prometheus.NewDesc("ledgerd_listener_connected",
 			"1 while the LISTEN connection that wakes waiting Reserves is up; 0 while waiters fall back to polling.",
 			nil, nil),
+		coalescedStatements: prometheus.NewDesc("ledgerd_coalesced_statements_total",
+			"Statements run for coalesced singleton calls, by kind (reserve, complete); calls / statements is the mean batch size.",
+			[]string{"kind"}, nil),
+		coalescedCalls: prometheus.NewDesc("ledgerd_coalesced_calls_total",
+			"Singleton calls that went through the coalescer, by kind.",
+			[]string{"kind"}, nil),
+		coalesceFallbacks: prometheus.NewDesc("ledgerd_coalesce_fallbacks_total",
+			"Coalesced statements that failed and whose calls were run again one by one, by kind.",
+			[]string{"kind"}, nil),
 	}
 }
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.held, c.expired, c.statsErrors, c.statsAge, c.waiters, c.listening} {
+	for _, d := range []*prometheus.Desc{c.held, c.expired, c.statsErrors, c.statsAge, c.waiters, c.listening,
+		c.coalescedStatements, c.coalescedCalls, c.coalesceFallbacks} {
 		ch <- d
 	}
 }
@@ -285,6 +296,11 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		listening = 1
 	}
 	ch <- prometheus.MustNewConstMetric(c.listening, prometheus.GaugeValue, listening)
+	for kind, stats := range c.store.CoalesceStats() {
+		ch <- prometheus.MustNewConstMetric(c.coalescedStatements, prometheus.CounterValue, float64(stats.Batches), kind)
+		ch <- prometheus.MustNewConstMetric(c.coalescedCalls, prometheus.CounterValue, float64(stats.Items), kind)
+		ch <- prometheus.MustNewConstMetric(c.coalesceFallbacks, prometheus.CounterValue, float64(stats.Fallbacks), kind)
+	}
 }
 
 // leaseCounts returns the cached counts, querying again once the interval
