@@ -228,7 +228,7 @@ type storeCollector struct {
 	logger   *slog.Logger
 
 	held, expired, waiters, listening, statsErrors, statsAge *prometheus.Desc
-	coalescedStatements, coalescedCalls, coalesceFallbacks  *prometheus.Desc
+	coalescedStatements, coalescedCalls, coalesceFallbacks   *prometheus.Desc
 
 	mu          sync.Mutex // one query at a time; guards the fields below
 	queriedAt   time.Time  // last attempt, successful or not
