@@ -73,6 +73,11 @@ func (s *Store) reserveBatch(ctx context.Context, batch ReserveBatchRequest) ([]
 	if err := s.checkBatchSize(len(batch.Items)); err != nil {
 		return nil, err
 	}
+	release, err := s.batchSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	ns, stored, err := s.namespace(ctx, batch.Namespace)
 	if err != nil {
 		return nil, err
@@ -164,6 +169,11 @@ func (s *Store) CompleteBatch(ctx context.Context, namespace string, completions
 	if err != nil {
 		return nil, fmt.Errorf("complete batch %s: %w", namespace, err)
 	}
+	release, err := s.batchSlot(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("complete batch %s: %w", namespace, err)
+	}
+	defer release()
 	reqs := make([]CompleteRequest, len(completions))
 	for i, item := range completions {
 		reqs[i] = CompleteRequest{Namespace: namespace, Key: item.Key, FencingToken: item.FencingToken, Result: item.Result}
@@ -245,6 +255,11 @@ func (s *Store) LookupBatch(ctx context.Context, namespace string, keys []string
 	if err := s.checkBatchSize(len(keys)); err != nil {
 		return nil, fmt.Errorf("lookup batch %s: %w", namespace, err)
 	}
+	release, err := s.batchSlot(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lookup batch %s: %w", namespace, err)
+	}
+	defer release()
 	results := make([]LookupResult, len(keys))
 	var valid []string
 	var positions []int
@@ -316,6 +331,17 @@ func (s *Store) lookupRows(ctx context.Context, namespace string, keys []string,
 		}
 	}
 	return nil
+}
+
+// batchSlot waits for one of the Config.MaxConcurrentBatches slots, or for
+// ctx to end; release frees the slot.
+func (s *Store) batchSlot(ctx context.Context) (release func(), err error) {
+	select {
+	case s.batchSlots <- struct{}{}:
+		return func() { <-s.batchSlots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func (s *Store) checkBatchSize(n int) error {

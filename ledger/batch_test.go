@@ -244,3 +244,31 @@ func TestCoalescedCalls(t *testing.T) {
 	require.Equal(t, int64(workers*pairs), stats["complete"].Items)
 	require.Less(t, stats["reserve"].Batches, stats["reserve"].Items, "concurrent calls were gathered")
 }
+
+// TestBatchSlots: a batch waits while MaxConcurrentBatches others run, for
+// as long as its context allows, and runs once a slot frees.
+func TestBatchSlots(t *testing.T) {
+	cfg := testConfig
+	cfg.MaxConcurrentBatches = 2
+	b := setupWith(t, cfg)
+	release := b.store.TakeBatchSlots()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := b.store.ReserveBatch(ctx, ledger.ReserveBatchRequest{Namespace: "ns", Owner: "w", Items: []ledger.ReserveBatchItem{{Key: "k"}}})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Equal(t, 0, b.count(t, "entries"), "a batch that never ran changed nothing")
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.store.ReserveBatch(context.Background(), ledger.ReserveBatchRequest{Namespace: "ns", Owner: "w", Items: []ledger.ReserveBatchItem{{Key: "k"}}})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("the batch ran without a slot: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	release()
+	require.NoError(t, <-done)
+	require.Equal(t, 1, b.count(t, "entries"))
+}

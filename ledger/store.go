@@ -43,6 +43,11 @@ type Config struct {
 	// Coalesce configures the gathering of concurrent Reserves and
 	// Completes into one statement and one commit. On by default.
 	Coalesce CoalesceConfig
+	// MaxConcurrentBatches bounds the batch calls (ReserveBatch,
+	// CompleteBatch, LookupBatch) that run at once; others wait for a
+	// slot. A few batches of 1000 keys already keep the database busy, and
+	// the bound keeps their memory bounded. Defaults to 4.
+	MaxConcurrentBatches int
 }
 
 func (c Config) withDefaults() Config {
@@ -52,6 +57,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.HeartbeatEventInterval, time.Minute)
 	setDefault(&c.EventSettlingDelay, 10*time.Second)
 	c.Coalesce = c.Coalesce.withDefaults()
+	setDefault(&c.MaxConcurrentBatches, 4)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -72,6 +78,9 @@ func (c Config) validate() error {
 	if err := c.Coalesce.validate(c.Limits); err != nil {
 		return err
 	}
+	if c.MaxConcurrentBatches < 0 {
+		return fmt.Errorf("MaxConcurrentBatches must be positive, got %d", c.MaxConcurrentBatches)
+	}
 	if c.NamespaceCacheTTL < 0 {
 		return fmt.Errorf("NamespaceCacheTTL must not be negative, got %s", c.NamespaceCacheTTL)
 	}
@@ -88,7 +97,8 @@ type Store struct {
 	namespaces *namespaceCache
 	waits      *waitHub
 	logger     *slog.Logger
-	coalesce   *coalescers // nil when disabled
+	coalesce   *coalescers   // nil when disabled
+	batchSlots chan struct{} // one per running batch call
 
 	heartbeatEventInterval time.Duration
 	eventSettlingDelay     time.Duration
@@ -117,6 +127,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		eventSettlingDelay:     cfg.EventSettlingDelay,
 	}
 	s.coalesce = newCoalescers(s, cfg.Coalesce)
+	s.batchSlots = make(chan struct{}, cfg.MaxConcurrentBatches)
 	return s, nil
 }
 

@@ -62,6 +62,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	ns := ledger.DefaultNamespaceSettings()
 	cfg := config{}
 	var coalesce ledger.CoalesceConfig
+	var maxConcurrentBatches int
 	var dbMaxConns int
 	var grpcValues grpcFlagValues
 	var tlsValues tlsFlagValues
@@ -104,6 +105,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.IntVar(&limits.MaxCheckpointBytes, "max-checkpoint-bytes", limits.MaxCheckpointBytes, "maximum checkpoint size in bytes")
 		fs.IntVar(&limits.MaxErrorBytes, "max-error-bytes", limits.MaxErrorBytes, "maximum error message size in bytes")
 		fs.IntVar(&limits.MaxBatchItems, "max-batch-items", limits.MaxBatchItems, "most items of one ReserveBatch, CompleteBatch or LookupBatch")
+		fs.IntVar(&maxConcurrentBatches, "max-concurrent-batches", 4, "batch calls running at once; others wait for a slot (bounds their memory)")
 		fs.DurationVar(&limits.MinLeaseTTL, "min-lease-ttl", limits.MinLeaseTTL, "shortest lease a request may ask for")
 		fs.DurationVar(&limits.MaxWait, "max-wait", limits.MaxWait, "longest a Reserve may wait for the holder of a key (wait_timeout); longer waits are shortened")
 		fs.DurationVar(&ns.DefaultLeaseTTL, "default-lease-ttl", ns.DefaultLeaseTTL, "lease given to requests that ask for none (new namespaces)")
@@ -197,7 +199,8 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if heartbeatEvents == 0 {
 		heartbeatEvents = time.Nanosecond // every heartbeat (zero is the ledger's default, 1m)
 	}
-	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns, HeartbeatEventInterval: heartbeatEvents, Coalesce: coalesce}
+	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns, HeartbeatEventInterval: heartbeatEvents, Coalesce: coalesce,
+		MaxConcurrentBatches: maxConcurrentBatches}
 	if err := cfg.Ledger.Validate(); err != nil {
 		return config{}, err
 	}
