@@ -24,19 +24,20 @@ import (
 // runner holds what a run has set up: the clients, the pools, and the
 // ledgerd it started.
 type runner struct {
-	cfg      Config
-	stdout   io.Writer
-	stderr   io.Writer
-	runID    string
-	conns    []*grpc.ClientConn
-	clients  []ledgerv1.LedgerServiceClient
-	admin    ledgerv1.LedgerAdminServiceClient
-	pool     *pgxpool.Pool // nil without a database
-	raw      *rawDB
-	ledgerd  *ledgerdProcess // nil when measuring --addr
-	readKeys keySet
-	peakRSS  int64
-	closers  []func()
+	cfg        Config
+	stdout     io.Writer
+	stderr     io.Writer
+	runID      string
+	conns      []*grpc.ClientConn
+	clients    []ledgerv1.LedgerServiceClient
+	admin      ledgerv1.LedgerAdminServiceClient
+	pool       *pgxpool.Pool // nil without a database
+	raw        *rawDB
+	ledgerd    *ledgerdProcess // nil when measuring --addr
+	readKeys   keySet
+	peakRSS    int64
+	postmaster int // the private cluster's postmaster, for its CPU time; 0 otherwise
+	closers    []func()
 }
 
 // Run performs the run cfg describes: it starts what it must (PostgreSQL,
@@ -121,7 +122,8 @@ func (r *runner) setUp(ctx context.Context, report *Report) error {
 			return err
 		}
 	}
-	if cfg.Addr == "" && databaseURL == "" {
+	private := cfg.Addr == "" && databaseURL == ""
+	if private {
 		fmt.Fprintln(r.stderr, "ledgerbench: starting a private PostgreSQL (fsync on) with scripts/pg.sh")
 		pg, url, err := startPostgres(ctx, root, cfg.PGDir, r.stderr)
 		if err != nil {
@@ -136,6 +138,9 @@ func (r *runner) setUp(ctx context.Context, report *Report) error {
 			return err
 		}
 		r.pool = pool
+		if private {
+			r.postmaster = postmasterPID(ctx, pool)
+		}
 		if r.raw, err = newRawDB(pool); err != nil {
 			return err
 		}
@@ -279,6 +284,7 @@ func (r *runner) measure(ctx context.Context, w Workload, side string, workers i
 		fmt.Fprintf(r.stderr, "ledgerbench: %s: warming up for %s\n", label, r.cfg.Warmup)
 		phase{workers: workers, newOp: ops, duration: r.cfg.Warmup}.run(ctx)
 	}
+	r.analyze(ctx)
 	var pid int
 	var before procStats
 	if r.ledgerd != nil && side == SideLedgerd {
@@ -287,6 +293,7 @@ func (r *runner) measure(ctx context.Context, w Workload, side string, workers i
 		resetPeakRSS(pid)
 		before = readProcStats(pid)
 	}
+	pgBefore := clusterCPUSeconds(r.postmaster)
 	clientBefore := selfCPUSeconds()
 	m := phase{
 		workers: workers, newOp: ops, duration: r.cfg.Duration, ops: r.cfg.Ops, rate: r.cfg.Rate,
@@ -294,6 +301,7 @@ func (r *runner) measure(ctx context.Context, w Workload, side string, workers i
 	}.run(ctx)
 	run := newRunResult(w.Name, side, workers, m)
 	run.ClientCPUSeconds = selfCPUSeconds() - clientBefore
+	run.PostgresCPUSeconds = clusterCPUSeconds(r.postmaster) - pgBefore
 	if pid != 0 {
 		after := readProcStats(pid)
 		run.LedgerdPeakRSSBytes = after.peakRSSBytes
@@ -303,6 +311,21 @@ func (r *runner) measure(ctx context.Context, w Workload, side string, workers i
 	fmt.Fprintf(r.stderr, "ledgerbench: %s: %.0f op/s, p50 %s ms, p99 %s ms, %d errors\n",
 		label, run.OpsPerSec, ms(run.Latency.P50Micros), ms(run.Latency.P99Micros), run.Errors)
 	return run, true
+}
+
+// analyze refreshes the planner's statistics of the ledger's tables before
+// a measurement, as autovacuum does in a running service. A fresh ledger
+// grows from nothing to tens of thousands of rows within one run, faster
+// than autovacuum (one look a minute) notices, and the plans that both
+// sides cache would otherwise be made for the empty tables: a sequential
+// scan of entries for every batch statement, slower with every row.
+func (r *runner) analyze(ctx context.Context) {
+	if r.pool == nil {
+		return
+	}
+	if _, err := r.pool.Exec(ctx, "ANALYZE entries, events"); err != nil {
+		fmt.Fprintf(r.stderr, "ledgerbench: ANALYZE before the measurement: %v\n", err)
+	}
 }
 
 // measurePurge times PurgeExpired, the sweeper's statement run in batches,

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -271,6 +272,75 @@ func readProcStats(pid int) procStats {
 		}
 	}
 	return s
+}
+
+// postmasterPID returns the pid of the postmaster that serves pool: the
+// parent of one of its backends. Only meaningful for a cluster on this
+// machine; 0 when it cannot be told.
+func postmasterPID(ctx context.Context, pool *pgxpool.Pool) int {
+	var backend int
+	if err := pool.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&backend); err != nil {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", backend))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := strings.Fields(string(data[i+1:]))
+	if len(fields) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(fields[1])
+	return ppid
+}
+
+// clusterCPUSeconds is the CPU time a cluster's processes have used: the
+// postmaster's own and that of its children gone (cutime, cstime), and the
+// live children's (backends, WAL writer, checkpointer...). A backend that
+// exits between two readings moves from one sum to the other, so the
+// difference of two readings stays right.
+func clusterCPUSeconds(postmaster int) float64 {
+	if postmaster == 0 {
+		return 0
+	}
+	total := 0.0
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(data, ')')
+		if i < 0 {
+			continue
+		}
+		// After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
+		fields := strings.Fields(string(data[i+1:]))
+		if len(fields) < 15 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(fields[1])
+		if pid != postmaster && ppid != postmaster {
+			continue
+		}
+		last := 12
+		if pid == postmaster {
+			last = 14
+		}
+		for _, f := range fields[11 : last+1] {
+			ticks, _ := strconv.ParseInt(f, 10, 64)
+			total += float64(ticks) / clockTicks
+		}
+	}
+	return total
 }
 
 // resetPeakRSS starts a new peak for VmHWM (Linux 4.0 and later); a

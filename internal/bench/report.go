@@ -117,6 +117,9 @@ type RunResult struct {
 	// ClientCPUSeconds is the CPU time ledgerbench itself used: on a small
 	// machine the load generator competes for the same cores.
 	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
+	// PostgresCPUSeconds is the CPU time the private PostgreSQL's
+	// processes used during this run (zero for a --database-url one).
+	PostgresCPUSeconds float64 `json:"postgres_cpu_seconds,omitempty"`
 }
 
 func newRunResult(workload, side string, workers int, m measurement) RunResult {
@@ -239,11 +242,13 @@ func (r *Report) Print(w io.Writer) {
 
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tside\tworkers\tops/s\tkeys/s\tp50 ms\tp95 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\tRSS MiB\tCPU µs/op\toutcomes\t")
+	fmt.Fprintln(tw, "workload\tside\tworkers\tops/s\tkeys/s\tp50 ms\tp95 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\tRSS MiB\tCPU µs/op: ledgerd\tpg\tclient\toutcomes\t")
 	for _, run := range r.Runs {
-		cpu := "-"
-		if run.LedgerdCPUSeconds > 0 && run.Ops > 0 {
-			cpu = fmt.Sprintf("%.0f", run.LedgerdCPUSeconds/float64(run.Ops)*1e6)
+		perOp := func(seconds float64) string {
+			if seconds <= 0 || run.Ops == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.0f", seconds/float64(run.Ops)*1e6)
 		}
 		rss := "-"
 		if run.LedgerdPeakRSSBytes > 0 {
@@ -254,10 +259,11 @@ func (r *Report) Print(w io.Writer) {
 			errs += " (aborted)"
 		}
 		l := run.Latency
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			run.Workload, run.Side, run.Workers, run.OpsPerSec, run.ItemsPerSec,
 			ms(l.P50Micros), ms(l.P95Micros), ms(l.P99Micros), ms(l.P999Micros), ms(l.MaxMicros),
-			errs, rss, cpu, outcomes(run.Outcomes))
+			errs, rss, perOp(run.LedgerdCPUSeconds), perOp(run.PostgresCPUSeconds), perOp(run.ClientCPUSeconds),
+			outcomes(run.Outcomes))
 	}
 	_ = tw.Flush()
 	for _, run := range r.Runs {
