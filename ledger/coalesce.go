@@ -24,17 +24,23 @@ type CoalesceConfig struct {
 	// MaxBatch bounds the calls in one statement. Defaults to 500.
 	MaxBatch int
 	// MaxInFlight bounds the batches (of each kind) running at once; a call
-	// waits only while that many run. Defaults to 8: with ledgerd's pool of 16, every connection may run a batch; more in flight means less gathering (throughput under heavy load) but less queueing at moderate load (docs/performance.md).
+	// waits only while that many run. Defaults to 1, classic group commit:
+	// while one statement of a kind runs, the next calls of that kind gather
+	// for the next. On the 2-core benchmark machine 1 gave the most pairs a
+	// second and the lowest latency, loaded or paced (docs/performance.md);
+	// more lets a slow statement (one waiting on a row lock) hold up fewer
+	// calls.
 	MaxInFlight int
 	// MaxWait is the longest a batch is held back to gather more calls, and
-	// only while other batches are running (never under light load).
+	// only while other batches of its kind are running (never under light
+	// load, and never with MaxInFlight 1).
 	// Defaults to 0: a batch leaves as soon as a slot frees.
 	MaxWait time.Duration
 }
 
 func (c CoalesceConfig) withDefaults() CoalesceConfig {
 	setDefault(&c.MaxBatch, 500)
-	setDefault(&c.MaxInFlight, 8)
+	setDefault(&c.MaxInFlight, 1)
 	return c
 }
 

@@ -90,7 +90,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve Go's profiles (net/http/pprof, /debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; off when empty")
 		fs.BoolVar(&coalesce.Disabled, "no-coalesce", false, "do not coalesce concurrent Reserves and Completes into shared statements (group commit)")
 		fs.IntVar(&coalesce.MaxBatch, "coalesce-max-batch", 500, "most calls coalesced into one statement")
-		fs.IntVar(&coalesce.MaxInFlight, "coalesce-max-in-flight", 8, "coalesced statements of each kind running at once; calls gather while that many run")
+		fs.IntVar(&coalesce.MaxInFlight, "coalesce-max-in-flight", 1, "coalesced statements of each kind running at once; calls gather while that many run")
 		fs.DurationVar(&coalesce.MaxWait, "coalesce-max-wait", 0, "longest a coalesced statement is held back to gather more calls, only while others run (0: none)")
 		fs.BoolVar(&cfg.NoMigrate, "no-migrate", false, "do not apply migrations at start-up; refuse to start if any are pending")
 		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run after SIGTERM before they are cut off")
