@@ -36,7 +36,7 @@ type runner struct {
 	ledgerd    *ledgerdProcess // nil when measuring --addr
 	readKeys   keySet
 	peakRSS    int64
-	postmaster int // the private cluster's postmaster, for its CPU time; 0 otherwise
+	postmaster int // the postmaster of a cluster on this machine, for its CPU time; 0 otherwise
 	closers    []func()
 }
 
@@ -138,7 +138,7 @@ func (r *runner) setUp(ctx context.Context, report *Report) error {
 			return err
 		}
 		r.pool = pool
-		if private {
+		if private || onThisMachine(pool) {
 			r.postmaster = postmasterPID(ctx, pool)
 		}
 		if r.raw, err = newRawDB(pool); err != nil {

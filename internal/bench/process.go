@@ -298,6 +298,18 @@ func postmasterPID(ctx context.Context, pool *pgxpool.Pool) int {
 	return ppid
 }
 
+// onThisMachine tells whether pool's server listens on loopback or a unix
+// socket: its processes are then this machine's, and their CPU time can be
+// read from /proc.
+func onThisMachine(pool *pgxpool.Pool) bool {
+	host := pool.Config().ConnConfig.Host
+	if strings.HasPrefix(host, "/") || host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // clusterCPUSeconds is the CPU time a cluster's processes have used: the
 // postmaster's own and that of its children gone (cutime, cstime), and the
 // live children's (backends, WAL writer, checkpointer...). A backend that
