@@ -288,11 +288,7 @@ func (s *Store) LookupBatch(ctx context.Context, namespace string, keys []string
 }
 
 func (s *Store) lookupRows(ctx context.Context, namespace string, keys []string, positions []int, results []LookupResult) error {
-	type foundRow struct {
-		N int `db:"n"`
-		entryRow
-	}
-	found, err := queryRows[foundRow](ctx, s.pool, query("lookup_batch"), namespace, keys)
+	found, err := queryRows[numberedEntryRow](ctx, s.pool, query("lookup_batch"), namespace, keys)
 	if err != nil {
 		return err
 	}
@@ -403,11 +399,7 @@ func (s *Store) reserveRows(ctx context.Context, q querier, items []reserveItem)
 		namespaces[i], keys[i], owners[i], ttls[i] = it.namespace, it.key, it.owner, it.ttlMS
 		fingerprints[i], metadata[i], callers[i] = it.fingerprint, it.metadata, it.caller
 	}
-	type numberedRow struct {
-		N int `db:"n"`
-		reserveRow
-	}
-	found, err := queryRows[numberedRow](ctx, q, query("reserve_insert_batch"),
+	found, err := queryRows[numberedReserveRow](ctx, q, query("reserve_insert_batch"),
 		namespaces, keys, owners, ttls, fingerprints, metadata, callers)
 	if err != nil {
 		return nil, err
@@ -450,11 +442,7 @@ func (s *Store) completeRows(ctx context.Context, q querier, items []completeIte
 		namespaces[i], keys[i], tokens[i] = it.namespace, it.key, it.token
 		results[i], retentions[i], callers[i] = it.result, it.retentionMS, it.caller
 	}
-	type numberedRow struct {
-		N int `db:"n"`
-		guardRow
-	}
-	found, err := queryRows[numberedRow](ctx, q, query("complete_batch"), namespaces, keys, tokens, results, retentions, callers)
+	found, err := queryRows[numberedGuardRow](ctx, q, query("complete_batch"), namespaces, keys, tokens, results, retentions, callers)
 	if err != nil {
 		return nil, err
 	}

@@ -200,7 +200,7 @@ func queryRows[T any](ctx context.Context, q querier, sql string, args ...any) (
 	if err != nil {
 		return nil, dbError(err)
 	}
-	found, err := pgx.CollectRows(rows, pgx.RowToStructByName[T])
+	found, err := collectRows[T](rows)
 	return found, dbError(err)
 }
 
