@@ -189,3 +189,16 @@ func BenchmarkCoalescer(b *testing.B) {
 	stats := c.stats()
 	b.ReportMetric(float64(stats.Items)/float64(max(stats.Batches, 1)), "calls/batch")
 }
+
+// BenchmarkCoalescerLone is the coalescer's own cost for a call that
+// finds nothing running: the light-load case, where nothing is gathered.
+func BenchmarkCoalescerLone(b *testing.B) {
+	run := func(_ context.Context, items []int) ([]int, error) { return items, nil }
+	c := newCoalescer(CoalesceConfig{MaxBatch: 500, MaxInFlight: 1}, func(i int) string { return fmt.Sprint(i) }, run)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if out, err := c.do(context.Background(), i); err != nil || out != i {
+			b.Fatalf("do(%d) = %d, %v", i, out, err)
+		}
+	}
+}
