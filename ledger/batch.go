@@ -288,19 +288,20 @@ func (s *Store) LookupBatch(ctx context.Context, namespace string, keys []string
 }
 
 func (s *Store) lookupRows(ctx context.Context, namespace string, keys []string, positions []int, results []LookupResult) error {
-	found, err := queryRows[numberedEntryRow](ctx, s.pool, query("lookup_batch"), namespace, keys)
+	items := make([]lookupItem, len(keys))
+	for i, key := range keys {
+		items[i] = lookupItem{namespace: namespace, key: key}
+	}
+	found, err := s.lookupEntries(ctx, items)
 	if err != nil {
 		return err
 	}
-	have := make([]bool, len(keys))
-	for _, row := range found {
-		have[row.N-1] = true
-		results[positions[row.N-1]].Entry = row.toEntry()
-	}
 	var missing []string
 	var missingAt []int
-	for j, ok := range have {
-		if !ok {
+	for j, row := range found {
+		if row != nil {
+			results[positions[j]].Entry = row.toEntry()
+		} else {
 			missing = append(missing, keys[j])
 			missingAt = append(missingAt, positions[j])
 		}
@@ -458,6 +459,7 @@ func (s *Store) completeRows(ctx context.Context, q querier, items []completeIte
 type coalescers struct {
 	reserves  *coalescer[reserveItem, *reserveRow]
 	completes *coalescer[completeItem, *guardRow]
+	lookups   *coalescer[lookupItem, *entryRow]
 }
 
 func newCoalescers(s *Store, cfg CoalesceConfig) *coalescers {
@@ -479,16 +481,25 @@ func newCoalescers(s *Store, cfg CoalesceConfig) *coalescers {
 			}
 			return s.completeRows(ctx, s.pool, items)
 		}),
+		lookups: newCoalescer(cfg, lookupItem.id, func(ctx context.Context, items []lookupItem) ([]*entryRow, error) {
+			if len(items) == 1 {
+				row, err := s.lookupRow(ctx, items[0])
+				return []*entryRow{row}, err
+			}
+			return s.lookupEntries(ctx, items)
+		}),
 	}
 }
 
 // CoalesceStats returns what coalescing did so far, by kind of call
-// ("reserve", "complete"); nil when it is disabled.
+// ("reserve", "complete", "lookup"); nil when it is disabled.
 func (s *Store) CoalesceStats() map[string]CoalesceStats {
 	if s.coalesce == nil {
 		return nil
 	}
-	return map[string]CoalesceStats{"reserve": s.coalesce.reserves.stats(), "complete": s.coalesce.completes.stats()}
+	return map[string]CoalesceStats{
+		"reserve": s.coalesce.reserves.stats(), "complete": s.coalesce.completes.stats(), "lookup": s.coalesce.lookups.stats(),
+	}
 }
 
 // insertOrRead runs the first statement of a Reserve: coalesced with

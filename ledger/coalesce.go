@@ -9,11 +9,12 @@ import (
 	"time"
 )
 
-// CoalesceConfig configures the coalescing of concurrent singleton Reserves
-// and Completes: under load, the first statement of many Reserves (insert
-// or read) runs as one statement, and many Completes as one statement, each
-// batch in one commit (group commit). Every caller still gets its own
-// outcome; an item that fails fails alone.
+// CoalesceConfig configures the coalescing of concurrent singleton Reserves,
+// Completes and Lookups: under load, the first statement of many Reserves
+// (insert or read) runs as one statement, and many Completes as one
+// statement, each batch in one commit (group commit); many Lookups share
+// one read. Every caller still gets its own outcome; an item that fails
+// fails alone.
 //
 // It adapts to the load: a call that finds fewer than MaxInFlight batches
 // running goes to the database at once, alone; calls that arrive while

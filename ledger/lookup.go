@@ -21,12 +21,19 @@ func (s *Store) lookup(ctx context.Context, namespace, key string) (Entry, error
 	if err := checkKey(s.limits, namespace, key); err != nil {
 		return Entry{}, err
 	}
-	found, err := queryRows[entryRow](ctx, s.pool, query("lookup"), namespace, key)
+	item := lookupItem{namespace: namespace, key: key}
+	var row *entryRow
+	var err error
+	if s.coalesce != nil {
+		row, err = s.coalesce.lookups.do(ctx, item)
+	} else {
+		row, err = s.lookupRow(ctx, item)
+	}
 	if err != nil {
 		return Entry{}, err
 	}
-	if len(found) > 0 {
-		return found[0].toEntry(), nil
+	if row != nil {
+		return row.toEntry(), nil
 	}
 	purged, err := queryRows[purgedRow](ctx, s.pool, query("lookup_purged"), namespace, key)
 	if err != nil {
@@ -36,6 +43,39 @@ func (s *Store) lookup(ctx context.Context, namespace, key string) (Entry, error
 		return Entry{}, ErrNotFound
 	}
 	return purged[0].entry(namespace, key), nil
+}
+
+// lookupItem is one key of a (coalesced) Lookup.
+type lookupItem struct{ namespace, key string }
+
+func (it lookupItem) id() string { return it.namespace + "\x00" + it.key }
+
+// lookupRow reads one entry (lookup.sql), or nil when the key has none.
+func (s *Store) lookupRow(ctx context.Context, item lookupItem) (*entryRow, error) {
+	found, err := queryRows[entryRow](ctx, s.pool, query("lookup"), item.namespace, item.key)
+	if err != nil || len(found) == 0 {
+		return nil, err
+	}
+	return &found[0], nil
+}
+
+// lookupEntries reads the entries of many distinct keys with one statement
+// (lookup_batch.sql): each item's row, nil when the key has none.
+func (s *Store) lookupEntries(ctx context.Context, items []lookupItem) ([]*entryRow, error) {
+	namespaces := make([]string, len(items))
+	keys := make([]string, len(items))
+	for i, it := range items {
+		namespaces[i], keys[i] = it.namespace, it.key
+	}
+	found, err := queryRows[numberedEntryRow](ctx, s.pool, query("lookup_batch"), namespaces, keys)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]*entryRow, len(items))
+	for i := range found {
+		rows[found[i].N-1] = &found[i].entryRow
+	}
+	return rows, nil
 }
 
 // purgedRow is the purged event of a key without an entry (see

@@ -40,7 +40,7 @@ type Config struct {
 	// they are read again; a change of settings takes effect within it.
 	// Defaults to 10s.
 	NamespaceCacheTTL time.Duration
-	// Coalesce configures the gathering of concurrent Reserves and
+	// Coalesce configures the gathering of concurrent Reserves, Lookups and
 	// Completes into one statement and one commit. On by default.
 	Coalesce CoalesceConfig
 	// MaxConcurrentBatches bounds the batch calls (ReserveBatch,

@@ -88,7 +88,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
 		fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7071", "HTTP listen address: HTTP/JSON gateway (POST /ledger.v1.LedgerService/<Method>), /metrics, /healthz, /readyz; empty or \"off\" disables it")
 		fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve Go's profiles (net/http/pprof, /debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; off when empty")
-		fs.BoolVar(&coalesce.Disabled, "no-coalesce", false, "do not coalesce concurrent Reserves and Completes into shared statements (group commit)")
+		fs.BoolVar(&coalesce.Disabled, "no-coalesce", false, "do not coalesce concurrent Reserves, Completes and Lookups into shared statements (group commit)")
 		fs.IntVar(&coalesce.MaxBatch, "coalesce-max-batch", 500, "most calls coalesced into one statement")
 		fs.IntVar(&coalesce.MaxInFlight, "coalesce-max-in-flight", 1, "coalesced statements of each kind running at once; calls gather while that many run")
 		fs.DurationVar(&coalesce.MaxWait, "coalesce-max-wait", 0, "longest a coalesced statement is held back to gather more calls, only while others run (0: none)")
