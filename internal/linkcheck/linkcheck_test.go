@@ -56,12 +56,12 @@ func TestCheck(t *testing.T) {
 	}, {
 		name: "a path that climbs out of the repository fails, even to a real place",
 		files: map[string]string{
-			"README.md":     "The [note](../shared/DESIGN.md).\n",
-			"docs/guide.md": "The [note](../../shared/DESIGN.md), and [back in](../../repo/README.md).\n",
+			"README.md":     "The [note](../outside/NOTES.md).\n",
+			"docs/guide.md": "The [note](../../outside/NOTES.md), and [back in](../../repo/README.md).\n",
 		},
 		want: []string{
-			"README.md:1: ../shared/DESIGN.md: points outside the repository",
-			"docs/guide.md:1: ../../shared/DESIGN.md: points outside the repository",
+			"README.md:1: ../outside/NOTES.md: points outside the repository",
+			"docs/guide.md:1: ../../outside/NOTES.md: points outside the repository",
 			"docs/guide.md:1: ../../repo/README.md: points outside the repository",
 		},
 	}, {

@@ -1,6 +1,7 @@
-// contest-worker: one contestant of the lead's cross-language test. Several
-// workers, in any language, race for the same key; the ledger must let the
-// work run once and every worker must report the same value.
+// contest-worker: one contestant of the cross-language test
+// (clients/crosslang). Several workers, in any language, race for the same
+// key; the ledger must let the work run once and every worker must report
+// the same value.
 //
 //   node clients/typescript/dist/examples/contest-worker.js --addr A \
 //     --namespace N --key K --owner O --work-log FILE --work-ms MS [--lease-ttl-ms T]
