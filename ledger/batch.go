@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // ReserveResult is the outcome of one item of ReserveBatch: a Reservation,
@@ -93,9 +91,6 @@ func (s *Store) reserveBatch(ctx context.Context, batch ReserveBatchRequest) ([]
 	for i, item := range batch.Items {
 		reqs[i] = ReserveRequest{Namespace: batch.Namespace, Key: item.Key, Owner: batch.Owner, LeaseTTL: batch.LeaseTTL,
 			Fingerprint: item.Fingerprint, Metadata: item.Metadata}
-		if reqs[i].Fingerprint == nil {
-			reqs[i].Fingerprint = []byte{}
-		}
 		err := itemError(i, s.checkReserve(reqs[i]))
 		if err == nil {
 			err = checkDuplicate(i, batch.Namespace, item.Key, seen)
@@ -110,7 +105,7 @@ func (s *Store) reserveBatch(ctx context.Context, batch ReserveBatchRequest) ([]
 		return results, nil
 	}
 	if !stored {
-		if ns, err = s.ensureNamespace(ctx, batch.Namespace); err != nil {
+		if ns, ttl, err = s.createForReserve(ctx, batch.Namespace, batch.LeaseTTL); err != nil {
 			return nil, err
 		}
 	}
@@ -124,7 +119,7 @@ func (s *Store) reserveBatch(ctx context.Context, batch ReserveBatchRequest) ([]
 	for j, i := range valid {
 		items[j] = newReserveItem(ctx, reqs[i], ttl)
 	}
-	rows, err := s.reserveRows(ctx, s.pool, items)
+	rows, err := insertOrReadMany(ctx, s.pool, items)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +178,7 @@ func (s *Store) CompleteBatch(ctx context.Context, namespace string, completions
 	var items []completeItem
 	seen := make(map[string]int, len(reqs))
 	for i, req := range reqs {
-		ns, err := s.prepareBatchComplete(ctx, i, req, seen)
+		ns, err := s.checkBatchComplete(ctx, i, req, seen)
 		switch {
 		case err != nil:
 			results[i].Err = fmt.Errorf("complete %s/%s token %d: %w", req.Namespace, req.Key, req.FencingToken, err)
@@ -197,7 +192,7 @@ func (s *Store) CompleteBatch(ctx context.Context, namespace string, completions
 	if len(batch) == 0 {
 		return results, nil
 	}
-	rows, err := s.completeRows(ctx, s.pool, items)
+	rows, err := completeMany(ctx, s.pool, items)
 	if err != nil {
 		return nil, fmt.Errorf("complete batch %s: %w", namespace, err)
 	}
@@ -218,28 +213,16 @@ func (s *Store) CompleteBatch(ctx context.Context, namespace string, completions
 	return results, nil
 }
 
-// prepareBatchComplete checks item i of a CompleteBatch and returns its
-// namespace's settings.
-func (s *Store) prepareBatchComplete(ctx context.Context, i int, req CompleteRequest, seen map[string]int) (NamespaceSettings, error) {
-	err := checkKey(s.limits, req.Namespace, req.Key)
-	if err == nil {
-		err = checkFencingToken(req.FencingToken)
-	}
-	if err == nil {
-		err = checkBytes("result", req.Result, s.limits.MaxResultBytes)
-	}
+// checkBatchComplete checks item i of a CompleteBatch as Complete checks
+// its request, and refuses a repeated key; it returns the namespace's
+// settings.
+func (s *Store) checkBatchComplete(ctx context.Context, i int, req CompleteRequest, seen map[string]int) (NamespaceSettings, error) {
+	ns, err := s.checkComplete(ctx, req)
 	if err != nil {
 		return NamespaceSettings{}, itemError(i, err)
 	}
 	if err := checkDuplicate(i, req.Namespace, req.Key, seen); err != nil {
 		return NamespaceSettings{}, err
-	}
-	ns, _, err := s.namespace(ctx, req.Namespace)
-	if err != nil {
-		return NamespaceSettings{}, err
-	}
-	if err := checkBytes("result", req.Result, ns.MaxResultBytes); err != nil {
-		return NamespaceSettings{}, itemError(i, err)
 	}
 	return ns, nil
 }
@@ -292,7 +275,7 @@ func (s *Store) lookupRows(ctx context.Context, namespace string, keys []string,
 	for i, key := range keys {
 		items[i] = lookupItem{namespace: namespace, key: key}
 	}
-	found, err := s.lookupEntries(ctx, items)
+	found, err := lookupMany(ctx, s.pool, items)
 	if err != nil {
 		return err
 	}
@@ -365,171 +348,4 @@ func checkDuplicate(i int, namespace, key string, seen map[string]int) error {
 	}
 	seen[id] = i
 	return nil
-}
-
-// reserveItem is the first statement of one Reserve (see reserve_insert.sql).
-type reserveItem struct {
-	namespace, key, owner string
-	ttlMS                 int64
-	fingerprint           []byte
-	metadata              map[string]string
-	caller                string
-}
-
-func newReserveItem(ctx context.Context, req ReserveRequest, ttl time.Duration) reserveItem {
-	metadata := req.Metadata
-	if metadata == nil {
-		metadata = map[string]string{}
-	}
-	return reserveItem{
-		namespace: req.Namespace, key: req.Key, owner: req.Owner, ttlMS: ttl.Milliseconds(),
-		fingerprint: req.Fingerprint, metadata: metadata, caller: callerFrom(ctx),
-	}
-}
-
-func (it reserveItem) id() string { return it.namespace + "\x00" + it.key }
-
-// reserveRows runs the first statement of Reserve for many distinct keys
-// (reserve_insert_batch.sql) and returns each item's row, nil when a
-// concurrent insert hid it.
-func (s *Store) reserveRows(ctx context.Context, q querier, items []reserveItem) ([]*reserveRow, error) {
-	namespaces, keys, owners := make([]string, len(items)), make([]string, len(items)), make([]string, len(items))
-	ttls, fingerprints := make([]int64, len(items)), make([][]byte, len(items))
-	metadata, callers := make([]map[string]string, len(items)), make([]string, len(items))
-	for i, it := range items {
-		namespaces[i], keys[i], owners[i], ttls[i] = it.namespace, it.key, it.owner, it.ttlMS
-		fingerprints[i], metadata[i], callers[i] = it.fingerprint, it.metadata, it.caller
-	}
-	found, err := queryRows[numberedReserveRow](ctx, q, query("reserve_insert_batch"),
-		namespaces, keys, owners, ttls, fingerprints, metadata, callers)
-	if err != nil {
-		return nil, err
-	}
-	rows := make([]*reserveRow, len(items))
-	for i := range found {
-		rows[found[i].N-1] = &found[i].reserveRow
-	}
-	return rows, nil
-}
-
-// completeItem is the statement of one Complete (see complete.sql).
-type completeItem struct {
-	namespace, key string
-	token          int64
-	result         []byte
-	retentionMS    int64
-	caller         string
-}
-
-func newCompleteItem(ctx context.Context, req CompleteRequest, ns NamespaceSettings) completeItem {
-	result := req.Result
-	if result == nil {
-		result = []byte{} // a completed entry always has a result, maybe empty
-	}
-	return completeItem{
-		namespace: req.Namespace, key: req.Key, token: req.FencingToken, result: result,
-		retentionMS: ns.Retention.Milliseconds(), caller: callerFrom(ctx),
-	}
-}
-
-func (it completeItem) id() string { return it.namespace + "\x00" + it.key }
-
-// completeRows runs Complete for many distinct keys (complete_batch.sql)
-// and returns each item's guard row, nil when the key has no entry.
-func (s *Store) completeRows(ctx context.Context, q querier, items []completeItem) ([]*guardRow, error) {
-	namespaces, keys, tokens := make([]string, len(items)), make([]string, len(items)), make([]int64, len(items))
-	results, retentions, callers := make([][]byte, len(items)), make([]int64, len(items)), make([]string, len(items))
-	for i, it := range items {
-		namespaces[i], keys[i], tokens[i] = it.namespace, it.key, it.token
-		results[i], retentions[i], callers[i] = it.result, it.retentionMS, it.caller
-	}
-	found, err := queryRows[numberedGuardRow](ctx, q, query("complete_batch"), namespaces, keys, tokens, results, retentions, callers)
-	if err != nil {
-		return nil, err
-	}
-	rows := make([]*guardRow, len(items))
-	for i := range found {
-		rows[found[i].N-1] = &found[i].guardRow
-	}
-	return rows, nil
-}
-
-// coalescers are the Store's coalescers of singleton calls; nil when
-// coalescing is disabled.
-type coalescers struct {
-	reserves  *coalescer[reserveItem, *reserveRow]
-	completes *coalescer[completeItem, *guardRow]
-	lookups   *coalescer[lookupItem, *entryRow]
-}
-
-func newCoalescers(s *Store, cfg CoalesceConfig) *coalescers {
-	if cfg.Disabled {
-		return nil
-	}
-	return &coalescers{
-		reserves: newCoalescer(cfg, reserveItem.id, func(ctx context.Context, items []reserveItem) ([]*reserveRow, error) {
-			if len(items) == 1 { // alone: the singleton statement is cheaper
-				row, err := s.reserveRow(ctx, s.pool, items[0])
-				return []*reserveRow{row}, err
-			}
-			return s.reserveRows(ctx, s.pool, items)
-		}),
-		completes: newCoalescer(cfg, completeItem.id, func(ctx context.Context, items []completeItem) ([]*guardRow, error) {
-			if len(items) == 1 {
-				row, err := s.completeRow(ctx, s.pool, items[0])
-				return []*guardRow{row}, err
-			}
-			return s.completeRows(ctx, s.pool, items)
-		}),
-		lookups: newCoalescer(cfg, lookupItem.id, func(ctx context.Context, items []lookupItem) ([]*entryRow, error) {
-			if len(items) == 1 {
-				row, err := s.lookupRow(ctx, items[0])
-				return []*entryRow{row}, err
-			}
-			return s.lookupEntries(ctx, items)
-		}),
-	}
-}
-
-// CoalesceStats returns what coalescing did so far, by kind of call
-// ("reserve", "complete", "lookup"); nil when it is disabled.
-func (s *Store) CoalesceStats() map[string]CoalesceStats {
-	if s.coalesce == nil {
-		return nil
-	}
-	return map[string]CoalesceStats{
-		"reserve": s.coalesce.reserves.stats(), "complete": s.coalesce.completes.stats(), "lookup": s.coalesce.lookups.stats(),
-	}
-}
-
-// insertOrRead runs the first statement of a Reserve: coalesced with
-// concurrent ones when q is the pool and coalescing is on.
-func (s *Store) insertOrRead(ctx context.Context, q querier, req ReserveRequest, ttl time.Duration) (*reserveRow, error) {
-	item := newReserveItem(ctx, req, ttl)
-	if _, inTx := q.(pgx.Tx); s.coalesce != nil && !inTx {
-		return s.coalesce.reserves.do(ctx, item)
-	}
-	return s.reserveRow(ctx, q, item)
-}
-
-// reserveRow runs the first statement of one Reserve (reserve_insert.sql):
-// the row, or nil when a concurrent insert hid it.
-func (s *Store) reserveRow(ctx context.Context, q querier, item reserveItem) (*reserveRow, error) {
-	found, err := queryRows[reserveRow](ctx, q, query("reserve_insert"),
-		item.namespace, item.key, item.owner, item.ttlMS, item.fingerprint, item.metadata, item.caller)
-	if err != nil || len(found) == 0 {
-		return nil, err
-	}
-	return &found[0], nil
-}
-
-// completeRow runs one Complete (complete.sql): the guard row, or nil when
-// the key has no entry.
-func (s *Store) completeRow(ctx context.Context, q querier, item completeItem) (*guardRow, error) {
-	found, err := queryRows[guardRow](ctx, q, query("complete"),
-		item.namespace, item.key, item.token, item.result, item.retentionMS, item.caller)
-	if err != nil || len(found) == 0 {
-		return nil, err
-	}
-	return &found[0], nil
 }

@@ -256,3 +256,48 @@ func batchContext[I any, O any](batch []*pendingCall[I, O]) (context.Context, co
 func (c *coalescer[I, O]) stats() CoalesceStats {
 	return CoalesceStats{Batches: c.batches.Load(), Items: c.items.Load(), Fallbacks: c.fallbacks.Load()}
 }
+
+// coalescers are the Store's coalescers of singleton calls; nil when
+// coalescing is disabled. Each runs the twin statement of its call for
+// many keys: reserve_insert_batch.sql for the first statement of Reserve,
+// complete_batch.sql for Complete, lookup_batch.sql for Lookup.
+type coalescers struct {
+	reserves  *coalescer[reserveItem, *reserveRow]
+	completes *coalescer[completeItem, *guardRow]
+	lookups   *coalescer[lookupItem, *entryRow]
+}
+
+func newCoalescers(s *Store, cfg CoalesceConfig) *coalescers {
+	if cfg.Disabled {
+		return nil
+	}
+	return &coalescers{
+		reserves:  newCoalescer(cfg, reserveItem.id, oneOrMany(s.pool, insertOrReadOne, insertOrReadMany)),
+		completes: newCoalescer(cfg, completeItem.id, oneOrMany(s.pool, completeOne, completeMany)),
+		lookups:   newCoalescer(cfg, lookupItem.id, oneOrMany(s.pool, lookupOne, lookupMany)),
+	}
+}
+
+// oneOrMany runs a gathered batch over q: with the statement for many keys,
+// or, for a call that gathered nothing, with the singleton statement, which
+// is cheaper.
+func oneOrMany[I any, O any](q querier, one func(context.Context, querier, I) (O, error), many func(context.Context, querier, []I) ([]O, error)) func(context.Context, []I) ([]O, error) {
+	return func(ctx context.Context, items []I) ([]O, error) {
+		if len(items) == 1 {
+			out, err := one(ctx, q, items[0])
+			return []O{out}, err
+		}
+		return many(ctx, q, items)
+	}
+}
+
+// CoalesceStats returns what coalescing did so far, by kind of call
+// ("reserve", "complete", "lookup"); nil when it is disabled.
+func (s *Store) CoalesceStats() map[string]CoalesceStats {
+	if s.coalesce == nil {
+		return nil
+	}
+	return map[string]CoalesceStats{
+		"reserve": s.coalesce.reserves.stats(), "complete": s.coalesce.completes.stats(), "lookup": s.coalesce.lookups.stats(),
+	}
+}

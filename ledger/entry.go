@@ -131,3 +131,20 @@ func derefTime(t *time.Time) time.Time {
 	}
 	return *t
 }
+
+// emptyIfNil returns b, or an empty slice for nil: for the columns that are
+// stored empty, never NULL.
+func emptyIfNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// emptyMapIfNil returns m, or an empty map for nil (stored as '{}').
+func emptyMapIfNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}

@@ -21,14 +21,7 @@ func (s *Store) lookup(ctx context.Context, namespace, key string) (Entry, error
 	if err := checkKey(s.limits, namespace, key); err != nil {
 		return Entry{}, err
 	}
-	item := lookupItem{namespace: namespace, key: key}
-	var row *entryRow
-	var err error
-	if s.coalesce != nil {
-		row, err = s.coalesce.lookups.do(ctx, item)
-	} else {
-		row, err = s.lookupRow(ctx, item)
-	}
+	row, err := s.readEntry(ctx, lookupItem{namespace: namespace, key: key})
 	if err != nil {
 		return Entry{}, err
 	}
@@ -45,29 +38,40 @@ func (s *Store) lookup(ctx context.Context, namespace, key string) (Entry, error
 	return purged[0].entry(namespace, key), nil
 }
 
-// lookupItem is one key of a (coalesced) Lookup.
+// lookupItem is the key of one Lookup.
 type lookupItem struct{ namespace, key string }
 
 func (it lookupItem) id() string { return it.namespace + "\x00" + it.key }
 
-// lookupRow reads one entry (lookup.sql), or nil when the key has none.
-func (s *Store) lookupRow(ctx context.Context, item lookupItem) (*entryRow, error) {
-	found, err := queryRows[entryRow](ctx, s.pool, query("lookup"), item.namespace, item.key)
+// readEntry reads the entry of a Lookup, or nil when the key has none:
+// gathered with concurrent Lookups into one read when coalescing is on
+// (see coalesce.go), alone otherwise.
+func (s *Store) readEntry(ctx context.Context, item lookupItem) (*entryRow, error) {
+	if s.coalesce != nil {
+		return s.coalesce.lookups.do(ctx, item)
+	}
+	return lookupOne(ctx, s.pool, item)
+}
+
+// lookupOne reads one entry (lookup.sql), or nil when the key has none.
+func lookupOne(ctx context.Context, q querier, item lookupItem) (*entryRow, error) {
+	found, err := queryRows[entryRow](ctx, q, query("lookup"), item.namespace, item.key)
 	if err != nil || len(found) == 0 {
 		return nil, err
 	}
 	return &found[0], nil
 }
 
-// lookupEntries reads the entries of many distinct keys with one statement
-// (lookup_batch.sql): each item's row, nil when the key has none.
-func (s *Store) lookupEntries(ctx context.Context, items []lookupItem) ([]*entryRow, error) {
+// lookupMany reads the entries of many distinct keys with one statement
+// (lookup_batch.sql, the twin of lookup.sql): each item's row, nil when the
+// key has none.
+func lookupMany(ctx context.Context, q querier, items []lookupItem) ([]*entryRow, error) {
 	namespaces := make([]string, len(items))
 	keys := make([]string, len(items))
 	for i, it := range items {
 		namespaces[i], keys[i] = it.namespace, it.key
 	}
-	found, err := queryRows[numberedEntryRow](ctx, s.pool, query("lookup_batch"), namespaces, keys)
+	found, err := queryRows[numberedEntryRow](ctx, q, query("lookup_batch"), namespaces, keys)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -72,95 +71,6 @@ func (s *Store) NamespaceUsage(ctx context.Context, name string) (Usage, error) 
 		return Usage{}, fmt.Errorf("namespace usage %s: %w", name, dbError(err))
 	}
 	return usage, nil
-}
-
-// reserveWithinQuota is reserveOnce for a namespace with a held-leases
-// quota. The grants of the namespace are serialized by an advisory lock
-// held to the end of the transaction; a grant is made, the unexpired leases
-// are counted, and the grant is rolled back if the count is over the
-// quota. So the quota holds exactly, whatever the number of replicas, at
-// the price of one grant per commit in that namespace. Replays and
-// IN_PROGRESS answers write nothing and are never refused.
-func (s *Store) reserveWithinQuota(ctx context.Context, req ReserveRequest, ttl time.Duration, ns NamespaceSettings) (Reservation, error) {
-	var r Reservation
-	var refused error // a refusal whose audit event must be committed
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, query("quota_lock"), req.Namespace); err != nil {
-			return err
-		}
-		var err error
-		r, err = s.reserveOnce(ctx, tx, req, ttl, ns)
-		if errors.Is(err, ErrFingerprintMismatch) {
-			refused = err
-			return nil
-		}
-		if err != nil || !r.granted {
-			return err
-		}
-		var held int64
-		if err := tx.QueryRow(ctx, query("quota_held_leases"), req.Namespace).Scan(&held); err != nil {
-			return err
-		}
-		if held > ns.MaxHeldLeases {
-			return &QuotaError{Namespace: req.Namespace, Quota: QuotaHeldLeases, Limit: ns.MaxHeldLeases, Usage: held}
-		}
-		return nil
-	})
-	if err == nil {
-		err = refused
-	}
-	return r, dbError(err)
-}
-
-// storeResult runs the Complete statement. In a namespace with a
-// stored-bytes quota, it runs in a transaction with a check: the statement
-// adds the result's bytes to the namespace's usage row, which stays locked
-// to the end of the transaction, and the completion is rolled back if the
-// sum is over the quota. Completes of that namespace are serialized by the
-// row, one per commit.
-func (s *Store) storeResult(ctx context.Context, req CompleteRequest, result []byte, ns NamespaceSettings) (guardRow, bool, error) {
-	complete := func(q querier) (guardRow, bool, error) {
-		return s.guardedUpdate(ctx, q, "complete", req.Namespace, req.Key, req.FencingToken, is(StateCompleted), query("complete"),
-			req.Namespace, req.Key, req.FencingToken, result, ns.Retention.Milliseconds(), callerFrom(ctx))
-	}
-	if ns.MaxStoredBytes == 0 && s.coalesce != nil {
-		item := newCompleteItem(ctx, req, ns)
-		return s.guarded(ctx, s.pool, "complete", req.Namespace, req.Key, req.FencingToken, is(StateCompleted), func() (*guardRow, error) {
-			return s.coalesce.completes.do(ctx, item)
-		})
-	}
-	if ns.MaxStoredBytes == 0 {
-		return complete(s.pool)
-	}
-	var row guardRow
-	var already bool
-	var refused error // a refusal whose audit event must be committed
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		row, already, err = complete(tx)
-		if errors.Is(err, ErrLeaseLost) {
-			refused = err
-			return nil
-		}
-		if err != nil || already {
-			return err
-		}
-		var stored int64
-		err = tx.QueryRow(ctx, `SELECT stored_bytes FROM namespace_usage WHERE namespace = $1`, req.Namespace).Scan(&stored)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			return nil // the quota was unset meanwhile
-		case err != nil:
-			return err
-		case stored > ns.MaxStoredBytes:
-			return &QuotaError{Namespace: req.Namespace, Quota: QuotaStoredBytes, Limit: ns.MaxStoredBytes, Usage: stored}
-		}
-		return nil
-	})
-	if err == nil {
-		err = refused
-	}
-	return row, already, dbError(err)
 }
 
 // trackStoredBytes starts or stops counting a namespace's stored bytes when

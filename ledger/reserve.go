@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // ReserveRequest asks for the lease of a key.
@@ -44,7 +46,7 @@ const (
 	Failed
 )
 
-// String returns the outcome's name as DESIGN.md spells it.
+// String returns the outcome's name as docs/design.md, "Outcomes", spells it.
 func (o Outcome) String() string {
 	switch o {
 	case Acquired:
@@ -116,11 +118,12 @@ type reserveRow struct {
 
 // Reserve asks for the right to do the work for a key; see Outcome for the
 // answers. It fails with a *ValidationError for bad input (changing
-// nothing), ErrFingerprintMismatch, or ErrUnavailable.
+// nothing), ErrFingerprintMismatch, a *QuotaError, or ErrUnavailable.
 //
-// The common cases cost one statement: a fresh key is inserted with its
-// event, and a finished or held key is read without writing. Taking over a
-// released or expired lease costs a second, conditional statement.
+// The common cases cost one statement (see insertOrRead): a fresh key is
+// inserted with its event, and a finished or held key is read without
+// writing. Taking over a released or expired lease costs a second,
+// conditional statement (see decide).
 func (s *Store) Reserve(ctx context.Context, req ReserveRequest) (Reservation, error) {
 	reservation, err := s.reserve(ctx, req)
 	if err != nil {
@@ -142,12 +145,9 @@ func (s *Store) reserve(ctx context.Context, req ReserveRequest) (Reservation, e
 		return Reservation{}, err
 	}
 	if !stored {
-		if _, err := s.ensureNamespace(ctx, req.Namespace); err != nil {
+		if ns, ttl, err = s.createForReserve(ctx, req.Namespace, req.LeaseTTL); err != nil {
 			return Reservation{}, err
 		}
-	}
-	if req.Fingerprint == nil {
-		req.Fingerprint = []byte{}
 	}
 	once := func() (Reservation, error) {
 		if ns.MaxHeldLeases > 0 {
@@ -176,6 +176,8 @@ func (s *Store) reserve(ctx context.Context, req ReserveRequest) (Reservation, e
 	}
 }
 
+// checkReserve checks a Reserve's fields against the server's limits; the
+// lease TTL is checked against its namespace's (Limits.leaseTTL).
 func (s *Store) checkReserve(req ReserveRequest) error {
 	if err := checkKey(s.limits, req.Namespace, req.Key); err != nil {
 		return err
@@ -192,6 +194,20 @@ func (s *Store) checkReserve(req ReserveRequest) error {
 	return checkMetadata(s.limits, req.Metadata)
 }
 
+// createForReserve creates a namespace on its first Reserve, with the
+// server's default settings (or reads it, if a concurrent call created it
+// first), and returns its settings and the lease TTL they grant. It is
+// called once the request passed validation, so that a refused request
+// creates nothing.
+func (s *Store) createForReserve(ctx context.Context, namespace string, leaseTTL time.Duration) (NamespaceSettings, time.Duration, error) {
+	ns, err := s.ensureNamespace(ctx, namespace)
+	if err != nil {
+		return NamespaceSettings{}, 0, err
+	}
+	ttl, err := s.limits.leaseTTL(leaseTTL, ns)
+	return ns, ttl, err
+}
+
 // reserveOnce reads or inserts the entry and decides, with q: the pool, or
 // the transaction of a quota. It reports errRaced when a concurrent change
 // got in between, and is then run again.
@@ -205,6 +221,44 @@ func (s *Store) reserveOnce(ctx context.Context, q querier, req ReserveRequest, 
 		return Reservation{}, errRaced
 	}
 	return s.decide(ctx, q, req, ttl, ns, row)
+}
+
+// reserveWithinQuota is reserveOnce for a namespace with a held-leases
+// quota. The grants of the namespace are serialized by an advisory lock
+// held to the end of the transaction; a grant is made, the unexpired leases
+// are counted, and the grant is rolled back if the count is over the
+// quota. So the quota holds exactly, whatever the number of replicas, at
+// the price of one grant per commit in that namespace. Replays and
+// IN_PROGRESS answers write nothing and are never refused.
+func (s *Store) reserveWithinQuota(ctx context.Context, req ReserveRequest, ttl time.Duration, ns NamespaceSettings) (Reservation, error) {
+	var r Reservation
+	var refused error // a refusal whose audit event must be committed
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, query("quota_lock"), req.Namespace); err != nil {
+			return err
+		}
+		var err error
+		r, err = s.reserveOnce(ctx, tx, req, ttl, ns)
+		if errors.Is(err, ErrFingerprintMismatch) {
+			refused = err
+			return nil
+		}
+		if err != nil || !r.granted {
+			return err
+		}
+		var held int64
+		if err := tx.QueryRow(ctx, query("quota_held_leases"), req.Namespace).Scan(&held); err != nil {
+			return err
+		}
+		if held > ns.MaxHeldLeases {
+			return &QuotaError{Namespace: req.Namespace, Quota: QuotaHeldLeases, Limit: ns.MaxHeldLeases, Usage: held}
+		}
+		return nil
+	})
+	if err == nil {
+		err = refused
+	}
+	return r, dbError(err)
 }
 
 // decide answers a Reserve from the row its first statement returned,
@@ -232,14 +286,7 @@ func (s *Store) decide(ctx context.Context, q querier, req ReserveRequest, ttl t
 			FinishedAt:   derefTime(row.FinishedAt),
 		}, nil
 	case row.State == StateFailed:
-		return Reservation{
-			Outcome:      Failed,
-			FencingToken: row.FencingToken,
-			Owner:        row.Owner,
-			Attempt:      int(row.Attempts),
-			Error:        row.workError(),
-			FinishedAt:   derefTime(row.FinishedAt),
-		}, nil
+		return failed(&row.entryRow), nil
 	case row.State == StateLeased && !row.LeaseExpired && row.Owner == req.Owner:
 		return s.extend(ctx, q, req, ttl, row.FencingToken)
 	case row.State == StateLeased && !row.LeaseExpired:
@@ -281,15 +328,7 @@ func (s *Store) exhaust(ctx context.Context, q querier, req ReserveRequest, prev
 	if len(found) == 0 {
 		return Reservation{}, errRaced // the holder heartbeated or finished meanwhile
 	}
-	row := found[0]
-	return Reservation{
-		Outcome:      Failed,
-		FencingToken: row.FencingToken,
-		Owner:        row.Owner,
-		Attempt:      int(row.Attempts),
-		Error:        row.workError(),
-		FinishedAt:   derefTime(row.FinishedAt),
-	}, nil
+	return failed(&found[0]), nil
 }
 
 // takeOver grants a new lease (token + 1) over a released or expired one.
@@ -334,6 +373,17 @@ func inProgress(row *entryRow) Reservation {
 	}
 }
 
+func failed(row *entryRow) Reservation {
+	return Reservation{
+		Outcome:      Failed,
+		FencingToken: row.FencingToken,
+		Owner:        row.Owner,
+		Attempt:      int(row.Attempts),
+		Error:        row.workError(),
+		FinishedAt:   derefTime(row.FinishedAt),
+	}
+}
+
 // metadataArg passes metadata to a statement that keeps the stored labels
 // when given NULL.
 func metadataArg(metadata map[string]string) any {
@@ -341,4 +391,72 @@ func metadataArg(metadata map[string]string) any {
 		return nil
 	}
 	return metadata
+}
+
+// reserveItem is the first statement of one Reserve, as its SQL takes it.
+type reserveItem struct {
+	namespace, key, owner string
+	ttlMS                 int64
+	fingerprint           []byte
+	metadata              map[string]string
+	caller                string
+}
+
+// newReserveItem is req's first statement. A stored fingerprint and stored
+// labels are never NULL: absent ones are stored empty.
+func newReserveItem(ctx context.Context, req ReserveRequest, ttl time.Duration) reserveItem {
+	return reserveItem{
+		namespace: req.Namespace, key: req.Key, owner: req.Owner, ttlMS: ttl.Milliseconds(),
+		fingerprint: emptyIfNil(req.Fingerprint), metadata: emptyMapIfNil(req.Metadata), caller: callerFrom(ctx),
+	}
+}
+
+func (it reserveItem) id() string { return it.namespace + "\x00" + it.key }
+
+// insertOrRead runs the first statement of a Reserve: it inserts a fresh
+// key with its first lease and 'reserved' event, or reads the entry. With
+// coalescing on and q the pool, the statement is gathered with concurrent
+// Reserves' into one (see coalesce.go); in a transaction, or with
+// coalescing off, it runs alone. The row is nil when a concurrent insert
+// hid the key from the statement's snapshot.
+func (s *Store) insertOrRead(ctx context.Context, q querier, req ReserveRequest, ttl time.Duration) (*reserveRow, error) {
+	item := newReserveItem(ctx, req, ttl)
+	if _, inTx := q.(pgx.Tx); s.coalesce != nil && !inTx {
+		return s.coalesce.reserves.do(ctx, item)
+	}
+	return insertOrReadOne(ctx, q, item)
+}
+
+// insertOrReadOne runs the first statement of one Reserve
+// (reserve_insert.sql): the row, or nil when a concurrent insert hid it.
+func insertOrReadOne(ctx context.Context, q querier, item reserveItem) (*reserveRow, error) {
+	found, err := queryRows[reserveRow](ctx, q, query("reserve_insert"),
+		item.namespace, item.key, item.owner, item.ttlMS, item.fingerprint, item.metadata, item.caller)
+	if err != nil || len(found) == 0 {
+		return nil, err
+	}
+	return &found[0], nil
+}
+
+// insertOrReadMany runs the first statement of Reserve for many distinct
+// keys at once (reserve_insert_batch.sql, the twin of reserve_insert.sql)
+// and returns each item's row, nil when a concurrent insert hid it.
+func insertOrReadMany(ctx context.Context, q querier, items []reserveItem) ([]*reserveRow, error) {
+	namespaces, keys, owners := make([]string, len(items)), make([]string, len(items)), make([]string, len(items))
+	ttls, fingerprints := make([]int64, len(items)), make([][]byte, len(items))
+	metadata, callers := make([]map[string]string, len(items)), make([]string, len(items))
+	for i, it := range items {
+		namespaces[i], keys[i], owners[i], ttls[i] = it.namespace, it.key, it.owner, it.ttlMS
+		fingerprints[i], metadata[i], callers[i] = it.fingerprint, it.metadata, it.caller
+	}
+	found, err := queryRows[numberedReserveRow](ctx, q, query("reserve_insert_batch"),
+		namespaces, keys, owners, ttls, fingerprints, metadata, callers)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]*reserveRow, len(items))
+	for i := range found {
+		rows[found[i].N-1] = &found[i].reserveRow
+	}
+	return rows, nil
 }

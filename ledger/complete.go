@@ -1,0 +1,184 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// CompleteRequest records the result of the work.
+type CompleteRequest struct {
+	Namespace    string
+	Key          string
+	FencingToken int64
+	Result       []byte
+}
+
+// Completion confirms a Complete.
+type Completion struct {
+	// CompletedAt is when the key was completed, by the database's clock.
+	CompletedAt time.Time
+	// AlreadyCompleted is true when the call repeated a recorded completion.
+	AlreadyCompleted bool
+}
+
+// Complete stores the result under the current fencing token and finishes
+// the key. It succeeds even if the lease time ran out, as long as nobody
+// took over. Repeating it with the same token and result succeeds again
+// (AlreadyCompleted). It fails with a *ValidationError, ErrLeaseLost,
+// ErrResultConflict (a repeat with a different result), a *QuotaError or
+// ErrUnavailable.
+//
+// It costs one statement (complete.sql), gathered with concurrent
+// Completes' into one (complete_batch.sql) when coalescing is on; in a
+// namespace with a stored-bytes quota, one transaction of two statements.
+func (s *Store) Complete(ctx context.Context, req CompleteRequest) (Completion, error) {
+	completion, err := s.complete(ctx, req)
+	if err != nil {
+		return Completion{}, fmt.Errorf("complete %s/%s token %d: %w", req.Namespace, req.Key, req.FencingToken, err)
+	}
+	return completion, nil
+}
+
+func (s *Store) complete(ctx context.Context, req CompleteRequest) (Completion, error) {
+	ns, err := s.checkComplete(ctx, req)
+	if err != nil {
+		return Completion{}, err
+	}
+	row, already, err := s.storeResult(ctx, newCompleteItem(ctx, req, ns), ns)
+	if err != nil {
+		return Completion{}, err
+	}
+	return Completion{CompletedAt: derefTime(row.FinishedAt), AlreadyCompleted: already}, nil
+}
+
+// checkComplete checks a Complete's fields against the server's limits,
+// then its result against its namespace's limit, and returns the
+// namespace's settings. The server's ceiling comes first, so that an
+// oversized result is refused before the namespace is read.
+func (s *Store) checkComplete(ctx context.Context, req CompleteRequest) (NamespaceSettings, error) {
+	if err := checkKey(s.limits, req.Namespace, req.Key); err != nil {
+		return NamespaceSettings{}, err
+	}
+	if err := checkFencingToken(req.FencingToken); err != nil {
+		return NamespaceSettings{}, err
+	}
+	if err := checkBytes("result", req.Result, s.limits.MaxResultBytes); err != nil {
+		return NamespaceSettings{}, err
+	}
+	ns, _, err := s.namespace(ctx, req.Namespace)
+	if err != nil {
+		return NamespaceSettings{}, err
+	}
+	if err := checkBytes("result", req.Result, ns.MaxResultBytes); err != nil {
+		return NamespaceSettings{}, err
+	}
+	return ns, nil
+}
+
+// storeResult runs the Complete statement and judges its row (see
+// judgeGuarded): gathered with concurrent ones when coalescing is on, alone
+// otherwise.
+//
+// In a namespace with a stored-bytes quota, it runs in a transaction with a
+// check: the statement adds the result's bytes to the namespace's usage
+// row, which stays locked to the end of the transaction, and the completion
+// is rolled back if the sum is over the quota. Completes of that namespace
+// are serialized by the row, one per commit.
+func (s *Store) storeResult(ctx context.Context, item completeItem, ns NamespaceSettings) (guardRow, bool, error) {
+	complete := func(q querier) (guardRow, bool, error) {
+		return s.guarded(ctx, q, "complete", item.namespace, item.key, item.token, is(StateCompleted), func() (*guardRow, error) {
+			if _, inTx := q.(pgx.Tx); s.coalesce != nil && !inTx {
+				return s.coalesce.completes.do(ctx, item)
+			}
+			return completeOne(ctx, q, item)
+		})
+	}
+	if ns.MaxStoredBytes == 0 {
+		return complete(s.pool)
+	}
+	var row guardRow
+	var already bool
+	var refused error // a refusal whose audit event must be committed
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		row, already, err = complete(tx)
+		if errors.Is(err, ErrLeaseLost) {
+			refused = err
+			return nil
+		}
+		if err != nil || already {
+			return err
+		}
+		var stored int64
+		err = tx.QueryRow(ctx, `SELECT stored_bytes FROM namespace_usage WHERE namespace = $1`, item.namespace).Scan(&stored)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil // the quota was unset meanwhile
+		case err != nil:
+			return err
+		case stored > ns.MaxStoredBytes:
+			return &QuotaError{Namespace: item.namespace, Quota: QuotaStoredBytes, Limit: ns.MaxStoredBytes, Usage: stored}
+		}
+		return nil
+	})
+	if err == nil {
+		err = refused
+	}
+	return row, already, dbError(err)
+}
+
+// completeItem is the statement of one Complete, as its SQL takes it.
+type completeItem struct {
+	namespace, key string
+	token          int64
+	result         []byte
+	retentionMS    int64
+	caller         string
+}
+
+// newCompleteItem is req's statement. A completed entry always has a
+// result, maybe empty: an absent one is stored empty.
+func newCompleteItem(ctx context.Context, req CompleteRequest, ns NamespaceSettings) completeItem {
+	return completeItem{
+		namespace: req.Namespace, key: req.Key, token: req.FencingToken, result: emptyIfNil(req.Result),
+		retentionMS: ns.Retention.Milliseconds(), caller: callerFrom(ctx),
+	}
+}
+
+func (it completeItem) id() string { return it.namespace + "\x00" + it.key }
+
+// completeOne runs one Complete (complete.sql): the guard row, or nil when
+// the key has no entry.
+func completeOne(ctx context.Context, q querier, item completeItem) (*guardRow, error) {
+	found, err := queryRows[guardRow](ctx, q, query("complete"),
+		item.namespace, item.key, item.token, item.result, item.retentionMS, item.caller)
+	if err != nil || len(found) == 0 {
+		return nil, err
+	}
+	return &found[0], nil
+}
+
+// completeMany runs Complete for many distinct keys at once
+// (complete_batch.sql, the twin of complete.sql) and returns each item's
+// guard row, nil when the key has no entry.
+func completeMany(ctx context.Context, q querier, items []completeItem) ([]*guardRow, error) {
+	namespaces, keys, tokens := make([]string, len(items)), make([]string, len(items)), make([]int64, len(items))
+	results, retentions, callers := make([][]byte, len(items)), make([]int64, len(items)), make([]string, len(items))
+	for i, it := range items {
+		namespaces[i], keys[i], tokens[i] = it.namespace, it.key, it.token
+		results[i], retentions[i], callers[i] = it.result, it.retentionMS, it.caller
+	}
+	found, err := queryRows[numberedGuardRow](ctx, q, query("complete_batch"), namespaces, keys, tokens, results, retentions, callers)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]*guardRow, len(items))
+	for i := range found {
+		rows[found[i].N-1] = &found[i].guardRow
+	}
+	return rows, nil
+}
