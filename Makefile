@@ -39,9 +39,10 @@ TEST_FUZZTIME ?= 500x
 FUZZTIME ?= 1m
 
 .PHONY: test
-test: ## Run every test, the Python and TypeScript clients' included, and each fuzz target for TEST_FUZZTIME (500 runs), against a real PostgreSQL.
+test: ## Run every test, the Python and TypeScript clients' included, the ledger and server suites again with coalescing off, and each fuzz target for TEST_FUZZTIME (500 runs), against a real PostgreSQL.
 	@scripts/deps.sh python node
-	@LEDGER_FUZZTIME=$(TEST_FUZZTIME) scripts/test.sh $(GO_TEST_FLAGS) ./...
+	@LEDGER_FUZZTIME=$(TEST_FUZZTIME) LEDGER_NO_COALESCE_ARGS="$(GO_TEST_FLAGS) ./ledger/ ./server/" \
+		scripts/test.sh $(GO_TEST_FLAGS) ./...
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (1m, or a count like 100000x) against a real PostgreSQL; failing inputs land in testdata/fuzz/.

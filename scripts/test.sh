@@ -11,6 +11,12 @@
 # its own schema), and destroyed afterwards, pass or fail. With
 # LEDGER_PG_DURABLE=1 that cluster keeps fsync on, as benchmarks need.
 #
+# With LEDGER_NO_COALESCE_ARGS set (`make test` sets the ledger and server
+# packages), `go test` runs again with those arguments and
+# LEDGER_TEST_NO_COALESCE=1: the suites' stores run every call as its own
+# statement, as `ledgerd serve --no-coalesce` does, so that both code paths
+# are tested.
+#
 # With LEDGER_FUZZTIME set (`make test` sets 500x: runs, not seconds), `go test` is followed by
 # a run of every fuzz target for that long (or that many), on the same cluster.
 set -euo pipefail
@@ -54,6 +60,11 @@ if [[ -n "$fuzz_time" ]]; then
 	exit
 fi
 go test "$@"
+if [[ -n "${LEDGER_NO_COALESCE_ARGS:-}" ]]; then
+	echo "test: again with coalescing off (LEDGER_TEST_NO_COALESCE=1): go test $LEDGER_NO_COALESCE_ARGS" >&2
+	# shellcheck disable=SC2086 # the arguments are words
+	LEDGER_TEST_NO_COALESCE=1 go test $LEDGER_NO_COALESCE_ARGS
+fi
 if [[ -n "${LEDGER_FUZZTIME:-}" ]]; then
 	fuzz "$LEDGER_FUZZTIME"
 fi

@@ -278,10 +278,6 @@ func TestHTTPMetrics(t *testing.T) {
 		`ledgerd_sweeper_errors_total 1`,
 		`ledgerd_reserve_waiters 0`,
 		`ledgerd_listener_connected 1`,
-		`ledgerd_coalesced_calls_total{kind="reserve"} `,
-		`ledgerd_coalesced_calls_total{kind="complete"} `,
-		`ledgerd_coalesced_statements_total{kind="reserve"} `,
-		`ledgerd_coalesce_fallbacks_total{kind="complete"} 0`,
 		`ledgerd_db_pool_max_conns `,
 		`ledgerd_db_pool_acquires_total `,
 		`grpc_server_handled_total{grpc_code="OK",grpc_method="Reserve",grpc_service="ledger.v1.LedgerService",grpc_type="unary"} 9`,
@@ -295,6 +291,20 @@ func TestHTTPMetrics(t *testing.T) {
 			line += "\n"
 		}
 		require.Contains(t, metrics, line, "in:\n%s", metrics)
+	}
+	// The coalescing figures exist when coalescing is on (the default), and
+	// only then (LEDGER_TEST_NO_COALESCE=1, as --no-coalesce).
+	for _, line := range []string{
+		`ledgerd_coalesced_calls_total{kind="reserve"} `,
+		`ledgerd_coalesced_calls_total{kind="complete"} `,
+		`ledgerd_coalesced_statements_total{kind="reserve"} `,
+		"ledgerd_coalesce_fallbacks_total{kind=\"complete\"} 0\n",
+	} {
+		if b.ledger.Store.CoalesceStats() != nil {
+			require.Contains(t, metrics, line)
+		} else {
+			require.NotContains(t, metrics, strings.Fields(line)[0])
+		}
 	}
 
 	// The lease counts are cached: a new lease shows only after the interval.

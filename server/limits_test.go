@@ -307,7 +307,7 @@ func TestStatementTimeoutIsUnavailable(t *testing.T) {
 	pool, err := pgxpool.NewWithConfig(ctx, poolConfig)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	store, err := ledger.New(pool, ledger.Config{})
+	store, err := ledger.New(pool, ledgertest.Config(ledger.Config{}))
 	require.NoError(t, err)
 	s := serveMem(t, ledgertest.Bundle{Store: store, Pool: pool}, server.Config{})
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -58,9 +59,26 @@ func Replica(tb testing.TB, b Bundle, cfg ledger.Config) Bundle {
 	return newBundle(tb, pool, cfg)
 }
 
+// EnvNoCoalesce names the environment variable that runs a suite with
+// coalescing off: with LEDGER_TEST_NO_COALESCE=1, every Store built here
+// whose configuration leaves coalescing at its defaults runs each call as
+// its own statement, as `ledgerd serve --no-coalesce` does. `make test`
+// runs the ledger and server suites both ways. A test that configures
+// coalescing itself keeps its configuration.
+const EnvNoCoalesce = "LEDGER_TEST_NO_COALESCE"
+
+// Config returns cfg as the suite runs it: with coalescing disabled under
+// LEDGER_TEST_NO_COALESCE=1, unless cfg configures coalescing.
+func Config(cfg ledger.Config) ledger.Config {
+	if os.Getenv(EnvNoCoalesce) == "1" && cfg.Coalesce == (ledger.CoalesceConfig{}) {
+		cfg.Coalesce.Disabled = true
+	}
+	return cfg
+}
+
 func newBundle(tb testing.TB, pool *pgxpool.Pool, cfg ledger.Config) Bundle {
 	tb.Helper()
-	store, err := ledger.New(pool, cfg)
+	store, err := ledger.New(pool, Config(cfg))
 	require.NoError(tb, err)
 	ctx, stopListening := context.WithCancel(context.Background())
 	listened := make(chan error, 1)
