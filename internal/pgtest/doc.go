@@ -13,7 +13,7 @@
 // The server is the one named by the LEDGER_TEST_DATABASE_URL environment
 // variable when it is set (a postgres:// URL; the role must be allowed to
 // create schemas). Otherwise [Main] creates a throwaway cluster with
-// scripts/pg.sh: initdb and pg_ctl from the local PostgreSQL installation (as
+// scripts/pg.sh, through internal/devcluster: initdb and pg_ctl from the local PostgreSQL installation (as
 // the postgres system user when the tests run as root), in a temporary
 // directory, listening on a free port of 127.0.0.1 only, with fsync off.
 // Bringing it up takes about a second; it is stopped and deleted after the
