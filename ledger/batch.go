@@ -292,21 +292,14 @@ func (s *Store) lookupRows(ctx context.Context, namespace string, keys []string,
 	if len(missing) == 0 {
 		return nil
 	}
-	type numberedRow struct {
-		N int `db:"n"`
-		purgedRow
-	}
-	purged, err := queryRows[numberedRow](ctx, s.pool, query("lookup_purged_batch"), namespace, missing)
+	purged, err := purgedMany(ctx, s.pool, namespace, missing)
 	if err != nil {
 		return err
 	}
-	wasPurged := make([]bool, len(missing))
-	for _, p := range purged {
-		wasPurged[p.N-1] = true
-		results[missingAt[p.N-1]].Entry = p.entry(namespace, missing[p.N-1])
-	}
-	for j, ok := range wasPurged {
-		if !ok {
+	for j, p := range purged {
+		if p != nil {
+			results[missingAt[j]].Entry = p.entry(namespace, missing[j])
+		} else {
 			results[missingAt[j]].Err = fmt.Errorf("lookup %s/%s: %w", namespace, missing[j], ErrNotFound)
 		}
 	}

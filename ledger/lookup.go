@@ -28,14 +28,14 @@ func (s *Store) lookup(ctx context.Context, namespace, key string) (Entry, error
 	if row != nil {
 		return row.toEntry(), nil
 	}
-	purged, err := queryRows[purgedRow](ctx, s.pool, query("lookup_purged"), namespace, key)
+	purged, err := purgedOne(ctx, s.pool, namespace, key)
 	if err != nil {
 		return Entry{}, err
 	}
-	if len(purged) == 0 {
+	if purged == nil {
 		return Entry{}, ErrNotFound
 	}
-	return purged[0].entry(namespace, key), nil
+	return purged.entry(namespace, key), nil
 }
 
 // lookupItem is the key of one Lookup.
@@ -102,4 +102,33 @@ func (p purgedRow) entry(namespace, key string) Entry {
 		Attempts:     int(p.Attempt),
 		PurgedAt:     p.At,
 	}
+}
+
+// purgedOne reads the purged event of a key without an entry
+// (lookup_purged.sql), or nil when it has none.
+func purgedOne(ctx context.Context, q querier, namespace, key string) (*purgedRow, error) {
+	found, err := queryRows[purgedRow](ctx, q, query("lookup_purged"), namespace, key)
+	if err != nil || len(found) == 0 {
+		return nil, err
+	}
+	return &found[0], nil
+}
+
+// purgedMany reads the purged events of many keys of a namespace with one
+// statement (lookup_purged_batch.sql, the twin of lookup_purged.sql): each
+// key's, nil when it has none.
+func purgedMany(ctx context.Context, q querier, namespace string, keys []string) ([]*purgedRow, error) {
+	type numberedRow struct {
+		N int `db:"n"`
+		purgedRow
+	}
+	found, err := queryRows[numberedRow](ctx, q, query("lookup_purged_batch"), namespace, keys)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]*purgedRow, len(keys))
+	for i := range found {
+		rows[found[i].N-1] = &found[i].purgedRow
+	}
+	return rows, nil
 }
