@@ -91,3 +91,22 @@ func setupWith(t *testing.T, cfg ledger.Config) testBundle {
 	b := ledgertest.Store(t, cfg)
 	return testBundle{store: b.Store, pool: b.Pool}
 }
+
+// purgedKey creates namespace ns with a retention of 1ms, and in it a key
+// that was completed and then purged; it returns the key's reservation.
+func (b testBundle) purgedKey(t *testing.T, ns, key string) ledger.Reservation {
+	t.Helper()
+	ctx := context.Background()
+	_, err := b.store.CreateNamespace(ctx, ns, ledger.NamespaceUpdate{Retention: ptr(time.Millisecond)}, "test")
+	require.NoError(t, err)
+	r := b.reserve(t, ledger.ReserveRequest{Namespace: ns, Key: key, Owner: "w"}, ledger.Acquired)
+	_, err = b.store.Complete(ctx, ledger.CompleteRequest{Namespace: ns, Key: key, FencingToken: r.FencingToken})
+	require.NoError(t, err)
+	// The retention ends 1ms after the Complete by the database's clock.
+	require.Eventually(t, func() bool {
+		purged, err := b.store.PurgeExpired(ctx, ns, "test")
+		require.NoError(t, err)
+		return purged == 1
+	}, 5*time.Second, time.Millisecond)
+	return r
+}

@@ -1,8 +1,10 @@
 package ledger_test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -66,4 +68,48 @@ func TestCompleteBatchPlanProbesEachKey(t *testing.T) {
 	require.Contains(t, update, "Index Cond: ((namespace = ", plan.String())
 	require.NotContains(t, plan.String(), "entries_leased_idx", plan.String())
 	require.NotContains(t, plan.String(), "Seq Scan on entries", plan.String())
+}
+
+// TestQueryPlans checks, on a ledger big enough for the planner to care,
+// that the listings and the sweeper use their indexes.
+func TestQueryPlans(t *testing.T) {
+	t.Parallel()
+	ctx, b := setup(t)
+	_, err := b.pool.Exec(ctx, `
+		INSERT INTO entries (namespace, key, state, owner, fencing_token, attempts, fingerprint, result,
+		                     created_at, updated_at, finished_at, expires_at)
+		SELECT 'ns' || (i % 20), 'key-' || i, 'completed', 'w', 1, 1, '', 'r', now(), now(), now(), now() + interval '1 day'
+		FROM generate_series(1, 20000) AS i;
+		INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller, at)
+		SELECT 'ns' || (i % 20), 'key-' || i, 'completed', 1, 'w', 1, 'x', now() - (i || ' seconds')::interval
+		FROM generate_series(1, 20000) AS i;
+		ANALYZE entries; ANALYZE events;`)
+	require.NoError(t, err)
+
+	plan := func(sql string, args ...any) string {
+		var lines []string
+		rows, err := b.pool.Query(ctx, "EXPLAIN (FORMAT JSON) "+sql, args...)
+		require.NoError(t, err)
+		for rows.Next() {
+			var doc []any
+			require.NoError(t, rows.Scan(&doc))
+			raw, err := json.Marshal(doc)
+			require.NoError(t, err)
+			lines = append(lines, string(raw))
+		}
+		require.NoError(t, rows.Err())
+		return strings.Join(lines, "\n")
+	}
+	read := ledger.QueryText
+
+	listEntries := plan(read("list_entries"), "ns3", nil, "key-1", "key-2", nil, "", nil, nil, false, 101)
+	require.Contains(t, listEntries, `"Index Name":"entries_pkey"`, listEntries)
+	history := plan(read("get_history"), "ns3", "key-3", 0, 101)
+	require.Contains(t, history, `"Index Name":"events_namespace_key_id_idx"`, history)
+	events := plan(read("list_events"), "ns3", time.Now().Add(-time.Hour), time.Now(), nil, 0, nil, 101, 0)
+	require.Contains(t, events, `"Index Name":"events_namespace_at_idx"`, events)
+	stuck := plan(read("list_entries_leased"), "ns3", nil, "", nil, nil, "", nil, nil, true, 101)
+	require.Contains(t, stuck, `"Index Name":"entries_leased_idx"`, stuck)
+	sweep := plan(`SELECT namespace, key FROM entries WHERE expires_at < now() ORDER BY expires_at LIMIT 500`)
+	require.Contains(t, sweep, `"Index Name":"entries_expires_at_idx"`, sweep)
 }

@@ -217,30 +217,6 @@ func TestTakeoverAfterExpiry(t *testing.T) {
 	require.Equal(t, int64(2), events[7].FencingToken)
 }
 
-// TestLateCompleteWithCurrentToken: fencing beats time. The lease ran out
-// but nobody took over, so the holder's Complete succeeds.
-func TestLateCompleteWithCurrentToken(t *testing.T) {
-	t.Parallel()
-	ctx, b := setup(t)
-	r := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "slow", LeaseTTL: 20 * time.Millisecond}, ledger.Acquired)
-	b.waitExpired(t, "ns", "k")
-
-	c, err := b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "ns", Key: "k", FencingToken: r.FencingToken, Result: []byte("late but valid")})
-	require.NoError(t, err)
-	require.False(t, c.AlreadyCompleted)
-	e := b.lookup(t, "ns", "k")
-	require.Equal(t, ledger.StateCompleted, e.State)
-	require.Equal(t, []byte("late but valid"), e.Result)
-	require.True(t, e.LeaseExpiresAt.IsZero())
-
-	// A late Heartbeat with the current token also extends an expired lease.
-	r2 := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "k2", Owner: "slow", LeaseTTL: 20 * time.Millisecond}, ledger.Acquired)
-	b.waitExpired(t, "ns", "k2")
-	_, err = b.store.Heartbeat(ctx, ledger.HeartbeatRequest{Namespace: "ns", Key: "k2", FencingToken: r2.FencingToken, LeaseTTL: time.Minute})
-	require.NoError(t, err)
-	require.False(t, b.lookup(t, "ns", "k2").LeaseExpired)
-}
-
 func TestReplayCompletedAndFailed(t *testing.T) {
 	t.Parallel()
 	ctx, b := setup(t)
@@ -275,52 +251,6 @@ func TestReplayCompletedAndFailed(t *testing.T) {
 	require.Len(t, events, 2)
 	require.Equal(t, "failed", events[1].Kind)
 	require.Equal(t, false, events[1].Detail["retryable"])
-}
-
-// TestRetryableFailFreesKey: the next Reserve takes over at once with a new
-// token; the attempt count and the checkpoint are kept.
-func TestRetryableFailFreesKey(t *testing.T) {
-	t.Parallel()
-	ctx, b := setup(t)
-	r := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w1", LeaseTTL: time.Minute}, ledger.Acquired)
-	_, err := b.store.Heartbeat(ctx, ledger.HeartbeatRequest{Namespace: "ns", Key: "k", FencingToken: r.FencingToken, Checkpoint: []byte("page=3")})
-	require.NoError(t, err)
-	f, err := b.store.Fail(ctx, ledger.FailRequest{Namespace: "ns", Key: "k", FencingToken: r.FencingToken, Retryable: true,
-		Error: &ledger.WorkError{Code: "timeout", Message: "upstream timed out"}})
-	require.NoError(t, err)
-	require.Equal(t, ledger.StateReleased, f.State)
-
-	e := b.lookup(t, "ns", "k")
-	require.Equal(t, ledger.StateReleased, e.State)
-	require.Equal(t, &ledger.WorkError{Code: "timeout", Message: "upstream timed out"}, e.Error)
-	require.True(t, e.FinishedAt.IsZero())
-
-	next := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w2"}, ledger.Acquired)
-	require.Equal(t, int64(2), next.FencingToken)
-	require.Equal(t, 2, next.Attempt)
-	require.True(t, next.Takeover)
-	require.Equal(t, []byte("page=3"), next.Checkpoint)
-
-	kinds := []string{}
-	for _, ev := range b.events(t, "ns", "k") {
-		kinds = append(kinds, ev.Kind)
-	}
-	require.Equal(t, []string{"reserved", "heartbeat", "failed", "taken_over"}, kinds)
-}
-
-func TestReleaseFreesKey(t *testing.T) {
-	t.Parallel()
-	ctx, b := setup(t)
-	r := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w1", LeaseTTL: time.Hour}, ledger.Acquired)
-	already, err := b.store.Release(ctx, ledger.ReleaseRequest{Namespace: "ns", Key: "k", FencingToken: r.FencingToken})
-	require.NoError(t, err)
-	require.False(t, already)
-	require.Equal(t, ledger.StateReleased, b.lookup(t, "ns", "k").State)
-
-	// The same owner gets a new grant too: its old one was given up.
-	next := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w1"}, ledger.Acquired)
-	require.Equal(t, int64(2), next.FencingToken)
-	require.Equal(t, "released", b.events(t, "ns", "k")[1].Kind)
 }
 
 // TestFingerprintMismatchOnEveryPath: a Reserve with a different
@@ -378,4 +308,32 @@ func TestFingerprintMismatchOnEveryPath(t *testing.T) {
 	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "completed", Owner: "w2", Fingerprint: fp}, ledger.Completed)
 	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "held", Owner: "w2", Fingerprint: fp}, ledger.InProgress)
 	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "expired", Owner: "w2", Fingerprint: fp}, ledger.Acquired)
+}
+
+// TestMaxAttemptsOnExpiredLeases: a key whose worker crashes every time
+// (its lease expires) fails for good after max_attempts grants.
+func TestMaxAttemptsOnExpiredLeases(t *testing.T) {
+	t.Parallel()
+	ctx, b := setup(t)
+	two := 2
+	_, err := b.store.CreateNamespace(ctx, "ns", ledger.NamespaceUpdate{MaxAttempts: &two}, "poison pills")
+	require.NoError(t, err)
+	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "pill", Owner: "w1", LeaseTTL: 20 * time.Millisecond}, ledger.Acquired)
+	b.waitExpired(t, "ns", "pill")
+	second := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "pill", Owner: "w2", LeaseTTL: 20 * time.Millisecond}, ledger.Acquired)
+	require.Equal(t, 2, second.Attempt)
+	b.waitExpired(t, "ns", "pill")
+
+	failed := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "pill", Owner: "w3"}, ledger.Failed)
+	require.Equal(t, "attempts_exhausted", failed.Error.Code)
+	require.Contains(t, failed.Error.Message, "attempt 2 of 2")
+	e := b.lookup(t, "ns", "pill")
+	require.Equal(t, ledger.StateFailed, e.State)
+	require.Equal(t, 2, e.Attempts)
+	events := b.events(t, "ns", "pill")
+	last := events[len(events)-1]
+	require.Equal(t, "failed", last.Kind)
+	require.Equal(t, true, last.Detail["attempts_exhausted"])
+	require.Equal(t, true, last.Detail["lease_expired"])
+	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "pill", Owner: "w4"}, ledger.Failed)
 }
