@@ -48,7 +48,7 @@ It starts its own PostgreSQL (scripts/pg.sh, in a temporary directory) and
 two ledgerd replicas (built from ./cmd/ledgerd) on 127.0.0.1, runs workers
 in this process and in worker processes, injects each scenario's faults,
 and writes chaos-report.json and chaos-report.md into --out. Run it from
-the repository (it looks for scripts/pg.sh upwards).
+the repository (it looks for ledgerd's go.mod upwards).
 
 Scenarios: %s
 

@@ -497,7 +497,7 @@ func (s *scenarioRun) check(ctx context.Context, faults []Fault, started, ended 
 			completed = append(completed, key)
 		}
 	}
-	api, err := lookupAll(ctx, s.replicas[0].addr, completed, s.load.Namespace)
+	api, err := lookupAll(ctx, s.replicas[0].Addr(), completed, s.load.Namespace)
 	if err != nil {
 		return ScenarioReport{}, fmt.Errorf("read the ledger through the API: %w", err)
 	}
@@ -506,7 +506,7 @@ func (s *scenarioRun) check(ctx context.Context, faults []Fault, started, ended 
 	var a anomalies
 	var logs []string
 	for _, l := range s.replicas {
-		logs = append(logs, l.logPath)
+		logs = append(logs, l.LogPath())
 	}
 	overruns, err := deadlineOverruns(logs, s.load.Namespace, &a)
 	if err != nil {

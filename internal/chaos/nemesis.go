@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ledgerd/ledgerd/internal/devcluster"
 )
 
 // Fault is one injection of a nemesis, healed.
@@ -119,19 +121,19 @@ func injectCrash(_ context.Context, s *scenarioRun, n int) Fault {
 // injectLedgerdKill kills one ledgerd (SIGKILL) while the other serves,
 // and every third time both; they are restarted after 300ms.
 func injectLedgerdKill(ctx context.Context, s *scenarioRun, n int) Fault {
-	victims := []*ledgerd{s.replicas[n%len(s.replicas)]}
-	detail := "SIGKILL " + victims[0].name + " while the other replica serves, restart it"
+	victims := []*devcluster.Ledgerd{s.replicas[n%len(s.replicas)]}
+	detail := "SIGKILL " + victims[0].Name() + " while the other replica serves, restart it"
 	if n%3 == 2 {
 		victims, detail = s.replicas, "SIGKILL every ledgerd, restart them"
 	}
 	f := fault("ledgerd-kill", "%s", detail)
 	for _, l := range victims {
-		_ = l.signal(syscall.SIGKILL)
-		_ = l.wait(10 * time.Second) // killed: its exit status says so
+		_ = l.Signal(syscall.SIGKILL)
+		_ = l.Wait(10 * time.Second) // killed: its exit status says so
 	}
 	time.Sleep(300 * time.Millisecond)
 	for _, l := range victims {
-		if err := l.start(ctx); err != nil {
+		if err := l.Restart(ctx); err != nil {
 			return f.healed(err)
 		}
 	}
@@ -143,7 +145,7 @@ func injectLedgerdKill(ctx context.Context, s *scenarioRun, n int) Fault {
 func injectPGRestart(ctx context.Context, s *scenarioRun, n int) Fault {
 	mode := []string{"fast", "immediate"}[n%2]
 	f := fault("pg-restart", "restart PostgreSQL (-m %s)", mode)
-	return f.healed(s.pg.restart(ctx, mode))
+	return f.healed(s.pg.Restart(ctx, mode))
 }
 
 // injectPGPause stops every PostgreSQL process (SIGSTOP) for one and a half
@@ -151,7 +153,7 @@ func injectPGRestart(ctx context.Context, s *scenarioRun, n int) Fault {
 func injectPGPause(_ context.Context, s *scenarioRun, _ int) Fault {
 	pause := s.load.AttemptTimeout * 3 / 2
 	f := fault("pg-pause", "SIGSTOP PostgreSQL for %s (RPC deadlines are %s), then SIGCONT", pause, s.load.AttemptTimeout)
-	resume, err := s.pg.pause()
+	resume, err := s.pg.Pause()
 	if err != nil {
 		return f.healed(err)
 	}
@@ -179,15 +181,15 @@ func injectLostResponse(_ context.Context, s *scenarioRun, n int) Fault {
 // call in flight fails) and exit 0. It is then restarted.
 func injectDrain(ctx context.Context, s *scenarioRun, n int) Fault {
 	l := s.replicas[n%len(s.replicas)]
-	f := fault("drain", "SIGTERM %s under load (graceful drain), restart it", l.name)
-	if err := l.signal(syscall.SIGTERM); err != nil {
+	f := fault("drain", "SIGTERM %s under load (graceful drain), restart it", l.Name())
+	if err := l.Signal(syscall.SIGTERM); err != nil {
 		return f.healed(err)
 	}
 	s.drains = append(s.drains, f.Start)
-	if err := l.wait(ledgerdShutdownTimeout + 5*time.Second); err != nil {
-		_ = l.signal(syscall.SIGKILL)
-		_ = l.wait(5 * time.Second)
-		return f.healed(fmt.Errorf("%s did not drain and exit 0 after SIGTERM: %w", l.name, err))
+	if err := l.Wait(ledgerdShutdownTimeout + 5*time.Second); err != nil {
+		_ = l.Signal(syscall.SIGKILL)
+		_ = l.Wait(5 * time.Second)
+		return f.healed(fmt.Errorf("%s did not drain and exit 0 after SIGTERM: %w", l.Name(), err))
 	}
-	return f.healed(l.start(ctx))
+	return f.healed(l.Restart(ctx))
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/ledgerd/ledgerd/internal/devcluster"
 )
 
 // ProcessSpec is what a worker process does: the JSON that the harness
@@ -92,7 +94,7 @@ func (p *workerProcess) start(rec Recorder) error {
 	args := append(append([]string{}, p.command[1:]...), "--spec", string(spec))
 	cmd := exec.Command(p.command[0], args...)
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = childProcAttr()
+	cmd.SysProcAttr = devcluster.DieWithParent()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return err

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ledgerd/ledgerd/internal/devcluster"
 )
 
 // Scenarios lists the scenarios Run knows, in the order it runs them:
@@ -77,9 +78,6 @@ type Config struct {
 	// arguments, to which "--spec JSON" is added; the program must call
 	// WorkerMain. Required.
 	WorkerCommand []string
-	// PGScript is scripts/pg.sh. Defaults to the one found from the working
-	// directory upwards.
-	PGScript string
 	// Logger receives the progress. Defaults to a logger that discards it.
 	Logger *slog.Logger
 }
@@ -171,8 +169,8 @@ type env struct {
 	log      *slog.Logger
 	dir      string
 	ownDir   bool
-	pg       *postgres
-	replicas []*ledgerd
+	pg       *devcluster.Postgres
+	replicas []*devcluster.Ledgerd
 	proxies  []*proxy
 	pool     *pgxpool.Pool // the checker's
 }
@@ -191,53 +189,60 @@ func setUp(ctx context.Context, cfg Config) (*env, error) {
 	if err := os.Chmod(e.dir, 0o755); err != nil {
 		return e, err
 	}
-	script := cfg.PGScript
-	if script == "" {
-		var err error
-		if script, err = findUp("scripts/pg.sh"); err != nil {
-			return e, err
-		}
-	}
 	binary := cfg.LedgerdBinary
 	if binary == "" {
+		root, err := devcluster.ModuleRoot()
+		if err != nil {
+			return e, err
+		}
 		binary = filepath.Join(e.dir, "ledgerd")
 		e.log.Info("building ledgerd", "into", binary)
-		if err := buildLedgerd(ctx, filepath.Dir(filepath.Dir(script)), binary); err != nil {
+		if err := devcluster.BuildLedgerd(ctx, root, binary); err != nil {
 			return e, err
 		}
 	}
-	e.log.Info("starting PostgreSQL", "dir", filepath.Join(e.dir, "pg"), "fsync", cfg.Fsync)
-	orphanDir := ""
-	if e.ownDir {
-		orphanDir = e.dir
+	durability := devcluster.CrashSafe
+	if cfg.Fsync {
+		durability = devcluster.Durable
 	}
-	pg, err := startPostgres(ctx, script, filepath.Join(e.dir, "pg"), cfg.Fsync, orphanDir)
-	e.pg = pg
+	e.log.Info("starting PostgreSQL", "dir", filepath.Join(e.dir, "pg"), "durability", durability)
+	pgConfig := devcluster.PostgresConfig{Dir: filepath.Join(e.dir, "pg"), Durability: durability, Keep: !e.ownDir}
+	if e.ownDir {
+		pgConfig.OrphanDir = e.dir // if the harness dies, the watchdog removes it all
+	}
+	pg, err := devcluster.StartPostgres(ctx, pgConfig)
 	if err != nil {
 		return e, err
 	}
-	if e.pool, err = pgxpool.New(ctx, pg.url); err != nil {
+	e.pg = pg
+	if e.pool, err = pgxpool.New(ctx, pg.URL()); err != nil {
 		return e, err
 	}
 	if err := createSinkSchema(ctx, e.pool); err != nil {
 		return e, err
 	}
 	for i := range 2 {
-		l, err := newLedgerd(fmt.Sprintf("ledgerd%d", i), binary, pg.url, e.dir)
+		name := fmt.Sprintf("ledgerd%d", i)
+		// One at a time: the first applies the migrations.
+		l, err := devcluster.StartLedgerd(ctx, devcluster.LedgerdConfig{
+			Binary:       binary,
+			DatabaseURL:  pg.URL(),
+			Args:         ledgerdArgs(),
+			Name:         name,
+			LogPath:      filepath.Join(e.dir, name+".log"),
+			ReadyTimeout: ledgerdReadyTimeout,
+			StopTimeout:  ledgerdShutdownTimeout + 5*time.Second,
+		})
 		if err != nil {
 			return e, err
 		}
 		e.replicas = append(e.replicas, l)
-		// One at a time: the first applies the migrations.
-		if err := l.start(ctx); err != nil {
-			return e, err
-		}
-		p, err := newProxy(l.addr)
+		p, err := newProxy(l.Addr())
 		if err != nil {
 			return e, err
 		}
 		e.proxies = append(e.proxies, p)
-		e.log.Info("ledgerd serving", "name", l.name, "addr", l.addr, "proxy", p.addr(), "log", l.logPath)
+		e.log.Info("ledgerd serving", "name", name, "addr", l.Addr(), "proxy", p.addr(), "log", l.LogPath())
 	}
 	return e, nil
 }
@@ -252,17 +257,16 @@ func (e *env) tearDown() error {
 		errs = append(errs, p.close())
 	}
 	for _, l := range e.replicas {
-		errs = append(errs, l.stop())
+		errs = append(errs, l.Stop())
 	}
 	if e.pool != nil {
 		e.pool.Close()
 	}
 	if e.pg != nil {
 		if e.ownDir {
-			errs = append(errs, e.pg.destroy())
+			errs = append(errs, e.pg.Destroy())
 		} else {
-			_, err := e.pg.run(context.Background(), "stop", e.pg.dir)
-			errs = append(errs, err)
+			errs = append(errs, e.pg.Stop(context.Background()))
 		}
 	}
 	if e.ownDir {
@@ -314,7 +318,7 @@ func (e *env) runScenario(ctx context.Context, name string, index int) (Scenario
 		return ScenarioReport{}, err
 	}
 	defer func() { _ = client.Close() }()
-	sink, err := openSink(ctx, e.pg.url, int32(e.cfg.GoroutineWorkers+4))
+	sink, err := openSink(ctx, e.pg.URL(), int32(e.cfg.GoroutineWorkers+4))
 	if err != nil {
 		return ScenarioReport{}, err
 	}
@@ -399,7 +403,7 @@ func (s *scenarioRun) minFaults(nemeses int) int {
 // worker starts at its chain's progress (from the history), so that a
 // restarted process does not replay what its chain already did.
 func (s *scenarioRun) processSpec(i int, name string, progress map[int]int) ProcessSpec {
-	spec := ProcessSpec{Targets: s.targets(), DatabaseURL: s.pg.url, Workload: s.load}
+	spec := ProcessSpec{Targets: s.targets(), DatabaseURL: s.pg.URL(), Workload: s.load}
 	for j := range s.cfg.WorkersPerProcess {
 		chain := (i*s.cfg.WorkersPerProcess + j) % s.cfg.GoroutineWorkers
 		spec.Workers = append(spec.Workers, workerSpec{
@@ -444,34 +448,4 @@ func (s *scenarioRun) stopProcesses() {
 		wg.Go(func() { p.stop(s.load.DoTimeout + 5*time.Second) })
 	}
 	wg.Wait()
-}
-
-// buildLedgerd builds ./cmd/ledgerd of the module in root into binary.
-func buildLedgerd(ctx context.Context, root, binary string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", binary, "./cmd/ledgerd")
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go build ./cmd/ledgerd: %w\n%s", err, out)
-	}
-	return nil
-}
-
-// findUp finds rel in the working directory or one of its parents.
-func findUp(rel string) (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		p := filepath.Join(dir, rel)
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("%s not found in the working directory or its parents", rel)
-		}
-		dir = parent
-	}
 }
