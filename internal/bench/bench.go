@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
+	"github.com/ledgerd/ledgerd/internal/devcluster"
 )
 
 // runner holds what a run has set up: the clients, the pools, and the
@@ -33,7 +36,7 @@ type runner struct {
 	admin      ledgerv1.LedgerAdminServiceClient
 	pool       *pgxpool.Pool // nil without a database
 	raw        *rawDB
-	ledgerd    *ledgerdProcess // nil when measuring --addr
+	ledgerd    *devcluster.Ledgerd // nil when measuring --addr
 	readKeys   keySet
 	peakRSS    int64
 	postmaster int // the postmaster of a cluster on this machine, for its CPU time; 0 otherwise
@@ -96,7 +99,7 @@ func Run(ctx context.Context, cfg Config, command []string, stdout, stderr io.Wr
 		report.Purge = p
 	}
 	if r.ledgerd != nil {
-		r.peakRSS = max(r.peakRSS, readProcStats(r.ledgerd.cmd.Process.Pid).peakRSSBytes)
+		r.peakRSS = max(r.peakRSS, readProcStats(r.ledgerd.PID()).peakRSSBytes)
 		report.LedgerdPeakRSSBytes = r.peakRSS
 	}
 	report.Print(stdout)
@@ -118,19 +121,22 @@ func (r *runner) setUp(ctx context.Context, report *Report) error {
 	var root string
 	if cfg.Addr == "" && (databaseURL == "" || cfg.LedgerdBin == "") {
 		var err error
-		if root, err = findModuleRoot(); err != nil {
-			return err
+		if root, err = devcluster.ModuleRoot(); err != nil {
+			return fmt.Errorf("%w: run ledgerbench from the checkout, or give --database-url and --ledgerd-bin", err)
 		}
 	}
 	private := cfg.Addr == "" && databaseURL == ""
 	if private {
 		fmt.Fprintln(r.stderr, "ledgerbench: starting a private PostgreSQL (fsync on) with scripts/pg.sh")
-		pg, url, err := startPostgres(ctx, root, cfg.PGDir, r.stderr)
+		// Durable: a cluster without fsync would make the write figures fake.
+		pg, err := devcluster.StartPostgres(ctx, devcluster.PostgresConfig{
+			Dir: cfg.PGDir, Durability: devcluster.Durable, Keep: cfg.PGDir != "", Log: r.stderr,
+		})
 		if err != nil {
 			return err
 		}
-		r.onClose(pg.stop)
-		databaseURL = url
+		r.onClose(func() { r.stopPostgres(pg) })
+		databaseURL = pg.URL()
 	}
 	if databaseURL != "" {
 		pool, err := openPool(ctx, databaseURL, cfg.RawConns)
@@ -154,28 +160,79 @@ func (r *runner) setUp(ctx context.Context, report *Report) error {
 	}
 	addr := cfg.Addr
 	if addr == "" {
-		bin := cfg.LedgerdBin
-		if bin == "" {
-			dir, err := os.MkdirTemp("", "ledgerbench-bin-")
-			if err != nil {
-				return err
-			}
-			r.onClose(func() { _ = os.RemoveAll(dir) })
-			fmt.Fprintln(r.stderr, "ledgerbench: building ./cmd/ledgerd")
-			if bin, err = buildLedgerd(ctx, root, dir, r.stderr); err != nil {
-				return err
-			}
-		}
-		p, err := startLedgerd(ctx, bin, databaseURL, cfg.DBMaxConns, cfg.LedgerdArgs, r.stderr)
+		// The binary (when built) and ledgerd's log, removed at the end.
+		dir, err := os.MkdirTemp("", "ledgerbench-ledgerd-")
 		if err != nil {
 			return err
 		}
-		r.ledgerd = p
-		r.onClose(func() { p.stop(r.stderr) })
-		addr = p.addr
-		fmt.Fprintf(r.stderr, "ledgerbench: ledgerd (pid %d) serving on %s\n", p.cmd.Process.Pid, addr)
+		r.onClose(func() { _ = os.RemoveAll(dir) })
+		bin := cfg.LedgerdBin
+		if bin == "" {
+			bin = filepath.Join(dir, "ledgerd")
+			fmt.Fprintln(r.stderr, "ledgerbench: building ./cmd/ledgerd")
+			if err := devcluster.BuildLedgerd(ctx, root, bin); err != nil {
+				return err
+			}
+		}
+		l, err := devcluster.StartLedgerd(ctx, devcluster.LedgerdConfig{
+			Binary:      bin,
+			DatabaseURL: databaseURL,
+			Args:        append(ledgerdArgs(cfg.DBMaxConns), cfg.LedgerdArgs...),
+			LogPath:     filepath.Join(dir, "ledgerd.log"),
+		})
+		if err != nil {
+			return err
+		}
+		r.ledgerd = l
+		r.onClose(func() { r.stopLedgerd(l) })
+		addr = l.Addr()
+		fmt.Fprintf(r.stderr, "ledgerbench: ledgerd (pid %d) serving on %s\n", l.PID(), addr)
 	}
 	return r.dial(addr)
+}
+
+// ledgerdArgs are the flags of a started `ledgerd serve`, before
+// Config.LedgerdArgs: development mode, without its HTTP port and sweeper
+// (retention is measured on its own, by --purge), allowing the contended
+// workload's short leases and a long PurgeExpired.
+func ledgerdArgs(dbMaxConns int) []string {
+	return []string{
+		"--insecure-dev",
+		"--http-addr", "off",
+		"--sweep-interval", "0",
+		"--min-lease-ttl", "10ms",
+		"--max-request-timeout", "1h", // PurgeExpired over many rows
+		"--db-max-conns", strconv.Itoa(dbMaxConns),
+		"--log-format", "json",
+		"--log-level", "warn",
+	}
+}
+
+// stopLedgerd stops the started ledgerd and passes on the errors it
+// logged.
+func (r *runner) stopLedgerd(l *devcluster.Ledgerd) {
+	if err := l.Stop(); err != nil {
+		fmt.Fprintf(r.stderr, "ledgerbench: %v\n", err)
+	}
+	for line := range strings.SplitSeq(l.LogTail(20), "\n") {
+		if strings.Contains(line, `"level":"ERROR"`) {
+			fmt.Fprintf(r.stderr, "ledgerbench: ledgerd logged: %s\n", line)
+		}
+	}
+}
+
+// stopPostgres stops the private cluster: a temporary one is deleted, one
+// in --pg-dir is kept.
+func (r *runner) stopPostgres(pg *devcluster.Postgres) {
+	var err error
+	if r.cfg.PGDir != "" {
+		err = pg.Stop(context.Background())
+	} else {
+		err = pg.Destroy()
+	}
+	if err != nil {
+		fmt.Fprintf(r.stderr, "ledgerbench: %v\n", err)
+	}
 }
 
 // dial opens cfg.GRPCConns connections to addr.
@@ -288,12 +345,12 @@ func (r *runner) measure(ctx context.Context, w Workload, side string, workers i
 	var pid int
 	var before procStats
 	if r.ledgerd != nil && side == SideLedgerd {
-		pid = r.ledgerd.cmd.Process.Pid
+		pid = r.ledgerd.PID()
 		r.peakRSS = max(r.peakRSS, readProcStats(pid).peakRSSBytes)
 		resetPeakRSS(pid)
 		before = readProcStats(pid)
 	}
-	pgBefore := clusterCPUSeconds(r.postmaster)
+	pgBefore := devcluster.CPUSecondsWithChildren(r.postmaster)
 	clientBefore := selfCPUSeconds()
 	m := phase{
 		workers: workers, newOp: ops, duration: r.cfg.Duration, ops: r.cfg.Ops, rate: r.cfg.Rate,
@@ -301,7 +358,7 @@ func (r *runner) measure(ctx context.Context, w Workload, side string, workers i
 	}.run(ctx)
 	run := newRunResult(w.Name, side, workers, m)
 	run.ClientCPUSeconds = selfCPUSeconds() - clientBefore
-	run.PostgresCPUSeconds = clusterCPUSeconds(r.postmaster) - pgBefore
+	run.PostgresCPUSeconds = devcluster.CPUSecondsWithChildren(r.postmaster) - pgBefore
 	if pid != 0 {
 		after := readProcStats(pid)
 		run.LedgerdPeakRSSBytes = after.peakRSSBytes
