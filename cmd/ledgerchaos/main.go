@@ -131,6 +131,10 @@ func parseFlags(args []string, stderr io.Writer) (cfg chaos.Config, out, doc str
 	fs.StringVar(&cfg.Dir, "dir", "", "directory for the cluster, binaries and logs; a temporary one (removed) if empty")
 	fs.BoolVar(&cfg.KeepDir, "keep-dir", false, "keep the temporary directory (logs) afterwards")
 	fs.StringVar(&cfg.LedgerdBinary, "ledgerd-binary", "", "ledgerd to run; built from ./cmd/ledgerd if empty")
+	fs.Func("ledgerd-flag", "extra flag for every ledgerd serve the harness starts, e.g. --ledgerd-flag=--no-coalesce (repeatable)", func(value string) error {
+		cfg.LedgerdArgs = append(cfg.LedgerdArgs, value)
+		return nil
+	})
 	fs.StringVar(&out, "out", ".", "directory for chaos-report.json and chaos-report.md")
 	fs.StringVar(&doc, "doc", "", "markdown file whose block between the ledgerchaos markers gets the figures (e.g. docs/reliability.md)")
 	verbose := fs.Bool("v", false, "log every fault")

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/ledgerd/ledgerd/internal/chaos"
+	"github.com/ledgerd/ledgerd/internal/devcluster"
 )
 
 // workerArg makes the test binary a worker process: the harness starts
@@ -34,20 +37,47 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if binDir != "" {
+			_ = os.RemoveAll(binDir)
+		}
+		os.Exit(code)
+	}))
 }
 
-// TestShortMix runs the pause scenario and a mix of every nemesis, small
-// and bounded, and checks that the ledger kept its promises — and that
-// the unfenced control sink did not, which proves that the faults hit.
-func TestShortMix(t *testing.T) {
+// binDir holds the ledgerd binary that the short runs share; TestMain
+// removes it.
+var binDir string
+
+// ledgerdBinary builds ./cmd/ledgerd once for every short run of the test
+// binary.
+var ledgerdBinary = sync.OnceValues(func() (string, error) {
+	root, err := devcluster.ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	if binDir, err = os.MkdirTemp("", "chaos-test-bin"); err != nil {
+		return "", err
+	}
+	binary := filepath.Join(binDir, "ledgerd")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	return binary, devcluster.BuildLedgerd(ctx, root, binary)
+})
+
+// runShort runs scenarios small and bounded, against ledgerd processes
+// started with the extra flags ledgerdArgs, and returns the report.
+func runShort(t *testing.T, scenarios []string, ledgerdArgs ...string) *chaos.Report {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts PostgreSQL and two ledgerd processes; skipped with -short")
 	}
+	binary, err := ledgerdBinary()
+	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	report, err := chaos.Run(ctx, chaos.Config{
-		Scenarios:         []string{"pause", "mix"},
+		Scenarios:         scenarios,
 		Cycles:            150,
 		Faults:            2,
 		FaultInterval:     300 * time.Millisecond,
@@ -56,26 +86,53 @@ func TestShortMix(t *testing.T) {
 		WorkerProcesses:   2,
 		WorkersPerProcess: 2,
 		LeaseTTL:          500 * time.Millisecond,
+		LedgerdBinary:     binary,
+		LedgerdArgs:       ledgerdArgs,
 		WorkerCommand:     []string{os.Args[0], workerArg},
 	})
 	require.NoError(t, err)
 	t.Log("\n" + report.Markdown())
-	require.Len(t, report.Scenarios, 2)
+	require.Len(t, report.Scenarios, len(scenarios))
+	return report
+}
 
+// requirePromisesKept checks that a scenario found no duplicate, nothing
+// lost, no stale call accepted, no drain failure and no overrun, that it
+// reached its size and that every fault was injected and healed.
+func requirePromisesKept(t *testing.T, s chaos.ScenarioReport) {
+	t.Helper()
+	t.Run(s.Name, func(t *testing.T) {
+		require.Zero(t, s.Duplicates.Total, "duplicates")
+		require.Zero(t, s.Lost.Total, "lost")
+		require.Zero(t, s.StaleAccepted.Total, "stale accepted")
+		require.Zero(t, s.DrainFailures, "calls failed by a drain")
+		require.Zero(t, s.Overruns, "calls past their deadline")
+		require.GreaterOrEqual(t, s.Cycles, 150)
+		require.Positive(t, s.Ops.OK)
+		for _, f := range s.FaultLog {
+			require.Empty(t, f.Error, f.Detail)
+		}
+		require.True(t, s.Passed, "failures: %v", s.Failures)
+	})
+}
+
+// requireEveryNemesis checks that a mix injected every nemesis.
+func requireEveryNemesis(t *testing.T, mix chaos.ScenarioReport) {
+	t.Helper()
+	injected := map[string]bool{}
+	for _, f := range mix.FaultLog {
+		injected[f.Nemesis] = true
+	}
+	require.Len(t, injected, len(chaos.Scenarios())-1, "the mix injects every nemesis")
+}
+
+// TestShortMix runs the pause scenario and a mix of every nemesis, small
+// and bounded, and checks that the ledger kept its promises — and that
+// the unfenced control sink did not, which proves that the faults hit.
+func TestShortMix(t *testing.T) {
+	report := runShort(t, []string{"pause", "mix"})
 	for _, s := range report.Scenarios {
-		t.Run(s.Name, func(t *testing.T) {
-			require.Zero(t, s.Duplicates.Total, "duplicates")
-			require.Zero(t, s.Lost.Total, "lost")
-			require.Zero(t, s.StaleAccepted.Total, "stale accepted")
-			require.Zero(t, s.DrainFailures, "calls failed by a drain")
-			require.Zero(t, s.Overruns, "calls past their deadline")
-			require.GreaterOrEqual(t, s.Cycles, 150)
-			require.Positive(t, s.Ops.OK)
-			for _, f := range s.FaultLog {
-				require.Empty(t, f.Error, f.Detail)
-			}
-			require.True(t, s.Passed, "failures: %v", s.Failures)
-		})
+		requirePromisesKept(t, s)
 	}
 
 	pause := report.Scenarios[0]
@@ -84,11 +141,20 @@ func TestShortMix(t *testing.T) {
 		"the control sink must show a zombie's write after a takeover's, or the pauses hit nothing")
 	require.Positive(t, pause.RefusedStale, "a zombie's call must have been refused")
 
-	mix := report.Scenarios[1]
-	injected := map[string]bool{}
-	for _, f := range mix.FaultLog {
-		injected[f.Nemesis] = true
-	}
-	require.Len(t, injected, len(chaos.Scenarios())-1, "the mix injects every nemesis")
+	requireEveryNemesis(t, report.Scenarios[1])
+	require.True(t, report.Passed)
+}
+
+// TestShortMixNoCoalesce runs the short mix against ledgerd processes
+// started with --no-coalesce, the production flag that gives every Reserve,
+// Complete and Lookup a statement of its own: the promises must hold on
+// that code path too. The mix alone injects every nemesis, pause included,
+// so the separate pause scenario is left to TestShortMix.
+func TestShortMixNoCoalesce(t *testing.T) {
+	report := runShort(t, []string{"mix"}, "--no-coalesce")
+	require.Equal(t, []string{"--no-coalesce"}, report.Config["ledgerd_args"])
+	mix := report.Scenarios[0]
+	requirePromisesKept(t, mix)
+	requireEveryNemesis(t, mix)
 	require.True(t, report.Passed)
 }

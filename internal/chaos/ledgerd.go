@@ -13,7 +13,8 @@ const (
 	ledgerdReadyTimeout = 30 * time.Second
 )
 
-// ledgerdArgs are the flags of every `ledgerd serve` the harness starts: no authentication and no HTTP port, short
+// ledgerdArgs are the flags of every `ledgerd serve` the harness starts,
+// before Config.LedgerdArgs: no authentication and no HTTP port, short
 // leases, no sweeper, and the JSON request log that the checker reads
 // for deadline overruns.
 func ledgerdArgs() []string {

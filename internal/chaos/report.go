@@ -142,7 +142,7 @@ type Recovery struct {
 
 // reportConfig is the part of the configuration a report shows.
 func reportConfig(c Config) map[string]any {
-	return map[string]any{
+	config := map[string]any{
 		"scenarios": c.Scenarios, "cycles": c.Cycles, "faults": c.Faults,
 		"fault_interval": c.FaultInterval.String(), "max_duration": c.MaxDuration.String(),
 		"goroutine_workers": c.GoroutineWorkers, "worker_processes": c.WorkerProcesses,
@@ -150,6 +150,10 @@ func reportConfig(c Config) map[string]any {
 		"work_time": c.WorkTime.String(), "attempt_timeout": c.AttemptTimeout.String(),
 		"do_timeout": c.DoTimeout.String(), "fsync": c.Fsync,
 	}
+	if len(c.LedgerdArgs) > 0 {
+		config["ledgerd_args"] = c.LedgerdArgs
+	}
+	return config
 }
 
 // WriteFiles writes the report as dir/chaos-report.json and

@@ -74,6 +74,10 @@ type Config struct {
 	// LedgerdBinary is the ledgerd to run. Defaults to one built from the
 	// module (go build ./cmd/ledgerd) into Dir.
 	LedgerdBinary string
+	// LedgerdArgs are extra flags for every `ledgerd serve` the harness
+	// starts, after its own (a flag given twice takes the last value), e.g.
+	// --no-coalesce. Defaults to none.
+	LedgerdArgs []string
 	// WorkerCommand starts a worker process: the program and its
 	// arguments, to which "--spec JSON" is added; the program must call
 	// WorkerMain. Required.
@@ -227,7 +231,7 @@ func setUp(ctx context.Context, cfg Config) (*env, error) {
 		l, err := devcluster.StartLedgerd(ctx, devcluster.LedgerdConfig{
 			Binary:       binary,
 			DatabaseURL:  pg.URL(),
-			Args:         ledgerdArgs(),
+			Args:         append(ledgerdArgs(), cfg.LedgerdArgs...),
 			Name:         name,
 			LogPath:      filepath.Join(e.dir, name+".log"),
 			ReadyTimeout: ledgerdReadyTimeout,
