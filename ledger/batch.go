@@ -68,7 +68,7 @@ func (s *Store) reserveBatch(ctx context.Context, batch ReserveBatchRequest) ([]
 	if err := checkText("owner", batch.Owner, true, s.limits.MaxOwnerBytes); err != nil {
 		return nil, err
 	}
-	if err := s.checkBatchSize(len(batch.Items)); err != nil {
+	if err := s.checkBatchSize("items", len(batch.Items)); err != nil {
 		return nil, err
 	}
 	release, err := s.batchSlot(ctx)
@@ -93,7 +93,7 @@ func (s *Store) reserveBatch(ctx context.Context, batch ReserveBatchRequest) ([]
 			Fingerprint: item.Fingerprint, Metadata: item.Metadata}
 		err := itemError(i, s.checkReserve(reqs[i]))
 		if err == nil {
-			err = checkDuplicate(i, batch.Namespace, item.Key, seen)
+			err = checkDuplicate(itemKey, i, batch.Namespace, item.Key, seen)
 		}
 		if err != nil {
 			results[i].Err = fmt.Errorf("reserve %s/%s: %w", batch.Namespace, item.Key, err)
@@ -159,7 +159,7 @@ type CompleteBatchItem struct {
 func (s *Store) CompleteBatch(ctx context.Context, namespace string, completions []CompleteBatchItem) ([]CompleteResult, error) {
 	err := checkNamespace(namespace)
 	if err == nil {
-		err = s.checkBatchSize(len(completions))
+		err = s.checkBatchSize("items", len(completions))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("complete batch %s: %w", namespace, err)
@@ -221,7 +221,7 @@ func (s *Store) checkBatchComplete(ctx context.Context, i int, req CompleteReque
 	if err != nil {
 		return NamespaceSettings{}, itemError(i, err)
 	}
-	if err := checkDuplicate(i, req.Namespace, req.Key, seen); err != nil {
+	if err := checkDuplicate(itemKey, i, req.Namespace, req.Key, seen); err != nil {
 		return NamespaceSettings{}, err
 	}
 	return ns, nil
@@ -235,7 +235,7 @@ func (s *Store) LookupBatch(ctx context.Context, namespace string, keys []string
 	if err := checkNamespace(namespace); err != nil {
 		return nil, fmt.Errorf("lookup batch %s: %w", namespace, err)
 	}
-	if err := s.checkBatchSize(len(keys)); err != nil {
+	if err := s.checkBatchSize("keys", len(keys)); err != nil {
 		return nil, fmt.Errorf("lookup batch %s: %w", namespace, err)
 	}
 	release, err := s.batchSlot(ctx)
@@ -249,10 +249,11 @@ func (s *Store) LookupBatch(ctx context.Context, namespace string, keys []string
 	seen := make(map[string]int, len(keys))
 	for i, key := range keys {
 		err := checkKey(s.limits, namespace, key)
-		if err != nil {
-			err = itemError(i, err)
-		} else {
-			err = checkDuplicate(i, namespace, key, seen)
+		var validation *ValidationError
+		if errors.As(err, &validation) {
+			err = invalid(lookupKey(i), "%s", validation.Reason)
+		} else if err == nil {
+			err = checkDuplicate(lookupKey, i, namespace, key, seen)
 		}
 		if err != nil {
 			results[i].Err = fmt.Errorf("lookup %s/%s: %w", namespace, key, err)
@@ -317,9 +318,11 @@ func (s *Store) batchSlot(ctx context.Context) (release func(), err error) {
 	}
 }
 
-func (s *Store) checkBatchSize(n int) error {
+// checkBatchSize refuses a batch of no items, or of more than
+// Limits.MaxBatchItems; list names the request's field ("items", "keys").
+func (s *Store) checkBatchSize(list string, n int) error {
 	if n == 0 || n > s.limits.MaxBatchItems {
-		return invalid("items", "must hold 1 to %d items, got %d", s.limits.MaxBatchItems, n)
+		return invalid(list, "must hold 1 to %d items, got %d", s.limits.MaxBatchItems, n)
 	}
 	return nil
 }
@@ -333,12 +336,19 @@ func itemError(i int, err error) error {
 	return err
 }
 
-// checkDuplicate refuses the second item of a batch with the same key.
-func checkDuplicate(i int, namespace, key string, seen map[string]int) error {
+// checkDuplicate refuses the second item of a batch with the same key;
+// field names item i's key ("items[i].key", or LookupBatch's "keys[i]").
+func checkDuplicate(field func(i int) string, i int, namespace, key string, seen map[string]int) error {
 	id := namespace + "\x00" + key
 	if first, dup := seen[id]; dup {
-		return invalid(fmt.Sprintf("items[%d].key", i), "repeats items[%d]: a batch holds each key once", first)
+		return invalid(field(i), "repeats %s: a batch holds each key once", field(first))
 	}
 	seen[id] = i
 	return nil
 }
+
+// itemKey names the key of item i of ReserveBatch or CompleteBatch.
+func itemKey(i int) string { return fmt.Sprintf("items[%d].key", i) }
+
+// lookupKey names key i of LookupBatch.
+func lookupKey(i int) string { return fmt.Sprintf("keys[%d]", i) }

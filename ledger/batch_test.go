@@ -92,7 +92,7 @@ func TestBatchSizes(t *testing.T) {
 	requireField(t, err, "items")
 	require.ErrorContains(t, err, "must hold 1 to 1000 items, got 1001")
 	_, err = b.store.LookupBatch(ctx, "ns", make([]string, 1001))
-	requireField(t, err, "items")
+	requireField(t, err, "keys")
 	_, err = b.store.LookupBatch(ctx, "", []string{"k"})
 	requireField(t, err, "namespace")
 	require.Equal(t, 0, b.count(t, "entries"))
@@ -159,8 +159,10 @@ func TestLookupBatch(t *testing.T) {
 	require.NoError(t, results[2].Err)
 	require.Equal(t, ledger.StatePurged, results[2].Entry.State)
 	require.Equal(t, old.FencingToken, results[2].Entry.FencingToken)
-	requireField(t, results[3].Err, "items[3].key")
-	requireField(t, results[4].Err, "items[4].key")
+	requireField(t, results[3].Err, "keys[3]")
+	requireField(t, results[4].Err, "keys[4]")
+	require.ErrorContains(t, results[4].Err, "repeats keys[0]: a batch holds each key once")
+	require.Equal(t, ledger.Entry{}, results[4].Entry, "a repeated key is answered once")
 }
 
 // TestBatchesInQuotaNamespaces: the quota is kept, item by item.

@@ -24,7 +24,8 @@ const (
 	EventRefusedFingerprint EventKind = "refused_fingerprint"
 	EventForceReleased      EventKind = "force_released"
 	EventReset              EventKind = "reset"
-	EventNamespaceChanged   EventKind = "namespace_changed"
+	EventNamespaceChanged   EventKind = "namespace_changed" // by an admin: created or changed
+	EventNamespaceCreated   EventKind = "namespace_created" // by its first Reserve, with the server's defaults
 	// Platform events (namespace and key empty).
 	EventTokenCreated EventKind = "token_created"
 	EventTokenRevoked EventKind = "token_revoked"

@@ -197,7 +197,7 @@ func FuzzAdmin(f *testing.F) {
 			})
 		case 3:
 			b.do(t, "list events", func(ctx context.Context) error {
-				_, _, err := b.store.ListEvents(ctx, ledger.EventFilter{
+				_, err := b.store.ListEvents(ctx, ledger.EventFilter{
 					Namespace: namespace, Start: when, End: time.Unix(token, 0), Kinds: []ledger.EventKind{ledger.EventKind(key)},
 				}, page)
 				return err

@@ -215,14 +215,44 @@ type EventFilter struct {
 	End time.Time
 	// Kinds keeps events of these kinds; empty keeps all.
 	Kinds []EventKind
+	// IncludeUnsettled lists the events of the last
+	// Config.EventSettlingDelay too: the newest events, at the price that
+	// an event committed later with an earlier time may be missing from
+	// this listing and not returned by the next page either. For a look at
+	// what just happened, not for an export that follows the log.
+	IncludeUnsettled bool
+}
+
+// EventPage is a page of ListEvents.
+type EventPage struct {
+	// Events of this page, oldest first.
+	Events []Event
+	// NextPageToken gets the next page; empty on the last one.
+	NextPageToken string
+	// SettledUntil is where the listing stopped because newer events may
+	// still be settling (the database's now minus
+	// Config.EventSettlingDelay): events at or after it were left out. Zero
+	// when nothing was left out for that reason (IncludeUnsettled, an End
+	// before it, or no settling delay).
+	SettledUntil time.Time
 }
 
 // ListEvents returns a page of a namespace's audit events in a time range,
-// oldest first, and the token of the next page: the audit export. Events of
-// the last Config.EventSettlingDelay are left out, so that a listing never
-// skips an event that was still being committed. It fails with a
+// oldest first, and the token of the next page: the audit export. Unless
+// filter.IncludeUnsettled, the events of the last
+// Config.EventSettlingDelay are left out (EventPage.SettledUntil says from
+// when), so that an export following the log with page tokens never skips
+// an event that was still being committed. It fails with a
 // *ValidationError, ErrNotFound or ErrUnavailable.
-func (s *Store) ListEvents(ctx context.Context, filter EventFilter, page Page) ([]Event, string, error) {
+func (s *Store) ListEvents(ctx context.Context, filter EventFilter, page Page) (EventPage, error) {
+	events, err := s.listEvents(ctx, filter, page)
+	if err != nil {
+		return EventPage{}, fmt.Errorf("events of %s: %w", filter.Namespace, err)
+	}
+	return events, nil
+}
+
+func (s *Store) listEvents(ctx context.Context, filter EventFilter, page Page) (EventPage, error) {
 	size, token, err := page.decode()
 	if err == nil && filter.Namespace != "" { // empty: the platform's events
 		err = checkNamespace(filter.Namespace)
@@ -241,11 +271,23 @@ func (s *Store) ListEvents(ctx context.Context, filter EventFilter, page Page) (
 		err = s.requireNamespace(ctx, filter.Namespace)
 	}
 	if err != nil {
-		return nil, "", fmt.Errorf("events of %s: %w", filter.Namespace, err)
+		return EventPage{}, err
 	}
+	var result EventPage
 	start, end := filter.Start, filter.End
 	if end.IsZero() {
 		end = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC) // "now": events are not written in the future
+	}
+	if !filter.IncludeUnsettled && s.eventSettlingDelay > 0 {
+		// Read before the listing, so that the listing's own now is later.
+		var settled time.Time
+		if err := s.pool.QueryRow(ctx, `SELECT now() - $1::bigint * interval '1 millisecond'`,
+			s.eventSettlingDelay.Milliseconds()).Scan(&settled); err != nil {
+			return EventPage{}, dbError(err)
+		}
+		if settled.Before(end) {
+			end, result.SettledUntil = settled, settled
+		}
 	}
 	var afterAt, kinds any
 	if !token.At.IsZero() {
@@ -258,15 +300,14 @@ func (s *Store) ListEvents(ctx context.Context, filter EventFilter, page Page) (
 		}
 		kinds = names
 	}
-	events, err := queryRows[Event](ctx, s.pool, query("list_events"), filter.Namespace, start, end, afterAt, token.ID, kinds, size+1,
-		max(s.eventSettlingDelay, 0).Milliseconds())
+	result.Events, err = queryRows[Event](ctx, s.pool, query("list_events"), filter.Namespace, start, end, afterAt, token.ID, kinds, size+1)
 	if err != nil {
-		return nil, "", fmt.Errorf("events of %s: %w", filter.Namespace, err)
+		return EventPage{}, err
 	}
-	if len(events) > size {
-		events = events[:size]
-		last := events[size-1]
-		return events, pageToken{At: last.At, ID: last.ID}.encode(), nil
+	if len(result.Events) > size {
+		result.Events = result.Events[:size]
+		last := result.Events[size-1]
+		result.NextPageToken = pageToken{At: last.At, ID: last.ID}.encode()
 	}
-	return events, "", nil
+	return result, nil
 }

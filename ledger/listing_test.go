@@ -160,15 +160,15 @@ func TestPaginationUnderConcurrentInserts(t *testing.T) {
 	allEvents := map[int64]int{}
 	token = ""
 	for {
-		events, next, err := b.store.ListEvents(ctx, ledger.EventFilter{Namespace: "ns"}, ledger.Page{Size: 9, Token: token})
+		page, err := b.store.ListEvents(ctx, ledger.EventFilter{Namespace: "ns"}, ledger.Page{Size: 9, Token: token})
 		require.NoError(t, err)
-		for _, e := range events {
+		for _, e := range page.Events {
 			allEvents[e.ID]++
 		}
-		if next == "" {
+		if page.NextPageToken == "" {
 			break
 		}
-		token = next
+		token = page.NextPageToken
 	}
 	for id, n := range allEvents {
 		require.Equal(t, 1, n, "event %d", id)
@@ -237,7 +237,7 @@ func TestListEntriesFilters(t *testing.T) {
 	// A misspelt namespace is not an empty one.
 	_, _, err = b.store.ListEntries(ctx, ledger.EntryFilter{Namespace: "nss"}, ledger.Page{})
 	require.ErrorIs(t, err, ledger.ErrNotFound)
-	_, _, err = b.store.ListEvents(ctx, ledger.EventFilter{Namespace: "nss"}, ledger.Page{})
+	_, err = b.store.ListEvents(ctx, ledger.EventFilter{Namespace: "nss"}, ledger.Page{})
 	require.ErrorIs(t, err, ledger.ErrNotFound)
 	_, _, err = b.store.GetHistory(ctx, "nss", "orders/1", ledger.Page{})
 	require.ErrorIs(t, err, ledger.ErrNotFound)
@@ -256,17 +256,48 @@ func TestListEventsByTimeAndKind(t *testing.T) {
 	b.reserve(t, ledger.ReserveRequest{Namespace: "elsewhere", Key: "a", Owner: "w"}, ledger.Acquired)
 
 	kindsOf := func(filter ledger.EventFilter) []ledger.EventKind {
-		events, _, err := b.store.ListEvents(ctx, filter, ledger.Page{})
+		page, err := b.store.ListEvents(ctx, filter, ledger.Page{})
 		require.NoError(t, err)
+		require.True(t, page.SettledUntil.IsZero(), "the tests' stores have no settling delay")
 		kinds := []ledger.EventKind{}
-		for _, e := range events {
+		for _, e := range page.Events {
 			kinds = append(kinds, e.Kind)
 		}
 		return kinds
 	}
-	require.Equal(t, []ledger.EventKind{ledger.EventNamespaceChanged, ledger.EventReserved, ledger.EventCompleted},
+	require.Equal(t, []ledger.EventKind{ledger.EventNamespaceCreated, ledger.EventReserved, ledger.EventCompleted},
 		kindsOf(ledger.EventFilter{Namespace: "ns"}), "the namespace was created by its first Reserve")
 	require.Equal(t, []ledger.EventKind{ledger.EventCompleted}, kindsOf(ledger.EventFilter{Namespace: "ns", Start: middle}))
-	require.Equal(t, []ledger.EventKind{ledger.EventNamespaceChanged, ledger.EventReserved}, kindsOf(ledger.EventFilter{Namespace: "ns", End: middle}))
+	require.Equal(t, []ledger.EventKind{ledger.EventNamespaceCreated, ledger.EventReserved}, kindsOf(ledger.EventFilter{Namespace: "ns", End: middle}))
 	require.Equal(t, []ledger.EventKind{ledger.EventCompleted}, kindsOf(ledger.EventFilter{Namespace: "ns", Kinds: []ledger.EventKind{ledger.EventCompleted}}))
+}
+
+// TestListEventsSettling: without IncludeUnsettled, the listing stops the
+// settling delay before the database's now and says where; with it, the
+// newest events are listed too.
+func TestListEventsSettling(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig
+	cfg.EventSettlingDelay = time.Hour // every event of this test is unsettled
+	b := setupWith(t, cfg)
+	ctx := context.Background()
+	b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "a", Owner: "w"}, ledger.Acquired)
+	var now time.Time
+	require.NoError(t, b.pool.QueryRow(ctx, `SELECT now()`).Scan(&now))
+
+	settled, err := b.store.ListEvents(ctx, ledger.EventFilter{Namespace: "ns"}, ledger.Page{})
+	require.NoError(t, err)
+	require.Empty(t, settled.Events)
+	require.WithinDuration(t, now.Add(-time.Hour), settled.SettledUntil, time.Minute)
+
+	all, err := b.store.ListEvents(ctx, ledger.EventFilter{Namespace: "ns", IncludeUnsettled: true}, ledger.Page{})
+	require.NoError(t, err)
+	require.Len(t, all.Events, 2, "namespace_created and reserved")
+	require.True(t, all.SettledUntil.IsZero())
+
+	// An end before the settling point leaves nothing out for settling.
+	early, err := b.store.ListEvents(ctx, ledger.EventFilter{Namespace: "ns", End: now.Add(-2 * time.Hour)}, ledger.Page{})
+	require.NoError(t, err)
+	require.Empty(t, early.Events)
+	require.True(t, early.SettledUntil.IsZero())
 }

@@ -106,7 +106,7 @@ func TestQueryPlans(t *testing.T) {
 	require.Contains(t, listEntries, `"Index Name":"entries_pkey"`, listEntries)
 	history := plan(read("get_history"), "ns3", "key-3", 0, 101)
 	require.Contains(t, history, `"Index Name":"events_namespace_key_id_idx"`, history)
-	events := plan(read("list_events"), "ns3", time.Now().Add(-time.Hour), time.Now(), nil, 0, nil, 101, 0)
+	events := plan(read("list_events"), "ns3", time.Now().Add(-time.Hour), time.Now(), nil, 0, nil, 101)
 	require.Contains(t, events, `"Index Name":"events_namespace_at_idx"`, events)
 	stuck := plan(read("list_entries_leased"), "ns3", nil, "", nil, nil, "", nil, nil, true, 101)
 	require.Contains(t, stuck, `"Index Name":"entries_leased_idx"`, stuck)

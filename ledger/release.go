@@ -13,9 +13,12 @@ type ReleaseRequest struct {
 }
 
 // Release gives up the lease held with the current fencing token, so that
-// the next Reserve acquires the key at once. It reports whether the call
-// repeated a recorded release. It fails with a *ValidationError,
-// ErrLeaseLost or ErrUnavailable.
+// the next Reserve acquires the key at once. It reports alreadyReleased
+// when the key was already released under this token, and then changes and
+// records nothing: by an earlier Release (a retry after a lost response),
+// or by the holder's own retryable Fail. It fails with a *ValidationError,
+// ErrLeaseLost (another token is current, or the key finished) or
+// ErrUnavailable.
 func (s *Store) Release(ctx context.Context, req ReleaseRequest) (alreadyReleased bool, err error) {
 	if err := checkKey(s.limits, req.Namespace, req.Key); err != nil {
 		return false, fmt.Errorf("release %s/%s: %w", req.Namespace, req.Key, err)

@@ -71,15 +71,16 @@ func (s *adminService) ListEvents(ctx context.Context, req *ledgerv1.ListEventsR
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
-	filter := ledger.EventFilter{Namespace: req.GetNamespace(), Start: start, End: end}
+	filter := ledger.EventFilter{Namespace: req.GetNamespace(), Start: start, End: end, IncludeUnsettled: req.GetIncludeUnsettled()}
 	for _, kind := range req.GetKinds() {
 		filter.Kinds = append(filter.Kinds, eventKindDomain(kind))
 	}
-	events, next, err := s.store.ListEvents(ctx, filter, page(req.GetPageSize(), req.GetPageToken()))
+	events, err := s.store.ListEvents(ctx, filter, page(req.GetPageSize(), req.GetPageToken()))
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
-	return &ledgerv1.ListEventsResponse{Events: eventsProto(events), NextPageToken: next}, nil
+	return &ledgerv1.ListEventsResponse{Events: eventsProto(events.Events), NextPageToken: events.NextPageToken,
+		SettledUntil: optionalTimestamp(events.SettledUntil)}, nil
 }
 
 func (s *adminService) ForceRelease(ctx context.Context, req *ledgerv1.ForceReleaseRequest) (*ledgerv1.ForceReleaseResponse, error) {
@@ -261,6 +262,7 @@ var eventKinds = map[ledger.EventKind]ledgerv1.EventKind{
 	ledger.EventForceReleased:      ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED,
 	ledger.EventReset:              ledgerv1.EventKind_EVENT_KIND_RESET,
 	ledger.EventNamespaceChanged:   ledgerv1.EventKind_EVENT_KIND_NAMESPACE_CHANGED,
+	ledger.EventNamespaceCreated:   ledgerv1.EventKind_EVENT_KIND_NAMESPACE_CREATED,
 	ledger.EventTokenCreated:       ledgerv1.EventKind_EVENT_KIND_TOKEN_CREATED,
 	ledger.EventTokenRevoked:       ledgerv1.EventKind_EVENT_KIND_TOKEN_REVOKED,
 	ledger.EventRoleGranted:        ledgerv1.EventKind_EVENT_KIND_ROLE_GRANTED,
@@ -280,18 +282,27 @@ func eventKindDomain(kind ledgerv1.EventKind) ledger.EventKind {
 	return ledger.EventKind(kind.String())
 }
 
+// states pairs the domain's states with the API's.
+var states = map[ledger.State]ledgerv1.State{
+	ledger.StateLeased:    ledgerv1.State_STATE_LEASED,
+	ledger.StateCompleted: ledgerv1.State_STATE_COMPLETED,
+	ledger.StateFailed:    ledgerv1.State_STATE_FAILED,
+	ledger.StateReleased:  ledgerv1.State_STATE_RELEASED,
+	ledger.StatePurged:    ledgerv1.State_STATE_PURGED,
+}
+
+// stateProto maps a domain state to the API's; STATE_UNSPECIFIED for none.
+func stateProto(state ledger.State) ledgerv1.State { return states[state] }
+
+// stateDomain maps an API state to the domain's. A state the domain does
+// not know maps to its name, which the store's filter check refuses.
 func stateDomain(state ledgerv1.State) ledger.State {
-	switch state {
-	case ledgerv1.State_STATE_LEASED:
-		return ledger.StateLeased
-	case ledgerv1.State_STATE_COMPLETED:
-		return ledger.StateCompleted
-	case ledgerv1.State_STATE_FAILED:
-		return ledger.StateFailed
-	case ledgerv1.State_STATE_RELEASED:
-		return ledger.StateReleased
+	for domain, api := range states {
+		if api == state {
+			return domain
+		}
 	}
-	return ledger.State(state.String()) // refused by the store's filter check
+	return ledger.State(state.String())
 }
 
 // optionalTime converts an optional proto timestamp; unset is the zero

@@ -41,13 +41,17 @@ func TestBatchRPCs(t *testing.T) {
 	require.Equal(t, int32(codes.Aborted), lost.GetCode())
 	require.Equal(t, server.ReasonLeaseLost, lost.GetReason())
 
-	looked, err := b.client.LookupBatch(ctx, &ledgerv1.LookupBatchRequest{Namespace: "nb", Keys: []string{"a", "b", "c"}})
+	looked, err := b.client.LookupBatch(ctx, &ledgerv1.LookupBatchRequest{Namespace: "nb", Keys: []string{"a", "b", "c", "a"}})
 	require.NoError(t, err)
 	require.Equal(t, ledgerv1.State_STATE_COMPLETED, looked.GetResults()[0].GetEntry().GetState())
 	require.Equal(t, []byte("ra"), looked.GetResults()[0].GetEntry().GetResult())
 	require.Equal(t, ledgerv1.State_STATE_LEASED, looked.GetResults()[1].GetEntry().GetState())
 	require.Equal(t, map[string]string{"n": "1"}, looked.GetResults()[1].GetEntry().GetMetadata())
 	require.Equal(t, server.ReasonNotFound, looked.GetResults()[2].GetError().GetReason())
+	repeated := looked.GetResults()[3].GetError()
+	require.Equal(t, int32(codes.InvalidArgument), repeated.GetCode(), "a repeated key is answered once")
+	require.Equal(t, "keys[3]", repeated.GetField())
+	require.Nil(t, looked.GetResults()[3].GetEntry())
 
 	// The whole call fails for what all items share.
 	_, err = b.client.ReserveBatch(ctx, &ledgerv1.ReserveBatchRequest{Namespace: "nb", Items: []*ledgerv1.ReserveBatchItem{{Key: "x"}}})

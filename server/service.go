@@ -228,19 +228,3 @@ func workErrorProto(e *ledger.WorkError) *ledgerv1.WorkError {
 	}
 	return &ledgerv1.WorkError{Code: e.Code, Message: e.Message}
 }
-
-func stateProto(s ledger.State) ledgerv1.State {
-	switch s {
-	case ledger.StateLeased:
-		return ledgerv1.State_STATE_LEASED
-	case ledger.StateCompleted:
-		return ledgerv1.State_STATE_COMPLETED
-	case ledger.StateFailed:
-		return ledgerv1.State_STATE_FAILED
-	case ledger.StateReleased:
-		return ledgerv1.State_STATE_RELEASED
-	case ledger.StatePurged:
-		return ledgerv1.State_STATE_PURGED
-	}
-	return ledgerv1.State_STATE_UNSPECIFIED
-}

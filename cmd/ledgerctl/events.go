@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -14,6 +15,7 @@ func eventsCommand() *command {
 		since, until timeFlag
 		kinds        string
 		limit        int
+		unsettled    bool
 	)
 	return &command{
 		name:    "events",
@@ -23,6 +25,9 @@ func eventsCommand() *command {
 		details: "Times are RFC 3339, a date (midnight UTC), or a duration before now by this\n" +
 			"machine's clock (--since 24h). Without --since, from the oldest event kept\n" +
 			"(see the namespace's event_retention); without --until, up to now.\n\n" +
+			"The events of the last 10 seconds (the server's settling delay) are left out,\n" +
+			"so that an export never skips an event still being committed; a note on\n" +
+			"stderr says from when. --unsettled lists them too.\n\n" +
 			"Example, the stale tokens refused on 1 March 2025:\n" +
 			"  ledgerctl events billing --since 2025-03-01 --until 2025-03-02 --kind refused_stale_token",
 		jsonByDefault: true,
@@ -32,12 +37,13 @@ func eventsCommand() *command {
 			fs.StringVar(&kinds, "kind", "", "keep events of these `KINDS`, comma-separated:\n"+
 				enumChoices(ledgerv1.EventKind_name, "EVENT_KIND_"))
 			limitFlag(fs, &limit, "events")
+			fs.BoolVar(&unsettled, "unsettled", false, "also list the newest events, still settling (not for an export)")
 		},
 		run: func(ctx context.Context, c *cli, args []string) error {
 			if limit < 0 {
 				return usageErrorf("--limit must not be negative")
 			}
-			request := &ledgerv1.ListEventsRequest{Namespace: args[0]}
+			request := &ledgerv1.ListEventsRequest{Namespace: args[0], IncludeUnsettled: unsettled}
 			if kinds != "" {
 				parsed, err := parseKinds(kinds)
 				if err != nil {
@@ -57,11 +63,18 @@ func eventsCommand() *command {
 				header: eventsHeader(true),
 				row:    func(e *ledgerv1.Event) []string { return eventRow(e, true) },
 			}
-			return events.write(ctx, c, limit, func(ctx context.Context, pageSize int32, token string) ([]*ledgerv1.Event, string, error) {
+			var settledUntil *timestamppb.Timestamp
+			err := events.write(ctx, c, limit, func(ctx context.Context, pageSize int32, token string) ([]*ledgerv1.Event, string, error) {
 				request.PageSize, request.PageToken = pageSize, token
 				response, err := admin.ListEvents(ctx, request)
+				settledUntil = response.GetSettledUntil()
 				return response.GetEvents(), response.GetNextPageToken(), err
 			})
+			if err == nil && settledUntil != nil {
+				fmt.Fprintf(c.stderr, "ledgerctl: events from %s on are still settling and were left out; --unsettled lists them\n",
+					formatTime(settledUntil))
+			}
+			return err
 		},
 	}
 }

@@ -42,7 +42,13 @@ const namespace = "billing"
 // ledgerd would, and returns its address.
 func startLedgerd(t *testing.T) string {
 	t.Helper()
-	b := ledgertest.Store(t, testConfig)
+	return startLedgerdWith(t, testConfig)
+}
+
+// startLedgerdWith is startLedgerd with the ledger configured by cfg.
+func startLedgerdWith(t *testing.T, cfg ledger.Config) string {
+	t.Helper()
+	b := ledgertest.Store(t, cfg)
 	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	require.NoError(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -423,4 +429,26 @@ func TestHelp(t *testing.T) {
 	}
 	r := ctl(t, nowhere, "help", "nope")
 	require.Equal(t, exitUsage, r.code)
+}
+
+// TestEventsSettling: the events of the settling delay are left out, and
+// ledgerctl says so on stderr; --unsettled lists them.
+func TestEventsSettling(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig
+	cfg.EventSettlingDelay = time.Hour // every event of this test is still settling
+	addr := startLedgerdWith(t, cfg)
+	d := newDriver(t, addr)
+	d.reserve("k", "w", time.Minute, nil, nil)
+
+	settled := ctl(t, addr, "events", namespace)
+	require.Equal(t, exitOK, settled.code, settled.stderr)
+	require.Empty(t, settled.stdout)
+	require.Regexp(t, `^ledgerctl: events from \S+ on are still settling and were left out; --unsettled lists them\n$`, settled.stderr)
+
+	all := ctl(t, addr, "events", namespace, "--unsettled", "-o", "table")
+	require.Equal(t, exitOK, all.code, all.stderr)
+	require.Empty(t, all.stderr)
+	require.Contains(t, all.stdout, "NAMESPACE_CREATED")
+	require.Contains(t, all.stdout, "RESERVED")
 }

@@ -1,5 +1,6 @@
--- Create a namespace with the server's default settings on first use, or
--- read the settings it has. Returns no row if a concurrent statement created
+-- Create a namespace with the server's default settings on first use, with
+-- its 'namespace_created' event (not 'namespace_changed', which records an
+-- admin's action), or read the settings it has. Returns no row if a concurrent statement created
 -- it after this one's snapshot; the caller runs it again.
 --
 -- $1 name, $2 default lease TTL in ms, $3 maximum lease TTL in ms,
@@ -15,9 +16,8 @@ WITH inserted AS (
     RETURNING n.*
 ), event AS (
     INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller, detail)
-    SELECT name, '', 'namespace_changed', 0, '', 0, $10,
-           jsonb_build_object('reason', 'created by its first Reserve', 'created', true, 'settings',
-                              to_jsonb(inserted) - 'name' - 'created_at' - 'updated_at')
+    SELECT name, '', 'namespace_created', 0, '', 0, $10,
+           jsonb_build_object('settings', to_jsonb(inserted) - 'name' - 'created_at' - 'updated_at')
     FROM inserted
 ), usage AS (
     -- A new namespace stores nothing yet; see migrations/00006_quotas.sql.

@@ -1271,16 +1271,23 @@ type ListEventsRequest struct {
 	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// start_time keeps events at or after it. Unset: from the oldest kept.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	// end_time keeps events before it. Unset: up to now.
+	// end_time keeps events before it. Unset: up to now, less the settling
+	// delay unless include_unsettled (see ListEvents). A later end_time is
+	// shortened the same way.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// kinds keeps events of these kinds; empty keeps all.
 	Kinds []EventKind `protobuf:"varint,4,rep,packed,name=kinds,proto3,enum=ledger.v1.EventKind" json:"kinds,omitempty"`
 	// page_size is the most events to return: default 100, at most 1000.
 	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// page_token continues a listing.
-	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PageToken string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// include_unsettled lists the events of the settling delay too: the
+	// newest ones, for a look at what just happened. The price: an event that
+	// commits later with an earlier time may be missing from this listing,
+	// and later pages will not return it either. Leave it unset for an export.
+	IncludeUnsettled bool `protobuf:"varint,7,opt,name=include_unsettled,json=includeUnsettled,proto3" json:"include_unsettled,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ListEventsRequest) Reset() {
@@ -1355,6 +1362,13 @@ func (x *ListEventsRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *ListEventsRequest) GetIncludeUnsettled() bool {
+	if x != nil {
+		return x.IncludeUnsettled
+	}
+	return false
+}
+
 // ListEventsResponse is one page of events, oldest first.
 type ListEventsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1362,6 +1376,11 @@ type ListEventsResponse struct {
 	Events []*Event `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
 	// next_page_token gets the next page; empty on the last one.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// settled_until is where the listing stopped because newer events may
+	// still be settling: events at or after it were left out. Unset when
+	// nothing was left out for that reason (include_unsettled, an earlier
+	// end_time, or a server without a settling delay).
+	SettledUntil  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=settled_until,json=settledUntil,proto3" json:"settled_until,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1408,6 +1427,13 @@ func (x *ListEventsResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *ListEventsResponse) GetSettledUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SettledUntil
+	}
+	return nil
 }
 
 // ForceReleaseRequest names the lease to end.
@@ -2584,7 +2610,7 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"f\n" +
 	"\x12GetHistoryResponse\x12(\n" +
 	"\x06events\x18\x01 \x03(\v2\x10.ledger.v1.EventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8b\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xb8\x02\n" +
 	"\x11ListEventsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x129\n" +
 	"\n" +
@@ -2593,10 +2619,12 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"\x05kinds\x18\x04 \x03(\x0e2\x14.ledger.v1.EventKindR\x05kinds\x12\x1b\n" +
 	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x06 \x01(\tR\tpageToken\"f\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\x12+\n" +
+	"\x11include_unsettled\x18\a \x01(\bR\x10includeUnsettled\"\xa7\x01\n" +
 	"\x12ListEventsResponse\x12(\n" +
 	"\x06events\x18\x01 \x03(\v2\x10.ledger.v1.EventR\x06events\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x82\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12?\n" +
+	"\rsettled_until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fsettledUntil\"\x82\x01\n" +
 	"\x13ForceReleaseRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x16\n" +
@@ -2792,64 +2820,65 @@ var file_ledger_v1_admin_proto_depIdxs = []int32{
 	40, // 20: ledger.v1.ListEventsRequest.end_time:type_name -> google.protobuf.Timestamp
 	45, // 21: ledger.v1.ListEventsRequest.kinds:type_name -> ledger.v1.EventKind
 	44, // 22: ledger.v1.ListEventsResponse.events:type_name -> ledger.v1.Event
-	43, // 23: ledger.v1.ForceReleaseResponse.entry:type_name -> ledger.v1.Entry
-	43, // 24: ledger.v1.ResetKeyResponse.entry:type_name -> ledger.v1.Entry
-	41, // 25: ledger.v1.Namespace.default_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 26: ledger.v1.Namespace.max_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 27: ledger.v1.Namespace.retention:type_name -> google.protobuf.Duration
-	41, // 28: ledger.v1.Namespace.event_retention:type_name -> google.protobuf.Duration
-	40, // 29: ledger.v1.Namespace.created_at:type_name -> google.protobuf.Timestamp
-	40, // 30: ledger.v1.Namespace.updated_at:type_name -> google.protobuf.Timestamp
-	29, // 31: ledger.v1.ListNamespacesResponse.namespaces:type_name -> ledger.v1.Namespace
-	29, // 32: ledger.v1.GetNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	34, // 33: ledger.v1.GetNamespaceResponse.usage:type_name -> ledger.v1.NamespaceUsage
-	41, // 34: ledger.v1.NamespaceSettings.default_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 35: ledger.v1.NamespaceSettings.max_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 36: ledger.v1.NamespaceSettings.retention:type_name -> google.protobuf.Duration
-	41, // 37: ledger.v1.NamespaceSettings.event_retention:type_name -> google.protobuf.Duration
-	35, // 38: ledger.v1.CreateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
-	29, // 39: ledger.v1.CreateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	35, // 40: ledger.v1.UpdateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
-	29, // 41: ledger.v1.UpdateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	17, // 42: ledger.v1.LedgerAdminService.ListEntries:input_type -> ledger.v1.ListEntriesRequest
-	19, // 43: ledger.v1.LedgerAdminService.GetHistory:input_type -> ledger.v1.GetHistoryRequest
-	21, // 44: ledger.v1.LedgerAdminService.ListEvents:input_type -> ledger.v1.ListEventsRequest
-	23, // 45: ledger.v1.LedgerAdminService.ForceRelease:input_type -> ledger.v1.ForceReleaseRequest
-	25, // 46: ledger.v1.LedgerAdminService.ResetKey:input_type -> ledger.v1.ResetKeyRequest
-	27, // 47: ledger.v1.LedgerAdminService.PurgeExpired:input_type -> ledger.v1.PurgeExpiredRequest
-	30, // 48: ledger.v1.LedgerAdminService.ListNamespaces:input_type -> ledger.v1.ListNamespacesRequest
-	32, // 49: ledger.v1.LedgerAdminService.GetNamespace:input_type -> ledger.v1.GetNamespaceRequest
-	36, // 50: ledger.v1.LedgerAdminService.CreateNamespace:input_type -> ledger.v1.CreateNamespaceRequest
-	38, // 51: ledger.v1.LedgerAdminService.UpdateNamespace:input_type -> ledger.v1.UpdateNamespaceRequest
-	3,  // 52: ledger.v1.LedgerAdminService.WhoAmI:input_type -> ledger.v1.WhoAmIRequest
-	5,  // 53: ledger.v1.LedgerAdminService.CreateToken:input_type -> ledger.v1.CreateTokenRequest
-	7,  // 54: ledger.v1.LedgerAdminService.ListTokens:input_type -> ledger.v1.ListTokensRequest
-	9,  // 55: ledger.v1.LedgerAdminService.RevokeToken:input_type -> ledger.v1.RevokeTokenRequest
-	11, // 56: ledger.v1.LedgerAdminService.GrantRole:input_type -> ledger.v1.GrantRoleRequest
-	13, // 57: ledger.v1.LedgerAdminService.RevokeRole:input_type -> ledger.v1.RevokeRoleRequest
-	15, // 58: ledger.v1.LedgerAdminService.ListRoleBindings:input_type -> ledger.v1.ListRoleBindingsRequest
-	18, // 59: ledger.v1.LedgerAdminService.ListEntries:output_type -> ledger.v1.ListEntriesResponse
-	20, // 60: ledger.v1.LedgerAdminService.GetHistory:output_type -> ledger.v1.GetHistoryResponse
-	22, // 61: ledger.v1.LedgerAdminService.ListEvents:output_type -> ledger.v1.ListEventsResponse
-	24, // 62: ledger.v1.LedgerAdminService.ForceRelease:output_type -> ledger.v1.ForceReleaseResponse
-	26, // 63: ledger.v1.LedgerAdminService.ResetKey:output_type -> ledger.v1.ResetKeyResponse
-	28, // 64: ledger.v1.LedgerAdminService.PurgeExpired:output_type -> ledger.v1.PurgeExpiredResponse
-	31, // 65: ledger.v1.LedgerAdminService.ListNamespaces:output_type -> ledger.v1.ListNamespacesResponse
-	33, // 66: ledger.v1.LedgerAdminService.GetNamespace:output_type -> ledger.v1.GetNamespaceResponse
-	37, // 67: ledger.v1.LedgerAdminService.CreateNamespace:output_type -> ledger.v1.CreateNamespaceResponse
-	39, // 68: ledger.v1.LedgerAdminService.UpdateNamespace:output_type -> ledger.v1.UpdateNamespaceResponse
-	4,  // 69: ledger.v1.LedgerAdminService.WhoAmI:output_type -> ledger.v1.WhoAmIResponse
-	6,  // 70: ledger.v1.LedgerAdminService.CreateToken:output_type -> ledger.v1.CreateTokenResponse
-	8,  // 71: ledger.v1.LedgerAdminService.ListTokens:output_type -> ledger.v1.ListTokensResponse
-	10, // 72: ledger.v1.LedgerAdminService.RevokeToken:output_type -> ledger.v1.RevokeTokenResponse
-	12, // 73: ledger.v1.LedgerAdminService.GrantRole:output_type -> ledger.v1.GrantRoleResponse
-	14, // 74: ledger.v1.LedgerAdminService.RevokeRole:output_type -> ledger.v1.RevokeRoleResponse
-	16, // 75: ledger.v1.LedgerAdminService.ListRoleBindings:output_type -> ledger.v1.ListRoleBindingsResponse
-	59, // [59:76] is the sub-list for method output_type
-	42, // [42:59] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	40, // 23: ledger.v1.ListEventsResponse.settled_until:type_name -> google.protobuf.Timestamp
+	43, // 24: ledger.v1.ForceReleaseResponse.entry:type_name -> ledger.v1.Entry
+	43, // 25: ledger.v1.ResetKeyResponse.entry:type_name -> ledger.v1.Entry
+	41, // 26: ledger.v1.Namespace.default_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 27: ledger.v1.Namespace.max_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 28: ledger.v1.Namespace.retention:type_name -> google.protobuf.Duration
+	41, // 29: ledger.v1.Namespace.event_retention:type_name -> google.protobuf.Duration
+	40, // 30: ledger.v1.Namespace.created_at:type_name -> google.protobuf.Timestamp
+	40, // 31: ledger.v1.Namespace.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 32: ledger.v1.ListNamespacesResponse.namespaces:type_name -> ledger.v1.Namespace
+	29, // 33: ledger.v1.GetNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	34, // 34: ledger.v1.GetNamespaceResponse.usage:type_name -> ledger.v1.NamespaceUsage
+	41, // 35: ledger.v1.NamespaceSettings.default_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 36: ledger.v1.NamespaceSettings.max_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 37: ledger.v1.NamespaceSettings.retention:type_name -> google.protobuf.Duration
+	41, // 38: ledger.v1.NamespaceSettings.event_retention:type_name -> google.protobuf.Duration
+	35, // 39: ledger.v1.CreateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
+	29, // 40: ledger.v1.CreateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	35, // 41: ledger.v1.UpdateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
+	29, // 42: ledger.v1.UpdateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	17, // 43: ledger.v1.LedgerAdminService.ListEntries:input_type -> ledger.v1.ListEntriesRequest
+	19, // 44: ledger.v1.LedgerAdminService.GetHistory:input_type -> ledger.v1.GetHistoryRequest
+	21, // 45: ledger.v1.LedgerAdminService.ListEvents:input_type -> ledger.v1.ListEventsRequest
+	23, // 46: ledger.v1.LedgerAdminService.ForceRelease:input_type -> ledger.v1.ForceReleaseRequest
+	25, // 47: ledger.v1.LedgerAdminService.ResetKey:input_type -> ledger.v1.ResetKeyRequest
+	27, // 48: ledger.v1.LedgerAdminService.PurgeExpired:input_type -> ledger.v1.PurgeExpiredRequest
+	30, // 49: ledger.v1.LedgerAdminService.ListNamespaces:input_type -> ledger.v1.ListNamespacesRequest
+	32, // 50: ledger.v1.LedgerAdminService.GetNamespace:input_type -> ledger.v1.GetNamespaceRequest
+	36, // 51: ledger.v1.LedgerAdminService.CreateNamespace:input_type -> ledger.v1.CreateNamespaceRequest
+	38, // 52: ledger.v1.LedgerAdminService.UpdateNamespace:input_type -> ledger.v1.UpdateNamespaceRequest
+	3,  // 53: ledger.v1.LedgerAdminService.WhoAmI:input_type -> ledger.v1.WhoAmIRequest
+	5,  // 54: ledger.v1.LedgerAdminService.CreateToken:input_type -> ledger.v1.CreateTokenRequest
+	7,  // 55: ledger.v1.LedgerAdminService.ListTokens:input_type -> ledger.v1.ListTokensRequest
+	9,  // 56: ledger.v1.LedgerAdminService.RevokeToken:input_type -> ledger.v1.RevokeTokenRequest
+	11, // 57: ledger.v1.LedgerAdminService.GrantRole:input_type -> ledger.v1.GrantRoleRequest
+	13, // 58: ledger.v1.LedgerAdminService.RevokeRole:input_type -> ledger.v1.RevokeRoleRequest
+	15, // 59: ledger.v1.LedgerAdminService.ListRoleBindings:input_type -> ledger.v1.ListRoleBindingsRequest
+	18, // 60: ledger.v1.LedgerAdminService.ListEntries:output_type -> ledger.v1.ListEntriesResponse
+	20, // 61: ledger.v1.LedgerAdminService.GetHistory:output_type -> ledger.v1.GetHistoryResponse
+	22, // 62: ledger.v1.LedgerAdminService.ListEvents:output_type -> ledger.v1.ListEventsResponse
+	24, // 63: ledger.v1.LedgerAdminService.ForceRelease:output_type -> ledger.v1.ForceReleaseResponse
+	26, // 64: ledger.v1.LedgerAdminService.ResetKey:output_type -> ledger.v1.ResetKeyResponse
+	28, // 65: ledger.v1.LedgerAdminService.PurgeExpired:output_type -> ledger.v1.PurgeExpiredResponse
+	31, // 66: ledger.v1.LedgerAdminService.ListNamespaces:output_type -> ledger.v1.ListNamespacesResponse
+	33, // 67: ledger.v1.LedgerAdminService.GetNamespace:output_type -> ledger.v1.GetNamespaceResponse
+	37, // 68: ledger.v1.LedgerAdminService.CreateNamespace:output_type -> ledger.v1.CreateNamespaceResponse
+	39, // 69: ledger.v1.LedgerAdminService.UpdateNamespace:output_type -> ledger.v1.UpdateNamespaceResponse
+	4,  // 70: ledger.v1.LedgerAdminService.WhoAmI:output_type -> ledger.v1.WhoAmIResponse
+	6,  // 71: ledger.v1.LedgerAdminService.CreateToken:output_type -> ledger.v1.CreateTokenResponse
+	8,  // 72: ledger.v1.LedgerAdminService.ListTokens:output_type -> ledger.v1.ListTokensResponse
+	10, // 73: ledger.v1.LedgerAdminService.RevokeToken:output_type -> ledger.v1.RevokeTokenResponse
+	12, // 74: ledger.v1.LedgerAdminService.GrantRole:output_type -> ledger.v1.GrantRoleResponse
+	14, // 75: ledger.v1.LedgerAdminService.RevokeRole:output_type -> ledger.v1.RevokeRoleResponse
+	16, // 76: ledger.v1.LedgerAdminService.ListRoleBindings:output_type -> ledger.v1.ListRoleBindingsResponse
+	60, // [60:77] is the sub-list for method output_type
+	43, // [43:60] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_admin_proto_init() }

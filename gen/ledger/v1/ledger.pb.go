@@ -164,10 +164,13 @@ const (
 	// EVENT_KIND_PURGED: retention or PurgeExpired removed the entry.
 	EventKind_EVENT_KIND_PURGED EventKind = 8
 	// EVENT_KIND_REFUSED_STALE_TOKEN: a call carried a token that was not the
-	// key's current one (detail: operation, token, current_token).
+	// key's current one. The event's fencing_token is the refused token, its
+	// owner the one that token was granted to (detail: operation,
+	// current_token, current_state, current_owner).
 	EventKind_EVENT_KIND_REFUSED_STALE_TOKEN EventKind = 9
 	// EVENT_KIND_REFUSED_FINGERPRINT: a Reserve carried a different
-	// fingerprint (detail: owner).
+	// fingerprint. The event's owner is the refused caller's (detail:
+	// operation, current_token, current_state, current_owner).
 	EventKind_EVENT_KIND_REFUSED_FINGERPRINT EventKind = 10
 	// EVENT_KIND_FORCE_RELEASED: an admin released the lease (detail: reason,
 	// previous_owner).
@@ -188,6 +191,11 @@ const (
 	EventKind_EVENT_KIND_ROLE_GRANTED EventKind = 16
 	// EVENT_KIND_ROLE_REVOKED: a platform admin removed a role binding.
 	EventKind_EVENT_KIND_ROLE_REVOKED EventKind = 17
+	// EVENT_KIND_NAMESPACE_CREATED: the first Reserve in a namespace that did
+	// not exist created it, with the server's default settings (key empty;
+	// caller: the reserving identity; detail: settings). An admin's
+	// CreateNamespace records EVENT_KIND_NAMESPACE_CHANGED instead.
+	EventKind_EVENT_KIND_NAMESPACE_CREATED EventKind = 18
 )
 
 // Enum value maps for EventKind.
@@ -211,6 +219,7 @@ var (
 		15: "EVENT_KIND_TOKEN_REVOKED",
 		16: "EVENT_KIND_ROLE_GRANTED",
 		17: "EVENT_KIND_ROLE_REVOKED",
+		18: "EVENT_KIND_NAMESPACE_CREATED",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":         0,
@@ -231,6 +240,7 @@ var (
 		"EVENT_KIND_TOKEN_REVOKED":       15,
 		"EVENT_KIND_ROLE_GRANTED":        16,
 		"EVENT_KIND_ROLE_REVOKED":        17,
+		"EVENT_KIND_NAMESPACE_CREATED":   18,
 	}
 )
 
@@ -1135,7 +1145,9 @@ type ReserveRequest struct {
 	// lease_ttl is how long the lease lasts without a Heartbeat. Unset or zero
 	// means the namespace's default (30s unless configured). Must be at least
 	// 1s (--min-lease-ttl) and at most the namespace's maximum (1h unless
-	// configured with --max-lease-ttl).
+	// configured with --max-lease-ttl): a longer one is refused with
+	// INVALID_ARGUMENT, never shortened, because a worker plans its heartbeats
+	// on the lease it asked for. (wait_timeout, by contrast, is shortened.)
 	LeaseTtl *durationpb.Duration `protobuf:"bytes,4,opt,name=lease_ttl,json=leaseTtl,proto3" json:"lease_ttl,omitempty"`
 	// fingerprint identifies the request payload, e.g. its SHA-256. The first
 	// Reserve of a key stores it; any later Reserve of the key must carry the
@@ -1153,9 +1165,13 @@ type ReserveRequest struct {
 	// ACQUIRED). If the wait runs out first, the answer is IN_PROGRESS. Waiters
 	// are woken by the change itself (PostgreSQL LISTEN/NOTIFY, across
 	// replicas), not by polling, and hold no database connection while they
-	// wait. Unset or zero: answer at once. At most the server's maximum wait
-	// (60s unless configured with --max-wait), and bounded by the request's
-	// deadline: the server answers IN_PROGRESS shortly before the deadline.
+	// wait. Unset or zero: answer at once. A wait longer than the server's
+	// maximum (60s unless configured with --max-wait) is shortened to it, not
+	// refused: a shorter wait only brings the IN_PROGRESS answer, which the
+	// caller handles anyway, sooner, and a client need not know the server's
+	// setting. (lease_ttl, by contrast, is refused above its maximum.) The
+	// wait is also bounded by the request's deadline: the server answers
+	// IN_PROGRESS shortly before the deadline.
 	WaitTimeout   *durationpb.Duration `protobuf:"bytes,7,opt,name=wait_timeout,json=waitTimeout,proto3" json:"wait_timeout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2159,8 +2175,11 @@ func (x *ReleaseRequest) GetFencingToken() int64 {
 // ReleaseResponse confirms the release.
 type ReleaseResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// already_released is true when this call repeated a release that was
-	// already recorded (a retry after a lost response).
+	// already_released is true when the key was already released under this
+	// token, so that this call changed and recorded nothing: by an earlier
+	// Release (a retry after a lost response), or by the holder's own
+	// retryable Fail, which releases the key too (a Release after it, as in a
+	// clean-up step, is not an error).
 	AlreadyReleased bool `protobuf:"varint,1,opt,name=already_released,json=alreadyReleased,proto3" json:"already_released,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -2358,8 +2377,10 @@ type Entry struct {
 	Fingerprint []byte `protobuf:"bytes,9,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	// result is the stored result of a completed key.
 	Result []byte `protobuf:"bytes,10,opt,name=result,proto3" json:"result,omitempty"`
-	// error is the last recorded failure: the stored error of a failed key, or
-	// the error of the last retryable failure.
+	// error is the last recorded failure: the stored error of a FAILED key, or,
+	// while the key is RELEASED or LEASED again, the error of its last
+	// retryable failure. A Complete clears it (a COMPLETED key shows no
+	// error); the failed events in the key's history keep every failure.
 	Error *WorkError `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
 	// checkpoint is the last checkpoint stored by Heartbeat.
 	Checkpoint []byte `protobuf:"bytes,12,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
@@ -2857,7 +2878,7 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x0fSTATE_COMPLETED\x10\x02\x12\x10\n" +
 	"\fSTATE_FAILED\x10\x03\x12\x12\n" +
 	"\x0eSTATE_RELEASED\x10\x04\x12\x10\n" +
-	"\fSTATE_PURGED\x10\x05*\x85\x04\n" +
+	"\fSTATE_PURGED\x10\x05*\xa7\x04\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_KIND_RESERVED\x10\x01\x12\x19\n" +
@@ -2877,7 +2898,8 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x18EVENT_KIND_TOKEN_CREATED\x10\x0e\x12\x1c\n" +
 	"\x18EVENT_KIND_TOKEN_REVOKED\x10\x0f\x12\x1b\n" +
 	"\x17EVENT_KIND_ROLE_GRANTED\x10\x10\x12\x1b\n" +
-	"\x17EVENT_KIND_ROLE_REVOKED\x10\x112\xb8\x05\n" +
+	"\x17EVENT_KIND_ROLE_REVOKED\x10\x11\x12 \n" +
+	"\x1cEVENT_KIND_NAMESPACE_CREATED\x10\x122\xb8\x05\n" +
 	"\rLedgerService\x12E\n" +
 	"\aReserve\x12\x19.ledger.v1.ReserveRequest\x1a\x1a.ledger.v1.ReserveResponse\"\x03\x90\x02\x02\x12K\n" +
 	"\tHeartbeat\x12\x1b.ledger.v1.HeartbeatRequest\x1a\x1c.ledger.v1.HeartbeatResponse\"\x03\x90\x02\x02\x12H\n" +

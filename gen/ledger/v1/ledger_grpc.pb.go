@@ -188,8 +188,10 @@ type LedgerServiceClient interface {
 	// LookupBatch returns the entries of many keys of one namespace, in
 	// request order, with one statement (a second one reports the keys purged
 	// by retention). A key the ledger does not hold has the error NOT_FOUND;
-	// RESPONSE_TOO_LARGE when the response has no room left for an entry. It
-	// changes nothing.
+	// a key that breaks a limit INVALID_ARGUMENT (field "keys[i]"); a key
+	// that repeats an earlier one INVALID_ARGUMENT (field "keys[i]"), so that
+	// each key is answered once; RESPONSE_TOO_LARGE when the response has no
+	// room left for an entry. It changes nothing.
 	//
 	// Errors of the whole call: INVALID_ARGUMENT (namespace, no keys, too
 	// many), UNAVAILABLE.
@@ -406,8 +408,10 @@ type LedgerServiceServer interface {
 	// LookupBatch returns the entries of many keys of one namespace, in
 	// request order, with one statement (a second one reports the keys purged
 	// by retention). A key the ledger does not hold has the error NOT_FOUND;
-	// RESPONSE_TOO_LARGE when the response has no room left for an entry. It
-	// changes nothing.
+	// a key that breaks a limit INVALID_ARGUMENT (field "keys[i]"); a key
+	// that repeats an earlier one INVALID_ARGUMENT (field "keys[i]"), so that
+	// each key is answered once; RESPONSE_TOO_LARGE when the response has no
+	// room left for an entry. It changes nothing.
 	//
 	// Errors of the whole call: INVALID_ARGUMENT (namespace, no keys, too
 	// many), UNAVAILABLE.

@@ -149,28 +149,32 @@ class ListEntriesResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[_ledger_pb2.Entry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
-    __slots__ = ["end_time", "kinds", "namespace", "page_size", "page_token", "start_time"]
+    __slots__ = ["end_time", "include_unsettled", "kinds", "namespace", "page_size", "page_token", "start_time"]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_UNSETTLED_FIELD_NUMBER: _ClassVar[int]
     KINDS_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     end_time: _timestamp_pb2.Timestamp
+    include_unsettled: bool
     kinds: _containers.RepeatedScalarFieldContainer[_ledger_pb2.EventKind]
     namespace: str
     page_size: int
     page_token: str
     start_time: _timestamp_pb2.Timestamp
-    def __init__(self, namespace: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., kinds: _Optional[_Iterable[_Union[_ledger_pb2.EventKind, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    def __init__(self, namespace: _Optional[str] = ..., start_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., kinds: _Optional[_Iterable[_Union[_ledger_pb2.EventKind, str]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_unsettled: bool = ...) -> None: ...
 
 class ListEventsResponse(_message.Message):
-    __slots__ = ["events", "next_page_token"]
+    __slots__ = ["events", "next_page_token", "settled_until"]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_UNTIL_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Event]
     next_page_token: str
-    def __init__(self, events: _Optional[_Iterable[_Union[_ledger_pb2.Event, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    settled_until: _timestamp_pb2.Timestamp
+    def __init__(self, events: _Optional[_Iterable[_Union[_ledger_pb2.Event, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., settled_until: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListNamespacesRequest(_message.Message):
     __slots__ = ["page_size", "page_token"]

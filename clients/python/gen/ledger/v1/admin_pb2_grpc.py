@@ -151,6 +151,15 @@ class LedgerAdminServiceServicer(object):
         """ListEvents lists a namespace's audit events in a time range, oldest
         first: the audit export.
 
+        The newest events are left out unless include_unsettled is set: the
+        listing stops the server's settling delay (10s) before the database's
+        now, and settled_until says where.
+        An event's time is its transaction's start, but it becomes visible at
+        commit, so an event of the last moments may still appear with an
+        earlier time than one already listed; stopping short is what lets an
+        export that follows the log with page tokens never skip one. Ask again
+        later, or with include_unsettled, to see the newest events.
+
         Errors: INVALID_ARGUMENT, NOT_FOUND (no such namespace), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
