@@ -33,7 +33,7 @@ func benchStoreWith(b *testing.B, cfg ledger.Config) *ledger.Store {
 }
 
 // The benchmarks run 16 concurrent callers (SetParallelism(8) on 2 cores),
-// where the DESIGN measured PostgreSQL's peak. Run them with `make bench`,
+// about where PostgreSQL's own throughput peaks on such a machine. Run them with `make bench`,
 // which uses a cluster with fsync on.
 
 // BenchmarkPair is the common pipeline step: Reserve a fresh key, then

@@ -1,5 +1,5 @@
 // Package ledger is ledgerd's domain and its PostgreSQL store: the state
-// machine of DESIGN.md, enforced by the statements in queries/.
+// machine of docs/design.md, enforced by the statements in queries/.
 //
 // A pipeline step reserves a key, does the work under the lease it was
 // granted, and records the outcome:

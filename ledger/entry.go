@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// State is where a key is in its life. See DESIGN.md, "State machine".
+// State is where a key is in its life. See docs/design.md, "State machine".
 type State string
 
 // The states of an entry, as stored in the entries table.

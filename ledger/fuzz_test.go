@@ -20,8 +20,8 @@ import (
 )
 
 // The fuzz targets drive the Store's public API with random requests over
-// a real database and check what DESIGN.md's rule 5 promises: bad input
-// gets a *ValidationError naming the field and changes nothing. Every
+// a real database and check what docs/design.md's safety rule 7 promises:
+// bad input gets a *ValidationError naming the field and changes nothing. Every
 // other answer must be a success or one of the ledger's errors: an error
 // that is none of them (a driver error, say) is an INTERNAL to clients.
 // `make test` runs each briefly; `make fuzz` for FUZZTIME.

@@ -79,7 +79,7 @@ func (c Config) validate() error {
 		return err
 	}
 	if c.MaxConcurrentBatches < 0 {
-		return fmt.Errorf("MaxConcurrentBatches must be positive, got %d", c.MaxConcurrentBatches)
+		return fmt.Errorf("MaxConcurrentBatches must not be negative (0: the default, 4), got %d", c.MaxConcurrentBatches)
 	}
 	if c.NamespaceCacheTTL < 0 {
 		return fmt.Errorf("NamespaceCacheTTL must not be negative, got %s", c.NamespaceCacheTTL)

@@ -1,4 +1,4 @@
--- The ledger's three tables. See DESIGN.md, "Storage".
+-- The ledger's three tables. See docs/design.md, "Storage".
 
 -- +goose Up
 

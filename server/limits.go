@@ -138,7 +138,7 @@ func (l Limits) serverOptions() []grpc.ServerOption {
 		// Serve calls on reused goroutines, whose stacks have grown already,
 		// rather than a new one per call: growing a fresh stack through the
 		// interceptors, the ledger and pgx was a tenth of ledgerd's CPU
-		// (docs/performance/profile-findings.md). Calls beyond the workers
+		// (measured with pprof under ledgerbench). Calls beyond the workers
 		// still get goroutines of their own, so a waiting Reserve blocks
 		// nobody. (grpc-go marks the option experimental.)
 		grpc.NumStreamWorkers(streamWorkers),

@@ -262,7 +262,7 @@ func newStoreCollector(store *ledger.Store, cfg MetricsConfig) *storeCollector {
 			"1 while the LISTEN connection that wakes waiting Reserves is up; 0 while waiters fall back to polling.",
 			nil, nil),
 		coalescedStatements: prometheus.NewDesc("ledgerd_coalesced_statements_total",
-			"Statements run for coalesced singleton calls, by kind (reserve, complete); calls / statements is the mean batch size.",
+			"Statements run for coalesced singleton calls, by kind (reserve, complete, lookup); calls / statements is the mean batch size.",
 			[]string{"kind"}, nil),
 		coalescedCalls: prometheus.NewDesc("ledgerd_coalesced_calls_total",
 			"Singleton calls that went through the coalescer, by kind.",

@@ -12,7 +12,7 @@
 -- entries_leased_idx, which its statistics call small, but which holds an
 -- entry for every lease granted since the last vacuum. Measured: that plan
 -- read 5,000 index entries per coalesced Complete after a few seconds of
--- load, and halved the pair rate (docs/performance.md). Without it the only
+-- load, and halved the pair rate. Without it the only
 -- index is the primary key, probed once per item.
 WITH input AS (
     SELECT *

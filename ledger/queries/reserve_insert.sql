@@ -1,7 +1,7 @@
 -- Reserve, first statement: insert a fresh entry holding the first lease,
 -- with its 'reserved' event, or else read the existing entry.
 -- ON CONFLICT DO NOTHING writes nothing when the key exists, so a replay of a
--- finished key costs one read and no WAL (DESIGN.md, "Performance facts").
+-- finished key costs one read and no WAL.
 -- If a concurrent Reserve inserted the key after this statement's snapshot
 -- was taken, the statement returns no row and the caller runs it again.
 --
