@@ -137,7 +137,8 @@ func freeAddr() (string, error) {
 
 // Restart starts the process again on the same address, after it exited or
 // was stopped, and waits until it serves. It fails as StartLedgerd does, and
-// when the process is still running.
+// when the process is still running; after Stop, it needs a LogPath of the
+// caller's, as Stop removed the temporary one.
 func (l *Ledgerd) Restart(ctx context.Context) error {
 	_, err := l.start(ctx)
 	return err
