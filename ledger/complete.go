@@ -154,12 +154,8 @@ func (it completeItem) id() string { return it.namespace + "\x00" + it.key }
 // completeOne runs one Complete (complete.sql): the guard row, or nil when
 // the key has no entry.
 func completeOne(ctx context.Context, q querier, item completeItem) (*guardRow, error) {
-	found, err := queryRows[guardRow](ctx, q, query("complete"),
+	return queryOne[guardRow](ctx, q, query("complete"),
 		item.namespace, item.key, item.token, item.result, item.retentionMS, item.caller)
-	if err != nil || len(found) == 0 {
-		return nil, err
-	}
-	return &found[0], nil
 }
 
 // completeMany runs Complete for many distinct keys at once
@@ -172,13 +168,6 @@ func completeMany(ctx context.Context, q querier, items []completeItem) ([]*guar
 		namespaces[i], keys[i], tokens[i] = it.namespace, it.key, it.token
 		results[i], retentions[i], callers[i] = it.result, it.retentionMS, it.caller
 	}
-	found, err := queryRows[numberedGuardRow](ctx, q, query("complete_batch"), namespaces, keys, tokens, results, retentions, callers)
-	if err != nil {
-		return nil, err
-	}
-	rows := make([]*guardRow, len(items))
-	for i := range found {
-		rows[found[i].N-1] = &found[i].guardRow
-	}
-	return rows, nil
+	return queryNumbered[numberedGuardRow, guardRow](ctx, q, len(items), query("complete_batch"),
+		namespaces, keys, tokens, results, retentions, callers)
 }

@@ -21,11 +21,7 @@ type guardRow struct {
 // trail, with q.
 func (s *Store) guardedUpdate(ctx context.Context, q querier, operation, namespace, key string, token int64, finalState func(State) bool, sql string, args ...any) (row guardRow, already bool, err error) {
 	return s.guarded(ctx, q, operation, namespace, key, token, finalState, func() (*guardRow, error) {
-		found, err := queryRows[guardRow](ctx, q, sql, args...)
-		if err != nil || len(found) == 0 {
-			return nil, err
-		}
-		return &found[0], nil
+		return queryOne[guardRow](ctx, q, sql, args...)
 	})
 }
 

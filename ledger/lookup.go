@@ -55,11 +55,7 @@ func (s *Store) readEntry(ctx context.Context, item lookupItem) (*entryRow, erro
 
 // lookupOne reads one entry (lookup.sql), or nil when the key has none.
 func lookupOne(ctx context.Context, q querier, item lookupItem) (*entryRow, error) {
-	found, err := queryRows[entryRow](ctx, q, query("lookup"), item.namespace, item.key)
-	if err != nil || len(found) == 0 {
-		return nil, err
-	}
-	return &found[0], nil
+	return queryOne[entryRow](ctx, q, query("lookup"), item.namespace, item.key)
 }
 
 // lookupMany reads the entries of many distinct keys with one statement
@@ -71,15 +67,7 @@ func lookupMany(ctx context.Context, q querier, items []lookupItem) ([]*entryRow
 	for i, it := range items {
 		namespaces[i], keys[i] = it.namespace, it.key
 	}
-	found, err := queryRows[numberedEntryRow](ctx, q, query("lookup_batch"), namespaces, keys)
-	if err != nil {
-		return nil, err
-	}
-	rows := make([]*entryRow, len(items))
-	for i := range found {
-		rows[found[i].N-1] = &found[i].entryRow
-	}
-	return rows, nil
+	return queryNumbered[numberedEntryRow, entryRow](ctx, q, len(items), query("lookup_batch"), namespaces, keys)
 }
 
 // purgedRow is the purged event of a key without an entry (see
@@ -107,28 +95,20 @@ func (p purgedRow) entry(namespace, key string) Entry {
 // purgedOne reads the purged event of a key without an entry
 // (lookup_purged.sql), or nil when it has none.
 func purgedOne(ctx context.Context, q querier, namespace, key string) (*purgedRow, error) {
-	found, err := queryRows[purgedRow](ctx, q, query("lookup_purged"), namespace, key)
-	if err != nil || len(found) == 0 {
-		return nil, err
-	}
-	return &found[0], nil
+	return queryOne[purgedRow](ctx, q, query("lookup_purged"), namespace, key)
 }
 
 // purgedMany reads the purged events of many keys of a namespace with one
 // statement (lookup_purged_batch.sql, the twin of lookup_purged.sql): each
 // key's, nil when it has none.
 func purgedMany(ctx context.Context, q querier, namespace string, keys []string) ([]*purgedRow, error) {
-	type numberedRow struct {
-		N int `db:"n"`
-		purgedRow
-	}
-	found, err := queryRows[numberedRow](ctx, q, query("lookup_purged_batch"), namespace, keys)
-	if err != nil {
-		return nil, err
-	}
-	rows := make([]*purgedRow, len(keys))
-	for i := range found {
-		rows[found[i].N-1] = &found[i].purgedRow
-	}
-	return rows, nil
+	return queryNumbered[numberedPurgedRow, purgedRow](ctx, q, len(keys), query("lookup_purged_batch"), namespace, keys)
 }
+
+// numberedPurgedRow is a row of lookup_purged_batch.sql.
+type numberedPurgedRow struct {
+	N int `db:"n"`
+	purgedRow
+}
+
+func (r *numberedPurgedRow) item() (int, *purgedRow) { return r.N, &r.purgedRow }

@@ -430,12 +430,8 @@ func (s *Store) insertOrRead(ctx context.Context, q querier, req ReserveRequest,
 // insertOrReadOne runs the first statement of one Reserve
 // (reserve_insert.sql): the row, or nil when a concurrent insert hid it.
 func insertOrReadOne(ctx context.Context, q querier, item reserveItem) (*reserveRow, error) {
-	found, err := queryRows[reserveRow](ctx, q, query("reserve_insert"),
+	return queryOne[reserveRow](ctx, q, query("reserve_insert"),
 		item.namespace, item.key, item.owner, item.ttlMS, item.fingerprint, item.metadata, item.caller)
-	if err != nil || len(found) == 0 {
-		return nil, err
-	}
-	return &found[0], nil
 }
 
 // insertOrReadMany runs the first statement of Reserve for many distinct
@@ -449,14 +445,6 @@ func insertOrReadMany(ctx context.Context, q querier, items []reserveItem) ([]*r
 		namespaces[i], keys[i], owners[i], ttls[i] = it.namespace, it.key, it.owner, it.ttlMS
 		fingerprints[i], metadata[i], callers[i] = it.fingerprint, it.metadata, it.caller
 	}
-	found, err := queryRows[numberedReserveRow](ctx, q, query("reserve_insert_batch"),
+	return queryNumbered[numberedReserveRow, reserveRow](ctx, q, len(items), query("reserve_insert_batch"),
 		namespaces, keys, owners, ttls, fingerprints, metadata, callers)
-	if err != nil {
-		return nil, err
-	}
-	rows := make([]*reserveRow, len(items))
-	for i := range found {
-		rows[found[i].N-1] = &found[i].reserveRow
-	}
-	return rows, nil
 }

@@ -114,6 +114,8 @@ func (r *numberedReserveRow) scanTargets() []any {
 	return append([]any{&r.N}, r.reserveRow.scanTargets()...)
 }
 
+func (r *numberedReserveRow) item() (int, *reserveRow) { return r.N, &r.reserveRow }
+
 // numberedGuardRow is a row of complete_batch.sql.
 type numberedGuardRow struct {
 	N int `db:"n"`
@@ -124,6 +126,8 @@ func (r *numberedGuardRow) scanTargets() []any {
 	return append([]any{&r.N}, r.guardRow.scanTargets()...)
 }
 
+func (r *numberedGuardRow) item() (int, *guardRow) { return r.N, &r.guardRow }
+
 // numberedEntryRow is a row of lookup_batch.sql.
 type numberedEntryRow struct {
 	N int `db:"n"`
@@ -133,3 +137,5 @@ type numberedEntryRow struct {
 func (r *numberedEntryRow) scanTargets() []any {
 	return append([]any{&r.N}, r.entryRow.scanTargets()...)
 }
+
+func (r *numberedEntryRow) item() (int, *entryRow) { return r.N, &r.entryRow }

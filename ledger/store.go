@@ -204,6 +204,41 @@ func queryRows[T any](ctx context.Context, q querier, sql string, args ...any) (
 	return found, dbError(err)
 }
 
+// queryOne runs a statement that returns at most one row, and returns it
+// (nil for none).
+func queryOne[T any](ctx context.Context, q querier, sql string, args ...any) (*T, error) {
+	found, err := queryRows[T](ctx, q, sql, args...)
+	if err != nil || len(found) == 0 {
+		return nil, err
+	}
+	return &found[0], nil
+}
+
+// numbered is a row of a statement for many items, which returns the
+// item's position (from 1) with each row: the row's value and position.
+type numbered[T any] interface {
+	item() (n int, value *T)
+}
+
+// queryNumbered runs a statement for n items that returns at most one row
+// per item, numbered, and returns each item's row in the items' order (nil
+// for an item without one).
+func queryNumbered[R any, T any, PR interface {
+	*R
+	numbered[T]
+}](ctx context.Context, q querier, n int, sql string, args ...any) ([]*T, error) {
+	found, err := queryRows[R](ctx, q, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]*T, n)
+	for i := range found {
+		position, value := PR(&found[i]).item()
+		rows[position-1] = value
+	}
+	return rows, nil
+}
+
 // maxRaceRetries bounds how often a call reads again after a concurrent
 // change made its compare-and-set miss. Each retry sees a newer committed
 // state, so in practice one retry settles it.

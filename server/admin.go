@@ -274,12 +274,7 @@ func eventKindProto(kind ledger.EventKind) ledgerv1.EventKind { return eventKind
 // eventKindDomain maps an API kind to the stored one; an unknown kind maps
 // to one that matches no event.
 func eventKindDomain(kind ledgerv1.EventKind) ledger.EventKind {
-	for domain, api := range eventKinds {
-		if api == kind {
-			return domain
-		}
-	}
-	return ledger.EventKind(kind.String())
+	return domainOf(eventKinds, kind, ledger.EventKind(kind.String()))
 }
 
 // states pairs the domain's states with the API's.
@@ -297,12 +292,18 @@ func stateProto(state ledger.State) ledgerv1.State { return states[state] }
 // stateDomain maps an API state to the domain's. A state the domain does
 // not know maps to its name, which the store's filter check refuses.
 func stateDomain(state ledgerv1.State) ledger.State {
-	for domain, api := range states {
-		if api == state {
+	return domainOf(states, state, ledger.State(state.String()))
+}
+
+// domainOf finds the domain value that pairs maps to api, or returns
+// unknown.
+func domainOf[D, A comparable](pairs map[D]A, api A, unknown D) D {
+	for domain, a := range pairs {
+		if a == api {
 			return domain
 		}
 	}
-	return ledger.State(state.String())
+	return unknown
 }
 
 // optionalTime converts an optional proto timestamp; unset is the zero
