@@ -125,7 +125,7 @@ func TestPurgeExpiredOnDemand(t *testing.T) {
 		n, err := b.store.PurgeExpired(ctx, "ns", "disk pressure")
 		require.NoError(t, err)
 		return n == 1
-	}, 10*time.Second, 10*time.Millisecond)
+	}, time.Minute, 10*time.Millisecond)
 	n, err := b.store.PurgeExpired(ctx, "ns", "again")
 	require.NoError(t, err)
 	require.Zero(t, n)

@@ -81,7 +81,7 @@ func TestCoalescerGathersWhileBusy(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return len(c.queue) == 9
-	}, 5*time.Second, time.Millisecond)
+	}, time.Minute, time.Millisecond)
 	close(r.hold)
 	wg.Wait()
 
@@ -107,7 +107,7 @@ func TestCoalescerFailingItemFailsAlone(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return len(c.queue) == len(items)
-	}, 5*time.Second, time.Millisecond)
+	}, time.Minute, time.Millisecond)
 	close(r.hold)
 	wg.Wait()
 	for i, item := range items {
@@ -135,7 +135,7 @@ func TestCoalescerKeepsKeysApart(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return len(c.queue) == 4
-	}, 5*time.Second, time.Millisecond)
+	}, time.Minute, time.Millisecond)
 	close(r.hold)
 	wg.Wait()
 	r.mu.Lock()
@@ -160,7 +160,7 @@ func TestCoalescerSkipsCallersThatLeft(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		return len(c.queue) == 2
-	}, 5*time.Second, time.Millisecond)
+	}, time.Minute, time.Millisecond)
 	cancel()
 	require.ErrorIs(t, <-gone, context.Canceled)
 	close(r.hold)

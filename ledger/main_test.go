@@ -17,8 +17,10 @@ import (
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // testConfig allows short leases, so that tests can let a lease run out by
-// the database's clock in a fraction of a second.
-var testConfig = ledger.Config{Limits: ledger.Limits{MinLeaseTTL: 10 * time.Millisecond}, EventSettlingDelay: -1}
+// the database's clock in a fraction of a second, and long waits, so that a
+// waiter woken by a change is told from one woken by its timer even on a
+// busy machine.
+var testConfig = ledger.Config{Limits: ledger.Limits{MinLeaseTTL: 10 * time.Millisecond, MaxWait: time.Hour}, EventSettlingDelay: -1}
 
 type testBundle struct {
 	store *ledger.Store
@@ -76,7 +78,7 @@ func (b testBundle) waitExpired(t *testing.T, ns, key string) {
 		e, err := b.store.Lookup(context.Background(), ns, key)
 		require.NoError(t, err)
 		return e.LeaseExpired
-	}, 10*time.Second, 10*time.Millisecond)
+	}, time.Minute, 10*time.Millisecond)
 }
 
 func (b testBundle) lookup(t *testing.T, ns, key string) ledger.Entry {
@@ -107,6 +109,6 @@ func (b testBundle) purgedKey(t *testing.T, ns, key string) ledger.Reservation {
 		purged, err := b.store.PurgeExpired(ctx, ns, "test")
 		require.NoError(t, err)
 		return purged == 1
-	}, 5*time.Second, time.Millisecond)
+	}, time.Minute, time.Millisecond)
 	return r
 }

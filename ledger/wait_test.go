@@ -19,13 +19,13 @@ import (
 // waiter that answers before its wait ran out was woken by the change
 // itself, not by a timer.
 const (
-	longWait    = 45 * time.Second
-	wokenWithin = 10 * time.Second
+	longWait    = 30 * time.Minute // testConfig's MaxWait allows it
+	wokenWithin = 2 * time.Minute  // generous for a busy machine, far below longWait
 )
 
 func (b testBundle) waitListening(t *testing.T) {
 	t.Helper()
-	require.Eventually(t, b.store.Listening, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, b.store.Listening, time.Minute, 5*time.Millisecond)
 }
 
 // startWaiting starts a waiting Reserve and returns its answer channel once
@@ -44,7 +44,7 @@ func (b testBundle) startWaiting(t *testing.T, store *ledger.Store, req ledger.R
 		require.NoError(t, b.pool.QueryRow(context.Background(),
 			`SELECT waiters FROM entries WHERE namespace = $1 AND key = $2`, req.Namespace, req.Key).Scan(&flagged))
 		return flagged && store.Waiters() > before
-	}, 10*time.Second, 5*time.Millisecond)
+	}, time.Minute, 5*time.Millisecond)
 	return answer
 }
 
@@ -239,7 +239,7 @@ func TestOnlyWaitedKeysNotify(t *testing.T) {
 	// schemas): keep this schema's notifications only.
 	var schema string
 	require.NoError(t, conn.QueryRow(ctx, `SELECT current_schema()`).Scan(&schema))
-	waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	waitCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
 		n, err := conn.WaitForNotification(waitCtx)

@@ -49,7 +49,7 @@ func TestAdminService(t *testing.T) {
 		stuck, err := admin.ListEntries(ctx, &ledgerv1.ListEntriesRequest{Namespace: "ops", Stuck: true})
 		require.NoError(t, err)
 		return len(stuck.GetEntries()) == 1 && stuck.GetEntries()[0].GetKey() == "stuck"
-	}, 10*time.Second, 10*time.Millisecond)
+	}, time.Minute, 10*time.Millisecond)
 	leased, err := admin.ListEntries(ctx, &ledgerv1.ListEntriesRequest{Namespace: "ops", States: []ledgerv1.State{ledgerv1.State_STATE_LEASED}, PageSize: 1})
 	require.NoError(t, err)
 	require.Len(t, leased.GetEntries(), 1)
@@ -106,7 +106,7 @@ func TestAdminService(t *testing.T) {
 		purged, err := admin.PurgeExpired(ctx, &ledgerv1.PurgeExpiredRequest{Namespace: "ops", Reason: "test"})
 		require.NoError(t, err)
 		return purged.GetPurgedEntries() == 1
-	}, 10*time.Second, 10*time.Millisecond)
+	}, time.Minute, 10*time.Millisecond)
 	gone, err := b.client.Lookup(ctx, &ledgerv1.LookupRequest{Namespace: "ops", Key: "done"})
 	require.NoError(t, err)
 	require.Equal(t, ledgerv1.State_STATE_PURGED, gone.GetEntry().GetState())

@@ -255,7 +255,7 @@ func TestHTTPMetrics(t *testing.T) {
 	require.Eventually(t, func() bool {
 		entry := b.ok(t, "Lookup", `{"namespace": "m", "key": "expired"}`)["entry"].(map[string]any)
 		return entry["leaseExpired"] == true
-	}, 10*time.Second, 10*time.Millisecond)
+	}, time.Minute, 10*time.Millisecond)
 	b.metrics.ObserveSweep(ledger.SweepReport{PurgedEntries: map[string]int64{"m": 3}, DeletedEvents: 5})
 	b.metrics.ObserveSweep(ledger.SweepReport{PurgedEntries: map[string]int64{"m": 1}, Err: context.DeadlineExceeded})
 

@@ -189,7 +189,7 @@ func TestConcurrentStreamsLimit(t *testing.T) {
 		}
 		waited <- err
 	}()
-	require.Eventually(t, func() bool { return s.ledger.Store.Waiters() == 1 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return s.ledger.Store.Waiters() == 1 }, time.Minute, 5*time.Millisecond)
 
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()

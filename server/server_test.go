@@ -185,7 +185,7 @@ func TestErrorModel(t *testing.T) {
 		got, err := b.client.Lookup(ctx, &ledgerv1.LookupRequest{Namespace: "ns", Key: "k"})
 		require.NoError(t, err)
 		return got.GetEntry().GetLeaseExpired()
-	}, 10*time.Second, 10*time.Millisecond)
+	}, time.Minute, 10*time.Millisecond)
 	res, err = b.client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w2", Fingerprint: []byte("a")})
 	require.NoError(t, err)
 	require.Equal(t, token+1, res.GetAcquired().GetFencingToken())
@@ -242,7 +242,7 @@ func TestHealthAndReflection(t *testing.T) {
 func TestReserveWaits(t *testing.T) {
 	t.Parallel()
 	ctx, b := setup(t)
-	require.Eventually(t, b.ledger.Store.Listening, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, b.ledger.Store.Listening, time.Minute, 5*time.Millisecond)
 
 	_, err := b.client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w", WaitTimeout: durationpb.New(-time.Second)})
 	st := requireReason(t, err, codes.InvalidArgument, "INVALID_ARGUMENT")
@@ -258,7 +258,7 @@ func TestReserveWaits(t *testing.T) {
 		require.NoError(t, err)
 		answer <- res
 	}()
-	require.Eventually(t, func() bool { return b.ledger.Store.Waiters() == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return b.ledger.Store.Waiters() == 1 }, time.Minute, 5*time.Millisecond)
 	_, err = b.client.Complete(ctx, &ledgerv1.CompleteRequest{Namespace: "ns", Key: "k", FencingToken: token, Result: []byte("r")})
 	require.NoError(t, err)
 	select {

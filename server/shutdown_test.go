@@ -56,7 +56,7 @@ func TestGracefulShutdown(t *testing.T) {
 		var waiting int
 		require.NoError(t, b.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%completed%'`).Scan(&waiting))
 		return waiting == 1
-	}, 10*time.Second, 10*time.Millisecond, "the Complete is blocked on the row lock")
+	}, time.Minute, 10*time.Millisecond, "the Complete is blocked on the row lock")
 
 	shutdownCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
