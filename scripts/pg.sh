@@ -320,8 +320,9 @@ ensure_database() {
 
 # init_cluster: run initdb in PGDATA_DIR (which must be empty) and append our settings.
 init_cluster() {
-	local nosync=() durability
+	local nosync=() durability kind="a durable cluster (fsync on)"
 	if [[ "${LEDGER_PG_THROWAWAY:-}" == 1 ]]; then
+		kind="a throwaway cluster (fsync off)"
 		# Throwaway test cluster: skipping fsync makes initdb and tests much faster; a crash can
 		# lose or corrupt data, which is acceptable only because the cluster is deleted afterwards.
 		nosync=(--no-sync)
@@ -332,12 +333,17 @@ full_page_writes = off"
 		# Development cluster: keep fsync on so latency/durability measurements are honest.
 		durability="fsync = on"
 	fi
-	log "initializing cluster in $PGDATA_DIR (binaries: $BINDIR)"
+	log "creating $kind in $PGDATA_DIR with $BINDIR/initdb"
 	# --auth=trust: any local user may connect as any role without a password. Acceptable only
 	# because the server listens on 127.0.0.1 and on a socket in a private (0700) directory.
-	as_pg "$BINDIR/initdb" -D "$PGDATA_DIR" --auth=trust --username="$PG_USER_NAME" \
-		--encoding=UTF8 --locale=C ${nosync[@]+"${nosync[@]}"} >&2 ||
+	# initdb's report is shown only when it fails: on success it ends with advice to start the
+	# server with pg_ctl by hand, which is this script's job.
+	local out
+	if ! out="$(as_pg "$BINDIR/initdb" -D "$PGDATA_DIR" --auth=trust --username="$PG_USER_NAME" \
+		--encoding=UTF8 --locale=C ${nosync[@]+"${nosync[@]}"} 2>&1)"; then
+		printf '%s\n' "$out" >&2
 		die "initdb failed for $PGDATA_DIR (it must be empty or not exist)"
+	fi
 	# shellcheck disable=SC2016 # $1 is expanded by the inner sh, running as the cluster owner.
 	as_pg sh -c 'cat >>"$1"' sh "$PGDATA_DIR/postgresql.conf" <<EOF
 
