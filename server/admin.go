@@ -41,7 +41,7 @@ func (s *adminService) ListEntries(ctx context.Context, req *ledgerv1.ListEntrie
 		Stuck:         req.GetStuck(),
 	}
 	for _, state := range req.GetStates() {
-		filter.States = append(filter.States, stateDomain(state))
+		filter.States = append(filter.States, states.domain(state))
 	}
 	entries, next, err := s.store.ListEntries(ctx, filter, page(req.GetPageSize(), req.GetPageToken()))
 	if err != nil {
@@ -73,7 +73,7 @@ func (s *adminService) ListEvents(ctx context.Context, req *ledgerv1.ListEventsR
 	}
 	filter := ledger.EventFilter{Namespace: req.GetNamespace(), Start: start, End: end, IncludeUnsettled: req.GetIncludeUnsettled()}
 	for _, kind := range req.GetKinds() {
-		filter.Kinds = append(filter.Kinds, eventKindDomain(kind))
+		filter.Kinds = append(filter.Kinds, eventKinds.domain(kind))
 	}
 	events, err := s.store.ListEvents(ctx, filter, page(req.GetPageSize(), req.GetPageToken()))
 	if err != nil {
@@ -235,7 +235,7 @@ func eventsProto(events []ledger.Event) []*ledgerv1.Event {
 			Id:           e.ID,
 			Namespace:    e.Namespace,
 			Key:          e.Key,
-			Kind:         eventKindProto(e.Kind),
+			Kind:         eventKinds.api(e.Kind),
 			FencingToken: e.FencingToken,
 			Owner:        e.Owner,
 			Attempt:      e.Attempt,
@@ -247,8 +247,28 @@ func eventsProto(events []ledger.Event) []*ledgerv1.Event {
 	return out
 }
 
+// apiPairs pairs the domain's values of an enumeration with the API's.
+type apiPairs[D ~string, A interface {
+	comparable
+	String() string
+}] map[D]A
+
+// api maps a domain value to the API's; the zero (UNSPECIFIED) for none.
+func (p apiPairs[D, A]) api(domain D) A { return p[domain] }
+
+// domain maps an API value to the domain's. A value the domain does not
+// know maps to its name, which the store refuses or matches with nothing.
+func (p apiPairs[D, A]) domain(api A) D {
+	for domain, a := range p {
+		if a == api {
+			return domain
+		}
+	}
+	return D(api.String())
+}
+
 // eventKinds pairs the stored kinds with the API's.
-var eventKinds = map[ledger.EventKind]ledgerv1.EventKind{
+var eventKinds = apiPairs[ledger.EventKind, ledgerv1.EventKind]{
 	ledger.EventReserved:           ledgerv1.EventKind_EVENT_KIND_RESERVED,
 	ledger.EventTakenOver:          ledgerv1.EventKind_EVENT_KIND_TAKEN_OVER,
 	ledger.EventReclaimed:          ledgerv1.EventKind_EVENT_KIND_RECLAIMED,
@@ -269,41 +289,13 @@ var eventKinds = map[ledger.EventKind]ledgerv1.EventKind{
 	ledger.EventRoleRevoked:        ledgerv1.EventKind_EVENT_KIND_ROLE_REVOKED,
 }
 
-func eventKindProto(kind ledger.EventKind) ledgerv1.EventKind { return eventKinds[kind] }
-
-// eventKindDomain maps an API kind to the stored one; an unknown kind maps
-// to one that matches no event.
-func eventKindDomain(kind ledgerv1.EventKind) ledger.EventKind {
-	return domainOf(eventKinds, kind, ledger.EventKind(kind.String()))
-}
-
 // states pairs the domain's states with the API's.
-var states = map[ledger.State]ledgerv1.State{
+var states = apiPairs[ledger.State, ledgerv1.State]{
 	ledger.StateLeased:    ledgerv1.State_STATE_LEASED,
 	ledger.StateCompleted: ledgerv1.State_STATE_COMPLETED,
 	ledger.StateFailed:    ledgerv1.State_STATE_FAILED,
 	ledger.StateReleased:  ledgerv1.State_STATE_RELEASED,
 	ledger.StatePurged:    ledgerv1.State_STATE_PURGED,
-}
-
-// stateProto maps a domain state to the API's; STATE_UNSPECIFIED for none.
-func stateProto(state ledger.State) ledgerv1.State { return states[state] }
-
-// stateDomain maps an API state to the domain's. A state the domain does
-// not know maps to its name, which the store's filter check refuses.
-func stateDomain(state ledgerv1.State) ledger.State {
-	return domainOf(states, state, ledger.State(state.String()))
-}
-
-// domainOf finds the domain value that pairs maps to api, or returns
-// unknown.
-func domainOf[D, A comparable](pairs map[D]A, api A, unknown D) D {
-	for domain, a := range pairs {
-		if a == api {
-			return domain
-		}
-	}
-	return unknown
 }
 
 // optionalTime converts an optional proto timestamp; unset is the zero

@@ -149,7 +149,7 @@ func (s *service) Fail(ctx context.Context, req *ledgerv1.FailRequest) (*ledgerv
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
-	return &ledgerv1.FailResponse{State: stateProto(f.State), AlreadyFailed: f.AlreadyFailed}, nil
+	return &ledgerv1.FailResponse{State: states.api(f.State), AlreadyFailed: f.AlreadyFailed}, nil
 }
 
 func (s *service) Release(ctx context.Context, req *ledgerv1.ReleaseRequest) (*ledgerv1.ReleaseResponse, error) {
@@ -185,7 +185,7 @@ func entryProto(e ledger.Entry) *ledgerv1.Entry {
 	return &ledgerv1.Entry{
 		Namespace:      e.Namespace,
 		Key:            e.Key,
-		State:          stateProto(e.State),
+		State:          states.api(e.State),
 		Owner:          e.Owner,
 		FencingToken:   e.FencingToken,
 		LeaseExpiresAt: optionalTimestamp(e.LeaseExpiresAt),
