@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"net/url"
 	"os"
 	"regexp"
@@ -241,7 +240,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	} {
 		_, err := conn.Exec(ctx, sql)
 		var pgErr *pgconn.PgError
-		require.True(t, errors.As(err, &pgErr), "%s: %v", sql, err)
+		require.ErrorAs(t, err, &pgErr, sql)
 		require.Equal(t, pgerrcode.InsufficientPrivilege, pgErr.Code, "%s: %v", sql, err)
 		require.NotContains(t, pgErr.Message, "append-only", "%s: refused by privilege, not by the trigger", sql)
 	}

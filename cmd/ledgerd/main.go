@@ -40,8 +40,9 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop() // not deferred: os.Exit below would skip it
+	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(os.Stderr, "ledgerd:", err)
 		}
@@ -244,7 +245,11 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		return err
 	}
 	if auth != nil {
-		defer auth.stop()
+		defer func() {
+			if err := auth.stop(); err != nil {
+				logger.Error("credentials refresh", "error", err)
+			}
+		}()
 	}
 	var serverTLS *server.TLS
 	var serverOptions []grpc.ServerOption
@@ -441,9 +446,10 @@ func (r *runningAuth) get() *server.Auth {
 	return r.auth
 }
 
-func (r *runningAuth) stop() {
+// stop ends the refresh loop and returns what it returned.
+func (r *runningAuth) stop() error {
 	r.stopRun()
-	<-r.ran
+	return <-r.ran
 }
 
 // startAuth loads the credentials and keeps them fresh, unless the server
