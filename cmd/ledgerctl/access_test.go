@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -89,7 +88,7 @@ func TestAccess(t *testing.T) {
 	// A token without roles, as a table: stdout is the token alone.
 	r = ctlEnv(t, root, "tokens", "create", "--principal", "svc-nobody", "--reason", "a principal without roles")
 	require.Equal(t, exitOK, r.code, r.stderr)
-	require.Regexp(t, regexp.MustCompile(`^ldg_[0-9a-f]{16}_[A-Za-z0-9_-]{43}\n$`), r.stdout)
+	require.Regexp(t, `^ldg_[0-9a-f]{16}_[A-Za-z0-9_-]{43}\n$`, r.stdout)
 	golden(t, "tokens-create", r.stdout)
 	golden(t, "tokens-create-stderr", r.stderr)
 	nobody := as(addr, strings.TrimSpace(r.stdout))

@@ -349,7 +349,7 @@ func (c *cli) readToken() (string, error) {
 	if file != "" {
 		raw, err := os.ReadFile(file)
 		if err != nil {
-			return "", fmt.Errorf("%s: %v", fileSource, err)
+			return "", fmt.Errorf("%s: %w", fileSource, err)
 		}
 		value, source = string(raw), fileSource+" "+file
 		if strings.TrimSpace(value) == "" {
@@ -440,7 +440,7 @@ func (c *cli) connect(token string) error {
 	}
 	client, err := ledgerclient.New(c.addr, options...)
 	if err != nil {
-		return fmt.Errorf("--addr %q: %v", c.addr, err)
+		return fmt.Errorf("--addr %q: %w", c.addr, err)
 	}
 	c.client = client
 	return nil
@@ -461,7 +461,7 @@ func (c *cli) tlsConfig() (*tls.Config, error) {
 	if c.caFile != "" {
 		pem, err := os.ReadFile(c.caFile)
 		if err != nil {
-			return nil, fmt.Errorf("--ca-file: %v", err)
+			return nil, fmt.Errorf("--ca-file: %w", err)
 		}
 		config.RootCAs = x509.NewCertPool()
 		if !config.RootCAs.AppendCertsFromPEM(pem) {
@@ -474,7 +474,7 @@ func (c *cli) tlsConfig() (*tls.Config, error) {
 	if c.certFile != "" {
 		cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
 		if err != nil {
-			return nil, fmt.Errorf("--cert-file and --key-file: %v", err)
+			return nil, fmt.Errorf("--cert-file and --key-file: %w", err)
 		}
 		config.Certificates = []tls.Certificate{cert}
 	}
