@@ -105,13 +105,35 @@ check-generated: generate ## Fail if the committed generated code is stale.
 		echo "generated code is stale: run 'make generate' and commit the result" >&2; exit 1; \
 	fi
 
+# golangci-lint (.golangci.yaml), built from the version pinned in
+# tools/go.mod: rebuilt only when it is missing or tools/go.mod changes (a
+# cold build takes a few minutes on 2 cores).
+GOLANGCI_LINT := bin/golangci-lint
+$(GOLANGCI_LINT): tools/go.mod tools/go.sum
+	cd tools && go build -o ../$@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+	@touch $@
+
+# make lint runs every step, even after one has failed, then names the
+# steps that failed. LINT_STEP NAME COMMAND... runs one step.
+LINT_STEP = step() { local name="$$1"; shift; echo "--- lint: $$name"; "$$@" || failed+=("$$name"); }
 .PHONY: lint
-lint: $(BUF) ## gofmt, go vet, buf lint, go mod tidy check.
-	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; \
-	if [ -n "$$unformatted" ]; then echo "gofmt needed:" >&2; echo "$$unformatted" >&2; exit 1; fi
-	go vet ./...
-	$(BUF) lint
-	@go mod tidy -diff >/dev/null || { echo "go.mod/go.sum not tidy: run 'go mod tidy'" >&2; go mod tidy -diff; exit 1; }
+lint: $(BUF) $(GOLANGCI_LINT) ## gofmt; go vet; golangci-lint (.golangci.yaml); buf lint; buf format; go mod tidy (. and tools/); Markdown links.
+	@failed=(); $(LINT_STEP); \
+	gofmt_check() { local out; out="$$(gofmt -l $$(git ls-files -co --exclude-standard -- '*.go'))"; \
+		[ -z "$$out" ] || { echo "gofmt needed (gofmt -w FILE):" >&2; echo "$$out" >&2; return 1; }; }; \
+	tidy_check() { (cd "$$1" && go mod tidy -diff) || { echo "$$1/go.mod or go.sum not tidy: run 'go mod tidy' in $$1" >&2; return 1; }; }; \
+	step "gofmt" gofmt_check; \
+	step "go vet" go vet ./...; \
+	step "golangci-lint" $(GOLANGCI_LINT) run ./...; \
+	step "buf lint" $(BUF) lint; \
+	step "buf format (fix: $(BUF) format -w proto)" $(BUF) format proto -d --exit-code; \
+	step "go mod tidy" tidy_check .; \
+	step "go mod tidy (tools/)" tidy_check tools; \
+	step "Markdown links" go run ./internal/linkcheck/cmd/linkcheck; \
+	if [ $${#failed[@]} -gt 0 ]; then \
+		echo "make lint: failed:" >&2; printf '  %s\n' "$${failed[@]}" >&2; exit 1; \
+	fi; \
+	echo "make lint: every step passed"
 
 # The API must stay wire- and source-compatible with what main has; run on
 # a branch before merging (on main itself it compares main with itself).
