@@ -2,10 +2,10 @@
 // style, that the ledger's promises hold while workers, ledgerd replicas
 // and PostgreSQL crash, pause and restart.
 //
-// A run starts its own PostgreSQL cluster (scripts/pg.sh) and two ledgerd
-// processes on 127.0.0.1, each behind a loopback TCP proxy that can drop
-// responses. Workers — goroutines of the harness and separate worker
-// processes — take keys through the Go client (ledgerclient.Do, or bare
+// A run starts its own PostgreSQL cluster and two ledgerd processes on
+// 127.0.0.1 (with internal/devcluster), each behind a loopback TCP proxy
+// that can drop responses. Workers — goroutines of the harness and separate
+// worker processes — take keys through the Go client (ledgerclient.Do, or bare
 // Reserve and Complete calls), and their work writes to a fenced sink (a
 // table that refuses a write whose fencing token is lower than the highest
 // it has accepted for the key) and to an unfenced control sink. Every RPC
@@ -21,5 +21,6 @@
 // docs/reliability.md and on Check.
 //
 // The harness runs with `make chaos` (cmd/ledgerchaos); a short mix runs
-// in `go test`.
+// in `go test`, once as ledgerd runs by default and once with its
+// --no-coalesce flag (Config.LedgerdArgs).
 package chaos
