@@ -37,8 +37,9 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop() // not deferred: os.Exit would skip it
+	os.Exit(code)
 }
 
 const usage = `ledgerchaos runs ledgerd's chaos scenarios and checks that no completion is

@@ -173,7 +173,7 @@ func (p phase) reportProgress(start time.Time, done, failed *atomic.Int64) (stop
 }
 
 // outcomesCopy returns m's outcome counts, or nil if there are none.
-func (m measurement) outcomesCopy() map[string]int64 {
+func (m *measurement) outcomesCopy() map[string]int64 {
 	if len(m.outcomes) == 0 {
 		return nil
 	}

@@ -110,8 +110,8 @@ type anomalies struct {
 	examples []string
 }
 
-// note records an example (the first 20 only).
-func (a *anomalies) note(format string, args ...any) {
+// notef records an example (the first 20 only).
+func (a *anomalies) notef(format string, args ...any) {
 	if len(a.examples) < 20 {
 		a.examples = append(a.examples, fmt.Sprintf(format, args...))
 	}
@@ -134,7 +134,7 @@ func checkDuplicates(st ledgerState, a *anomalies) Duplicates {
 	for key, n := range completions {
 		if n > 1 {
 			d.LedgerCompletions++
-			a.note("duplicate: key %s completed %d times", key, n)
+			a.notef("duplicate: key %s completed %d times", key, n)
 		}
 	}
 	epochs := map[tokenRow]int{}
@@ -144,7 +144,7 @@ func checkDuplicates(st ledgerState, a *anomalies) Duplicates {
 	for r, n := range epochs {
 		if n > 1 {
 			d.FencedEpochs++
-			a.note("duplicate: the fenced sink accepted %d writes for key %s token %d", n, r.key, r.token)
+			a.notef("duplicate: the fenced sink accepted %d writes for key %s token %d", n, r.key, r.token)
 		}
 	}
 	d.Total = d.LedgerCompletions + d.FencedEpochs
@@ -167,12 +167,12 @@ func checkLost(ops []Op, st ledgerState, api map[string]finalEntry, a *anomalies
 		case op.Method == "Complete":
 			if !matches(op.Key, op.Token, op.Value) {
 				l.Completes++
-				a.note("lost: Complete of %s token %d was acknowledged, the ledger holds %+v", op.Key, op.Token, st.entries[op.Key])
+				a.notef("lost: Complete of %s token %d was acknowledged, the ledger holds %+v", op.Key, op.Token, st.entries[op.Key])
 			}
 		case op.Method == "Reserve" && op.Reply == "completed", op.Method == MethodDo:
 			if !matches(op.Key, op.Token, op.Value) {
 				l.Results++
-				a.note("lost: %s of %s returned token %d result %q, the ledger holds %+v", op.Method, op.Key, op.Token, op.Value, st.entries[op.Key])
+				a.notef("lost: %s of %s returned token %d result %q, the ledger holds %+v", op.Method, op.Key, op.Token, op.Value, st.entries[op.Key])
 			}
 		}
 	}
@@ -182,11 +182,11 @@ func checkLost(ops []Op, st ledgerState, api map[string]finalEntry, a *anomalies
 		}
 		if f, ok := st.fenced[key]; !ok || f.token != e.token || f.result != e.result {
 			l.Effects++
-			a.note("lost effect: %s completed with token %d, the fenced sink holds token %d %q", key, e.token, f.token, f.result)
+			a.notef("lost effect: %s completed with token %d, the fenced sink holds token %d %q", key, e.token, f.token, f.result)
 		}
 		if got := api[key]; got != e {
 			l.APIMismatches++
-			a.note("api: Lookup of %s says %+v, SQL says %+v", key, got, e)
+			a.notef("api: Lookup of %s says %+v, SQL says %+v", key, got, e)
 		}
 	}
 	l.Total = l.Completes + l.Results + l.Effects + l.APIMismatches
@@ -218,7 +218,7 @@ func checkStale(ops []Op, st ledgerState, a *anomalies) Stale {
 		for _, g := range grants[op.Key] {
 			if g.token > op.Token && g.at < op.Start {
 				s.History++
-				a.note("stale: %s of %s with token %d succeeded, invoked after token %d was granted", op.Method, op.Key, op.Token, g.token)
+				a.notef("stale: %s of %s with token %d succeeded, invoked after token %d was granted", op.Method, op.Key, op.Token, g.token)
 				break
 			}
 		}
@@ -228,7 +228,7 @@ func checkStale(ops []Op, st ledgerState, a *anomalies) Stale {
 		if e.kind == "completed" {
 			if e.token < maxGrant[e.key] {
 				s.Events++
-				a.note("stale: %s completed with token %d after token %d was granted", e.key, e.token, maxGrant[e.key])
+				a.notef("stale: %s completed with token %d after token %d was granted", e.key, e.token, maxGrant[e.key])
 			}
 			continue
 		}
@@ -236,7 +236,7 @@ func checkStale(ops []Op, st ledgerState, a *anomalies) Stale {
 	}
 	s.Sink = len(staleWrites(st.fencedLog))
 	for _, r := range staleWrites(st.fencedLog) {
-		a.note("stale: the fenced sink accepted %s token %d after a higher token", r.key, r.token)
+		a.notef("stale: the fenced sink accepted %s token %d after a higher token", r.key, r.token)
 	}
 	s.Total = s.History + s.Events + s.Sink
 	return s
@@ -299,7 +299,7 @@ func drainFailures(ops []Op, drains []time.Time, a *anomalies) int {
 			t := d.UnixNano()
 			if op.Start < t && op.End > t && op.End <= t+drainTime {
 				failed++
-				a.note("drain: %s of %s by %s failed with %s, in flight at SIGTERM", op.Method, op.Key, op.Worker, op.Code)
+				a.notef("drain: %s of %s by %s failed with %s, in flight at SIGTERM", op.Method, op.Key, op.Worker, op.Code)
 				break
 			}
 		}
@@ -359,8 +359,9 @@ func stateName(s ledgerv1.State) string {
 		return "failed"
 	case ledgerv1.State_STATE_RELEASED:
 		return "released"
+	default: // no such row: PURGED is a deleted one, UNSPECIFIED none
+		return s.String()
 	}
-	return s.String()
 }
 
 // measureRecovery fills each fault's recovery times from the successful

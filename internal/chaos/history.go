@@ -358,7 +358,7 @@ func codeName(code codes.Code) string {
 	}
 	name := code.String()
 	out := make([]byte, 0, len(name)+4)
-	for i := 0; i < len(name); i++ {
+	for i := range len(name) {
 		c := name[i]
 		if c >= 'A' && c <= 'Z' && i > 0 {
 			out = append(out, '_')

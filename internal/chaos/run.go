@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -102,7 +101,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.AttemptTimeout, 2*time.Second)
 	setDefault(&c.DoTimeout, 10*time.Second)
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return c
 }

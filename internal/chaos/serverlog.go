@@ -43,7 +43,7 @@ func deadlineOverruns(logPaths []string, namespace string, a *anomalies) (int, e
 			}
 			if c.Time.After(c.Deadline.Add(deadlineSlack)) {
 				overruns++
-				a.note("overrun: %s of %s finished at %s, its deadline was %s", c.Method, c.Key, c.Time.Format(time.RFC3339Nano), c.Deadline.Format(time.RFC3339))
+				a.notef("overrun: %s of %s finished at %s, its deadline was %s", c.Method, c.Key, c.Time.Format(time.RFC3339Nano), c.Deadline.Format(time.RFC3339))
 			}
 		}
 		err = scanner.Err()

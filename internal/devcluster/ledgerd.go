@@ -204,7 +204,7 @@ func (l *Ledgerd) awaitServing(ctx context.Context, p *process) error {
 		}
 		select {
 		case <-p.exited:
-			return fmt.Errorf("it exited before it served (%v)", p.err)
+			return fmt.Errorf("it exited before it served (%w)", p.err)
 		case <-ctx.Done():
 			return fmt.Errorf("wait for it to serve: %w", ctx.Err())
 		case <-deadline.C:
