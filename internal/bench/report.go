@@ -117,8 +117,9 @@ type RunResult struct {
 	// ClientCPUSeconds is the CPU time ledgerbench itself used: on a small
 	// machine the load generator competes for the same cores.
 	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
-	// PostgresCPUSeconds is the CPU time the private PostgreSQL's
-	// processes used during this run (zero for a --database-url one).
+	// PostgresCPUSeconds is the CPU time PostgreSQL's
+	// processes used during this run: the private cluster's, or a
+	// --database-url one's on this machine (zero for one elsewhere).
 	PostgresCPUSeconds float64 `json:"postgres_cpu_seconds,omitempty"`
 }
 
