@@ -391,7 +391,7 @@ func TestOperationsFlags(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 8, cfg.Ledger.MaxConcurrentBatches)
 	_, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--max-concurrent-batches", "-1"}, env(nil), &stderr)
-	require.ErrorContains(t, err, "MaxConcurrentBatches must be positive, got -1")
+	require.ErrorContains(t, err, "MaxConcurrentBatches must not be negative (0: the default, 4), got -1")
 	_, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--coalesce-max-batch", "2000"}, env(nil), &stderr)
 	require.ErrorContains(t, err, "Coalesce.MaxBatch must be between 1 and MaxBatchItems 1000, got 2000")
 	_, err = parseConfig("serve", []string{"--database-url", "postgres://x/y", "--pprof-addr", "0.0.0.0:6060"}, env(nil), &stderr)
@@ -554,7 +554,10 @@ func TestServeWithTLS(t *testing.T) {
 	_ = res.Body.Close()
 	require.Equal(t, http.StatusOK, res.StatusCode)
 
-	_, err = client().Get("https://" + d.httpAddr + "/healthz")
+	res, err = client().Get("https://" + d.httpAddr + "/healthz")
+	if err == nil {
+		_ = res.Body.Close()
+	}
 	require.Error(t, err, "no client certificate: no handshake")
 	res, err = client(alice).Get("https://" + d.httpAddr + "/readyz")
 	require.NoError(t, err)
