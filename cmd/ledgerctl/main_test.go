@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"flag"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -49,7 +48,7 @@ func startLedgerd(t *testing.T) string {
 func startLedgerdWith(t *testing.T, cfg ledger.Config) string {
 	t.Helper()
 	b := ledgertest.Store(t, cfg)
-	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
