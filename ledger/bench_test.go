@@ -56,6 +56,7 @@ func BenchmarkPairWithQuotas(b *testing.B) {
 }
 
 func benchmarkPair(b *testing.B, store *ledger.Store) {
+	b.Helper()
 	var next atomic.Int64
 	b.SetParallelism(8)
 	b.ResetTimer()

@@ -81,7 +81,7 @@ func TestCoalescedLookups(t *testing.T) {
 		switch n := (w*rounds + r) % (keys + 2); {
 		case n >= keys: // never held
 			if !errors.Is(err, ledger.ErrNotFound) {
-				err = fmt.Errorf("%s/%s: got %v, %v; want not found", ns, key, e.State, err)
+				err = fmt.Errorf("%s/%s: got %v, %w; want not found", ns, key, e.State, err)
 			} else {
 				err = nil
 			}

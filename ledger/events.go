@@ -26,7 +26,9 @@ const (
 	EventReset              EventKind = "reset"
 	EventNamespaceChanged   EventKind = "namespace_changed" // by an admin: created or changed
 	EventNamespaceCreated   EventKind = "namespace_created" // by its first Reserve, with the server's defaults
+
 	// Platform events (namespace and key empty).
+
 	EventTokenCreated EventKind = "token_created"
 	EventTokenRevoked EventKind = "token_revoked"
 	EventRoleGranted  EventKind = "role_granted"

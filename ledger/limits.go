@@ -124,7 +124,7 @@ func checkNamespace(namespace string) error {
 	if len(namespace) > MaxNamespaceBytes {
 		return invalid("namespace", "must be at most %d bytes, got %d", MaxNamespaceBytes, len(namespace))
 	}
-	for i := 0; i < len(namespace); i++ {
+	for i := range len(namespace) {
 		c := namespace[i]
 		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 		if !alnum && (i == 0 || !strings.ContainsRune("._-", rune(c))) {
@@ -135,13 +135,13 @@ func checkNamespace(namespace string) error {
 }
 
 // checkText enforces a UTF-8 string without NUL bytes (PostgreSQL text
-// cannot hold them) of at most max bytes, and not empty when required.
-func checkText(field, value string, required bool, max int) error {
+// cannot hold them) of at most maxBytes, and not empty when required.
+func checkText(field, value string, required bool, maxBytes int) error {
 	switch {
 	case value == "" && required:
 		return invalid(field, "is required")
-	case len(value) > max:
-		return invalid(field, "must be at most %d bytes, got %d", max, len(value))
+	case len(value) > maxBytes:
+		return invalid(field, "must be at most %d bytes, got %d", maxBytes, len(value))
 	case !utf8.ValidString(value):
 		return invalid(field, "must be valid UTF-8")
 	case strings.IndexByte(value, 0) >= 0:
@@ -150,9 +150,10 @@ func checkText(field, value string, required bool, max int) error {
 	return nil
 }
 
-func checkBytes(field string, value []byte, max int) error {
-	if len(value) > max {
-		return invalid(field, "must be at most %d bytes, got %d", max, len(value))
+// checkBytes enforces at most maxBytes bytes.
+func checkBytes(field string, value []byte, maxBytes int) error {
+	if len(value) > maxBytes {
+		return invalid(field, "must be at most %d bytes, got %d", maxBytes, len(value))
 	}
 	return nil
 }

@@ -159,10 +159,10 @@ func prefixEnd(prefix string) (end string, ok bool) {
 	for prefix != "" {
 		r, size := utf8.DecodeLastRuneInString(prefix)
 		prefix = prefix[:len(prefix)-size]
-		switch {
-		case r == utf8.MaxRune:
+		switch r {
+		case utf8.MaxRune:
 			continue // no rune above it: carry into the previous one
-		case r == 0xD7FF:
+		case 0xD7FF:
 			r = 0xE000 // skip the surrogates, which UTF-8 cannot encode
 		default:
 			r++

@@ -65,7 +65,7 @@ func (n NamespaceSettings) validate(l Limits) error {
 	case n.MaxResultBytes > l.MaxResultBytes:
 		return fmt.Errorf("MaxResultBytes %d is above the server's ceiling %d", n.MaxResultBytes, l.MaxResultBytes)
 	case n.Retention <= 0:
-		return fmt.Errorf("Retention must be positive, got %s", n.Retention)
+		return fmt.Errorf("NamespaceSettings.Retention must be positive, got %s", n.Retention)
 	case n.MaxAttempts < 0:
 		return fmt.Errorf("MaxAttempts must not be negative, got %d", n.MaxAttempts)
 	case n.EventRetention <= 0:

@@ -62,8 +62,10 @@ func TestCompleteBatchPlanProbesEachKey(t *testing.T) {
 
 	// The UPDATE finds its rows through the primary key, an index
 	// condition per item; nothing reads all of entries or all its leases.
-	update := plan.String()[strings.Index(plan.String(), "Update on entries"):]
-	update = update[:strings.Index(update, "CTE event")]
+	_, update, found := strings.Cut(plan.String(), "Update on entries")
+	require.True(t, found, plan.String())
+	update, _, found = strings.Cut(update, "CTE event")
+	require.True(t, found, plan.String())
 	require.Contains(t, update, "entries_pkey", plan.String())
 	require.Contains(t, update, "Index Cond: ((namespace = ", plan.String())
 	require.NotContains(t, plan.String(), "entries_leased_idx", plan.String())

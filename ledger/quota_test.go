@@ -3,7 +3,6 @@ package ledger_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -265,7 +264,7 @@ func TestQuotaSettingsValidation(t *testing.T) {
 	require.ErrorAs(t, err, &validation)
 	require.Equal(t, "settings.max_stored_bytes", validation.Field)
 	require.Equal(t, 0, b.count(t, "namespaces"))
-	require.False(t, errors.Is(err, ledger.ErrQuotaExceeded))
+	require.NotErrorIs(t, err, ledger.ErrQuotaExceeded)
 }
 
 func kinds(events []event) []string {

@@ -166,7 +166,7 @@ func (s *Store) Listening() bool { return s.waits.isListening() }
 // currentSchema is the schema the ledger's tables are in: the first of the
 // connection's search_path that exists.
 func currentSchema(ctx context.Context, conn interface {
-	QueryRow(context.Context, string, ...any) pgx.Row
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }) (string, error) {
 	var schema *string
 	if err := conn.QueryRow(ctx, "SELECT current_schema()").Scan(&schema); err != nil {

@@ -30,14 +30,13 @@ func (b testBundle) waitListening(t *testing.T) {
 
 // startWaiting starts a waiting Reserve and returns its answer channel once
 // the waiter has flagged the key (it then sleeps until woken).
-func (b testBundle) startWaiting(t *testing.T, store *ledger.Store, req ledger.ReserveRequest) <-chan ledger.Reservation {
+func (b testBundle) startWaiting(t *testing.T, store *ledger.Store, req ledger.ReserveRequest) <-chan waited {
 	t.Helper()
 	before := store.Waiters()
-	answer := make(chan ledger.Reservation, 1)
+	answer := make(chan waited, 1)
 	go func() {
 		r, err := store.Reserve(context.Background(), req)
-		require.NoError(t, err)
-		answer <- r
+		answer <- waited{r, err}
 	}()
 	require.Eventually(t, func() bool {
 		var flagged bool
@@ -48,11 +47,20 @@ func (b testBundle) startWaiting(t *testing.T, store *ledger.Store, req ledger.R
 	return answer
 }
 
-func receive(t *testing.T, answer <-chan ledger.Reservation) ledger.Reservation {
+// waited is the answer of a waiting Reserve, for the test's goroutine to
+// check.
+type waited struct {
+	r   ledger.Reservation
+	err error
+}
+
+// receive requires an answer within wokenWithin, and no error.
+func receive(t *testing.T, answer <-chan waited) ledger.Reservation {
 	t.Helper()
 	select {
-	case r := <-answer:
-		return r
+	case w := <-answer:
+		require.NoError(t, w.err)
+		return w.r
 	case <-time.After(wokenWithin):
 		t.Fatalf("the waiter was not woken within %s (its wait is %s)", wokenWithin, longWait)
 		return ledger.Reservation{}
@@ -192,13 +200,12 @@ func TestManyWaitersHoldNoConnections(t *testing.T) {
 	holder := b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "holder", LeaseTTL: time.Hour}, ledger.Acquired)
 
 	const waiters = 500
-	answers := make(chan ledger.Reservation, waiters)
+	answers := make(chan waited, waiters)
 	var wg sync.WaitGroup
 	for range waiters {
 		wg.Go(func() {
 			r, err := b.store.Reserve(ctx, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "waiter", WaitTimeout: longWait})
-			require.NoError(t, err)
-			answers <- r
+			answers <- waited{r, err}
 		})
 	}
 	require.Eventually(t, func() bool { return b.store.Waiters() == waiters && b.pool.Stat().AcquiredConns() == 0 },

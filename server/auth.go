@@ -96,7 +96,7 @@ const minReloadGap = time.Second
 func (a *Auth) Run(ctx context.Context) error {
 	ticker := time.NewTicker(a.cfg.RefreshInterval)
 	defer ticker.Stop()
-	last := time.Time{}
+	var last time.Time
 	for {
 		if err := a.Load(ctx); err != nil && ctx.Err() == nil {
 			a.logger.WarnContext(ctx, "refreshing credentials; keeping the previous ones", "error", err)

@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -79,7 +78,7 @@ func setupAuth(t *testing.T) authBundle {
 	go func() { ran <- auth.Run(runCtx) }()
 	t.Cleanup(func() { stop(); require.NoError(t, <-ran) })
 
-	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Auth: auth})
+	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.DiscardHandler), Auth: auth})
 	require.NoError(t, err)
 	lis := bufconn.Listen(1 << 20)
 	served := make(chan error, 1)
@@ -321,7 +320,7 @@ func TestTokenLifecycle(t *testing.T) {
 	ran := make(chan error, 1)
 	go func() { ran <- replica.Run(runCtx) }()
 	defer func() { stop(); require.NoError(t, <-ran) }()
-	srv, err := server.New(b.ledger.Store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Auth: replica})
+	srv, err := server.New(b.ledger.Store, server.Config{Logger: slog.New(slog.DiscardHandler), Auth: replica})
 	require.NoError(t, err)
 	lis := bufconn.Listen(1 << 20)
 	served := make(chan error, 1)

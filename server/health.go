@@ -26,7 +26,7 @@ func newDrainingHealth() *drainingHealth {
 
 // drain sets every service NOT_SERVING and ends the Watch streams.
 func (h *drainingHealth) drain() {
-	h.Server.Shutdown()
+	h.Shutdown()
 	h.drainingOnce.Do(func() { close(h.draining) })
 }
 

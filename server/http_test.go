@@ -165,7 +165,9 @@ func TestHTTPRoundTrip(t *testing.T) {
 	defer listed.Body.Close()
 	require.Equal(t, http.StatusOK, listed.StatusCode)
 	var listing struct {
-		Namespaces []struct{ Name string } `json:"namespaces"`
+		Namespaces []struct {
+			Name string `json:"name"`
+		} `json:"namespaces"`
 	}
 	require.NoError(t, json.NewDecoder(listed.Body).Decode(&listing))
 	require.Len(t, listing.Namespaces, 1)

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -43,7 +42,7 @@ func TestPanicBecomesInternalWithoutDetails(t *testing.T) {
 
 func TestDeadlines(t *testing.T) {
 	t.Parallel()
-	cfg := Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), DefaultTimeout: 3 * time.Second, MaxTimeout: 7 * time.Second}
+	cfg := Config{Logger: slog.New(slog.DiscardHandler), DefaultTimeout: 3 * time.Second, MaxTimeout: 7 * time.Second}
 	remaining := func(ctx context.Context) time.Duration {
 		var got time.Duration
 		interceptors := unaryInterceptors(cfg.withDefaults())

@@ -333,7 +333,7 @@ func TestStatementTimeoutIsUnavailable(t *testing.T) {
 // loggedCode reports whether the request log has a call that ended with
 // code.
 func loggedCode(log *syncBuffer, code codes.Code) bool {
-	return bytes.Contains([]byte(log.String()), []byte(`"grpc.code":"`+code.String()+`"`))
+	return strings.Contains(log.String(), `"grpc.code":"`+code.String()+`"`)
 }
 
 // TestHTTPGatewayCarriesLargeMessages: the HTTP/JSON gateway's calls into

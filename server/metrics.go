@@ -201,8 +201,8 @@ type labelSet struct {
 	max    int
 }
 
-func newLabelSet(max int) *labelSet {
-	return &labelSet{values: make(map[string]struct{}), max: max}
+func newLabelSet(maxValues int) *labelSet {
+	return &labelSet{values: make(map[string]struct{}), max: maxValues}
 }
 
 func (s *labelSet) label(value string) string {

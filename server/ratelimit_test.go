@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -31,7 +30,7 @@ func TestRateLimits(t *testing.T) {
 	t.Parallel()
 	b := setupAuth(t)
 	srv, err := server.New(b.ledger.Store, server.Config{
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:     slog.New(slog.DiscardHandler),
 		Auth:       b.auth,
 		RateLimits: server.RateLimits{PerPrincipal: server.Rate{PerSecond: 1, Burst: 5}},
 	})
@@ -95,7 +94,7 @@ func TestGoClientWaitsOutRateLimits(t *testing.T) {
 	t.Parallel()
 	b := setupAuth(t)
 	srv, err := server.New(b.ledger.Store, server.Config{
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:     slog.New(slog.DiscardHandler),
 		Auth:       b.auth,
 		RateLimits: server.RateLimits{PerPrincipal: server.Rate{PerSecond: 10, Burst: 1}},
 	})

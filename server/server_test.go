@@ -252,19 +252,23 @@ func TestReserveWaits(t *testing.T) {
 	require.NoError(t, err)
 	token := res.GetAcquired().GetFencingToken()
 
-	answer := make(chan *ledgerv1.ReserveResponse, 1)
+	type waited struct {
+		res *ledgerv1.ReserveResponse
+		err error
+	}
+	answer := make(chan waited, 1)
 	go func() {
 		res, err := b.client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: "ns", Key: "k", Owner: "waiter", WaitTimeout: durationpb.New(45 * time.Second)})
-		require.NoError(t, err)
-		answer <- res
+		answer <- waited{res, err}
 	}()
 	require.Eventually(t, func() bool { return b.ledger.Store.Waiters() == 1 }, time.Minute, 5*time.Millisecond)
 	_, err = b.client.Complete(ctx, &ledgerv1.CompleteRequest{Namespace: "ns", Key: "k", FencingToken: token, Result: []byte("r")})
 	require.NoError(t, err)
 	select {
-	case res := <-answer:
-		require.Equal(t, []byte("r"), res.GetCompleted().GetResult())
-	case <-time.After(10 * time.Second):
+	case w := <-answer:
+		require.NoError(t, w.err)
+		require.Equal(t, []byte("r"), w.res.GetCompleted().GetResult())
+	case <-time.After(30 * time.Second): // well before the wait of 45s runs out
 		t.Fatal("the waiting Reserve was not woken by the Complete")
 	}
 }

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -23,7 +22,7 @@ func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b := ledgertest.Store(t, ledger.Config{})
-	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	lis := bufconn.Listen(1 << 20)
 	served := make(chan error, 1)

@@ -167,7 +167,7 @@ func TestCertificateRotation(t *testing.T) {
 	require.Eventually(t, func() bool {
 		return b.serverSerial(t, alice).Cmp(rotated.Cert.SerialNumber) == 0
 	}, time.Minute, 50*time.Millisecond, "new connections get the new certificate")
-	require.True(t, strings.Contains(b.log.String(), "TLS certificate reloaded"))
+	require.Contains(t, b.log.String(), "TLS certificate reloaded")
 
 	// A new client CA: its clients are let in, the old CA's are not.
 	other := tlstest.NewCA(t, "next CA")

@@ -6,7 +6,6 @@ package ledgertest
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -103,7 +102,7 @@ func Server(tb testing.TB, cfg ledger.Config) (*grpc.ClientConn, Bundle) {
 // Serve serves store in memory and returns a client connection to it.
 func Serve(tb testing.TB, store *ledger.Store) *grpc.ClientConn {
 	tb.Helper()
-	srv, err := server.New(store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := server.New(store, server.Config{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(tb, err)
 	lis := bufconn.Listen(1 << 20)
 	served := make(chan error, 1)
@@ -149,7 +148,7 @@ func RunAuth(tb testing.TB, store *ledger.Store) *server.Auth {
 func ServeTCP(tb testing.TB, store *ledger.Store, cfg server.Config) string {
 	tb.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	srv, err := server.New(store, cfg)
 	require.NoError(tb, err)
