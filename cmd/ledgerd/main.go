@@ -300,7 +300,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		httpAddr = httpLis.Addr().String()
 	}
 	logger.Info("ledgerd serving", "version", version, "addr", lis.Addr().String(), "http_addr", httpAddr,
-		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns)
+		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns, "coalesce", !cfg.Ledger.Coalesce.Disabled)
 
 	if cfg.PprofAddr != "" {
 		stopProfiles, err := serveProfiles(cfg.PprofAddr, logger)

@@ -133,6 +133,7 @@ func TestShortMix(t *testing.T) {
 	report := runShort(t, []string{"pause", "mix"})
 	for _, s := range report.Scenarios {
 		requirePromisesKept(t, s)
+		require.Equal(t, "on", s.Coalescing, "coalescing is on by default")
 	}
 
 	pause := report.Scenarios[0]
@@ -154,6 +155,7 @@ func TestShortMixNoCoalesce(t *testing.T) {
 	report := runShort(t, []string{"mix"}, "--no-coalesce")
 	require.Equal(t, []string{"--no-coalesce"}, report.Config["ledgerd_args"])
 	mix := report.Scenarios[0]
+	require.Equal(t, "off", mix.Coalescing, "every replica served without coalescing")
 	requirePromisesKept(t, mix)
 	requireEveryNemesis(t, mix)
 	require.True(t, report.Passed)

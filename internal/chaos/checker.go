@@ -513,6 +513,10 @@ func (s *scenarioRun) check(ctx context.Context, faults []Fault, started, ended 
 	if err != nil {
 		return ScenarioReport{}, fmt.Errorf("read ledgerd's request log: %w", err)
 	}
+	coalesced, err := coalescing(logs)
+	if err != nil {
+		return ScenarioReport{}, fmt.Errorf("read ledgerd's serving lines: %w", err)
+	}
 	r := ScenarioReport{
 		Name:          s.name,
 		Namespace:     s.load.Namespace,
@@ -527,6 +531,7 @@ func (s *scenarioRun) check(ctx context.Context, faults []Fault, started, ended 
 		DrainFailures: drainFailures(ops, s.drains, &a),
 		StuckSessions: st.stuck,
 		Overruns:      overruns,
+		Coalescing:    coalesced,
 		Recovery:      summarizeRecovery(faults),
 		FaultLog:      faults,
 	}

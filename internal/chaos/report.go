@@ -64,6 +64,9 @@ type ScenarioReport struct {
 	// StuckSessions counts ledgerd's database sessions still running a
 	// statement for more than 10s at the end.
 	StuckSessions int `json:"stuck_sessions"`
+	// Coalescing is what the replicas said of coalescing when they started
+	// serving: "on", "off", or "mixed" (replicas disagreed).
+	Coalescing string `json:"coalescing"`
 	// Overruns counts the calls that ledgerd's request log shows finishing
 	// more than 2s after their deadline.
 	Overruns int      `json:"deadline_overruns"`

@@ -23,6 +23,44 @@ type serverCall struct {
 	Deadline  time.Time `json:"grpc.request.deadline"`
 }
 
+// coalescing reads the "ledgerd serving" lines of the ledgerd logs and
+// says whether the replicas coalesced: "on", "off", "mixed", or "" when no
+// line said.
+func coalescing(logPaths []string) (string, error) {
+	seen := map[bool]bool{}
+	for _, p := range logPaths {
+		f, err := os.Open(p)
+		if err != nil {
+			return "", err
+		}
+		scanner := bufio.NewScanner(f)
+		scanner.Buffer(make([]byte, 64<<10), 1<<20)
+		for scanner.Scan() {
+			var line struct {
+				Message  string `json:"msg"`
+				Coalesce *bool  `json:"coalesce"`
+			}
+			if json.Unmarshal(scanner.Bytes(), &line) == nil && line.Message == "ledgerd serving" && line.Coalesce != nil {
+				seen[*line.Coalesce] = true
+			}
+		}
+		err = scanner.Err()
+		_ = f.Close()
+		if err != nil {
+			return "", err
+		}
+	}
+	switch {
+	case seen[true] && seen[false]:
+		return "mixed", nil
+	case seen[true]:
+		return "on", nil
+	case seen[false]:
+		return "off", nil
+	}
+	return "", nil
+}
+
 // deadlineOverruns reads the ledgerd logs and counts the calls in
 // namespace that finished later than their deadline (plus deadlineSlack):
 // the server's own proof that every RPC is bounded by its deadline, also
