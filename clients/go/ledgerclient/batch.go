@@ -149,7 +149,7 @@ func (c *Client) doBatch(ctx context.Context, namespace string, keys []string, w
 		results[i].Key = keys[i]
 		answer := r.GetReserved()
 		if itemErr := r.GetError(); itemErr != nil {
-			if itemErr.GetReason() != "RESPONSE_TOO_LARGE" {
+			if itemErr.GetReason() != ledgerv1.ErrorReason_RESPONSE_TOO_LARGE.String() {
 				results[i].Err = ItemErr(itemErr)
 				continue
 			}

@@ -44,7 +44,9 @@
 // fix with Permanent; the key then fails for good, and every later Do
 // returns a *FailedError (errors.Is(err, ErrFailed)) without running it.
 //
-// Errors from ledgerd are *Error values that match one sentinel per reason:
+// Errors from ledgerd are *Error values that match one sentinel per reason
+// (the reasons are the names of ledgerv1.ErrorReason, defined with their
+// meaning in error_reason.proto):
 //
 //	switch {
 //	case errors.Is(err, ledgerclient.ErrFingerprintMismatch):

@@ -8,6 +8,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 )
 
 // errorDomain is the google.rpc.ErrorInfo domain of every ledgerd error.
@@ -94,25 +96,32 @@ var (
 	ErrNoLease = errors.New("ledgerclient: the context carries no lease (use the context Do passes to the work)")
 )
 
-// reasonErrors maps each ErrorInfo reason to its sentinel.
+// reasonErrors maps each ErrorInfo reason to its sentinel. The reasons are
+// the names of ledger.v1.ErrorReason (error_reason.proto), the one place
+// they are defined.
 var reasonErrors = map[string]error{
-	"INVALID_ARGUMENT":     ErrInvalidArgument,
-	"FINGERPRINT_MISMATCH": ErrFingerprintMismatch,
-	"LEASE_LOST":           ErrLeaseLost,
-	"RESULT_CONFLICT":      ErrResultConflict,
-	"NOT_FOUND":            ErrNotFound,
-	"NOT_LEASED":           ErrNotLeased,
-	"ALREADY_EXISTS":       ErrAlreadyExists,
-	"UNAUTHENTICATED":      ErrUnauthenticated,
-	"PERMISSION_DENIED":    ErrPermissionDenied,
-	"RESOURCE_EXHAUSTED":   ErrResourceExhausted,
-	"RATE_LIMITED":         ErrResourceExhausted,
-	"QUOTA_EXCEEDED":       ErrQuotaExceeded,
-	"UNAVAILABLE":          ErrUnavailable,
-	"DEADLINE_EXCEEDED":    ErrDeadlineExceeded,
-	"CANCELED":             ErrCanceled,
-	"INTERNAL":             ErrInternal,
+	ledgerv1.ErrorReason_INVALID_ARGUMENT.String():     ErrInvalidArgument,
+	ledgerv1.ErrorReason_FINGERPRINT_MISMATCH.String(): ErrFingerprintMismatch,
+	ledgerv1.ErrorReason_LEASE_LOST.String():           ErrLeaseLost,
+	ledgerv1.ErrorReason_RESULT_CONFLICT.String():      ErrResultConflict,
+	ledgerv1.ErrorReason_NOT_FOUND.String():            ErrNotFound,
+	ledgerv1.ErrorReason_NOT_LEASED.String():           ErrNotLeased,
+	ledgerv1.ErrorReason_ALREADY_EXISTS.String():       ErrAlreadyExists,
+	ledgerv1.ErrorReason_UNAUTHENTICATED.String():      ErrUnauthenticated,
+	ledgerv1.ErrorReason_PERMISSION_DENIED.String():    ErrPermissionDenied,
+	reasonResourceExhausted:                            ErrResourceExhausted,
+	ledgerv1.ErrorReason_RATE_LIMITED.String():         ErrResourceExhausted,
+	ledgerv1.ErrorReason_QUOTA_EXCEEDED.String():       ErrQuotaExceeded,
+	ledgerv1.ErrorReason_UNAVAILABLE.String():          ErrUnavailable,
+	ledgerv1.ErrorReason_DEADLINE_EXCEEDED.String():    ErrDeadlineExceeded,
+	ledgerv1.ErrorReason_CANCELED.String():             ErrCanceled,
+	ledgerv1.ErrorReason_INTERNAL.String():             ErrInternal,
 }
+
+// reasonResourceExhausted is the reason of a RESOURCE_EXHAUSTED status that
+// carries no ledgerd ErrorInfo: gRPC's own (a response over the receive
+// limit, say). ledgerd never sends it, so it is not an ErrorReason.
+const reasonResourceExhausted = "RESOURCE_EXHAUSTED"
 
 // codeReasons gives the reason of a status that carries no ledgerd
 // ErrorInfo: one made by gRPC itself (no connection, a client-side
@@ -120,17 +129,17 @@ var reasonErrors = map[string]error{
 // are listed; FAILED_PRECONDITION, for one, could be either
 // FINGERPRINT_MISMATCH or RESULT_CONFLICT and gets no reason.
 var codeReasons = map[codes.Code]string{
-	codes.InvalidArgument:   "INVALID_ARGUMENT",
-	codes.Aborted:           "LEASE_LOST",
-	codes.NotFound:          "NOT_FOUND",
-	codes.AlreadyExists:     "ALREADY_EXISTS",
-	codes.Unauthenticated:   "UNAUTHENTICATED",
-	codes.PermissionDenied:  "PERMISSION_DENIED",
-	codes.ResourceExhausted: "RESOURCE_EXHAUSTED",
-	codes.Unavailable:       "UNAVAILABLE",
-	codes.DeadlineExceeded:  "DEADLINE_EXCEEDED",
-	codes.Canceled:          "CANCELED",
-	codes.Internal:          "INTERNAL",
+	codes.InvalidArgument:   ledgerv1.ErrorReason_INVALID_ARGUMENT.String(),
+	codes.Aborted:           ledgerv1.ErrorReason_LEASE_LOST.String(),
+	codes.NotFound:          ledgerv1.ErrorReason_NOT_FOUND.String(),
+	codes.AlreadyExists:     ledgerv1.ErrorReason_ALREADY_EXISTS.String(),
+	codes.Unauthenticated:   ledgerv1.ErrorReason_UNAUTHENTICATED.String(),
+	codes.PermissionDenied:  ledgerv1.ErrorReason_PERMISSION_DENIED.String(),
+	codes.ResourceExhausted: reasonResourceExhausted,
+	codes.Unavailable:       ledgerv1.ErrorReason_UNAVAILABLE.String(),
+	codes.DeadlineExceeded:  ledgerv1.ErrorReason_DEADLINE_EXCEEDED.String(),
+	codes.Canceled:          ledgerv1.ErrorReason_CANCELED.String(),
+	codes.Internal:          ledgerv1.ErrorReason_INTERNAL.String(),
 }
 
 // Error is a failed call to ledgerd: the gRPC status it returned, with the

@@ -104,6 +104,42 @@ func TestErrors(t *testing.T) {
 		require.ErrorIs(t, ledgerclient.SetCheckpoint(context.Background(), []byte("x")), ledgerclient.ErrNoLease)
 	})
 
+	t.Run("the reasons on the wire are the names of ErrorReason, and each has a sentinel", func(t *testing.T) {
+		t.Parallel()
+		// The wire strings, pinned: clients in the field compare them.
+		names := make([]string, len(ledgerv1.ErrorReason_name))
+		for number, name := range ledgerv1.ErrorReason_name {
+			names[number] = name
+		}
+		require.Equal(t, []string{"ERROR_REASON_UNSPECIFIED", "INVALID_ARGUMENT", "FINGERPRINT_MISMATCH", "LEASE_LOST",
+			"RESULT_CONFLICT", "NOT_FOUND", "NOT_LEASED", "ALREADY_EXISTS", "UNAUTHENTICATED", "PERMISSION_DENIED",
+			"RATE_LIMITED", "QUOTA_EXCEEDED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELED", "INTERNAL",
+			"RESPONSE_TOO_LARGE"}, names)
+
+		sentinels := []error{ledgerclient.ErrInvalidArgument, ledgerclient.ErrFingerprintMismatch, ledgerclient.ErrLeaseLost,
+			ledgerclient.ErrResultConflict, ledgerclient.ErrNotFound, ledgerclient.ErrNotLeased, ledgerclient.ErrAlreadyExists,
+			ledgerclient.ErrUnauthenticated, ledgerclient.ErrPermissionDenied, ledgerclient.ErrResourceExhausted,
+			ledgerclient.ErrQuotaExceeded, ledgerclient.ErrUnavailable, ledgerclient.ErrDeadlineExceeded,
+			ledgerclient.ErrCanceled, ledgerclient.ErrInternal}
+		for _, name := range names {
+			switch name {
+			case ledgerv1.ErrorReason_ERROR_REASON_UNSPECIFIED.String():
+				continue // never sent
+			case ledgerv1.ErrorReason_RESPONSE_TOO_LARGE.String():
+				continue // a batch item's only: DoBatch asks for the key again
+			}
+			err := ledgerclient.ItemErr(&ledgerv1.ItemError{Code: int32(codes.Unknown), Reason: name, Message: "m"})
+			var matched []error
+			for _, sentinel := range sentinels {
+				if errors.Is(err, sentinel) {
+					matched = append(matched, sentinel)
+				}
+			}
+			require.Len(t, matched, 1, "%s matches one sentinel", name)
+			require.Equal(t, name, ledgerclient.Reason(err))
+		}
+	})
+
 	t.Run("Reason and Permanent handle errors that are not ledgerd's", func(t *testing.T) {
 		t.Parallel()
 		require.Empty(t, ledgerclient.Reason(nil))

@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 )
 
 // Every ledgerd RPC is retry-safe (see ledger.proto), so the client retries
@@ -79,7 +81,8 @@ func retryable(err error) bool {
 // wait.
 func retryAfter(err error) (time.Duration, bool) {
 	var e *Error
-	if !errors.As(err, &e) || (e.Reason != "RATE_LIMITED" && e.Reason != "QUOTA_EXCEEDED") {
+	rateLimited := ledgerv1.ErrorReason_RATE_LIMITED.String()
+	if !errors.As(err, &e) || (e.Reason != rateLimited && e.Reason != ledgerv1.ErrorReason_QUOTA_EXCEEDED.String()) {
 		return 0, false
 	}
 	for _, detail := range e.status.Details() {
@@ -87,7 +90,7 @@ func retryAfter(err error) (time.Duration, bool) {
 			return min(info.GetRetryDelay().AsDuration(), retryMaxBackoff), true
 		}
 	}
-	return retryInitialBackoff, e.Reason == "RATE_LIMITED"
+	return retryInitialBackoff, e.Reason == rateLimited
 }
 
 // jitter returns a random duration in [d/2, d), so that clients that failed
