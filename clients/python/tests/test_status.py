@@ -9,6 +9,7 @@ import support  # noqa: F401 - sets sys.path
 
 import grpc
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
+from ledger.v1 import error_reason_pb2
 
 import ledgerd
 from ledgerd import _status
@@ -201,6 +202,21 @@ class ErrorMappingTest(unittest.TestCase):
                 self.assertEqual(error.code, code)
                 self.assertEqual(error.operation, "op")
                 self.assertEqual(str(error), f"op: {reason}: message")
+
+    def test_every_reason_ledger_service_returns_has_a_class(self):
+        # The reasons are the names of ledger.v1.ErrorReason; a new one needs
+        # its class here. Not a LedgerService call's reason: the zero value,
+        # the admin RPCs' own (this client has no admin methods), and a batch
+        # item's.
+        not_raised = {"ERROR_REASON_UNSPECIFIED", "NOT_LEASED", "ALREADY_EXISTS", "RESPONSE_TOO_LARGE"}
+        self.assertEqual(error_reason_pb2.ErrorReason.Name(error_reason_pb2.LEASE_LOST), "LEASE_LOST")
+        for reason in error_reason_pb2.ErrorReason.keys():
+            if reason in not_raised:
+                continue
+            with self.subTest(reason=reason):
+                error = error_from_status(grpc.StatusCode.UNKNOWN, "m", self._details(reason, 2))
+                self.assertIsNot(type(error), ledgerd.LedgerError, "no class for this reason")
+                self.assertEqual(error.reason, reason)
 
     def test_fingerprint_and_conflict_share_a_code_and_are_told_apart(self):
         code = grpc.StatusCode.FAILED_PRECONDITION

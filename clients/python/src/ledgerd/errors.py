@@ -23,6 +23,7 @@ import datetime
 from typing import Dict, Optional, Type
 
 import grpc
+from ledger.v1 import error_reason_pb2
 
 from . import _status
 
@@ -50,6 +51,18 @@ __all__ = [
 
 #: The google.rpc.ErrorInfo domain of every ledgerd error.
 ERROR_DOMAIN = "ledgerd"
+
+
+def _reason(value: int) -> str:
+    """The reason string of a ``ledger.v1.ErrorReason`` value: its name, as
+    ledgerd sends it (error_reason.proto defines the reasons, once)."""
+    return error_reason_pb2.ErrorReason.Name(value)
+
+
+# The reason of a RESOURCE_EXHAUSTED status without a ledgerd ErrorInfo:
+# gRPC's own (a response over the receive limit, say). ledgerd never sends
+# it, so it is not an ErrorReason.
+_RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
 
 
 class LedgerError(Exception):
@@ -127,7 +140,7 @@ class InvalidArgumentError(LedgerError):
     Nothing was changed; do not retry as is. :attr:`field` names the field.
     """
 
-    default_reason = "INVALID_ARGUMENT"
+    default_reason = _reason(error_reason_pb2.INVALID_ARGUMENT)
 
 
 class FingerprintMismatchError(LedgerError):
@@ -136,7 +149,7 @@ class FingerprintMismatchError(LedgerError):
     Same key, different request: a caller bug that retrying cannot fix.
     """
 
-    default_reason = "FINGERPRINT_MISMATCH"
+    default_reason = _reason(error_reason_pb2.FINGERPRINT_MISMATCH)
 
 
 class LeaseLostError(LedgerError):
@@ -146,31 +159,31 @@ class LeaseLostError(LedgerError):
     Abandon the work: its result was not recorded.
     """
 
-    default_reason = "LEASE_LOST"
+    default_reason = _reason(error_reason_pb2.LEASE_LOST)
 
 
 class ResultConflictError(LedgerError):
     """A retried Complete or Fail carried a different result or error (``RESULT_CONFLICT``)."""
 
-    default_reason = "RESULT_CONFLICT"
+    default_reason = _reason(error_reason_pb2.RESULT_CONFLICT)
 
 
 class NotFoundError(LedgerError):
     """The ledger holds no entry for the key (``NOT_FOUND``, from Lookup)."""
 
-    default_reason = "NOT_FOUND"
+    default_reason = _reason(error_reason_pb2.NOT_FOUND)
 
 
 class UnauthenticatedError(LedgerError):
     """The call carried no or bad credentials (``UNAUTHENTICATED``)."""
 
-    default_reason = "UNAUTHENTICATED"
+    default_reason = _reason(error_reason_pb2.UNAUTHENTICATED)
 
 
 class PermissionDeniedError(LedgerError):
     """The caller may not do this in the namespace (``PERMISSION_DENIED``)."""
 
-    default_reason = "PERMISSION_DENIED"
+    default_reason = _reason(error_reason_pb2.PERMISSION_DENIED)
 
 
 class ResourceExhaustedError(LedgerError):
@@ -181,7 +194,7 @@ class ResourceExhaustedError(LedgerError):
     from gRPC itself. ``reason`` says which; ``metadata`` names the quota,
     its limit and the usage. Nothing was done."""
 
-    default_reason = "RESOURCE_EXHAUSTED"
+    default_reason = _RESOURCE_EXHAUSTED
 
 
 class UnavailableError(LedgerError):
@@ -191,7 +204,7 @@ class UnavailableError(LedgerError):
     sees it only once the timeout ran out while the server was unavailable.
     """
 
-    default_reason = "UNAVAILABLE"
+    default_reason = _reason(error_reason_pb2.UNAVAILABLE)
 
 
 class DeadlineExceededError(LedgerError, TimeoutError):
@@ -202,19 +215,19 @@ class DeadlineExceededError(LedgerError, TimeoutError):
     :class:`TimeoutError`.
     """
 
-    default_reason = "DEADLINE_EXCEEDED"
+    default_reason = _reason(error_reason_pb2.DEADLINE_EXCEEDED)
 
 
 class CancelledError(LedgerError):
     """The call was cancelled, e.g. because the client was closed (``CANCELED``)."""
 
-    default_reason = "CANCELED"
+    default_reason = _reason(error_reason_pb2.CANCELED)
 
 
 class InternalError(LedgerError):
     """A bug in ledgerd (``INTERNAL``); the details are in the server's log."""
 
-    default_reason = "INTERNAL"
+    default_reason = _reason(error_reason_pb2.INTERNAL)
 
 
 class FailedError(LedgerError):
@@ -363,23 +376,23 @@ _REASON_CLASSES: Dict[str, Type[LedgerError]] = {
 }
 
 # The reasons that share a class.
-_REASON_CLASSES["RATE_LIMITED"] = ResourceExhaustedError
-_REASON_CLASSES["QUOTA_EXCEEDED"] = ResourceExhaustedError
+_REASON_CLASSES[_reason(error_reason_pb2.RATE_LIMITED)] = ResourceExhaustedError
+_REASON_CLASSES[_reason(error_reason_pb2.QUOTA_EXCEEDED)] = ResourceExhaustedError
 
 # The reason of a status without a ledgerd ErrorInfo, for the codes ledgerd
 # uses for a single reason (FAILED_PRECONDITION, for one, could be either
 # FINGERPRINT_MISMATCH or RESULT_CONFLICT and gets none). As in the Go client.
 _CODE_REASONS: Dict[grpc.StatusCode, str] = {
-    grpc.StatusCode.INVALID_ARGUMENT: "INVALID_ARGUMENT",
-    grpc.StatusCode.ABORTED: "LEASE_LOST",
-    grpc.StatusCode.NOT_FOUND: "NOT_FOUND",
-    grpc.StatusCode.UNAUTHENTICATED: "UNAUTHENTICATED",
-    grpc.StatusCode.PERMISSION_DENIED: "PERMISSION_DENIED",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "RESOURCE_EXHAUSTED",
-    grpc.StatusCode.UNAVAILABLE: "UNAVAILABLE",
-    grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
-    grpc.StatusCode.CANCELLED: "CANCELED",
-    grpc.StatusCode.INTERNAL: "INTERNAL",
+    grpc.StatusCode.INVALID_ARGUMENT: _reason(error_reason_pb2.INVALID_ARGUMENT),
+    grpc.StatusCode.ABORTED: _reason(error_reason_pb2.LEASE_LOST),
+    grpc.StatusCode.NOT_FOUND: _reason(error_reason_pb2.NOT_FOUND),
+    grpc.StatusCode.UNAUTHENTICATED: _reason(error_reason_pb2.UNAUTHENTICATED),
+    grpc.StatusCode.PERMISSION_DENIED: _reason(error_reason_pb2.PERMISSION_DENIED),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: _RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNAVAILABLE: _reason(error_reason_pb2.UNAVAILABLE),
+    grpc.StatusCode.DEADLINE_EXCEEDED: _reason(error_reason_pb2.DEADLINE_EXCEEDED),
+    grpc.StatusCode.CANCELLED: _reason(error_reason_pb2.CANCELED),
+    grpc.StatusCode.INTERNAL: _reason(error_reason_pb2.INTERNAL),
 }
 
 
