@@ -1,52 +1,74 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 
 import { BadRequestSchema, ErrorInfoSchema } from "./details.js";
+import { ErrorReason, ErrorReasonSchema } from "./gen/ledger/v1/error_reason_pb.js";
 
 /** The google.rpc.ErrorInfo domain of every ledgerd error. */
 export const ERROR_DOMAIN = "ledgerd";
 
+/** The names of the ledger.v1.ErrorReason values: the reason strings ledgerd sends. */
+export type ErrorReasonName = Exclude<keyof typeof ErrorReason, "ERROR_REASON_UNSPECIFIED">;
+
+/** The name of the ErrorReason value V. */
+type NameOf<V extends ErrorReason> = {
+  [K in ErrorReasonName]: (typeof ErrorReason)[K] extends V ? K : never;
+}[ErrorReasonName];
+
 /**
- * The google.rpc.ErrorInfo reasons of ledgerd (see ledger.proto). Branch on
+ * The reason string of an ErrorReason value: the value's name in
+ * error_reason.proto, which is what ledgerd puts in the ErrorInfo.
+ */
+function reasonName<V extends ErrorReason>(value: V): NameOf<V> {
+  return ErrorReasonSchema.value[value]!.name as NameOf<V>;
+}
+
+/**
+ * The google.rpc.ErrorInfo reasons of ledgerd, as defined once by the
+ * ledger.v1.ErrorReason enum (error_reason.proto; exported too). Branch on
  * them with the error classes (`err instanceof LeaseLostError`) or on
  * {@link LedgerError.reason}.
  */
 export const Reason = {
   /** A request field broke a limit or a format. Nothing changed; do not retry as is. */
-  InvalidArgument: "INVALID_ARGUMENT",
+  InvalidArgument: reasonName(ErrorReason.INVALID_ARGUMENT),
   /** Same key, different request: the key was first reserved with another fingerprint. */
-  FingerprintMismatch: "FINGERPRINT_MISMATCH",
+  FingerprintMismatch: reasonName(ErrorReason.FINGERPRINT_MISMATCH),
   /** The fencing token is not the key's current one: someone took over, or the key finished. */
-  LeaseLost: "LEASE_LOST",
+  LeaseLost: reasonName(ErrorReason.LEASE_LOST),
   /** A retried Complete or Fail carried a different result or error than the one recorded. */
-  ResultConflict: "RESULT_CONFLICT",
+  ResultConflict: reasonName(ErrorReason.RESULT_CONFLICT),
   /** Lookup of a key the ledger does not hold. */
-  NotFound: "NOT_FOUND",
+  NotFound: reasonName(ErrorReason.NOT_FOUND),
   /** No or bad credentials. */
-  Unauthenticated: "UNAUTHENTICATED",
+  Unauthenticated: reasonName(ErrorReason.UNAUTHENTICATED),
   /** The caller may not do this in the namespace. */
-  PermissionDenied: "PERMISSION_DENIED",
-  /** A limit was hit (from gRPC itself, or an older server). */
+  PermissionDenied: reasonName(ErrorReason.PERMISSION_DENIED),
+  /**
+   * A limit of gRPC itself was hit (a response over `readMaxBytes`, say). Not
+   * an ErrorReason: ledgerd never sends it; it is what a RESOURCE_EXHAUSTED
+   * status without a ledgerd ErrorInfo is reported as.
+   */
   ResourceExhausted: "RESOURCE_EXHAUSTED",
   /** Over the caller's or the namespace's rate; nothing was done. Retry after the server's RetryInfo. */
-  RateLimited: "RATE_LIMITED",
+  RateLimited: reasonName(ErrorReason.RATE_LIMITED),
   /**
    * Over a namespace quota; nothing was done. A Reserve over max_held_leases may be retried
    * later (places free up as workers finish); a Complete over max_stored_bytes leaves the
    * lease held: complete a smaller result, fail or release.
    */
-  QuotaExceeded: "QUOTA_EXCEEDED",
+  QuotaExceeded: reasonName(ErrorReason.QUOTA_EXCEEDED),
   /** The server or its database could not be reached; retried by the client. */
-  Unavailable: "UNAVAILABLE",
+  Unavailable: reasonName(ErrorReason.UNAVAILABLE),
   /** The call ran out of time and its effect is unknown; retried by the client. */
-  DeadlineExceeded: "DEADLINE_EXCEEDED",
+  DeadlineExceeded: reasonName(ErrorReason.DEADLINE_EXCEEDED),
   /** The call was canceled. */
-  Canceled: "CANCELED",
+  Canceled: reasonName(ErrorReason.CANCELED),
   /** A bug in ledgerd; the details are in its log. */
-  Internal: "INTERNAL",
+  Internal: reasonName(ErrorReason.INTERNAL),
 } as const;
 
 /** One of the {@link Reason} values, or another string a newer server sends. */
-export type ReasonString = (typeof Reason)[keyof typeof Reason] | (string & {});
+export type ReasonString = (typeof Reason)[keyof typeof Reason] | ErrorReasonName | (string & {});
 
 /**
  * A failed call to ledgerd: the gRPC status code, the ledgerd reason read

@@ -45,6 +45,7 @@ export {
   toLedgerError,
   UnauthenticatedError,
   UnavailableError,
+  type ErrorReasonName,
   type ReasonString,
 } from "./errors.js";
 export {
@@ -56,3 +57,4 @@ export {
 } from "./details.js";
 export { defaultRetryPolicy, isRetryable, type RetryListener, type RetryPolicy } from "./retry.js";
 export * from "./gen/ledger/v1/ledger_pb.js";
+export * from "./gen/ledger/v1/error_reason_pb.js";

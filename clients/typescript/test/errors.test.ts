@@ -9,6 +9,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import {
   BadRequestSchema,
   ErrorInfoSchema,
+  ErrorReason,
+  ErrorReasonSchema,
   FingerprintMismatchError,
   InvalidArgumentError,
   isPermanent,
@@ -18,6 +20,7 @@ import {
   NotFoundError,
   permanent,
   PermanentError,
+  Reason,
   ResourceExhaustedError,
   ResultConflictError,
   toLedgerError,
@@ -109,6 +112,27 @@ describe("error details", () => {
       assert.ok(err instanceof ErrorClass, `${reason} -> ${ErrorClass.name}`);
       assert.equal((err as LedgerError).reason, reason);
       assert.equal((err as LedgerError).field, "");
+    }
+  });
+
+  test("the reasons are the names of the generated ErrorReason, and each one LedgerService returns has its class", () => {
+    const leaseLost: "LEASE_LOST" = Reason.LeaseLost; // typed as the literal name
+    assert.equal(leaseLost, "LEASE_LOST");
+    assert.equal(ErrorReasonSchema.value[ErrorReason.LEASE_LOST]?.name, "LEASE_LOST");
+    const names = ErrorReasonSchema.values.map((value) => value.name);
+    for (const reason of Object.values(Reason)) {
+      if (reason !== Reason.ResourceExhausted) {
+        assert.ok(names.includes(reason), `${reason} is not an ErrorReason`);
+      }
+    }
+    // Not the reason of a LedgerService call's status: the zero value, the
+    // admin RPCs' own (this client has no admin methods), and a batch item's.
+    const notRaised = new Set(["ERROR_REASON_UNSPECIFIED", "NOT_LEASED", "ALREADY_EXISTS", "RESPONSE_TOO_LARGE"]);
+    for (const name of names.filter((n) => !notRaised.has(n))) {
+      const value = toBinary(ErrorInfoSchema, create(ErrorInfoSchema, { reason: name, domain: "ledgerd" }));
+      const err = toLedgerError(wireError(Code.Unknown, "m", [{ type: "google.rpc.ErrorInfo", value }])) as LedgerError;
+      assert.notEqual(err.constructor, LedgerError, `${name} has no error class`);
+      assert.equal(err.reason, name);
     }
   });
 
