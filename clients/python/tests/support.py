@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
 import struct
 import sys
 import threading
+import time
 import uuid
-from typing import Callable, List, Optional
+from typing import Callable, Iterator, List, Optional, Tuple
+
+import grpc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)  # clients/python
@@ -22,6 +26,78 @@ PYTHON = sys.executable or "/usr/bin/python3"
 for path in (SRC, GEN):
     if path not in sys.path:
         sys.path.insert(0, path)
+
+
+#: The bound, in seconds, of every wait in these tests for something that
+#: should happen (a call to return, a heartbeat to land, a lease to run
+#: out): far longer than it ever takes, even on a machine busy with other
+#: work, so that it only ends a test that is broken. Tests wait for
+#: conditions, never for an interval that is assumed to be long enough.
+PATIENCE = 60.0
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = PATIENCE, interval: float = 0.02) -> object:
+    """Polls ``condition`` until it returns something truthy, and returns it.
+
+    Fails the test (AssertionError naming ``what``) when ``timeout`` seconds
+    pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not so after {timeout}s")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def recorded_sleeps() -> Iterator[List[float]]:
+    """Records the durations of the time.sleep calls that the calling thread
+    makes inside the block (they still sleep), in a list it yields: what a
+    client waits between calls, measured without a clock."""
+    sleeps: List[float] = []
+    caller = threading.get_ident()
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        if threading.get_ident() == caller:
+            sleeps.append(seconds)
+        real_sleep(seconds)
+
+    time.sleep = sleep  # type: ignore[assignment]
+    try:
+        yield sleeps
+    finally:
+        time.sleep = real_sleep  # type: ignore[assignment]
+
+
+class CallWatcher(grpc.UnaryUnaryClientInterceptor):
+    """A client interceptor that records the calls made through it, as
+    (method name, request), when they are sent; a test waits for one with
+    :meth:`wait_for_call`. Use it with grpc.intercept_channel."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.calls: List[Tuple[str, object]] = []
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        with self._cond:
+            self.calls.append((client_call_details.method.rsplit("/", 1)[-1], request))
+            self._cond.notify_all()
+        return continuation(client_call_details, request)
+
+    def requests(self, method: str) -> List[object]:
+        """The requests of the calls of method (e.g. "Reserve") sent so far."""
+        with self._cond:
+            return [request for name, request in self.calls if name == method]
+
+    def wait_for_call(self, method: str, count: int = 1, timeout: float = PATIENCE) -> None:
+        """Waits until count calls of method have been sent."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len([n for n, _ in self.calls if n == method]) >= count, timeout):
+                raise AssertionError(f"{count} {method} call(s) not sent after {timeout}s")
 
 
 def ledgerd_addr() -> str:

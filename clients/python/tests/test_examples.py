@@ -19,7 +19,7 @@ def setUpModule():
     ADDR = support.ledgerd_addr()  # raises (fails the module) when unset
 
 
-def run(args, timeout=60):
+def run(args, timeout=2 * support.PATIENCE):
     return subprocess.run(
         [support.PYTHON] + args, capture_output=True, text=True, timeout=timeout, env=support.child_env()
     )
@@ -35,7 +35,9 @@ class ContestWorkerTest(unittest.TestCase):
             workers = [
                 subprocess.Popen(
                     [support.PYTHON, self.SCRIPT, "--addr", ADDR, "--namespace", ns, "--key", "k",
-                     "--owner", f"py-{i}", "--work-log", log, "--work-ms", "300", "--lease-ttl-ms", "1000"],
+                     # A lease no load can make run out while the work runs:
+                     # the work is done once, and the others replay it.
+                     "--owner", f"py-{i}", "--work-log", log, "--work-ms", "300", "--lease-ttl-ms", "300000"],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=support.child_env(),
                 )
                 for i in range(4)
@@ -43,11 +45,11 @@ class ContestWorkerTest(unittest.TestCase):
             outputs = []
             for worker in workers:
                 try:
-                    stdout, stderr = worker.communicate(timeout=60)
+                    stdout, stderr = worker.communicate(timeout=2 * support.PATIENCE)
                 finally:
                     if worker.poll() is None:
                         worker.kill()
-                        worker.wait(10)
+                        worker.wait(support.PATIENCE)
                 self.assertEqual(worker.returncode, 0, stderr)
                 lines = stdout.splitlines()
                 self.assertEqual(len(lines), 1, stdout)

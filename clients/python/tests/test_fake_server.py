@@ -3,6 +3,11 @@
 These tests need no ledgerd: a fake LedgerService answers what each test
 scripts (errors with ledgerd's status details, IN_PROGRESS without waiting,
 a refused wait_timeout...), which a real server cannot be made to do on cue.
+
+What the client waits between calls is read from the time.sleep calls it
+makes (support.recorded_sleeps), not from a clock, so that a busy machine
+cannot fail these tests; the timeouts of calls whose duration is not the
+point are generous.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ import time
 import unittest
 from concurrent import futures
 
-import support  # noqa: F401 - sets sys.path
+import support
 
 import grpc
 from ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 import ledgerd
 from test_status import BadRequest, ErrorInfo, _status_bytes
+
+#: The timeout of a call whose duration is not what the test is about.
+TIMEOUT = support.PATIENCE
 
 
 def abort(context, code, reason, message="scripted error", field=None):
@@ -116,11 +124,14 @@ class FakeServerTest(unittest.TestCase):
             return ledger_pb2.LookupResponse(entry=ledger_pb2.Entry(key=request.key))
 
         self.fake.handlers["lookup"] = lookup
-        started = time.monotonic()
-        response = self.client.lookup(namespace="ns", key="k", timeout=5)
+        with support.recorded_sleeps() as sleeps:
+            response = self.client.lookup(namespace="ns", key="k", timeout=TIMEOUT)
         self.assertEqual(response.entry.key, "k")
         self.assertEqual(len(self.fake.requests["lookup"]), 3)
-        self.assertLess(time.monotonic() - started, 2)
+        # Backoff with jitter: [50ms/2, 50ms), then [100ms/2, 100ms).
+        self.assertEqual(len(sleeps), 2, sleeps)
+        self.assertTrue(0.025 <= sleeps[0] < 0.05, sleeps)
+        self.assertTrue(0.05 <= sleeps[1] < 0.1, sleeps)
 
     def test_server_deadline_exceeded_is_retried(self):
         def lookup(n, request, context):
@@ -129,17 +140,17 @@ class FakeServerTest(unittest.TestCase):
             return ledger_pb2.LookupResponse(entry=ledger_pb2.Entry(key=request.key))
 
         self.fake.handlers["lookup"] = lookup
-        self.assertEqual(self.client.lookup(namespace="ns", key="k", timeout=5).entry.key, "k")
+        self.assertEqual(self.client.lookup(namespace="ns", key="k", timeout=TIMEOUT).entry.key, "k")
         self.assertEqual(len(self.fake.requests["lookup"]), 2)
 
     def test_gives_up_when_the_timeout_runs_out(self):
         self.fake.handlers["lookup"] = lambda n, r, c: abort(c, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "db down")
         started = time.monotonic()
         with self.assertRaises(ledgerd.UnavailableError) as caught:
-            self.client.lookup(namespace="ns", key="k", timeout=0.6)
+            self.client.lookup(namespace="ns", key="k", timeout=2)
         elapsed = time.monotonic() - started
-        self.assertGreaterEqual(elapsed, 0.55)
-        self.assertLess(elapsed, 2.0)
+        self.assertGreaterEqual(elapsed, 2)
+        self.assertLess(elapsed, 2 + TIMEOUT, "it gave up when its timeout ran out")
         self.assertGreaterEqual(len(self.fake.requests["lookup"]), 3)  # 50ms, 100ms, 200ms... backoff
         self.assertIn("db down", str(caught.exception))
         self.assertIn("gave up", str(caught.exception))
@@ -147,70 +158,78 @@ class FakeServerTest(unittest.TestCase):
 
     def test_default_timeout_bounds_calls(self):
         self.fake.handlers["lookup"] = lambda n, r, c: abort(c, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
-        client = ledgerd.Client.from_channel(self.client._channel, default_timeout=0.3)
+        client = ledgerd.Client.from_channel(self.client._channel, default_timeout=1)
         started = time.monotonic()
         with self.assertRaises(ledgerd.UnavailableError):
-            client.lookup(namespace="ns", key="k")
-        self.assertLess(time.monotonic() - started, 1.5)
+            client.lookup(namespace="ns", key="k")  # without a timeout, it would retry for ever
+        elapsed = time.monotonic() - started
+        self.assertGreaterEqual(elapsed, 1)
+        self.assertLess(elapsed, 1 + TIMEOUT)
         client.close()  # does not close the channel it was given
         self.fake.handlers["lookup"] = lambda n, r, c: ledger_pb2.LookupResponse()
-        self.client.lookup(namespace="ns", key="k", timeout=2)
+        self.client.lookup(namespace="ns", key="k", timeout=TIMEOUT)
 
     def test_other_errors_are_raised_at_once(self):
         self.fake.handlers["complete"] = lambda n, r, c: abort(c, grpc.StatusCode.ABORTED, "LEASE_LOST", "token 1 is stale")
         with self.assertRaises(ledgerd.LeaseLostError) as caught:
-            self.client.complete(namespace="ns", key="k", fencing_token=1, result=b"x", timeout=5)
+            self.client.complete(namespace="ns", key="k", fencing_token=1, result=b"x", timeout=TIMEOUT)
         self.assertEqual(len(self.fake.requests["complete"]), 1)
         self.assertEqual(caught.exception.code, grpc.StatusCode.ABORTED)
         self.assertEqual(str(caught.exception), "complete: LEASE_LOST: token 1 is stale")
         self.assertIsInstance(caught.exception.__cause__, grpc.RpcError)
 
     def test_a_stuck_attempt_is_abandoned_and_retried(self):
+        unstuck = threading.Event()
+
         def lookup(n, request, context):
             if n == 1:
-                time.sleep(1.0)
-            return ledger_pb2.LookupResponse(entry=ledger_pb2.Entry(key="second"))
+                unstuck.wait(TIMEOUT)  # stuck until the test has its answer
+                return ledger_pb2.LookupResponse(entry=ledger_pb2.Entry(key="first"))
+            return ledger_pb2.LookupResponse(entry=ledger_pb2.Entry(key="retry"))
 
         self.fake.handlers["lookup"] = lookup
-        client = ledgerd.Client.from_channel(self.client._channel, attempt_timeout=0.2)
-        started = time.monotonic()
-        self.assertEqual(client.lookup(namespace="ns", key="k", timeout=5).entry.key, "second")
-        self.assertLess(time.monotonic() - started, 0.9)
-        self.assertEqual(len(self.fake.requests["lookup"]), 2)
+        client = ledgerd.Client.from_channel(self.client._channel, attempt_timeout=0.5)
+        try:
+            # The answer comes from a later attempt, while the first is still stuck.
+            self.assertEqual(client.lookup(namespace="ns", key="k", timeout=TIMEOUT).entry.key, "retry")
+        finally:
+            unstuck.set()
+        self.assertGreaterEqual(len(self.fake.requests["lookup"]), 2)
 
     def test_do_polls_with_the_hint_when_the_server_answers_at_once(self):
         def reserve(n, request, context):
             return in_progress(retry_after=0.1) if n <= 2 else completed(b"theirs")
 
         self.fake.handlers["reserve"] = reserve
-        started = time.monotonic()
-        result = self.client.do("ns", "k", lambda lease: self.fail("work must not run"), timeout=3)
-        elapsed = time.monotonic() - started
+        with support.recorded_sleeps() as sleeps:
+            result = self.client.do("ns", "k", lambda lease: self.fail("work must not run"), timeout=20)
         self.assertEqual((result.value, result.replayed, result.fencing_token, result.attempt), (b"theirs", True, 7, 0))
         self.assertEqual(result.completed_at.timestamp(), 1_700_000_000)
-        self.assertGreaterEqual(elapsed, 0.19)  # two hints of 100ms (+ up to 25% jitter each)
-        self.assertLess(elapsed, 1.0)
+        # Two hints of 100ms, each with up to 25% of jitter.
+        self.assertEqual(len(sleeps), 2, sleeps)
+        for pause in sleeps:
+            self.assertTrue(0.1 <= pause <= 0.125, sleeps)
         requests = self.fake.requests["reserve"]
         self.assertEqual(len(requests), 3)
         for request in requests:
             self.assertTrue(request.HasField("wait_timeout"), "do() asks the server to wait")
             wait = request.wait_timeout.ToNanoseconds() / 1e9
-            self.assertGreater(wait, 1.5)
-            self.assertLess(wait, 3.0)  # within the timeout, with a margin
-        self.assertTrue(requests[0].owner)
+            self.assertGreater(wait, 10)
+            self.assertLessEqual(wait, 19)  # within the 20s timeout, less a margin of 1s
 
     def test_do_does_not_sleep_after_a_full_server_wait(self):
         def reserve(n, request, context):
             if n == 1:
-                time.sleep(request.wait_timeout.ToNanoseconds() / 1e9)  # a server that waited it all
+                # A server whose own maximum wait (1s) is shorter than the
+                # one asked for: it waited all of it, then answered.
+                time.sleep(1.0)
                 return in_progress(retry_after=5.0)
             return completed()
 
         self.fake.handlers["reserve"] = reserve
-        started = time.monotonic()
-        self.client.do("ns", "k", lambda lease: b"", timeout=1.0)
-        # The server waited ~0.9s (1s less the margin); no extra sleep of 1s for the hint.
-        self.assertLess(time.monotonic() - started, 1.4)
+        with support.recorded_sleeps() as sleeps:
+            self.assertTrue(self.client.do("ns", "k", lambda lease: b"", timeout=TIMEOUT).replayed)
+        self.assertEqual(sleeps, [], "no sleep for the hint after the server waited")
         self.assertEqual(len(self.fake.requests["reserve"]), 2)
 
     def test_do_falls_back_to_polling_when_wait_timeout_is_refused(self):
@@ -220,13 +239,13 @@ class FakeServerTest(unittest.TestCase):
             return completed()
 
         self.fake.handlers["reserve"] = reserve
-        self.assertTrue(self.client.do("ns", "k", lambda lease: b"", timeout=3).replayed)
+        self.assertTrue(self.client.do("ns", "k", lambda lease: b"", timeout=TIMEOUT).replayed)
         self.assertEqual([r.HasField("wait_timeout") for r in self.fake.requests["reserve"]], [True, False])
 
     def test_do_without_wait_raises_in_progress(self):
         self.fake.handlers["reserve"] = lambda n, r, c: in_progress(retry_after=2.0, owner="holder-1")
         with self.assertRaises(ledgerd.InProgressError) as caught:
-            self.client.do("ns", "k", lambda lease: b"", wait=False, timeout=3)
+            self.client.do("ns", "k", lambda lease: b"", wait=False, timeout=TIMEOUT)
         self.assertEqual(caught.exception.owner, "holder-1")
         self.assertEqual(caught.exception.retry_after, 2.0)
         self.assertEqual(caught.exception.reason, "IN_PROGRESS")
@@ -234,20 +253,21 @@ class FakeServerTest(unittest.TestCase):
         self.assertFalse(self.fake.requests["reserve"][0].HasField("wait_timeout"))
 
     def test_do_timeout_while_the_key_is_held(self):
-        self.fake.handlers["reserve"] = lambda n, r, c: in_progress(retry_after=0.05)
+        # Answered at once, with a hint longer than the whole timeout: do()
+        # sleeps on the hint until its timeout runs out, and no Reserve is
+        # left in flight to run into it.
+        self.fake.handlers["reserve"] = lambda n, r, c: in_progress(retry_after=5.0)
         started = time.monotonic()
         with self.assertRaises(ledgerd.InProgressError) as caught:
-            self.client.do("ns", "k", lambda lease: b"", timeout=0.5)
-        elapsed = time.monotonic() - started
-        self.assertGreaterEqual(elapsed, 0.45)
-        self.assertLess(elapsed, 1.5)
+            self.client.do("ns", "k", lambda lease: b"", timeout=0.9)
+        self.assertGreaterEqual(time.monotonic() - started, 0.9)
         self.assertIn("timeout ran out", str(caught.exception))
 
     def test_work_must_return_bytes(self):
         self.fake.handlers["reserve"] = lambda n, r, c: acquired()
         self.fake.handlers["fail"] = lambda n, r, c: ledger_pb2.FailResponse(state=ledger_pb2.STATE_RELEASED)
         with self.assertRaises(TypeError):
-            self.client.do("ns", "k", lambda lease: "a str", timeout=3)
+            self.client.do("ns", "k", lambda lease: "a str", timeout=TIMEOUT)
         (fail,) = self.fake.requests["fail"]
         self.assertTrue(fail.retryable)
         self.assertIn("returned str", fail.error.message)
@@ -261,7 +281,7 @@ class FakeServerTest(unittest.TestCase):
             raise RuntimeError("\x00é" * 5000)
 
         with self.assertRaises(RuntimeError):
-            self.client.do("ns", "k", work, timeout=3)
+            self.client.do("ns", "k", work, timeout=TIMEOUT)
         (fail,) = self.fake.requests["fail"]
         message = fail.error.message
         self.assertTrue(message.startswith("RuntimeError: é"))
@@ -276,7 +296,7 @@ class FakeServerTest(unittest.TestCase):
             raise KeyError("x")
 
         with self.assertRaises(KeyError) as caught:
-            self.client.do("ns", "k", work, timeout=3)
+            self.client.do("ns", "k", work, timeout=TIMEOUT)
         notes = getattr(caught.exception, "__notes__", [])
         if hasattr(caught.exception, "add_note"):
             self.assertTrue(any("LEASE_LOST" in note for note in notes), notes)
@@ -336,9 +356,10 @@ class ConstructionTest(unittest.TestCase):
         with ledgerd.Client(f"127.0.0.1:{port}", insecure=True) as client:
             started = time.monotonic()
             with self.assertRaises(ledgerd.UnavailableError) as caught:
-                client.lookup(namespace="ns", key="k", timeout=0.7)
-            self.assertGreaterEqual(time.monotonic() - started, 0.65)
-            self.assertLess(time.monotonic() - started, 3)
+                client.lookup(namespace="ns", key="k", timeout=2)
+            elapsed = time.monotonic() - started
+            self.assertGreaterEqual(elapsed, 2, "retried until the timeout ran out")
+            self.assertLess(elapsed, 2 + TIMEOUT)
             self.assertEqual(caught.exception.reason, "UNAVAILABLE")
 
     def test_default_owner(self):

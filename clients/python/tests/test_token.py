@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import unittest
 from concurrent import futures
 
-import support  # noqa: F401 - sets sys.path
+import support
 
 import grpc
 from ledger.v1 import ledger_pb2, ledger_pb2_grpc
@@ -62,6 +63,7 @@ class TokenOnTheWireTest(unittest.TestCase):
     def serve(self, server_credentials=None):
         self.fake = FakeLedger()
         self.seen = []
+        self.heartbeat_seen = threading.Event()
 
         def lookup(n, request, context):
             self.seen.append(authorization(context))
@@ -77,6 +79,7 @@ class TokenOnTheWireTest(unittest.TestCase):
 
         def heartbeat(n, request, context):
             self.seen.append(authorization(context))
+            self.heartbeat_seen.set()
             return ledger_pb2.HeartbeatResponse()
 
         self.fake.handlers.update(lookup=lookup, reserve=reserve, complete=complete, heartbeat=heartbeat)
@@ -91,7 +94,7 @@ class TokenOnTheWireTest(unittest.TestCase):
         return f"127.0.0.1:{port}"
 
     def client(self, addr, **kwargs):
-        client = ledgerd.Client(addr, default_timeout=10, **kwargs)
+        client = ledgerd.Client(addr, default_timeout=support.PATIENCE, **kwargs)
         self.addCleanup(client.close)
         return client
 
@@ -99,7 +102,10 @@ class TokenOnTheWireTest(unittest.TestCase):
         client = self.client(self.serve(), insecure=True, token=TOKEN)
         client.lookup(namespace="ns", key="k")
         # do(): a Reserve, heartbeats from the background thread, a Complete.
-        result = client.do("ns", "k", lambda lease: lease.cancelled.wait(0.2) or b"ok", heartbeat_interval=0.05)
+        # The work lasts until the server has seen a heartbeat.
+        result = client.do(
+            "ns", "k", lambda lease: self.heartbeat_seen.wait(support.PATIENCE) and b"ok", heartbeat_interval=0.05
+        )
         self.assertEqual(result.value, b"ok")
         self.assertGreaterEqual(len(self.seen), 4, "lookup, reserve, at least one heartbeat, complete")
         self.assertEqual(self.seen, [["Bearer " + TOKEN]] * len(self.seen))
