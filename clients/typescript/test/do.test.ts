@@ -17,12 +17,26 @@ import {
   State,
   type Lease,
 } from "../src/index.js";
-import { aborted, delay, newClient, text, uniqueKey, uniqueNamespace } from "./helpers.js";
+import {
+  aborted,
+  forceRelease,
+  LONG_LEASE_MS,
+  newClient,
+  PATIENCE_MS,
+  ReserveWatch,
+  T,
+  text,
+  TIMEOUT_MS,
+  uniqueKey,
+  uniqueNamespace,
+  waitFor,
+} from "./helpers.js";
 
 const client = newClient();
 after(() => client.close());
 
-const T = { timeout: 30_000 };
+/** The timeout of a do() whose timeout must run out while the work runs: long enough for the Reserve before the work. */
+const WORK_TIMEOUT_MS = 5_000;
 
 /** Work for a do() that must replay or fail without running it. */
 function mustNotRun(): Promise<string> {
@@ -43,7 +57,7 @@ describe("do", () => {
         seen = lease;
         return "receipt-1";
       },
-      { owner: "worker-a", metadata: { run: "2024-06-01" }, timeoutMs: 10_000 },
+      { owner: "worker-a", metadata: { run: "2024-06-01" }, timeoutMs: TIMEOUT_MS },
     );
     assert.equal(runs, 1);
     assert.ok(seen);
@@ -64,11 +78,11 @@ describe("do", () => {
     assert.equal(first.replayed, false);
     assert.ok(Math.abs(first.completedAt.getTime() - Date.now()) < 60_000);
 
-    const second = await client.do(ns, key, mustNotRun, { owner: "worker-b", timeoutMs: 10_000 });
+    const second = await client.do(ns, key, mustNotRun, { owner: "worker-b", timeoutMs: TIMEOUT_MS });
     assert.equal(runs, 1);
     assert.deepEqual(second, { ...first, attempt: 0, replayed: true });
 
-    const { entry } = await client.lookup({ namespace: ns, key }, { timeoutMs: 5000 });
+    const { entry } = await client.lookup({ namespace: ns, key }, { timeoutMs: TIMEOUT_MS });
     assert.equal(entry?.state, State.COMPLETED);
     assert.equal(entry?.owner, "worker-a");
     assert.equal(text(entry!.result), "receipt-1");
@@ -90,89 +104,75 @@ describe("do", () => {
     assert.deepEqual(entry?.result, bytes);
   });
 
+  /** Reserves key for "holder" with a lease that outlasts the test, and returns its fencing token. */
+  async function hold(ns: string, key: string): Promise<bigint> {
+    const held = await client.reserve({ namespace: ns, key, owner: "holder", leaseTtl: { seconds: BigInt(LONG_LEASE_MS / 1000) } });
+    assert.equal(held.outcome.case, "acquired");
+    return held.outcome.value.fencingToken;
+  }
+
   test("waits while another owner holds the key, then replays its result without running the work", T, async () => {
     const ns = uniqueNamespace();
     const key = uniqueKey();
-    const held = await client.reserve({ namespace: ns, key, owner: "holder", leaseTtl: { seconds: 10n } });
-    assert.equal(held.outcome.case, "acquired");
-    const token = held.outcome.value.fencingToken;
-    const completion = delay(500).then(() =>
-      client.complete({ namespace: ns, key, fencingToken: token, result: new TextEncoder().encode("by the holder") }),
-    );
-
-    const started = Date.now();
-    const result = await client.do(ns, key, mustNotRun, { owner: "waiter", timeoutMs: 10_000 });
-    const elapsed = Date.now() - started;
-    await completion;
-    assert.equal(text(result.value), "by the holder");
-    assert.equal(result.replayed, true);
-    assert.equal(result.fencingToken, token);
-    assert.ok(elapsed >= 400, `resolved after ${elapsed}ms, before the holder completed`);
-    assert.ok(elapsed < 5000, `resolved only after ${elapsed}ms`);
+    const token = await hold(ns, key);
+    const watch = new ReserveWatch();
+    const waiter = newClient({ interceptors: [watch.interceptor] });
+    try {
+      const result = waiter.do(ns, key, mustNotRun, { owner: "waiter", timeoutMs: TIMEOUT_MS });
+      // The holder completes once the waiter has asked.
+      await watch.sent();
+      await client.complete({ namespace: ns, key, fencingToken: token, result: new TextEncoder().encode("by the holder") });
+      const { value, replayed, fencingToken } = await result;
+      assert.equal(text(value), "by the holder");
+      assert.equal(replayed, true);
+      assert.equal(fencingToken, token);
+    } finally {
+      waiter.close();
+    }
   });
 
-  test("the server holds the waiting Reserve: one call, answered as soon as the holder completes", T, async () => {
+  test("the server holds the waiting Reserve: one call, answered when the holder completes", T, async () => {
     const ns = uniqueNamespace();
     const key = uniqueKey();
-    let reserves = 0;
-    const counting = newClient({
-      interceptors: [(next) => async (req) => {
-        if (req.method.name === "Reserve") {
-          reserves++;
-        }
-        return next(req);
-      }],
-    });
+    const token = await hold(ns, key);
+    const watch = new ReserveWatch();
+    const waiter = newClient({ interceptors: [watch.interceptor] });
     try {
-      const held = await client.reserve({ namespace: ns, key, owner: "holder", leaseTtl: { seconds: 10n } });
-      assert.equal(held.outcome.case, "acquired");
-      const token = held.outcome.value.fencingToken;
-      const completion = delay(500).then(() =>
-        client.complete({ namespace: ns, key, fencingToken: token, result: new TextEncoder().encode("by the holder") }),
-      );
-      const started = Date.now();
-      const result = await counting.do(ns, key, mustNotRun, { owner: "waiter", timeoutMs: 10_000 });
-      const elapsed = Date.now() - started;
-      await completion;
-      assert.equal(text(result.value), "by the holder");
-      assert.equal(result.replayed, true);
-      assert.equal(reserves, 1, `${reserves} Reserves`);
-      assert.ok(elapsed >= 400 && elapsed < 900, `resolved after ${elapsed}ms`);
+      const result = waiter.do(ns, key, mustNotRun, { owner: "waiter", timeoutMs: TIMEOUT_MS });
+      await watch.sent();
+      // The holder's lease outlasts the server's wait: only the completion
+      // can answer this Reserve before its wait runs out.
+      await client.complete({ namespace: ns, key, fencingToken: token, result: new TextEncoder().encode("by the holder") });
+      const { value, replayed } = await result;
+      assert.equal(text(value), "by the holder");
+      assert.equal(replayed, true);
+      assert.equal(watch.requests.length, 1, `${watch.requests.length} Reserves`);
+      assert.ok(watch.requests[0]?.waitTimeout, "the Reserve asks the server to wait");
     } finally {
-      counting.close();
+      waiter.close();
     }
   });
 
   test("with maxWaitMs 0 it polls on the retry-after hint instead, and still replays", T, async () => {
     const ns = uniqueNamespace();
     const key = uniqueKey();
-    let reserves = 0;
-    const polling = newClient({
-      maxWaitMs: 0,
-      interceptors: [(next) => async (req) => {
-        if (req.method.name === "Reserve") {
-          reserves++;
-        }
-        return next(req);
-      }],
-    });
+    const token = await hold(ns, key);
+    const watch = new ReserveWatch();
+    const polling = newClient({ maxWaitMs: 0, interceptors: [watch.interceptor] });
     try {
-      const held = await client.reserve({ namespace: ns, key, owner: "holder", leaseTtl: { nanos: 300_000_000 } });
-      assert.equal(held.outcome.case, "acquired");
-      const token = held.outcome.value.fencingToken;
-      const completion = delay(1500).then(() =>
-        client.complete({ namespace: ns, key, fencingToken: token, result: new TextEncoder().encode("too late") }),
-      );
-      // The holder's lease (300ms) runs out long before it completes: the
-      // poller, asking again on the retry-after hint, takes over and runs the work.
-      const result = await polling.do(ns, key, async (lease) => `took over from ${lease.previousOwner}`, {
-        owner: "poller",
-        timeoutMs: 10_000,
-      });
-      await assert.rejects(completion, LeaseLostError);
-      assert.equal(text(result.value), "took over from holder");
-      assert.equal(result.fencingToken, 2n);
-      assert.ok(reserves >= 2, `${reserves} Reserves`);
+      const result = polling.do(ns, key, mustNotRun, { owner: "poller", timeoutMs: TIMEOUT_MS });
+      // The first poll was answered IN_PROGRESS (the poller asked again):
+      // then the holder completes.
+      await watch.sent(2);
+      await client.complete({ namespace: ns, key, fencingToken: token, result: new TextEncoder().encode("by the holder") });
+      const { value, replayed, fencingToken } = await result;
+      assert.equal(text(value), "by the holder");
+      assert.equal(replayed, true);
+      assert.equal(fencingToken, token);
+      assert.ok(watch.requests.length >= 2, `${watch.requests.length} Reserves`);
+      for (const request of watch.requests) {
+        assert.equal(request.waitTimeout, undefined, "a poll does not ask the server to wait");
+      }
     } finally {
       polling.close();
     }
@@ -181,14 +181,15 @@ describe("do", () => {
   test("gives up waiting when its timeout runs out, with a TimeoutError", T, async () => {
     const ns = uniqueNamespace();
     const key = uniqueKey();
-    await client.reserve({ namespace: ns, key, owner: "holder", leaseTtl: { seconds: 30n } });
+    await hold(ns, key);
     const started = Date.now();
     await assert.rejects(client.do(ns, key, mustNotRun, { owner: "waiter", timeoutMs: 300 }), (err: Error) => {
       assert.equal(err.name, "TimeoutError");
       return true;
     });
     const elapsed = Date.now() - started;
-    assert.ok(elapsed >= 250 && elapsed < 3000, `gave up after ${elapsed}ms`);
+    // The holder's lease outlasts the test: only the timeout could end it.
+    assert.ok(elapsed >= 300, `gave up after ${elapsed}ms, before its timeout`);
   });
 
   test("refuses the same key with a different fingerprint", T, async () => {
@@ -298,26 +299,34 @@ describe("do", () => {
   test("heartbeats keep the lease past its TTL, and carry the staged checkpoint", T, async () => {
     const ns = uniqueNamespace();
     const key = uniqueKey();
+    const ttlMs = 3000;
     const probe = newClient();
+    const leaseEndMs = async () => {
+      const { entry } = await probe.lookup({ namespace: ns, key }, { timeoutMs: TIMEOUT_MS });
+      return entry?.leaseExpiresAt ? Number(entry.leaseExpiresAt.seconds) * 1000 + entry.leaseExpiresAt.nanos / 1e6 : 0;
+    };
     try {
       const result = await client.do(
         ns,
         key,
         async (lease) => {
-          assert.equal(lease.leaseTtlMs, 200);
+          assert.equal(lease.leaseTtlMs, ttlMs);
           lease.setCheckpoint(new Uint8Array([7, 7]));
-          // Three TTLs of work: without heartbeats the lease would be gone.
-          await delay(600);
-          const other = await probe.reserve({ namespace: ns, key, owner: "intruder", leaseTtl: { nanos: 100_000_000 } });
+          // Work until a heartbeat has moved the lease's end a whole TTL past
+          // where the grant put it: the lease has outlived its TTL.
+          const grantedUntil = await leaseEndMs();
+          await waitFor(async () => (await leaseEndMs()) >= grantedUntil + ttlMs, "a heartbeat extended the lease past its first TTL");
+          const other = await probe.reserve({ namespace: ns, key, owner: "intruder", leaseTtl: { seconds: 1n } });
           assert.equal(other.outcome.case, "inProgress", "another owner got the key while the work ran");
           assert.equal(other.outcome.value?.owner, "holder");
           const { entry } = await probe.lookup({ namespace: ns, key });
-          assert.equal(entry?.leaseExpired, false);
           assert.deepEqual(entry?.checkpoint, new Uint8Array([7, 7]));
           assert.equal(lease.signal.aborted, false);
           return "kept";
         },
-        { owner: "holder", leaseTtlMs: 200, timeoutMs: 10_000 },
+        // A heartbeat every 250ms: the lease would run out only if none got
+        // through for 2.7s (its TTL less the client's margin).
+        { owner: "holder", leaseTtlMs: ttlMs, heartbeatIntervalMs: 250, timeoutMs: TIMEOUT_MS },
       );
       assert.equal(result.fencingToken, 1n);
       assert.equal(result.attempt, 1);
@@ -332,20 +341,23 @@ describe("do", () => {
     const intruder = newClient();
     try {
       let reason: unknown;
+      let intruderToken = 0n;
       const outcome = client.do(
         ns,
         key,
         async (lease) => {
-          // Heartbeats are too rare for the lease: it runs out, and the
-          // intruder takes the key over.
-          await delay(300);
-          const taken = await intruder.reserve({ namespace: ns, key, owner: "intruder", leaseTtl: { seconds: 10n } });
+          // The lease ends while the work runs (an admin's ForceRelease: a
+          // lease left to run out would race the heartbeat that extends
+          // it), and the intruder takes the key over.
+          await forceRelease(ns, key);
+          const taken = await intruder.reserve({ namespace: ns, key, owner: "intruder", leaseTtl: { seconds: 300n } });
           assert.equal(taken.outcome.case, "acquired");
-          assert.equal(taken.outcome.value?.fencingToken, 2n);
-          reason = await aborted(lease.signal, 5000);
+          intruderToken = taken.outcome.value.fencingToken;
+          assert.ok(intruderToken > 1n);
+          reason = await aborted(lease.signal, PATIENCE_MS);
           throw reason;
         },
-        { owner: "slow", leaseTtlMs: 100, heartbeatIntervalMs: 600, timeoutMs: 10_000 },
+        { owner: "slow", leaseTtlMs: LONG_LEASE_MS, heartbeatIntervalMs: 200, timeoutMs: TIMEOUT_MS },
       );
       await assert.rejects(outcome, (err: unknown) => {
         assert.ok(err instanceof LeaseLostError);
@@ -358,7 +370,7 @@ describe("do", () => {
       const { entry } = await client.lookup({ namespace: ns, key });
       assert.equal(entry?.state, State.LEASED);
       assert.equal(entry?.owner, "intruder");
-      assert.equal(entry?.fencingToken, 2n);
+      assert.equal(entry?.fencingToken, intruderToken);
     } finally {
       intruder.close();
     }
@@ -373,12 +385,12 @@ describe("do", () => {
         ns,
         key,
         async (lease) => {
-          await delay(300);
-          await intruder.reserve({ namespace: ns, key, owner: "intruder", leaseTtl: { seconds: 10n } });
-          await aborted(lease.signal, 5000);
+          await forceRelease(ns, key);
+          await intruder.reserve({ namespace: ns, key, owner: "intruder", leaseTtl: { seconds: 300n } });
+          await aborted(lease.signal, PATIENCE_MS);
           return "stale result";
         },
-        { owner: "slow", leaseTtlMs: 100, heartbeatIntervalMs: 600, timeoutMs: 10_000 },
+        { owner: "slow", leaseTtlMs: LONG_LEASE_MS, heartbeatIntervalMs: 200, timeoutMs: TIMEOUT_MS },
       );
       await assert.rejects(outcome, LeaseLostError);
       const { entry } = await client.lookup({ namespace: ns, key });
@@ -400,11 +412,11 @@ describe("do", () => {
       key,
       async (lease) => {
         lease.setCheckpoint("half-way");
-        setTimeout(() => controller.abort(reason), 100);
-        workReason = await aborted(lease.signal, 5000);
+        controller.abort(reason); // the caller aborts while the work runs
+        workReason = await aborted(lease.signal, PATIENCE_MS);
         throw new Error("interrupted");
       },
-      { signal: controller.signal, leaseTtlMs: 10_000 },
+      { signal: controller.signal, leaseTtlMs: LONG_LEASE_MS },
     );
     await assert.rejects(outcome, (err: unknown) => err === reason);
     assert.equal(workReason, reason);
@@ -413,7 +425,7 @@ describe("do", () => {
     assert.equal(text(entry!.checkpoint), "half-way");
 
     // The key is free at once: the next do() takes it over.
-    const next = await client.do(ns, key, async (lease) => `resumed from ${text(lease.checkpoint)}`, { timeoutMs: 10_000 });
+    const next = await client.do(ns, key, async (lease) => `resumed from ${text(lease.checkpoint)}`, { timeoutMs: TIMEOUT_MS });
     assert.equal(text(next.value), "resumed from half-way");
     assert.equal(next.attempt, 2);
   });
@@ -424,9 +436,9 @@ describe("do", () => {
     let workReason: unknown;
     await assert.rejects(
       client.do(ns, key, async (lease) => {
-        workReason = await aborted(lease.signal, 5000);
+        workReason = await aborted(lease.signal, PATIENCE_MS);
         throw workReason;
-      }, { timeoutMs: 200 }),
+      }, { leaseTtlMs: LONG_LEASE_MS, timeoutMs: WORK_TIMEOUT_MS }),
       (err: Error) => err.name === "TimeoutError" && err === workReason,
     );
     const { entry } = await client.lookup({ namespace: ns, key });
@@ -440,9 +452,9 @@ describe("do", () => {
     await assert.rejects(
       client.do(ns, key, async (lease) => {
         lease.setCheckpoint(new Uint8Array((64 << 10) + 1)); // above the default 64 KiB
-        workReason = await aborted(lease.signal, 5000);
+        workReason = await aborted(lease.signal, PATIENCE_MS);
         throw new Error("gave up");
-      }, { leaseTtlMs: 150, timeoutMs: 10_000 }),
+      }, { leaseTtlMs: LONG_LEASE_MS, heartbeatIntervalMs: 250, timeoutMs: TIMEOUT_MS }),
       (err: unknown) => {
         assert.ok(err instanceof InvalidArgumentError);
         assert.equal(err.field, "checkpoint");

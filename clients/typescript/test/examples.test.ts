@@ -10,14 +10,14 @@ import { after, describe, test } from "node:test";
 import { promisify } from "node:util";
 
 import { FencedSink, processDirectory, StaleTokenError } from "../examples/process-directory.js";
-import { addr, distPath, newClient, uniqueKey, uniqueNamespace } from "./helpers.js";
+import { addr, distPath, newClient, T, TIMEOUT_MS, uniqueKey, uniqueNamespace } from "./helpers.js";
 
 const run = promisify(execFile);
 const scratch = mkdtempSync(join(tmpdir(), "ledgerd-ts-examples-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));
 
 describe("contest-worker", () => {
-  test("of three racing workers, one does the work and all report its value", { timeout: 30_000 }, async () => {
+  test("of three racing workers, one does the work and all report its value", T, async () => {
     const namespace = uniqueNamespace();
     const key = uniqueKey();
     const workLog = join(scratch, `${key}.log`);
@@ -29,9 +29,11 @@ describe("contest-worker", () => {
           [
             distPath("../examples/contest-worker.js"),
             "--addr", addr, "--namespace", namespace, "--key", key, "--owner", owner,
-            "--work-log", workLog, "--work-ms", "300", "--lease-ttl-ms", "2000",
+            // A lease no load can make run out while the work runs: the work
+            // is done once, and the others replay it.
+            "--work-log", workLog, "--work-ms", "300", "--lease-ttl-ms", "300000",
           ],
-          { timeout: 20_000 },
+          { timeout: TIMEOUT_MS },
         ),
       ),
     );
@@ -54,13 +56,13 @@ describe("contest-worker", () => {
     }
   });
 
-  test("exits 1 with the error on stderr", { timeout: 30_000 }, async () => {
+  test("exits 1 with the error on stderr", T, async () => {
     await assert.rejects(
       run(process.execPath, [
         distPath("../examples/contest-worker.js"),
         "--addr", addr, "--namespace", uniqueNamespace(), "--key", "", "--owner", "o",
         "--work-log", join(scratch, "unused.log"), "--work-ms", "0",
-      ]),
+      ], { timeout: TIMEOUT_MS }),
       (err: { code?: number; stdout?: string; stderr?: string }) => {
         assert.equal(err.code, 1);
         assert.equal(err.stdout, "");
@@ -82,7 +84,7 @@ describe("process-directory", () => {
     assert.equal(sink.newestToken("r"), 3n);
   });
 
-  test("processes every record once; a second run replays; a changed record is refused", { timeout: 30_000 }, async () => {
+  test("processes every record once; a second run replays; a changed record is refused", T, async () => {
     const input = join(scratch, "records");
     const output = join(scratch, "processed");
     rmSync(input, { recursive: true, force: true });
@@ -114,7 +116,7 @@ describe("process-directory", () => {
     }
   });
 
-  test("runs as a command with --addr", { timeout: 30_000 }, async () => {
+  test("runs as a command with --addr", T, async () => {
     const input = join(scratch, "cli-records");
     mkdirSync(input, { recursive: true });
     writeFileSync(join(input, "r1"), "hello\n");
@@ -122,7 +124,7 @@ describe("process-directory", () => {
       distPath("../examples/process-directory.js"),
       "--addr", addr, "--in", input, "--out", join(scratch, "cli-out"), "--namespace", uniqueNamespace(),
     ];
-    const { stdout } = await run(process.execPath, args, { timeout: 20_000 });
+    const { stdout } = await run(process.execPath, args, { timeout: TIMEOUT_MS });
     assert.match(stdout, /r1: wrote r1 \(token 1\)/);
     assert.match(stdout, /processed 1, replayed 0, failed 0/);
   });

@@ -1,10 +1,37 @@
 // Shared test setup: the live ledgerd the tests run against, and small tools.
+//
+// The tests must hold on a machine busy with other work: they wait for
+// conditions (bounded by PATIENCE_MS), never for an interval assumed to be
+// long enough; their leases outlast any stall unless a test ends them
+// itself; and the timeouts of calls whose duration is not the point are
+// generous.
 
 import { randomUUID } from "node:crypto";
 import * as net from "node:net";
 import { fileURLToPath } from "node:url";
 
-import { createClient, type ClientOptions, type LedgerClient } from "../src/index.js";
+import { createClient as createConnectClient, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+
+import { createClient, type ClientOptions, type LedgerClient, type ReserveRequest } from "../src/index.js";
+import { LedgerAdminService } from "../src/gen/ledger/v1/admin_pb.js";
+
+/**
+ * The bound, in ms, of every wait for something that should happen (a call
+ * to return, a heartbeat to land, a lease to run out): far longer than it
+ * ever takes, even on a busy machine, so that it only ends a test that is
+ * broken.
+ */
+export const PATIENCE_MS = 60_000;
+
+/** The timeout of a call whose duration is not what the test is about. */
+export const TIMEOUT_MS = 2 * PATIENCE_MS;
+
+/** The node:test options of a test: its own bound, above every wait in it. */
+export const T = { timeout: 4 * PATIENCE_MS };
+
+/** A lease TTL, in ms, that nothing in a test outlives: it ends only when the test ends it. */
+export const LONG_LEASE_MS = 300_000;
 
 /** The address of the live ledgerd (env LEDGERD_ADDR); the tests refuse to run without it. */
 export const addr: string = (() => {
@@ -36,6 +63,72 @@ export function uniqueKey(prefix = "k"): string {
 /** Resolves after ms. */
 export function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Polls condition until it resolves to something truthy, which it returns;
+ * rejects, naming what, after timeoutMs.
+ */
+export async function waitFor<V>(condition: () => Promise<V> | V, what: string, timeoutMs = PATIENCE_MS): Promise<V> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await condition();
+    if (value) {
+      return value;
+    }
+    if (Date.now() >= deadline) {
+      throw new Error(`${what}: not so after ${timeoutMs}ms`);
+    }
+    await delay(20);
+  }
+}
+
+/**
+ * Ends the key's lease as an admin would, through the admin API (the test
+ * ledgerd has no authentication): its holder's next call is refused with
+ * LEASE_LOST.
+ */
+export async function forceRelease(namespace: string, key: string): Promise<void> {
+  const baseUrl = `http://${addr}`;
+  const sessions = new Http2SessionManager(baseUrl);
+  try {
+    const admin = createConnectClient(LedgerAdminService, createGrpcTransport({ baseUrl, sessionManager: sessions }));
+    await admin.forceRelease({ namespace, key, reason: "typescript client test" }, { timeoutMs: TIMEOUT_MS });
+  } finally {
+    sessions.abort();
+  }
+}
+
+/** The Reserve requests a client sends, as an interceptor sees them; see {@link watchReserves}. */
+export class ReserveWatch {
+  readonly requests: ReserveRequest[] = [];
+  readonly #waiters: (() => void)[] = [];
+
+  /** The interceptor to give the client. */
+  readonly interceptor: Interceptor = (next) => async (req) => {
+    if (req.method.name === "Reserve") {
+      this.requests.push(req.message as ReserveRequest);
+      this.#waiters.splice(0).forEach((wake) => wake());
+    }
+    return next(req);
+  };
+
+  /** Resolves once count Reserves have been sent; rejects after PATIENCE_MS. */
+  async sent(count = 1): Promise<void> {
+    const deadline = Date.now() + PATIENCE_MS;
+    while (this.requests.length < count) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new Error(`${count} Reserve(s) not sent after ${PATIENCE_MS}ms (${this.requests.length} were)`);
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#waiters.push(resolve);
+        timer = setTimeout(resolve, left);
+      });
+      clearTimeout(timer);
+    }
+  }
 }
 
 /**

@@ -7,7 +7,7 @@ import { createInterface } from "node:readline";
 import { after, test } from "node:test";
 
 import { LeaseLostError, State, type Lease } from "../src/index.js";
-import { addr, distPath, newClient, text, uniqueKey, uniqueNamespace } from "./helpers.js";
+import { addr, distPath, newClient, PATIENCE_MS, T, text, TIMEOUT_MS, uniqueKey, uniqueNamespace } from "./helpers.js";
 
 const client = newClient();
 after(() => client.close());
@@ -17,7 +17,7 @@ async function startHolder(namespace: string, key: string, owner: string, leaseT
   const child = spawn(process.execPath, [distPath("./fixtures/hold-lease.js"), addr, namespace, key, owner, String(leaseTtlMs)], {
     stdio: ["ignore", "pipe", "inherit"],
   });
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+  const timer = setTimeout(() => child.kill("SIGKILL"), PATIENCE_MS);
   try {
     const lines = createInterface({ input: child.stdout });
     const [line] = (await once(lines, "line")) as [string];
@@ -28,7 +28,7 @@ async function startHolder(namespace: string, key: string, owner: string, leaseT
   }
 }
 
-test("takes over from a worker killed mid-work; the dead worker's token is refused", { timeout: 30_000 }, async () => {
+test("takes over from a worker killed mid-work; the dead worker's token is refused", T, async () => {
   const ns = uniqueNamespace();
   const key = uniqueKey();
   const { child, token } = await startHolder(ns, key, "doomed-worker", 400);
@@ -40,7 +40,8 @@ test("takes over from a worker killed mid-work; the dead worker's token is refus
 
   let seen: Lease | undefined;
   let lateComplete: unknown;
-  const started = Date.now();
+  // The dead worker's lease runs out (nobody heartbeats it any more) and the
+  // successor, waiting for it, takes the key over.
   const result = await client.do(
     ns,
     key,
@@ -53,9 +54,8 @@ test("takes over from a worker killed mid-work; the dead worker's token is refus
         .catch((e: unknown) => e);
       return "done by the successor";
     },
-    { owner: "successor", timeoutMs: 10_000 },
+    { owner: "successor", timeoutMs: TIMEOUT_MS },
   );
-  const elapsed = Date.now() - started;
 
   assert.equal(seen?.fencingToken, token + 1n);
   assert.equal(seen?.attempt, 2);
@@ -64,7 +64,6 @@ test("takes over from a worker killed mid-work; the dead worker's token is refus
   assert.ok(lateComplete instanceof LeaseLostError, `late complete: ${String(lateComplete)}`);
   assert.equal(result.fencingToken, token + 1n);
   assert.equal(result.replayed, false);
-  assert.ok(elapsed < 5000, `took over after ${elapsed}ms`);
 
   // After the completion too.
   await assert.rejects(

@@ -5,12 +5,10 @@ import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 
 import { LeaseLostError, State, type Lease } from "../src/index.js";
-import { aborted, delay, newClient, TcpProxy, text, uniqueKey, uniqueNamespace } from "./helpers.js";
+import { aborted, newClient, PATIENCE_MS, T, TcpProxy, text, TIMEOUT_MS, uniqueKey, uniqueNamespace } from "./helpers.js";
 
 const direct = newClient();
 after(() => direct.close());
-
-const T = { timeout: 60_000 };
 
 /** Rejects if promise does not settle within ms (the timer is cleared either way). */
 async function within<V>(promise: Promise<V>, ms: number, what: string): Promise<V> {
@@ -46,13 +44,12 @@ describe("ledgerd unreachable mid-work", () => {
         key,
         async (lease: Lease) => {
           started();
-          reason = await aborted(lease.signal, 30_000);
+          reason = await aborted(lease.signal, PATIENCE_MS);
           throw reason;
         },
         { leaseTtlMs: 1000, heartbeatIntervalMs: 100 },
       );
-      await within(working, 10_000, "the work's start");
-      await delay(300); // a few heartbeats get through
+      await within(working, PATIENCE_MS, "the work's start");
       await proxy.close();
       await within(
         assert.rejects(outcome, (err: unknown) => {
@@ -62,14 +59,14 @@ describe("ledgerd unreachable mid-work", () => {
           assert.equal(err, reason, "the work's signal aborted with the same error");
           return true;
         }),
-        30_000,
+        PATIENCE_MS,
         "do()",
       );
       assert.ok(reason instanceof LeaseLostError);
       client.close();
       assert.equal(timers(), timersBefore, "do() left no timer behind");
       // The ledger still holds the lease (nobody answered for it); it runs out.
-      const { entry } = await direct.lookup({ namespace: ns, key }, { timeoutMs: 10_000 });
+      const { entry } = await direct.lookup({ namespace: ns, key }, { timeoutMs: TIMEOUT_MS });
       assert.equal(entry?.state, State.LEASED);
       assert.equal(entry?.fencingToken, 1n);
       assert.equal(entry?.result.length, 0);
@@ -93,20 +90,20 @@ describe("ledgerd unreachable mid-work", () => {
         key,
         async (lease: Lease) => {
           started();
-          reason = await aborted(lease.signal, 30_000);
+          reason = await aborted(lease.signal, PATIENCE_MS);
           proxy.restore(); // ledgerd is back; nobody took the key over
           return "finished anyway";
         },
-        { leaseTtlMs: 1000, heartbeatIntervalMs: 100, timeoutMs: 60_000 },
+        { leaseTtlMs: 1000, heartbeatIntervalMs: 100, timeoutMs: TIMEOUT_MS },
       );
-      await within(working, 10_000, "the work's start");
+      await within(working, PATIENCE_MS, "the work's start");
       proxy.cut();
-      const result = await within(outcome, 50_000, "do()");
+      const result = await within(outcome, TIMEOUT_MS + PATIENCE_MS, "do()");
       assert.ok(reason instanceof LeaseLostError);
       assert.equal(text(result.value), "finished anyway");
       assert.equal(result.fencingToken, 1n);
       assert.equal(result.replayed, false);
-      const { entry } = await direct.lookup({ namespace: ns, key }, { timeoutMs: 10_000 });
+      const { entry } = await direct.lookup({ namespace: ns, key }, { timeoutMs: TIMEOUT_MS });
       assert.equal(entry?.state, State.COMPLETED);
       assert.equal(text(entry!.result), "finished anyway");
     } finally {
