@@ -165,13 +165,16 @@ func TestAdminClient(t *testing.T) {
 		defer func() { require.NoError(t, conn.Close()) }()
 		admin := ledgerclient.NewAdminFromConn(conn)
 
-		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		// Retried, the reset would take until ctx ends.
+		ctx, cancel := context.WithTimeout(t.Context(), patience)
 		defer cancel()
 		_, err = admin.ResetKey(ctx, &ledgerv1.ResetKeyRequest{Namespace: namespace, Key: "k", Reason: "r"})
 		require.ErrorIs(t, err, ledgerclient.ErrUnavailable)
 		require.NoError(t, ctx.Err(), "a reset is not retried until the context ends")
 		require.Equal(t, []codes.Code{codes.Unavailable}, attempts.get())
 
+		ctx, cancel = context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
 		_, err = admin.PurgeExpired(ctx, &ledgerv1.PurgeExpiredRequest{Namespace: namespace, Reason: "r"})
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		require.ErrorIs(t, err, ledgerclient.ErrUnavailable)
@@ -325,7 +328,7 @@ func TestAdminClientAccess(t *testing.T) {
 		t.Parallel()
 		// unreachable returns an AdminClient of a closed port, and the codes
 		// of its attempts.
-		unreachable := func() (*ledgerclient.AdminClient, *callCodes) {
+		unreachable := func(t *testing.T) (*ledgerclient.AdminClient, *callCodes) {
 			attempts := &callCodes{}
 			conn, err := grpc.NewClient(closedAddr(t), grpc.WithTransportCredentials(insecure.NewCredentials()),
 				grpc.WithUnaryInterceptor(attempts.interceptor))
@@ -368,22 +371,29 @@ func TestAdminClientAccess(t *testing.T) {
 			},
 		}
 		for name, rpc := range once {
-			admin, attempts := unreachable()
-			ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
-			err := rpc(ctx, admin)
-			require.ErrorIs(t, err, ledgerclient.ErrUnavailable, name)
-			require.NoError(t, ctx.Err(), "%s is not retried until the context ends", name)
-			require.Equal(t, []codes.Code{codes.Unavailable}, attempts.get(), name)
-			cancel()
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				admin, attempts := unreachable(t)
+				// Retried, the call would take until ctx ends.
+				ctx, cancel := context.WithTimeout(t.Context(), patience)
+				defer cancel()
+				err := rpc(ctx, admin)
+				require.ErrorIs(t, err, ledgerclient.ErrUnavailable)
+				require.NoError(t, ctx.Err(), "not retried until the context ends")
+				require.Equal(t, []codes.Code{codes.Unavailable}, attempts.get())
+			})
 		}
 		for name, rpc := range retried {
-			admin, attempts := unreachable()
-			ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
-			err := rpc(ctx, admin)
-			require.ErrorIs(t, err, context.DeadlineExceeded, name)
-			require.ErrorIs(t, err, ledgerclient.ErrUnavailable, name)
-			require.Greater(t, len(attempts.get()), 2, name)
-			cancel()
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				admin, attempts := unreachable(t)
+				ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+				defer cancel()
+				err := rpc(ctx, admin)
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				require.ErrorIs(t, err, ledgerclient.ErrUnavailable)
+				require.Greater(t, len(attempts.get()), 2)
+			})
 		}
 	})
 }

@@ -39,7 +39,7 @@ func (u *upper) work(_ context.Context, keys []string) ([][]byte, error) {
 func TestDoBatch(t *testing.T) {
 	noLeaks(t)
 	b := setup(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*patience)
 	defer cancel()
 	// Before: "done" completed, "held" held by another worker, "dead"
 	// failed for good.
@@ -86,7 +86,7 @@ func TestDoBatchFailures(t *testing.T) {
 	small := 4
 	_, err := bundle.Store.CreateNamespace(context.Background(), namespace, ledger.NamespaceUpdate{MaxResultBytes: &small}, "test")
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*patience)
 	defer cancel()
 
 	t.Run("a work error fails every key, retryable unless permanent", func(t *testing.T) {
@@ -134,7 +134,8 @@ func TestDoBatchFailures(t *testing.T) {
 			<-workCtx.Done() // the next heartbeat of l2 learns it
 			require.ErrorIs(t, context.Cause(workCtx), ledgerclient.ErrLeaseLost)
 			return [][]byte{[]byte("a"), []byte("b")}, nil
-		}, ledgerclient.WithLeaseTTL(time.Second), ledgerclient.WithHeartbeatInterval(50*time.Millisecond))
+			// The other key's lease outlasts any stall: only l2's is lost.
+		}, ledgerclient.WithLeaseTTL(5*time.Minute), ledgerclient.WithHeartbeatInterval(50*time.Millisecond))
 		require.NoError(t, err)
 		require.NoError(t, results[0].Err)
 		require.ErrorIs(t, results[1].Err, ledgerclient.ErrLeaseLost)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -199,8 +200,11 @@ func TestDo(t *testing.T) {
 			_, err := waiter.Do(t.Context(), namespace, "k", mustNotRun(t))
 			waiterDone <- err
 		}()
-		// Far longer than the 1s a client-side poll would wait between two
-		// Reserves: only a server-side wait asks once.
+		require.Eventually(t, func() bool { return counted.reserves.Load() >= 1 }, patience, time.Millisecond,
+			"the waiter asked")
+		// The window in which a client that polled would ask again: longer
+		// than its 1s between two Reserves (plus jitter). Only a
+		// server-side wait asks once.
 		time.Sleep(2500 * time.Millisecond)
 		close(finish)
 		require.NoError(t, <-holderDone)
@@ -211,29 +215,28 @@ func TestDo(t *testing.T) {
 	t.Run("heartbeats keep the lease while the work runs past its TTL", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		started, finish := make(chan struct{}), make(chan struct{})
-		holderDone := make(chan struct{})
-		var result ledgerclient.Result
-		var holderErr error
-		go func() {
-			defer close(holderDone)
-			result, holderErr = b.client.Do(t.Context(), namespace, "k", func(context.Context) ([]byte, error) {
-				close(started)
-				<-finish
-				return []byte("from the holder"), nil
-			}, ledgerclient.WithLeaseTTL(time.Second)) // heartbeats every 333ms: room for a loaded machine
-		}()
-		<-started
-
-		// A competitor waits for more than three lease TTLs and never gets the key.
-		ctx, cancel := context.WithTimeout(t.Context(), 3500*time.Millisecond)
-		defer cancel()
-		_, err := b.client.Do(ctx, namespace, "k", mustNotRun(t))
-		require.ErrorIs(t, err, context.DeadlineExceeded)
-
-		close(finish)
-		<-holderDone
-		require.NoError(t, holderErr)
+		const ttl = 3 * time.Second
+		leaseEnd := func() (time.Time, error) {
+			found, err := b.client.Lookup(t.Context(), &ledgerv1.LookupRequest{Namespace: namespace, Key: "k"})
+			return found.GetEntry().GetLeaseExpiresAt().AsTime(), err
+		}
+		// A heartbeat every 100ms: the lease would run out only if none got
+		// through for 2.7s (its TTL less the client's margin).
+		result, err := b.client.Do(t.Context(), namespace, "k", func(ctx context.Context) ([]byte, error) {
+			grantedUntil, err := leaseEnd()
+			require.NoError(t, err)
+			// Work until a heartbeat has moved the lease's end a whole TTL
+			// past where the grant put it: the lease has outlived its TTL.
+			require.Eventually(t, func() bool {
+				end, err := leaseEnd()
+				return err == nil && !end.Before(grantedUntil.Add(ttl))
+			}, patience, 10*time.Millisecond, "a heartbeat extended the lease past its first TTL")
+			competitor, err := b.client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: namespace, Key: "k", Owner: "competitor"})
+			require.NoError(t, err)
+			require.NotNil(t, competitor.GetInProgress(), "the competitor got the key while the work ran: %v", competitor)
+			return []byte("from the holder"), nil
+		}, ledgerclient.WithLeaseTTL(ttl), ledgerclient.WithHeartbeatInterval(100*time.Millisecond))
+		require.NoError(t, err)
 		require.Equal(t, int64(1), result.FencingToken)
 		require.Equal(t, []string{"reserved", "heartbeat", "completed"}, eventKinds(t, b.pool, "k"),
 			"one grant; heartbeat events are sampled (one a minute)")
@@ -287,32 +290,49 @@ func TestDo(t *testing.T) {
 		zombieDone := make(chan error, 1)
 		var cause error
 		go func() {
-			// The lease runs out long before the first heartbeat.
 			_, err := b.client.Do(t.Context(), namespace, "k", func(ctx context.Context) ([]byte, error) {
 				close(started)
 				<-ctx.Done()
 				cause = context.Cause(ctx)
 				return nil, ctx.Err()
-			}, ledgerclient.WithOwner("zombie"), ledgerclient.WithLeaseTTL(100*time.Millisecond),
-				ledgerclient.WithHeartbeatInterval(600*time.Millisecond))
+			}, ledgerclient.WithOwner("zombie"), ledgerclient.WithLeaseTTL(5*time.Minute),
+				ledgerclient.WithHeartbeatInterval(50*time.Millisecond))
 			zombieDone <- err
 		}()
 		<-started
+		require.Eventually(t, func() bool {
+			kinds, err := queryEventKinds(b.pool, "k")
+			return err == nil && slices.Contains(kinds, "heartbeat")
+		}, patience, 10*time.Millisecond, "the zombie's heartbeats keep its lease")
 
-		_, err := b.client.Do(t.Context(), namespace, "k", value("from the successor"), ledgerclient.WithOwner("successor"))
+		// The lease ends while the work runs (an admin's ForceRelease: a
+		// lease left to run out would race the heartbeat that extends it).
+		_, err := b.client.Admin().ForceRelease(t.Context(), &ledgerv1.ForceReleaseRequest{Namespace: namespace, Key: "k", Reason: "test"})
 		require.NoError(t, err)
-
-		err = <-zombieDone
+		select {
+		case err = <-zombieDone:
+		case <-time.After(patience):
+			t.Fatal("the zombie's work went on after its lease was lost")
+		}
 		require.ErrorIs(t, err, ledgerclient.ErrLeaseLost)
 		require.ErrorIs(t, cause, ledgerclient.ErrLeaseLost, "the work's context is canceled with the cause")
+		require.NotErrorIs(t, cause, ledgerclient.ErrUnavailable)
+
+		_, err = b.client.Do(t.Context(), namespace, "k", func(ctx context.Context) ([]byte, error) {
+			lease, _ := ledgerclient.LeaseFromContext(ctx)
+			require.True(t, lease.Takeover)
+			require.Equal(t, "zombie", lease.PreviousOwner)
+			return []byte("from the successor"), nil
+		}, ledgerclient.WithOwner("successor"))
+		require.NoError(t, err)
 
 		row := readEntry(t, b.pool, "k")
 		require.Equal(t, "completed", row.State)
 		require.Equal(t, "successor", row.Owner)
-		require.Equal(t, int64(2), row.FencingToken)
+		require.Equal(t, int64(3), row.FencingToken, "the release moved the token on, the takeover again")
 		require.Equal(t, []byte("from the successor"), row.Result)
-		require.Equal(t, []string{"reserved", "reclaimed", "completed", "refused_stale_token"}, eventKinds(t, b.pool, "k"),
-			"the zombie's only trace is its refused heartbeat")
+		require.Equal(t, []string{"reserved", "heartbeat", "force_released", "refused_stale_token", "taken_over", "completed"},
+			eventKinds(t, b.pool, "k"), "the zombie's only trace after the release is its refused heartbeat")
 	})
 
 	t.Run("a checkpoint stored by a heartbeat reaches the worker that takes over", func(t *testing.T) {
@@ -321,8 +341,11 @@ func TestDo(t *testing.T) {
 		_, err := b.client.Do(t.Context(), namespace, "k", func(ctx context.Context) ([]byte, error) {
 			require.NoError(t, ledgerclient.SetCheckpoint(ctx, []byte("offset=300")))
 			require.Eventually(t, func() bool {
-				return bytes.Equal(readEntry(t, b.pool, "k").Checkpoint, []byte("offset=300"))
-			}, 5*time.Second, 10*time.Millisecond, "a heartbeat stores the checkpoint")
+				var checkpoint []byte
+				err := b.pool.QueryRow(context.Background(),
+					`SELECT checkpoint FROM entries WHERE namespace = $1 AND key = $2`, namespace, "k").Scan(&checkpoint)
+				return err == nil && bytes.Equal(checkpoint, []byte("offset=300"))
+			}, patience, 10*time.Millisecond, "a heartbeat stores the checkpoint")
 			return nil, errors.New("crashed at offset 300")
 		}, ledgerclient.WithHeartbeatInterval(10*time.Millisecond))
 		require.Error(t, err)
@@ -366,8 +389,9 @@ func TestDo(t *testing.T) {
 		require.Equal(t, "released", readEntry(t, b.pool, "k").State)
 		require.Equal(t, []string{"reserved", "released"}, eventKinds(t, b.pool, "k"))
 
-		// The next worker gets the key at once.
-		quick, cancelQuick := context.WithTimeout(t.Context(), 2*time.Second)
+		// The next worker gets the key at once, not when the lease (30s, the
+		// namespace default) would have run out.
+		quick, cancelQuick := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancelQuick()
 		result, err := b.client.Do(quick, namespace, "k", value("receipt"))
 		require.NoError(t, err)

@@ -45,6 +45,14 @@ func noLeaks(t *testing.T) {
 // ledger (its own schema), so they can share it.
 const namespace = "billing"
 
+// patience bounds every wait of the tests for something that should happen
+// (a call to return, a heartbeat to land, a lease to run out): far longer
+// than it ever takes, even on a machine busy with other work, so that it
+// only ends a test that is broken. The tests wait for conditions, never for
+// an interval assumed to be long enough; their leases outlast any stall
+// unless a test ends them itself.
+const patience = time.Minute
+
 // testConfig lets tests ask for leases of 50ms, so that expiry is quick.
 var testConfig = ledger.Config{Limits: ledger.Limits{MinLeaseTTL: 50 * time.Millisecond}}
 
@@ -88,12 +96,20 @@ func readEntry(t *testing.T, pool *pgxpool.Pool, key string) entry {
 // eventKinds returns the kinds of the key's audit events, oldest first.
 func eventKinds(t *testing.T, pool *pgxpool.Pool, key string) []string {
 	t.Helper()
-	rows, err := pool.Query(context.Background(),
-		`SELECT kind FROM events WHERE namespace = $1 AND key = $2 ORDER BY id`, namespace, key)
-	require.NoError(t, err)
-	kinds, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	kinds, err := queryEventKinds(pool, key)
 	require.NoError(t, err)
 	return kinds
+}
+
+// queryEventKinds is eventKinds for a condition of require.Eventually,
+// which runs in a goroutine of its own.
+func queryEventKinds(pool *pgxpool.Pool, key string) ([]string, error) {
+	rows, err := pool.Query(context.Background(),
+		`SELECT kind FROM events WHERE namespace = $1 AND key = $2 ORDER BY id`, namespace, key)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // serveTCP serves a ledgerd over store on lis until tb's cleanup.

@@ -26,7 +26,7 @@ func TestQuotas(t *testing.T) {
 	_, err := bundle.Store.CreateNamespace(context.Background(), namespace,
 		ledger.NamespaceUpdate{MaxHeldLeases: &one, MaxStoredBytes: &one}, "test")
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*patience)
 	defer cancel()
 
 	holder, err := client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: namespace, Key: "a", Owner: "holder"})
@@ -38,7 +38,7 @@ func TestQuotas(t *testing.T) {
 		_, err := client.Do(ctx, namespace, "b", value("b"), ledgerclient.WithOwner("waiter"))
 		done <- err
 	}()
-	require.Eventually(t, func() bool { return counting.reserves.Load() >= 3 }, 10*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return counting.reserves.Load() >= 3 }, patience, 10*time.Millisecond,
 		"the waiter's Reserve was refused and is being retried")
 	select {
 	case err := <-done:

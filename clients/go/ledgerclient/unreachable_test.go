@@ -60,7 +60,7 @@ func TestWorkStopsWhenTheLeaseCannotBeKept(t *testing.T) {
 	select {
 	case err := <-done:
 		require.ErrorIs(t, err, ledgerclient.ErrLeaseLost)
-	case <-time.After(30 * time.Second):
+	case <-time.After(patience):
 		t.Fatal("Do did not return: the work went on without a lease")
 	}
 	require.ErrorIs(t, cause, ledgerclient.ErrLeaseLost, "canceled by the client itself: the work's context has no deadline")
