@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,26 +26,7 @@ type httpBundle struct {
 	server  *server.Server
 	metrics *server.Metrics
 	ledger  ledgertest.Bundle
-	log     *syncBuffer // the JSON log
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's and the test's
-// goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	log     *ledgertest.LogBuffer // the JSON log
 }
 
 func setupHTTP(t *testing.T) httpBundle {
@@ -57,7 +36,7 @@ func setupHTTP(t *testing.T) httpBundle {
 
 func serveHTTP(t *testing.T, b ledgertest.Bundle) httpBundle {
 	t.Helper()
-	log := &syncBuffer{}
+	log := &ledgertest.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(log, nil))
 	metrics := server.NewMetrics(b.Store, server.MetricsConfig{Logger: logger})
 	srv, err := server.New(b.Store, server.Config{Logger: logger, Metrics: metrics})

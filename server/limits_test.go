@@ -36,14 +36,14 @@ type memServer struct {
 	conn   *grpc.ClientConn
 	client ledgerv1.LedgerServiceClient
 	ledger ledgertest.Bundle
-	log    *syncBuffer // JSON lines
+	log    *ledgertest.LogBuffer // JSON lines
 }
 
 // serveMem serves b's store in memory with cfg; without a Logger in cfg,
 // the server logs JSON lines to memServer.log.
 func serveMem(tb testing.TB, b ledgertest.Bundle, cfg server.Config) memServer {
 	tb.Helper()
-	log := &syncBuffer{}
+	log := &ledgertest.LogBuffer{}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewJSONHandler(log, nil))
 	}
@@ -332,7 +332,7 @@ func TestStatementTimeoutIsUnavailable(t *testing.T) {
 
 // loggedCode reports whether the request log has a call that ended with
 // code.
-func loggedCode(log *syncBuffer, code codes.Code) bool {
+func loggedCode(log *ledgertest.LogBuffer, code codes.Code) bool {
 	return strings.Contains(log.String(), `"grpc.code":"`+code.String()+`"`)
 }
 

@@ -33,7 +33,7 @@ type tlsBundle struct {
 	ca                        *tlstest.CA // signed the server's and the clients' certificates
 	certFile, keyFile, caFile string
 	token                     string // of the principal "svc", a worker in "ns"
-	log                       *syncBuffer
+	log                       *ledgertest.LogBuffer
 }
 
 func setupTLS(t *testing.T, clientAuth tls.ClientAuthType) tlsBundle {
@@ -49,7 +49,7 @@ func setupTLS(t *testing.T, clientAuth tls.ClientAuthType) tlsBundle {
 	auth := server.NewAuth(b.Store, server.AuthConfig{})
 	require.NoError(t, auth.Load(ctx))
 
-	tb := tlsBundle{ca: tlstest.NewCA(t, "test CA"), token: token, log: &syncBuffer{}}
+	tb := tlsBundle{ca: tlstest.NewCA(t, "test CA"), token: token, log: &ledgertest.LogBuffer{}}
 	dir := t.TempDir()
 	tb.certFile, tb.keyFile = tb.ca.Issue(t, "ledgerd").WriteFiles(t, dir, "server")
 	tb.caFile = filepath.Join(dir, "clients.pem")

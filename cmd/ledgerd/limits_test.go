@@ -21,13 +21,14 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
+	"github.com/ledgerd/ledgerd/internal/ledgertest"
 	"github.com/ledgerd/ledgerd/internal/pgtest"
 	"github.com/ledgerd/ledgerd/server"
 )
 
 func TestGRPCLimitFlags(t *testing.T) {
 	t.Parallel()
-	var stderr syncBuffer
+	var stderr ledgertest.LogBuffer
 	database := []string{"--database-url", "postgres://x/y"}
 	cfg, err := parseConfig("serve", database, env(nil), &stderr)
 	require.NoError(t, err)
@@ -92,7 +93,7 @@ func TestDatabaseSessionSettings(t *testing.T) {
 		{"DSN options", "&options=" + strings.ReplaceAll(url.QueryEscape("-c statement_timeout=7s -c idle_in_transaction_session_timeout=3s"), "+", "%20"), nil, forServing, "7s", "3s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var stderr syncBuffer
+			var stderr ledgertest.LogBuffer
 			cfg, err := parseConfig("migrate", append([]string{"--database-url", base + tc.query}, tc.flags...), env(nil), &stderr)
 			require.NoError(t, err)
 			pool, err := openPool(context.Background(), cfg, tc.purpose)
@@ -131,7 +132,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	execSQL(t, superuser, named(setup))
 	ownerURL, appURL := asRole(t, superuser, owner), asRole(t, superuser, app)
 
-	var out, errOut syncBuffer
+	var out, errOut ledgertest.LogBuffer
 	require.NoError(t, run(ctx, []string{"migrate", "--database-url", ownerURL}, env(nil), &out, &errOut), "%s%s", out.String(), errOut.String())
 	execSQL(t, ownerURL, named(grants))
 	require.NoError(t, run(ctx, []string{"bootstrap", "--principal", "root", "--database-url", ownerURL, "--log-format", "json"}, env(nil), &out, &errOut), errOut.String())

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -29,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
+	"github.com/ledgerd/ledgerd/internal/ledgertest"
 	"github.com/ledgerd/ledgerd/internal/pgtest"
 	"github.com/ledgerd/ledgerd/internal/tlstest"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -37,25 +37,6 @@ import (
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// syncBuffer is a bytes.Buffer safe for the server's and the test's
-// goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func env(vars map[string]string) func(string) string {
 	return func(name string) string { return vars[name] }
 }
@@ -63,7 +44,7 @@ func env(vars map[string]string) func(string) string {
 // daemon is a ledgerd started by run, as main starts it.
 type daemon struct {
 	grpcAddr, httpAddr string
-	stdout, stderr     *syncBuffer
+	stdout, stderr     *ledgertest.LogBuffer
 	stop               func() error // cancels run's context and returns run's error
 }
 
@@ -72,7 +53,7 @@ type daemon struct {
 func startDaemon(t *testing.T, vars map[string]string) daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := daemon{stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	d := daemon{stdout: &ledgertest.LogBuffer{}, stderr: &ledgertest.LogBuffer{}}
 	environment := map[string]string{
 		"LEDGER_LISTEN_ADDR": "127.0.0.1:0",
 		"LEDGER_HTTP_ADDR":   "127.0.0.1:0",
@@ -242,7 +223,7 @@ func TestServeRefusesATakenHTTPPort(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	defer taken.Close()
-	var stdout, stderr syncBuffer
+	var stdout, stderr ledgertest.LogBuffer
 	err = run(context.Background(), []string{"serve", "--listen-addr", "127.0.0.1:0", "--http-addr", taken.Addr().String(),
 		"--database-url", pgtest.Schema(t)}, env(nil), &stdout, &stderr)
 	require.ErrorContains(t, err, "listen HTTP")
@@ -252,7 +233,7 @@ func TestMigrateCommandAndNoMigrate(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
 	ctx := context.Background()
-	var stdout, stderr syncBuffer
+	var stdout, stderr ledgertest.LogBuffer
 
 	// --no-migrate refuses to serve a database with pending migrations.
 	err := run(ctx, []string{"serve", "--no-migrate", "--listen-addr", "127.0.0.1:0", "--database-url", url}, env(nil), &stdout, &stderr)
@@ -283,7 +264,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"frobnicate"}, nil, "usage"},
 	}
 	for _, tc := range cases {
-		var stdout, stderr syncBuffer
+		var stdout, stderr ledgertest.LogBuffer
 		err := run(ctx, tc.args, env(tc.env), &stdout, &stderr)
 		require.Error(t, err, "%v", tc.args)
 		require.Contains(t, err.Error()+stderr.String(), tc.want, "%v", tc.args)
@@ -292,7 +273,7 @@ func TestConfigErrors(t *testing.T) {
 
 func TestFlagsOverrideEnvironment(t *testing.T) {
 	t.Parallel()
-	var stderr syncBuffer
+	var stderr ledgertest.LogBuffer
 	cfg, err := parseConfig("serve", []string{"--max-key-bytes", "100"}, env(map[string]string{
 		"LEDGER_DATABASE_URL":  "postgres://from-env/db",
 		"LEDGER_MAX_KEY_BYTES": "200",
@@ -306,7 +287,7 @@ func TestFlagsOverrideEnvironment(t *testing.T) {
 
 func TestHelpListsEveryFlagWithItsVariable(t *testing.T) {
 	t.Parallel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr ledgertest.LogBuffer
 	err := run(context.Background(), []string{"serve", "--help"}, env(nil), &stdout, &stderr)
 	require.ErrorIs(t, err, flag.ErrHelp)
 	help := stderr.String()
@@ -319,7 +300,7 @@ func TestHelpListsEveryFlagWithItsVariable(t *testing.T) {
 func TestHTTPAddrLogFormatAndSweepDefaults(t *testing.T) {
 	t.Parallel()
 	parse := func(args []string, vars map[string]string) (config, error) {
-		var stderr syncBuffer
+		var stderr ledgertest.LogBuffer
 		return parseConfig("serve", append([]string{"--database-url", "postgres://x/y"}, args...), env(vars), &stderr)
 	}
 	cfg, err := parse(nil, nil)
@@ -361,7 +342,7 @@ func TestLogFormatAuto(t *testing.T) {
 
 func TestOperationsFlags(t *testing.T) {
 	t.Parallel()
-	var stderr syncBuffer
+	var stderr ledgertest.LogBuffer
 	cfg, err := parseConfig("serve", []string{"--database-url", "postgres://x/y", "--heartbeat-event-interval", "0",
 		"--max-attempts", "4", "--event-retention", "72h", "--max-result-bytes-ceiling", "33554432",
 		"--max-held-leases", "500", "--max-stored-bytes", "1073741824"}, env(nil), &stderr)
@@ -400,7 +381,7 @@ func TestOperationsFlags(t *testing.T) {
 
 func TestInsecureDevIsLoopbackOnly(t *testing.T) {
 	t.Parallel()
-	var stderr syncBuffer
+	var stderr ledgertest.LogBuffer
 	for _, args := range [][]string{
 		{"--insecure-dev", "--listen-addr", "0.0.0.0:7070"},
 		{"--insecure-dev", "--listen-addr", ":7070"},
@@ -421,7 +402,7 @@ func TestInsecureDevIsLoopbackOnly(t *testing.T) {
 func TestServeWithAuthentication(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
-	var out, errOut syncBuffer
+	var out, errOut ledgertest.LogBuffer
 	err := run(context.Background(), []string{"bootstrap", "--principal", "root", "--database-url", url, "--log-format", "json"}, env(nil), &out, &errOut)
 	require.NoError(t, err, errOut.String())
 	token := regexp.MustCompile(`ldg_[0-9a-f]+_[A-Za-z0-9_-]+`).FindString(out.String())
@@ -463,7 +444,7 @@ func TestServeWithAuthentication(t *testing.T) {
 
 func TestRateLimitFlags(t *testing.T) {
 	t.Parallel()
-	var stderr syncBuffer
+	var stderr ledgertest.LogBuffer
 	cfg, err := parseConfig("serve", []string{"--database-url", "postgres://x/y"}, env(nil), &stderr)
 	require.NoError(t, err)
 	require.Equal(t, server.Rate{PerSecond: 2000, Burst: 4000}, cfg.RateLimits.PerPrincipal, "on by default in production")
@@ -487,7 +468,7 @@ func TestServeWithTLS(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
 	ctx := context.Background()
-	var out, errOut syncBuffer
+	var out, errOut ledgertest.LogBuffer
 	require.NoError(t, run(ctx, []string{"bootstrap", "--principal", "root", "--database-url", url}, env(nil), &out, &errOut), errOut.String())
 	token := regexp.MustCompile(`ldg_[0-9a-f]+_[A-Za-z0-9_-]+`).FindString(out.String())
 	pool, err := pgxpool.New(ctx, url)
@@ -568,7 +549,7 @@ func TestServeWithTLS(t *testing.T) {
 func TestTLSFlags(t *testing.T) {
 	t.Parallel()
 	parse := func(args ...string) (config, error) {
-		var stderr syncBuffer
+		var stderr ledgertest.LogBuffer
 		return parseConfig("serve", append([]string{"--database-url", "postgres://x/y"}, args...), env(nil), &stderr)
 	}
 	cfg, err := parse()

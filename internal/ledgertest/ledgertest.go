@@ -5,10 +5,12 @@
 package ledgertest
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -163,4 +165,25 @@ func ServeTCP(tb testing.TB, store *ledger.Store, cfg server.Config) string {
 		require.NoError(tb, <-served)
 	})
 	return lis.Addr().String()
+}
+
+// LogBuffer collects what a server or a command writes (a log, stdout) for
+// a test to read while it runs: a bytes.Buffer safe for concurrent use.
+type LogBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write appends p.
+func (b *LogBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *LogBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
