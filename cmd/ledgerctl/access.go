@@ -24,16 +24,11 @@ func whoamiCommand() *command {
 			"Exit codes: 7 no token, or one that is unknown, expired or revoked\n" +
 			"(UNAUTHENTICATED).",
 		run: func(ctx context.Context, c *cli, _ []string) error {
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().WhoAmI(rpcCtx, &ledgerv1.WhoAmIRequest{})
-			if err != nil {
-				return err
-			}
-			if c.output == formatJSON {
-				return writeJSON(c.stdout, response)
-			}
-			return writeWhoAmI(c.stdout, response)
+			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.WhoAmIResponse, error) {
+				return c.client.Admin().WhoAmI(ctx, &ledgerv1.WhoAmIRequest{})
+			}, func(who *ledgerv1.WhoAmIResponse) error {
+				return writeWhoAmI(c.stdout, who)
+			})
 		},
 	}
 }
@@ -157,18 +152,15 @@ func tokensCreateCommand() *command {
 			if ttl.d > 0 {
 				request.Ttl = durationpb.New(ttl.d)
 			}
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().CreateToken(rpcCtx, request)
-			if err != nil {
+			var token *ledgerv1.Token
+			err := callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.CreateTokenResponse, error) {
+				response, err := c.client.Admin().CreateToken(ctx, request)
+				token = response.GetToken()
+				return response, err
+			}, func(response *ledgerv1.CreateTokenResponse) error {
+				_, err := fmt.Fprintln(c.stdout, response.GetSecret())
 				return err
-			}
-			token := response.GetToken()
-			if c.output == formatJSON {
-				err = writeJSON(c.stdout, response)
-			} else {
-				_, err = fmt.Fprintln(c.stdout, response.GetSecret())
-			}
+			})
 			if err != nil {
 				return err
 			}
@@ -203,19 +195,14 @@ func tokensRevokeCommand() *command {
 			if err := requireReason(reason); err != nil {
 				return err
 			}
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().RevokeToken(rpcCtx, &ledgerv1.RevokeTokenRequest{Id: args[0], Reason: reason})
-			if err != nil {
-				return err
-			}
-			if c.output == formatJSON {
-				return writeJSON(c.stdout, response)
-			}
-			token := response.GetToken()
-			fmt.Fprintf(c.stdout, "revoked token %s of %s: every ledgerd refuses it within its credential refresh interval\n\n",
-				token.GetId(), formatText(token.GetPrincipal()))
-			return writeToken(c.stdout, token, time.Now())
+			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.RevokeTokenResponse, error) {
+				return c.client.Admin().RevokeToken(ctx, &ledgerv1.RevokeTokenRequest{Id: args[0], Reason: reason})
+			}, func(response *ledgerv1.RevokeTokenResponse) error {
+				token := response.GetToken()
+				fmt.Fprintf(c.stdout, "revoked token %s of %s: every ledgerd refuses it within its credential refresh interval\n\n",
+					token.GetId(), formatText(token.GetPrincipal()))
+				return writeToken(c.stdout, token, time.Now())
+			})
 		},
 	}
 }
@@ -314,19 +301,14 @@ func rolesGrantCommand() *command {
 			if err := requireReason(reason); err != nil {
 				return err
 			}
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().GrantRole(rpcCtx, &ledgerv1.GrantRoleRequest{Binding: binding, Reason: reason})
-			if err != nil {
-				return err
-			}
-			if c.output == formatJSON {
-				return writeJSON(c.stdout, response)
-			}
-			b := response.GetBinding()
-			fmt.Fprintf(c.stdout, "%s is %s in %s (granted by %s at %s)\n", formatText(b.GetPrincipal()), roleName(b.GetRole()),
-				formatText(b.GetNamespacePattern()), formatText(b.GetCreatedBy()), formatTime(b.GetCreatedAt()))
-			return nil
+			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.GrantRoleResponse, error) {
+				return c.client.Admin().GrantRole(ctx, &ledgerv1.GrantRoleRequest{Binding: binding, Reason: reason})
+			}, func(response *ledgerv1.GrantRoleResponse) error {
+				b := response.GetBinding()
+				fmt.Fprintf(c.stdout, "%s is %s in %s (granted by %s at %s)\n", formatText(b.GetPrincipal()), roleName(b.GetRole()),
+					formatText(b.GetNamespacePattern()), formatText(b.GetCreatedBy()), formatTime(b.GetCreatedAt()))
+				return nil
+			})
 		},
 	}
 }
@@ -353,18 +335,13 @@ func rolesRevokeCommand() *command {
 			if err := requireReason(reason); err != nil {
 				return err
 			}
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().RevokeRole(rpcCtx, &ledgerv1.RevokeRoleRequest{Binding: binding, Reason: reason})
-			if err != nil {
-				return err
-			}
-			if c.output == formatJSON {
-				return writeJSON(c.stdout, response)
-			}
-			fmt.Fprintf(c.stdout, "%s is no longer %s in %s\n", formatText(binding.GetPrincipal()), roleName(binding.GetRole()),
-				formatText(binding.GetNamespacePattern()))
-			return nil
+			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.RevokeRoleResponse, error) {
+				return c.client.Admin().RevokeRole(ctx, &ledgerv1.RevokeRoleRequest{Binding: binding, Reason: reason})
+			}, func(*ledgerv1.RevokeRoleResponse) error {
+				fmt.Fprintf(c.stdout, "%s is no longer %s in %s\n", formatText(binding.GetPrincipal()), roleName(binding.GetRole()),
+					formatText(binding.GetNamespacePattern()))
+				return nil
+			})
 		},
 	}
 }

@@ -48,23 +48,18 @@ func releaseCommand() *command {
 				}
 				token = entry.GetFencingToken()
 			}
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().ForceRelease(rpcCtx, &ledgerv1.ForceReleaseRequest{
-				Namespace: namespace, Key: key, Reason: reason, FencingToken: token,
+			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.ForceReleaseResponse, error) {
+				return c.client.Admin().ForceRelease(ctx, &ledgerv1.ForceReleaseRequest{
+					Namespace: namespace, Key: key, Reason: reason, FencingToken: token,
+				})
+			}, func(response *ledgerv1.ForceReleaseResponse) error {
+				if response.GetAlreadyReleased() {
+					fmt.Fprintf(c.stdout, "%s/%s: the lease of token %d was already released\n\n", namespace, formatText(key), token)
+				} else {
+					fmt.Fprintf(c.stdout, "released %s/%s: the lease of token %d ended; the next Reserve takes the key over\n\n", namespace, formatText(key), token)
+				}
+				return writeEntry(c.stdout, response.GetEntry())
 			})
-			if err != nil {
-				return err
-			}
-			if c.output == formatJSON {
-				return writeJSON(c.stdout, response)
-			}
-			if response.GetAlreadyReleased() {
-				fmt.Fprintf(c.stdout, "%s/%s: the lease of token %d was already released\n\n", namespace, formatText(key), token)
-			} else {
-				fmt.Fprintf(c.stdout, "released %s/%s: the lease of token %d ended; the next Reserve takes the key over\n\n", namespace, formatText(key), token)
-			}
-			return writeEntry(c.stdout, response.GetEntry())
 		},
 	}
 }
@@ -112,19 +107,14 @@ func resetCommand() *command {
 				}
 				token = entry.GetFencingToken()
 			}
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().ResetKey(rpcCtx, &ledgerv1.ResetKeyRequest{
-				Namespace: args[0], Key: args[1], Reason: reason, FencingToken: token,
+			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.ResetKeyResponse, error) {
+				return c.client.Admin().ResetKey(ctx, &ledgerv1.ResetKeyRequest{
+					Namespace: args[0], Key: args[1], Reason: reason, FencingToken: token,
+				})
+			}, func(response *ledgerv1.ResetKeyResponse) error {
+				fmt.Fprintf(c.stdout, "reset %s/%s: the next Reserve runs its work again\n\n", args[0], formatText(args[1]))
+				return writeEntry(c.stdout, response.GetEntry())
 			})
-			if err != nil {
-				return err
-			}
-			if c.output == formatJSON {
-				return writeJSON(c.stdout, response)
-			}
-			fmt.Fprintf(c.stdout, "reset %s/%s: the next Reserve runs its work again\n\n", args[0], formatText(args[1]))
-			return writeEntry(c.stdout, response.GetEntry())
 		},
 	}
 }
@@ -144,23 +134,16 @@ func purgeCommand() *command {
 			if err := requireReason(reason); err != nil {
 				return err
 			}
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().PurgeExpired(rpcCtx, &ledgerv1.PurgeExpiredRequest{
-				Namespace: args[0], Reason: reason,
+			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.PurgeExpiredResponse, error) {
+				return c.client.Admin().PurgeExpired(ctx, &ledgerv1.PurgeExpiredRequest{Namespace: args[0], Reason: reason})
+			}, func(response *ledgerv1.PurgeExpiredResponse) error {
+				noun := "entries"
+				if response.GetPurgedEntries() == 1 {
+					noun = "entry"
+				}
+				fmt.Fprintf(c.stdout, "purged %d expired %s from %s\n", response.GetPurgedEntries(), noun, args[0])
+				return nil
 			})
-			if err != nil {
-				return err
-			}
-			if c.output == formatJSON {
-				return writeJSON(c.stdout, response)
-			}
-			noun := "entries"
-			if response.GetPurgedEntries() == 1 {
-				noun = "entry"
-			}
-			fmt.Fprintf(c.stdout, "purged %d expired %s from %s\n", response.GetPurgedEntries(), noun, args[0])
-			return nil
 		},
 	}
 }

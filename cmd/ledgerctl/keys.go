@@ -25,40 +25,35 @@ func getCommand() *command {
 			fs.BoolVar(&history, "history", false, "add the key's audit events")
 		},
 		run: func(ctx context.Context, c *cli, args []string) error {
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Lookup(rpcCtx, &ledgerv1.LookupRequest{
-				Namespace: args[0], Key: args[1], IncludeHistory: history,
-			})
-			if err != nil {
-				return err
-			}
-			if c.output == formatJSON {
-				return writeJSON(c.stdout, response)
-			}
-			if err := writeEntry(c.stdout, response.GetEntry()); err != nil {
-				return err
-			}
-			if !history {
-				return nil
-			}
-			fmt.Fprintln(c.stdout, "\nhistory:")
-			table := newTable(c.stdout)
-			row(table, eventsHeader(false)...)
-			for _, event := range response.GetHistory() {
-				row(table, eventRow(event, false)...)
-			}
-			if err := table.Flush(); err != nil {
-				return err
-			}
-			if response.GetHistoryTruncated() {
-				key := quoteArg(args[1])
-				if strings.HasPrefix(args[1], "-") {
-					key = "-- " + key
+			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.LookupResponse, error) {
+				return c.client.Lookup(ctx, &ledgerv1.LookupRequest{
+					Namespace: args[0], Key: args[1], IncludeHistory: history,
+				})
+			}, func(response *ledgerv1.LookupResponse) error {
+				if err := writeEntry(c.stdout, response.GetEntry()); err != nil {
+					return err
 				}
-				fmt.Fprintf(c.stdout, "(more events: ledgerctl history %s %s)\n", args[0], key)
-			}
-			return nil
+				if !history {
+					return nil
+				}
+				fmt.Fprintln(c.stdout, "\nhistory:")
+				table := newTable(c.stdout)
+				row(table, eventsHeader(false)...)
+				for _, event := range response.GetHistory() {
+					row(table, eventRow(event, false)...)
+				}
+				if err := table.Flush(); err != nil {
+					return err
+				}
+				if response.GetHistoryTruncated() {
+					key := quoteArg(args[1])
+					if strings.HasPrefix(args[1], "-") {
+						key = "-- " + key
+					}
+					fmt.Fprintf(c.stdout, "(more events: ledgerctl history %s %s)\n", args[0], key)
+				}
+				return nil
+			})
 		},
 	}
 }

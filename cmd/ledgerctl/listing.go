@@ -8,6 +8,21 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// callAndShow makes one RPC, bounded by --timeout, and prints its answer:
+// as one line of JSON with -o json, else as text says.
+func callAndShow[Answer proto.Message](ctx context.Context, c *cli, rpc func(context.Context) (Answer, error), text func(Answer) error) error {
+	rpcCtx, cancel := c.rpcContext(ctx)
+	defer cancel()
+	answer, err := rpc(rpcCtx)
+	if err != nil {
+		return err
+	}
+	if c.output == formatJSON {
+		return writeJSON(c.stdout, answer)
+	}
+	return text(answer)
+}
+
 // maxPageSize is the largest page the admin listings serve.
 const maxPageSize = 1000
 

@@ -55,16 +55,11 @@ func namespacesShowCommand() *command {
 		summary: "Show one namespace's settings and what it uses of its quotas (LedgerAdminService.GetNamespace).",
 		details: "-o json prints the GetNamespaceResponse (namespace and usage).\n\nExit codes: 3 unknown namespace.",
 		run: func(ctx context.Context, c *cli, args []string) error {
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().GetNamespace(rpcCtx, &ledgerv1.GetNamespaceRequest{Name: args[0]})
-			if err != nil {
-				return err
-			}
-			if c.output == formatJSON {
-				return writeJSON(c.stdout, response)
-			}
-			return writeNamespace(c.stdout, response.GetNamespace(), response.GetUsage())
+			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.GetNamespaceResponse, error) {
+				return c.client.Admin().GetNamespace(ctx, &ledgerv1.GetNamespaceRequest{Name: args[0]})
+			}, func(response *ledgerv1.GetNamespaceResponse) error {
+				return writeNamespace(c.stdout, response.GetNamespace(), response.GetUsage())
+			})
 		},
 	}
 }
@@ -96,15 +91,12 @@ func namespacesCreateCommand() *command {
 			if err != nil {
 				return err
 			}
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().CreateNamespace(rpcCtx, &ledgerv1.CreateNamespaceRequest{
-				Name: args[0], Settings: request, Reason: reason,
-			})
-			if err != nil {
-				return err
-			}
-			return c.writeNamespace(response.GetNamespace())
+			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.Namespace, error) {
+				response, err := c.client.Admin().CreateNamespace(ctx, &ledgerv1.CreateNamespaceRequest{
+					Name: args[0], Settings: request, Reason: reason,
+				})
+				return response.GetNamespace(), err
+			}, c.writeNamespace)
 		},
 	}
 }
@@ -137,24 +129,19 @@ func namespacesSetCommand() *command {
 			if request == nil {
 				return usageErrorf("nothing to change: give at least one setting flag")
 			}
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().UpdateNamespace(rpcCtx, &ledgerv1.UpdateNamespaceRequest{
-				Name: args[0], Settings: request, Reason: reason,
-			})
-			if err != nil {
-				return err
-			}
-			return c.writeNamespace(response.GetNamespace())
+			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.Namespace, error) {
+				response, err := c.client.Admin().UpdateNamespace(ctx, &ledgerv1.UpdateNamespaceRequest{
+					Name: args[0], Settings: request, Reason: reason,
+				})
+				return response.GetNamespace(), err
+			}, c.writeNamespace)
 		},
 	}
 }
 
-// writeNamespace prints a namespace as -o says.
+// writeNamespace shows the namespace that create and set answer with, as
+// key/value lines.
 func (c *cli) writeNamespace(n *ledgerv1.Namespace) error {
-	if c.output == formatJSON {
-		return writeJSON(c.stdout, n)
-	}
 	return writeNamespace(c.stdout, n, nil)
 }
 
