@@ -77,31 +77,31 @@ func tokensListCommand() *command {
 			"-o json prints one Token per line.\n\n" +
 			"Exit codes: 7 not a platform admin (PERMISSION_DENIED).",
 		run: func(ctx context.Context, c *cli, _ []string) error {
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().ListTokens(rpcCtx, &ledgerv1.ListTokensRequest{})
-			if err != nil {
-				return err
+			var listedAt time.Time // STATUS is as of then
+			tokens := listing[*ledgerv1.Token]{
+				noun:   "tokens",
+				header: tokensHeader,
+				row:    func(token *ledgerv1.Token) []string { return tokenRow(token, listedAt) },
 			}
-			if c.output == formatJSON {
-				for _, token := range response.GetTokens() {
-					if err := writeJSON(c.stdout, token); err != nil {
-						return err
-					}
-				}
-				return nil
-			}
-			now := time.Now()
-			t := newTable(c.stdout)
-			row(t, "ID", "PRINCIPAL", "STATUS", "CREATED_AT", "CREATED_BY", "EXPIRES_AT", "REVOKED_AT", "REVOKED_BY", "DESCRIPTION")
-			for _, token := range response.GetTokens() {
-				row(t, token.GetId(), formatText(token.GetPrincipal()), tokenStatus(token, now),
-					formatTime(token.GetCreatedAt()), formatText(token.GetCreatedBy()),
-					formatTime(token.GetExpiresAt()), formatTime(token.GetRevokedAt()), formatText(token.GetRevokedBy()),
-					formatText(token.GetDescription()))
-			}
-			return t.Flush()
+			return tokens.writeUnpaged(ctx, c, func(ctx context.Context) ([]*ledgerv1.Token, error) {
+				response, err := c.client.Admin().ListTokens(ctx, &ledgerv1.ListTokensRequest{})
+				listedAt = time.Now()
+				return response.GetTokens(), err
+			})
 		},
+	}
+}
+
+// tokensHeader and tokenRow are the columns of `tokens list`; a token's
+// STATUS is as of now.
+var tokensHeader = []string{"ID", "PRINCIPAL", "STATUS", "CREATED_AT", "CREATED_BY", "EXPIRES_AT", "REVOKED_AT", "REVOKED_BY", "DESCRIPTION"}
+
+func tokenRow(token *ledgerv1.Token, now time.Time) []string {
+	return []string{
+		token.GetId(), formatText(token.GetPrincipal()), tokenStatus(token, now),
+		formatTime(token.GetCreatedAt()), formatText(token.GetCreatedBy()),
+		formatTime(token.GetExpiresAt()), formatTime(token.GetRevokedAt()), formatText(token.GetRevokedBy()),
+		formatText(token.GetDescription()),
 	}
 }
 
@@ -253,28 +253,22 @@ func rolesListCommand() *command {
 		details: "-o json prints one RoleBinding per line.\n\n" +
 			"Exit codes: 7 not a platform admin (PERMISSION_DENIED).",
 		run: func(ctx context.Context, c *cli, _ []string) error {
-			rpcCtx, cancel := c.rpcContext(ctx)
-			defer cancel()
-			response, err := c.client.Admin().ListRoleBindings(rpcCtx, &ledgerv1.ListRoleBindingsRequest{})
-			if err != nil {
-				return err
-			}
-			if c.output == formatJSON {
-				for _, binding := range response.GetBindings() {
-					if err := writeJSON(c.stdout, binding); err != nil {
-						return err
-					}
-				}
-				return nil
-			}
-			t := newTable(c.stdout)
-			row(t, "PRINCIPAL", "ROLE", "NAMESPACE_PATTERN", "GRANTED_AT", "GRANTED_BY")
-			for _, b := range response.GetBindings() {
-				row(t, formatText(b.GetPrincipal()), roleName(b.GetRole()), formatText(b.GetNamespacePattern()),
-					formatTime(b.GetCreatedAt()), formatText(b.GetCreatedBy()))
-			}
-			return t.Flush()
+			bindings := listing[*ledgerv1.RoleBinding]{noun: "role bindings", header: bindingsHeader, row: bindingRow}
+			return bindings.writeUnpaged(ctx, c, func(ctx context.Context) ([]*ledgerv1.RoleBinding, error) {
+				response, err := c.client.Admin().ListRoleBindings(ctx, &ledgerv1.ListRoleBindingsRequest{})
+				return response.GetBindings(), err
+			})
 		},
+	}
+}
+
+// bindingsHeader and bindingRow are the columns of `roles list`.
+var bindingsHeader = []string{"PRINCIPAL", "ROLE", "NAMESPACE_PATTERN", "GRANTED_AT", "GRANTED_BY"}
+
+func bindingRow(b *ledgerv1.RoleBinding) []string {
+	return []string{
+		formatText(b.GetPrincipal()), roleName(b.GetRole()), formatText(b.GetNamespacePattern()),
+		formatTime(b.GetCreatedAt()), formatText(b.GetCreatedBy()),
 	}
 }
 

@@ -89,3 +89,12 @@ func (l listing[Item]) write(ctx context.Context, c *cli, limit int, fetch fetch
 		token = next
 	}
 }
+
+// writeUnpaged is write for a listing the server does not page: one RPC,
+// with --timeout, answers with every item.
+func (l listing[Item]) writeUnpaged(ctx context.Context, c *cli, fetch func(ctx context.Context) ([]Item, error)) error {
+	return l.write(ctx, c, 0, func(ctx context.Context, _ int32, _ string) ([]Item, string, error) {
+		items, err := fetch(ctx)
+		return items, "", err
+	})
+}
