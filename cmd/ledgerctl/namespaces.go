@@ -65,10 +65,7 @@ func namespacesShowCommand() *command {
 }
 
 func namespacesCreateCommand() *command {
-	var (
-		reason   string
-		settings settingsFlags
-	)
+	var change namespaceChange
 	return &command{
 		name:    "namespaces create",
 		args:    "NAME",
@@ -79,21 +76,15 @@ func namespacesCreateCommand() *command {
 			"it other settings from the start. Sent once, never retried.\n\n" +
 			"-o json prints the Namespace.\n\n" +
 			"Exit codes: 4 the namespace exists (ALREADY_EXISTS); 6 a setting out of bounds.",
-		flags: func(fs *flag.FlagSet) {
-			reasonFlag(fs, &reason)
-			settings.register(fs)
-		},
+		flags: change.register,
 		run: func(ctx context.Context, c *cli, args []string) error {
-			if err := requireReason(reason); err != nil {
-				return err
-			}
-			request, err := settings.settings()
+			request, err := change.settings()
 			if err != nil {
 				return err
 			}
 			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.Namespace, error) {
 				response, err := c.client.Admin().CreateNamespace(ctx, &ledgerv1.CreateNamespaceRequest{
-					Name: args[0], Settings: request, Reason: reason,
+					Name: args[0], Settings: request, Reason: change.reason,
 				})
 				return response.GetNamespace(), err
 			}, c.writeNamespace)
@@ -102,10 +93,7 @@ func namespacesCreateCommand() *command {
 }
 
 func namespacesSetCommand() *command {
-	var (
-		reason   string
-		settings settingsFlags
-	)
+	var change namespaceChange
 	return &command{
 		name:    "namespaces set",
 		args:    "NAME",
@@ -114,15 +102,9 @@ func namespacesSetCommand() *command {
 		details: "Durations are Go durations (90s, 1h30m) or whole days (7d).\n\n" +
 			"-o json prints the Namespace.\n\n" +
 			"Exit codes: 3 unknown namespace; 6 a setting out of bounds.",
-		flags: func(fs *flag.FlagSet) {
-			reasonFlag(fs, &reason)
-			settings.register(fs)
-		},
+		flags: change.register,
 		run: func(ctx context.Context, c *cli, args []string) error {
-			if err := requireReason(reason); err != nil {
-				return err
-			}
-			request, err := settings.settings()
+			request, err := change.settings()
 			if err != nil {
 				return err
 			}
@@ -131,7 +113,7 @@ func namespacesSetCommand() *command {
 			}
 			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.Namespace, error) {
 				response, err := c.client.Admin().UpdateNamespace(ctx, &ledgerv1.UpdateNamespaceRequest{
-					Name: args[0], Settings: request, Reason: reason,
+					Name: args[0], Settings: request, Reason: change.reason,
 				})
 				return response.GetNamespace(), err
 			}, c.writeNamespace)
@@ -145,17 +127,19 @@ func (c *cli) writeNamespace(n *ledgerv1.Namespace) error {
 	return writeNamespace(c.stdout, n, nil)
 }
 
-// settingsFlags are the namespace settings of create and set; only the
-// flags given are sent.
-type settingsFlags struct {
+// namespaceChange is the flags of namespaces create and set: --reason and
+// the settings, of which only those given are sent.
+type namespaceChange struct {
 	fs                                                      *flag.FlagSet
+	reason                                                  string
 	defaultLeaseTTL, maxLeaseTTL, retention, eventRetention durationFlag
 	maxResultBytes, maxAttempts                             int
 	maxHeldLeases, maxStoredBytes                           int64
 }
 
-func (s *settingsFlags) register(fs *flag.FlagSet) {
+func (s *namespaceChange) register(fs *flag.FlagSet) {
 	s.fs = fs
+	reasonFlag(fs, &s.reason)
 	fs.Var(&s.defaultLeaseTTL, "default-lease-ttl", "lease `DURATION` given to a Reserve that asks for none")
 	fs.Var(&s.maxLeaseTTL, "max-lease-ttl", "longest lease (`DURATION`) a request may ask for")
 	fs.IntVar(&s.maxResultBytes, "max-result-bytes", 0, "largest result a Complete may store, in `BYTES`")
@@ -166,8 +150,12 @@ func (s *settingsFlags) register(fs *flag.FlagSet) {
 	fs.Int64Var(&s.maxStoredBytes, "max-stored-bytes", 0, "quota: `BYTES` of results the namespace may store; 0: no quota")
 }
 
-// settings returns the settings given, or nil if none was.
-func (s *settingsFlags) settings() (*ledgerv1.NamespaceSettings, error) {
+// settings requires --reason, and returns the settings given, or nil if
+// none was.
+func (s *namespaceChange) settings() (*ledgerv1.NamespaceSettings, error) {
+	if err := requireReason(s.reason); err != nil {
+		return nil, err
+	}
 	given := false
 	duration := func(name string, f durationFlag) *durationpb.Duration {
 		if !isSet(s.fs, name) {
