@@ -43,19 +43,18 @@ func eventsCommand() *command {
 			if limit < 0 {
 				return usageErrorf("--limit must not be negative")
 			}
-			request := &ledgerv1.ListEventsRequest{Namespace: args[0], IncludeUnsettled: unsettled}
+			request := &ledgerv1.ListEventsRequest{
+				Namespace:        args[0],
+				StartTime:        since.timestamp(),
+				EndTime:          until.timestamp(),
+				IncludeUnsettled: unsettled,
+			}
 			if kinds != "" {
 				parsed, err := parseKinds(kinds)
 				if err != nil {
 					return usageErrorf("%v", err)
 				}
 				request.Kinds = parsed
-			}
-			if !since.t.IsZero() {
-				request.StartTime = timestamppb.New(since.t)
-			}
-			if !until.t.IsZero() {
-				request.EndTime = timestamppb.New(until.t)
 			}
 			admin := c.client.Admin()
 			events := listing[*ledgerv1.Event]{

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 )
 
@@ -84,6 +86,14 @@ func (f *timeFlag) Set(s string) error {
 	}
 	f.t = now().Add(-d)
 	return nil
+}
+
+// timestamp is the time given, or nil when the flag was not.
+func (f *timeFlag) timestamp() *timestamppb.Timestamp {
+	if f.t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(f.t)
 }
 
 // isSet reports whether the flag name was given on fs's command line.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"flag"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 )
 
@@ -39,10 +37,12 @@ func listCommand() *command {
 				return usageErrorf("--limit must not be negative")
 			}
 			request := &ledgerv1.ListEntriesRequest{
-				Namespace: args[0],
-				Owner:     owner,
-				KeyPrefix: prefix,
-				Stuck:     stuck,
+				Namespace:     args[0],
+				Owner:         owner,
+				KeyPrefix:     prefix,
+				Stuck:         stuck,
+				UpdatedAfter:  updatedAfter.timestamp(),
+				UpdatedBefore: updatedBefore.timestamp(),
 			}
 			if states != "" {
 				parsed, err := parseStates(states)
@@ -50,12 +50,6 @@ func listCommand() *command {
 					return usageErrorf("%v", err)
 				}
 				request.States = parsed
-			}
-			if !updatedAfter.t.IsZero() {
-				request.UpdatedAfter = timestamppb.New(updatedAfter.t)
-			}
-			if !updatedBefore.t.IsZero() {
-				request.UpdatedBefore = timestamppb.New(updatedBefore.t)
 			}
 			admin := c.client.Admin()
 			entries := listing[*ledgerv1.Entry]{noun: "entries", header: entriesHeader, row: entryRow}
