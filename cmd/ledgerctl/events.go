@@ -43,18 +43,16 @@ func eventsCommand() *command {
 			if limit < 0 {
 				return usageErrorf("--limit must not be negative")
 			}
+			parsedKinds, err := parseKinds(kinds)
+			if err != nil {
+				return err
+			}
 			request := &ledgerv1.ListEventsRequest{
 				Namespace:        args[0],
+				Kinds:            parsedKinds,
 				StartTime:        since.timestamp(),
 				EndTime:          until.timestamp(),
 				IncludeUnsettled: unsettled,
-			}
-			if kinds != "" {
-				parsed, err := parseKinds(kinds)
-				if err != nil {
-					return usageErrorf("%v", err)
-				}
-				request.Kinds = parsed
 			}
 			admin := c.client.Admin()
 			events := listing[*ledgerv1.Event]{
@@ -63,7 +61,7 @@ func eventsCommand() *command {
 				row:    func(e *ledgerv1.Event) []string { return eventRow(e, true) },
 			}
 			var settledUntil *timestamppb.Timestamp
-			err := events.write(ctx, c, limit, func(ctx context.Context, pageSize int32, token string) ([]*ledgerv1.Event, string, error) {
+			err = events.write(ctx, c, limit, func(ctx context.Context, pageSize int32, token string) ([]*ledgerv1.Event, string, error) {
 				request.PageSize, request.PageToken = pageSize, token
 				response, err := admin.ListEvents(ctx, request)
 				settledUntil = response.GetSettledUntil()

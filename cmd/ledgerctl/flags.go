@@ -109,32 +109,34 @@ func enumName(s string) string {
 	return strings.ToUpper(strings.ReplaceAll(strings.TrimSpace(s), "-", "_"))
 }
 
-// parseStates reads --state: a comma-separated list of states.
+// parseStates reads --state: a comma-separated list of states; "" is none.
 func parseStates(list string) ([]ledgerv1.State, error) {
-	var states []ledgerv1.State
-	for name := range strings.SplitSeq(list, ",") {
-		name = strings.TrimPrefix(enumName(name), "STATE_")
-		value, ok := ledgerv1.State_value["STATE_"+name]
-		if !ok || value == int32(ledgerv1.State_STATE_UNSPECIFIED) {
-			return nil, fmt.Errorf("--state: unknown state %q; want %s", name, enumChoices(ledgerv1.State_name, "STATE_"))
-		}
-		states = append(states, ledgerv1.State(value))
-	}
-	return states, nil
+	return parseEnums[ledgerv1.State]("state", list, "STATE_", ledgerv1.State_value, ledgerv1.State_name)
 }
 
-// parseKinds reads --kind: a comma-separated list of event kinds.
+// parseKinds reads --kind: a comma-separated list of event kinds; "" is
+// none.
 func parseKinds(list string) ([]ledgerv1.EventKind, error) {
-	var kinds []ledgerv1.EventKind
-	for name := range strings.SplitSeq(list, ",") {
-		name = strings.TrimPrefix(enumName(name), "EVENT_KIND_")
-		value, ok := ledgerv1.EventKind_value["EVENT_KIND_"+name]
-		if !ok || value == int32(ledgerv1.EventKind_EVENT_KIND_UNSPECIFIED) {
-			return nil, fmt.Errorf("--kind: unknown kind %q; want %s", name, enumChoices(ledgerv1.EventKind_name, "EVENT_KIND_"))
-		}
-		kinds = append(kinds, ledgerv1.EventKind(value))
+	return parseEnums[ledgerv1.EventKind]("kind", list, "EVENT_KIND_", ledgerv1.EventKind_value, ledgerv1.EventKind_name)
+}
+
+// parseEnums reads the flag --what: a comma-separated list of the values of
+// an enum whose names start with prefix, typed with or without it, in any
+// case, with - for _. "" is none; the enum's 0 (UNSPECIFIED) is not a value.
+func parseEnums[E ~int32](what, list, prefix string, values map[string]int32, names map[int32]string) ([]E, error) {
+	if list == "" {
+		return nil, nil
 	}
-	return kinds, nil
+	var parsed []E
+	for name := range strings.SplitSeq(list, ",") {
+		name = strings.TrimPrefix(enumName(name), prefix)
+		value, ok := values[prefix+name]
+		if !ok || value == 0 {
+			return nil, usageErrorf("--%s: unknown %s %q; want %s", what, what, name, enumChoices(names, prefix))
+		}
+		parsed = append(parsed, E(value))
+	}
+	return parsed, nil
 }
 
 // enumChoices lists an enum's values, lower case without prefix, in number

@@ -36,20 +36,18 @@ func listCommand() *command {
 			if limit < 0 {
 				return usageErrorf("--limit must not be negative")
 			}
+			parsedStates, err := parseStates(states)
+			if err != nil {
+				return err
+			}
 			request := &ledgerv1.ListEntriesRequest{
 				Namespace:     args[0],
+				States:        parsedStates,
 				Owner:         owner,
 				KeyPrefix:     prefix,
 				Stuck:         stuck,
 				UpdatedAfter:  updatedAfter.timestamp(),
 				UpdatedBefore: updatedBefore.timestamp(),
-			}
-			if states != "" {
-				parsed, err := parseStates(states)
-				if err != nil {
-					return usageErrorf("%v", err)
-				}
-				request.States = parsed
 			}
 			admin := c.client.Admin()
 			entries := listing[*ledgerv1.Entry]{noun: "entries", header: entriesHeader, row: entryRow}
