@@ -2,7 +2,14 @@ import { readFileSync } from "node:fs";
 import type * as http2 from "node:http2";
 
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { createClient as createConnectClient, type Client, type Interceptor, type Transport } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createClient as createConnectClient,
+  type Client,
+  type Interceptor,
+  type Transport,
+} from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager, type Http2SessionOptions } from "@connectrpc/connect-node";
 
 import {
@@ -354,7 +361,10 @@ export class LedgerClient {
             // grpc-timeout takes whole units: a fraction would be refused.
             timeoutMs = Math.ceil(timeoutMs);
           }
-          return rpc({ signal: s.signal, timeoutMs, headers });
+          const sent = Date.now();
+          return rpc({ signal: s.signal, timeoutMs, headers }).catch((e: unknown) => {
+            throw attemptError(e, timeoutMs, sent, s.signal);
+          });
         },
         s.signal,
         this.#policy,
@@ -364,6 +374,30 @@ export class LedgerClient {
       s.dispose();
     }
   }
+}
+
+/**
+ * The error of an attempt whose grpc-timeout ran out at the server first: a
+ * gRPC server resets such a stream with RST_STREAM CANCEL (as the gRPC
+ * protocol asks), which Connect reports as CANCELED. It is the attempt's
+ * deadline, so it becomes DEADLINE_EXCEEDED (retried while time is left;
+ * once the call's own timeout has run out, its TimeoutError is what the
+ * caller sees), as gRPC's own clients report it. A busy machine makes this
+ * likely: the client's timers fire late, the server's on time. Every other
+ * error is returned as it is. Exported for the tests only (index.ts does
+ * not).
+ */
+export function attemptError(e: unknown, timeoutMs: number | undefined, sent: number, signal: AbortSignal): unknown {
+  if (
+    timeoutMs !== undefined &&
+    !signal.aborted &&
+    e instanceof ConnectError &&
+    e.code === Code.Canceled &&
+    Date.now() - sent >= timeoutMs - 1 // Date.now() counts whole ms
+  ) {
+    return new ConnectError(`${e.rawMessage} (the attempt's deadline of ${timeoutMs}ms ran out)`, Code.DeadlineExceeded, e.metadata, undefined, e);
+  }
+  return e;
 }
 
 /**

@@ -1,19 +1,25 @@
 // The thin methods and their retries.
 
 import assert from "node:assert/strict";
+import * as http2 from "node:http2";
 import { createServer } from "node:net";
 import { after, test } from "node:test";
 
-import { Code } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 
 import {
+  CanceledError,
   createClient,
+  DeadlineExceededError,
+  isRetryable,
   LeaseLostError,
   ResultConflictError,
   State,
+  toLedgerError,
   UnavailableError,
   type LedgerError,
 } from "../src/index.js";
+import { attemptError } from "../src/client.js";
 import { LONG_LEASE_MS, newClient, T, uniqueKey, uniqueNamespace } from "./helpers.js";
 
 const client = newClient();
@@ -121,6 +127,99 @@ test("retries UNAVAILABLE with backoff until the call's timeout, then rejects wi
     }
   } finally {
     down.close();
+  }
+});
+
+/**
+ * Starts an HTTP/2 server that answers no call: it resets each stream with
+ * RST_STREAM CANCEL, when the call's grpc-timeout runs out (as a gRPC server
+ * does at a call's deadline), or at once. Resolves with its address and a
+ * function that stops it.
+ */
+async function resettingServer(when: "at the deadline" | "at once"): Promise<{ address: string; stop: () => Promise<void> }> {
+  const server = http2.createServer();
+  const timers = new Set<ReturnType<typeof setTimeout>>();
+  server.on("stream", (stream, headers) => {
+    stream.on("error", () => undefined);
+    const timeout = /^(\d+)m$/.exec(String(headers["grpc-timeout"] ?? ""));
+    const reset = () => stream.close(http2.constants.NGHTTP2_CANCEL);
+    if (when === "at once" || !timeout) {
+      reset();
+      return;
+    }
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      reset();
+    }, Number(timeout[1]));
+    timers.add(timer);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as { port: number };
+  return {
+    address: `127.0.0.1:${port}`,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        timers.forEach(clearTimeout);
+        server.close(() => resolve());
+      }),
+  };
+}
+
+test("an attempt the server resets at its deadline is DEADLINE_EXCEEDED and retried; the call ends with its TimeoutError", T, async () => {
+  const server = await resettingServer("at the deadline");
+  const retries: LedgerError[] = [];
+  const impatient = createClient({
+    address: server.address,
+    insecure: true,
+    attemptTimeoutMs: 100,
+    onRetry: ({ error }) => retries.push(error),
+  });
+  try {
+    await assert.rejects(impatient.lookup({ namespace: "ns", key: "k" }, { timeoutMs: 2000 }), (err: Error) => {
+      assert.equal(err.name, "TimeoutError", String(err));
+      return true;
+    });
+    assert.ok(retries.length >= 1, "the attempts were retried");
+    for (const error of retries) {
+      assert.ok(error instanceof DeadlineExceededError, String(error));
+    }
+  } finally {
+    impatient.close();
+    await server.stop();
+  }
+});
+
+test("a reset (CANCELED) once the attempt's grpc-timeout ran out is DEADLINE_EXCEEDED; before, it stays CANCELED", () => {
+  // What a gRPC server does at a call's deadline, seen by a client whose
+  // own timer has not fired yet (its event loop was busy): the ordering a
+  // busy machine produces, which a live server cannot be made to show on cue.
+  const reset = () => new ConnectError("http/2 stream closed with error code CANCEL (0x8)", Code.Canceled);
+  const live = new AbortController().signal;
+  const late = attemptError(reset(), 100, Date.now() - 150, live);
+  assert.ok(late instanceof ConnectError);
+  assert.equal(late.code, Code.DeadlineExceeded);
+  assert.ok(isRetryable(toLedgerError(late)));
+  for (const [what, err] of [
+    ["before the deadline", attemptError(reset(), 60_000, Date.now(), live)],
+    ["without a deadline", attemptError(reset(), undefined, Date.now() - 150, live)],
+    ["after the caller's abort", attemptError(reset(), 100, Date.now() - 150, AbortSignal.abort())],
+  ] as const) {
+    assert.equal((err as ConnectError).code, Code.Canceled, what);
+  }
+  const other = new ConnectError("no", Code.Unavailable);
+  assert.equal(attemptError(other, 100, Date.now() - 150, live), other);
+});
+
+test("a call the server resets before its deadline is CANCELED, and not retried", T, async () => {
+  const server = await resettingServer("at once");
+  const retries: LedgerError[] = [];
+  const patient = createClient({ address: server.address, insecure: true, onRetry: ({ error }) => retries.push(error) });
+  try {
+    await assert.rejects(patient.lookup({ namespace: "ns", key: "k" }, { timeoutMs: 60_000 }), CanceledError);
+    assert.deepEqual(retries, []);
+  } finally {
+    patient.close();
+    await server.stop();
   }
 });
 
