@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
@@ -20,22 +21,22 @@ import (
 const ErrorDomain = "ledgerd"
 
 // The google.rpc.ErrorInfo reasons ledgerd returns. Clients in every language
-// branch on these strings; they are part of the API (see ledger.proto).
-const (
-	ReasonInvalidArgument     = "INVALID_ARGUMENT"
-	ReasonFingerprintMismatch = "FINGERPRINT_MISMATCH"
-	ReasonLeaseLost           = "LEASE_LOST"
-	ReasonResultConflict      = "RESULT_CONFLICT"
-	ReasonNotFound            = "NOT_FOUND"
-	ReasonNotLeased           = "NOT_LEASED"
-	ReasonAlreadyExists       = "ALREADY_EXISTS"
-	ReasonUnauthenticated     = "UNAUTHENTICATED"
-	ReasonPermissionDenied    = "PERMISSION_DENIED"
-	ReasonQuotaExceeded       = "QUOTA_EXCEEDED"
-	ReasonUnavailable         = "UNAVAILABLE"
-	ReasonDeadlineExceeded    = "DEADLINE_EXCEEDED"
-	ReasonCanceled            = "CANCELED"
-	ReasonInternal            = "INTERNAL"
+// branch on these strings; they are part of the API (see error_reason.proto).
+var (
+	ReasonInvalidArgument     = ledgerv1.ErrorReason_INVALID_ARGUMENT.String()
+	ReasonFingerprintMismatch = ledgerv1.ErrorReason_FINGERPRINT_MISMATCH.String()
+	ReasonLeaseLost           = ledgerv1.ErrorReason_LEASE_LOST.String()
+	ReasonResultConflict      = ledgerv1.ErrorReason_RESULT_CONFLICT.String()
+	ReasonNotFound            = ledgerv1.ErrorReason_NOT_FOUND.String()
+	ReasonNotLeased           = ledgerv1.ErrorReason_NOT_LEASED.String()
+	ReasonAlreadyExists       = ledgerv1.ErrorReason_ALREADY_EXISTS.String()
+	ReasonUnauthenticated     = ledgerv1.ErrorReason_UNAUTHENTICATED.String()
+	ReasonPermissionDenied    = ledgerv1.ErrorReason_PERMISSION_DENIED.String()
+	ReasonQuotaExceeded       = ledgerv1.ErrorReason_QUOTA_EXCEEDED.String()
+	ReasonUnavailable         = ledgerv1.ErrorReason_UNAVAILABLE.String()
+	ReasonDeadlineExceeded    = ledgerv1.ErrorReason_DEADLINE_EXCEEDED.String()
+	ReasonCanceled            = ledgerv1.ErrorReason_CANCELED.String()
+	ReasonInternal            = ledgerv1.ErrorReason_INTERNAL.String()
 )
 
 // toStatus is the one place where ledger errors become gRPC statuses. Each
