@@ -156,29 +156,22 @@ func formatPairValue(s string) string {
 	return strconv.Quote(s)
 }
 
-// formatPairs shows a map as "k=v k2=v2", sorted by key; "-" when empty.
-func formatPairs(m map[string]string) string {
+// formatPairs shows a map as "k=v k2=v2", sorted by key, each value as
+// value shows it; "-" when empty.
+func formatPairs[V any](m map[string]V, value func(V) string) string {
 	if len(m) == 0 {
 		return "-"
 	}
 	pairs := make([]string, 0, len(m))
 	for _, k := range slices.Sorted(maps.Keys(m)) {
-		pairs = append(pairs, formatPairValue(k)+"="+formatPairValue(m[k]))
+		pairs = append(pairs, formatPairValue(k)+"="+value(m[k]))
 	}
 	return strings.Join(pairs, " ")
 }
 
 // formatDetail shows an event's detail as sorted key=value pairs.
 func formatDetail(detail *structpb.Struct) string {
-	fields := detail.GetFields()
-	if len(fields) == 0 {
-		return "-"
-	}
-	pairs := make([]string, 0, len(fields))
-	for _, k := range slices.Sorted(maps.Keys(fields)) {
-		pairs = append(pairs, formatPairValue(k)+"="+formatValue(fields[k]))
-	}
-	return strings.Join(pairs, " ")
+	return formatPairs(detail.GetFields(), formatValue)
 }
 
 func formatValue(v *structpb.Value) string {
@@ -248,7 +241,7 @@ func writeEntry(w io.Writer, e *ledgerv1.Entry) error {
 	row(t, "result", formatBytes(e.GetResult()))
 	row(t, "error", formatWorkError(e.GetError()))
 	row(t, "checkpoint", formatBytes(e.GetCheckpoint()))
-	row(t, "metadata", formatPairs(e.GetMetadata()))
+	row(t, "metadata", formatPairs(e.GetMetadata(), formatPairValue))
 	row(t, "created_at", formatTime(e.GetCreatedAt()))
 	row(t, "updated_at", formatTime(e.GetUpdatedAt()))
 	row(t, "finished_at", formatTime(e.GetFinishedAt()))
