@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"flag"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -47,20 +45,7 @@ func startLedgerd(t *testing.T) string {
 // startLedgerdWith is startLedgerd with the ledger configured by cfg.
 func startLedgerdWith(t *testing.T, cfg ledger.Config) string {
 	t.Helper()
-	b := ledgertest.Store(t, cfg)
-	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		require.NoError(t, <-served)
-	})
-	return lis.Addr().String()
+	return ledgertest.ServeTCP(t, ledgertest.Store(t, cfg).Store, server.Config{})
 }
 
 // result is what one run of ledgerctl printed and returned.
