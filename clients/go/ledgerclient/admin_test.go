@@ -329,6 +329,7 @@ func TestAdminClientAccess(t *testing.T) {
 		// unreachable returns an AdminClient of a closed port, and the codes
 		// of its attempts.
 		unreachable := func(t *testing.T) (*ledgerclient.AdminClient, *callCodes) {
+			t.Helper()
 			attempts := &callCodes{}
 			conn, err := grpc.NewClient(closedAddr(t), grpc.WithTransportCredentials(insecure.NewCredentials()),
 				grpc.WithUnaryInterceptor(attempts.interceptor))

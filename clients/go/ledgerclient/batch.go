@@ -219,7 +219,7 @@ func (c *Client) runBatch(ctx context.Context, namespace string, held []*leaseSt
 		}
 		return first
 	}
-	defer stopAll() // also when work panics
+	defer func() { _ = stopAll() }() // also when work panics; the error is read below
 	values, workErr := work(workCtx, keys)
 	if workErr == nil && len(values) != len(keys) {
 		workErr = fmt.Errorf("work returned %d results for %d keys", len(values), len(keys))

@@ -266,7 +266,7 @@ func (c *Client) runLeased(ctx context.Context, state *leaseState, work func(con
 	workCtx, endWork := context.WithCancelCause(ctx)
 	defer endWork(nil)
 	heartbeats := c.startHeartbeats(workCtx, endWork, state, interval)
-	defer heartbeats.stop() // also when work panics or exits its goroutine
+	defer func() { _ = heartbeats.stop() }() // also when work panics or exits its goroutine; the error is read below
 
 	value, workErr := c.runWork(context.WithValue(workCtx, leaseKey{}, state), state, heartbeats, work)
 	heartbeatErr := heartbeats.stop()
@@ -333,7 +333,7 @@ func (c *Client) runWork(ctx context.Context, state *leaseState, heartbeats *hea
 			return
 		}
 		p := recover()
-		heartbeats.stop()
+		_ = heartbeats.stop()
 		if p == nil { // runtime.Goexit
 			_ = c.release(ctx, state)
 			return

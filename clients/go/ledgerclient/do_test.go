@@ -23,6 +23,7 @@ func value(v string) func(context.Context) ([]byte, error) {
 
 // mustNotRun is work for a Do that must replay or fail without running it.
 func mustNotRun(t *testing.T) func(context.Context) ([]byte, error) {
+	t.Helper()
 	return func(context.Context) ([]byte, error) {
 		t.Error("work ran, but should not have")
 		return nil, errors.New("work ran")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
 	"strconv"
 
 	"github.com/ledgerd/ledgerd/clients/go/ledgerclient"
@@ -18,7 +17,8 @@ func Example() {
 
 	client, err := ledgerclient.New(addr, ledgerclient.WithInsecure())
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	defer client.Close()
 
@@ -31,7 +31,8 @@ func Example() {
 	for range 2 {
 		result, err := client.Do(ctx, "billing", "invoice-42", charge)
 		if err != nil {
-			log.Fatal(err)
+			fmt.Println(err)
+			return
 		}
 		fmt.Printf("%s (replayed: %t)\n", result.Value, result.Replayed)
 	}
@@ -49,7 +50,8 @@ func ExamplePermanent() {
 
 	client, err := ledgerclient.New(addr, ledgerclient.WithInsecure())
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	defer client.Close()
 
@@ -78,7 +80,8 @@ func ExampleSetCheckpoint() {
 
 	client, err := ledgerclient.New(addr, ledgerclient.WithInsecure())
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	defer client.Close()
 
@@ -105,7 +108,8 @@ func ExampleSetCheckpoint() {
 	fmt.Println("first worker:", err != nil)
 	result, err := client.Do(ctx, "exports", "2024-06-01", export)
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	fmt.Printf("second worker: %s\n", result.Value)
 	// Output:

@@ -3,7 +3,6 @@ package ledgerclient_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -37,6 +36,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // is still running when t and its subtests have finished. t must not be
 // parallel, or it would see its siblings' goroutines.
 func noLeaks(t *testing.T) {
+	t.Helper()
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 }
@@ -115,7 +115,7 @@ func queryEventKinds(pool *pgxpool.Pool, key string) ([]string, error) {
 // serveTCP serves a ledgerd over store on lis until tb's cleanup.
 func serveTCP(tb testing.TB, store *ledger.Store, lis net.Listener) {
 	tb.Helper()
-	srv, err := server.New(store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := server.New(store, server.Config{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(tb, err)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()

@@ -2,7 +2,6 @@ package ledgerclient_test
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -51,7 +50,7 @@ func TestQuotas(t *testing.T) {
 	_, err = client.Complete(ctx, &ledgerv1.CompleteRequest{Namespace: namespace, Key: "a", FencingToken: token, Result: []byte("too big")})
 	require.ErrorIs(t, err, ledgerclient.ErrQuotaExceeded)
 	var e *ledgerclient.Error
-	require.True(t, errors.As(err, &e))
+	require.ErrorAs(t, err, &e)
 	require.Equal(t, map[string]string{"namespace": namespace, "quota": "max_stored_bytes", "limit": "1", "usage": "7"}, e.Metadata)
 	require.Equal(t, "leased", readEntry(t, bundle.Pool, "a").State)
 

@@ -2,7 +2,6 @@ package ledgerclient_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"testing"
@@ -24,7 +23,7 @@ func TestWorkStopsWhenTheLeaseCannotBeKept(t *testing.T) {
 	b := ledgertest.Store(t, testConfig)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := server.New(b.Store, server.Config{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()

@@ -21,10 +21,15 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:7070", "ledgerd address")
 	key := flag.String("key", fmt.Sprintf("order-%d", time.Now().Unix()), "idempotency key")
 	flag.Parse()
-
-	client, err := ledgerclient.New(*addr, ledgerclient.WithInsecure())
-	if err != nil {
+	if err := run(*addr, *key); err != nil {
 		log.Fatal(err)
+	}
+}
+
+func run(addr, key string) error {
+	client, err := ledgerclient.New(addr, ledgerclient.WithInsecure())
+	if err != nil {
+		return err
 	}
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -33,21 +38,22 @@ func main() {
 	ship := func(ctx context.Context) ([]byte, error) {
 		lease, _ := ledgerclient.LeaseFromContext(ctx)
 		// A real step would pass lease.FencingToken to the systems it writes to.
-		fmt.Printf("shipping %s under fencing token %d\n", *key, lease.FencingToken)
+		fmt.Printf("shipping %s under fencing token %d\n", key, lease.FencingToken)
 		return []byte("shipped"), nil
 	}
 	for range 2 {
-		result, err := client.Do(ctx, "quickstart", *key, ship)
+		result, err := client.Do(ctx, "quickstart", key, ship)
 		if err != nil {
-			log.Fatal(err)
+			return err
 		}
 		fmt.Printf("result %q, replayed %t\n", result.Value, result.Replayed)
 	}
 
-	found, err := client.Lookup(ctx, &ledgerv1.LookupRequest{Namespace: "quickstart", Key: *key})
+	found, err := client.Lookup(ctx, &ledgerv1.LookupRequest{Namespace: "quickstart", Key: key})
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
 	e := found.GetEntry()
 	fmt.Printf("lookup: state %s, owner %s, token %d, attempts %d\n", e.GetState(), e.GetOwner(), e.GetFencingToken(), e.GetAttempts())
+	return nil
 }
