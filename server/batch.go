@@ -16,7 +16,7 @@ import (
 
 // ReasonResponseTooLarge is the ItemError reason of a batch item whose
 // answer did not fit in the response: the caller asks for that key again.
-const ReasonResponseTooLarge = "RESPONSE_TOO_LARGE"
+var ReasonResponseTooLarge = ledgerv1.ErrorReason_RESPONSE_TOO_LARGE.String()
 
 func (s *service) ReserveBatch(ctx context.Context, req *ledgerv1.ReserveBatchRequest) (*ledgerv1.ReserveBatchResponse, error) {
 	ttl, err := duration("lease_ttl", req.GetLeaseTtl())

@@ -38,7 +38,7 @@ type RateLimits struct {
 }
 
 // ReasonRateLimited is the ErrorInfo reason of a request over a rate limit.
-const ReasonRateLimited = "RATE_LIMITED"
+var ReasonRateLimited = ledgerv1.ErrorReason_RATE_LIMITED.String()
 
 // maxLimiters bounds the buckets kept per kind: beyond it, the least
 // recently made bucket is dropped (it refills anyway), so that requests

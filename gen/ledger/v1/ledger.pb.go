@@ -15,7 +15,9 @@
 // result of the worker that took over from it.
 //
 // Errors are gRPC statuses that carry a google.rpc.ErrorInfo with domain
-// "ledgerd" and one of these reasons, so that every language can branch on it:
+// "ledgerd" and a reason, so that every language can branch on it. The
+// reasons are the names of the ErrorReason enum (error_reason.proto), which
+// documents each; in short:
 //
 //   INVALID_ARGUMENT      (INVALID_ARGUMENT) a field broke a limit or format; the
 //                         message and a google.rpc.BadRequest name the field and
@@ -991,8 +993,8 @@ type ItemError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// code is the gRPC status code (google.rpc.Code), e.g. 10 for ABORTED.
 	Code int32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
-	// reason is the ledgerd ErrorInfo reason, e.g. "LEASE_LOST" (see the
-	// list at the top of this file), or "RESPONSE_TOO_LARGE".
+	// reason is the ledgerd ErrorInfo reason, an ErrorReason name, e.g.
+	// "LEASE_LOST", or "RESPONSE_TOO_LARGE" (batches only).
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// message says what happened, for people.
 	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`

@@ -15,7 +15,9 @@
 // result of the worker that took over from it.
 //
 // Errors are gRPC statuses that carry a google.rpc.ErrorInfo with domain
-// "ledgerd" and one of these reasons, so that every language can branch on it:
+// "ledgerd" and a reason, so that every language can branch on it. The
+// reasons are the names of the ErrorReason enum (error_reason.proto), which
+// documents each; in short:
 //
 //   INVALID_ARGUMENT      (INVALID_ARGUMENT) a field broke a limit or format; the
 //                         message and a google.rpc.BadRequest name the field and

@@ -13,7 +13,9 @@
 // result of the worker that took over from it.
 //
 // Errors are gRPC statuses that carry a google.rpc.ErrorInfo with domain
-// "ledgerd" and one of these reasons, so that every language can branch on it:
+// "ledgerd" and a reason, so that every language can branch on it. The
+// reasons are the names of the ErrorReason enum (error_reason.proto), which
+// documents each; in short:
 //
 //   INVALID_ARGUMENT      (INVALID_ARGUMENT) a field broke a limit or format; the
 //                         message and a google.rpc.BadRequest name the field and
@@ -421,8 +423,8 @@ export type ItemError = Message<"ledger.v1.ItemError"> & {
   code: number;
 
   /**
-   * reason is the ledgerd ErrorInfo reason, e.g. "LEASE_LOST" (see the
-   * list at the top of this file), or "RESPONSE_TOO_LARGE".
+   * reason is the ledgerd ErrorInfo reason, an ErrorReason name, e.g.
+   * "LEASE_LOST", or "RESPONSE_TOO_LARGE" (batches only).
    *
    * @generated from field: string reason = 2;
    */
