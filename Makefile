@@ -2,8 +2,8 @@
 #
 # Everything a target needs is installed by the target itself on a fresh
 # machine: PostgreSQL (Debian package, when root and missing), buf (npm,
-# pinned in tools/buf), grpcurl and grpc-health-probe (Go, pinned in
-# tools/go.mod). Nothing is fetched from a remote plugin registry.
+# pinned in tools/buf), grpcurl, grpc-health-probe and golangci-lint (Go,
+# pinned in tools/go.mod). Nothing is fetched from a remote plugin registry.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
