@@ -145,17 +145,7 @@ func TestDo(t *testing.T) {
 	t.Run("waits while another worker holds the key, then replays its result", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		started, finish := make(chan struct{}), make(chan struct{})
-		holderDone := make(chan error, 1)
-		go func() {
-			_, err := b.client.Do(t.Context(), namespace, "k", func(context.Context) ([]byte, error) {
-				close(started)
-				<-finish
-				return []byte("from the holder"), nil
-			})
-			holderDone <- err
-		}()
-		<-started
+		finish, holderDone := b.holdKey(t, "k", []byte("from the holder"))
 
 		waiterDone := make(chan struct{})
 		var replay ledgerclient.Result
@@ -182,17 +172,7 @@ func TestDo(t *testing.T) {
 	t.Run("the wait for the holder happens on the server, in one Reserve", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		started, finish := make(chan struct{}), make(chan struct{})
-		holderDone := make(chan error, 1)
-		go func() {
-			_, err := b.client.Do(t.Context(), namespace, "k", func(context.Context) ([]byte, error) {
-				close(started)
-				<-finish
-				return []byte("from the holder"), nil
-			})
-			holderDone <- err
-		}()
-		<-started
+		finish, holderDone := b.holdKey(t, "k", []byte("from the holder"))
 
 		counted := &countingConn{ClientConnInterface: b.conn}
 		waiter := ledgerclient.NewFromConn(counted)
@@ -246,19 +226,10 @@ func TestDo(t *testing.T) {
 	t.Run("a superseded worker's Complete is refused with ErrLeaseLost", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		started, finish := make(chan struct{}), make(chan struct{})
-		zombieDone := make(chan error, 1)
-		go func() {
-			// A worker that stops heartbeating (as if paused) while its work runs.
-			_, err := b.client.Do(t.Context(), namespace, "k", func(context.Context) ([]byte, error) {
-				close(started)
-				<-finish
-				return []byte("from the zombie"), nil
-			}, ledgerclient.WithOwner("zombie"), ledgerclient.WithLeaseTTL(200*time.Millisecond),
-				ledgerclient.WithHeartbeatInterval(time.Hour))
-			zombieDone <- err
-		}()
-		<-started
+		// A worker that stops heartbeating (as if paused) while its work runs.
+		finish, zombieDone := b.holdKey(t, "k", []byte("from the zombie"),
+			ledgerclient.WithOwner("zombie"), ledgerclient.WithLeaseTTL(200*time.Millisecond),
+			ledgerclient.WithHeartbeatInterval(time.Hour))
 
 		// Another worker waits for the lease to run out and takes the key over.
 		result, err := b.client.Do(t.Context(), namespace, "k", func(ctx context.Context) ([]byte, error) {
@@ -470,4 +441,23 @@ func TestDo(t *testing.T) {
 		<-exited
 		require.Equal(t, "released", readEntry(t, b.pool, "k").State)
 	})
+}
+
+// holdKey starts a Do of key whose work runs until finish is closed and
+// then returns result; it returns once the work runs. done receives Do's
+// error.
+func (b testBundle) holdKey(t *testing.T, key string, result []byte, opts ...ledgerclient.DoOption) (finish chan struct{}, done <-chan error) {
+	t.Helper()
+	started, finish := make(chan struct{}), make(chan struct{})
+	errs := make(chan error, 1)
+	go func() {
+		_, err := b.client.Do(t.Context(), namespace, key, func(context.Context) ([]byte, error) {
+			close(started)
+			<-finish
+			return result, nil
+		}, opts...)
+		errs <- err
+	}()
+	<-started
+	return finish, errs
 }
