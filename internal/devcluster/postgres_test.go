@@ -209,7 +209,11 @@ func TestPostgresProcesses(t *testing.T) {
 		before := devcluster.CPUSecondsWithChildren(pm)
 		var n int64
 		require.NoError(t, query(ctx, pg.URL(), "SELECT count(*) FROM generate_series(1, 3000000)", &n))
-		require.Greater(t, devcluster.CPUSecondsWithChildren(pm), before, "the backend's work counts, also once it has exited")
+		// The backend exits after the query; until the postmaster reaps it,
+		// a reading can miss it (listed as a child, gone when read), so wait
+		// for the count rather than read it once.
+		require.Eventually(t, func() bool { return devcluster.CPUSecondsWithChildren(pm) > before },
+			time.Minute, 10*time.Millisecond, "the backend's work counts, also once it has exited")
 	})
 
 	t.Run("pause", func(t *testing.T) {
