@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"slices"
 	"sync/atomic"
@@ -232,17 +233,11 @@ func TestDo(t *testing.T) {
 			ledgerclient.WithHeartbeatInterval(time.Hour))
 
 		// Another worker waits for the lease to run out and takes the key over.
-		result, err := b.client.Do(t.Context(), namespace, "k", func(ctx context.Context) ([]byte, error) {
-			lease, _ := ledgerclient.LeaseFromContext(ctx)
-			require.True(t, lease.Takeover)
-			require.Equal(t, "zombie", lease.PreviousOwner)
-			return []byte("from the successor"), nil
-		}, ledgerclient.WithOwner("successor"))
-		require.NoError(t, err)
+		result := b.takeOver(t, "k", "zombie")
 		require.Equal(t, int64(2), result.FencingToken)
 
 		close(finish)
-		err = <-zombieDone
+		err := <-zombieDone
 		require.ErrorIs(t, err, ledgerclient.ErrLeaseLost)
 		require.Equal(t, "LEASE_LOST", ledgerclient.Reason(err))
 
@@ -290,13 +285,7 @@ func TestDo(t *testing.T) {
 		require.ErrorIs(t, cause, ledgerclient.ErrLeaseLost, "the work's context is canceled with the cause")
 		require.NotErrorIs(t, cause, ledgerclient.ErrUnavailable)
 
-		_, err = b.client.Do(t.Context(), namespace, "k", func(ctx context.Context) ([]byte, error) {
-			lease, _ := ledgerclient.LeaseFromContext(ctx)
-			require.True(t, lease.Takeover)
-			require.Equal(t, "zombie", lease.PreviousOwner)
-			return []byte("from the successor"), nil
-		}, ledgerclient.WithOwner("successor"))
-		require.NoError(t, err)
+		b.takeOver(t, "k", "zombie")
 
 		row := readEntry(t, b.pool, "k")
 		require.Equal(t, "completed", row.State)
@@ -460,4 +449,19 @@ func (b testBundle) holdKey(t *testing.T, key string, result []byte, opts ...led
 	}()
 	<-started
 	return finish, errs
+}
+
+// takeOver runs a Do of key by "successor" and requires it to take the key
+// over from previousOwner and complete it with "from the successor".
+func (b testBundle) takeOver(t *testing.T, key, previousOwner string) ledgerclient.Result {
+	t.Helper()
+	result, err := b.client.Do(t.Context(), namespace, key, func(ctx context.Context) ([]byte, error) {
+		lease, _ := ledgerclient.LeaseFromContext(ctx)
+		if !lease.Takeover || lease.PreviousOwner != previousOwner {
+			return nil, fmt.Errorf("lease %+v: want a takeover from %s", lease, previousOwner)
+		}
+		return []byte("from the successor"), nil
+	}, ledgerclient.WithOwner("successor"))
+	require.NoError(t, err)
+	return result
 }
