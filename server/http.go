@@ -3,14 +3,11 @@ package server
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
-	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -18,7 +15,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -42,11 +38,8 @@ type HTTPConfig struct {
 	DialOptions []grpc.DialOption
 	// Metrics are served on /metrics. Defaults to nil: no /metrics.
 	Metrics *Metrics
-	// Logger receives readiness changes and the HTTP server's errors.
-	// Defaults to slog.Default().
+	// Logger receives the errors of /metrics. Defaults to slog.Default().
 	Logger *slog.Logger
-	// ReadyTimeout bounds the database ping of /readyz. Defaults to 2s.
-	ReadyTimeout time.Duration
 	// MaxRequestBytes bounds an HTTP/JSON request body; JSON carries bytes
 	// fields in base64, a third larger than in gRPC. Defaults to 8 MiB.
 	MaxRequestBytes int64
@@ -55,9 +48,6 @@ type HTTPConfig struct {
 func (c HTTPConfig) withDefaults() HTTPConfig {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
-	}
-	if c.ReadyTimeout <= 0 {
-		c.ReadyTimeout = 2 * time.Second
 	}
 	if c.MaxRequestBytes <= 0 {
 		c.MaxRequestBytes = 8 << 20
@@ -71,7 +61,7 @@ func (c HTTPConfig) withDefaults() HTTPConfig {
 //	POST /ledger.v1.LedgerAdminService/<Method>   message as JSON in, the response out
 //	GET  /metrics                                 Prometheus metrics (with cfg.Metrics)
 //	GET  /healthz                                 200 while the process is up
-//	GET  /readyz                                  200 while serving and the database answers
+//	GET  /readyz                                  200 while the gRPC health service says SERVING
 //
 // The gateway calls the gRPC server (in-process, or at cfg.GRPCAddr), so
 // its requests get the same interceptors (deadlines, logs, metrics, auth).
@@ -134,7 +124,7 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, probeAnswer{Status: "ok"})
 	})
-	mux.Handle("GET /readyz", &readiness{server: s, timeout: cfg.ReadyTimeout, logger: cfg.Logger})
+	mux.Handle("GET /readyz", readiness{state: s.state})
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.registry, promhttp.HandlerOpts{
 			ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
@@ -167,12 +157,13 @@ func forwardCertificatePrincipal(_ context.Context, r *http.Request) metadata.MD
 }
 
 // Drain begins a graceful shutdown without stopping anything: health (the
-// gRPC health service and /readyz) turns NOT_SERVING so that load
-// balancers stop sending, and waiting Reserves answer at once. Shutdown
-// does the same first; call Drain before shutting the HTTP port down,
-// because its in-flight requests go through the gRPC server, which must
-// keep serving until they finish (see cmd/ledgerd).
+// gRPC health service and /readyz) turns NOT_SERVING for good so that load
+// balancers stop sending, its Watch streams end, and waiting Reserves
+// answer at once. Shutdown does the same first; call Drain before shutting
+// the HTTP port down, because its in-flight requests go through the gRPC
+// server, which must keep serving until they finish (see cmd/ledgerd).
 func (s *Server) Drain() {
+	s.state.stop()
 	s.health.drain()
 	s.store.EndWaits()
 }
@@ -251,44 +242,20 @@ func writeJSON(w http.ResponseWriter, code int, body any) {
 	_ = json.NewEncoder(w).Encode(body)
 }
 
-// readiness answers /readyz: 200 while the server serves (it has not begun
-// to drain) and the database answers a ping, 503 with the reason
-// otherwise. It logs when the answer changes, not on every probe.
+// readiness answers /readyz from the state that sets the gRPC health
+// status, so that both always agree: 200 while the server serves (it has
+// started, has not begun to stop, and the database passed its last health
+// check), 503 with the reason otherwise. It does not touch the database:
+// the health checks do (see Config.HealthCheckInterval), and log the
+// changes.
 type readiness struct {
-	server   *Server
-	timeout  time.Duration
-	logger   *slog.Logger
-	notReady atomic.Bool // the last answer; a first answer of ready is not logged
+	state *servingState
 }
 
-func (h *readiness) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	reason := h.check(r.Context())
-	if reason == "" {
-		if h.notReady.Swap(false) {
-			h.logger.Info("ready again")
-		}
-		writeJSON(w, http.StatusOK, probeAnswer{Status: "ready"})
+func (h readiness) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	if reason := h.state.notReadyReason(); reason != "" {
+		writeJSON(w, http.StatusServiceUnavailable, probeAnswer{Status: "unavailable", Reason: reason})
 		return
 	}
-	if !h.notReady.Swap(true) {
-		h.logger.Warn("not ready", "reason", reason)
-	}
-	writeJSON(w, http.StatusServiceUnavailable, probeAnswer{Status: "unavailable", Reason: reason})
-}
-
-// check returns why the server is not ready, or "".
-func (h *readiness) check(ctx context.Context) string {
-	health, err := h.server.health.Check(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil || health.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return "shutting down"
-	}
-	ctx, cancel := context.WithTimeout(ctx, h.timeout)
-	defer cancel()
-	if err := h.server.store.Ping(ctx); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return "database did not answer within " + h.timeout.String()
-		}
-		return "database unreachable"
-	}
-	return ""
+	writeJSON(w, http.StatusOK, probeAnswer{Status: "ready"})
 }

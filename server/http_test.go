@@ -22,11 +22,12 @@ import (
 // httpBundle is a ledgerd with its HTTP port, as cmd/ledgerd runs it: the
 // gRPC server on a loopback port, the HTTP handler calling it.
 type httpBundle struct {
-	url     string
-	server  *server.Server
-	metrics *server.Metrics
-	ledger  ledgertest.Bundle
-	log     *ledgertest.LogBuffer // the JSON log
+	url      string
+	grpcAddr string
+	server   *server.Server
+	metrics  *server.Metrics
+	ledger   ledgertest.Bundle
+	log      *ledgertest.LogBuffer // the JSON log
 }
 
 func setupHTTP(t *testing.T) httpBundle {
@@ -36,10 +37,18 @@ func setupHTTP(t *testing.T) httpBundle {
 
 func serveHTTP(t *testing.T, b ledgertest.Bundle) httpBundle {
 	t.Helper()
+	return serveHTTPWith(t, b, server.Config{})
+}
+
+// serveHTTPWith serves b's store as serveHTTP does, with cfg (whose Logger
+// and Metrics it sets).
+func serveHTTPWith(t *testing.T, b ledgertest.Bundle, cfg server.Config) httpBundle {
+	t.Helper()
 	log := &ledgertest.LogBuffer{}
 	logger := slog.New(slog.NewJSONHandler(log, nil))
 	metrics := server.NewMetrics(b.Store, server.MetricsConfig{Logger: logger})
-	srv, err := server.New(b.Store, server.Config{Logger: logger, Metrics: metrics})
+	cfg.Logger, cfg.Metrics = logger, metrics
+	srv, err := server.New(b.Store, cfg)
 	require.NoError(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -58,7 +67,7 @@ func serveHTTP(t *testing.T, b ledgertest.Bundle) httpBundle {
 		require.NoError(t, <-served)
 		closeGateway()
 	})
-	return httpBundle{url: httpServer.URL, server: srv, metrics: metrics, ledger: b, log: log}
+	return httpBundle{url: httpServer.URL, grpcAddr: lis.Addr().String(), server: srv, metrics: metrics, ledger: b, log: log}
 }
 
 // call POSTs a JSON body to an RPC, as curl would, and returns the status
@@ -345,8 +354,9 @@ func TestProbes(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, "the process is still up")
 }
 
-// TestDatabaseDown: with the database out of reach, /readyz fails, and
-// /metrics still answers, counting the failed lease query.
+// TestDatabaseDown: with the database out of reach, /readyz fails once the
+// health check has noticed, and /metrics still answers, counting the
+// failed lease query.
 func TestDatabaseDown(t *testing.T) {
 	t.Parallel()
 	b := serveHTTP(t, ledgertest.Replica(t, ledgertest.Store(t, ledger.Config{}), ledger.Config{}))
@@ -354,10 +364,13 @@ func TestDatabaseDown(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 
 	b.ledger.Pool.Close()
-	code, body := b.get(t, "/readyz")
-	require.Equal(t, http.StatusServiceUnavailable, code)
+	var body string
+	require.Eventually(t, func() bool {
+		code, body = b.get(t, "/readyz")
+		return code == http.StatusServiceUnavailable
+	}, time.Minute, 10*time.Millisecond, "the health check notices")
 	require.JSONEq(t, `{"status": "unavailable", "reason": "database unreachable"}`, body)
-	require.Contains(t, b.log.String(), `"msg":"not ready"`)
+	require.Contains(t, b.log.String(), `"msg":"database health check failed: reporting NOT_SERVING"`)
 
 	code, metrics := b.get(t, "/metrics")
 	require.Equal(t, http.StatusOK, code)

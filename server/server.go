@@ -46,6 +46,20 @@ type Config struct {
 	// RateLimits bound the requests of each principal and namespace. The
 	// zero value is unlimited.
 	RateLimits RateLimits
+	// Starting makes the server begin NOT_SERVING, answering the ledger's
+	// RPCs with UNAVAILABLE, until Start has succeeded: for a process that
+	// binds its ports before it can reach its database. Defaults to false:
+	// the server serves from the start.
+	Starting bool
+	// HealthCheckInterval is how often the database is pinged, once the
+	// server has started, to set the health status (the gRPC health
+	// service and /readyz): NOT_SERVING while the ping fails, SERVING again
+	// once it passes. Defaults to 1s.
+	HealthCheckInterval time.Duration
+	// HealthCheckTimeout bounds each ping: a slower answer is a failure.
+	// The ping takes a connection from the store's pool, so a pool that
+	// cannot lend one within it fails too. Defaults to 2s.
+	HealthCheckTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -58,35 +72,61 @@ func (c Config) withDefaults() Config {
 	if c.MaxTimeout == 0 {
 		c.MaxTimeout = time.Minute
 	}
+	if c.HealthCheckInterval == 0 {
+		c.HealthCheckInterval = time.Second
+	}
+	if c.HealthCheckTimeout == 0 {
+		c.HealthCheckTimeout = 2 * time.Second
+	}
 	return c
 }
 
-// Server is a ledgerd gRPC server: LedgerService, the standard health
-// service and server reflection.
+// Server is a ledgerd gRPC server: LedgerService, LedgerAdminService, the
+// standard health service and server reflection.
 type Server struct {
 	grpc   *grpc.Server
 	limits Limits // with defaults
 	health *drainingHealth
+	state  *servingState // what health reports
+	checks healthChecks  // the database health checks, from Serve to Shutdown
 	store  *ledger.Store
 	logger *slog.Logger
+
+	healthCheckInterval, healthCheckTimeout time.Duration
 }
 
 // New assembles a Server over store. It fails if the configuration is
-// invalid.
+// invalid. It does not touch the database.
 func New(store *ledger.Store, cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if cfg.DefaultTimeout < 0 || cfg.MaxTimeout < cfg.DefaultTimeout {
 		return nil, fmt.Errorf("server config: need 0 < DefaultTimeout (%s) <= MaxTimeout (%s)", cfg.DefaultTimeout, cfg.MaxTimeout)
 	}
+	if cfg.HealthCheckInterval < 0 || cfg.HealthCheckTimeout < 0 {
+		return nil, fmt.Errorf("server config: HealthCheckInterval (%s) and HealthCheckTimeout (%s) must not be negative", cfg.HealthCheckInterval, cfg.HealthCheckTimeout)
+	}
 	limits := cfg.Limits.withDefaults(store.Limits(), cfg.MaxTimeout)
 	if err := limits.validate(); err != nil {
 		return nil, err
 	}
+	s := &Server{
+		limits: limits,
+		health: newDrainingHealth(),
+		store:  store,
+		logger: cfg.Logger,
+
+		healthCheckInterval: cfg.HealthCheckInterval,
+		healthCheckTimeout:  cfg.HealthCheckTimeout,
+	}
+	s.state = newServingState(s.health, cfg.Logger, !cfg.Starting)
 	options := append(limits.serverOptions(),
 		// A request protobuf refuses is INVALID_ARGUMENT, not INTERNAL
 		// (see codec.go).
 		grpc.ForceServerCodecV2(newLenientCodec()),
 		grpc.ChainUnaryInterceptor(unaryInterceptors(cfg)...),
+		// Innermost, so that the calls it refuses while starting are
+		// counted and logged like any other.
+		grpc.ChainUnaryInterceptor(s.startGate),
 		grpc.ChainStreamInterceptor(rejectUndecodableStream(cfg.Logger)),
 	)
 	if cfg.Metrics != nil {
@@ -96,20 +136,11 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 		options = append(options, grpc.ChainStreamInterceptor(cfg.Auth.StreamInterceptor()))
 	}
 	options = append(options, cfg.ServerOptions...)
-	s := &Server{
-		grpc:   grpc.NewServer(options...),
-		limits: limits,
-		health: newDrainingHealth(),
-		store:  store,
-		logger: cfg.Logger,
-	}
+	s.grpc = grpc.NewServer(options...)
 	ledgerv1.RegisterLedgerServiceServer(s.grpc, &service{store: store, logger: cfg.Logger, maxResponseBytes: limits.MaxSendMsgBytes})
 	ledgerv1.RegisterLedgerAdminServiceServer(s.grpc, &adminService{store: store, auth: cfg.Auth, logger: cfg.Logger})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	s.health.SetServingStatus(ledgerv1.LedgerService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-	s.health.SetServingStatus(ledgerv1.LedgerAdminService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	if cfg.Metrics != nil {
 		cfg.Metrics.rpcs.InitializeMetrics(s.grpc) // after every service is registered
 	}
@@ -117,8 +148,12 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 }
 
 // Serve accepts connections on lis until Shutdown. It returns nil after a
-// Shutdown.
+// Shutdown. The first Serve also begins the database health checks (see
+// Config.HealthCheckInterval), which Shutdown ends.
 func (s *Server) Serve(lis net.Listener) error {
+	s.checks.start(func(ctx context.Context) {
+		s.runHealthChecks(ctx, s.healthCheckInterval, s.healthCheckTimeout)
+	})
 	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return err
 	}
@@ -130,8 +165,8 @@ func (s *Server) Serve(lis net.Listener) error {
 // RPCs finish, and new ones are refused. If ctx ends first, the remaining
 // RPCs are cut off.
 func (s *Server) Shutdown(ctx context.Context) {
-	s.health.drain() // every service NOT_SERVING, Watch streams end
-	s.store.EndWaits()
+	s.Drain() // every service NOT_SERVING, Watch streams end, waits end
+	s.checks.stop()
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
