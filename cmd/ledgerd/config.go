@@ -31,12 +31,19 @@ type config struct {
 	DBMaxConns             int32
 	NoMigrate              bool
 	ShutdownTimeout        time.Duration
-	SweepInterval          time.Duration // 0: no sweeper
-	RequestTimeout         time.Duration
-	MaxRequestTimeout      time.Duration
-	LogFormat              string
-	LogLevel               slog.Level
-	Ledger                 ledger.Config
+	// LameDuckDelay is how long, on SIGTERM, health says NOT_SERVING while
+	// calls are still served, before the drain (0: none).
+	LameDuckDelay time.Duration
+	// HealthCheckInterval and HealthCheckTimeout: how often the database
+	// is pinged to set the health status, and how long a ping may take.
+	HealthCheckInterval time.Duration
+	HealthCheckTimeout  time.Duration
+	SweepInterval       time.Duration // 0: no sweeper
+	RequestTimeout      time.Duration
+	MaxRequestTimeout   time.Duration
+	LogFormat           string
+	LogLevel            slog.Level
+	Ledger              ledger.Config
 	// DBStatementTimeout and DBIdleInTransactionTimeout are the sessions'
 	// statement_timeout and idle_in_transaction_session_timeout: negative
 	// leaves the database's own setting, 0 is none.
@@ -93,7 +100,10 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.IntVar(&coalesce.MaxInFlight, "coalesce-max-in-flight", 1, "coalesced statements of each kind running at once; calls gather while that many run")
 		fs.DurationVar(&coalesce.MaxWait, "coalesce-max-wait", 0, "longest a coalesced statement is held back to gather more calls, only while others run (0: none)")
 		fs.BoolVar(&cfg.NoMigrate, "no-migrate", false, "do not apply migrations at start-up; refuse to start if any are pending")
-		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run after SIGTERM before they are cut off")
+		fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may run after SIGTERM (and after --lame-duck-delay) before they are cut off")
+		fs.DurationVar(&cfg.LameDuckDelay, "lame-duck-delay", 0, "on SIGTERM, how long to report NOT_SERVING (gRPC health, /readyz) while still serving calls, before draining: set it to the time your load balancer takes to stop routing to an unhealthy replica (health-check interval × unhealthy threshold, plus one interval); 0 drains at once, which suits gRPC clients (told to go by GOAWAY) and Watch-based health checking. A second SIGTERM or SIGINT cuts it short")
+		fs.DurationVar(&cfg.HealthCheckInterval, "health-check-interval", time.Second, "how often the database is pinged to set the health status (gRPC health, /readyz): NOT_SERVING while the ping fails")
+		fs.DurationVar(&cfg.HealthCheckTimeout, "health-check-timeout", 2*time.Second, "a health-check ping that takes longer fails")
 		fs.DurationVar(&cfg.SweepInterval, "sweep-interval", time.Minute, "how often expired entries and audit events are removed (retention); 0 disables this replica's sweeper")
 		fs.DurationVar(&cfg.RequestTimeout, "request-timeout", 10*time.Second, "deadline for requests that carry none")
 		fs.DurationVar(&cfg.MaxRequestTimeout, "max-request-timeout", time.Minute, "cap on any request's deadline")
@@ -147,6 +157,16 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	}
 	if cfg.SweepInterval < 0 {
 		return config{}, fmt.Errorf("--sweep-interval must not be negative, got %s", cfg.SweepInterval)
+	}
+	if cfg.LameDuckDelay < 0 {
+		return config{}, fmt.Errorf("--lame-duck-delay must not be negative, got %s", cfg.LameDuckDelay)
+	}
+	if command == "serve" {
+		for name, d := range map[string]time.Duration{"--health-check-interval": cfg.HealthCheckInterval, "--health-check-timeout": cfg.HealthCheckTimeout} {
+			if d <= 0 {
+				return config{}, fmt.Errorf("%s must be positive, got %s", name, d)
+			}
+		}
 	}
 	if dbMaxConns < 1 || dbMaxConns > 1000 {
 		return config{}, fmt.Errorf("--db-max-conns must be between 1 and 1000, got %d", dbMaxConns)

@@ -1,7 +1,9 @@
 // Command ledgerd is the idempotency ledger server.
 //
-//	ledgerd serve     apply pending migrations, then serve gRPC, and HTTP/JSON,
-//	                  metrics and health probes on a second port
+//	ledgerd serve     serve gRPC, and HTTP/JSON, metrics and health probes on
+//	                  a second port, once pending migrations are applied (the
+//	                  ports are bound at once; health says NOT_SERVING until
+//	                  the database is reached)
 //	ledgerd migrate   apply pending migrations and exit
 //	ledgerd version   print the version
 //
@@ -39,7 +41,7 @@ import (
 var version = "dev"
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := notifyStop(context.Background())
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop() // not deferred: os.Exit below would skip it
 	if err != nil {
@@ -48,6 +50,52 @@ func main() {
 		}
 		os.Exit(exitCode(err))
 	}
+}
+
+// notifyStop returns a context that ends at the first SIGTERM or SIGINT,
+// and that carries a channel closed at the second (see stopAgain), which
+// cuts a lame-duck delay short. stop stops listening for them.
+func notifyStop(parent context.Context) (ctx context.Context, stop func()) {
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(parent)
+	again := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		// The first signal stops the process gracefully, the second cuts the
+		// lame-duck delay short; after it, signals have their default
+		// effect: the third ends the process at once.
+		for _, step := range []func(){cancel, func() { close(again); signal.Stop(signals) }} {
+			select {
+			case <-signals:
+				step()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return withStopAgain(ctx, again), func() {
+		signal.Stop(signals)
+		close(done)
+		cancel()
+	}
+}
+
+// stopAgainKey is the context key of the channel that is closed when the
+// process is told to stop a second time.
+type stopAgainKey struct{}
+
+// withStopAgain returns ctx carrying again, a channel to be closed when the
+// process is told to stop a second time, after ctx has ended.
+func withStopAgain(ctx context.Context, again <-chan struct{}) context.Context {
+	return context.WithValue(ctx, stopAgainKey{}, again)
+}
+
+// stopAgain returns the channel of withStopAgain, or nil (which never
+// closes) if ctx carries none.
+func stopAgain(ctx context.Context) <-chan struct{} {
+	again, _ := ctx.Value(stopAgainKey{}).(<-chan struct{})
+	return again
 }
 
 func exitCode(err error) int {
@@ -62,9 +110,10 @@ var errUsage = errors.New("usage")
 const usage = `ledgerd is a central idempotency ledger over PostgreSQL.
 
 Usage:
-  ledgerd serve [flags]     apply pending migrations (unless --no-migrate), then serve gRPC
-                            (--listen-addr) and HTTP (--http-addr): HTTP/JSON for every
-                            RPC, /metrics, /healthz and /readyz
+  ledgerd serve [flags]     serve gRPC (--listen-addr) and HTTP (--http-addr): HTTP/JSON for
+                            every RPC, /metrics, /healthz and /readyz; the ports are bound at
+                            once, and the ledger serves once the database is reached and
+                            pending migrations are applied (unless --no-migrate)
   ledgerd migrate [flags]   apply pending migrations and exit
   ledgerd bootstrap --principal NAME [flags]
                             create the first platform-admin token (printed once)
@@ -124,7 +173,32 @@ const (
 	forMigrations
 )
 
+// openPool returns a pool over --database-url after checking that the
+// database answers, so that a wrong URL or an unreachable database fails a
+// command at once.
 func openPool(ctx context.Context, cfg config, purpose poolPurpose) (*pgxpool.Pool, error) {
+	pool, err := newPool(ctx, cfg, purpose)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to %s: %w", describeDatabase(pool), err)
+	}
+	return pool, nil
+}
+
+// describeDatabase names a pool's database for messages: host, port and
+// database, never the password.
+func describeDatabase(pool *pgxpool.Pool) string {
+	c := pool.Config().ConnConfig
+	return fmt.Sprintf("database %s:%d/%s", c.Host, c.Port, c.Database)
+}
+
+// newPool returns a pool over --database-url without connecting: it fails
+// only if the URL is not one. Its sessions get ledgerd's application_name
+// and session timeouts (see setSessionTimeout).
+func newPool(ctx context.Context, cfg config, purpose poolPurpose) (*pgxpool.Pool, error) {
 	poolConfig, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		// The parse error may quote the URL, password included: do not print it.
@@ -142,15 +216,9 @@ func openPool(ctx context.Context, cfg config, purpose poolPurpose) (*pgxpool.Po
 	}
 	setSessionTimeout(params, "statement_timeout", statementTimeout)
 	setSessionTimeout(params, "idle_in_transaction_session_timeout", cfg.DBIdleInTransactionTimeout)
-	pool, err := pgxpool.NewWithConfig(ctx, poolConfig)
+	pool, err := pgxpool.NewWithConfig(ctx, poolConfig) // connects lazily
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)
-	}
-	// The pool connects lazily: ping so that a wrong URL fails at start-up.
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connect to database %s:%d/%s: %w", poolConfig.ConnConfig.Host,
-			poolConfig.ConnConfig.Port, poolConfig.ConnConfig.Database, err)
 	}
 	return pool, nil
 }
@@ -168,7 +236,12 @@ func setSessionTimeout(params map[string]string, name string, timeout time.Durat
 
 func migrate(ctx context.Context, cfg config, stdout io.Writer) error {
 	logger := cfg.logger(stdout)
-	applied, err := applyMigrations(ctx, cfg, logger)
+	pool, err := openPool(ctx, cfg, forMigrations)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	applied, err := ledger.Migrate(ctx, pool, logger)
 	if err != nil {
 		return err
 	}
@@ -176,80 +249,35 @@ func migrate(ctx context.Context, cfg config, stdout io.Writer) error {
 	return nil
 }
 
-// applyMigrations applies the pending migrations over a pool of its own,
-// closed when they are done, whose sessions have no statement timeout.
-func applyMigrations(ctx context.Context, cfg config, logger *slog.Logger) ([]int64, error) {
-	pool, err := openPool(ctx, cfg, forMigrations)
-	if err != nil {
-		return nil, err
-	}
-	defer pool.Close()
-	return ledger.Migrate(ctx, pool, logger)
-}
-
+// serve runs `ledgerd serve`. It binds both ports and serves before it can
+// reach the database: until the start-up (prepare) has succeeded, health
+// says NOT_SERVING and the ledger's RPCs are answered UNAVAILABLE, while
+// the server retries it (see server.Server.Start). Only a malformed URL or
+// a port that cannot be bound fails at once.
 func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	logger := cfg.logger(stdout)
-	pool, err := openPool(ctx, cfg, forServing)
+	pool, err := newPool(ctx, cfg, forServing)
 	if err != nil {
 		return err
 	}
 	defer pool.Close() // last: after the server has drained
-
-	if cfg.NoMigrate {
-		if err := ledger.CheckSchema(ctx, pool); err != nil {
-			return err
-		}
-	} else if applied, err := applyMigrations(ctx, cfg, logger); err != nil {
-		return err
-	} else if len(applied) > 0 {
-		logger.Info("migrations applied", "versions", applied)
-	}
+	// What runs beside the server once it has started (see
+	// startBackground) stops after it has drained, before the pool closes.
+	stopBackground := func() {}
+	defer func() { stopBackground() }()
 
 	cfg.Ledger.Logger = logger
 	store, err := ledger.New(pool, cfg.Ledger)
 	if err != nil {
 		return err
 	}
-	// The listener wakes waiting Reserves; it stops after the server has
-	// drained, before the pool closes.
-	listenCtx, stopListening := context.WithCancel(context.WithoutCancel(ctx))
-	listened := make(chan error, 1)
-	go func() { listened <- store.Listen(listenCtx) }()
-	defer func() {
-		stopListening()
-		if err := <-listened; err != nil {
-			logger.Error("listener", "error", err)
-		}
-	}()
 	metrics := server.NewMetrics(store, server.MetricsConfig{Logger: logger})
-	if cfg.SweepInterval > 0 {
-		// The sweeper stops after the servers, before the listener and the
-		// pool (deferred calls run last first).
-		sweepCtx, stopSweeping := context.WithCancel(context.WithoutCancel(ctx))
-		swept := make(chan error, 1)
-		go func() {
-			swept <- store.RunSweeper(sweepCtx, cfg.SweepInterval, func(r ledger.SweepReport) {
-				metrics.ObserveSweep(r)
-				logSweep(logger, r)
-			})
-		}()
-		defer func() {
-			stopSweeping()
-			if err := <-swept; err != nil {
-				logger.Error("sweeper", "error", err)
-			}
-		}()
-	}
-	auth, err := startAuth(ctx, cfg, store, logger)
-	if err != nil {
-		return err
-	}
-	if auth != nil {
-		defer func() {
-			if err := auth.stop(); err != nil {
-				logger.Error("credentials refresh", "error", err)
-			}
-		}()
+	var auth *server.Auth
+	if cfg.InsecureDev {
+		logger.Warn("INSECURE DEVELOPMENT MODE: no authentication, every caller may do everything; loopback addresses only",
+			"listen_addr", cfg.ListenAddr, "http_addr", cfg.HTTPAddr)
+	} else {
+		auth = server.NewAuth(store, server.AuthConfig{RefreshInterval: cfg.AuthRefreshInterval, Logger: logger})
 	}
 	var serverTLS *server.TLS
 	var serverOptions []grpc.ServerOption
@@ -262,14 +290,17 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		serverOptions = append(serverOptions, serverTLS.ServerOption())
 	}
 	srv, err := server.New(store, server.Config{
-		Logger:         logger,
-		DefaultTimeout: cfg.RequestTimeout,
-		MaxTimeout:     cfg.MaxRequestTimeout,
-		Limits:         cfg.GRPC,
-		RateLimits:     cfg.RateLimits,
-		Metrics:        metrics,
-		Auth:           auth.get(),
-		ServerOptions:  serverOptions,
+		Logger:              logger,
+		DefaultTimeout:      cfg.RequestTimeout,
+		MaxTimeout:          cfg.MaxRequestTimeout,
+		Limits:              cfg.GRPC,
+		RateLimits:          cfg.RateLimits,
+		Metrics:             metrics,
+		Auth:                auth,
+		ServerOptions:       serverOptions,
+		Starting:            true,
+		HealthCheckInterval: cfg.HealthCheckInterval,
+		HealthCheckTimeout:  cfg.HealthCheckTimeout,
 	})
 	if err != nil {
 		return err
@@ -299,8 +330,11 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	if httpLis != nil {
 		httpAddr = httpLis.Addr().String()
 	}
-	logger.Info("ledgerd serving", "version", version, "addr", lis.Addr().String(), "http_addr", httpAddr,
-		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns, "coalesce", !cfg.Ledger.Coalesce.Disabled)
+	// "ledgerd listening" once the ports are bound, "ledgerd serving" once
+	// the start-up is done, with the same fields.
+	addrs := []any{"version", version, "addr", lis.Addr().String(), "http_addr", httpAddr,
+		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns, "coalesce", !cfg.Ledger.Coalesce.Disabled}
+	logger.Info("ledgerd listening", addrs...)
 
 	if cfg.PprofAddr != "" {
 		stopProfiles, err := serveProfiles(cfg.PprofAddr, logger)
@@ -317,31 +351,65 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	if httpSrv != nil {
 		go func() { httpServed <- httpSrv.Serve(httpLis) }()
 	}
+
+	// The start-up runs while the ports serve; it ends when it succeeds,
+	// or when the process is told to stop first.
+	startCtx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
+	startDone := make(chan error, 1)
+	go func() {
+		startDone <- srv.Start(startCtx, func(ctx context.Context) error { return prepare(ctx, cfg, pool, store, auth, logger) })
+	}()
 	var failure error
-	select {
-	case err := <-served: // only on a failure: Shutdown has not been called
-		failure = fmt.Errorf("serve: %w", err)
-		served <- nil // for the wait below
-	case err := <-httpServed:
-		failure = fmt.Errorf("serve HTTP: %w", err)
-		httpServed <- http.ErrServerClosed
-	case <-ctx.Done():
+	started := false
+	for waiting := true; waiting; {
+		select {
+		case err := <-startDone:
+			startDone = nil
+			if err != nil {
+				continue // ctx ended: the next turn sees it
+			}
+			started = true
+			stopBackground = startBackground(ctx, cfg, store, auth, metrics, logger)
+			logger.Info("ledgerd serving", addrs...)
+		case err := <-served: // only on a failure: Shutdown has not been called
+			failure = fmt.Errorf("serve: %w", err)
+			served <- nil // for the wait below
+			waiting = false
+		case err := <-httpServed:
+			failure = fmt.Errorf("serve HTTP: %w", err)
+			httpServed <- http.ErrServerClosed
+			waiting = false
+		case <-ctx.Done():
+			waiting = false
+		}
+	}
+	cancelStart()
+	if startDone != nil && <-startDone == nil {
+		started = true // it succeeded as the process was told to stop; nothing else started
 	}
 
 	// Shutting down, in this order:
-	//  1. Drain: the gRPC health service and /readyz turn NOT_SERVING so
-	//     that load balancers stop sending, and waiting Reserves answer at
-	//     once, on either port.
+	//  0. Lame duck, if the server has served and --lame-duck-delay is
+	//     set: the gRPC health service and /readyz turn NOT_SERVING, while
+	//     calls are served as usual for that long, so that load balancers
+	//     stop routing here before anything is refused. A second SIGTERM
+	//     or SIGINT cuts it short.
+	//  1. Drain: health stays NOT_SERVING, its Watch streams end, and
+	//     waiting Reserves answer at once, on either port.
 	//  2. The HTTP server stops accepting and waits for its in-flight
 	//     requests. They are gateway calls into the gRPC server, which
 	//     must still serve them: stopped first, it would fail them with
 	//     UNAVAILABLE.
 	//  3. The gRPC server stops gracefully: in-flight RPCs finish, new ones
 	//     are refused.
-	//  4. The gateway's connections close, then the sweeper, the listener
-	//     and the pool (deferred).
+	//  4. The gateway's connections close, then the credentials refresh,
+	//     the sweeper, the listener and the pool (deferred).
 	// One --shutdown-timeout bounds steps 2 and 3 together; what still runs
 	// when it is over is cut off.
+	if started && failure == nil && cfg.LameDuckDelay > 0 {
+		failure = lameDuck(ctx, cfg.LameDuckDelay, srv, served, httpServed, logger)
+	}
 	logger.Info("shutting down: draining in-flight requests", "timeout", cfg.ShutdownTimeout)
 	drainCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancel()
@@ -364,6 +432,134 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// lameDuck reports NOT_SERVING while it goes on serving calls, for delay or
+// until the process is told to stop again or a server fails. It returns
+// the failure, after putting the server's result back for the drain.
+func lameDuck(ctx context.Context, delay time.Duration, srv *server.Server, served, httpServed chan error, logger *slog.Logger) error {
+	logger.Info("lame duck: reporting NOT_SERVING while still serving calls, so that load balancers stop routing here", "delay", delay)
+	srv.LameDuck()
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-stopAgain(ctx):
+		logger.Info("told to stop again: cutting the lame-duck delay short")
+		return nil
+	case err := <-served:
+		served <- nil
+		return fmt.Errorf("serve: %w", err)
+	case err := <-httpServed:
+		httpServed <- http.ErrServerClosed
+		return fmt.Errorf("serve HTTP: %w", err)
+	}
+}
+
+// prepare does what needs the database before ledgerd can serve: reach it,
+// apply the pending migrations (with --no-migrate, check that there are
+// none), and load the credentials. server.Server.Start runs it again until
+// it succeeds, so every step may be repeated.
+func prepare(ctx context.Context, cfg config, pool *pgxpool.Pool, store *ledger.Store, auth *server.Auth, logger *slog.Logger) error {
+	pingCtx, cancel := context.WithTimeout(ctx, startPingTimeout)
+	err := store.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", describeDatabase(pool), err)
+	}
+	if cfg.NoMigrate {
+		if err := ledger.CheckSchema(ctx, pool); err != nil {
+			if errors.Is(err, ledger.ErrSchemaBehind) {
+				return fmt.Errorf("%w: --no-migrate is set, so run 'ledgerd migrate'", err)
+			}
+			return err
+		}
+	} else {
+		// The migrations' own pool, without a statement timeout; it does
+		// not ping, so that its errors are the ledger's (ErrUnavailable for
+		// a database out of reach).
+		migrations, err := newPool(ctx, cfg, forMigrations)
+		if err != nil {
+			return err
+		}
+		applied, err := ledger.Migrate(ctx, migrations, logger)
+		migrations.Close()
+		if err != nil {
+			return err
+		}
+		if len(applied) > 0 {
+			logger.Info("migrations applied", "versions", applied)
+		}
+	}
+	if auth != nil {
+		return loadCredentials(ctx, store, auth, logger)
+	}
+	return nil
+}
+
+// startPingTimeout bounds the first ping of each start-up attempt, which
+// may have to open a connection (and a TLS session) to a database that
+// does not answer.
+const startPingTimeout = 10 * time.Second
+
+// loadCredentials loads the tokens and role bindings, and warns when
+// nobody can administer the ledger yet.
+func loadCredentials(ctx context.Context, store *ledger.Store, auth *server.Auth, logger *slog.Logger) error {
+	if err := auth.Load(ctx); err != nil {
+		return fmt.Errorf("load credentials: %w", err)
+	}
+	bindings, err := store.RoleBindings(ctx)
+	if err != nil {
+		return fmt.Errorf("load credentials: %w", err)
+	}
+	admins := 0
+	for _, b := range bindings {
+		if b.Role == ledger.RolePlatformAdmin {
+			admins++
+		}
+	}
+	if admins == 0 {
+		logger.Warn("authentication is on and nobody is a platform admin yet: create the first admin token with 'ledgerd bootstrap --principal NAME'")
+	}
+	return nil
+}
+
+// startBackground starts what runs beside the server once it has started:
+// the listener that wakes waiting Reserves, the retention sweeper (unless
+// --sweep-interval is 0) and the credentials refresh (with auth). The
+// returned func stops them, last started first, and waits for them.
+func startBackground(ctx context.Context, cfg config, store *ledger.Store, auth *server.Auth, metrics *server.Metrics, logger *slog.Logger) (stop func()) {
+	var stops []func()
+	// run runs job in a goroutine until stop, and logs its error.
+	run := func(name string, job func(ctx context.Context) error) {
+		jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan error, 1)
+		go func() { done <- job(jobCtx) }()
+		stops = append(stops, func() {
+			cancel()
+			if err := <-done; err != nil {
+				logger.Error(name, "error", err)
+			}
+		})
+	}
+	run("listener", store.Listen)
+	if cfg.SweepInterval > 0 {
+		run("sweeper", func(ctx context.Context) error {
+			return store.RunSweeper(ctx, cfg.SweepInterval, func(r ledger.SweepReport) {
+				metrics.ObserveSweep(r)
+				logSweep(logger, r)
+			})
+		})
+	}
+	if auth != nil {
+		run("credentials refresh", auth.Run)
+	}
+	return func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
 }
 
 // listenHTTP binds the HTTP port (with TLS unless serverTLS is nil) and
@@ -430,58 +626,6 @@ func logSweep(logger *slog.Logger, r ledger.SweepReport) {
 	case purged > 0 || r.DeletedEvents > 0:
 		logger.Info("swept", "purged_entries", purged, "deleted_events", r.DeletedEvents)
 	}
-}
-
-// runningAuth is the Auth of a serving ledgerd and its refresh loop.
-type runningAuth struct {
-	auth    *server.Auth
-	stopRun context.CancelFunc
-	ran     chan error
-}
-
-func (r *runningAuth) get() *server.Auth {
-	if r == nil {
-		return nil
-	}
-	return r.auth
-}
-
-// stop ends the refresh loop and returns what it returned.
-func (r *runningAuth) stop() error {
-	r.stopRun()
-	return <-r.ran
-}
-
-// startAuth loads the credentials and keeps them fresh, unless the server
-// runs in development mode (--insecure-dev), which serves without
-// authentication on loopback addresses only.
-func startAuth(ctx context.Context, cfg config, store *ledger.Store, logger *slog.Logger) (*runningAuth, error) {
-	if cfg.InsecureDev {
-		logger.Warn("INSECURE DEVELOPMENT MODE: no authentication, every caller may do everything; loopback addresses only",
-			"listen_addr", cfg.ListenAddr, "http_addr", cfg.HTTPAddr)
-		return nil, nil
-	}
-	auth := server.NewAuth(store, server.AuthConfig{RefreshInterval: cfg.AuthRefreshInterval, Logger: logger})
-	if err := auth.Load(ctx); err != nil {
-		return nil, fmt.Errorf("load credentials: %w", err)
-	}
-	bindings, err := store.RoleBindings(ctx)
-	if err != nil {
-		return nil, err
-	}
-	admins := 0
-	for _, b := range bindings {
-		if b.Role == ledger.RolePlatformAdmin {
-			admins++
-		}
-	}
-	if admins == 0 {
-		logger.Warn("authentication is on and nobody is a platform admin yet: create the first admin token with 'ledgerd bootstrap --principal NAME'")
-	}
-	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
-	r := &runningAuth{auth: auth, stopRun: stopRun, ran: make(chan error, 1)}
-	go func() { r.ran <- auth.Run(runCtx) }()
-	return r, nil
 }
 
 // bootstrap creates a platform-admin binding and token for the first

@@ -35,7 +35,13 @@ import (
 	"github.com/ledgerd/ledgerd/server"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(runMainVariable) == "1" {
+		main() // a ledgerd process, started by a test (see startProcess)
+		return
+	}
+	pgtest.Main(m)
+}
 
 func env(vars map[string]string) func(string) string {
 	return func(name string) string { return vars[name] }
@@ -45,15 +51,27 @@ func env(vars map[string]string) func(string) string {
 type daemon struct {
 	grpcAddr, httpAddr string
 	stdout, stderr     *ledgertest.LogBuffer
-	stop               func() error // cancels run's context and returns run's error
+	signal             func()          // tells it to stop, as a first SIGTERM does: run's context ends
+	signalAgain        func()          // tells it to stop again, as a second SIGTERM does
+	done               <-chan struct{} // closed when run has returned
+	stop               func() error    // signals, waits for run, and returns its error
 }
 
 // startDaemon runs `ledgerd serve` on ports of its own, configured from
 // the environment vars, and waits for it to serve.
 func startDaemon(t *testing.T, vars map[string]string) daemon {
 	t.Helper()
+	return launchDaemon(t, vars, "ledgerd serving")
+}
+
+// launchDaemon runs `ledgerd serve` as startDaemon does, and waits for the
+// log line msg, "ledgerd serving" or "ledgerd listening" (its ports are
+// bound, the start-up may still be under way).
+func launchDaemon(t *testing.T, vars map[string]string, msg string) daemon {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := daemon{stdout: &ledgertest.LogBuffer{}, stderr: &ledgertest.LogBuffer{}}
+	again := make(chan struct{})
+	d := daemon{stdout: &ledgertest.LogBuffer{}, stderr: &ledgertest.LogBuffer{}, signal: cancel, signalAgain: sync.OnceFunc(func() { close(again) })}
 	environment := map[string]string{
 		"LEDGER_LISTEN_ADDR": "127.0.0.1:0",
 		"LEDGER_HTTP_ADDR":   "127.0.0.1:0",
@@ -62,27 +80,32 @@ func startDaemon(t *testing.T, vars map[string]string) daemon {
 		"LEDGER_INSECURE_DEV": "true",
 	}
 	maps.Copy(environment, vars)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"serve"}, env(environment), d.stdout, d.stderr) }()
-	var once sync.Once
+	done := make(chan struct{})
 	var runErr error
+	go func() {
+		defer close(done)
+		runErr = run(withStopAgain(ctx, again), []string{"serve"}, env(environment), d.stdout, d.stderr)
+	}()
+	d.done = done
 	d.stop = func() error {
-		once.Do(func() {
-			cancel()
-			runErr = <-done
-		})
+		cancel()
+		<-done
 		return runErr
 	}
-	t.Cleanup(func() { _ = d.stop() })
+	t.Cleanup(func() {
+		d.signal()
+		d.signalAgain() // a failed test may leave it in a lame-duck delay
+		<-done
+	})
 
-	serving := regexp.MustCompile(`"msg":"ledgerd serving".*"addr":"([^"]+)","http_addr":"([^"]+)"`)
+	logged := regexp.MustCompile(`"msg":"` + msg + `".*"addr":"([^"]+)","http_addr":"([^"]+)"`)
 	require.Eventually(t, func() bool {
-		m := serving.FindStringSubmatch(d.stdout.String())
+		m := logged.FindStringSubmatch(d.stdout.String())
 		if m != nil {
 			d.grpcAddr, d.httpAddr = m[1], m[2]
 		}
 		return m != nil
-	}, 30*time.Second, 20*time.Millisecond, "serving log line; stdout: %s; stderr: %s", d.stdout, d.stderr)
+	}, time.Minute, 20*time.Millisecond, "%s log line; stdout: %s; stderr: %s", msg, d.stdout, d.stderr)
 	return d
 }
 
@@ -229,15 +252,23 @@ func TestServeRefusesATakenHTTPPort(t *testing.T) {
 	require.ErrorContains(t, err, "listen HTTP")
 }
 
+// TestMigrateCommandAndNoMigrate: `ledgerd migrate` applies the pending
+// migrations, once; `ledgerd serve --no-migrate` over a database with
+// pending migrations does not serve (NOT_SERVING, and it says why at ERROR
+// level) until they have been applied by `ledgerd migrate`, as a
+// deployment's migration job would while the replicas start.
 func TestMigrateCommandAndNoMigrate(t *testing.T) {
 	t.Parallel()
 	url := pgtest.Schema(t)
 	ctx := context.Background()
 	var stdout, stderr ledgertest.LogBuffer
 
-	// --no-migrate refuses to serve a database with pending migrations.
-	err := run(ctx, []string{"serve", "--no-migrate", "--listen-addr", "127.0.0.1:0", "--database-url", url}, env(nil), &stdout, &stderr)
-	require.ErrorIs(t, err, ledger.ErrSchemaBehind)
+	d := launchDaemon(t, map[string]string{"LEDGER_DATABASE_URL": url, "LEDGER_NO_MIGRATE": "true"}, "ledgerd listening")
+	require.Eventually(t, func() bool {
+		return strings.Contains(d.stdout.String(), `"level":"ERROR","msg":"start-up failed: not serving yet, retrying"`)
+	}, time.Minute, 20*time.Millisecond, d.stdout.String())
+	require.Contains(t, d.stdout.String(), "database schema has pending migrations: --no-migrate is set, so run 'ledgerd migrate'")
+	require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, d.health(t))
 
 	require.NoError(t, run(ctx, []string{"migrate", "--database-url", url}, env(nil), &stdout, &stderr))
 	require.Contains(t, stdout.String(), "migrations applied")
@@ -245,6 +276,11 @@ func TestMigrateCommandAndNoMigrate(t *testing.T) {
 	require.Regexp(t, `"msg":"migrations applied","count":[1-9]`, stdout.String())
 	require.NoError(t, run(ctx, []string{"migrate", "--database-url", url}, env(nil), &stdout, &stderr))
 	require.Contains(t, stdout.String(), `"count":0`)
+
+	d.awaitHealth(t, healthpb.HealthCheckResponse_SERVING)
+	require.Contains(t, d.stdout.String(), `"msg":"ledgerd serving"`)
+	require.NotContains(t, d.stdout.String(), `"msg":"migrations applied"`, "--no-migrate applies none")
+	require.NoError(t, d.stop())
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -291,36 +327,39 @@ func TestHelpListsEveryFlagWithItsVariable(t *testing.T) {
 	err := run(context.Background(), []string{"serve", "--help"}, env(nil), &stdout, &stderr)
 	require.ErrorIs(t, err, flag.ErrHelp)
 	help := stderr.String()
-	for _, name := range []string{"database-url", "listen-addr", "http-addr", "db-max-conns", "max-result-bytes", "default-lease-ttl", "shutdown-timeout", "sweep-interval", "log-format"} {
+	for _, name := range []string{"database-url", "listen-addr", "http-addr", "db-max-conns", "max-result-bytes", "default-lease-ttl", "shutdown-timeout", "lame-duck-delay", "health-check-interval", "health-check-timeout", "sweep-interval", "log-format"} {
 		require.Contains(t, help, "--"+name+" ("+envName(name)+")")
 	}
 	require.True(t, strings.HasPrefix(help, "Usage: ledgerd serve"))
 }
 
+// parseServe parses the configuration of `ledgerd serve` with a database
+// URL, args and the environment vars.
+func parseServe(args []string, vars map[string]string) (config, error) {
+	var stderr ledgertest.LogBuffer
+	return parseConfig("serve", append([]string{"--database-url", "postgres://x/y"}, args...), env(vars), &stderr)
+}
+
 func TestHTTPAddrLogFormatAndSweepDefaults(t *testing.T) {
 	t.Parallel()
-	parse := func(args []string, vars map[string]string) (config, error) {
-		var stderr ledgertest.LogBuffer
-		return parseConfig("serve", append([]string{"--database-url", "postgres://x/y"}, args...), env(vars), &stderr)
-	}
-	cfg, err := parse(nil, nil)
+	cfg, err := parseServe(nil, nil)
 	require.NoError(t, err)
 	require.Equal(t, "127.0.0.1:7071", cfg.HTTPAddr)
 	require.Equal(t, "auto", cfg.LogFormat)
 	require.Equal(t, time.Minute, cfg.SweepInterval)
 
-	cfg, err = parse([]string{"--http-addr="}, nil)
+	cfg, err = parseServe([]string{"--http-addr="}, nil)
 	require.NoError(t, err)
 	require.Empty(t, cfg.HTTPAddr, "empty disables HTTP")
-	cfg, err = parse(nil, map[string]string{"LEDGER_HTTP_ADDR": "off"})
+	cfg, err = parseServe(nil, map[string]string{"LEDGER_HTTP_ADDR": "off"})
 	require.NoError(t, err)
 	require.Empty(t, cfg.HTTPAddr, `"off" disables HTTP from the environment`)
-	cfg, err = parse(nil, map[string]string{"LEDGER_HTTP_ADDR": ":9090", "LEDGER_SWEEP_INTERVAL": "0s"})
+	cfg, err = parseServe(nil, map[string]string{"LEDGER_HTTP_ADDR": ":9090", "LEDGER_SWEEP_INTERVAL": "0s"})
 	require.NoError(t, err)
 	require.Equal(t, ":9090", cfg.HTTPAddr)
 	require.Zero(t, cfg.SweepInterval, "0 disables the sweeper")
 
-	_, err = parse([]string{"--sweep-interval", "-1s"}, nil)
+	_, err = parseServe([]string{"--sweep-interval", "-1s"}, nil)
 	require.ErrorContains(t, err, "--sweep-interval must not be negative")
 }
 
