@@ -205,6 +205,8 @@ func newPool(ctx context.Context, cfg config, purpose poolPurpose) (*pgxpool.Poo
 		return nil, errors.New("--database-url is not a valid PostgreSQL URL or DSN")
 	}
 	poolConfig.MaxConns = cfg.DBMaxConns
+	// A writable primary only, no cancel requests: safe across failovers.
+	ledger.ConfigurePool(poolConfig)
 	params := poolConfig.ConnConfig.RuntimeParams
 	if _, ok := params["application_name"]; !ok {
 		params["application_name"] = "ledgerd"

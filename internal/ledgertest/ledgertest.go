@@ -41,10 +41,17 @@ type Bundle struct {
 // now (EventSettlingDelay -1), so that tests see the events they just made.
 func Store(tb testing.TB, cfg ledger.Config) Bundle {
 	tb.Helper()
+	return StoreAt(tb, pgtest.Schema(tb), cfg)
+}
+
+// StoreAt is Store over the database of url, which it migrates: a cluster
+// of the test's own, such as one that fails over.
+func StoreAt(tb testing.TB, url string, cfg ledger.Config) Bundle {
+	tb.Helper()
 	if cfg.EventSettlingDelay == 0 {
 		cfg.EventSettlingDelay = -1
 	}
-	pool := pgtest.Pool(tb)
+	pool := Pool(tb, url)
 	_, err := ledger.Migrate(context.Background(), pool, nil)
 	require.NoError(tb, err)
 	return newBundle(tb, pool, cfg)
@@ -58,6 +65,21 @@ func Replica(tb testing.TB, b Bundle, cfg ledger.Config) Bundle {
 	require.NoError(tb, err)
 	tb.Cleanup(pool.Close)
 	return newBundle(tb, pool, cfg)
+}
+
+// Pool returns a pool over url configured as ledgerd configures its own
+// (ledger.ConfigurePool), closed when the test ends (before the cleanups
+// registered earlier, such as pgtest.Schema's DROP SCHEMA).
+func Pool(tb testing.TB, url string) *pgxpool.Pool {
+	tb.Helper()
+	config, err := pgxpool.ParseConfig(url)
+	require.NoError(tb, err)
+	ledger.ConfigurePool(config)
+	pool, err := pgxpool.NewWithConfig(context.Background(), config)
+	require.NoError(tb, err)
+	tb.Cleanup(pool.Close)
+	require.NoError(tb, pool.Ping(context.Background()))
+	return pool
 }
 
 // EnvNoCoalesce names the environment variable that runs a suite with
