@@ -7,6 +7,8 @@
 #             protobuf-compiler-grpc): the Python generators buf.gen.yaml pins
 #   python    /usr/bin/python3 with the distribution's grpcio and protobuf
 #   node      clients/typescript's npm dependencies (npm ci)
+#   ha        Patroni and etcd (Debian patroni, etcd-server): the high-availability
+#             cluster of internal/devcluster (StartHA)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,9 +61,15 @@ node() {
 	fi
 }
 
+ha() {
+	if ! command -v patroni >/dev/null 2>&1 || ! command -v etcd >/dev/null 2>&1; then
+		apt_install patroni etcd-server
+	fi
+}
+
 for what in "$@"; do
 	case "$what" in
-	codegen | python | node) "$what" ;;
+	codegen | python | node | ha) "$what" ;;
 	*)
 		log "unknown: $what"
 		exit 2

@@ -10,6 +10,10 @@
 #   scripts/pg.sh url     DATADIR PORT   print the connection URL without starting anything.
 #   scripts/pg.sh destroy DATADIR        stop the cluster and delete its data directory
 #                                        (used by internal/pgtest for throwaway clusters).
+#   scripts/pg.sh bindir                 print the directory of the server binaries (installing
+#                                        them as below when missing): for clusters that another
+#                                        program runs, such as the Patroni cluster of
+#                                        internal/devcluster.
 #
 # Everything except the URL goes to stderr; the server log is DATADIR/log/postgresql.log.
 #
@@ -58,6 +62,7 @@ usage: $PROG start   DATADIR PORT
        $PROG stop    DATADIR
        $PROG url     DATADIR PORT
        $PROG destroy DATADIR
+       $PROG bindir
 EOF
 	exit 2
 }
@@ -484,6 +489,11 @@ main() {
 	destroy)
 		[[ $# -eq 1 ]] || usage
 		cmd_destroy "$1"
+		;;
+	bindir)
+		[[ $# -eq 0 ]] || usage
+		find_binaries
+		printf '%s\n' "$BINDIR"
 		;;
 	-h | --help | help) usage ;;
 	*) usage ;;
