@@ -26,6 +26,10 @@ help: ## List the targets.
 run: ## Start ledgerd on 127.0.0.1:7070 over LEDGER_DATABASE_URL, or over a private PostgreSQL in .data/pg.
 	@scripts/run.sh "$(DEV_PG_DIR)" "$(DEV_PG_PORT)"
 
+.PHONY: ha
+ha: ## Start a Patroni cluster (etcd, a primary, a synchronous standby) on 127.0.0.1, print its multi-host URL, stop it on ^C.
+	go run ./internal/devcluster/cmd/hacluster
+
 .PHONY: db-stop
 db-stop: ## Stop the private PostgreSQL that `make run` started.
 	@scripts/pg.sh stop "$(DEV_PG_DIR)"

@@ -27,6 +27,21 @@
 //	})
 //	defer l.Stop()
 //
+// A high-availability cluster — etcd and two Patroni members, a primary and
+// a synchronous standby — is brought up by [StartHA], which installs Patroni
+// and etcd when they are missing (as root, from Debian's packages). Its URL
+// lists both members, and a connection lands on the primary; the chaos
+// harness's pg-failover scenario and the failover tests kill, switch over
+// and isolate the primary:
+//
+//	ha, err := devcluster.StartHA(ctx, devcluster.HAConfig{})
+//	defer ha.Destroy()
+//	pool, err := pgxpool.New(ctx, ha.URL())
+//	killed, err := ha.KillPrimary(ctx)
+//	primary, err := ha.WaitNewPrimary(ctx, killed)
+//
+// `make ha` runs one by hand and prints its URL.
+//
 // Both pick their port themselves and, if another process takes it between
 // the probe and the bind, try again on a new one.
 //
