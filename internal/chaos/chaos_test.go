@@ -69,14 +69,20 @@ var ledgerdBinary = sync.OnceValues(func() (string, error) {
 // started with the extra flags ledgerdArgs, and returns the report.
 func runShort(t *testing.T, scenarios []string, ledgerdArgs ...string) *chaos.Report {
 	t.Helper()
+	return runShortWith(t, scenarios, func(*chaos.Config) {}, ledgerdArgs...)
+}
+
+// runShortWith is runShort with changes to the configuration.
+func runShortWith(t *testing.T, scenarios []string, change func(*chaos.Config), ledgerdArgs ...string) *chaos.Report {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts PostgreSQL and two ledgerd processes; skipped with -short")
 	}
 	binary, err := ledgerdBinary()
 	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	report, err := chaos.Run(ctx, chaos.Config{
+	cfg := chaos.Config{
 		Scenarios:         scenarios,
 		Cycles:            150,
 		Faults:            2,
@@ -89,7 +95,9 @@ func runShort(t *testing.T, scenarios []string, ledgerdArgs ...string) *chaos.Re
 		LedgerdBinary:     binary,
 		LedgerdArgs:       ledgerdArgs,
 		WorkerCommand:     []string{os.Args[0], workerArg},
-	})
+	}
+	change(&cfg)
+	report, err := chaos.Run(ctx, cfg)
 	require.NoError(t, err)
 	t.Log("\n" + report.Markdown())
 	require.Len(t, report.Scenarios, len(scenarios))
@@ -107,6 +115,7 @@ func requirePromisesKept(t *testing.T, s chaos.ScenarioReport) {
 		require.Zero(t, s.StaleAccepted.Total, "stale accepted")
 		require.Zero(t, s.DrainFailures, "calls failed by a drain")
 		require.Zero(t, s.Overruns, "calls past their deadline")
+		require.Zero(t, s.StaleAccepted.Regressions, "fencing tokens that did not grow")
 		require.GreaterOrEqual(t, s.Cycles, 150)
 		require.Positive(t, s.Ops.OK)
 		for _, f := range s.FaultLog {
@@ -123,7 +132,10 @@ func requireEveryNemesis(t *testing.T, mix chaos.ScenarioReport) {
 	for _, f := range mix.FaultLog {
 		injected[f.Nemesis] = true
 	}
-	require.Len(t, injected, len(chaos.Scenarios())-1, "the mix injects every nemesis")
+	// Every scenario's but the mix's own and pg-failover's, which needs a
+	// Patroni cluster.
+	require.Len(t, injected, len(chaos.Scenarios())-2, "the mix injects every nemesis")
+	require.NotContains(t, injected, "pg-failover")
 }
 
 // TestShortMix runs the pause scenario and a mix of every nemesis, small
@@ -158,5 +170,30 @@ func TestShortMixNoCoalesce(t *testing.T) {
 	require.Equal(t, "off", mix.Coalescing, "every replica served without coalescing")
 	requirePromisesKept(t, mix)
 	requireEveryNemesis(t, mix)
+	require.True(t, report.Passed)
+}
+
+// TestShortPGFailover runs the pg-failover scenario small, over a Patroni
+// cluster: the primary killed, switched over and isolated once each, with
+// workers running throughout. Every acknowledged Complete must survive,
+// every key's fencing tokens must grow across the failovers, and each
+// failover must end with Completes succeeding again.
+func TestShortPGFailover(t *testing.T) {
+	report := runShortWith(t, []string{"pg-failover"}, func(cfg *chaos.Config) {
+		cfg.Faults = 1 // of each kind
+		cfg.FaultInterval = time.Second
+		cfg.MaxDuration = 2 * time.Minute // per kind
+		cfg.AttemptTimeout = 3 * time.Second
+		cfg.DoTimeout = time.Minute // a failover may take tens of seconds on a loaded machine
+	})
+	failover := report.Scenarios[0]
+	requirePromisesKept(t, failover)
+	require.Equal(t, 3, failover.Faults)
+	for _, kind := range []string{"kill", "switchover", "isolate"} {
+		k, ok := failover.ByKind[kind]
+		require.True(t, ok, "no %s fault", kind)
+		require.Equal(t, 1, k.Faults, kind)
+		require.Zero(t, k.FirstSuccessMissing, "no Complete succeeded after the %s failover", kind)
+	}
 	require.True(t, report.Passed)
 }

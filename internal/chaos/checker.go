@@ -202,13 +202,26 @@ func checkLost(ops []Op, st ledgerState, api map[string]finalEntry, a *anomalies
 func checkStale(ops []Op, st ledgerState, a *anomalies) Stale {
 	var s Stale
 	type grant struct {
-		token int64
-		at    int64 // when the Reserve's answer arrived
+		token   int64
+		invoked int64 // when the Reserve was sent
+		at      int64 // when its answer arrived
 	}
 	grants := map[string][]grant{}
 	for _, op := range ops {
 		if op.Method == "Reserve" && op.Class == ClassOK && op.Reply == "acquired" {
-			grants[op.Key] = append(grants[op.Key], grant{op.Token, op.End})
+			grants[op.Key] = append(grants[op.Key], grant{op.Token, op.Start, op.End})
+		}
+	}
+	// A key's tokens only grow, failovers included: a grant asked for after
+	// another's answer arrived carries a higher token.
+	for key, gs := range grants {
+		for _, earlier := range gs {
+			for _, later := range gs {
+				if later.invoked > earlier.at && later.token <= earlier.token {
+					s.Regressions++
+					a.notef("stale: %s was granted token %d after token %d had been", key, later.token, earlier.token)
+				}
+			}
 		}
 	}
 	for _, op := range ops {
@@ -238,7 +251,7 @@ func checkStale(ops []Op, st ledgerState, a *anomalies) Stale {
 	for _, r := range staleWrites(st.fencedLog) {
 		a.notef("stale: the fenced sink accepted %s token %d after a higher token", r.key, r.token)
 	}
-	s.Total = s.History + s.Events + s.Sink
+	s.Total = s.History + s.Events + s.Sink + s.Regressions
 	return s
 }
 
@@ -367,7 +380,10 @@ func stateName(s ledgerv1.State) string {
 // measureRecovery fills each fault's recovery times from the successful
 // Completes: Healed → the first one, and → the first 500ms window whose
 // rate is 90% of the rate in the two seconds before the fault (not
-// counting time before the previous fault healed).
+// counting time before the previous fault healed). A FromStart fault's
+// times run from its Start, and are searched from the start of its outage:
+// the longest gap between two successful Completes that ends after the
+// fault (Completes answered just after a crash were committed before it).
 func measureRecovery(ops []Op, faults []Fault, started, ended time.Time) {
 	var okAt []int64
 	for _, op := range ops {
@@ -383,12 +399,18 @@ func measureRecovery(ops []Op, faults []Fault, started, ended time.Time) {
 	const window, step = int64(500 * time.Millisecond), int64(50 * time.Millisecond)
 	for i := range faults {
 		f := &faults[i]
-		healed, limit := f.Healed.UnixNano(), ended.UnixNano()
+		limit := ended.UnixNano()
 		if i+1 < len(faults) {
 			limit = faults[i+1].Start.UnixNano()
 		}
-		if j := sort.Search(len(okAt), func(j int) bool { return okAt[j] > healed }); j < len(okAt) && okAt[j] < limit {
-			f.FirstSuccessSeconds = seconds(okAt[j] - healed)
+		// origin is where the searches start, zero what the times count from.
+		origin, zero := f.Healed.UnixNano(), f.Healed.UnixNano()
+		if f.FromStart {
+			zero = f.Start.UnixNano()
+			origin = outageStart(okAt, zero, limit)
+		}
+		if j := sort.Search(len(okAt), func(j int) bool { return okAt[j] > origin }); j < len(okAt) && okAt[j] < limit {
+			f.FirstSuccessSeconds = seconds(max(0, okAt[j]-zero))
 		}
 		from := max(f.Start.UnixNano()-int64(2*time.Second), started.UnixNano())
 		if i > 0 {
@@ -402,18 +424,57 @@ func measureRecovery(ops []Op, faults []Fault, started, ended time.Time) {
 		if want <= 0 {
 			continue
 		}
-		for t := healed; t+window <= limit; t += step {
+		for t := origin; t+window <= limit; t += step {
 			if float64(count(t, t+window)) >= want {
-				f.Rate90Seconds = seconds(t - healed)
+				f.Rate90Seconds = seconds(max(0, t-zero))
 				break
 			}
 		}
 	}
 }
 
+// outageStart is the start of the longest gap between successes (okAt,
+// sorted) that ends in [from, limit): the last success before it. It is
+// from when there is no success in [from, limit).
+func outageStart(okAt []int64, from, limit int64) int64 {
+	j := sort.Search(len(okAt), func(j int) bool { return okAt[j] >= from })
+	start, longest := from, int64(-1)
+	for ; j < len(okAt) && okAt[j] < limit; j++ {
+		begin := from
+		if j > 0 {
+			begin = okAt[j-1]
+		}
+		if gap := okAt[j] - begin; gap > longest {
+			start, longest = begin, gap
+		}
+	}
+	return start
+}
+
 func seconds(nanos int64) *float64 {
 	s := float64(nanos) / 1e9
 	return &s
+}
+
+// recoveryByKind summarizes the recovery of each kind of fault, for the
+// nemeses of several kinds; nil for the others.
+func recoveryByKind(faults []Fault) map[string]Recovery {
+	kinds := map[string][]Fault{}
+	for _, f := range faults {
+		if f.Kind != "" {
+			kinds[f.Kind] = append(kinds[f.Kind], f)
+		}
+	}
+	if len(kinds) == 0 {
+		return nil
+	}
+	by := make(map[string]Recovery, len(kinds))
+	for kind, fs := range kinds {
+		r := summarizeRecovery(fs)
+		r.Faults = len(fs)
+		by[kind] = r
+	}
+	return by
 }
 
 // summarizeRecovery gives the median and the maximum of each recovery
@@ -533,6 +594,7 @@ func (s *scenarioRun) check(ctx context.Context, faults []Fault, started, ended 
 		Overruns:      overruns,
 		Coalescing:    coalesced,
 		Recovery:      summarizeRecovery(faults),
+		ByKind:        recoveryByKind(faults),
 		FaultLog:      faults,
 	}
 	countOps(ops, &r)

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -83,6 +84,18 @@ func TestCheckerFindsAnomalies(t *testing.T) {
 		require.Zero(t, checkStale(ops, clean, &a).Total, "invoked before token 2's grant was answered: concurrent, allowed")
 	})
 
+	t.Run("a token that does not grow across a failover", func(t *testing.T) {
+		t.Parallel()
+		// Token 2 granted again, asked for after its first grant was answered
+		// (a grant lost in a failover); a concurrent grant is not one.
+		ops := append(append([]Op{}, cleanOps...),
+			Op{Method: "Reserve", Key: "k", Reply: "acquired", Token: 2, Class: ClassOK, Start: 41, End: 42},
+			Op{Method: "Reserve", Key: "j", Reply: "acquired", Token: 1, Class: ClassOK, Start: 10, End: 20},
+			Op{Method: "Reserve", Key: "j", Reply: "acquired", Token: 2, Class: ClassOK, Start: 15, End: 25})
+		var a anomalies
+		require.Equal(t, Stale{Regressions: 1, Total: 1}, checkStale(ops, clean, &a))
+	})
+
 	t.Run("the control sink shows a zombie's write", func(t *testing.T) {
 		t.Parallel()
 		st := clean
@@ -109,4 +122,31 @@ func TestChainKey(t *testing.T) {
 	require.Equal(t, []int{12, 345}, []int{chain, i})
 	_, _, ok = parseChainKey("race-0001-2")
 	require.False(t, ok)
+}
+
+// TestMeasureRecovery checks the recovery times of a fault measured from
+// its healing, and of one measured from its start across an outage.
+func TestMeasureRecovery(t *testing.T) {
+	t.Parallel()
+	const ms = int64(time.Millisecond)
+	at := func(n int64) time.Time { return time.Unix(0, n*ms) }
+	var ops []Op
+	// One Complete every 10ms from 0 to 3000ms, none in [3000, 4000): the
+	// outage, then every 10ms again until 6000ms.
+	for ts := int64(0); ts < 6000; ts += 10 {
+		if ts < 3000 || ts >= 4000 {
+			ops = append(ops, Op{Method: "Complete", Class: ClassOK, End: ts * ms})
+		}
+	}
+	faults := []Fault{{Start: at(2995), Healed: at(3500), FromStart: true}}
+	measureRecovery(ops, faults, at(0), at(6000))
+	// Answers just after the fault (none here) would not count: the outage
+	// is the longest gap, from 2990 to 4000.
+	require.InDelta(t, 1.005, *faults[0].FirstSuccessSeconds, 1e-9)
+	require.NotNil(t, faults[0].Rate90Seconds)
+	require.InDelta(t, 1.0, *faults[0].Rate90Seconds, 0.06)
+
+	healedFaults := []Fault{{Start: at(2995), Healed: at(3500)}}
+	measureRecovery(ops, healedFaults, at(0), at(6000))
+	require.InDelta(t, 0.5, *healedFaults[0].FirstSuccessSeconds, 1e-9, "from Healed")
 }

@@ -13,19 +13,26 @@ import (
 
 // Fault is one injection of a nemesis, healed.
 type Fault struct {
-	// Nemesis names the nemesis (for mixes) and Detail what it did.
+	// Nemesis names the nemesis (for mixes), Kind the kind of fault of a
+	// nemesis that has several, and Detail what it did.
 	Nemesis string `json:"nemesis"`
+	Kind    string `json:"kind,omitempty"`
 	Detail  string `json:"detail"`
 	// Start is when the fault began and Healed when it was over (the
 	// process resumed or restarted and ready, the connection cut, ...).
 	Start  time.Time `json:"start"`
 	Healed time.Time `json:"healed"`
-	// FirstSuccessSeconds is the time from Healed to the first successful
-	// Complete; Rate90Seconds to the first second in which Completes
-	// succeeded at 90% of the rate of the two seconds before the fault.
-	// Nil when it did not happen before the next fault (or the end).
+	// FirstSuccessSeconds is the time from Healed (from Start, with
+	// FromStart) to the first successful Complete; Rate90Seconds to the
+	// first second in which Completes succeeded at 90% of the rate of the
+	// two seconds before the fault. Nil when it did not happen before the
+	// next fault (or the end).
 	FirstSuccessSeconds *float64 `json:"first_success_s"`
 	Rate90Seconds       *float64 `json:"rate90_s"`
+	// FromStart measures the recovery from the fault rather than from its
+	// healing: a failover's recovery happens while the harness waits for
+	// the cluster to be whole again.
+	FromStart bool `json:"from_start,omitempty"`
 	// Error is set when the harness could not inject or heal the fault;
 	// the scenario then fails.
 	Error string `json:"error,omitempty"`
@@ -36,6 +43,12 @@ type nemesis struct {
 	name string
 	// inject makes the n-th fault (from 0) and heals it before it returns.
 	inject func(ctx context.Context, s *scenarioRun, n int) Fault
+	// ha says that the nemesis needs a Patroni cluster: its scenario runs
+	// over one, and the mix leaves it out.
+	ha bool
+	// kinds are the kinds of fault the nemesis injects in turn, each
+	// Config.Faults times at least; none for a nemesis of one kind.
+	kinds []string
 }
 
 // nemeses are the faults, in the order of the scenarios that run them.
@@ -48,6 +61,17 @@ var nemeses = []nemesis{
 	{name: "pg-pause", inject: injectPGPause},
 	{name: "lost-response", inject: injectLostResponse},
 	{name: "drain", inject: injectDrain},
+	{name: "pg-failover", inject: injectPGFailover, ha: true, kinds: failoverKinds},
+}
+
+// needsHA says whether a scenario runs over a Patroni cluster.
+func needsHA(scenario string) bool {
+	for _, n := range nemeses {
+		if n.name == scenario {
+			return n.ha
+		}
+	}
+	return false
 }
 
 // fault starts a Fault record at now.
@@ -192,4 +216,46 @@ func injectDrain(ctx context.Context, s *scenarioRun, n int) Fault {
 		return f.healed(fmt.Errorf("%s did not drain and exit 0 after SIGTERM: %w", l.Name(), err))
 	}
 	return f.healed(l.Restart(ctx))
+}
+
+// failoverKinds are the faults of the pg-failover nemesis, in turn.
+var failoverKinds = []string{"kill", "switchover", "isolate"}
+
+// injectPGFailover makes the primary of the Patroni cluster go away, in
+// turn: SIGKILL of its PostgreSQL (a crash), a clean switchover, and a
+// partition that cuts it off from etcd and from the standby while ledgerd
+// still reaches it (Patroni demotes it; with synchronous replication, no
+// write it takes meanwhile can be acknowledged). The fault ends when the
+// standby has taken over (the partition is then healed); the harness
+// then waits until the cluster has a synchronous standby again, so that
+// the next fault is a failover that loses nothing. Recovery is measured
+// from the fault.
+func injectPGFailover(ctx context.Context, s *scenarioRun, n int) Fault {
+	kind := failoverKinds[n%len(failoverKinds)]
+	var f Fault
+	var err error
+	switch kind {
+	case "kill":
+		f = fault("pg-failover", "SIGKILL the primary's PostgreSQL; Patroni promotes the synchronous standby")
+		var killed *devcluster.HAMember
+		if killed, err = s.ha.KillPrimary(ctx); err == nil {
+			_, err = s.ha.WaitNewPrimary(ctx, killed)
+		}
+	case "switchover":
+		f = fault("pg-failover", "patroni switchover from the primary to the synchronous standby")
+		_, _, err = s.ha.Switchover(ctx)
+	case "isolate":
+		f = fault("pg-failover", "cut the primary off from etcd and the standby, ledgerd still reaching it, until the standby takes over")
+		var primary *devcluster.HAMember
+		if primary, err = s.ha.Primary(ctx); err == nil {
+			heal := s.ha.Isolate(primary)
+			_, err = s.ha.WaitNewPrimary(ctx, primary)
+			heal()
+		}
+	}
+	f.Kind, f.FromStart = kind, true
+	if err == nil {
+		err = s.ha.WaitHealthy(ctx)
+	}
+	return f.healed(err)
 }

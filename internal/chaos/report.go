@@ -71,7 +71,10 @@ type ScenarioReport struct {
 	// more than 2s after their deadline.
 	Overruns int      `json:"deadline_overruns"`
 	Recovery Recovery `json:"recovery"`
-	FaultLog []Fault  `json:"fault_log"`
+	// ByKind is the recovery of each kind of fault, for a nemesis of
+	// several kinds (pg-failover: kill, switchover, isolate).
+	ByKind   map[string]Recovery `json:"recovery_by_kind,omitempty"`
+	FaultLog []Fault             `json:"fault_log"`
 	// Examples shows up to 20 of the anomalies found.
 	Examples []string `json:"examples,omitempty"`
 }
@@ -111,12 +114,15 @@ type Lost struct {
 // although it was invoked after a Reserve had returned a newer token for
 // the key), in the events (a completion under a lower token than a grant
 // before it), and in the fenced sink (a write accepted after a write with
-// a higher token).
+// a higher token); and Regressions, the grants of a key whose token was
+// not higher than that of a grant answered before they were asked for
+// (tokens must grow across failovers too).
 type Stale struct {
-	History int `json:"history"`
-	Events  int `json:"events"`
-	Sink    int `json:"sink"`
-	Total   int `json:"total"`
+	History     int `json:"history"`
+	Events      int `json:"events"`
+	Sink        int `json:"sink"`
+	Regressions int `json:"token_regressions"`
+	Total       int `json:"total"`
 }
 
 // Control measures the unfenced control sink. Duplicates counts the keys
@@ -135,6 +141,8 @@ type Control struct {
 // Recovery summarizes the faults' recovery times (see Fault), in seconds;
 // nil when no fault had one. The Missing counts are faults without one.
 type Recovery struct {
+	// Faults is the number of faults summarized (in ByKind only).
+	Faults              int      `json:"faults,omitempty"`
 	FirstSuccessMedian  *float64 `json:"first_success_median_s"`
 	FirstSuccessMax     *float64 `json:"first_success_max_s"`
 	FirstSuccessMissing int      `json:"first_success_missing"`
@@ -180,6 +188,7 @@ func (r *Report) WriteFiles(dir string) error {
 func (r *Report) Markdown() string {
 	var b strings.Builder
 	b.WriteString(r.Table())
+	b.WriteString(r.KindTable())
 	for _, s := range r.Scenarios {
 		fmt.Fprintf(&b, "\n### %s (%s)\n\n", s.Name, passWord(s.Passed))
 		for _, f := range s.Failures {
@@ -211,6 +220,33 @@ func (r *Report) Table() string {
 			secs(s.Recovery.FirstSuccessMedian), secs(s.Recovery.FirstSuccessMax),
 			secs(s.Recovery.Rate90Median), secs(s.Recovery.Rate90Max), missing(s.Recovery.Rate90Missing),
 			passWord(s.Passed))
+	}
+	return b.String()
+}
+
+// KindTable renders the recovery of each kind of fault of the scenarios
+// whose nemesis has several (the failovers), or "" when there are none.
+func (r *Report) KindTable() string {
+	var b strings.Builder
+	for _, s := range r.Scenarios {
+		if len(s.ByKind) == 0 {
+			continue
+		}
+		if b.Len() == 0 {
+			b.WriteString("\n| scenario | fault | faults | from the fault to the first successful Complete, median / max (s) | to 90% of the prior rate, median / max (s) |\n")
+			b.WriteString("| --- | --- | ---: | ---: | ---: |\n")
+		}
+		kinds := make([]string, 0, len(s.ByKind))
+		for kind := range s.ByKind {
+			kinds = append(kinds, kind)
+		}
+		sort.Strings(kinds)
+		for _, kind := range kinds {
+			k := s.ByKind[kind]
+			fmt.Fprintf(&b, "| %s | %s | %d | %s / %s%s | %s / %s%s |\n", s.Name, kind, k.Faults,
+				secs(k.FirstSuccessMedian), secs(k.FirstSuccessMax), missing(k.FirstSuccessMissing),
+				secs(k.Rate90Median), secs(k.Rate90Max), missing(k.Rate90Missing))
+		}
 	}
 	return b.String()
 }
@@ -263,6 +299,7 @@ func (r *Report) UpdateDocument(path, command string) error {
 		fmt.Fprintf(&b, "(ledgerd and the harness built from commit `%s`.)\n\n", commit)
 	}
 	b.WriteString(r.Table())
+	b.WriteString(r.KindTable())
 	b.WriteString("\n")
 	b.Write(doc[end:])
 	return os.WriteFile(path, b.Bytes(), 0o644)

@@ -16,11 +16,13 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ledgerd/ledgerd/internal/devcluster"
+	"github.com/ledgerd/ledgerd/ledger"
 )
 
 // Scenarios lists the scenarios Run knows, in the order it runs them:
-// one per nemesis, and "mix", which injects every nemesis in turn (in a
-// random order, each at least once).
+// one per nemesis, and "mix", which injects every nemesis that runs on a
+// single PostgreSQL in turn (in a random order, each at least once).
+// "pg-failover" runs over a Patroni cluster of its own.
 func Scenarios() []string {
 	names := make([]string, 0, len(nemeses)+1)
 	for _, n := range nemeses {
@@ -140,18 +142,29 @@ func Run(ctx context.Context, cfg Config) (report *Report, err error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	e, err := setUp(ctx, cfg)
-	defer func() { err = errors.Join(err, e.tearDown()) }()
-	if err != nil {
-		return nil, err
-	}
+	// One environment per kind of database: the scenarios of a kind share
+	// it, and it is set up when the first of them starts.
+	envs := map[bool]*env{}
+	defer func() {
+		for _, e := range envs {
+			err = errors.Join(err, e.tearDown())
+		}
+	}()
 	report = &Report{Started: time.Now(), Config: reportConfig(cfg), Passed: true}
 	for i, name := range cfg.Scenarios {
 		if ctx.Err() != nil {
 			return report, ctx.Err()
 		}
+		ha := needsHA(name)
+		if envs[ha] == nil {
+			e, err := setUp(ctx, cfg, ha)
+			envs[ha] = e
+			if err != nil {
+				return report, err
+			}
+		}
 		cfg.Logger.Info("scenario", "name", name)
-		result, err := e.runScenario(ctx, name, i)
+		result, err := envs[ha].runScenario(ctx, name, i)
 		if err != nil {
 			return report, fmt.Errorf("scenario %s: %w", name, err)
 		}
@@ -165,20 +178,22 @@ func Run(ctx context.Context, cfg Config) (report *Report, err error) {
 	return report, nil
 }
 
-// env is what the scenarios share: the cluster, the replicas and their
-// proxies.
+// env is what the scenarios share: the database, the replicas and their
+// proxies. The database is one PostgreSQL (pg), or a Patroni cluster (ha)
+// for the scenarios that fail it over.
 type env struct {
 	cfg      Config
 	log      *slog.Logger
 	dir      string
 	ownDir   bool
 	pg       *devcluster.Postgres
+	ha       *devcluster.HACluster
 	replicas []*devcluster.Ledgerd
 	proxies  []*proxy
 	pool     *pgxpool.Pool // the checker's
 }
 
-func setUp(ctx context.Context, cfg Config) (*env, error) {
+func setUp(ctx context.Context, cfg Config, ha bool) (*env, error) {
 	e := &env{cfg: cfg, log: cfg.Logger, dir: cfg.Dir}
 	if e.dir == "" {
 		dir, err := os.MkdirTemp("", "ledgerchaos")
@@ -186,6 +201,11 @@ func setUp(ctx context.Context, cfg Config) (*env, error) {
 			return e, err
 		}
 		e.dir, e.ownDir = dir, !cfg.KeepDir
+	} else if ha {
+		e.dir = filepath.Join(e.dir, "ha")
+		if err := os.MkdirAll(e.dir, 0o755); err != nil {
+			return e, err
+		}
 	}
 	// The cluster belongs to the postgres user when we are root; it must
 	// be able to reach its data directory.
@@ -204,21 +224,15 @@ func setUp(ctx context.Context, cfg Config) (*env, error) {
 			return e, err
 		}
 	}
-	durability := devcluster.CrashSafe
-	if cfg.Fsync {
-		durability = devcluster.Durable
+	if err := e.startDatabase(ctx, ha); err != nil {
+		return e, err
 	}
-	e.log.Info("starting PostgreSQL", "dir", filepath.Join(e.dir, "pg"), "durability", durability)
-	pgConfig := devcluster.PostgresConfig{Dir: filepath.Join(e.dir, "pg"), Durability: durability, Keep: !e.ownDir}
-	if e.ownDir {
-		pgConfig.OrphanDir = e.dir // if the harness dies, the watchdog removes it all
-	}
-	pg, err := devcluster.StartPostgres(ctx, pgConfig)
+	poolConfig, err := pgxpool.ParseConfig(e.dbURL())
 	if err != nil {
 		return e, err
 	}
-	e.pg = pg
-	if e.pool, err = pgxpool.New(ctx, pg.URL()); err != nil {
+	ledger.ConfigurePool(poolConfig)
+	if e.pool, err = pgxpool.NewWithConfig(ctx, poolConfig); err != nil {
 		return e, err
 	}
 	if err := createSinkSchema(ctx, e.pool); err != nil {
@@ -229,7 +243,7 @@ func setUp(ctx context.Context, cfg Config) (*env, error) {
 		// One at a time: the first applies the migrations.
 		l, err := devcluster.StartLedgerd(ctx, devcluster.LedgerdConfig{
 			Binary:       binary,
-			DatabaseURL:  pg.URL(),
+			DatabaseURL:  e.dbURL(),
 			Args:         append(ledgerdArgs(), cfg.LedgerdArgs...),
 			Name:         name,
 			LogPath:      filepath.Join(e.dir, name+".log"),
@@ -250,6 +264,45 @@ func setUp(ctx context.Context, cfg Config) (*env, error) {
 	return e, nil
 }
 
+// startDatabase starts the environment's PostgreSQL, or its Patroni
+// cluster.
+func (e *env) startDatabase(ctx context.Context, ha bool) error {
+	if ha {
+		// Its directory is removed by Destroy, or by its watchdog.
+		e.log.Info("starting a Patroni cluster: a primary and a synchronous standby")
+		cluster, err := devcluster.StartHA(ctx, devcluster.HAConfig{Fsync: e.cfg.Fsync})
+		if err != nil {
+			return err
+		}
+		e.ha = cluster
+		return nil
+	}
+	durability := devcluster.CrashSafe
+	if e.cfg.Fsync {
+		durability = devcluster.Durable
+	}
+	e.log.Info("starting PostgreSQL", "dir", filepath.Join(e.dir, "pg"), "durability", durability)
+	pgConfig := devcluster.PostgresConfig{Dir: filepath.Join(e.dir, "pg"), Durability: durability, Keep: !e.ownDir}
+	if e.ownDir {
+		pgConfig.OrphanDir = e.dir // if the harness dies, the watchdog removes it all
+	}
+	pg, err := devcluster.StartPostgres(ctx, pgConfig)
+	if err != nil {
+		return err
+	}
+	e.pg = pg
+	return nil
+}
+
+// dbURL is the URL of the environment's database; over a Patroni cluster,
+// the multi-host URL that follows the primary.
+func (e *env) dbURL() string {
+	if e.ha != nil {
+		return e.ha.URL()
+	}
+	return e.pg.URL()
+}
+
 // tearDown stops everything setUp started, in reverse.
 func (e *env) tearDown() error {
 	if e == nil {
@@ -264,6 +317,9 @@ func (e *env) tearDown() error {
 	}
 	if e.pool != nil {
 		e.pool.Close()
+	}
+	if e.ha != nil {
+		errs = append(errs, e.ha.Destroy())
 	}
 	if e.pg != nil {
 		if e.ownDir {
@@ -321,7 +377,7 @@ func (e *env) runScenario(ctx context.Context, name string, index int) (Scenario
 		return ScenarioReport{}, err
 	}
 	defer func() { _ = client.Close() }()
-	sink, err := openSink(ctx, e.pg.URL(), int32(e.cfg.GoroutineWorkers+4))
+	sink, err := openSink(ctx, e.dbURL(), int32(e.cfg.GoroutineWorkers+4))
 	if err != nil {
 		return ScenarioReport{}, err
 	}
@@ -361,7 +417,7 @@ func (e *env) runScenario(ctx context.Context, name string, index int) (Scenario
 func (s *scenarioRun) injectFaults(ctx context.Context, started time.Time) []Fault {
 	cycle := []nemesis{}
 	for _, n := range nemeses {
-		if n.name == s.name || s.name == "mix" {
+		if n.name == s.name || s.name == "mix" && !n.ha {
 			cycle = append(cycle, n)
 		}
 	}
@@ -371,7 +427,7 @@ func (s *scenarioRun) injectFaults(ctx context.Context, started time.Time) []Fau
 		if s.history.Completed() >= s.cfg.Cycles && n >= s.minFaults(len(cycle)) {
 			break
 		}
-		if time.Since(started) > s.cfg.MaxDuration {
+		if time.Since(started) > s.maxDuration() {
 			s.log.Warn("scenario ran out of time", "name", s.name, "max", s.cfg.MaxDuration)
 			break
 		}
@@ -393,12 +449,29 @@ func (s *scenarioRun) injectFaults(ctx context.Context, started time.Time) []Fau
 }
 
 // minFaults is the number of faults the scenario injects at least:
-// Config.Faults, and in a mix at least one of each nemesis.
+// Config.Faults, of each kind of a nemesis that has several, and in a mix
+// at least one of each nemesis.
 func (s *scenarioRun) minFaults(nemeses int) int {
 	if s.name == "mix" {
 		return max(s.cfg.Faults, nemeses)
 	}
-	return s.cfg.Faults
+	return s.cfg.Faults * s.kinds()
+}
+
+// maxDuration is Config.MaxDuration, per kind of fault of the nemesis.
+func (s *scenarioRun) maxDuration() time.Duration {
+	return s.cfg.MaxDuration * time.Duration(s.kinds())
+}
+
+// kinds is the number of kinds of fault the scenario's nemesis injects in
+// turn (1 but for pg-failover).
+func (s *scenarioRun) kinds() int {
+	for _, n := range nemeses {
+		if n.name == s.name {
+			return max(1, len(n.kinds))
+		}
+	}
+	return 1
 }
 
 // processSpec is the spec of worker process i: workers named name.0,
@@ -406,7 +479,7 @@ func (s *scenarioRun) minFaults(nemeses int) int {
 // worker starts at its chain's progress (from the history), so that a
 // restarted process does not replay what its chain already did.
 func (s *scenarioRun) processSpec(i int, name string, progress map[int]int) ProcessSpec {
-	spec := ProcessSpec{Targets: s.targets(), DatabaseURL: s.pg.URL(), Workload: s.load}
+	spec := ProcessSpec{Targets: s.targets(), DatabaseURL: s.dbURL(), Workload: s.load}
 	for j := range s.cfg.WorkersPerProcess {
 		chain := (i*s.cfg.WorkersPerProcess + j) % s.cfg.GoroutineWorkers
 		spec.Workers = append(spec.Workers, workerSpec{

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ledgerd/ledgerd/ledger"
 )
 
 //go:embed queries/*.sql
@@ -40,6 +42,9 @@ func openSink(ctx context.Context, databaseURL string, maxConns int32) (*Sink, e
 	}
 	cfg.MaxConns = maxConns
 	cfg.ConnConfig.ConnectTimeout = sinkWriteTimeout
+	// As ledgerd's: across a failover, no write is acknowledged that the
+	// synchronous standby does not have.
+	ledger.ConfigurePool(cfg)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("sink pool: %w", err)

@@ -42,7 +42,7 @@
 //
 // `make ha` runs one by hand and prints its URL.
 //
-// Both pick their port themselves and, if another process takes it between
+// StartPostgres and StartLedgerd pick their port themselves and, if another process takes it between
 // the probe and the bind, try again on a new one.
 //
 // The processes are Linux processes first: the watchdog needs a POSIX shell,
