@@ -16,6 +16,7 @@ import (
 
 	"github.com/ledgerd/ledgerd/internal/devcluster"
 	"github.com/ledgerd/ledgerd/internal/ledgertest"
+	"github.com/ledgerd/ledgerd/internal/pgtest"
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
@@ -29,9 +30,7 @@ func privateCluster(t *testing.T) (*devcluster.Postgres, ledgertest.Bundle) {
 	t.Helper()
 	// Crash-safe: with synchronous_commit on, as a commit waits for a
 	// synchronous standby.
-	pg, err := devcluster.StartPostgres(context.Background(), devcluster.PostgresConfig{Durability: devcluster.CrashSafe})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, pg.Destroy()) })
+	pg := pgtest.Private(t, devcluster.CrashSafe)
 	return pg, ledgertest.StoreAt(t, pg.URL(), testConfig)
 }
 

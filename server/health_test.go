@@ -5,10 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +19,7 @@ import (
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/devcluster"
 	"github.com/ledgerd/ledgerd/internal/ledgertest"
+	"github.com/ledgerd/ledgerd/internal/pgtest"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/server"
 )
@@ -122,7 +119,7 @@ const (
 func TestHealthFollowsTheDatabase(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pg := privatePostgres(t)
+	pg := pgtest.Private(t, devcluster.Throwaway)
 	pool, err := pgxpool.New(ctx, pg.URL())
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
@@ -147,7 +144,7 @@ func TestHealthFollowsTheDatabase(t *testing.T) {
 	_, err = b.client.Lookup(ctx, &ledgerv1.LookupRequest{Namespace: "ns", Key: "k"})
 	requireReason(t, err, codes.Unavailable, server.ReasonUnavailable)
 
-	startAgain(t, pg) // meanwhile the checks went on failing, every 20ms
+	require.NoError(t, pg.Start(context.Background())) // meanwhile the checks went on failing, every 20ms
 	b.requireServing(t, next, "k")
 
 	require.Equal(t, 1, b.count(dbLost), "logged once, not on every failed check:\n%s", b.log)
@@ -268,33 +265,4 @@ func TestHealthCheckConfig(t *testing.T) {
 	require.ErrorContains(t, err, "HealthCheckInterval")
 	_, err = server.New(store, server.Config{HealthCheckTimeout: -time.Second})
 	require.ErrorContains(t, err, "HealthCheckTimeout")
-}
-
-// privatePostgres starts a PostgreSQL cluster of the test's own, which the
-// test may stop and start again without disturbing the others; it is
-// destroyed in the test's cleanup.
-func privatePostgres(t *testing.T) *devcluster.Postgres {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*patience)
-	defer cancel()
-	pg, err := devcluster.StartPostgres(ctx, devcluster.PostgresConfig{Durability: devcluster.Throwaway})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, pg.Destroy()) })
-	return pg
-}
-
-// startAgain starts a stopped private cluster again on the port it had, so
-// that its URL still leads to it (StartPostgres would pick a new port).
-func startAgain(t *testing.T, pg *devcluster.Postgres) {
-	t.Helper()
-	root, err := devcluster.ModuleRoot()
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*patience)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "pg.sh"), "start", pg.DataDir(), strconv.Itoa(pg.Port()))
-	cmd.Env = append(os.Environ(), "LEDGER_PG_THROWAWAY=1")
-	cmd.Dir = "/" // as root, pg.sh runs commands as postgres, who must be able to read it
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Run(), stderr.String())
 }

@@ -11,9 +11,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -110,7 +108,7 @@ func requireReserved(t *testing.T, res *ledgerv1.ReserveResponse, err error) {
 func TestServeWaitsForTheDatabase(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pg := privatePostgres(t)
+	pg := pgtest.Private(t, devcluster.Throwaway)
 	require.NoError(t, pg.Stop(ctx))
 
 	d := launchDaemon(t, map[string]string{"LEDGER_DATABASE_URL": pg.URL()}, "ledgerd listening")
@@ -124,7 +122,7 @@ func TestServeWaitsForTheDatabase(t *testing.T) {
 	d.awaitLog(t, `"level":"WARN","msg":"start-up failed: not serving yet, retrying","attempt":1,.*"error":"connect to database 127.0.0.1:`)
 	require.NotContains(t, d.stdout.String(), `"msg":"ledgerd serving"`)
 
-	startAgain(t, pg)
+	require.NoError(t, pg.Start(context.Background()))
 	d.awaitHealth(t, healthpb.HealthCheckResponse_SERVING)
 	res, err := reserve(t, d.grpcAddr, "k")
 	requireReserved(t, res, err)
@@ -344,33 +342,4 @@ func startProcess(t *testing.T, vars map[string]string) process {
 		return m != nil
 	}, patience, 20*time.Millisecond, "serving log line; output: %s", p.stdout)
 	return p
-}
-
-// privatePostgres starts a PostgreSQL cluster of the test's own, which the
-// test may stop and start again without disturbing the others; it is
-// destroyed in the test's cleanup.
-func privatePostgres(t *testing.T) *devcluster.Postgres {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*patience)
-	defer cancel()
-	pg, err := devcluster.StartPostgres(ctx, devcluster.PostgresConfig{Durability: devcluster.Throwaway})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, pg.Destroy()) })
-	return pg
-}
-
-// startAgain starts a stopped private cluster again on the port it had, so
-// that its URL still leads to it (StartPostgres would pick a new port).
-func startAgain(t *testing.T, pg *devcluster.Postgres) {
-	t.Helper()
-	root, err := devcluster.ModuleRoot()
-	require.NoError(t, err)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*patience)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "scripts", "pg.sh"), "start", pg.DataDir(), strconv.Itoa(pg.Port()))
-	cmd.Env = append(os.Environ(), "LEDGER_PG_THROWAWAY=1")
-	cmd.Dir = "/" // as root, pg.sh runs commands as postgres, who must be able to read it
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	require.NoError(t, cmd.Run(), stderr.String())
 }

@@ -328,6 +328,15 @@ func (p *Postgres) Restart(ctx context.Context, mode string) error {
 	return nil
 }
 
+// Start starts the cluster again after Stop (or a crash), on the port it
+// had, so that its URL still leads to it.
+func (p *Postgres) Start(ctx context.Context) error {
+	if err := p.start(ctx); err != nil {
+		return fmt.Errorf("start PostgreSQL again: %w", err)
+	}
+	return nil
+}
+
 // Pause stops every process of the cluster (SIGSTOP) and returns a function
 // that resumes them (SIGCONT). It fails as Processes does.
 func (p *Postgres) Pause() (resume func() error, err error) {

@@ -166,6 +166,25 @@ func Pool(tb testing.TB) *pgxpool.Pool {
 	return pool
 }
 
+// Private starts a PostgreSQL cluster of the test's own, with the given
+// durability, for a test that stops, restarts or reconfigures it without
+// disturbing the others; it is destroyed in tb.Cleanup.
+func Private(tb testing.TB, durability devcluster.Durability) *devcluster.Postgres {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*opTimeout)
+	defer cancel()
+	pg, err := devcluster.StartPostgres(ctx, devcluster.PostgresConfig{Durability: durability})
+	if err != nil {
+		tb.Fatalf("pgtest: a private cluster: %v", err)
+	}
+	tb.Cleanup(func() {
+		if err := pg.Destroy(); err != nil {
+			tb.Errorf("pgtest: %v", err)
+		}
+	})
+	return pg
+}
+
 // newSchemaName returns "t_" followed by 16 random hex digits.
 func newSchemaName() (string, error) {
 	var b [8]byte
