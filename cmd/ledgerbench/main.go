@@ -18,7 +18,13 @@
 //	go run ./cmd/ledgerbench
 //	go run ./cmd/ledgerbench --workers 32,64 --json bench.json
 //	go run ./cmd/ledgerbench --pg-dir .data/bench-pg --prefill 10000000 --purge 100000
+//	go run ./cmd/ledgerbench --replicas 4 --workloads pair --sides ledgerd
 //	go run ./cmd/ledgerbench --addr ledgerd:7070 --database-url postgres://… --token-file t
+//
+// --replicas N starts N ledgerd processes over the same PostgreSQL, each
+// with its own pool of --db-max-conns, spreads the workers over them and
+// reports what each did: calls, peak RSS, CPU time, PostgreSQL sessions and
+// coalesced calls per statement (read from its /metrics).
 //
 // `ledgerbench --help` lists the flags; docs/performance.md has the
 // figures and how they were made.
@@ -94,9 +100,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (be
 	fs.StringVar(&cfg.PGDir, "pg-dir", "", "keep the private cluster's data in this directory (stopped, not deleted, at the end), e.g. to reuse a prefill (default: a temporary one)")
 	fs.StringVar(&cfg.LedgerdBin, "ledgerd-bin", "", "run this ledgerd binary instead of building ./cmd/ledgerd")
 	fs.Var(&ledgerdArgs, "ledgerd-flag", "extra flag for a started ledgerd serve, e.g. --ledgerd-flag=--db-max-conns=8 (repeatable)")
-	fs.IntVar(&cfg.DBMaxConns, "db-max-conns", d.DBMaxConns, "--db-max-conns of a started ledgerd")
+	fs.IntVar(&cfg.Replicas, "replicas", d.Replicas, fmt.Sprintf("start this many ledgerd processes (1 to %d) over the same PostgreSQL, each with its own pool of --db-max-conns, and spread the workers over them round robin; the raw side is unaffected", bench.MaxReplicas))
+	fs.IntVar(&cfg.DBMaxConns, "db-max-conns", d.DBMaxConns, "--db-max-conns of each started ledgerd")
 	fs.IntVar(&cfg.RawConns, "raw-conns", 0, "pool size of the raw side (default: --db-max-conns, the pool ledgerd has)")
-	fs.IntVar(&cfg.GRPCConns, "grpc-conns", d.GRPCConns, "gRPC connections the workers share")
+	fs.IntVar(&cfg.GRPCConns, "grpc-conns", d.GRPCConns, "gRPC connections to each ledgerd, shared by the workers that call it")
 	fs.StringVar(&workloads, "workloads", strings.Join(d.Workloads, ","), "comma-separated workloads to run, in order")
 	fs.StringVar(&sides, "sides", strings.Join(d.Sides, ","), "comma-separated sides to run: ledgerd, raw")
 	fs.StringVar(&workers, "workers", joinInts(d.Workers), "comma-separated numbers of concurrent workers; every workload runs at each")
@@ -131,6 +138,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (be
 	}
 	if fs.NArg() > 0 {
 		return bench.Config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if cfg.Replicas < 1 {
+		// Config reads 0 as the default; on the command line it is a mistake.
+		return bench.Config{}, fmt.Errorf("--replicas must be between 1 and %d, got %d", bench.MaxReplicas, cfg.Replicas)
 	}
 	cfg.LedgerdArgs = ledgerdArgs
 	cfg.Workloads = splitList(workloads)

@@ -29,12 +29,19 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, 5*time.Second, cfg.Duration)
 	require.Negative(t, cfg.Warmup, "--warmup 0 is none, not the default")
 	require.Equal(t, "ldg_secret", cfg.Token)
+	require.Equal(t, 1, cfg.Replicas, "one ledgerd unless --replicas")
 
 	cfg, err = parseFlags([]string{"--ledgerd-flag=--db-max-conns=8", "--ledgerd-flag", "--max-wait=1s"},
 		func(name string) string { return map[string]string{"LEDGERBENCH_TOKEN": "ldg_env"}[name] }, &bytes.Buffer{})
 	require.NoError(t, err)
 	require.Equal(t, []string{"--db-max-conns=8", "--max-wait=1s"}, cfg.LedgerdArgs)
 	require.Equal(t, "ldg_env", cfg.Token)
+
+	cfg, err = parseFlags([]string{"--replicas", "4", "--db-max-conns", "4"}, noEnv, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+	require.Equal(t, 4, cfg.Replicas)
+	require.Equal(t, 4, cfg.DBMaxConns, "per replica")
 }
 
 func TestRunRefusesBadFlags(t *testing.T) {
@@ -47,6 +54,10 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{[]string{"--workers", "0"}, "--workers must be between 1 and 4096, got 0"},
 		{[]string{"--batch-size", "200000"}, "--batch-size must be between 1 and 1000, got 200000"},
 		{[]string{"--token", "ldg_x"}, "--token needs --addr"},
+		{[]string{"--replicas", "0"}, "--replicas must be between 1 and 16, got 0"},
+		{[]string{"--replicas", "17"}, "--replicas must be between 1 and 16, got 17"},
+		{[]string{"--replicas", "2", "--addr", "db:7070", "--sides", "ledgerd"}, "--replicas starts that many ledgerd processes, so it cannot go with --addr"},
+		{[]string{"--ledgerd-flag=--http-addr=127.0.0.1:7071"}, "--ledgerd-flag cannot set --http-addr"},
 		{[]string{"--workloads", "pair,fly"}, `unknown workload "fly"`},
 		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
 		{[]string{"extra"}, `unexpected arguments: ["extra"]`},
@@ -64,7 +75,7 @@ func TestHelp(t *testing.T) {
 	t.Parallel()
 	var stderr bytes.Buffer
 	require.Equal(t, 0, run(context.Background(), []string{"--help"}, noEnv, &bytes.Buffer{}, &stderr))
-	for _, want := range []string{"contended", "batch", "--prefill", "--database-url", "--json"} {
+	for _, want := range []string{"contended", "batch", "--prefill", "--database-url", "--json", "--replicas"} {
 		require.Contains(t, stderr.String(), want)
 	}
 }

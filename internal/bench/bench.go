@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -25,18 +26,20 @@ import (
 )
 
 // runner holds what a run has set up: the clients, the pools, and the
-// ledgerd it started.
+// ledgerd processes it started.
 type runner struct {
-	cfg        Config
-	stdout     io.Writer
-	stderr     io.Writer
-	runID      string
-	conns      []*grpc.ClientConn
-	clients    []ledgerv1.LedgerServiceClient
+	cfg    Config
+	stdout io.Writer
+	stderr io.Writer
+	runID  string
+	conns  []*grpc.ClientConn
+	// clients holds, for each ledgerd, the clients of its connections.
+	clients    [][]ledgerv1.LedgerServiceClient
 	admin      ledgerv1.LedgerAdminServiceClient
 	pool       *pgxpool.Pool // nil without a database
 	raw        *rawDB
-	ledgerd    *devcluster.Ledgerd // nil when measuring --addr
+	replicas   []*replica   // the started ledgerd processes; none when measuring --addr
+	http       *http.Client // reads their /metrics
 	readKeys   keySet
 	peakRSS    int64
 	postmaster int // the postmaster of a cluster on this machine, for its CPU time; 0 otherwise
@@ -55,7 +58,9 @@ func Run(ctx context.Context, cfg Config, command []string, stdout, stderr io.Wr
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	r := &runner{cfg: cfg, stdout: stdout, stderr: stderr, runID: strings.ToLower(rand.Text()[:8])}
+	r := &runner{cfg: cfg, stdout: stdout, stderr: stderr, runID: strings.ToLower(rand.Text()[:8]),
+		// No idle connections: nothing of the client outlives the run.
+		http: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
 	defer r.close()
 	report := &Report{StartedAt: time.Now().UTC(), Command: command, Settings: settingsOf(cfg)}
 	if err := r.setUp(ctx, report); err != nil {
@@ -98,10 +103,8 @@ func Run(ctx context.Context, cfg Config, command []string, stdout, stderr io.Wr
 		}
 		report.Purge = p
 	}
-	if r.ledgerd != nil {
-		r.peakRSS = max(r.peakRSS, readProcStats(r.ledgerd.PID()).peakRSSBytes)
-		report.LedgerdPeakRSSBytes = r.peakRSS
-	}
+	r.notePeaks()
+	report.LedgerdPeakRSSBytes = r.peakRSS
 	report.Print(stdout)
 	if cfg.JSONPath != "" {
 		if err := report.WriteJSON(cfg.JSONPath); err != nil {
@@ -157,48 +160,51 @@ func (r *runner) setUp(ctx context.Context, report *Report) error {
 			fmt.Fprintf(r.stderr, "ledgerbench: WARNING: fsync=%s synchronous_commit=%s: commits are not durable, the write figures are not honest\n",
 				report.Machine.Fsync, report.Machine.SynchronousCommit)
 		}
-	}
-	addr := cfg.Addr
-	if addr == "" {
-		// The binary (when built) and ledgerd's log, removed at the end.
-		dir, err := os.MkdirTemp("", "ledgerbench-ledgerd-")
-		if err != nil {
-			return err
-		}
-		r.onClose(func() { _ = os.RemoveAll(dir) })
-		bin := cfg.LedgerdBin
-		if bin == "" {
-			bin = filepath.Join(dir, "ledgerd")
-			fmt.Fprintln(r.stderr, "ledgerbench: building ./cmd/ledgerd")
-			if err := devcluster.BuildLedgerd(ctx, root, bin); err != nil {
-				return err
+		if limit, _ := strconv.Atoi(report.Machine.MaxConnections); cfg.Addr == "" && limit > 0 {
+			// Each ledgerd: its pool and its LISTEN connection.
+			if need := cfg.Replicas*(cfg.DBMaxConns+1) + cfg.RawConns; need > limit {
+				fmt.Fprintf(r.stderr, "ledgerbench: WARNING: %d ledgerd × (--db-max-conns %d + 1) + --raw-conns %d = %d connections, more than max_connections (%d): lower --db-max-conns\n",
+					cfg.Replicas, cfg.DBMaxConns, cfg.RawConns, need, limit)
 			}
 		}
-		l, err := devcluster.StartLedgerd(ctx, devcluster.LedgerdConfig{
-			Binary:      bin,
-			DatabaseURL: databaseURL,
-			Args:        append(ledgerdArgs(cfg.DBMaxConns), cfg.LedgerdArgs...),
-			LogPath:     filepath.Join(dir, "ledgerd.log"),
-		})
-		if err != nil {
+	}
+	if cfg.Addr != "" {
+		return r.dial([]string{cfg.Addr})
+	}
+	// The binary (when built) and the ledgerd logs, removed at the end.
+	dir, err := os.MkdirTemp("", "ledgerbench-ledgerd-")
+	if err != nil {
+		return err
+	}
+	r.onClose(func() { _ = os.RemoveAll(dir) })
+	bin := cfg.LedgerdBin
+	if bin == "" {
+		bin = filepath.Join(dir, "ledgerd")
+		fmt.Fprintln(r.stderr, "ledgerbench: building ./cmd/ledgerd")
+		if err := devcluster.BuildLedgerd(ctx, root, bin); err != nil {
 			return err
 		}
-		r.ledgerd = l
-		r.onClose(func() { r.stopLedgerd(l) })
-		addr = l.Addr()
-		fmt.Fprintf(r.stderr, "ledgerbench: ledgerd (pid %d) serving on %s\n", l.PID(), addr)
 	}
-	return r.dial(addr)
+	if err := r.startReplicas(ctx, bin, databaseURL, dir); err != nil {
+		return err
+	}
+	addrs := make([]string, len(r.replicas))
+	for i, rep := range r.replicas {
+		addrs[i] = rep.ledgerd.Addr()
+	}
+	return r.dial(addrs)
 }
 
 // ledgerdArgs are the flags of a started `ledgerd serve`, before
-// Config.LedgerdArgs: development mode, without its HTTP port and sweeper
-// (retention is measured on its own, by --purge), allowing the contended
-// workload's short leases and a long PurgeExpired.
-func ledgerdArgs(dbMaxConns int) []string {
+// Config.LedgerdArgs: development mode, with its HTTP port on httpAddr (a
+// loopback address: its /metrics is read before and after each measured
+// phase, never during one), without its sweeper (retention is measured on
+// its own, by --purge), allowing the contended workload's short leases and
+// a long PurgeExpired.
+func ledgerdArgs(dbMaxConns int, httpAddr string) []string {
 	return []string{
 		"--insecure-dev",
-		"--http-addr", "off",
+		"--http-addr", httpAddr,
 		"--sweep-interval", "0",
 		"--min-lease-ttl", "10ms",
 		"--max-request-timeout", "1h", // PurgeExpired over many rows
@@ -208,15 +214,14 @@ func ledgerdArgs(dbMaxConns int) []string {
 	}
 }
 
-// stopLedgerd stops the started ledgerd and passes on the errors it
-// logged.
+// stopLedgerd stops a started ledgerd and passes on the errors it logged.
 func (r *runner) stopLedgerd(l *devcluster.Ledgerd) {
 	if err := l.Stop(); err != nil {
 		fmt.Fprintf(r.stderr, "ledgerbench: %v\n", err)
 	}
 	for line := range strings.SplitSeq(l.LogTail(20), "\n") {
 		if strings.Contains(line, `"level":"ERROR"`) {
-			fmt.Fprintf(r.stderr, "ledgerbench: ledgerd logged: %s\n", line)
+			fmt.Fprintf(r.stderr, "ledgerbench: %s logged: %s\n", l.Name(), line)
 		}
 	}
 }
@@ -235,8 +240,8 @@ func (r *runner) stopPostgres(pg *devcluster.Postgres) {
 	}
 }
 
-// dial opens cfg.GRPCConns connections to addr.
-func (r *runner) dial(addr string) error {
+// dial opens cfg.GRPCConns connections to each ledgerd of addrs.
+func (r *runner) dial(addrs []string) error {
 	options := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if r.cfg.Addr != "" && !r.cfg.Insecure {
 		options = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}))}
@@ -244,13 +249,17 @@ func (r *runner) dial(addr string) error {
 	if r.cfg.Token != "" {
 		options = append(options, grpc.WithUnaryInterceptor(withToken(r.cfg.Token)))
 	}
-	for range r.cfg.GRPCConns {
-		conn, err := grpc.NewClient(addr, options...)
-		if err != nil {
-			return fmt.Errorf("connect to ledgerd at %s: %w", addr, err)
+	for _, addr := range addrs {
+		var clients []ledgerv1.LedgerServiceClient
+		for range r.cfg.GRPCConns {
+			conn, err := grpc.NewClient(addr, options...)
+			if err != nil {
+				return fmt.Errorf("connect to ledgerd at %s: %w", addr, err)
+			}
+			r.conns = append(r.conns, conn)
+			clients = append(clients, ledgerv1.NewLedgerServiceClient(conn))
 		}
-		r.conns = append(r.conns, conn)
-		r.clients = append(r.clients, ledgerv1.NewLedgerServiceClient(conn))
+		r.clients = append(r.clients, clients)
 	}
 	r.admin = ledgerv1.NewLedgerAdminServiceClient(r.conns[0])
 	return nil
@@ -283,8 +292,8 @@ func (r *runner) close() {
 // describePostgres fills in the server's version and durability settings.
 func describePostgres(ctx context.Context, pool *pgxpool.Pool, m *Machine) error {
 	err := pool.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('fsync'),
-		current_setting('synchronous_commit'), current_setting('shared_buffers')`).
-		Scan(&m.PostgresVersion, &m.Fsync, &m.SynchronousCommit, &m.SharedBuffers)
+		current_setting('synchronous_commit'), current_setting('shared_buffers'), current_setting('max_connections')`).
+		Scan(&m.PostgresVersion, &m.Fsync, &m.SynchronousCommit, &m.SharedBuffers, &m.MaxConnections)
 	if err != nil {
 		return fmt.Errorf("read PostgreSQL's settings: %w", err)
 	}
@@ -342,13 +351,10 @@ func (r *runner) measure(ctx context.Context, w Workload, side string, workers i
 		phase{workers: workers, newOp: ops, duration: r.cfg.Warmup}.run(ctx)
 	}
 	r.analyze(ctx)
-	var pid int
-	var before procStats
-	if r.ledgerd != nil && side == SideLedgerd {
-		pid = r.ledgerd.PID()
-		r.peakRSS = max(r.peakRSS, readProcStats(pid).peakRSSBytes)
-		resetPeakRSS(pid)
-		before = readProcStats(pid)
+	var before []replicaSample
+	if side == SideLedgerd {
+		r.resetPeaks()
+		before = r.sampleReplicas(ctx, true)
 	}
 	pgBefore := devcluster.CPUSecondsWithChildren(r.postmaster)
 	clientBefore := selfCPUSeconds()
@@ -359,11 +365,11 @@ func (r *runner) measure(ctx context.Context, w Workload, side string, workers i
 	run := newRunResult(w.Name, side, workers, m)
 	run.ClientCPUSeconds = selfCPUSeconds() - clientBefore
 	run.PostgresCPUSeconds = devcluster.CPUSecondsWithChildren(r.postmaster) - pgBefore
-	if pid != 0 {
-		after := readProcStats(pid)
-		run.LedgerdPeakRSSBytes = after.peakRSSBytes
-		run.LedgerdCPUSeconds = after.cpuSeconds - before.cpuSeconds
-		r.peakRSS = max(r.peakRSS, after.peakRSSBytes)
+	if side == SideLedgerd {
+		run.Replicas = r.cfg.Replicas
+		r.recordReplicas(ctx, &run, before, r.sampleReplicas(ctx, false))
+	} else if backends, err := r.backendsByApplication(ctx); err == nil {
+		run.PostgresBackends = backends[rawApplicationName]
 	}
 	fmt.Fprintf(r.stderr, "ledgerbench: %s: %.0f op/s, p50 %s ms, p99 %s ms, %d errors\n",
 		label, run.OpsPerSec, ms(run.Latency.P50Micros), ms(run.Latency.P99Micros), run.Errors)

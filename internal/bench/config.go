@@ -39,14 +39,22 @@ type Config struct {
 	LedgerdBin string
 	// LedgerdArgs are extra flags for a started `ledgerd serve`.
 	LedgerdArgs []string
-	// DBMaxConns is a started ledgerd's --db-max-conns. Defaults to 16,
+	// Replicas is how many ledgerd processes a run starts over the same
+	// database, as a deployment of that many replicas would run: each with
+	// a pool of its own of DBMaxConns connections (divide DBMaxConns to
+	// keep the total the same), each on a port of its own. Worker i calls
+	// replica i mod Replicas. The raw side is unaffected: it has one pool
+	// of RawConns whatever the count. Defaults to 1; at most MaxReplicas;
+	// more than one needs a started ledgerd (no Addr).
+	Replicas int
+	// DBMaxConns is each started ledgerd's --db-max-conns. Defaults to 16,
 	// ledgerd's own default.
 	DBMaxConns int
 	// RawConns is the raw side's pool size. Defaults to DBMaxConns: the
-	// same pool in front of the same number of workers as ledgerd has.
+	// same pool in front of the same number of workers as one ledgerd has.
 	RawConns int
-	// GRPCConns is the number of gRPC connections the workers share.
-	// Defaults to 4.
+	// GRPCConns is the number of gRPC connections to each ledgerd that the
+	// workers calling it share. Defaults to 4.
 	GRPCConns int
 
 	// Workloads are the workloads to run, in order (see Workloads).
@@ -106,6 +114,13 @@ type Config struct {
 	ProgressInterval time.Duration
 }
 
+// MaxReplicas bounds Config.Replicas (--replicas). Each replica holds up
+// to DBMaxConns + 1 connections: with the default pool of 16, ten fit in
+// the private cluster's max_connections of 200 beside the raw side's
+// pool; more need a smaller --db-max-conns (Run warns when they may not
+// fit).
+const MaxReplicas = 16
+
 // Bounds of the flags, checked by Validate.
 const (
 	maxWorkers        = 4096
@@ -124,6 +139,7 @@ const (
 func DefaultConfig() Config { return Config{}.withDefaults() }
 
 func (c Config) withDefaults() Config {
+	setDefault(&c.Replicas, 1)
 	setDefault(&c.DBMaxConns, 16)
 	setDefault(&c.RawConns, c.DBMaxConns)
 	setDefault(&c.GRPCConns, 4)
@@ -177,6 +193,7 @@ func (c Config) Validate() error {
 		}
 	}
 	checks := []error{
+		between("--replicas", c.Replicas, 1, MaxReplicas),
 		between("--db-max-conns", c.DBMaxConns, 1, maxConns),
 		between("--raw-conns", c.RawConns, 1, maxConns),
 		between("--grpc-conns", c.GRPCConns, 1, maxGRPCConns),
@@ -208,6 +225,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--ledgerd-bin starts a ledgerd, so it cannot go with --addr")
 	case c.Addr != "" && len(c.LedgerdArgs) > 0:
 		return fmt.Errorf("--ledgerd-flag is for a started ledgerd, so it cannot go with --addr")
+	case c.Addr != "" && c.Replicas > 1:
+		return fmt.Errorf("--replicas starts that many ledgerd processes, so it cannot go with --addr")
+	case slices.ContainsFunc(c.LedgerdArgs, isHTTPAddrFlag):
+		return fmt.Errorf("--ledgerd-flag cannot set --http-addr: ledgerbench gives each started ledgerd a loopback HTTP port to read its /metrics")
 	case c.Addr != "" && c.DatabaseURL == "" && slices.Contains(c.Sides, SideRaw):
 		return fmt.Errorf("--database-url is needed with --addr for the raw side (or --sides %s)", SideLedgerd)
 	case c.Addr != "" && c.DatabaseURL == "" && (c.Prefill > 0 || c.Purge > 0):
@@ -220,6 +241,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("progress interval must not be negative, got %s", c.ProgressInterval)
 	}
 	return nil
+}
+
+// isHTTPAddrFlag tells whether a `ledgerd serve` argument sets --http-addr.
+func isHTTPAddrFlag(arg string) bool {
+	name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+	return strings.HasPrefix(arg, "-") && name == "http-addr"
 }
 
 // between reports value outside [low, high], naming the flag and the bounds.

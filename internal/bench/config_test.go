@@ -15,6 +15,8 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, []int{32}, c.Workers)
 	require.Equal(t, 10*time.Second, c.Duration)
 	require.Equal(t, 16, c.RawConns, "the raw side's pool is ledgerd's")
+	require.Equal(t, 1, c.Replicas)
+	require.Equal(t, 16, Config{Replicas: 4}.withDefaults().RawConns, "the raw side's pool does not depend on the replicas")
 
 	require.Zero(t, Config{Ops: 100}.withDefaults().Duration, "--ops alone ends a workload by count")
 	require.Equal(t, 8, Config{DBMaxConns: 8}.withDefaults().RawConns)
@@ -42,6 +44,10 @@ func TestConfigValidate(t *testing.T) {
 		{"prefill needs the database", Config{Addr: "db:7070", Sides: []string{SideLedgerd}, Prefill: 10}, "--database-url is needed with --addr for --prefill"},
 		{"binary with addr", Config{Addr: "db:7070", DatabaseURL: "postgres://x", LedgerdBin: "ledgerd"}, "--ledgerd-bin starts a ledgerd"},
 		{"pg dir with url", Config{DatabaseURL: "postgres://x", PGDir: "d"}, "--pg-dir starts a private PostgreSQL"},
+		{"replicas negative", Config{Replicas: -1}, "--replicas must be between 1 and 16, got -1"},
+		{"replicas too many", Config{Replicas: 17}, "--replicas must be between 1 and 16, got 17"},
+		{"replicas with addr", Config{Addr: "db:7070", Sides: []string{SideLedgerd}, Replicas: 2}, "--replicas starts that many ledgerd processes, so it cannot go with --addr"},
+		{"http addr of a started ledgerd", Config{LedgerdArgs: []string{"--no-coalesce", "-http-addr=:8080"}}, "--ledgerd-flag cannot set --http-addr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,4 +58,5 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	require.NoError(t, Config{Addr: "db:7070", Sides: []string{SideLedgerd}}.Validate())
+	require.NoError(t, Config{Replicas: MaxReplicas, LedgerdArgs: []string{"--http-timeout=1s"}}.Validate())
 }

@@ -19,6 +19,9 @@ const (
 	defaultLeaseTTL  = 30 * time.Second
 	defaultRetention = 168 * time.Hour
 	rawCaller        = "ledgerbench"
+	// rawApplicationName names the sessions of ledgerbench's own pool,
+	// the raw side's, in pg_stat_activity.
+	rawApplicationName = "ledgerbench"
 	// maxRawRetries bounds the re-reads after a lost race, as ledgerd's
 	// own retry loop does.
 	maxRawRetries = 8
@@ -239,7 +242,7 @@ func openPool(ctx context.Context, url string, conns int) (*pgxpool.Pool, error)
 		return nil, errors.New("--database-url is not a valid PostgreSQL URL or DSN")
 	}
 	config.MaxConns = int32(conns)
-	config.ConnConfig.RuntimeParams["application_name"] = "ledgerbench"
+	config.ConnConfig.RuntimeParams["application_name"] = rawApplicationName
 	pool, err := pgxpool.NewWithConfig(ctx, config)
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %w", err)

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,8 +28,9 @@ type Report struct {
 	Ratios []Ratio `json:"ratios"`
 	// Purge is what --purge measured, if it was given.
 	Purge *PurgeResult `json:"purge,omitempty"`
-	// LedgerdPeakRSSBytes is the started ledgerd's peak resident set
-	// (VmHWM) over the whole run; 0 when ledgerbench did not start it.
+	// LedgerdPeakRSSBytes is the largest peak resident set (VmHWM) of a
+	// started ledgerd over the whole run; 0 when ledgerbench did not start
+	// one.
 	LedgerdPeakRSSBytes int64 `json:"ledgerd_peak_rss_bytes,omitempty"`
 }
 
@@ -42,6 +45,9 @@ type Machine struct {
 	Fsync             string `json:"fsync,omitempty"`
 	SynchronousCommit string `json:"synchronous_commit,omitempty"`
 	SharedBuffers     string `json:"shared_buffers,omitempty"`
+	// MaxConnections is PostgreSQL's max_connections: what the replicas'
+	// pools and the raw side's share.
+	MaxConnections string `json:"max_connections,omitempty"`
 	// LoadAverage is the 1-minute load average when the run started and
 	// when it ended: on a shared machine, a sign of other work.
 	LoadAverage [2]float64 `json:"load_average"`
@@ -54,26 +60,29 @@ func (m Machine) Durable() bool { return m.Fsync == "on" && m.SynchronousCommit 
 
 // Settings are the knobs of the run that shape its figures.
 type Settings struct {
-	Ledgerd           string   `json:"ledgerd"` // "started" or the address
-	LedgerdArgs       []string `json:"ledgerd_args,omitempty"`
-	DBMaxConns        int      `json:"db_max_conns"`
-	RawConns          int      `json:"raw_conns"`
-	GRPCConns         int      `json:"grpc_conns"`
-	Duration          string   `json:"duration,omitempty"`
-	Ops               int64    `json:"ops,omitempty"`
-	Rate              int64    `json:"rate,omitempty"`
-	Warmup            string   `json:"warmup"`
-	Namespace         string   `json:"namespace"`
-	Keys              int      `json:"keys"`
-	ContendedKeys     int      `json:"contended_keys"`
-	ContendedLeaseTTL string   `json:"contended_lease_ttl"`
-	BatchSize         int      `json:"batch_size"`
-	Prefill           int64    `json:"prefill"`
+	Ledgerd     string   `json:"ledgerd"` // "started" or the address
+	LedgerdArgs []string `json:"ledgerd_args,omitempty"`
+	// Replicas is the number of ledgerd processes the run started (1 with
+	// an address), each with a pool of DBMaxConns connections.
+	Replicas          int    `json:"replicas"`
+	DBMaxConns        int    `json:"db_max_conns"`
+	RawConns          int    `json:"raw_conns"`
+	GRPCConns         int    `json:"grpc_conns"`
+	Duration          string `json:"duration,omitempty"`
+	Ops               int64  `json:"ops,omitempty"`
+	Rate              int64  `json:"rate,omitempty"`
+	Warmup            string `json:"warmup"`
+	Namespace         string `json:"namespace"`
+	Keys              int    `json:"keys"`
+	ContendedKeys     int    `json:"contended_keys"`
+	ContendedLeaseTTL string `json:"contended_lease_ttl"`
+	BatchSize         int    `json:"batch_size"`
+	Prefill           int64  `json:"prefill"`
 }
 
 func settingsOf(c Config) Settings {
 	s := Settings{
-		Ledgerd: "started", LedgerdArgs: c.LedgerdArgs,
+		Ledgerd: "started", LedgerdArgs: c.LedgerdArgs, Replicas: c.Replicas,
 		DBMaxConns: c.DBMaxConns, RawConns: c.RawConns, GRPCConns: c.GRPCConns,
 		Ops: c.Ops, Rate: c.Rate, Warmup: max(c.Warmup, 0).String(), Namespace: c.Namespace,
 		Keys: c.Keys, ContendedKeys: c.ContendedKeys, ContendedLeaseTTL: c.ContendedLeaseTTL.String(),
@@ -90,8 +99,11 @@ func settingsOf(c Config) Settings {
 
 // RunResult is one workload on one side at one concurrency.
 type RunResult struct {
-	Workload string  `json:"workload"`
-	Side     string  `json:"side"`
+	Workload string `json:"workload"`
+	Side     string `json:"side"`
+	// Replicas is the number of ledgerd processes the workers' calls were
+	// spread over (ledgerd side only; the raw side has no ledgerd).
+	Replicas int     `json:"replicas,omitempty"`
 	Workers  int     `json:"workers"`
 	Seconds  float64 `json:"seconds"`
 	Ops      int64   `json:"ops"`
@@ -108,11 +120,12 @@ type RunResult struct {
 	// Aborted is set when the run stopped early because most operations
 	// failed.
 	Aborted bool `json:"aborted,omitempty"`
-	// LedgerdPeakRSSBytes is the started ledgerd's peak resident set
-	// during this run (ledgerd side only).
+	// LedgerdPeakRSSBytes is the largest peak resident set of a started
+	// ledgerd during this run (ledgerd side only; each one's is in
+	// ReplicaResults).
 	LedgerdPeakRSSBytes int64 `json:"ledgerd_peak_rss_bytes,omitempty"`
-	// LedgerdCPUSeconds is the CPU time the started ledgerd used during
-	// this run (ledgerd side only).
+	// LedgerdCPUSeconds is the CPU time the started ledgerd processes used
+	// during this run, all together (ledgerd side only).
 	LedgerdCPUSeconds float64 `json:"ledgerd_cpu_seconds,omitempty"`
 	// ClientCPUSeconds is the CPU time ledgerbench itself used: on a small
 	// machine the load generator competes for the same cores.
@@ -121,6 +134,58 @@ type RunResult struct {
 	// processes used during this run: the private cluster's, or a
 	// --database-url one's on this machine (zero for one elsewhere).
 	PostgresCPUSeconds float64 `json:"postgres_cpu_seconds,omitempty"`
+	// PostgresBackends is the number of PostgreSQL sessions the side's
+	// clients held at the end of the run: the started ledgerd processes'
+	// (their pools and LISTEN connections) on the ledgerd side, the raw
+	// pool's on the raw side. Pools keep what they opened, so this is at
+	// least the most the run used at once. 0 when it was not counted.
+	PostgresBackends int `json:"postgres_backends,omitempty"`
+	// Coalesced is what the started ledgerd processes' coalescers did
+	// during this run, all together, by kind (reserve, complete, lookup):
+	// read from their /metrics (ledgerd side only).
+	Coalesced map[string]Coalesced `json:"coalesced,omitempty"`
+	// ReplicaResults has one entry per started ledgerd (ledgerd side only).
+	ReplicaResults []ReplicaResult `json:"replica_results,omitempty"`
+}
+
+// ReplicaResult is one started ledgerd's part in a ledgerd-side run.
+type ReplicaResult struct {
+	// Replica numbers the process, from 1; worker i called replica
+	// i mod Replicas + 1.
+	Replica int `json:"replica"`
+	// Calls is the number of RPCs it answered during the run
+	// (grpc_server_handled_total).
+	Calls        int64   `json:"calls"`
+	PeakRSSBytes int64   `json:"peak_rss_bytes,omitempty"`
+	CPUSeconds   float64 `json:"cpu_seconds,omitempty"`
+	// PostgresBackends is the number of its PostgreSQL sessions at the end
+	// of the run.
+	PostgresBackends int `json:"postgres_backends,omitempty"`
+	// Coalesced is what its coalescer did, by kind.
+	Coalesced map[string]Coalesced `json:"coalesced,omitempty"`
+}
+
+// Coalesced is what coalescing did with the singleton calls of one kind:
+// the calls, and the statements that carried them.
+type Coalesced struct {
+	Calls      int64 `json:"calls"`
+	Statements int64 `json:"statements"`
+	// MeanGroup is Calls / Statements: the calls one statement carried, on
+	// average (ledgerd_coalesced_calls_total over
+	// ledgerd_coalesced_statements_total).
+	MeanGroup float64 `json:"mean_group"`
+}
+
+func newCoalesced(calls, statements int64) Coalesced {
+	c := Coalesced{Calls: calls, Statements: statements}
+	if statements > 0 {
+		c.MeanGroup = float64(calls) / float64(statements)
+	}
+	return c
+}
+
+func (c Coalesced) add(other Coalesced) Coalesced {
+	return newCoalesced(c.Calls+other.Calls, c.Statements+other.Statements)
 }
 
 func newRunResult(workload, side string, workers int, m measurement) RunResult {
@@ -139,7 +204,9 @@ func newRunResult(workload, side string, workers int, m measurement) RunResult {
 // Ratio compares ledgerd with the raw statements for one workload at one
 // concurrency, in keys per second.
 type Ratio struct {
-	Workload      string  `json:"workload"`
+	Workload string `json:"workload"`
+	// Replicas is the number of ledgerd processes of the ledgerd side.
+	Replicas      int     `json:"replicas"`
 	Workers       int     `json:"workers"`
 	LedgerdPerSec float64 `json:"ledgerd_per_sec"`
 	RawPerSec     float64 `json:"raw_per_sec"`
@@ -172,7 +239,7 @@ func ratios(runs []RunResult) []Ratio {
 			continue
 		}
 		ratio := Ratio{
-			Workload: l.Workload, Workers: l.Workers,
+			Workload: l.Workload, Replicas: l.Replicas, Workers: l.Workers,
 			LedgerdPerSec: l.ItemsPerSec, RawPerSec: r.ItemsPerSec,
 			LedgerdP50Us: l.Latency.P50Micros, LedgerdP99Us: l.Latency.P99Micros,
 			RawP50Us: r.Latency.P50Micros, RawP99Us: r.Latency.P99Micros,
@@ -230,6 +297,9 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "\nmachine: %d CPUs, %.1f GiB, %s, %s", m.CPUs, float64(m.MemoryBytes)/(1<<30), m.OS, m.GoVersion)
 	if m.PostgresVersion != "" {
 		fmt.Fprintf(w, "; PostgreSQL %s, fsync=%s, synchronous_commit=%s, shared_buffers=%s", m.PostgresVersion, m.Fsync, m.SynchronousCommit, m.SharedBuffers)
+		if m.MaxConnections != "" {
+			fmt.Fprintf(w, ", max_connections=%s", m.MaxConnections)
+		}
 		if !m.Durable() {
 			fmt.Fprint(w, " (NOT DURABLE: write figures are not honest)")
 		}
@@ -243,7 +313,7 @@ func (r *Report) Print(w io.Writer) {
 
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tside\tworkers\tops/s\tkeys/s\tp50 ms\tp95 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\tRSS MiB\tCPU µs/op: ledgerd\tpg\tclient\toutcomes\t")
+	fmt.Fprintln(tw, "workload\tside\treplicas\tworkers\tops/s\tkeys/s\tp50 ms\tp95 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\tRSS MiB\tCPU µs/op: ledgerd\tpg\tclient\toutcomes\t")
 	for _, run := range r.Runs {
 		perOp := func(seconds float64) string {
 			if seconds <= 0 || run.Ops == 0 {
@@ -260,8 +330,8 @@ func (r *Report) Print(w io.Writer) {
 			errs += " (aborted)"
 		}
 		l := run.Latency
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			run.Workload, run.Side, run.Workers, run.OpsPerSec, run.ItemsPerSec,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			run.Workload, run.Side, count(run.Replicas), run.Workers, run.OpsPerSec, run.ItemsPerSec,
 			ms(l.P50Micros), ms(l.P95Micros), ms(l.P99Micros), ms(l.P999Micros), ms(l.MaxMicros),
 			errs, rss, perOp(run.LedgerdCPUSeconds), perOp(run.PostgresCPUSeconds), perOp(run.ClientCPUSeconds),
 			outcomes(run.Outcomes))
@@ -273,12 +343,14 @@ func (r *Report) Print(w io.Writer) {
 		}
 	}
 
+	r.printReplicas(w)
+
 	if len(r.Ratios) > 0 {
 		fmt.Fprintln(w, "\nledgerd / raw (keys/s; latency p50/p99 in ms):")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "workload\tworkers\tledgerd/s\traw/s\tledgerd/raw\tledgerd p50/p99\traw p50/p99\t")
+		fmt.Fprintln(tw, "workload\treplicas\tworkers\tledgerd/s\traw/s\tledgerd/raw\tledgerd p50/p99\traw p50/p99\t")
 		for _, q := range r.Ratios {
-			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2f\t%s / %s\t%s / %s\t\n", q.Workload, q.Workers, q.LedgerdPerSec, q.RawPerSec, q.Ratio,
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.0f\t%.2f\t%s / %s\t%s / %s\t\n", q.Workload, count(q.Replicas), q.Workers, q.LedgerdPerSec, q.RawPerSec, q.Ratio,
 				ms(q.LedgerdP50Us), ms(q.LedgerdP99Us), ms(q.RawP50Us), ms(q.RawP99Us))
 		}
 		_ = tw.Flush()
@@ -291,6 +363,76 @@ func (r *Report) Print(w io.Writer) {
 	if r.LedgerdPeakRSSBytes > 0 {
 		fmt.Fprintf(w, "ledgerd peak RSS over the run: %.1f MiB\n", mib(r.LedgerdPeakRSSBytes))
 	}
+}
+
+// printReplicas writes, for every ledgerd-side run of started ledgerd
+// processes, what each process did, and their sum when there are several:
+// the calls it answered, its peak RSS, its CPU time, its PostgreSQL
+// sessions and its coalesced calls per statement by kind.
+func (r *Report) printReplicas(w io.Writer) {
+	if !slices.ContainsFunc(r.Runs, func(run RunResult) bool { return len(run.ReplicaResults) > 0 }) {
+		return
+	}
+	var kinds []string
+	for _, run := range r.Runs {
+		for kind := range run.Coalesced {
+			if !slices.Contains(kinds, kind) {
+				kinds = append(kinds, kind)
+			}
+		}
+	}
+	// The kinds in the order of a pair's calls, then any others.
+	order := []string{"reserve", "complete", "lookup"}
+	slices.SortFunc(kinds, func(a, b string) int {
+		ia, ib := slices.Index(order, a), slices.Index(order, b)
+		if ia < 0 {
+			ia = len(order)
+		}
+		if ib < 0 {
+			ib = len(order)
+		}
+		if ia != ib {
+			return ia - ib
+		}
+		return strings.Compare(a, b)
+	})
+	fmt.Fprintln(w, "\nledgerd processes (calls answered, peak RSS (all: the largest), CPU time, PostgreSQL sessions; group: coalesced calls per statement):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	header := "workload\tworkers\tledgerd\tcalls\tRSS MiB\tCPU s\tpg sessions\t"
+	for _, kind := range kinds {
+		header += "group " + kind + "\t"
+	}
+	fmt.Fprintln(tw, header)
+	line := func(run RunResult, name string, calls, rss int64, cpu float64, sessions int, coalesced map[string]Coalesced) {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%.0f\t%.1f\t%s\t", run.Workload, run.Workers, name, calls, mib(rss), cpu, count(sessions))
+		for _, kind := range kinds {
+			group := "-"
+			if c, ok := coalesced[kind]; ok && c.Statements > 0 {
+				group = fmt.Sprintf("%.1f", c.MeanGroup)
+			}
+			fmt.Fprintf(tw, "%s\t", group)
+		}
+		fmt.Fprintln(tw)
+	}
+	for _, run := range r.Runs {
+		var calls int64
+		for _, one := range run.ReplicaResults {
+			line(run, strconv.Itoa(one.Replica), one.Calls, one.PeakRSSBytes, one.CPUSeconds, one.PostgresBackends, one.Coalesced)
+			calls += one.Calls
+		}
+		if len(run.ReplicaResults) > 1 {
+			line(run, "all", calls, run.LedgerdPeakRSSBytes, run.LedgerdCPUSeconds, run.PostgresBackends, run.Coalesced)
+		}
+	}
+	_ = tw.Flush()
+}
+
+// count prints n, or "-" for 0 (not applicable, or not counted).
+func count(n int) string {
+	if n == 0 {
+		return "-"
+	}
+	return strconv.Itoa(n)
 }
 
 func ms(us int64) string { return fmt.Sprintf("%.2f", float64(us)/1000) }

@@ -102,7 +102,7 @@ func workloadNames() []string {
 // that replay and lookup read.
 type session struct {
 	cfg      Config
-	clients  []ledgerv1.LedgerServiceClient
+	clients  [][]ledgerv1.LedgerServiceClient // by ledgerd, then connection
 	raw      *rawDB
 	prefix   string       // of the session's own keys
 	next     atomic.Int64 // the number of the next fresh key
@@ -110,10 +110,11 @@ type session struct {
 	readKeys keySet
 }
 
-// client is the gRPC client worker uses: the workers are spread over the
-// connections.
+// client is the gRPC client worker uses: the workers are spread round
+// robin over the ledgerd processes, then over each one's connections.
 func (s *session) client(worker int) ledgerv1.LedgerServiceClient {
-	return s.clients[worker%len(s.clients)]
+	conns := s.clients[worker%len(s.clients)]
+	return conns[worker/len(s.clients)%len(conns)]
 }
 
 // freshKey returns a key that nobody has used: the session's keys are
