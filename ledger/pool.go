@@ -17,8 +17,8 @@ import (
 //     sets target_session_attrs, it is read-write, so that with a
 //     multi-host URL each connection tries the hosts in order until one
 //     accepts writes.
-//   - A connection to a server that has become read-only is dropped when
-//     it goes back to the pool, and before it is handed out: a hot standby
+//   - A connection to a server that has become read-only is dropped
+//     instead of being handed out again: a hot standby
 //     (in_hot_standby on) or a server refusing writes by default
 //     (default_transaction_read_only on), as a demoted primary or one being
 //     switched over may be. The write it refused (SQLSTATE 25006) answers
@@ -54,13 +54,9 @@ func ConfigurePool(config *pgxpool.Config) {
 	if config.ConnConfig.ValidateConnect == nil {
 		config.ConnConfig.ValidateConnect = pgconn.ValidateConnectTargetSessionAttrsReadWrite
 	}
-	afterRelease, prepareConn := config.AfterRelease, config.PrepareConn
-	config.AfterRelease = func(conn *pgx.Conn) bool {
-		if !writable(conn.PgConn()) {
-			return false
-		}
-		return afterRelease == nil || afterRelease(conn)
-	}
+	// Checked as a connection is handed out, not as it is returned: the
+	// pool runs AfterRelease in a goroutine of its own for every release.
+	prepareConn := config.PrepareConn
 	config.PrepareConn = func(ctx context.Context, conn *pgx.Conn) (bool, error) {
 		if !writable(conn.PgConn()) {
 			return false, nil // destroyed; the call takes another connection

@@ -637,7 +637,7 @@ func (s *scenarioRun) judge(r ScenarioReport) []string {
 	if s.name == "pause" && r.Control.Duplicates == 0 {
 		fail("the control sink shows no duplicate: no pause caught a worker in its work, so the run proves nothing")
 	}
-	if want := s.minFaults(len(nemeses)); r.Cycles < s.cfg.Cycles || r.Faults < want {
+	if want := s.minFaults(); r.Cycles < s.cfg.Cycles || r.Faults < want {
 		fail("too small: %d cycles and %d faults, want %d and %d (MaxDuration %s)", r.Cycles, r.Faults, s.cfg.Cycles, want, s.cfg.MaxDuration)
 	}
 	return failures

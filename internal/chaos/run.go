@@ -415,16 +415,11 @@ func (e *env) runScenario(ctx context.Context, name string, index int) (Scenario
 // injectFaults injects the scenario's faults until it is big enough (or
 // its time is up), and returns them.
 func (s *scenarioRun) injectFaults(ctx context.Context, started time.Time) []Fault {
-	cycle := []nemesis{}
-	for _, n := range nemeses {
-		if n.name == s.name || s.name == "mix" && !n.ha {
-			cycle = append(cycle, n)
-		}
-	}
+	cycle := s.nemeses()
 	rand.Shuffle(len(cycle), func(i, j int) { cycle[i], cycle[j] = cycle[j], cycle[i] })
 	var faults []Fault
 	for n := 0; ctx.Err() == nil; n++ {
-		if s.history.Completed() >= s.cfg.Cycles && n >= s.minFaults(len(cycle)) {
+		if s.history.Completed() >= s.cfg.Cycles && n >= s.minFaults() {
 			break
 		}
 		if time.Since(started) > s.maxDuration() {
@@ -448,12 +443,24 @@ func (s *scenarioRun) injectFaults(ctx context.Context, started time.Time) []Fau
 	return faults
 }
 
+// nemeses are the scenario's: its own, or for the mix every nemesis that
+// runs on a single PostgreSQL.
+func (s *scenarioRun) nemeses() []nemesis {
+	var cycle []nemesis
+	for _, n := range nemeses {
+		if n.name == s.name || s.name == "mix" && !n.ha {
+			cycle = append(cycle, n)
+		}
+	}
+	return cycle
+}
+
 // minFaults is the number of faults the scenario injects at least:
 // Config.Faults, of each kind of a nemesis that has several, and in a mix
 // at least one of each nemesis.
-func (s *scenarioRun) minFaults(nemeses int) int {
+func (s *scenarioRun) minFaults() int {
 	if s.name == "mix" {
-		return max(s.cfg.Faults, nemeses)
+		return max(s.cfg.Faults, len(s.nemeses()))
 	}
 	return s.cfg.Faults * s.kinds()
 }
