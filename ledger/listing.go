@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // Page sizes of the listings.
@@ -84,7 +86,8 @@ type EntryFilter struct {
 
 // ListEntries returns a page of a namespace's entries in key order, without
 // their results, and the token of the next page (empty on the last one).
-// It fails with a *ValidationError or ErrUnavailable.
+// It reads from Config.ReadPool when there is one, so the entries may lag
+// the primary's. It fails with a *ValidationError or ErrUnavailable.
 func (s *Store) ListEntries(ctx context.Context, filter EntryFilter, page Page) ([]Entry, string, error) {
 	size, token, err := page.decode()
 	if err == nil {
@@ -114,9 +117,13 @@ func (s *Store) ListEntries(ctx context.Context, filter EntryFilter, page Page) 
 	if filter.Stuck || (len(filter.States) == 1 && filter.States[0] == StateLeased) {
 		statement = query("list_entries_leased")
 	}
-	rows, err := queryRows[entryRow](ctx, s.pool, statement, filter.Namespace, after, filter.KeyPrefix,
-		rangeEnd, states, filter.Owner, optionalTime(filter.UpdatedAfter), optionalTime(filter.UpdatedBefore),
-		filter.Stuck, size+1)
+	var rows []entryRow
+	err = s.reads.read(ctx, func(conn *pgxpool.Conn) (err error) {
+		rows, err = queryRows[entryRow](ctx, conn, statement, filter.Namespace, after, filter.KeyPrefix,
+			rangeEnd, states, filter.Owner, optionalTime(filter.UpdatedAfter), optionalTime(filter.UpdatedBefore),
+			filter.Stuck, size+1)
+		return err
+	})
 	if err != nil {
 		return nil, "", fmt.Errorf("list entries of %s: %w", filter.Namespace, err)
 	}
@@ -180,8 +187,9 @@ func optionalTime(t time.Time) any {
 }
 
 // GetHistory returns a page of one key's audit events, oldest first, and
-// the token of the next page. It fails with a *ValidationError or
-// ErrUnavailable.
+// the token of the next page. It reads from Config.ReadPool when there is
+// one, so the newest events may be missing. It fails with a
+// *ValidationError or ErrUnavailable.
 func (s *Store) GetHistory(ctx context.Context, namespace, key string, page Page) ([]Event, string, error) {
 	size, token, err := page.decode()
 	if err == nil {
@@ -193,7 +201,11 @@ func (s *Store) GetHistory(ctx context.Context, namespace, key string, page Page
 	if err != nil {
 		return nil, "", fmt.Errorf("history of %s/%s: %w", namespace, key, err)
 	}
-	events, err := queryRows[Event](ctx, s.pool, query("get_history"), namespace, key, token.ID, size+1)
+	var events []Event
+	err = s.reads.read(ctx, func(conn *pgxpool.Conn) (err error) {
+		events, err = queryRows[Event](ctx, conn, query("get_history"), namespace, key, token.ID, size+1)
+		return err
+	})
 	if err != nil {
 		return nil, "", fmt.Errorf("history of %s/%s: %w", namespace, key, err)
 	}
@@ -230,10 +242,13 @@ type EventPage struct {
 	// NextPageToken gets the next page; empty on the last one.
 	NextPageToken string
 	// SettledUntil is where the listing stopped because newer events may
-	// still be settling (the database's now minus
-	// Config.EventSettlingDelay): events at or after it were left out. Zero
-	// when nothing was left out for that reason (IncludeUnsettled, an End
-	// before it, or no settling delay).
+	// still be settling: events at or after it were left out. It is the
+	// database's now minus Config.EventSettlingDelay; on a hot standby (the
+	// read pool's, Config.ReadPool) the commit time of the last
+	// transaction the standby has replayed minus the delay, if that is
+	// earlier, so that it never passes an event the standby has not
+	// replayed yet. Zero when nothing was left out for that reason
+	// (IncludeUnsettled, an End before it, or no settling delay).
 	SettledUntil time.Time
 }
 
@@ -242,8 +257,9 @@ type EventPage struct {
 // filter.IncludeUnsettled, the events of the last
 // Config.EventSettlingDelay are left out (EventPage.SettledUntil says from
 // when), so that an export following the log with page tokens never skips
-// an event that was still being committed. It fails with a
-// *ValidationError, ErrNotFound or ErrUnavailable.
+// an event that was still being committed, or, on the read pool's
+// standby, not replayed yet. It reads from Config.ReadPool when there is
+// one. It fails with a *ValidationError, ErrNotFound or ErrUnavailable.
 func (s *Store) ListEvents(ctx context.Context, filter EventFilter, page Page) (EventPage, error) {
 	events, err := s.listEvents(ctx, filter, page)
 	if err != nil {
@@ -273,21 +289,9 @@ func (s *Store) listEvents(ctx context.Context, filter EventFilter, page Page) (
 	if err != nil {
 		return EventPage{}, err
 	}
-	var result EventPage
 	start, end := filter.Start, filter.End
 	if end.IsZero() {
 		end = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC) // "now": events are not written in the future
-	}
-	if !filter.IncludeUnsettled && s.eventSettlingDelay > 0 {
-		// Read before the listing, so that the listing's own now is later.
-		var settled time.Time
-		if err := s.pool.QueryRow(ctx, `SELECT now() - $1::bigint * interval '1 millisecond'`,
-			s.eventSettlingDelay.Milliseconds()).Scan(&settled); err != nil {
-			return EventPage{}, dbError(err)
-		}
-		if settled.Before(end) {
-			end, result.SettledUntil = settled, settled
-		}
 	}
 	var afterAt, kinds any
 	if !token.At.IsZero() {
@@ -300,7 +304,26 @@ func (s *Store) listEvents(ctx context.Context, filter EventFilter, page Page) (
 		}
 		kinds = names
 	}
-	result.Events, err = queryRows[Event](ctx, s.pool, query("list_events"), filter.Namespace, start, end, afterAt, token.ID, kinds, size+1)
+	var result EventPage
+	err = s.reads.read(ctx, func(conn *pgxpool.Conn) error {
+		result = EventPage{}
+		end := end
+		if !filter.IncludeUnsettled && s.eventSettlingDelay > 0 {
+			// Read before the listing, on the same connection (the same
+			// server, whichever host of the URL it is), so that the
+			// listing's snapshot is later and sees at least as much.
+			settled, err := s.settledUntil(ctx, conn)
+			if err != nil {
+				return err
+			}
+			if settled.Before(end) {
+				end, result.SettledUntil = settled, settled
+			}
+		}
+		var err error
+		result.Events, err = queryRows[Event](ctx, conn, query("list_events"), filter.Namespace, start, end, afterAt, token.ID, kinds, size+1)
+		return err
+	})
 	if err != nil {
 		return EventPage{}, err
 	}
@@ -310,4 +333,35 @@ func (s *Store) listEvents(ctx context.Context, filter EventFilter, page Page) (
 		result.NextPageToken = pageToken{At: last.At, ID: last.ID}.encode()
 	}
 	return result, nil
+}
+
+// settledUntil returns where a listing of events on conn's server must
+// stop so that it never skips an event (see queries/events_settled.sql):
+// the settling delay before the database's now, and on a hot standby
+// before the last transaction it has replayed, if that is earlier. A
+// standby that has replayed nothing since it started cannot say how far
+// it is: errReadFromPrimary, and the primary answers.
+func (s *Store) settledUntil(ctx context.Context, conn *pgxpool.Conn) (time.Time, error) {
+	type settledRow struct {
+		Standby  bool       `db:"standby"`
+		ByClock  time.Time  `db:"by_clock"`
+		ByReplay *time.Time `db:"by_replay"`
+	}
+	row, err := queryOne[settledRow](ctx, conn, query("events_settled"), s.eventSettlingDelay.Milliseconds())
+	switch {
+	case err != nil:
+		return time.Time{}, err
+	case !row.Standby:
+		return row.ByClock, nil
+	case row.ByReplay == nil:
+		return time.Time{}, errReadFromPrimary
+	}
+	return minTime(row.ByClock, *row.ByReplay), nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

@@ -48,6 +48,19 @@ type Config struct {
 	// slot. A few batches of 1000 keys already keep the database busy, and
 	// the bound keeps their memory bounded. Defaults to 4.
 	MaxConcurrentBatches int
+	// ReadPool, if set, serves the reads that may be stale: ListEntries,
+	// GetHistory and ListEvents. It is a pool over a hot standby of the
+	// database (see ConfigureReadPool), so their answers may lag the
+	// primary's by the standby's replication lag; ListEvents stops where the
+	// standby has replayed (see EventPage.SettledUntil). Everything else,
+	// Lookup included, stays on the Store's pool. While the read pool's
+	// database cannot be reached, those reads are served by the Store's
+	// pool. Nil: the Store's pool serves them. The Store does not close it.
+	ReadPool *pgxpool.Pool
+	// ReadPoolRetryInterval is how long the reads stay on the Store's pool
+	// after the read pool's database could not be reached, before one tries
+	// it again. Defaults to 5s.
+	ReadPoolRetryInterval time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -58,6 +71,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.EventSettlingDelay, 10*time.Second)
 	c.Coalesce = c.Coalesce.withDefaults()
 	setDefault(&c.MaxConcurrentBatches, 4)
+	setDefault(&c.ReadPoolRetryInterval, 5*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -84,6 +98,9 @@ func (c Config) validate() error {
 	if c.NamespaceCacheTTL < 0 {
 		return fmt.Errorf("NamespaceCacheTTL must not be negative, got %s", c.NamespaceCacheTTL)
 	}
+	if c.ReadPoolRetryInterval < 0 {
+		return fmt.Errorf("ReadPoolRetryInterval must not be negative (0: the default, 5s), got %s", c.ReadPoolRetryInterval)
+	}
 	return nil
 }
 
@@ -92,6 +109,7 @@ func (c Config) validate() error {
 // all coordination happens in the database.
 type Store struct {
 	pool       *pgxpool.Pool
+	reads      *readRouter // ListEntries, GetHistory, ListEvents
 	limits     Limits
 	defaults   NamespaceSettings
 	namespaces *namespaceCache
@@ -126,6 +144,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		heartbeatEventInterval: cfg.HeartbeatEventInterval,
 		eventSettlingDelay:     cfg.EventSettlingDelay,
 	}
+	s.reads = &readRouter{primary: pool, standby: cfg.ReadPool, retryInterval: cfg.ReadPoolRetryInterval, logger: cfg.Logger}
 	s.coalesce = newCoalescers(s, cfg.Coalesce)
 	s.batchSlots = make(chan struct{}, cfg.MaxConcurrentBatches)
 	return s, nil

@@ -82,6 +82,21 @@ func Pool(tb testing.TB, url string) *pgxpool.Pool {
 	return pool
 }
 
+// ReadPool returns a pool over url configured as ledgerd configures its
+// read pool (ledger.ConfigureReadPool), for Config.ReadPool, closed when
+// the test ends. It does not connect: url may lead to a standby that is
+// down.
+func ReadPool(tb testing.TB, url string) *pgxpool.Pool {
+	tb.Helper()
+	config, err := pgxpool.ParseConfig(url)
+	require.NoError(tb, err)
+	ledger.ConfigureReadPool(config)
+	pool, err := pgxpool.NewWithConfig(context.Background(), config)
+	require.NoError(tb, err)
+	tb.Cleanup(pool.Close)
+	return pool
+}
+
 // EnvNoCoalesce names the environment variable that runs a suite with
 // coalescing off: with LEDGER_TEST_NO_COALESCE=1, every Store built here
 // whose configuration leaves coalescing at its defaults runs each call as

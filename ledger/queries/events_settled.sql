@@ -1,0 +1,33 @@
+-- ListEvents: where a listing of events must stop (settled_until) on the
+-- server that runs it, read before the listing and on the same connection,
+-- so that the listing's snapshot is later and sees at least as much.
+--
+-- An event's at is its transaction's start, and it becomes visible at
+-- commit, at most the settling delay later (longer than any ledgerd
+-- statement may run). On the primary every event older than now() minus
+-- the delay is therefore visible: by_clock.
+--
+-- A hot standby shows the primary's commits only once it has replayed them,
+-- and its now() says nothing about that: stopping at its now() minus the
+-- delay would step over an event that the primary committed but the standby
+-- has not replayed yet, when it lags by more than the delay, and an export
+-- that follows with page tokens would skip it for good.
+-- pg_last_xact_replay_timestamp() is the commit time, by the primary's
+-- clock, of the last transaction the standby replayed, and every commit
+-- before it in the WAL is replayed too. An event older than that time
+-- minus the delay committed before it, so it is visible: by_replay, which
+-- ledger/listing.go takes when it is earlier than by_clock. (Commit times
+-- follow the WAL's order to within the moment between taking the time and
+-- writing the record; the delay covers that as it covers a statement's
+-- run.) by_replay only moves when the standby replays a commit: on an idle
+-- ledger the listing stays the delay behind the last write until the next.
+-- NULL: the standby has replayed nothing since it started, and cannot say
+-- how far it is; the primary answers instead.
+--
+-- pg_last_xact_replay_timestamp() keeps its last value after a promotion,
+-- so it counts only while the server is in recovery (standby).
+--
+-- $1 settling delay in milliseconds
+SELECT pg_is_in_recovery() AS standby,
+       now() - $1::bigint * interval '1 millisecond' AS by_clock,
+       pg_last_xact_replay_timestamp() - $1::bigint * interval '1 millisecond' AS by_replay
