@@ -19,6 +19,12 @@ import (
 // config is ledgerd's configuration, from flags with environment fallbacks.
 type config struct {
 	DatabaseURL string
+	// ReadDatabaseURL is a hot standby's URL for the reads that may be
+	// stale (ListEntries, GetHistory, ListEvents); empty: the primary
+	// serves them.
+	ReadDatabaseURL string
+	// ReadDBMaxConns is the read pool's size.
+	ReadDBMaxConns int32
 	// HeartbeatEventInterval is --heartbeat-event-interval as given (0:
 	// every heartbeat).
 	HeartbeatEventInterval time.Duration
@@ -70,7 +76,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	cfg := config{}
 	var coalesce ledger.CoalesceConfig
 	var maxConcurrentBatches int
-	var dbMaxConns int
+	var dbMaxConns, readDBMaxConns int
 	var grpcValues grpcFlagValues
 	var tlsValues tlsFlagValues
 
@@ -86,6 +92,8 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.StringVar(&cfg.Principal, "principal", "", "the principal (a name) of the first platform admin")
 	}
 	if command == "serve" {
+		fs.StringVar(&cfg.ReadDatabaseURL, "read-database-url", "", "PostgreSQL URL or DSN of a hot standby that serves ListEntries, GetHistory and ListEvents, which may then lag the primary (ListEvents stops where the standby has replayed); e.g. postgres://ledgerd@db1,db2/ledger?target_session_attrs=prefer-standby. While it cannot be reached, the primary serves them. Empty: the primary serves them")
+		fs.IntVar(&readDBMaxConns, "read-db-max-conns", 4, "maximum connections to --read-database-url")
 		fs.Float64Var(&cfg.RateLimits.PerPrincipal.PerSecond, "rate-limit-principal", 2000, "requests per second each principal may make, per replica (0: unlimited; unlimited by default with --insecure-dev)")
 		fs.IntVar(&cfg.RateLimits.PerPrincipal.Burst, "rate-limit-principal-burst", 4000, "burst of --rate-limit-principal")
 		fs.Float64Var(&cfg.RateLimits.PerNamespace.PerSecond, "rate-limit-namespace", 5000, "requests per second each namespace may receive, per replica (0: unlimited; unlimited by default with --insecure-dev)")
@@ -171,6 +179,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if dbMaxConns < 1 || dbMaxConns > 1000 {
 		return config{}, fmt.Errorf("--db-max-conns must be between 1 and 1000, got %d", dbMaxConns)
 	}
+	if command == "serve" && (readDBMaxConns < 1 || readDBMaxConns > 1000) {
+		return config{}, fmt.Errorf("--read-db-max-conns must be between 1 and 1000, got %d", readDBMaxConns)
+	}
 	if cfg.LogFormat != "auto" && cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return config{}, fmt.Errorf("--log-format must be auto, text or json, got %q", cfg.LogFormat)
 	}
@@ -206,7 +217,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 			return config{}, fmt.Errorf("%s must be at least 1ms (PostgreSQL counts milliseconds), 0 or negative, got %s", name, d)
 		}
 	}
-	cfg.DBMaxConns = int32(dbMaxConns)
+	cfg.DBMaxConns, cfg.ReadDBMaxConns = int32(dbMaxConns), int32(readDBMaxConns)
 	if command == "serve" {
 		if cfg.GRPC, err = grpcValues.limits(); err != nil {
 			return config{}, err

@@ -171,6 +171,11 @@ const (
 	// DSN sets one): a migration may rewrite a large table, and one that
 	// fails halfway is rolled back and has to start over.
 	forMigrations
+	// forReads sessions serve the reads that may be stale, on
+	// --read-database-url (a hot standby): the serving sessions' timeouts,
+	// --read-db-max-conns, and ledger.ConfigureReadPool instead of
+	// ConfigurePool (any server will do; see there).
+	forReads
 )
 
 // openPool returns a pool over --database-url after checking that the
@@ -195,21 +200,34 @@ func describeDatabase(pool *pgxpool.Pool) string {
 	return fmt.Sprintf("database %s:%d/%s", c.Host, c.Port, c.Database)
 }
 
-// newPool returns a pool over --database-url without connecting: it fails
-// only if the URL is not one. Its sessions get ledgerd's application_name
-// and session timeouts (see setSessionTimeout).
+// newPool returns a pool over --database-url (--read-database-url for
+// reads) without connecting: it fails only if the URL is not one. Its
+// sessions get ledgerd's application_name and session timeouts (see
+// setSessionTimeout).
 func newPool(ctx context.Context, cfg config, purpose poolPurpose) (*pgxpool.Pool, error) {
-	poolConfig, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	databaseURL, flagName := cfg.DatabaseURL, "--database-url"
+	if purpose == forReads {
+		databaseURL, flagName = cfg.ReadDatabaseURL, "--read-database-url"
+	}
+	poolConfig, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
 		// The parse error may quote the URL, password included: do not print it.
-		return nil, errors.New("--database-url is not a valid PostgreSQL URL or DSN")
+		return nil, fmt.Errorf("%s is not a valid PostgreSQL URL or DSN", flagName)
 	}
 	poolConfig.MaxConns = cfg.DBMaxConns
-	// A writable primary only, no cancel requests: safe across failovers.
-	ledger.ConfigurePool(poolConfig)
+	if purpose == forReads {
+		poolConfig.MaxConns = cfg.ReadDBMaxConns
+		ledger.ConfigureReadPool(poolConfig) // any server, as the URL says
+	} else {
+		// A writable primary only, no cancel requests: safe across failovers.
+		ledger.ConfigurePool(poolConfig)
+	}
 	params := poolConfig.ConnConfig.RuntimeParams
 	if _, ok := params["application_name"]; !ok {
 		params["application_name"] = "ledgerd"
+		if purpose == forReads { // sessions that may be cancelled, unlike the others
+			params["application_name"] = "ledgerd-reads"
+		}
 	}
 	statementTimeout := cfg.DBStatementTimeout
 	if purpose == forMigrations {
@@ -263,6 +281,17 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		return err
 	}
 	defer pool.Close() // last: after the server has drained
+	// The reads that may be stale, on a standby: its pool connects lazily,
+	// so that a standby out of reach delays nothing (the primary serves
+	// those reads until it answers).
+	if cfg.ReadDatabaseURL != "" {
+		readPool, err := newPool(ctx, cfg, forReads)
+		if err != nil {
+			return err
+		}
+		defer readPool.Close()
+		cfg.Ledger.ReadPool = readPool
+	}
 	// What runs beside the server once it has started (see
 	// startBackground) stops after it has drained, before the pool closes.
 	stopBackground := func() {}
@@ -335,7 +364,8 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	// "ledgerd listening" once the ports are bound, "ledgerd serving" once
 	// the start-up is done, with the same fields.
 	addrs := []any{"version", version, "addr", lis.Addr().String(), "http_addr", httpAddr,
-		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns, "coalesce", !cfg.Ledger.Coalesce.Disabled}
+		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns, "coalesce", !cfg.Ledger.Coalesce.Disabled,
+		"read_database", cfg.ReadDatabaseURL != ""}
 	logger.Info("ledgerd listening", addrs...)
 
 	if cfg.PprofAddr != "" {
