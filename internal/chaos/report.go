@@ -15,9 +15,13 @@ import (
 // Report is the outcome of a Run.
 type Report struct {
 	// Passed is true when every scenario passed.
-	Passed    bool             `json:"passed"`
-	Started   time.Time        `json:"started"`
-	Finished  time.Time        `json:"finished"`
+	Passed   bool      `json:"passed"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	// Source names the commit of the working tree when the run started
+	// (and ledgerd was built from it), "+changes" when the tree differed;
+	// empty outside a git checkout.
+	Source    string           `json:"source,omitempty"`
 	Config    map[string]any   `json:"config"`
 	Scenarios []ScenarioReport `json:"scenarios"`
 }
@@ -295,8 +299,8 @@ func (r *Report) UpdateDocument(path, command string) error {
 	b.Write(doc[:begin+len(docBegin)])
 	fmt.Fprintf(&b, "\n\nFigures of %s, %.0f minutes, from:\n\n```sh\n%s\n```\n\n", r.Started.UTC().Format("2006-01-02 15:04 MST"),
 		r.Finished.Sub(r.Started).Minutes(), command)
-	if commit := sourceCommit(); commit != "" {
-		fmt.Fprintf(&b, "(ledgerd and the harness built from commit `%s`.)\n\n", commit)
+	if r.Source != "" {
+		fmt.Fprintf(&b, "(ledgerd and the harness built from commit `%s`.)\n\n", r.Source)
 	}
 	b.WriteString(r.Table())
 	b.WriteString(r.KindTable())

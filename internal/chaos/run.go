@@ -150,7 +150,9 @@ func Run(ctx context.Context, cfg Config) (report *Report, err error) {
 			err = errors.Join(err, e.tearDown())
 		}
 	}()
-	report = &Report{Started: time.Now(), Config: reportConfig(cfg), Passed: true}
+	// The source as the run starts: ledgerd is built from it, and the tree
+	// may change while the run goes on.
+	report = &Report{Started: time.Now(), Source: sourceCommit(), Config: reportConfig(cfg), Passed: true}
 	for i, name := range cfg.Scenarios {
 		if ctx.Err() != nil {
 			return report, ctx.Err()
