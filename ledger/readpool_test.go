@@ -159,7 +159,7 @@ func TestReadsFromAStandby(t *testing.T) {
 	proxy := newTCPProxy(t, hostOf(t, standbyURL))
 	cfg := testConfig
 	cfg.ReadPoolRetryInterval = 10 * time.Millisecond
-	cfg.EventSettlingDelay = 2 * time.Second
+	cfg.EventSettlingDelay = 3 * time.Second // longer than any statement here takes, on a loaded machine too
 	cfg.ReadPool = ledgertest.ReadPool(t, withHost(t, standbyURL, proxy.addr()))
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	b := ledgertest.StoreAt(t, ha.URL(), cfg)
