@@ -171,7 +171,8 @@ func (s *service) Lookup(ctx context.Context, req *ledgerv1.LookupRequest) (*led
 	}
 	response := &ledgerv1.LookupResponse{Entry: entryProto(e)}
 	if req.GetIncludeHistory() {
-		events, next, err := s.store.GetHistory(ctx, req.GetNamespace(), req.GetKey(), ledger.Page{})
+		// On the primary, as the entry: a worker reads its own writes.
+		events, next, err := s.store.GetHistory(ledger.WithPrimaryReads(ctx), req.GetNamespace(), req.GetKey(), ledger.Page{})
 		if err != nil {
 			return nil, toStatus(ctx, s.logger, err)
 		}

@@ -153,7 +153,9 @@ class LedgerAdminServiceServicer(object):
 
         The newest events are left out unless include_unsettled is set: the
         listing stops the server's settling delay (10s) before the database's
-        now, and settled_until says where.
+        now (on a hot standby serving the audit reads, before the last
+        transaction it has replayed, if that is earlier), and settled_until
+        says where.
         An event's time is its transaction's start, but it becomes visible at
         commit, so an event of the last moments may still appear with an
         earlier time than one already listed; stopping short is what lets an
