@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -151,7 +152,8 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 		m.sweeperErrors,
 		m.permissionDenied,
 		newStoreCollector(store, cfg),
-		newPoolCollector(store),
+		newPoolCollector("pool", "--db-max-conns", store.PoolStat),
+		newPoolCollector("read_pool", "--read-db-max-conns", store.ReadPoolStat),
 	)
 	return m
 }
@@ -329,9 +331,9 @@ func (c *storeCollector) leaseCounts() (map[string]ledger.LeaseCount, float64, t
 	return c.counts, c.errors, time.Since(c.succeededAt)
 }
 
-// poolCollector reads the database pool's statistics at scrape time.
+// poolCollector reads a database pool's statistics at scrape time.
 type poolCollector struct {
-	store *ledger.Store
+	stat  func() *pgxpool.Stat // nil when there is no such pool
 	descs []poolMetric
 }
 
@@ -341,14 +343,19 @@ type poolMetric struct {
 	value     func(*pgxpool.Stat) float64
 }
 
-func newPoolCollector(store *ledger.Store) *poolCollector {
+// newPoolCollector exports a pool's statistics as ledgerd_db_<pool>_*:
+// "pool" for the primary's, "read_pool" for the standby's of the audit
+// reads (--read-database-url), whose maximum is set by maxFlag.
+func newPoolCollector(pool, maxFlag string, stat func() *pgxpool.Stat) *poolCollector {
 	gauge := func(name, help string, value func(*pgxpool.Stat) float64) poolMetric {
+		name = strings.Replace(name, "_pool_", "_"+pool+"_", 1)
 		return poolMetric{prometheus.NewDesc(name, help, nil, nil), prometheus.GaugeValue, value}
 	}
 	counter := func(name, help string, value func(*pgxpool.Stat) float64) poolMetric {
+		name = strings.Replace(name, "_pool_", "_"+pool+"_", 1)
 		return poolMetric{prometheus.NewDesc(name, help, nil, nil), prometheus.CounterValue, value}
 	}
-	return &poolCollector{store: store, descs: []poolMetric{
+	return &poolCollector{stat: stat, descs: []poolMetric{
 		gauge("ledgerd_db_pool_acquired_conns", "Connections in use by a statement now.",
 			func(s *pgxpool.Stat) float64 { return float64(s.AcquiredConns()) }),
 		gauge("ledgerd_db_pool_idle_conns", "Idle connections in the pool now.",
@@ -357,7 +364,7 @@ func newPoolCollector(store *ledger.Store) *poolCollector {
 			func(s *pgxpool.Stat) float64 { return float64(s.ConstructingConns()) }),
 		gauge("ledgerd_db_pool_total_conns", "Connections in the pool now: acquired, idle and being opened.",
 			func(s *pgxpool.Stat) float64 { return float64(s.TotalConns()) }),
-		gauge("ledgerd_db_pool_max_conns", "The pool's maximum size (--db-max-conns).",
+		gauge("ledgerd_db_pool_max_conns", "The pool's maximum size ("+maxFlag+").",
 			func(s *pgxpool.Stat) float64 { return float64(s.MaxConns()) }),
 		counter("ledgerd_db_pool_acquires_total", "Connections acquired from the pool.",
 			func(s *pgxpool.Stat) float64 { return float64(s.AcquireCount()) }),
@@ -385,7 +392,10 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
-	stat := c.store.PoolStat()
+	stat := c.stat()
+	if stat == nil {
+		return
+	}
 	for _, m := range c.descs {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.valueType, m.value(stat))
 	}

@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -37,4 +38,28 @@ func TestLookupHistoryStaysOnThePrimary(t *testing.T) {
 		kinds = append(kinds, e.GetKind())
 	}
 	require.Equal(t, []ledgerv1.EventKind{ledgerv1.EventKind_EVENT_KIND_RESERVED, ledgerv1.EventKind_EVENT_KIND_COMPLETED}, kinds)
+}
+
+// The read pool's statistics are exported beside the primary's, as
+// ledgerd_db_read_pool_*, and only when there is a read pool.
+func TestReadPoolMetrics(t *testing.T) {
+	t.Parallel()
+	plain := serveHTTP(t, ledgertest.Store(t, ledger.Config{}))
+	_, metrics := plain.get(t, "/metrics")
+	require.Contains(t, metrics, "ledgerd_db_pool_max_conns ")
+	require.NotContains(t, metrics, "ledgerd_db_read_pool_")
+
+	elsewhere := pgtest.Schema(t)
+	ledgertest.StoreAt(t, elsewhere, ledger.Config{})
+	reads := ledgertest.ReadPool(t, elsewhere)
+	b := serveHTTP(t, ledgertest.Store(t, ledger.Config{ReadPool: reads}))
+	ctx := context.Background()
+	_, err := b.ledger.Store.Reserve(ctx, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w"}) // the namespace
+	require.NoError(t, err)
+	_, _, err = b.ledger.Store.GetHistory(ctx, "ns", "k", ledger.Page{}) // through the read pool
+	require.NoError(t, err)
+	_, metrics = b.get(t, "/metrics")
+	require.Contains(t, metrics, fmt.Sprintf("ledgerd_db_read_pool_max_conns %d\n", reads.Stat().MaxConns()))
+	require.Contains(t, metrics, "ledgerd_db_read_pool_acquires_total 1\n")
+	require.Contains(t, metrics, "ledgerd_db_pool_max_conns ")
 }
