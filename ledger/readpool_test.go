@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -35,14 +34,14 @@ const standbyPatience = time.Minute
 // a Store over that other schema, to write what only the read pool shows.
 // The two schemas are told apart by what they hold: a read answered with
 // the standby's rows came from the read pool.
-func readPoolStores(t *testing.T, cfg ledger.Config) (primary, standby ledgertest.Bundle, proxy *tcpProxy, logs *ledgertest.LogBuffer) {
+func readPoolStores(t *testing.T, cfg ledger.Config) (primary, standby ledgertest.Bundle, proxy *devcluster.Link, logs *ledgertest.LogBuffer) {
 	t.Helper()
 	standbyURL := pgtest.Schema(t)
 	standby = ledgertest.StoreAt(t, standbyURL, testConfig)
-	proxy = newTCPProxy(t, hostOf(t, standbyURL))
+	proxy = newLink(t, hostOf(t, standbyURL))
 	logs = &ledgertest.LogBuffer{}
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
-	cfg.ReadPool = ledgertest.ReadPool(t, withHost(t, standbyURL, proxy.addr()))
+	cfg.ReadPool = ledgertest.ReadPool(t, withHost(t, standbyURL, proxy.Addr()))
 	primary = ledgertest.Store(t, cfg)
 	return primary, standby, proxy, logs
 }
@@ -123,13 +122,13 @@ func TestReadPoolUnreachable(t *testing.T) {
 	}
 	require.Equal(t, []string{"on-standby", "on-standby", "on-standby"}, reads())
 
-	proxy.cut() // the idle connections break, new ones are refused
+	proxy.Cut() // the idle connections break, new ones are refused
 	for range 3 {
 		require.Equal(t, []string{"on-primary", "on-primary", "on-primary"}, reads())
 	}
 	require.Equal(t, 1, strings.Count(logs.String(), "read database unreachable"), logs.String())
 
-	proxy.heal()
+	proxy.Heal()
 	require.Eventually(t, func() bool { return reads()[0] == "on-standby" }, standbyPatience, 10*time.Millisecond)
 	require.Equal(t, []string{"on-standby", "on-standby", "on-standby"}, reads())
 	require.Contains(t, logs.String(), "read database reachable again")
@@ -156,11 +155,11 @@ func TestReadsFromAStandby(t *testing.T) {
 	ctx := context.Background()
 	ha, standby := startHA(t)
 	standbyURL := standby.MemberURL()
-	proxy := newTCPProxy(t, hostOf(t, standbyURL))
+	proxy := newLink(t, hostOf(t, standbyURL))
 	cfg := testConfig
 	cfg.ReadPoolRetryInterval = 10 * time.Millisecond
 	cfg.EventSettlingDelay = 3 * time.Second // longer than any statement here takes, on a loaded machine too
-	cfg.ReadPool = ledgertest.ReadPool(t, withHost(t, standbyURL, proxy.addr()))
+	cfg.ReadPool = ledgertest.ReadPool(t, withHost(t, standbyURL, proxy.Addr()))
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	b := ledgertest.StoreAt(t, ha.URL(), cfg)
 	replay := newReplayControl(t, standby)
@@ -261,7 +260,7 @@ func TestReadsFromAStandby(t *testing.T) {
 	t.Run("a standby that is down", func(t *testing.T) {
 		replay.pause(t) // what the standby answers lags; the primary's is fresh
 		defer replay.resume(t)
-		proxy.cut()
+		proxy.Cut()
 		completeOne(t, b.Store, "ns", "while-down")
 		entries, _, err := b.Store.ListEntries(ctx, ledger.EntryFilter{Namespace: "ns", KeyPrefix: "while-down"}, ledger.Page{})
 		require.NoError(t, err)
@@ -273,7 +272,7 @@ func TestReadsFromAStandby(t *testing.T) {
 		require.NoError(t, err)
 		require.Contains(t, eventKeys(events.Events), "while-down")
 
-		proxy.heal()
+		proxy.Heal()
 		require.Eventually(t, func() bool { // a key the paused standby lacks
 			entries, _, err := b.Store.ListEntries(ctx, ledger.EntryFilter{Namespace: "ns", KeyPrefix: "while-down"}, ledger.Page{})
 			require.NoError(t, err)
@@ -591,93 +590,11 @@ func withHost(tb testing.TB, rawURL, host string) string {
 	return u.String()
 }
 
-// tcpProxy forwards loopback TCP connections to a backend until it is
-// cut: then its connections are closed and new ones are closed as soon as
-// they are accepted, as a host that went away would.
-type tcpProxy struct {
-	lis     net.Listener
-	backend string
-
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
-}
-
-func newTCPProxy(t *testing.T, backend string) *tcpProxy {
+// newLink is a devcluster.Link to backend, closed when the test ends.
+func newLink(t *testing.T, backend string) *devcluster.Link {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := devcluster.NewLink(backend)
 	require.NoError(t, err)
-	p := &tcpProxy{lis: lis, backend: backend, conns: map[net.Conn]struct{}{}}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			client, err := lis.Accept()
-			if err != nil {
-				return // closed
-			}
-			wg.Go(func() { p.forward(client) })
-		}
-	})
-	t.Cleanup(func() {
-		_ = lis.Close()
-		p.cut()
-		wg.Wait()
-	})
-	return p
-}
-
-func (p *tcpProxy) addr() string { return p.lis.Addr().String() }
-
-func (p *tcpProxy) forward(client net.Conn) {
-	server, err := net.Dial("tcp", p.backend)
-	if err != nil {
-		_ = client.Close()
-		return
-	}
-	if !p.track(client, server) {
-		return
-	}
-	var copies sync.WaitGroup
-	copies.Go(func() { _, _ = io.Copy(server, client); _ = server.Close() })
-	_, _ = io.Copy(client, server)
-	_ = client.Close()
-	copies.Wait()
-	p.mu.Lock()
-	delete(p.conns, client)
-	delete(p.conns, server)
-	p.mu.Unlock()
-}
-
-// track records a forwarded pair of connections, or closes them when the
-// proxy is cut.
-func (p *tcpProxy) track(conns ...net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.down {
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		return false
-	}
-	for _, c := range conns {
-		p.conns[c] = struct{}{}
-	}
-	return true
-}
-
-// cut closes every connection through the proxy, and every new one until
-// heal.
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for c := range p.conns {
-		_ = c.Close()
-	}
-}
-
-func (p *tcpProxy) heal() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = false
+	t.Cleanup(func() { _ = l.Close() })
+	return l
 }

@@ -21,8 +21,9 @@ type Link struct {
 	wg    sync.WaitGroup
 }
 
-// newLink listens on a free port of 127.0.0.1 and forwards to backend.
-func newLink(backend string) (*Link, error) {
+// NewLink listens on a free port of 127.0.0.1 and forwards to backend
+// (host:port) until Close.
+func NewLink(backend string) (*Link, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("proxy to %s: %w", backend, err)

@@ -264,10 +264,10 @@ func (c *HACluster) startMember(m *HAMember, fsync bool) error {
 	if m.RESTPort, err = freePort(); err != nil {
 		return err
 	}
-	if m.dcs, err = newLink(fmt.Sprintf("127.0.0.1:%d", c.etcdPort)); err != nil {
+	if m.dcs, err = NewLink(fmt.Sprintf("127.0.0.1:%d", c.etcdPort)); err != nil {
 		return err
 	}
-	if m.repl, err = newLink(fmt.Sprintf("127.0.0.1:%d", m.Port)); err != nil {
+	if m.repl, err = NewLink(fmt.Sprintf("127.0.0.1:%d", m.Port)); err != nil {
 		return err
 	}
 	if err := c.mkdirOwned(m.dir); err != nil {
