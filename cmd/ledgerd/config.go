@@ -169,6 +169,10 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if cfg.LameDuckDelay < 0 {
 		return config{}, fmt.Errorf("--lame-duck-delay must not be negative, got %s", cfg.LameDuckDelay)
 	}
+	if command == "serve" && cfg.ListenAddr == "" {
+		// net.Listen("tcp", "") listens on every interface, on a random port.
+		return config{}, errors.New("--listen-addr must not be empty: an empty address listens on every interface; give host:port, e.g. 127.0.0.1:7070")
+	}
 	if command == "serve" {
 		for name, d := range map[string]time.Duration{"--health-check-interval": cfg.HealthCheckInterval, "--health-check-timeout": cfg.HealthCheckTimeout} {
 			if d <= 0 {
@@ -412,6 +416,16 @@ func (v tlsFlagValues) config() (*server.TLSConfig, error) {
 		return nil, errors.New("--tls-client-auth none ignores --tls-client-ca-file: drop one")
 	}
 	return cfg, nil
+}
+
+// boundToLoopback checks the address a listener actually bound, for
+// --insecure-dev: a name such as localhost may resolve to another
+// interface than the configuration check assumed.
+func boundToLoopback(flagName string, addr net.Addr) error {
+	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("--insecure-dev serves without authentication, but %s bound %s, which is not a loopback address", flagName, addr)
 }
 
 // loopback reports whether a listen address is on the loopback interface

@@ -348,6 +348,12 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	if err != nil {
 		return abandon(fmt.Errorf("listen: %w", err))
 	}
+	if cfg.InsecureDev {
+		if err := boundToLoopback("--listen-addr", lis.Addr()); err != nil {
+			_ = lis.Close()
+			return abandon(err)
+		}
+	}
 	// The gateway's in-process connections to the gRPC server close once
 	// everything has stopped.
 	gatewayCtx, closeGateway := context.WithCancel(context.WithoutCancel(ctx))
@@ -614,6 +620,12 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 	lis, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen HTTP: %w", err)
+	}
+	if cfg.InsecureDev {
+		if err := boundToLoopback("--http-addr", lis.Addr()); err != nil {
+			_ = lis.Close()
+			return nil, nil, err
+		}
 	}
 	if serverTLS != nil {
 		lis = tls.NewListener(lis, serverTLS.HTTPConfig())

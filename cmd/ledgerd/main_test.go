@@ -433,6 +433,18 @@ func TestInsecureDevIsLoopbackOnly(t *testing.T) {
 		_, err := parseConfig("serve", []string{"--database-url", "postgres://x/y", "--insecure-dev", "--listen-addr", addr}, env(nil), &stderr)
 		require.NoError(t, err, addr)
 	}
+	// An empty address listens on every interface: refused, with or
+	// without authentication.
+	for _, args := range [][]string{{"--insecure-dev", "--listen-addr="}, {"--listen-addr="}} {
+		_, err := parseConfig("serve", append([]string{"--database-url", "postgres://x/y"}, args...), env(nil), &stderr)
+		require.ErrorContains(t, err, "--listen-addr must not be empty", "%v", args)
+	}
+	// The address bound is checked too, whatever the name resolved to.
+	require.NoError(t, boundToLoopback("--listen-addr", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 7070}))
+	require.NoError(t, boundToLoopback("--listen-addr", &net.TCPAddr{IP: net.IPv6loopback, Port: 7070}))
+	for _, addr := range []net.Addr{&net.TCPAddr{IP: net.IPv4zero, Port: 7070}, &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 7070}} {
+		require.ErrorContains(t, boundToLoopback("--http-addr", addr), "--http-addr bound "+addr.String()+", which is not a loopback address")
+	}
 }
 
 // TestServeWithAuthentication bootstraps the first admin, then serves with
