@@ -102,7 +102,7 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 		runtime.WithErrorHandler(gatewayError),
 		runtime.WithRoutingErrorHandler(routingError),
 		runtime.WithIncomingHeaderMatcher(forwardedHeader),
-		runtime.WithMetadata(forwardCertificatePrincipal),
+		runtime.WithMetadata(forwardCaller),
 	)
 	dialOptions := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -136,24 +136,26 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 }
 
 // forwardedHeader is the gateway's default choice of the headers that
-// become metadata, except that a caller can never set the key in which
-// the gateway forwards a client certificate's principal.
+// become metadata, except that a caller can never set the keys in which
+// the gateway forwards a client certificate's principal and the caller's
+// address.
 func forwardedHeader(header string) (string, bool) {
 	key, ok := runtime.DefaultHeaderMatcher(header)
-	if strings.EqualFold(key, certificatePrincipalKey) {
+	if strings.EqualFold(key, certificatePrincipalKey) || strings.EqualFold(key, sourceKey) {
 		return "", false
 	}
 	return key, ok
 }
 
-// forwardCertificatePrincipal passes on the principal of an HTTPS caller's
-// verified client certificate ("" if it has no common name, which Auth
-// refuses).
-func forwardCertificatePrincipal(_ context.Context, r *http.Request) metadata.MD {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		return nil
+// forwardCaller passes on the HTTP caller's source address and the
+// principal of an HTTPS caller's verified client certificate ("" if it
+// has no common name, which Auth refuses).
+func forwardCaller(_ context.Context, r *http.Request) metadata.MD {
+	md := metadata.Pairs(sourceKey, httpSource(r))
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		md.Set(certificatePrincipalKey, certificatePrincipal(r.TLS.VerifiedChains[0][0]))
 	}
-	return metadata.Pairs(certificatePrincipalKey, certificatePrincipal(r.TLS.VerifiedChains[0][0]))
+	return md
 }
 
 // Drain begins a graceful shutdown without stopping anything: health (the

@@ -15,7 +15,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
@@ -82,8 +81,8 @@ func requestLog(logger *slog.Logger) grpc.UnaryServerInterceptor {
 		attrs = append(attrs, slog.String("protocol", "grpc"), slog.String("grpc.component", "server"),
 			slog.String("grpc.service", service), slog.String("grpc.method", method),
 			slog.String("grpc.method_type", "unary"))
-		if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-			attrs = append(attrs, slog.String("peer.address", p.Addr.String()))
+		if source := callSource(ctx); source != "" {
+			attrs = append(attrs, slog.String("peer.address", source))
 		}
 		attrs = append(attrs, slog.String("grpc.start_time", start.Format(time.RFC3339)))
 		if deadline, ok := ctx.Deadline(); ok {
