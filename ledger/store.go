@@ -147,11 +147,11 @@ type Store struct {
 	coalesce   *coalescers   // nil when disabled
 	batchSlots chan struct{} // one per running batch call
 
-	heartbeatEventInterval time.Duration
-	eventSettlingDelay     time.Duration
-	autoCreateNamespaces   bool
+	heartbeatEventInterval  time.Duration
+	eventSettlingDelay      time.Duration
+	autoCreateNamespaces    bool
 	maxNamespacesPerPattern int
-	adminEventRetention    time.Duration
+	adminEventRetention     time.Duration
 
 	waitsEnded   chan struct{} // closed by EndWaits
 	endWaitsOnce sync.Once
@@ -173,11 +173,11 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		logger:     cfg.Logger,
 		waitsEnded: make(chan struct{}),
 
-		heartbeatEventInterval: cfg.HeartbeatEventInterval,
-		eventSettlingDelay:     cfg.EventSettlingDelay,
-		autoCreateNamespaces:   !cfg.NoAutoCreateNamespaces,
+		heartbeatEventInterval:  cfg.HeartbeatEventInterval,
+		eventSettlingDelay:      cfg.EventSettlingDelay,
+		autoCreateNamespaces:    !cfg.NoAutoCreateNamespaces,
 		maxNamespacesPerPattern: cfg.MaxNamespacesPerPattern,
-		adminEventRetention:    cfg.AdminEventRetention,
+		adminEventRetention:     cfg.AdminEventRetention,
 	}
 	s.reads = &readRouter{primary: pool, standby: cfg.ReadPool, retryInterval: cfg.ReadPoolRetryInterval, logger: cfg.Logger}
 	s.coalesce = newCoalescers(s, cfg.Coalesce)

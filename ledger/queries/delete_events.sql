@@ -7,7 +7,9 @@
 -- 00009), whose predicate is the kind condition below, word for word: the
 -- admin events it keeps are not in that index, so no batch reads them
 -- again. The second part reads events_namespace_at_idx from the oldest
--- event; once the first part has run, what it finds is all deletable.
+-- event; once the first part has run, what it finds is all deletable. The
+-- ids are gathered into an array first, so that the rows are deleted by
+-- primary key, not by a join that could scan the table.
 --
 -- The rows are not locked first (FOR UPDATE SKIP LOCKED): that needs the
 -- UPDATE privilege, which ledgerd's role does not have on events (see the
@@ -30,4 +32,4 @@ WITH ordinary AS (
     LIMIT $2
 )
 DELETE FROM events
-WHERE id IN (SELECT id FROM ordinary UNION SELECT id FROM past_admin_retention)
+WHERE id = ANY (ARRAY(SELECT id FROM ordinary UNION SELECT id FROM past_admin_retention))
