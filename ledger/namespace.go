@@ -73,7 +73,7 @@ func (n NamespaceSettings) validate(l Limits) error {
 	case n.Retention <= 0:
 		return fmt.Errorf("NamespaceSettings.Retention must be positive, got %s", n.Retention)
 	case n.Retention > l.MaxRetention:
-		return fmt.Errorf("Retention %s is above the server's ceiling %s", n.Retention, l.MaxRetention)
+		return fmt.Errorf("NamespaceSettings.Retention %s is above the server's ceiling %s", n.Retention, l.MaxRetention)
 	case n.MaxAttempts < 0:
 		return fmt.Errorf("MaxAttempts must not be negative, got %d", n.MaxAttempts)
 	case n.EventRetention < l.MinEventRetention:
