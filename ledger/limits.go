@@ -40,6 +40,19 @@ type Limits struct {
 	// MaxBatchItems bounds the items of one ReserveBatch, CompleteBatch or
 	// LookupBatch. Defaults to 1000.
 	MaxBatchItems int
+	// MaxRetention is the ceiling of every namespace's retention, which
+	// binds platform admins too. Defaults to 365 days.
+	MaxRetention time.Duration
+	// MinEventRetention is the floor of every namespace's event retention:
+	// a namespace cannot be set below it, and the sweeper keeps a stored
+	// namespace's events at least this long whatever its setting says (a
+	// row written before the floor existed). Defaults to 7 days.
+	MinEventRetention time.Duration
+	// MaxEventRetention is the ceiling of every namespace's event
+	// retention, so that no tenant keeps its events without bound. It must
+	// not be below MaxRetention (event retention must be at least the
+	// retention). Defaults to 730 days.
+	MaxEventRetention time.Duration
 }
 
 // The fixed limits: they are part of the API, not of the configuration.
@@ -67,6 +80,9 @@ func DefaultLimits() Limits {
 		MaxResultBytes:      16 << 20,
 		MaxReasonBytes:      1024,
 		MaxBatchItems:       1000,
+		MaxRetention:        365 * 24 * time.Hour,
+		MinEventRetention:   7 * 24 * time.Hour,
+		MaxEventRetention:   730 * 24 * time.Hour,
 	}
 }
 
@@ -84,6 +100,9 @@ func (l Limits) withDefaults() Limits {
 	setDefault(&l.MaxResultBytes, d.MaxResultBytes)
 	setDefault(&l.MaxReasonBytes, d.MaxReasonBytes)
 	setDefault(&l.MaxBatchItems, d.MaxBatchItems)
+	setDefault(&l.MaxRetention, d.MaxRetention)
+	setDefault(&l.MinEventRetention, d.MinEventRetention)
+	setDefault(&l.MaxEventRetention, d.MaxEventRetention)
 	return l
 }
 
@@ -103,6 +122,19 @@ func (l Limits) validate() error {
 	}
 	if l.MaxWait < 0 {
 		return fmt.Errorf("limits: MaxWait must not be negative, got %s", l.MaxWait)
+	}
+	for name, d := range map[string]time.Duration{
+		"MaxRetention": l.MaxRetention, "MinEventRetention": l.MinEventRetention, "MaxEventRetention": l.MaxEventRetention,
+	} {
+		if d < time.Millisecond {
+			return fmt.Errorf("limits: %s must be at least 1ms (retention is stored in milliseconds), got %s", name, d)
+		}
+	}
+	switch {
+	case l.MaxEventRetention < l.MinEventRetention:
+		return fmt.Errorf("limits: MaxEventRetention %s is below MinEventRetention %s", l.MaxEventRetention, l.MinEventRetention)
+	case l.MaxEventRetention < l.MaxRetention:
+		return fmt.Errorf("limits: MaxEventRetention %s is below MaxRetention %s: a namespace's event retention must be at least its retention", l.MaxEventRetention, l.MaxRetention)
 	}
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // NamespaceSettings are a namespace's policies. Zero fields take their
@@ -23,7 +25,11 @@ type NamespaceSettings struct {
 	// MaxAttempts turns a retryable failure permanent once the key has had
 	// this many grants. Defaults to 0: no limit.
 	MaxAttempts int
-	// EventRetention is how long audit events are kept. Defaults to 30 days.
+	// EventRetention is how long audit events are kept: at least Retention
+	// (a purged key's fencing tokens continue from its purged event) and
+	// within Limits.MinEventRetention and Limits.MaxEventRetention. The
+	// events that record admin actions are kept longer (see
+	// Config.AdminEventRetention). Defaults to 30 days.
 	EventRetention time.Duration
 	// MaxHeldLeases bounds the unexpired leases the namespace holds at once:
 	// a grant beyond it fails with a *QuotaError. Defaults to 0: no quota.
@@ -66,10 +72,16 @@ func (n NamespaceSettings) validate(l Limits) error {
 		return fmt.Errorf("MaxResultBytes %d is above the server's ceiling %d", n.MaxResultBytes, l.MaxResultBytes)
 	case n.Retention <= 0:
 		return fmt.Errorf("NamespaceSettings.Retention must be positive, got %s", n.Retention)
+	case n.Retention > l.MaxRetention:
+		return fmt.Errorf("NamespaceSettings.Retention %s is above the server's ceiling %s", n.Retention, l.MaxRetention)
 	case n.MaxAttempts < 0:
 		return fmt.Errorf("MaxAttempts must not be negative, got %d", n.MaxAttempts)
-	case n.EventRetention <= 0:
-		return fmt.Errorf("EventRetention must be positive, got %s", n.EventRetention)
+	case n.EventRetention < l.MinEventRetention:
+		return fmt.Errorf("EventRetention %s is below the server's floor %s", n.EventRetention, l.MinEventRetention)
+	case n.EventRetention > l.MaxEventRetention:
+		return fmt.Errorf("EventRetention %s is above the server's ceiling %s", n.EventRetention, l.MaxEventRetention)
+	case n.EventRetention < n.Retention:
+		return fmt.Errorf("EventRetention %s is below Retention %s: a purged key's fencing tokens would start again at 1", n.EventRetention, n.Retention)
 	case n.MaxHeldLeases < 0:
 		return fmt.Errorf("MaxHeldLeases must not be negative, got %d", n.MaxHeldLeases)
 	case n.MaxStoredBytes < 0:
@@ -182,10 +194,22 @@ func (s *Store) requireNamespace(ctx context.Context, name string) error {
 }
 
 // ensureNamespace creates a namespace with the default settings if it does
-// not exist yet, and returns the settings it has.
+// not exist yet, and returns the settings it has. This is where the policy
+// of creation on first use lives (Config.NoAutoCreateNamespaces,
+// Config.MaxNamespacesPerPattern): with it off, a namespace that does not
+// exist is ErrNotFound, naming who creates it.
 func (s *Store) ensureNamespace(ctx context.Context, name string) (NamespaceSettings, error) {
-	settings, err := retryRaces(ctx, func() (NamespaceSettings, error) {
-		found, err := queryRows[namespaceRow](ctx, s.pool, query("namespace_ensure"), append(append([]any{name}, settingsArgs(s.defaults)...), callerFrom(ctx))...)
+	if !s.autoCreateNamespaces {
+		settings, stored, err := s.namespace(ctx, name)
+		if err == nil && !stored {
+			err = fmt.Errorf("namespace %s does not exist and namespaces are not created on first use: "+
+				"an admin creates it (ledgerctl namespaces create %s --reason ...): %w", name, name, ErrNotFound)
+		}
+		return settings, err
+	}
+	args := append(append([]any{name}, settingsArgs(s.defaults)...), callerFrom(ctx))
+	ensure := func(q querier) (NamespaceSettings, error) {
+		found, err := queryRows[namespaceRow](ctx, q, query("namespace_ensure"), args...)
 		if err != nil {
 			return NamespaceSettings{}, err
 		}
@@ -193,6 +217,12 @@ func (s *Store) ensureNamespace(ctx context.Context, name string) (NamespaceSett
 			return NamespaceSettings{}, errRaced
 		}
 		return found[0].settings(), nil
+	}
+	settings, err := retryRaces(ctx, func() (NamespaceSettings, error) {
+		if patterns := s.cappedPatterns(ctx); len(patterns) > 0 {
+			return withinPatternCap(ctx, s, name, patterns, func(tx pgx.Tx) (NamespaceSettings, error) { return ensure(tx) })
+		}
+		return ensure(s.pool)
 	})
 	if err != nil {
 		return NamespaceSettings{}, fmt.Errorf("create namespace %s: %w", name, err)

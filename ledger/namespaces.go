@@ -38,6 +38,41 @@ type NamespaceUpdate struct {
 	MaxStoredBytes  *int64
 }
 
+// The request fields of the platform-owned settings: the limits and quotas
+// that bound what one namespace takes of the shared service. Only a
+// platform admin sets them; a namespace's admin tunes the other settings
+// within them.
+const (
+	FieldMaxLeaseTTL    = "settings.max_lease_ttl"
+	FieldMaxResultBytes = "settings.max_result_bytes"
+	FieldMaxHeldLeases  = "settings.max_held_leases"
+	FieldMaxStoredBytes = "settings.max_stored_bytes"
+)
+
+// PlatformFields returns the request fields of the platform-owned settings
+// that u sets (FieldMaxLeaseTTL and the others), in the order of the API;
+// none for an update of tenant-tunable settings only (default_lease_ttl,
+// retention, max_attempts, event_retention). A caller that is not a
+// platform admin may not send an update that sets any of them, even to the
+// value the namespace has: the request says it wants to own the limit.
+func (u NamespaceUpdate) PlatformFields() []string {
+	var fields []string
+	for _, f := range []struct {
+		set   bool
+		field string
+	}{
+		{u.MaxLeaseTTL != nil, FieldMaxLeaseTTL},
+		{u.MaxResultBytes != nil, FieldMaxResultBytes},
+		{u.MaxHeldLeases != nil, FieldMaxHeldLeases},
+		{u.MaxStoredBytes != nil, FieldMaxStoredBytes},
+	} {
+		if f.set {
+			fields = append(fields, f.field)
+		}
+	}
+	return fields
+}
+
 func (u NamespaceUpdate) applyTo(n NamespaceSettings) NamespaceSettings {
 	apply := func(field *time.Duration, value *time.Duration) {
 		if value != nil {
@@ -72,12 +107,17 @@ func checkSettings(l Limits, n NamespaceSettings) error {
 		return invalid("settings.max_lease_ttl", "must be at least default_lease_ttl %s, got %s", n.DefaultLeaseTTL, n.MaxLeaseTTL)
 	case n.MaxResultBytes < 0 || n.MaxResultBytes > l.MaxResultBytes:
 		return invalid("settings.max_result_bytes", "must be between 0 and %d, got %d", l.MaxResultBytes, n.MaxResultBytes)
-	case n.Retention <= 0:
-		return invalid("settings.retention", "must be positive, got %s", n.Retention)
+	case n.Retention <= 0 || n.Retention > l.MaxRetention:
+		return invalid("settings.retention", "must be positive and at most %s (the server's ceiling), got %s", l.MaxRetention, n.Retention)
 	case n.MaxAttempts < 0 || n.MaxAttempts > math.MaxInt32: // stored as integer
 		return invalid("settings.max_attempts", "must be between 0 and %d, got %d", math.MaxInt32, n.MaxAttempts)
-	case n.EventRetention <= 0:
-		return invalid("settings.event_retention", "must be positive, got %s", n.EventRetention)
+	case n.EventRetention < l.MinEventRetention || n.EventRetention > l.MaxEventRetention:
+		return invalid("settings.event_retention", "must be between %s (the server's floor) and %s (its ceiling), got %s",
+			l.MinEventRetention, l.MaxEventRetention, n.EventRetention)
+	case n.EventRetention < n.Retention:
+		// The purged event of a key is what its next fencing token
+		// continues from: without it, the tokens start again at 1.
+		return invalid("settings.event_retention", "must be at least retention %s, got %s", n.Retention, n.EventRetention)
 	case n.MaxHeldLeases < 0:
 		return invalid("settings.max_held_leases", "must be 0 (no quota) or more, got %d", n.MaxHeldLeases)
 	case n.MaxStoredBytes < 0:
@@ -125,7 +165,9 @@ func (s *Store) GetNamespace(ctx context.Context, name string) (Namespace, error
 
 // CreateNamespace creates a namespace with the server's default settings
 // changed by update, and records who did it and why. It fails with a
-// *ValidationError, ErrAlreadyExists or ErrUnavailable.
+// *ValidationError, ErrAlreadyExists, a *QuotaError (the caller's binding
+// pattern covers Config.MaxNamespacesPerPattern namespaces already, see
+// WithCreatorPatterns) or ErrUnavailable.
 func (s *Store) CreateNamespace(ctx context.Context, name string, update NamespaceUpdate, reason string) (Namespace, error) {
 	settings := update.applyTo(s.defaults)
 	err := checkNamespace(name)
@@ -139,7 +181,14 @@ func (s *Store) CreateNamespace(ctx context.Context, name string, update Namespa
 		return Namespace{}, fmt.Errorf("create namespace %s: %w", name, err)
 	}
 	args := append(append([]any{name}, settingsArgs(settings)...), reason, callerFrom(ctx))
-	rows, err := queryRows[namespaceRow](ctx, s.pool, query("namespace_create"), args...)
+	var rows []namespaceRow
+	if patterns := s.cappedPatterns(ctx); len(patterns) > 0 {
+		rows, err = withinPatternCap(ctx, s, name, patterns, func(tx pgx.Tx) ([]namespaceRow, error) {
+			return queryRows[namespaceRow](ctx, tx, query("namespace_create"), args...)
+		})
+	} else {
+		rows, err = queryRows[namespaceRow](ctx, s.pool, query("namespace_create"), args...)
+	}
 	if err != nil {
 		return Namespace{}, fmt.Errorf("create namespace %s: %w", name, err)
 	}

@@ -23,16 +23,26 @@ const (
 // may Release or Fail the key, or Complete it once the quota allows.
 type QuotaError struct {
 	Namespace string
-	// Quota is QuotaHeldLeases or QuotaStoredBytes.
+	// Quota is QuotaHeldLeases, QuotaStoredBytes or
+	// QuotaNamespacesPerPattern.
 	Quota string
-	// Limit is the namespace's quota.
+	// Pattern is the binding pattern whose namespaces are counted, for
+	// QuotaNamespacesPerPattern (Namespace is then the one not created).
+	Pattern string
+	// Limit is the namespace's quota (the server's, for
+	// QuotaNamespacesPerPattern).
 	Limit int64
-	// Usage is what the namespace would have used with the request.
+	// Usage is what the namespace (or the pattern) would have used with
+	// the request.
 	Usage int64
 }
 
 // Error says which quota, its limit and the usage refused.
 func (e *QuotaError) Error() string {
+	if e.Quota == QuotaNamespacesPerPattern {
+		return fmt.Sprintf("namespace %s not created: the binding pattern %s would cover %d namespaces, over the limit of %d (%s)",
+			e.Namespace, e.Pattern, e.Usage, e.Limit, e.Quota)
+	}
 	return fmt.Sprintf("namespace %s is at its %s quota: %d would be over the limit of %d", e.Namespace, e.Quota, e.Usage, e.Limit)
 }
 

@@ -24,6 +24,28 @@ type Config struct {
 	// NamespaceDefaults are the settings a namespace is created with on its
 	// first Reserve. Defaults to DefaultNamespaceSettings().
 	NamespaceDefaults NamespaceSettings
+	// NoAutoCreateNamespaces makes a Reserve or ReserveBatch in a namespace
+	// that does not exist fail with ErrNotFound, instead of creating the
+	// namespace with NamespaceDefaults: on a shared service, namespaces are
+	// made by admins (CreateNamespace), so that a worker cannot escape its
+	// namespace's quotas by reserving in a fresh one. Defaults to false
+	// (namespaces are created on first use), as in development mode.
+	NoAutoCreateNamespaces bool
+	// MaxNamespacesPerPattern bounds the namespaces that a caller
+	// authorized by a prefix pattern (see WithCreatorPatterns) may create,
+	// through CreateNamespace or a Reserve's auto-creation: counted over
+	// the namespaces the pattern matches, under an advisory lock on the
+	// pattern, so that the bound is exact across replicas. A creation over
+	// it fails with a *QuotaError. Defaults to 0: no bound.
+	MaxNamespacesPerPattern int
+	// AdminEventRetention is how long the events that record admin
+	// actions are kept at least, whatever the namespace's event retention:
+	// force_released, reset, namespace_changed and namespace_created, and
+	// the platform's events (empty namespace: tokens and role bindings),
+	// which are deleted after it. So a namespace's admin cannot erase the
+	// record of what it did by shortening its event retention. Defaults to
+	// 365 days.
+	AdminEventRetention time.Duration
 	// HeartbeatEventInterval samples the heartbeat audit events: at most one
 	// per lease per interval. A negative value records none; a tiny one
 	// (time.Nanosecond) records every heartbeat. Defaults to 1m.
@@ -72,6 +94,7 @@ func (c Config) withDefaults() Config {
 	c.Coalesce = c.Coalesce.withDefaults()
 	setDefault(&c.MaxConcurrentBatches, 4)
 	setDefault(&c.ReadPoolRetryInterval, 5*time.Second)
+	setDefault(&c.AdminEventRetention, 365*24*time.Hour)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -98,6 +121,12 @@ func (c Config) validate() error {
 	if c.NamespaceCacheTTL < 0 {
 		return fmt.Errorf("NamespaceCacheTTL must not be negative, got %s", c.NamespaceCacheTTL)
 	}
+	if c.MaxNamespacesPerPattern < 0 {
+		return fmt.Errorf("MaxNamespacesPerPattern must not be negative (0: no bound), got %d", c.MaxNamespacesPerPattern)
+	}
+	if c.AdminEventRetention < c.Limits.MinEventRetention {
+		return fmt.Errorf("AdminEventRetention %s is below MinEventRetention %s", c.AdminEventRetention, c.Limits.MinEventRetention)
+	}
 	if c.ReadPoolRetryInterval < 0 {
 		return fmt.Errorf("ReadPoolRetryInterval must not be negative (0: the default, 5s), got %s", c.ReadPoolRetryInterval)
 	}
@@ -118,8 +147,11 @@ type Store struct {
 	coalesce   *coalescers   // nil when disabled
 	batchSlots chan struct{} // one per running batch call
 
-	heartbeatEventInterval time.Duration
-	eventSettlingDelay     time.Duration
+	heartbeatEventInterval  time.Duration
+	eventSettlingDelay      time.Duration
+	autoCreateNamespaces    bool
+	maxNamespacesPerPattern int
+	adminEventRetention     time.Duration
 
 	waitsEnded   chan struct{} // closed by EndWaits
 	endWaitsOnce sync.Once
@@ -141,8 +173,11 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		logger:     cfg.Logger,
 		waitsEnded: make(chan struct{}),
 
-		heartbeatEventInterval: cfg.HeartbeatEventInterval,
-		eventSettlingDelay:     cfg.EventSettlingDelay,
+		heartbeatEventInterval:  cfg.HeartbeatEventInterval,
+		eventSettlingDelay:      cfg.EventSettlingDelay,
+		autoCreateNamespaces:    !cfg.NoAutoCreateNamespaces,
+		maxNamespacesPerPattern: cfg.MaxNamespacesPerPattern,
+		adminEventRetention:     cfg.AdminEventRetention,
 	}
 	s.reads = &readRouter{primary: pool, standby: cfg.ReadPool, retryInterval: cfg.ReadPoolRetryInterval, logger: cfg.Logger}
 	s.coalesce = newCoalescers(s, cfg.Coalesce)

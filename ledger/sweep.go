@@ -16,8 +16,9 @@ const eventDeleteBatchSize = 1000
 type SweepReport struct {
 	// PurgedEntries counts the entries removed by retention, by namespace.
 	PurgedEntries map[string]int64
-	// DeletedEvents counts the audit events removed by event retention.
-	DeletedEvents int64
+	// DeletedEvents counts the audit events removed by event retention, by
+	// namespace ("" for the platform's events).
+	DeletedEvents map[string]int64
 	// Err is the error that ended the pass early, if any.
 	Err error
 }
@@ -28,31 +29,43 @@ type SweepReport struct {
 // small batches that hold their locks briefly. Several sweepers (one per
 // replica) may run at once: they skip the rows another one has locked, so
 // they neither wait on each other nor delete anything twice.
+//
+// Event retention is never shorter than Limits.MinEventRetention nor than
+// the namespace's retention, whatever the namespace's stored setting; the
+// events that record admin actions, and the platform's events (empty
+// namespace), are kept for Config.AdminEventRetention at least.
 func (s *Store) Sweep(ctx context.Context) SweepReport {
 	ctx = WithCaller(ctx, SweeperCaller)
 	purged, err := s.purgeExpired(ctx, "", "")
-	report := SweepReport{PurgedEntries: purged}
+	report := SweepReport{PurgedEntries: purged, DeletedEvents: map[string]int64{}}
 	if err != nil {
 		report.Err = fmt.Errorf("sweep entries: %w", err)
 		return report
 	}
 	type retentionRow struct {
-		Name             string `db:"name"`
-		EventRetentionMS int64  `db:"event_retention_ms"`
+		Name                  string `db:"name"`
+		EventRetentionMS      int64  `db:"event_retention_ms"`
+		AdminEventRetentionMS int64  `db:"admin_event_retention_ms"`
 	}
-	namespaces, err := queryRows[retentionRow](ctx, s.pool, query("namespaces_event_retention"))
+	namespaces, err := queryRows[retentionRow](ctx, s.pool, query("namespaces_event_retention"),
+		s.limits.MinEventRetention.Milliseconds(), s.adminEventRetention.Milliseconds())
 	if err != nil {
 		report.Err = fmt.Errorf("sweep events: %w", err)
 		return report
 	}
 	for _, ns := range namespaces {
 		for {
-			tag, err := s.pool.Exec(ctx, query("delete_events"), ns.Name, eventDeleteBatchSize, ns.EventRetentionMS)
+			tag, err := s.pool.Exec(ctx, query("delete_events"), ns.Name, eventDeleteBatchSize, ns.EventRetentionMS, ns.AdminEventRetentionMS)
 			if err != nil {
-				report.Err = fmt.Errorf("sweep events of %s: %w", ns.Name, dbError(err))
+				report.Err = fmt.Errorf("sweep events of %q: %w", ns.Name, dbError(err))
 				return report
 			}
-			report.DeletedEvents += tag.RowsAffected()
+			if deleted := tag.RowsAffected(); deleted > 0 {
+				report.DeletedEvents[ns.Name] += deleted
+			}
+			// Each of the statement's two parts deletes at most a batch: a
+			// short count means both are done (or one more pass finds
+			// nothing).
 			if tag.RowsAffected() < eventDeleteBatchSize {
 				break
 			}

@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -150,6 +152,9 @@ func (s *adminService) CreateNamespace(ctx context.Context, req *ledgerv1.Create
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
+	if err := s.checkPlatformFields(ctx, "CreateNamespace", req.GetName(), update); err != nil {
+		return nil, err
+	}
 	ns, err := s.store.CreateNamespace(ctx, req.GetName(), update, req.GetReason())
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
@@ -162,11 +167,51 @@ func (s *adminService) UpdateNamespace(ctx context.Context, req *ledgerv1.Update
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
+	if err := s.checkPlatformFields(ctx, "UpdateNamespace", req.GetName(), update); err != nil {
+		return nil, err
+	}
 	ns, err := s.store.UpdateNamespace(ctx, req.GetName(), update, req.GetReason())
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
 	return &ledgerv1.UpdateNamespaceResponse{Namespace: namespaceProto(ns)}, nil
+}
+
+// checkPlatformFields refuses, with PERMISSION_DENIED naming the first
+// one, a namespace change that sets a platform-owned setting (the limits
+// and quotas, see ledger.NamespaceUpdate.PlatformFields) by a caller that
+// is not a platform admin: a namespace's admin tunes its namespace within
+// the platform's limits, and cannot widen its share of the service. A
+// namespace it creates gets the server's defaults for them. Without
+// authentication (development), every caller is a platform admin.
+func (s *adminService) checkPlatformFields(ctx context.Context, method, namespace string, update ledger.NamespaceUpdate) error {
+	fields := update.PlatformFields()
+	if len(fields) == 0 || s.isPlatformAdmin(ctx) {
+		return nil
+	}
+	principal, _ := principalFrom(ctx)
+	return withDetails(codes.PermissionDenied, ReasonPermissionDenied,
+		fmt.Sprintf("permission denied: %s may not set %s in %s of namespace %q: it is a platform-owned limit, which only a platform admin sets",
+			principal, fields[0], method, namespace),
+		map[string]string{"field": fields[0]})
+}
+
+// isPlatformAdmin reports whether the caller holds the platform-admin role;
+// every caller does without authentication.
+func (s *adminService) isPlatformAdmin(ctx context.Context) bool {
+	if s.auth == nil {
+		return true
+	}
+	principal, ok := principalFrom(ctx)
+	if !ok {
+		return false
+	}
+	for _, b := range s.auth.bindingsOf(principal) {
+		if b.Role == ledger.RolePlatformAdmin {
+			return true
+		}
+	}
+	return false
 }
 
 // namespaceUpdate turns the set fields of the proto settings into a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -198,24 +199,39 @@ func (a *Auth) bindingsOf(principal string) []ledger.RoleBinding {
 	return a.bindings[principal]
 }
 
-// allowed reports whether the principal holds one of roles in namespace;
-// platform admins hold every role everywhere. An empty namespace (platform
-// calls) is allowed to platform admins only.
-func (a *Auth) allowed(principal, namespace string, roles []ledger.Role) bool {
+// allowed returns the principal's bindings that give it one of roles in
+// namespace, none if it may not; platform admins hold every role
+// everywhere (their binding alone is returned). An empty namespace
+// (platform calls) is allowed to platform admins only.
+func (a *Auth) allowed(principal, namespace string, roles []ledger.Role) []ledger.RoleBinding {
+	var matching []ledger.RoleBinding
 	for _, b := range a.bindingsOf(principal) {
 		if b.Role == ledger.RolePlatformAdmin {
-			return true
+			return []ledger.RoleBinding{b}
 		}
 		if namespace == "" || !b.Matches(namespace) {
 			continue
 		}
-		for _, role := range roles {
-			if b.Role == role {
-				return true
-			}
+		if slices.Contains(roles, b.Role) {
+			matching = append(matching, b)
 		}
 	}
-	return false
+	return matching
+}
+
+// creatorPatterns returns the patterns a namespace created by a call
+// authorized by bindings counts against (ledger.WithCreatorPatterns):
+// none for a platform admin or a binding that names the namespace itself,
+// which can create nothing else.
+func creatorPatterns(bindings []ledger.RoleBinding) []string {
+	var patterns []string
+	for _, b := range bindings {
+		if b.Role == ledger.RolePlatformAdmin || !strings.HasSuffix(b.NamespacePattern, "*") {
+			return nil
+		}
+		patterns = append(patterns, b.NamespacePattern)
+	}
+	return patterns
 }
 
 // permission says who may call an RPC: the roles that allow it in the
@@ -302,7 +318,8 @@ func (a *Auth) UnaryInterceptor(denied func(method string)) grpc.UnaryServerInte
 		}
 		perm := permissions[info.FullMethod]
 		namespace := namespaceOf(req)
-		if !perm.any && !a.allowed(principal, namespace, perm.roles) {
+		bindings := a.allowed(principal, namespace, perm.roles)
+		if !perm.any && len(bindings) == 0 {
 			if denied != nil {
 				denied(info.FullMethod)
 			}
@@ -310,6 +327,7 @@ func (a *Auth) UnaryInterceptor(denied func(method string)) grpc.UnaryServerInte
 				fmt.Sprintf("permission denied: %s may not call %s in namespace %q", principal, methodName(info.FullMethod), namespace), nil)
 		}
 		ctx = context.WithValue(ledger.WithCaller(ctx, principal), principalKey{}, principal)
+		ctx = ledger.WithCreatorPatterns(ctx, creatorPatterns(bindings)...)
 		return handler(ctx, req)
 	}
 }
@@ -325,7 +343,7 @@ func (a *Auth) StreamInterceptor() grpc.StreamServerInterceptor {
 		if err != nil {
 			return err
 		}
-		if !a.allowed(principal, "", nil) {
+		if len(a.allowed(principal, "", nil)) == 0 {
 			return withDetails(codes.PermissionDenied, ReasonPermissionDenied, "permission denied", nil)
 		}
 		return handler(srv, ss)

@@ -94,6 +94,9 @@ func quotaStatus(quota *ledger.QuotaError) error {
 		"limit":     strconv.FormatInt(quota.Limit, 10),
 		"usage":     strconv.FormatInt(quota.Usage, 10),
 	}
+	if quota.Pattern != "" {
+		metadata["pattern"] = quota.Pattern
+	}
 	if quota.Quota == ledger.QuotaHeldLeases {
 		return withDetails(codes.ResourceExhausted, ReasonQuotaExceeded, quota.Error(), metadata,
 			&errdetails.RetryInfo{RetryDelay: durationpb.New(heldLeasesRetryDelay)})

@@ -246,7 +246,7 @@ func TestHTTPMetrics(t *testing.T) {
 		entry := b.ok(t, "Lookup", `{"namespace": "m", "key": "expired"}`)["entry"].(map[string]any)
 		return entry["leaseExpired"] == true
 	}, time.Minute, 10*time.Millisecond)
-	b.metrics.ObserveSweep(ledger.SweepReport{PurgedEntries: map[string]int64{"m": 3}, DeletedEvents: 5})
+	b.metrics.ObserveSweep(ledger.SweepReport{PurgedEntries: map[string]int64{"m": 3}, DeletedEvents: map[string]int64{"m": 4, "": 1}})
 	b.metrics.ObserveSweep(ledger.SweepReport{PurgedEntries: map[string]int64{"m": 1}, Err: context.DeadlineExceeded})
 
 	code, metrics := b.get(t, "/metrics")
@@ -265,6 +265,8 @@ func TestHTTPMetrics(t *testing.T) {
 		`ledgerd_lease_stats_errors_total 0`,
 		`ledgerd_sweeper_purged_entries_total{namespace="m"} 4`,
 		`ledgerd_sweeper_deleted_events_total 5`,
+		`ledgerd_events_deleted_total{namespace="m"} 4`,
+		`ledgerd_events_deleted_total{namespace="_platform"} 1`,
 		`ledgerd_sweeper_errors_total 1`,
 		`ledgerd_reserve_waiters 0`,
 		`ledgerd_listener_connected 1`,

@@ -21,6 +21,10 @@ import (
 // starts with a letter or a digit.
 const otherNamespace = "_other"
 
+// platformNamespace is the namespace label of the platform's audit events
+// (empty namespace: tokens and role bindings) in ledgerd_events_deleted_total.
+const platformNamespace = "_platform"
+
 // MetricsConfig configures Metrics. Zero fields take their defaults.
 type MetricsConfig struct {
 	// Logger receives the failures of the lease-count query (at most one
@@ -82,6 +86,7 @@ type Metrics struct {
 	quotaRefusals      *prometheus.CounterVec
 	sweeperPurged      *prometheus.CounterVec
 	sweeperDeleted     prometheus.Counter
+	eventsDeleted      *prometheus.CounterVec
 	sweeperErrors      prometheus.Counter
 	permissionDenied   *prometheus.CounterVec
 
@@ -130,6 +135,10 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 			Name: "ledgerd_sweeper_deleted_events_total",
 			Help: "Audit events deleted by the retention sweeper.",
 		}),
+		eventsDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledgerd_events_deleted_total",
+			Help: "Audit events deleted by the retention sweeper, by namespace (_platform: the platform's events, of tokens and role bindings).",
+		}, []string{"namespace"}),
 		sweeperErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ledgerd_sweeper_errors_total",
 			Help: "Sweeper passes that failed.",
@@ -149,6 +158,7 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 		m.quotaRefusals,
 		m.sweeperPurged,
 		m.sweeperDeleted,
+		m.eventsDeleted,
 		m.sweeperErrors,
 		m.permissionDenied,
 		newStoreCollector(store, cfg),
@@ -163,14 +173,21 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
 
 // ObserveSweep records one pass of the retention sweeper: the entries it
-// purged by namespace, the audit events it deleted, and whether it failed
-// (a failed pass may still have deleted some rows in the batches before the
-// failure, which are counted).
+// purged and the audit events it deleted, by namespace, and whether it
+// failed (a failed pass may still have deleted some rows in the batches
+// before the failure, which are counted).
 func (m *Metrics) ObserveSweep(r ledger.SweepReport) {
 	for namespace, purged := range r.PurgedEntries {
-		m.sweeperPurged.WithLabelValues(namespace).Add(float64(purged))
+		m.sweeperPurged.WithLabelValues(m.namespaces.label(namespace)).Add(float64(purged))
 	}
-	m.sweeperDeleted.Add(float64(r.DeletedEvents))
+	for namespace, deleted := range r.DeletedEvents {
+		label := platformNamespace
+		if namespace != "" {
+			label = m.namespaces.label(namespace)
+		}
+		m.eventsDeleted.WithLabelValues(label).Add(float64(deleted))
+		m.sweeperDeleted.Add(float64(deleted))
+	}
 	if r.Err != nil {
 		m.sweeperErrors.Inc()
 	}

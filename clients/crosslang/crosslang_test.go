@@ -47,13 +47,19 @@ func startLedgerd(t *testing.T) (string, ledgertest.Bundle) {
 	return ledgertest.ServeTCP(t, b.Store, server.Config{}), b
 }
 
-// startAuthLedgerd serves a fresh ledger with authentication on, and
-// returns the environment that the Python and TypeScript suites' auth tests
-// read: its address, a worker token and a reader token for "auth-*".
+// startAuthLedgerd serves a fresh ledger with authentication on, as a
+// secure ledgerd does (namespaces are not created on first use: the suites'
+// namespace "auth-x" is created here, as an admin would), and returns the
+// environment that the Python and TypeScript suites' auth tests read: its
+// address, a worker token and a reader token for "auth-*".
 func startAuthLedgerd(t *testing.T) []string {
 	t.Helper()
-	b := ledgertest.Store(t, testConfig)
+	cfg := testConfig
+	cfg.NoAutoCreateNamespaces = true
+	b := ledgertest.Store(t, cfg)
 	ctx := context.Background()
+	_, err := b.Store.CreateNamespace(ctx, "auth-x", ledger.NamespaceUpdate{}, "crosslang test")
+	require.NoError(t, err)
 	issue := func(principal string, role ledger.Role) string {
 		_, err := b.Store.GrantRole(ctx, ledger.RoleBinding{Principal: principal, NamespacePattern: "auth-*", Role: role}, "crosslang test")
 		require.NoError(t, err)

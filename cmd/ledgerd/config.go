@@ -75,6 +75,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	ns := ledger.DefaultNamespaceSettings()
 	cfg := config{}
 	var coalesce ledger.CoalesceConfig
+	var autoCreateNamespaces bool
+	var maxNamespacesPerPattern int
+	adminEventRetention := 365 * 24 * time.Hour
 	var maxConcurrentBatches int
 	var dbMaxConns, readDBMaxConns int
 	var grpcValues grpcFlagValues
@@ -135,6 +138,12 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.Int64Var(&ns.MaxHeldLeases, "max-held-leases", ns.MaxHeldLeases, "quota: unexpired leases a namespace may hold at once; 0 for no quota (new namespaces)")
 		fs.Int64Var(&ns.MaxStoredBytes, "max-stored-bytes", ns.MaxStoredBytes, "quota: bytes of results a namespace may store; 0 for no quota (new namespaces)")
 		fs.IntVar(&limits.MaxResultBytes, "max-result-bytes-ceiling", limits.MaxResultBytes, "the largest result size any namespace may allow; sizes the gRPC message limit")
+		fs.DurationVar(&limits.MaxRetention, "max-retention", limits.MaxRetention, "the longest retention any namespace may have (platform admins included)")
+		fs.DurationVar(&limits.MinEventRetention, "min-event-retention", limits.MinEventRetention, "the shortest event retention any namespace may have; the sweeper keeps every namespace's events at least this long, whatever its stored setting")
+		fs.DurationVar(&limits.MaxEventRetention, "max-event-retention", limits.MaxEventRetention, "the longest event retention any namespace may have; at least --max-retention")
+		fs.DurationVar(&adminEventRetention, "admin-event-retention", adminEventRetention, "how long the events of admin actions (force_released, reset, namespace_changed, namespace_created) are kept at least, whatever the namespace's event retention, and how long the platform's events (tokens, role bindings) are kept")
+		fs.BoolVar(&autoCreateNamespaces, "auto-create-namespaces", false, "a Reserve in a namespace that does not exist creates it with the defaults; off, it fails with NOT_FOUND and an admin creates namespaces (default true with --insecure-dev)")
+		fs.IntVar(&maxNamespacesPerPattern, "max-namespaces-per-pattern", 100, "most namespaces a principal authorized by a prefix pattern (team-a-*) may create, counted over the namespaces the pattern matches; platform admins are not bound; 0: no bound")
 		fs.DurationVar(&cfg.HeartbeatEventInterval, "heartbeat-event-interval", time.Minute, "audit at most one heartbeat event per lease per interval; 0 records every heartbeat, a negative value none")
 		grpcFlags(fs, &grpcValues)
 		tlsFlags(fs, &tlsValues)
@@ -200,6 +209,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		if !given["rate-limit-namespace"] {
 			cfg.RateLimits.PerNamespace = server.Rate{}
 		}
+		if !given["auto-create-namespaces"] {
+			autoCreateNamespaces = true
+		}
 		for flagName, addr := range map[string]string{"--listen-addr": cfg.ListenAddr, "--http-addr": cfg.HTTPAddr} {
 			if addr != "" && addr != "off" && !loopback(addr) {
 				return config{}, fmt.Errorf("--insecure-dev serves without authentication, so %s must be a loopback address (127.0.0.1, ::1, localhost), got %q", flagName, addr)
@@ -234,8 +246,12 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if heartbeatEvents == 0 {
 		heartbeatEvents = time.Nanosecond // every heartbeat (zero is the ledger's default, 1m)
 	}
+	if maxNamespacesPerPattern < 0 {
+		return config{}, fmt.Errorf("--max-namespaces-per-pattern must not be negative (0: no bound), got %d", maxNamespacesPerPattern)
+	}
 	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns, HeartbeatEventInterval: heartbeatEvents, Coalesce: coalesce,
-		MaxConcurrentBatches: maxConcurrentBatches}
+		MaxConcurrentBatches: maxConcurrentBatches, NoAutoCreateNamespaces: !autoCreateNamespaces,
+		MaxNamespacesPerPattern: maxNamespacesPerPattern, AdminEventRetention: adminEventRetention}
 	if err := cfg.Ledger.Validate(); err != nil {
 		return config{}, err
 	}

@@ -16,8 +16,10 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
@@ -148,11 +150,11 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	require.NoError(t, err)
 	ungranted, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)
-	require.Empty(t, ungranted, "tables the serving role may not read: add them to the grants in docs/operations.md")
+	require.Empty(t, ungranted, "tables the serving role may not read: add them to the grants in docs/security.md")
 
 	d := startDaemon(t, map[string]string{
 		"LEDGER_DATABASE_URL": appURL, "LEDGER_NO_MIGRATE": "true", "LEDGER_INSECURE_DEV": "false",
-		"LEDGER_SWEEP_INTERVAL": "100ms", "LEDGER_MIN_LEASE_TTL": "10ms",
+		"LEDGER_SWEEP_INTERVAL": "100ms", "LEDGER_MIN_LEASE_TTL": "10ms", "LEDGER_MIN_EVENT_RETENTION": "1ms",
 	})
 	grpcConn, err := grpc.NewClient(d.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
@@ -161,6 +163,11 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 	defer cancel()
 	client, admin := ledgerv1.NewLedgerServiceClient(grpcConn), ledgerv1.NewLedgerAdminServiceClient(grpcConn)
 
+	// A secure ledgerd does not create namespaces on first use.
+	_, err = client.Reserve(rpcCtx, &ledgerv1.ReserveRequest{Namespace: "roles", Key: "a", Owner: "w1"})
+	require.Equal(t, codes.NotFound, status.Code(err), "%v", err)
+	_, err = admin.CreateNamespace(rpcCtx, &ledgerv1.CreateNamespaceRequest{Name: "roles", Reason: "test"})
+	require.NoError(t, err)
 	res, err := client.Reserve(rpcCtx, &ledgerv1.ReserveRequest{Namespace: "roles", Key: "a", Owner: "w1", Metadata: map[string]string{"run": "1"}})
 	require.NoError(t, err)
 	require.NotNil(t, res.GetAcquired(), "%v", res)
@@ -252,7 +259,7 @@ func TestLeastPrivilegeRoles(t *testing.T) {
 // least-privilege roles: the setup a superuser runs, and the grants.
 func rolesSQL(t *testing.T) (setup, grants string) {
 	t.Helper()
-	guide, err := os.ReadFile("../../docs/operations.md")
+	guide, err := os.ReadFile("../../docs/security.md")
 	require.NoError(t, err)
 	_, section, found := strings.Cut(string(guide), "**Least-privilege database roles.**")
 	require.True(t, found, "the section of the guide")

@@ -584,10 +584,7 @@ func startBackground(ctx context.Context, cfg config, store *ledger.Store, auth 
 	run("listener", store.Listen)
 	if cfg.SweepInterval > 0 {
 		run("sweeper", func(ctx context.Context) error {
-			return store.RunSweeper(ctx, cfg.SweepInterval, func(r ledger.SweepReport) {
-				metrics.ObserveSweep(r)
-				logSweep(logger, r)
-			})
+			return store.RunSweeper(ctx, cfg.SweepInterval, server.SweepReporter(metrics, logger))
 		})
 	}
 	if auth != nil {
@@ -655,21 +652,6 @@ func serveProfiles(addr string, logger *slog.Logger) (stop func(), err error) {
 	go func() { _ = profiles.Serve(lis) }()
 	logger.Warn("serving Go profiles", "addr", lis.Addr().String())
 	return func() { _ = profiles.Close() }, nil
-}
-
-// logSweep logs a sweeper pass that removed something or failed; idle
-// passes stay quiet.
-func logSweep(logger *slog.Logger, r ledger.SweepReport) {
-	var purged int64
-	for _, n := range r.PurgedEntries {
-		purged += n
-	}
-	switch {
-	case r.Err != nil:
-		logger.Warn("sweep failed", "purged_entries", purged, "deleted_events", r.DeletedEvents, "error", r.Err)
-	case purged > 0 || r.DeletedEvents > 0:
-		logger.Info("swept", "purged_entries", purged, "deleted_events", r.DeletedEvents)
-	}
 }
 
 // bootstrap creates a platform-admin binding and token for the first

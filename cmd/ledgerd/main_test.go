@@ -383,7 +383,7 @@ func TestOperationsFlags(t *testing.T) {
 	t.Parallel()
 	var stderr ledgertest.LogBuffer
 	cfg, err := parseConfig("serve", []string{"--database-url", "postgres://x/y", "--heartbeat-event-interval", "0",
-		"--max-attempts", "4", "--event-retention", "72h", "--max-result-bytes-ceiling", "33554432",
+		"--max-attempts", "4", "--event-retention", "72h", "--retention", "72h", "--min-event-retention", "72h", "--max-result-bytes-ceiling", "33554432",
 		"--max-held-leases", "500", "--max-stored-bytes", "1073741824"}, env(nil), &stderr)
 	require.NoError(t, err)
 	require.Equal(t, int64(500), cfg.Ledger.NamespaceDefaults.MaxHeldLeases)
@@ -528,6 +528,8 @@ func TestServeWithTLS(t *testing.T) {
 	store, err := ledger.New(pool, ledger.Config{})
 	require.NoError(t, err)
 	_, err = store.GrantRole(ctx, ledger.RoleBinding{Principal: "cert:alice", NamespacePattern: "ns", Role: ledger.RoleWorker}, "test")
+	require.NoError(t, err)
+	_, err = store.CreateNamespace(ctx, "ns", ledger.NamespaceUpdate{}, "test") // not created on first use
 	require.NoError(t, err)
 
 	ca := tlstest.NewCA(t, "test CA")

@@ -42,7 +42,10 @@ var (
 	ErrResultConflict = errors.New("ledgerd: result conflict")
 
 	// ErrNotFound means the ledger holds no entry for the key (reason
-	// NOT_FOUND, from Lookup).
+	// NOT_FOUND, from Lookup), or, from Reserve, ReserveBatch and Do, that
+	// the namespace does not exist on a ledgerd that does not create
+	// namespaces on first use: an admin creates it (ledgerctl namespaces
+	// create). It is not retried.
 	ErrNotFound = errors.New("ledgerd: not found")
 
 	// ErrUnauthenticated means the call carried no or bad credentials

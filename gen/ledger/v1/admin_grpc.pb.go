@@ -131,10 +131,15 @@ type LedgerAdminServiceClient interface {
 	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
 	GetNamespace(ctx context.Context, in *GetNamespaceRequest, opts ...grpc.CallOption) (*GetNamespaceResponse, error)
 	// CreateNamespace creates a namespace; unset settings take the server's
-	// defaults. Audited.
+	// defaults. Audited. The limits and quotas (max_lease_ttl,
+	// max_result_bytes, max_held_leases, max_stored_bytes) are the platform's:
+	// only a platform admin may set them.
 	//
 	// Errors: INVALID_ARGUMENT (a setting out of bounds, no reason),
-	// ALREADY_EXISTS, UNAVAILABLE.
+	// PERMISSION_DENIED (a platform-owned setting set by a caller that is not
+	// a platform admin; the ErrorInfo metadata "field" names it),
+	// QUOTA_EXCEEDED (the caller's binding pattern already covers
+	// max_namespaces_per_pattern namespaces), ALREADY_EXISTS, UNAVAILABLE.
 	CreateNamespace(ctx context.Context, in *CreateNamespaceRequest, opts ...grpc.CallOption) (*CreateNamespaceResponse, error)
 	// UpdateNamespace changes the settings that are set in the request and
 	// keeps the others. Every ledgerd replica applies the change within its
@@ -142,7 +147,8 @@ type LedgerAdminServiceClient interface {
 	//
 	// Idempotent: the same update again changes nothing more.
 	//
-	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (a platform-owned
+	// setting, as for CreateNamespace), UNAVAILABLE.
 	UpdateNamespace(ctx context.Context, in *UpdateNamespaceRequest, opts ...grpc.CallOption) (*UpdateNamespaceResponse, error)
 	// WhoAmI tells the caller who ledgerd authenticated it as, and its role
 	// bindings. Any authenticated caller may ask.
@@ -456,10 +462,15 @@ type LedgerAdminServiceServer interface {
 	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
 	GetNamespace(context.Context, *GetNamespaceRequest) (*GetNamespaceResponse, error)
 	// CreateNamespace creates a namespace; unset settings take the server's
-	// defaults. Audited.
+	// defaults. Audited. The limits and quotas (max_lease_ttl,
+	// max_result_bytes, max_held_leases, max_stored_bytes) are the platform's:
+	// only a platform admin may set them.
 	//
 	// Errors: INVALID_ARGUMENT (a setting out of bounds, no reason),
-	// ALREADY_EXISTS, UNAVAILABLE.
+	// PERMISSION_DENIED (a platform-owned setting set by a caller that is not
+	// a platform admin; the ErrorInfo metadata "field" names it),
+	// QUOTA_EXCEEDED (the caller's binding pattern already covers
+	// max_namespaces_per_pattern namespaces), ALREADY_EXISTS, UNAVAILABLE.
 	CreateNamespace(context.Context, *CreateNamespaceRequest) (*CreateNamespaceResponse, error)
 	// UpdateNamespace changes the settings that are set in the request and
 	// keeps the others. Every ledgerd replica applies the change within its
@@ -467,7 +478,8 @@ type LedgerAdminServiceServer interface {
 	//
 	// Idempotent: the same update again changes nothing more.
 	//
-	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (a platform-owned
+	// setting, as for CreateNamespace), UNAVAILABLE.
 	UpdateNamespace(context.Context, *UpdateNamespaceRequest) (*UpdateNamespaceResponse, error)
 	// WhoAmI tells the caller who ledgerd authenticated it as, and its role
 	// bindings. Any authenticated caller may ask.

@@ -77,8 +77,10 @@ const (
 	// The ledger holds no such key or namespace (status NOT_FOUND): a key
 	// never reserved, or purged and its audit events expired too.
 	//
-	// Returned by Lookup, by items of LookupBatch, and by the admin RPCs that
-	// name a key, a namespace, a token or a role binding.
+	// Returned by Lookup, by items of LookupBatch, by Reserve and ReserveBatch
+	// in a namespace that does not exist where namespaces are not created on
+	// first use, and by the admin RPCs that name a key, a namespace, a token
+	// or a role binding.
 	ErrorReason_NOT_FOUND ErrorReason = 5
 	// The key is not leased, so there is no lease to end (status
 	// FAILED_PRECONDITION).
@@ -111,10 +113,14 @@ const (
 	// "quota", "limit" and "usage". Nothing was done. Over max_held_leases (a
 	// grant), a google.rpc.RetryInfo says when to ask again: places free up as
 	// workers finish. Over max_stored_bytes (a result), the lease stays held:
-	// Complete a smaller result, Fail or Release.
+	// Complete a smaller result, Fail or Release. Over
+	// max_namespaces_per_pattern (a namespace that a caller authorized by a
+	// binding pattern would create), the metadata also carries "pattern", and
+	// no namespace is created.
 	//
-	// Returned by Reserve and Complete, and by items of ReserveBatch and
-	// CompleteBatch.
+	// Returned by Reserve and Complete, by items of ReserveBatch and
+	// CompleteBatch, and by ReserveBatch and CreateNamespace (a namespace over
+	// max_namespaces_per_pattern).
 	ErrorReason_QUOTA_EXCEEDED ErrorReason = 11
 	// The server or its database could not be reached (status UNAVAILABLE).
 	// Every RPC of LedgerService is retry-safe: retry with backoff.

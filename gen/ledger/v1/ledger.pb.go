@@ -29,7 +29,10 @@
 //                         the work; do not retry.
 //   RESULT_CONFLICT       (FAILED_PRECONDITION) a retried Complete or Fail carries
 //                         a different result or error than the one recorded.
-//   NOT_FOUND             (NOT_FOUND) Lookup of a key the ledger does not hold.
+//   NOT_FOUND             (NOT_FOUND) Lookup of a key the ledger does not hold;
+//                         Reserve in a namespace that does not exist, where
+//                         namespaces are not created on first use (an admin
+//                         creates it). Do not retry as is.
 //   UNAVAILABLE           (UNAVAILABLE) the database cannot be reached. Every RPC
 //                         is retry-safe, so retry with backoff.
 //   DEADLINE_EXCEEDED     (DEADLINE_EXCEEDED) the call ran out of time; its effect

@@ -29,7 +29,10 @@
 //                         the work; do not retry.
 //   RESULT_CONFLICT       (FAILED_PRECONDITION) a retried Complete or Fail carries
 //                         a different result or error than the one recorded.
-//   NOT_FOUND             (NOT_FOUND) Lookup of a key the ledger does not hold.
+//   NOT_FOUND             (NOT_FOUND) Lookup of a key the ledger does not hold;
+//                         Reserve in a namespace that does not exist, where
+//                         namespaces are not created on first use (an admin
+//                         creates it). Do not retry as is.
 //   UNAVAILABLE           (UNAVAILABLE) the database cannot be reached. Every RPC
 //                         is retry-safe, so retry with backoff.
 //   DEADLINE_EXCEEDED     (DEADLINE_EXCEEDED) the call ran out of time; its effect
@@ -102,7 +105,10 @@ type LedgerServiceClient interface {
 	// the same fencing token back and its lease extended.
 	//
 	// Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED (a grant
-	// over max_held_leases), UNAVAILABLE.
+	// over max_held_leases, or a namespace created on first use beyond the
+	// caller's binding pattern's max_namespaces_per_pattern), NOT_FOUND (the
+	// namespace does not exist and is not created on first use: an admin
+	// creates it), UNAVAILABLE.
 	Reserve(ctx context.Context, in *ReserveRequest, opts ...grpc.CallOption) (*ReserveResponse, error)
 	// Heartbeat extends the lease held with the given fencing token, and may
 	// store a checkpoint that a worker taking over later will receive.
@@ -172,7 +178,8 @@ type LedgerServiceClient interface {
 	//
 	// Errors of the whole call: INVALID_ARGUMENT (namespace, owner or
 	// lease_ttl, or no items, or more than the server's maximum: 1000 by
-	// default), UNAVAILABLE.
+	// default), NOT_FOUND and QUOTA_EXCEEDED (the namespace, as for Reserve),
+	// UNAVAILABLE.
 	ReserveBatch(ctx context.Context, in *ReserveBatchRequest, opts ...grpc.CallOption) (*ReserveBatchResponse, error)
 	// CompleteBatch completes many keys of one namespace: for each item,
 	// exactly what Complete answers, in request order, in one statement and
@@ -322,7 +329,10 @@ type LedgerServiceServer interface {
 	// the same fencing token back and its lease extended.
 	//
 	// Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED (a grant
-	// over max_held_leases), UNAVAILABLE.
+	// over max_held_leases, or a namespace created on first use beyond the
+	// caller's binding pattern's max_namespaces_per_pattern), NOT_FOUND (the
+	// namespace does not exist and is not created on first use: an admin
+	// creates it), UNAVAILABLE.
 	Reserve(context.Context, *ReserveRequest) (*ReserveResponse, error)
 	// Heartbeat extends the lease held with the given fencing token, and may
 	// store a checkpoint that a worker taking over later will receive.
@@ -392,7 +402,8 @@ type LedgerServiceServer interface {
 	//
 	// Errors of the whole call: INVALID_ARGUMENT (namespace, owner or
 	// lease_ttl, or no items, or more than the server's maximum: 1000 by
-	// default), UNAVAILABLE.
+	// default), NOT_FOUND and QUOTA_EXCEEDED (the namespace, as for Reserve),
+	// UNAVAILABLE.
 	ReserveBatch(context.Context, *ReserveBatchRequest) (*ReserveBatchResponse, error)
 	// CompleteBatch completes many keys of one namespace: for each item,
 	// exactly what Complete answers, in request order, in one statement and

@@ -244,10 +244,15 @@ class LedgerAdminServiceServicer(object):
 
     def CreateNamespace(self, request, context):
         """CreateNamespace creates a namespace; unset settings take the server's
-        defaults. Audited.
+        defaults. Audited. The limits and quotas (max_lease_ttl,
+        max_result_bytes, max_held_leases, max_stored_bytes) are the platform's:
+        only a platform admin may set them.
 
         Errors: INVALID_ARGUMENT (a setting out of bounds, no reason),
-        ALREADY_EXISTS, UNAVAILABLE.
+        PERMISSION_DENIED (a platform-owned setting set by a caller that is not
+        a platform admin; the ErrorInfo metadata "field" names it),
+        QUOTA_EXCEEDED (the caller's binding pattern already covers
+        max_namespaces_per_pattern namespaces), ALREADY_EXISTS, UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -260,7 +265,8 @@ class LedgerAdminServiceServicer(object):
 
         Idempotent: the same update again changes nothing more.
 
-        Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+        Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (a platform-owned
+        setting, as for CreateNamespace), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

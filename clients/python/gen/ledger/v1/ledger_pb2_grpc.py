@@ -89,7 +89,10 @@ class LedgerServiceServicer(object):
         the same fencing token back and its lease extended.
 
         Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED (a grant
-        over max_held_leases), UNAVAILABLE.
+        over max_held_leases, or a namespace created on first use beyond the
+        caller's binding pattern's max_namespaces_per_pattern), NOT_FOUND (the
+        namespace does not exist and is not created on first use: an admin
+        creates it), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,7 +192,8 @@ class LedgerServiceServicer(object):
 
         Errors of the whole call: INVALID_ARGUMENT (namespace, owner or
         lease_ttl, or no items, or more than the server's maximum: 1000 by
-        default), UNAVAILABLE.
+        default), NOT_FOUND and QUOTA_EXCEEDED (the namespace, as for Reserve),
+        UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1557,10 +1557,15 @@ export const LedgerAdminService: GenService<{
   },
   /**
    * CreateNamespace creates a namespace; unset settings take the server's
-   * defaults. Audited.
+   * defaults. Audited. The limits and quotas (max_lease_ttl,
+   * max_result_bytes, max_held_leases, max_stored_bytes) are the platform's:
+   * only a platform admin may set them.
    *
    * Errors: INVALID_ARGUMENT (a setting out of bounds, no reason),
-   * ALREADY_EXISTS, UNAVAILABLE.
+   * PERMISSION_DENIED (a platform-owned setting set by a caller that is not
+   * a platform admin; the ErrorInfo metadata "field" names it),
+   * QUOTA_EXCEEDED (the caller's binding pattern already covers
+   * max_namespaces_per_pattern namespaces), ALREADY_EXISTS, UNAVAILABLE.
    *
    * @generated from rpc ledger.v1.LedgerAdminService.CreateNamespace
    */
@@ -1576,7 +1581,8 @@ export const LedgerAdminService: GenService<{
    *
    * Idempotent: the same update again changes nothing more.
    *
-   * Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
+   * Errors: INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED (a platform-owned
+   * setting, as for CreateNamespace), UNAVAILABLE.
    *
    * @generated from rpc ledger.v1.LedgerAdminService.UpdateNamespace
    */

@@ -95,8 +95,10 @@ export enum ErrorReason {
    * The ledger holds no such key or namespace (status NOT_FOUND): a key
    * never reserved, or purged and its audit events expired too.
    *
-   * Returned by Lookup, by items of LookupBatch, and by the admin RPCs that
-   * name a key, a namespace, a token or a role binding.
+   * Returned by Lookup, by items of LookupBatch, by Reserve and ReserveBatch
+   * in a namespace that does not exist where namespaces are not created on
+   * first use, and by the admin RPCs that name a key, a namespace, a token
+   * or a role binding.
    *
    * @generated from enum value: NOT_FOUND = 5;
    */
@@ -159,10 +161,14 @@ export enum ErrorReason {
    * "quota", "limit" and "usage". Nothing was done. Over max_held_leases (a
    * grant), a google.rpc.RetryInfo says when to ask again: places free up as
    * workers finish. Over max_stored_bytes (a result), the lease stays held:
-   * Complete a smaller result, Fail or Release.
+   * Complete a smaller result, Fail or Release. Over
+   * max_namespaces_per_pattern (a namespace that a caller authorized by a
+   * binding pattern would create), the metadata also carries "pattern", and
+   * no namespace is created.
    *
-   * Returned by Reserve and Complete, and by items of ReserveBatch and
-   * CompleteBatch.
+   * Returned by Reserve and Complete, by items of ReserveBatch and
+   * CompleteBatch, and by ReserveBatch and CreateNamespace (a namespace over
+   * max_namespaces_per_pattern).
    *
    * @generated from enum value: QUOTA_EXCEEDED = 11;
    */

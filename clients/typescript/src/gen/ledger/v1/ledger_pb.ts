@@ -27,7 +27,10 @@
 //                         the work; do not retry.
 //   RESULT_CONFLICT       (FAILED_PRECONDITION) a retried Complete or Fail carries
 //                         a different result or error than the one recorded.
-//   NOT_FOUND             (NOT_FOUND) Lookup of a key the ledger does not hold.
+//   NOT_FOUND             (NOT_FOUND) Lookup of a key the ledger does not hold;
+//                         Reserve in a namespace that does not exist, where
+//                         namespaces are not created on first use (an admin
+//                         creates it). Do not retry as is.
 //   UNAVAILABLE           (UNAVAILABLE) the database cannot be reached. Every RPC
 //                         is retry-safe, so retry with backoff.
 //   DEADLINE_EXCEEDED     (DEADLINE_EXCEEDED) the call ran out of time; its effect
@@ -1670,7 +1673,10 @@ export const LedgerService: GenService<{
    * the same fencing token back and its lease extended.
    *
    * Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED (a grant
-   * over max_held_leases), UNAVAILABLE.
+   * over max_held_leases, or a namespace created on first use beyond the
+   * caller's binding pattern's max_namespaces_per_pattern), NOT_FOUND (the
+   * namespace does not exist and is not created on first use: an admin
+   * creates it), UNAVAILABLE.
    *
    * @generated from rpc ledger.v1.LedgerService.Reserve
    */
@@ -1788,7 +1794,8 @@ export const LedgerService: GenService<{
    *
    * Errors of the whole call: INVALID_ARGUMENT (namespace, owner or
    * lease_ttl, or no items, or more than the server's maximum: 1000 by
-   * default), UNAVAILABLE.
+   * default), NOT_FOUND and QUOTA_EXCEEDED (the namespace, as for Reserve),
+   * UNAVAILABLE.
    *
    * @generated from rpc ledger.v1.LedgerService.ReserveBatch
    */
