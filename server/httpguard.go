@@ -53,16 +53,16 @@ func (g *rpcGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("Content-Type: want application/json, got %q", r.Header.Get("Content-Type")))
 		return
 	}
-	if r.ContentLength > g.cfg.MaxRequestBytes {
-		g.refuse(w, r, http.StatusRequestEntityTooLarge, codes.InvalidArgument, ReasonInvalidArgument,
-			fmt.Sprintf("request body: %d bytes, more than the limit of %d", r.ContentLength, g.cfg.MaxRequestBytes))
-		return
-	}
 	if g.auth != nil {
 		if _, err := g.auth.authenticate(g.callContext(r)); err != nil {
 			g.answer(w, r, err)
 			return
 		}
+	}
+	if r.ContentLength > g.cfg.MaxRequestBytes {
+		g.refuse(w, r, http.StatusRequestEntityTooLarge, codes.InvalidArgument, ReasonInvalidArgument,
+			fmt.Sprintf("request body: %d bytes, more than the limit of %d", r.ContentLength, g.cfg.MaxRequestBytes))
+		return
 	}
 	// The body may now be read, for as long as BodyReadTimeout allows
 	// (from here; the headers had ReadHeaderTimeout of their own).
