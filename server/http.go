@@ -112,8 +112,13 @@ func (c HTTPConfig) withDefaults(limits Limits) (HTTPConfig, error) {
 //	GET  /healthz                                 200 while the process is up
 //	GET  /readyz                                  200 while the gRPC health service says SERVING
 //
-// The gateway calls the gRPC server (in-process, or at cfg.GRPCAddr), so
-// its requests get the same interceptors (deadlines, logs, metrics, auth).
+// Before the gateway reads a body, the handler refuses oversized headers
+// (431), a body that is not application/json (415), a caller without
+// valid credentials when the server has Auth (401), and a body larger than
+// cfg.MaxRequestBytes (413); the body must arrive within
+// cfg.BodyReadTimeout (408). The gateway calls the gRPC server
+// (in-process, or at cfg.GRPCAddr), so its requests get the same
+// interceptors (deadlines, logs, metrics, authorization).
 // It forwards the caller's authorization header; over the in-process
 // connection, it also forwards the principal of the caller's verified
 // client certificate when the HTTP port serves TLS (see TLS.HTTPConfig). Its

@@ -372,7 +372,7 @@ func openSilent(t *testing.T, conn *grpc.ClientConn, ctx context.Context, n int)
 // opening streams it never sends on holds nothing; the health service
 // stays open.
 func TestIsolationCredentialLessStreams(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it counts the goroutines of the whole process.
 	b := serveTransport(t, server.Limits{}, server.HTTPConfig{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -398,7 +398,7 @@ func TestIsolationCredentialLessStreams(t *testing.T) {
 // message are cancelled after RequestReadTimeout, and no more than
 // MaxPendingRequests wait at once: the rest are refused with UNAVAILABLE.
 func TestIsolationSilentStreamsAreBounded(t *testing.T) {
-	t.Parallel()
+	// Not parallel: it counts the goroutines of the whole process.
 	b := serveTransport(t, server.Limits{RequestReadTimeout: 300 * time.Millisecond, MaxPendingRequests: 20}, server.HTTPConfig{})
 	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer ldg_0123456789abcdef_made-up"))
 	defer cancel()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -21,7 +22,7 @@ func TestIsolationRequestLogNamesTheHTTPCaller(t *testing.T) {
 	d := startDaemon(t, map[string]string{"LEDGER_DATABASE_URL": pgtest.Schema(t)})
 	conn, err := net.Dial("tcp", d.httpAddr)
 	require.NoError(t, err)
-	client := &http.Client{Transport: &http.Transport{Dial: func(string, string) (net.Conn, error) { return conn, nil }}}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }}}
 	res, err := client.Post("http://"+d.httpAddr+"/ledger.v1.LedgerService/Lookup", "application/json", strings.NewReader(`{"namespace":"ns","key":"k"}`))
 	require.NoError(t, err)
 	_ = res.Body.Close()
