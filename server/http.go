@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -40,19 +42,66 @@ type HTTPConfig struct {
 	Metrics *Metrics
 	// Logger receives the errors of /metrics. Defaults to slog.Default().
 	Logger *slog.Logger
-	// MaxRequestBytes bounds an HTTP/JSON request body; JSON carries bytes
-	// fields in base64, a third larger than in gRPC. Defaults to 8 MiB.
+	// MaxRequestBytes bounds an HTTP/JSON request body: a larger one is
+	// refused with 413 before it is read. Defaults to the largest body
+	// whose request can be forwarded, HTTPRequestBytes of the gRPC request
+	// limit; it may not be larger, since a larger body would be read in
+	// vain.
 	MaxRequestBytes int64
+	// MaxHeaderBytes bounds the headers of a gateway request, counted as
+	// gRPC counts the metadata they become (name, value and 32 bytes per
+	// field): larger ones are refused with 431 before the body is read.
+	// Defaults to 64 KiB; it may not be larger than the gRPC server's
+	// Limits.MaxHeaderListBytes less 4 KiB, which the gateway's own
+	// metadata needs. Set http.Server.MaxHeaderBytes to the same number, so
+	// that net/http refuses larger headers before reading them whole.
+	MaxHeaderBytes int
+	// BodyReadTimeout bounds the reading of a gateway request's body, from
+	// the moment its headers are read and its caller authenticated: a body
+	// that has not arrived by then is answered with 408 and its connection
+	// closed. Defaults to 1m: a body of the default maximum size needs a
+	// link of about 3.2 Mbit/s. (http.Server.ReadHeaderTimeout bounds the
+	// headers.)
+	BodyReadTimeout time.Duration
+	// TrustedProxies are the networks of the proxies (load balancers) in
+	// front of the HTTP port. The source address of a request that comes
+	// from one of them is taken from its X-Forwarded-For header: the
+	// rightmost address that is not itself a trusted proxy's. Defaults to
+	// none: X-Forwarded-For is ignored, and the source of a request is the
+	// address it came from.
+	TrustedProxies []netip.Prefix
 }
 
-func (c HTTPConfig) withDefaults() HTTPConfig {
+// HTTPRequestBytes is the largest HTTP/JSON body worth reading for a gRPC
+// request limit of grpcLimit bytes: the bytes fields of the request, in
+// base64, take 4/3 of their size in protobuf, and 64 KiB are left for
+// JSON's field names and punctuation. (With the default limit of 17 MiB:
+// 22.7 MiB.)
+func HTTPRequestBytes(grpcLimit int) int64 {
+	return (int64(grpcLimit)*4+2)/3 + 64<<10
+}
+
+// gatewayMetadataBytes is the room, in the gRPC server's header limit,
+// that the gateway's own metadata needs on top of the headers it forwards.
+const gatewayMetadataBytes = 4 << 10
+
+func (c HTTPConfig) withDefaults(limits Limits) (HTTPConfig, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	if c.MaxRequestBytes <= 0 {
-		c.MaxRequestBytes = 8 << 20
+	largest := HTTPRequestBytes(limits.MaxRecvMsgBytes)
+	setDefault(&c.MaxRequestBytes, largest)
+	setDefault(&c.MaxHeaderBytes, 64<<10)
+	setDefault(&c.BodyReadTimeout, time.Minute)
+	switch {
+	case c.MaxRequestBytes < 0 || c.MaxRequestBytes > largest:
+		return c, fmt.Errorf("HTTP: MaxRequestBytes must be between 1 and %d (the gRPC request limit in JSON), got %d", largest, c.MaxRequestBytes)
+	case c.MaxHeaderBytes < 0 || c.MaxHeaderBytes > int(limits.MaxHeaderListBytes)-gatewayMetadataBytes:
+		return c, fmt.Errorf("HTTP: MaxHeaderBytes must be between 1 and %d (the gRPC header limit less 4 KiB), got %d", int(limits.MaxHeaderListBytes)-gatewayMetadataBytes, c.MaxHeaderBytes)
+	case c.BodyReadTimeout < 0:
+		return c, fmt.Errorf("HTTP: BodyReadTimeout must not be negative, got %s", c.BodyReadTimeout)
 	}
-	return c
+	return c, nil
 }
 
 // HTTPHandler returns the handler of ledgerd's HTTP port:
@@ -63,8 +112,13 @@ func (c HTTPConfig) withDefaults() HTTPConfig {
 //	GET  /healthz                                 200 while the process is up
 //	GET  /readyz                                  200 while the gRPC health service says SERVING
 //
-// The gateway calls the gRPC server (in-process, or at cfg.GRPCAddr), so
-// its requests get the same interceptors (deadlines, logs, metrics, auth).
+// Before the gateway reads a body, the handler refuses oversized headers
+// (431), a body that is not application/json (415), a caller without
+// valid credentials when the server has Auth (401), and a body larger than
+// cfg.MaxRequestBytes (413); the body must arrive within
+// cfg.BodyReadTimeout (408). The gateway calls the gRPC server
+// (in-process, or at cfg.GRPCAddr), so its requests get the same
+// interceptors (deadlines, logs, metrics, authorization).
 // It forwards the caller's authorization header; over the in-process
 // connection, it also forwards the principal of the caller's verified
 // client certificate when the HTTP port serves TLS (see TLS.HTTPConfig). Its
@@ -75,7 +129,10 @@ func (c HTTPConfig) withDefaults() HTTPConfig {
 // gateway's connections close when ctx ends: cancel it after the gRPC
 // server has stopped.
 func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler, error) {
-	cfg = cfg.withDefaults()
+	cfg, err := cfg.withDefaults(s.limits)
+	if err != nil {
+		return nil, err
+	}
 	var endpoint string
 	var endpointOptions []grpc.DialOption
 	if cfg.GRPCAddr == "" {
@@ -87,22 +144,23 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 		endpoint = "passthrough:///" + lis.Addr().String()
 		endpointOptions = []grpc.DialOption{grpc.WithContextDialer(lis.dial)}
 	} else {
-		var err error
 		if endpoint, err = loopback(cfg.GRPCAddr); err != nil {
 			return nil, err
 		}
 	}
+	// Reject unknown fields: a misspelt "fencingToken" must not be
+	// silently dropped. Answers include unset fields ("takeover": false).
+	marshaler := &runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}
+	forward := forwardCaller(cfg.TrustedProxies)
 	gateway := runtime.NewServeMux(
-		// Reject unknown fields: a misspelt "fencingToken" must not be
-		// silently dropped. Answers include unset fields ("takeover": false).
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
-			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
-			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}),
-		runtime.WithErrorHandler(gatewayError),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
+		runtime.WithErrorHandler(gatewayError(cfg.MaxRequestBytes)),
 		runtime.WithRoutingErrorHandler(routingError),
 		runtime.WithIncomingHeaderMatcher(forwardedHeader),
-		runtime.WithMetadata(forwardCaller),
+		runtime.WithMetadata(forward),
 	)
 	dialOptions := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -120,7 +178,7 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/", http.MaxBytesHandler(gateway, cfg.MaxRequestBytes))
+	mux.Handle("/", &rpcGuard{next: gateway, mux: gateway, marshal: marshaler, auth: s.auth, cfg: cfg, forward: forward})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, probeAnswer{Status: "ok"})
 	})
@@ -138,8 +196,14 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 // forwardedHeader is the gateway's default choice of the headers that
 // become metadata, except that a caller can never set the keys in which
 // the gateway forwards a client certificate's principal and the caller's
-// address.
+// address, and that the authorization header, which the gateway forwards
+// as "authorization" in any case, is not forwarded a second time (as
+// grpcgateway-authorization): twice, a large header could exceed the gRPC
+// server's header limit that it fits once.
 func forwardedHeader(header string) (string, bool) {
+	if strings.EqualFold(header, "Authorization") {
+		return "", false
+	}
 	key, ok := runtime.DefaultHeaderMatcher(header)
 	if strings.EqualFold(key, certificatePrincipalKey) || strings.EqualFold(key, sourceKey) {
 		return "", false
@@ -147,15 +211,18 @@ func forwardedHeader(header string) (string, bool) {
 	return key, ok
 }
 
-// forwardCaller passes on the HTTP caller's source address and the
-// principal of an HTTPS caller's verified client certificate ("" if it
-// has no common name, which Auth refuses).
-func forwardCaller(_ context.Context, r *http.Request) metadata.MD {
-	md := metadata.Pairs(sourceKey, httpSource(r))
-	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		md.Set(certificatePrincipalKey, certificatePrincipal(r.TLS.VerifiedChains[0][0]))
+// forwardCaller returns the gateway's metadata function: it passes on the
+// HTTP caller's source address (see httpSource) and the principal of an
+// HTTPS caller's verified client certificate ("" if it has no common
+// name, which Auth refuses).
+func forwardCaller(trustedProxies []netip.Prefix) func(context.Context, *http.Request) metadata.MD {
+	return func(_ context.Context, r *http.Request) metadata.MD {
+		md := metadata.Pairs(sourceKey, httpSource(r, trustedProxies))
+		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+			md.Set(certificatePrincipalKey, certificatePrincipal(r.TLS.VerifiedChains[0][0]))
+		}
+		return md
 	}
-	return md
 }
 
 // Drain begins a graceful shutdown without stopping anything: health (the
@@ -186,12 +253,20 @@ func loopback(addr string) (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// gatewayError writes a gRPC status as the gateway does by default, after
-// giving an ErrorInfo to the statuses that the gateway itself makes (a body
-// that is not valid JSON, the gRPC server out of reach), so that every
-// answer carries a reason to branch on.
-func gatewayError(ctx context.Context, mux *runtime.ServeMux, marshaler runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
-	runtime.DefaultHTTPErrorHandler(ctx, mux, marshaler, w, r, withReason(err))
+// gatewayError returns the gateway's error handler: it writes a gRPC
+// status as the gateway does by default, after giving an ErrorInfo to the
+// statuses that the gateway itself makes (a body that is not valid JSON,
+// the gRPC server out of reach), so that every answer carries a reason to
+// branch on. A body that could not be read because it was larger than
+// maxRequestBytes, or too slow, is answered with 413 or 408.
+func gatewayError(maxRequestBytes int64) runtime.ErrorHandlerFunc {
+	return func(ctx context.Context, mux *runtime.ServeMux, marshaler runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+		if failure := bodyFailure(r, maxRequestBytes); failure != nil {
+			w.Header().Set("Connection", "close") // what remains of the body is not read
+			err = failure
+		}
+		runtime.DefaultHTTPErrorHandler(ctx, mux, marshaler, w, r, withReason(err))
+	}
 }
 
 // gatewayReasons are the reasons given to gateway-made statuses, by code.

@@ -76,6 +76,20 @@ type Limits struct {
 	// ConnectionTimeout bounds the handshake of a new connection (TLS and
 	// the HTTP/2 preface). Defaults to 10s.
 	ConnectionTimeout time.Duration
+	// RequestReadTimeout bounds the wait for a call's request message
+	// once its headers have arrived: gRPC serves every new call on a
+	// goroutine that waits for the message before any interceptor (and
+	// so before the call's deadline is capped), so a client that never
+	// sends it would hold that goroutine. A call whose message has not
+	// arrived in time is cancelled. Defaults to 1m: a request of the
+	// default maximum size (17 MiB) needs a link of about 2.4 Mbit/s.
+	RequestReadTimeout time.Duration
+	// MaxPendingRequests bounds the calls, over all connections, that
+	// wait for their request message at once; a call beyond it is refused
+	// with UNAVAILABLE before it gets a goroutine. A client's message
+	// follows its headers at once, so only stalled or hostile clients keep
+	// calls in this state. Defaults to 10000.
+	MaxPendingRequests int
 }
 
 // MaxRequestBytes is the default request size limit for a store with
@@ -103,6 +117,8 @@ func (l Limits) withDefaults(store ledger.Limits, maxTimeout time.Duration) Limi
 	setDefault(&l.MaxConnectionAge, 30*time.Minute)
 	setDefault(&l.MaxConnectionAgeGrace, maxTimeout+10*time.Second)
 	setDefault(&l.ConnectionTimeout, 10*time.Second)
+	setDefault(&l.RequestReadTimeout, time.Minute)
+	setDefault(&l.MaxPendingRequests, 10000)
 	return l
 }
 
@@ -119,8 +135,10 @@ func (l Limits) validate() error {
 	case l.MaxRecvMsgBytes < 0 || l.MaxSendMsgBytes < 0:
 		return fmt.Errorf("server limits: message sizes must be positive, got %d (receive) and %d (send)", l.MaxRecvMsgBytes, l.MaxSendMsgBytes)
 	case l.KeepaliveMinTime < 0, l.KeepaliveTime < time.Second, l.KeepaliveTimeout < 0,
-		l.MaxConnectionAgeGrace < 0, l.ConnectionTimeout < 0:
-		return fmt.Errorf("server limits: keepalive and connection times must be positive (KeepaliveTime at least 1s)")
+		l.MaxConnectionAgeGrace < 0, l.ConnectionTimeout < 0, l.RequestReadTimeout < 0:
+		return fmt.Errorf("server limits: keepalive, connection and request read times must be positive (KeepaliveTime at least 1s)")
+	case l.MaxPendingRequests < 0:
+		return fmt.Errorf("server limits: MaxPendingRequests must be positive, got %d", l.MaxPendingRequests)
 	}
 	return nil
 }

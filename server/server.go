@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
@@ -88,9 +89,12 @@ type Server struct {
 	limits Limits // with defaults
 	health *drainingHealth
 	state  *servingState // what health reports
-	checks healthChecks  // the database health checks, from Serve to Shutdown
-	store  *ledger.Store
-	logger *slog.Logger
+	// requestWaits bound the calls waiting for their request message.
+	requestWaits *requestWaits
+	checks       healthChecks // the database health checks, from Serve to Shutdown
+	store        *ledger.Store
+	auth         *Auth // nil: no authentication
+	logger       *slog.Logger
 
 	healthCheckInterval, healthCheckTimeout time.Duration
 }
@@ -113,13 +117,26 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 		limits: limits,
 		health: newDrainingHealth(),
 		store:  store,
+		auth:   cfg.Auth,
 		logger: cfg.Logger,
 
 		healthCheckInterval: cfg.HealthCheckInterval,
 		healthCheckTimeout:  cfg.HealthCheckTimeout,
 	}
 	s.state = newServingState(s.health, cfg.Logger, !cfg.Starting)
+	s.requestWaits = newRequestWaits(limits, cfg.Auth != nil)
 	options := append(limits.serverOptions(),
+		// Connections from the HTTP gateway's in-process listener are marked
+		// as such, so that the caller's address it forwards is believed
+		// (see callSource); TLS.ServerOption, in cfg.ServerOptions, replaces
+		// this with TLS on every other connection.
+		grpc.Creds(gatewayOrTLS{TransportCredentials: insecure.NewCredentials()}),
+		// Before a stream exists: credential-less calls are refused, and the
+		// wait for the request message is bounded (see requestWaits). The
+		// interceptors that end the wait are outermost.
+		grpc.InTapHandle(s.requestWaits.tap),
+		grpc.ChainUnaryInterceptor(s.requestWaits.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.requestWaits.streamInterceptor),
 		// A request protobuf refuses is INVALID_ARGUMENT, not INTERNAL
 		// (see codec.go).
 		grpc.ForceServerCodecV2(newLenientCodec()),

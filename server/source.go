@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"net/http"
+	"net/netip"
+	"strings"
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -35,7 +37,48 @@ func callSource(ctx context.Context) string {
 }
 
 // httpSource is the source address of an HTTP request, as the gateway
-// forwards it.
-func httpSource(r *http.Request) string {
-	return r.RemoteAddr
+// forwards it: the address it came from, unless that is a trusted proxy's.
+// Then it is the rightmost address of X-Forwarded-For that is not itself
+// a trusted proxy's: each proxy appends the address it received the
+// request from, so the addresses to the right of the first untrusted one
+// were written by trusted proxies, and those to its left by whoever the
+// caller is, who may write anything. If every address is trusted, it is
+// the leftmost one; with no usable header, the proxy's own.
+func httpSource(r *http.Request, trustedProxies []netip.Prefix) string {
+	if len(trustedProxies) == 0 {
+		return r.RemoteAddr
+	}
+	peerAddr, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil || !trusted(peerAddr.Addr(), trustedProxies) {
+		return r.RemoteAddr
+	}
+	var forwarded []string
+	for _, header := range r.Header.Values("X-Forwarded-For") {
+		for _, addr := range strings.Split(header, ",") {
+			forwarded = append(forwarded, strings.TrimSpace(addr))
+		}
+	}
+	source := r.RemoteAddr
+	for i := len(forwarded) - 1; i >= 0; i-- {
+		addr, err := netip.ParseAddr(forwarded[i])
+		if err != nil {
+			break // a malformed entry: nothing to its left can be trusted either
+		}
+		source = addr.String()
+		if !trusted(addr, trustedProxies) {
+			break
+		}
+	}
+	return source
+}
+
+// trusted reports whether addr is in one of the networks.
+func trusted(addr netip.Addr, networks []netip.Prefix) bool {
+	addr = addr.Unmap()
+	for _, network := range networks {
+		if network.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }

@@ -185,7 +185,8 @@ func (t *TLS) ServerOption() grpc.ServerOption {
 	return grpc.Creds(gatewayOrTLS{TransportCredentials: credentials.NewTLS(t.serverConfig("h2"))})
 }
 
-// gatewayOrTLS is TLS, except on connections from the HTTP gateway's
+// gatewayOrTLS is TLS (or, as server.New installs it by default, no
+// transport security), except on connections from the HTTP gateway's
 // in-process listener, which are marked as such (gatewayAuthInfo) so that
 // the client certificate principal that the gateway forwards is trusted
 // from them, and only from them.

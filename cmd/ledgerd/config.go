@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -63,6 +64,17 @@ type config struct {
 	RateLimits server.RateLimits
 	// TLS serves both ports over TLS; nil without --tls-cert-file.
 	TLS *server.TLSConfig
+	// HTTP are the HTTP port's limits and its trusted proxies.
+	HTTP httpSettings
+}
+
+// httpSettings are the --http-* flags.
+type httpSettings struct {
+	ReadHeaderTimeout time.Duration
+	BodyReadTimeout   time.Duration
+	IdleTimeout       time.Duration
+	MaxHeaderBytes    int
+	TrustedProxies    []netip.Prefix
 }
 
 // envName is the environment variable that backs a flag.
@@ -147,6 +159,26 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.DurationVar(&cfg.HeartbeatEventInterval, "heartbeat-event-interval", time.Minute, "audit at most one heartbeat event per lease per interval; 0 records every heartbeat, a negative value none")
 		grpcFlags(fs, &grpcValues)
 		tlsFlags(fs, &tlsValues)
+		fs.DurationVar(&cfg.HTTP.ReadHeaderTimeout, "http-read-header-timeout", 10*time.Second, "HTTP port: how long a request's headers may take to arrive (and a TLS handshake)")
+		fs.DurationVar(&cfg.HTTP.BodyReadTimeout, "http-body-read-timeout", time.Minute, "HTTP port: how long an authenticated request's body may take to arrive (408 after); a body of the largest size needs about 3.2 Mbit/s at the default")
+		fs.DurationVar(&cfg.HTTP.IdleTimeout, "http-idle-timeout", 2*time.Minute, "HTTP port: how long a keep-alive connection may wait for its next request")
+		fs.IntVar(&cfg.HTTP.MaxHeaderBytes, "http-max-header-bytes", 64<<10, "HTTP port: largest request headers (431 for more); at most --grpc-max-header-bytes less 4 KiB")
+		fs.Func("trusted-proxies", "comma-separated CIDRs of the proxies in front of the HTTP port, whose X-Forwarded-For gives a request's source address (the rightmost address not itself trusted); empty: none, X-Forwarded-For is ignored", func(value string) error {
+			cfg.HTTP.TrustedProxies = nil
+			for _, cidr := range strings.Split(value, ",") {
+				if cidr = strings.TrimSpace(cidr); cidr == "" {
+					continue
+				}
+				prefix, err := netip.ParsePrefix(cidr)
+				if err != nil {
+					return fmt.Errorf("want CIDRs such as 10.0.0.0/8: %w", err)
+				}
+				cfg.HTTP.TrustedProxies = append(cfg.HTTP.TrustedProxies, prefix.Masked())
+			}
+			return nil
+		})
+		fs.DurationVar(&grpcValues.requestReadTimeout, "grpc-request-read-timeout", time.Minute, "how long a call may wait for its request message after its headers; the largest request needs about 2.4 Mbit/s at the default")
+		fs.IntVar(&grpcValues.maxPendingRequests, "grpc-max-pending-requests", 10000, "calls, over all connections, that may wait for their request message at once; more are refused with UNAVAILABLE")
 	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: ledgerd %s [flags]\n\nFlags (each also read from the environment variable shown):\n", command)
@@ -183,7 +215,8 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		return config{}, errors.New("--listen-addr must not be empty: an empty address listens on every interface; give host:port, e.g. 127.0.0.1:7070")
 	}
 	if command == "serve" {
-		for name, d := range map[string]time.Duration{"--health-check-interval": cfg.HealthCheckInterval, "--health-check-timeout": cfg.HealthCheckTimeout} {
+		for name, d := range map[string]time.Duration{"--health-check-interval": cfg.HealthCheckInterval, "--health-check-timeout": cfg.HealthCheckTimeout,
+			"--http-read-header-timeout": cfg.HTTP.ReadHeaderTimeout, "--http-body-read-timeout": cfg.HTTP.BodyReadTimeout, "--http-idle-timeout": cfg.HTTP.IdleTimeout} {
 			if d <= 0 {
 				return config{}, fmt.Errorf("%s must be positive, got %s", name, d)
 			}
@@ -240,6 +273,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		}
 		if cfg.TLS, err = tlsValues.config(); err != nil {
 			return config{}, err
+		}
+		if most := int(cfg.GRPC.MaxHeaderListBytes) - 4<<10; cfg.HTTP.MaxHeaderBytes < 1<<10 || cfg.HTTP.MaxHeaderBytes > most {
+			return config{}, fmt.Errorf("--http-max-header-bytes must be between 1 KiB and %d (--grpc-max-header-bytes less 4 KiB, for the gateway's own metadata), got %d", most, cfg.HTTP.MaxHeaderBytes)
 		}
 	}
 	heartbeatEvents := cfg.HeartbeatEventInterval
@@ -315,6 +351,8 @@ type grpcFlagValues struct {
 	maxConnectionAge      time.Duration
 	maxConnectionAgeGrace time.Duration
 	connectionTimeout     time.Duration
+	requestReadTimeout    time.Duration
+	maxPendingRequests    int
 }
 
 // grpcFlags defines the gRPC server's limits; their defaults are
@@ -337,7 +375,7 @@ func grpcFlags(fs *flag.FlagSet, v *grpcFlagValues) {
 func (v grpcFlagValues) limits() (server.Limits, error) {
 	for name, d := range map[string]time.Duration{
 		"--grpc-keepalive-min-time": v.keepaliveMinTime, "--grpc-keepalive-timeout": v.keepaliveTimeout,
-		"--grpc-connection-timeout": v.connectionTimeout,
+		"--grpc-connection-timeout": v.connectionTimeout, "--grpc-request-read-timeout": v.requestReadTimeout,
 	} {
 		if d <= 0 {
 			return server.Limits{}, fmt.Errorf("%s must be positive, got %s", name, d)
@@ -358,6 +396,8 @@ func (v grpcFlagValues) limits() (server.Limits, error) {
 		return server.Limits{}, fmt.Errorf("--grpc-max-send-msg-bytes must not be negative, got %d", v.maxSendMsgBytes)
 	case v.maxConcurrentStreams < 1 || v.maxConcurrentStreams > 1<<20:
 		return server.Limits{}, fmt.Errorf("--grpc-max-concurrent-streams must be between 1 and %d, got %d", 1<<20, v.maxConcurrentStreams)
+	case v.maxPendingRequests < 1:
+		return server.Limits{}, fmt.Errorf("--grpc-max-pending-requests must be positive, got %d", v.maxPendingRequests)
 	case v.maxHeaderBytes < 8<<10 || v.maxHeaderBytes > 64<<20:
 		return server.Limits{}, fmt.Errorf("--grpc-max-header-bytes must be between 8 KiB and 64 MiB, got %d", v.maxHeaderBytes)
 	}
@@ -380,6 +420,8 @@ func (v grpcFlagValues) limits() (server.Limits, error) {
 		MaxConnectionAge:      off(v.maxConnectionAge),
 		MaxConnectionAgeGrace: v.maxConnectionAgeGrace,
 		ConnectionTimeout:     v.connectionTimeout,
+		RequestReadTimeout:    v.requestReadTimeout,
+		MaxPendingRequests:    v.maxPendingRequests,
 	}, nil
 }
 

@@ -43,6 +43,8 @@ func TestGRPCLimitFlags(t *testing.T) {
 		MaxConnectionIdle:    15 * time.Minute,
 		MaxConnectionAge:     30 * time.Minute,
 		ConnectionTimeout:    10 * time.Second,
+		RequestReadTimeout:   time.Minute,
+		MaxPendingRequests:   10000,
 	}, cfg.GRPC, "the defaults; the message sizes and the age grace are derived by server.New")
 	require.Equal(t, 30*time.Second, cfg.DBStatementTimeout)
 	require.Equal(t, 10*time.Second, cfg.DBIdleInTransactionTimeout)

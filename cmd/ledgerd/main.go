@@ -605,11 +605,14 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 	if cfg.HTTPAddr == "" {
 		return nil, nil, nil
 	}
+	// The body limit defaults to the largest body whose request fits the
+	// gRPC request limit (server.HTTPRequestBytes).
 	handler, err := srv.HTTPHandler(ctx, server.HTTPConfig{
-		Metrics: metrics,
-		Logger:  logger,
-		// A request carries its bytes fields in base64 in JSON: a third more.
-		MaxRequestBytes: 2 * int64(cfg.maxMessageBytes()),
+		Metrics:         metrics,
+		Logger:          logger,
+		MaxHeaderBytes:  cfg.HTTP.MaxHeaderBytes,
+		BodyReadTimeout: cfg.HTTP.BodyReadTimeout,
+		TrustedProxies:  cfg.HTTP.TrustedProxies,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -629,9 +632,12 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 	}
 	return &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ReadHeaderTimeout: cfg.HTTP.ReadHeaderTimeout,
+		IdleTimeout:       cfg.HTTP.IdleTimeout,
+		// net/http refuses headers beyond this (431) before reading them
+		// whole; the handler counts as gRPC does, and refuses the rest.
+		MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}, lis, nil
 }
 

@@ -474,6 +474,7 @@ func TestServeWithAuthentication(t *testing.T) {
 	post := func(path, body, bearer string) int {
 		req, err := http.NewRequest(http.MethodPost, "http://"+d.httpAddr+path, strings.NewReader(body))
 		require.NoError(t, err)
+		req.Header.Set("Content-Type", "application/json")
 		if bearer != "" {
 			req.Header.Set("Authorization", "Bearer "+bearer)
 		}
@@ -567,6 +568,7 @@ func TestServeWithTLS(t *testing.T) {
 		req, err := http.NewRequest(http.MethodPost, "https://"+d.httpAddr+"/ledger.v1.LedgerAdminService/WhoAmI", strings.NewReader(`{}`))
 		require.NoError(t, err)
 		maps.Copy(req.Header, header)
+		req.Header.Set("Content-Type", "application/json")
 		res, err := c.Do(req)
 		require.NoError(t, err)
 		defer res.Body.Close()
