@@ -400,16 +400,32 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	}()
 	var failure error
 	started := false
+	// refused receives the reason to stop that a background job finds (a
+	// development-mode database that gains credentials).
+	refused := make(chan error, 1)
+	refuse := func(err error) {
+		select {
+		case refused <- err:
+		default:
+		}
+	}
 	for waiting := true; waiting; {
 		select {
 		case err := <-startDone:
 			startDone = nil
 			if err != nil {
-				continue // ctx ended: the next turn sees it
+				if ctx.Err() == nil { // refused (server.ErrStartRefused)
+					failure = err
+					waiting = false
+				}
+				continue // or ctx ended: the next turn sees it
 			}
 			started = true
-			stopBackground = startBackground(ctx, cfg, store, auth, metrics, logger)
+			stopBackground = startBackground(ctx, cfg, pool, store, auth, metrics, logger, refuse)
 			logger.Info("ledgerd serving", addrs...)
+		case err := <-refused:
+			failure = err
+			waiting = false
 		case err := <-served: // only on a failure: Shutdown has not been called
 			failure = fmt.Errorf("serve: %w", err)
 			served <- nil // for the wait below
@@ -496,8 +512,10 @@ func lameDuck(ctx context.Context, delay time.Duration, srv *server.Server, serv
 }
 
 // prepare does what needs the database before ledgerd can serve: reach it,
-// apply the pending migrations (with --no-migrate, check that there are
-// none), and load the credentials. server.Server.Start runs it again until
+// in development mode check that it holds no credentials (a refusal stops
+// the start-up for good: see devmode.go), apply the pending migrations
+// (with --no-migrate, check that there are none), and load the
+// credentials. server.Server.Start runs it again until
 // it succeeds, so every step may be repeated.
 func prepare(ctx context.Context, cfg config, pool *pgxpool.Pool, store *ledger.Store, auth *server.Auth, logger *slog.Logger) error {
 	pingCtx, cancel := context.WithTimeout(ctx, startPingTimeout)
@@ -505,6 +523,17 @@ func prepare(ctx context.Context, cfg config, pool *pgxpool.Pool, store *ledger.
 	cancel()
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", describeDatabase(pool), err)
+	}
+	if cfg.InsecureDev {
+		// Before migrating: a refused database is left as it was.
+		err := checkDevelopmentDatabase(ctx, store, describeDatabase(pool))
+		var shared *sharedDatabaseError
+		if errors.As(err, &shared) {
+			return fmt.Errorf("%w: %w", server.ErrStartRefused, err)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if cfg.NoMigrate {
 		if err := ledger.CheckSchema(ctx, pool); err != nil {
@@ -565,9 +594,13 @@ func loadCredentials(ctx context.Context, store *ledger.Store, auth *server.Auth
 
 // startBackground starts what runs beside the server once it has started:
 // the listener that wakes waiting Reserves, the retention sweeper (unless
-// --sweep-interval is 0) and the credentials refresh (with auth). The
-// returned func stops them, last started first, and waits for them.
-func startBackground(ctx context.Context, cfg config, store *ledger.Store, auth *server.Auth, metrics *server.Metrics, logger *slog.Logger) (stop func()) {
+// --sweep-interval is 0), and the credentials refresh (with auth) or, in
+// development mode, the check that the database still holds no
+// credentials, which calls refuse if it does. The returned func stops
+// them, last started first, and waits for them.
+func startBackground(ctx context.Context, cfg config, pool *pgxpool.Pool, store *ledger.Store, auth *server.Auth,
+	metrics *server.Metrics, logger *slog.Logger, refuse func(error),
+) (stop func()) {
 	var stops []func()
 	// run runs job in a goroutine until stop, and logs its error.
 	run := func(name string, job func(ctx context.Context) error) {
@@ -592,6 +625,11 @@ func startBackground(ctx context.Context, cfg config, store *ledger.Store, auth 
 	}
 	if auth != nil {
 		run("credentials refresh", auth.Run)
+	}
+	if cfg.InsecureDev {
+		run("development database check", func(ctx context.Context) error {
+			return watchDevelopmentDatabase(ctx, store, describeDatabase(pool), cfg.AuthRefreshInterval, logger, refuse)
+		})
 	}
 	return func() {
 		for i := len(stops) - 1; i >= 0; i-- {
