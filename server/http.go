@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -36,7 +35,9 @@ type HTTPConfig struct {
 	// DialOptions are added to the gateway's dial options after the
 	// default, plaintext transport credentials, which they may replace.
 	DialOptions []grpc.DialOption
-	// Metrics are served on /metrics. Defaults to nil: no /metrics.
+	// Metrics are served on /metrics. Defaults to nil: no /metrics (serve
+	// Metrics.Handler on an internal listener instead, so that the public
+	// port does not name the tenants' namespaces).
 	Metrics *Metrics
 	// Logger receives the errors of /metrics. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -126,11 +127,7 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 	})
 	mux.Handle("GET /readyz", readiness{state: s.state})
 	if cfg.Metrics != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.registry, promhttp.HandlerOpts{
-			ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-			ErrorHandling: promhttp.ContinueOnError, // serve what could be collected
-			Registry:      cfg.Metrics.registry,     // promhttp_metric_handler_errors_total
-		}))
+		mux.Handle("GET /metrics", cfg.Metrics.Handler(cfg.Logger))
 	}
 	return mux, nil
 }

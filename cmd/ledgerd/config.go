@@ -31,12 +31,15 @@ type config struct {
 	ListenAddr             string
 	HTTPAddr               string // empty: no HTTP port
 	PprofAddr              string // empty: no profiling port; loopback only
-	InsecureDev            bool   // serve without authentication, on loopback only
-	AuthRefreshInterval    time.Duration
-	Principal              string // bootstrap
-	DBMaxConns             int32
-	NoMigrate              bool
-	ShutdownTimeout        time.Duration
+	// MetricsListenAddr serves /metrics on an internal listener of its
+	// own instead of the HTTP port; empty: /metrics on the HTTP port.
+	MetricsListenAddr   string
+	InsecureDev         bool // serve without authentication, on loopback only
+	AuthRefreshInterval time.Duration
+	Principal           string // bootstrap
+	DBMaxConns          int32
+	NoMigrate           bool
+	ShutdownTimeout     time.Duration
 	// LameDuckDelay is how long, on SIGTERM, health says NOT_SERVING while
 	// calls are still served, before the drain (0: none).
 	LameDuckDelay time.Duration
@@ -102,6 +105,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it; with --insecure-dev, how often the database is checked for credentials (ledgerd stops if it holds any)")
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
 		fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7071", "HTTP listen address: HTTP/JSON gateway (POST /ledger.v1.LedgerService/<Method>), /metrics, /healthz, /readyz; empty or \"off\" disables it")
+		fs.StringVar(&cfg.MetricsListenAddr, "metrics-listen-addr", "", "serve /metrics on this address only, in plain HTTP without authentication (an internal listener for the scraper, on a private network), and no longer on --http-addr, which anyone who can call the API reaches; empty: /metrics on --http-addr")
 		fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve Go's profiles (net/http/pprof, /debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; off when empty")
 		fs.BoolVar(&coalesce.Disabled, "no-coalesce", false, "do not coalesce concurrent Reserves, Completes and Lookups into shared statements (group commit)")
 		fs.IntVar(&coalesce.MaxBatch, "coalesce-max-batch", 500, "most calls coalesced into one statement")
@@ -200,7 +204,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		if !given["rate-limit-namespace"] {
 			cfg.RateLimits.PerNamespace = server.Rate{}
 		}
-		for flagName, addr := range map[string]string{"--listen-addr": cfg.ListenAddr, "--http-addr": cfg.HTTPAddr} {
+		for flagName, addr := range map[string]string{"--listen-addr": cfg.ListenAddr, "--http-addr": cfg.HTTPAddr, "--metrics-listen-addr": cfg.MetricsListenAddr} {
 			if addr != "" && addr != "off" && !loopback(addr) {
 				return config{}, fmt.Errorf("--insecure-dev serves without authentication, so %s must be a loopback address (127.0.0.1, ::1, localhost), got %q", flagName, addr)
 			}

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -166,5 +168,37 @@ func TestIsolationDevModeRefusesCredentialRPCs(t *testing.T) {
 	who, err := admin.WhoAmI(ctx, &ledgerv1.WhoAmIRequest{})
 	require.NoError(t, err)
 	require.Equal(t, "anonymous", who.GetPrincipal())
+	require.NoError(t, d.stop())
+}
+
+// TestIsolationMetricsListener: with --metrics-listen-addr, /metrics (which
+// names the tenants' namespaces) is served on that internal listener only:
+// the public HTTP port answers 404 for it.
+func TestIsolationMetricsListener(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, map[string]string{"LEDGER_DATABASE_URL": pgtest.Schema(t), "LEDGER_METRICS_LISTEN_ADDR": "127.0.0.1:0"})
+	m := regexp.MustCompile(`"msg":"ledgerd serving".*"metrics_addr":"([^"]+)"`).FindStringSubmatch(d.stdout.String())
+	require.NotNil(t, m, d.stdout.String())
+	metricsAddr := m[1]
+	require.NotEqual(t, d.httpAddr, metricsAddr)
+
+	code, answer := d.post(t, "Reserve", `{"namespace": "tenant-secret", "key": "k", "owner": "w"}`)
+	require.Equal(t, http.StatusOK, code, "%v", answer)
+
+	code, body := d.get(t, "/metrics")
+	require.Equal(t, http.StatusNotFound, code, body)
+	require.NotContains(t, body, "tenant-secret")
+
+	res, err := http.Get("http://" + metricsAddr + "/metrics")
+	require.NoError(t, err)
+	defer res.Body.Close()
+	scraped, err := io.ReadAll(res.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	require.Contains(t, string(scraped), `ledgerd_reserve_outcomes_total{namespace="tenant-secret",outcome="acquired"} 1`)
+
+	// The probes stay on the public port.
+	code, body = d.get(t, "/readyz")
+	require.Equal(t, http.StatusOK, code, body)
 	require.NoError(t, d.stop())
 }

@@ -367,11 +367,26 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	if httpLis != nil {
 		httpAddr = httpLis.Addr().String()
 	}
+	metricsSrv, metricsLis, err := listenMetrics(cfg, metrics, logger)
+	if err != nil {
+		_ = lis.Close()
+		if httpLis != nil {
+			_ = httpLis.Close()
+		}
+		return abandon(err)
+	}
+	metricsAddr := httpAddr // /metrics on the HTTP port
+	if metricsLis != nil {
+		metricsAddr = metricsLis.Addr().String()
+		// Closed last: the scraper sees the drain.
+		defer func() { _ = metricsSrv.Close() }()
+		go func() { _ = metricsSrv.Serve(metricsLis) }()
+	}
 	// "ledgerd listening" once the ports are bound, "ledgerd serving" once
 	// the start-up is done, with the same fields.
 	addrs := []any{"version", version, "addr", lis.Addr().String(), "http_addr", httpAddr,
 		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns, "coalesce", !cfg.Ledger.Coalesce.Disabled,
-		"read_database", cfg.ReadDatabaseURL != ""}
+		"read_database", cfg.ReadDatabaseURL != "", "metrics_addr", metricsAddr}
 	logger.Info("ledgerd listening", addrs...)
 
 	if cfg.PprofAddr != "" {
@@ -646,6 +661,9 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 	if cfg.HTTPAddr == "" {
 		return nil, nil, nil
 	}
+	if cfg.MetricsListenAddr != "" {
+		metrics = nil // served on the internal listener only (see listenMetrics)
+	}
 	handler, err := srv.HTTPHandler(ctx, server.HTTPConfig{
 		Metrics: metrics,
 		Logger:  logger,
@@ -671,6 +689,35 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 	return &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}, lis, nil
+}
+
+// listenMetrics binds --metrics-listen-addr and prepares the server of
+// /metrics on it, plain HTTP without authentication, for a scraper on a
+// private network; both are nil without the flag (the HTTP port serves
+// /metrics then).
+func listenMetrics(cfg config, metrics *server.Metrics, logger *slog.Logger) (*http.Server, net.Listener, error) {
+	if cfg.MetricsListenAddr == "" {
+		return nil, nil, nil
+	}
+	lis, err := net.Listen("tcp", cfg.MetricsListenAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen --metrics-listen-addr: %w", err)
+	}
+	if cfg.InsecureDev {
+		if err := boundToLoopback("--metrics-listen-addr", lis.Addr()); err != nil {
+			_ = lis.Close()
+			return nil, nil, err
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(logger))
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       10 * time.Second, // a scrape has no body
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}, lis, nil
