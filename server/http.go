@@ -44,6 +44,11 @@ type HTTPConfig struct {
 	// MaxRequestBytes bounds an HTTP/JSON request body; JSON carries bytes
 	// fields in base64, a third larger than in gRPC. Defaults to 8 MiB.
 	MaxRequestBytes int64
+	// TLS is what the HTTP port serves (its listener wrapped with
+	// TLS.HTTPConfig): the gateway names the principal of a caller's
+	// client certificate by its rules, as the gRPC port does. Defaults to
+	// nil: a client certificate is not a principal on the HTTP port.
+	TLS *TLS
 }
 
 func (c HTTPConfig) withDefaults() HTTPConfig {
@@ -103,7 +108,7 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 		runtime.WithErrorHandler(gatewayError),
 		runtime.WithRoutingErrorHandler(routingError),
 		runtime.WithIncomingHeaderMatcher(forwardedHeader),
-		runtime.WithMetadata(forwardCaller),
+		runtime.WithMetadata(forwardCaller(cfg.TLS)),
 	)
 	dialOptions := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -134,25 +139,40 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 
 // forwardedHeader is the gateway's default choice of the headers that
 // become metadata, except that a caller can never set the keys in which
-// the gateway forwards a client certificate's principal and the caller's
-// address.
+// the gateway forwards a client certificate's principal (or refusal) and
+// the caller's address.
 func forwardedHeader(header string) (string, bool) {
 	key, ok := runtime.DefaultHeaderMatcher(header)
-	if strings.EqualFold(key, certificatePrincipalKey) || strings.EqualFold(key, sourceKey) {
-		return "", false
+	for _, reserved := range []string{certificatePrincipalKey, certificateRefusalKey, sourceKey} {
+		if strings.EqualFold(key, reserved) {
+			return "", false
+		}
 	}
 	return key, ok
 }
 
-// forwardCaller passes on the HTTP caller's source address and the
-// principal of an HTTPS caller's verified client certificate ("" if it
-// has no common name, which Auth refuses).
-func forwardCaller(_ context.Context, r *http.Request) metadata.MD {
-	md := metadata.Pairs(sourceKey, httpSource(r))
-	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		md.Set(certificatePrincipalKey, certificatePrincipal(r.TLS.VerifiedChains[0][0]))
+// forwardCaller returns what passes on the HTTP caller's source address and
+// the principal of an HTTPS caller's verified client certificate, named by
+// the rules of certs (the gRPC port's), or why it is not a principal,
+// which Auth refuses.
+func forwardCaller(certs *TLS) func(context.Context, *http.Request) metadata.MD {
+	return func(_ context.Context, r *http.Request) metadata.MD {
+		md := metadata.Pairs(sourceKey, httpSource(r))
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			return md
+		}
+		if certs == nil {
+			md.Set(certificateRefusalKey, "client certificates are not principals on this port")
+			return md
+		}
+		principal, err := certs.rules.principalOf(r.TLS.VerifiedChains)
+		if err != nil {
+			md.Set(certificateRefusalKey, status.Convert(err).Message())
+			return md
+		}
+		md.Set(certificatePrincipalKey, principal)
+		return md
 	}
-	return md
 }
 
 // Drain begins a graceful shutdown without stopping anything: health (the

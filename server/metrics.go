@@ -91,6 +91,8 @@ type Metrics struct {
 	sweeperDeleted     prometheus.Counter
 	sweeperErrors      prometheus.Counter
 	permissionDenied   *prometheus.CounterVec
+	// tlsHandshakeFailures is counted by TLS (TLSConfig.Metrics).
+	tlsHandshakeFailures *prometheus.CounterVec
 
 	namespaces *labelSet
 }
@@ -145,6 +147,10 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 			Name: "ledgerd_permission_denied_total",
 			Help: "Calls refused with PERMISSION_DENIED (an authenticated principal without the role), by method.",
 		}, []string{"method"}),
+		tlsHandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledgerd_tls_handshake_failures_total",
+			Help: "TLS handshakes that failed, by port (grpc, http) and reason: no_client_certificate (one is required), untrusted_client_certificate (it did not verify against the client CAs), other.",
+		}, []string{"port", "reason"}),
 		namespaces: newLabelSet(cfg.MaxNamespaceLabels),
 	}
 	m.registry.MustRegister(
@@ -158,6 +164,7 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 		m.sweeperDeleted,
 		m.sweeperErrors,
 		m.permissionDenied,
+		m.tlsHandshakeFailures,
 		newStoreCollector(store, cfg, m.namespaces),
 		newPoolCollector("pool", "--db-max-conns", store.PoolStat),
 		newPoolCollector("read_pool", "--read-db-max-conns", store.ReadPoolStat),

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -374,13 +376,16 @@ func (v grpcFlagValues) limits() (server.Limits, error) {
 // tlsFlagValues are the --tls-* flags as given.
 type tlsFlagValues struct {
 	certFile, keyFile, clientCAFile, clientAuth string
+	clientPrincipal, clientIssuerSPKIs          string
 }
 
 func tlsFlags(fs *flag.FlagSet, v *tlsFlagValues) {
 	fs.StringVar(&v.certFile, "tls-cert-file", "", "PEM certificate (with intermediates) to serve both ports over TLS; re-read when it changes on disk; needs --tls-key-file")
 	fs.StringVar(&v.keyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
-	fs.StringVar(&v.clientCAFile, "tls-client-ca-file", "", "PEM CAs that client certificates are verified against; a verified certificate authenticates as the principal cert:<subject CN>")
+	fs.StringVar(&v.clientCAFile, "tls-client-ca-file", "", "PEM CAs that client certificates are verified against; a verified certificate authenticates as the principal --tls-client-principal names")
 	fs.StringVar(&v.clientAuth, "tls-client-auth", "", "client certificates: none, request (verified if given) or require (the handshake fails without one); default require with --tls-client-ca-file, none otherwise")
+	fs.StringVar(&v.clientPrincipal, "tls-client-principal", "cn", "the principal of a verified client certificate: cn (cert:<subject CN>) or spiffe (its one URI SAN, a SPIFFE ID spiffe://trust-domain/path, as is)")
+	fs.StringVar(&v.clientIssuerSPKIs, "tls-client-issuer-spki", "", "comma-separated sha256:<hex> digests of the public keys (SubjectPublicKeyInfo) of the CAs whose client certificates are principals; a certificate from another CA of --tls-client-ca-file is not (UNAUTHENTICATED). Empty: every CA of --tls-client-ca-file")
 }
 
 // config checks the --tls-* flags and turns them into a server.TLSConfig,
@@ -390,8 +395,8 @@ func (v tlsFlagValues) config() (*server.TLSConfig, error) {
 		return nil, errors.New("--tls-cert-file and --tls-key-file go together: give both or neither")
 	}
 	if v.certFile == "" {
-		if v.clientCAFile != "" || v.clientAuth != "" {
-			return nil, errors.New("--tls-client-ca-file and --tls-client-auth need --tls-cert-file and --tls-key-file")
+		if v.clientCAFile != "" || v.clientAuth != "" || v.clientIssuerSPKIs != "" {
+			return nil, errors.New("--tls-client-ca-file, --tls-client-auth and --tls-client-issuer-spki need --tls-cert-file and --tls-key-file")
 		}
 		return nil, nil
 	}
@@ -402,7 +407,17 @@ func (v tlsFlagValues) config() (*server.TLSConfig, error) {
 			clientAuth = "require"
 		}
 	}
-	cfg := &server.TLSConfig{CertFile: v.certFile, KeyFile: v.keyFile, ClientCAFile: v.clientCAFile}
+	cfg := &server.TLSConfig{CertFile: v.certFile, KeyFile: v.keyFile, ClientCAFile: v.clientCAFile,
+		ClientPrincipal: server.CertificatePrincipal(v.clientPrincipal)}
+	switch cfg.ClientPrincipal {
+	case server.PrincipalCommonName, server.PrincipalSPIFFEID:
+	default:
+		return nil, fmt.Errorf("--tls-client-principal must be cn or spiffe, got %q", v.clientPrincipal)
+	}
+	var err error
+	if cfg.ClientIssuerSPKIs, err = parseSPKIDigests(v.clientIssuerSPKIs); err != nil {
+		return nil, err
+	}
 	switch clientAuth {
 	case "none":
 		cfg.ClientAuth = tls.NoClientCert
@@ -418,8 +433,33 @@ func (v tlsFlagValues) config() (*server.TLSConfig, error) {
 		return nil, fmt.Errorf("--tls-client-auth %s needs --tls-client-ca-file to verify the certificates against", clientAuth)
 	case clientAuth == "none" && v.clientCAFile != "":
 		return nil, errors.New("--tls-client-auth none ignores --tls-client-ca-file: drop one")
+	case clientAuth == "none" && len(cfg.ClientIssuerSPKIs) > 0:
+		return nil, errors.New("--tls-client-issuer-spki pins the issuers of client certificates, which --tls-client-auth none does not ask for")
 	}
 	return cfg, nil
+}
+
+// parseSPKIDigests parses --tls-client-issuer-spki: comma-separated
+// "sha256:" followed by 64 hex digits, as
+//
+//	openssl x509 -in ca.pem -noout -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256
+//
+// prints them.
+func parseSPKIDigests(list string) ([][sha256.Size]byte, error) {
+	var digests [][sha256.Size]byte
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		hexDigits, ok := strings.CutPrefix(item, "sha256:")
+		raw, err := hex.DecodeString(hexDigits)
+		if !ok || err != nil || len(raw) != sha256.Size {
+			return nil, fmt.Errorf("--tls-client-issuer-spki: %q is not sha256: followed by the 64 hex digits of a SHA-256 digest", item)
+		}
+		digests = append(digests, [sha256.Size]byte(raw))
+	}
+	return digests, nil
 }
 
 // boundToLoopback checks the address a listener actually bound, for

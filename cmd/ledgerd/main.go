@@ -314,7 +314,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	var serverOptions []grpc.ServerOption
 	if cfg.TLS != nil {
 		tlsConfig := *cfg.TLS
-		tlsConfig.Logger = logger
+		tlsConfig.Logger, tlsConfig.Metrics = logger, metrics
 		if serverTLS, err = server.NewTLS(tlsConfig); err != nil {
 			return err
 		}
@@ -669,6 +669,7 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 		Logger:  logger,
 		// A request carries its bytes fields in base64 in JSON: a third more.
 		MaxRequestBytes: 2 * int64(cfg.maxMessageBytes()),
+		TLS:             serverTLS,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -683,14 +684,16 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 			return nil, nil, err
 		}
 	}
+	errorLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	if serverTLS != nil {
 		lis = tls.NewListener(lis, serverTLS.HTTPConfig())
+		errorLog = serverTLS.HTTPErrorLog(logger) // failed handshakes: sampled and counted
 	}
 	return &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:          errorLog,
 	}, lis, nil
 }
 
