@@ -2,8 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -12,12 +18,14 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/ledgertest"
 	"github.com/ledgerd/ledgerd/internal/pgtest"
+	"github.com/ledgerd/ledgerd/internal/tlstest"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/server"
 )
@@ -200,5 +208,74 @@ func TestIsolationMetricsListener(t *testing.T) {
 	// The probes stay on the public port.
 	code, body = d.get(t, "/readyz")
 	require.Equal(t, http.StatusOK, code, body)
+	require.NoError(t, d.stop())
+}
+
+// TestIsolationServeCertificateRules runs `ledgerd serve` with SPIFFE
+// principals and a pinned issuer, as flags set them: a SPIFFE certificate
+// from the pinned CA is its SPIFFE ID on both ports; one from another CA of
+// the client CA file is UNAUTHENTICATED on both; a certificate from no CA
+// fails the handshake, which is logged at WARN and counted (on the internal
+// metrics listener).
+func TestIsolationServeCertificateRules(t *testing.T) {
+	t.Parallel()
+	url := pgtest.Schema(t)
+	b := ledgertest.StoreAt(t, url, ledger.Config{})
+	const worker = "spiffe://example.org/payments/worker"
+	_, err := b.Store.GrantRole(context.Background(), ledger.RoleBinding{Principal: worker, NamespacePattern: "payments", Role: ledger.RoleWorker}, "test")
+	require.NoError(t, err)
+
+	pinned, partner := tlstest.NewCA(t, "tenant CA"), tlstest.NewCA(t, "partner CA")
+	dir := t.TempDir()
+	certFile, keyFile := pinned.Issue(t, "ledgerd").WriteFiles(t, dir, "server")
+	caFile := filepath.Join(dir, "clients.pem")
+	require.NoError(t, os.WriteFile(caFile, append(append([]byte{}, pinned.PEM...), partner.PEM...), 0o600))
+	digest := sha256.Sum256(pinned.Cert.RawSubjectPublicKeyInfo)
+	d := startDaemon(t, map[string]string{
+		"LEDGER_DATABASE_URL": url, "LEDGER_INSECURE_DEV": "false", "LEDGER_METRICS_LISTEN_ADDR": "127.0.0.1:0",
+		"LEDGER_TLS_CERT_FILE": certFile, "LEDGER_TLS_KEY_FILE": keyFile, "LEDGER_TLS_CLIENT_CA_FILE": caFile,
+		"LEDGER_TLS_CLIENT_PRINCIPAL": "spiffe", "LEDGER_TLS_CLIENT_ISSUER_SPKI": "sha256:" + hex.EncodeToString(digest[:]),
+	})
+	metricsAddr := regexp.MustCompile(`"metrics_addr":"([^"]+)"`).FindStringSubmatch(d.stdout.String())
+	require.NotNil(t, metricsAddr, d.stdout.String())
+
+	presenting := func(pair tlstest.Pair) *tls.Config {
+		cert := pair.TLSCertificate(t)
+		return &tls.Config{RootCAs: pinned.Pool(), MinVersion: tls.VersionTLS12,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }}
+	}
+	whoAmI := func(pair tlstest.Pair) (grpcCode codes.Code, grpcPrincipal string, httpStatus int, httpPrincipal string) {
+		conn, err := grpc.NewClient(d.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(presenting(pair))))
+		require.NoError(t, err)
+		defer conn.Close()
+		who, err := ledgerv1.NewLedgerAdminServiceClient(conn).WhoAmI(context.Background(), &ledgerv1.WhoAmIRequest{})
+		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: presenting(pair)}}
+		defer client.CloseIdleConnections()
+		res, httpErr := client.Post("https://"+d.httpAddr+"/ledger.v1.LedgerAdminService/WhoAmI", "application/json", strings.NewReader(`{}`))
+		require.NoError(t, httpErr)
+		defer res.Body.Close()
+		var answer map[string]any
+		require.NoError(t, json.NewDecoder(res.Body).Decode(&answer))
+		principal, _ := answer["principal"].(string)
+		return status.Code(err), who.GetPrincipal(), res.StatusCode, principal
+	}
+	code, principal, httpStatus, httpPrincipal := whoAmI(pinned.IssueWithURIs(t, "payments-worker", worker))
+	require.Equal(t, []any{codes.OK, worker, http.StatusOK, worker}, []any{code, principal, httpStatus, httpPrincipal})
+	code, _, httpStatus, _ = whoAmI(partner.IssueWithURIs(t, "payments-worker", worker))
+	require.Equal(t, []any{codes.Unauthenticated, http.StatusUnauthorized}, []any{code, httpStatus}, "not a pinned issuer")
+
+	stranger := presenting(tlstest.NewCA(t, "stranger CA").IssueWithURIs(t, "x", worker))
+	_, err = (&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: stranger}}).Get("https://" + d.httpAddr + "/healthz")
+	require.Error(t, err)
+	require.Eventually(t, func() bool {
+		res, err := http.Get("http://" + metricsAddr[1] + "/metrics")
+		require.NoError(t, err)
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		return strings.Contains(string(body), `ledgerd_tls_handshake_failures_total{port="http",reason="untrusted_client_certificate"} 1`)
+	}, time.Minute, 20*time.Millisecond)
+	require.Regexp(t, `"level":"WARN","msg":"TLS handshake failed: client certificate refused","port":"http","source":"127.0.0.1:\d+","reason":"untrusted_client_certificate"`, d.stdout.String())
+	require.NotContains(t, d.stdout.String(), "http: TLS handshake error", "not logged a second time, unbounded")
 	require.NoError(t, d.stop())
 }
