@@ -276,10 +276,10 @@ func TestIsolationSPIFFECertificatePrincipal(t *testing.T) {
 	}
 }
 
-// TestIsolationCommonNameRuleIgnoresURIs: under the default rule, a
+// TestCommonNameRuleIgnoresURIs: under the default rule, a
 // certificate that also carries a SPIFFE ID is still "cert:<CN>": one
 // certificate, one principal, whatever else it names.
-func TestIsolationCommonNameRuleIgnoresURIs(t *testing.T) {
+func TestCommonNameRuleIgnoresURIs(t *testing.T) {
 	t.Parallel()
 	p := setupCertPorts(t, server.TLSConfig{})
 	cert := p.ca.IssueWithURIs(t, "alice", "spiffe://example.org/alice").TLSCertificate(t)
