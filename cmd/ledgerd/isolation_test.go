@@ -265,7 +265,10 @@ func TestIsolationServeCertificateRules(t *testing.T) {
 	require.Equal(t, []any{codes.Unauthenticated, http.StatusUnauthorized}, []any{code, httpStatus}, "not a pinned issuer")
 
 	stranger := presenting(tlstest.NewCA(t, "stranger CA").IssueWithURIs(t, "x", worker))
-	_, err = (&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: stranger}}).Get("https://" + d.httpAddr + "/healthz")
+	res, err := (&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: stranger}}).Get("https://" + d.httpAddr + "/healthz")
+	if err == nil {
+		_ = res.Body.Close()
+	}
 	require.Error(t, err)
 	require.Eventually(t, func() bool {
 		res, err := http.Get("http://" + metricsAddr[1] + "/metrics")
