@@ -263,3 +263,27 @@ func (s *Store) Bootstrap(ctx context.Context, principal string) (Token, string,
 	}
 	return s.CreateToken(ctx, principal, "bootstrap", 0, "bootstrap")
 }
+
+// CredentialCounts returns how many tokens (revoked and expired ones
+// included) and role bindings the database holds; both are zero on a
+// database whose schema has no credentials yet (not migrated that far).
+// Development mode, which serves without authentication, refuses a database
+// that holds any: it would be one that ledgerd replicas with authentication
+// share (see cmd/ledgerd).
+func (s *Store) CredentialCounts(ctx context.Context) (tokens, bindings int64, err error) {
+	// Looked up first, so that the count neither fails on nor creates a
+	// schema that predates the credentials.
+	var present bool
+	err = s.pool.QueryRow(ctx, `SELECT to_regclass('api_tokens') IS NOT NULL AND to_regclass('role_bindings') IS NOT NULL`).Scan(&present)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count credentials: %w", dbError(err))
+	}
+	if !present {
+		return 0, 0, nil
+	}
+	err = s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM api_tokens), (SELECT count(*) FROM role_bindings)`).Scan(&tokens, &bindings)
+	if err != nil {
+		return 0, 0, fmt.Errorf("count credentials: %w", dbError(err))
+	}
+	return tokens, bindings, nil
+}

@@ -238,6 +238,11 @@ const (
 	startLogInterval = 5 * time.Second
 )
 
+// ErrStartRefused marks a start-up failure that retrying cannot fix, such
+// as a database that the configuration must not serve: Start returns it at
+// once instead of retrying.
+var ErrStartRefused = errors.New("refusing to start")
+
 // errStarting is the answer to the ledger's RPCs until start-up is done.
 var errStarting = withDetails(codes.Unavailable, ReasonUnavailable,
 	"ledgerd is starting and does not serve yet: it is waiting for its database; retry", nil)
@@ -258,6 +263,9 @@ var errStarting = withDetails(codes.Unavailable, ReasonUnavailable,
 // apply), which needs an operator, whom the retries let fix it without
 // restarting ledgerd. prepare must be safe to run again after a failure.
 //
+// A failure that wraps ErrStartRefused is not retried: Start returns it at
+// once, and the server never serves.
+//
 // Start returns nil once prepare has succeeded, or ctx's error if ctx ends
 // first (the server then never serves).
 func (s *Server) Start(ctx context.Context, prepare func(ctx context.Context) error) error {
@@ -268,6 +276,9 @@ func (s *Server) Start(ctx context.Context, prepare func(ctx context.Context) er
 		err := prepare(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, ErrStartRefused) {
+			return err
 		}
 		if err == nil {
 			s.state.markStarted()

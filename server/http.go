@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -38,7 +37,9 @@ type HTTPConfig struct {
 	// DialOptions are added to the gateway's dial options after the
 	// default, plaintext transport credentials, which they may replace.
 	DialOptions []grpc.DialOption
-	// Metrics are served on /metrics. Defaults to nil: no /metrics.
+	// Metrics are served on /metrics. Defaults to nil: no /metrics (serve
+	// Metrics.Handler on an internal listener instead, so that the public
+	// port does not name the tenants' namespaces).
 	Metrics *Metrics
 	// Logger receives the errors of /metrics. Defaults to slog.Default().
 	Logger *slog.Logger
@@ -70,6 +71,11 @@ type HTTPConfig struct {
 	// none: X-Forwarded-For is ignored, and the source of a request is the
 	// address it came from.
 	TrustedProxies []netip.Prefix
+	// TLS is what the HTTP port serves (its listener wrapped with
+	// TLS.HTTPConfig): the gateway names the principal of a caller's
+	// client certificate by its rules, as the gRPC port does. Defaults to
+	// nil: a client certificate is not a principal on the HTTP port.
+	TLS *TLS
 }
 
 // HTTPRequestBytes is the largest HTTP/JSON body worth reading for a gRPC
@@ -154,7 +160,7 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 		MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: true},
 		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 	}
-	forward := forwardCaller(cfg.TrustedProxies)
+	forward := forwardCaller(cfg.TLS, cfg.TrustedProxies)
 	gateway := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, marshaler),
 		runtime.WithErrorHandler(gatewayError(cfg.MaxRequestBytes)),
@@ -184,43 +190,51 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 	})
 	mux.Handle("GET /readyz", readiness{state: s.state})
 	if cfg.Metrics != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.registry, promhttp.HandlerOpts{
-			ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
-			ErrorHandling: promhttp.ContinueOnError, // serve what could be collected
-			Registry:      cfg.Metrics.registry,     // promhttp_metric_handler_errors_total
-		}))
+		mux.Handle("GET /metrics", cfg.Metrics.Handler(cfg.Logger))
 	}
 	return mux, nil
 }
 
 // forwardedHeader is the gateway's default choice of the headers that
 // become metadata, except that a caller can never set the keys in which
-// the gateway forwards a client certificate's principal and the caller's
-// address, and that the authorization header, which the gateway forwards
-// as "authorization" in any case, is not forwarded a second time (as
-// grpcgateway-authorization): twice, a large header could exceed the gRPC
-// server's header limit that it fits once.
+// the gateway forwards a client certificate's principal (or refusal) and
+// the caller's address, and that the authorization header, which the
+// gateway forwards as "authorization" in any case, is not forwarded a
+// second time (as grpcgateway-authorization): twice, a large header could
+// exceed the gRPC server's header limit that it fits once.
 func forwardedHeader(header string) (string, bool) {
 	if strings.EqualFold(header, "Authorization") {
 		return "", false
 	}
 	key, ok := runtime.DefaultHeaderMatcher(header)
-	if strings.EqualFold(key, certificatePrincipalKey) || strings.EqualFold(key, sourceKey) {
-		return "", false
+	for _, reserved := range []string{certificatePrincipalKey, certificateRefusalKey, sourceKey} {
+		if strings.EqualFold(key, reserved) {
+			return "", false
+		}
 	}
 	return key, ok
 }
 
-// forwardCaller returns the gateway's metadata function: it passes on the
-// HTTP caller's source address (see httpSource) and the principal of an
-// HTTPS caller's verified client certificate ("" if it has no common
-// name, which Auth refuses).
-func forwardCaller(trustedProxies []netip.Prefix) func(context.Context, *http.Request) metadata.MD {
+// forwardCaller returns what passes on the HTTP caller's source address
+// (see httpSource) and the principal of an HTTPS caller's verified client
+// certificate, named by the rules of certs (the gRPC port's), or why it is
+// not a principal, which Auth refuses.
+func forwardCaller(certs *TLS, trustedProxies []netip.Prefix) func(context.Context, *http.Request) metadata.MD {
 	return func(_ context.Context, r *http.Request) metadata.MD {
 		md := metadata.Pairs(sourceKey, httpSource(r, trustedProxies))
-		if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-			md.Set(certificatePrincipalKey, certificatePrincipal(r.TLS.VerifiedChains[0][0]))
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			return md
 		}
+		if certs == nil {
+			md.Set(certificateRefusalKey, "client certificates are not principals on this port")
+			return md
+		}
+		principal, err := certs.rules.principalOf(r.TLS.VerifiedChains)
+		if err != nil {
+			md.Set(certificateRefusalKey, status.Convert(err).Message())
+			return md
+		}
+		md.Set(certificatePrincipalKey, principal)
 		return md
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"runtime/debug"
 	"strings"
@@ -232,16 +233,39 @@ func methodName(fullMethod string) string {
 }
 
 // authInterceptor is cfg.Auth's interceptor, counting denials in the
-// metrics; without Auth, it lets every call through.
+// metrics. Without Auth (development mode), it lets every call through but
+// the token and role RPCs (see credentialMethods).
 func authInterceptor(cfg Config) grpc.UnaryServerInterceptor {
-	if cfg.Auth == nil {
-		return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			return handler(ctx, req)
-		}
-	}
 	var denied func(string)
 	if cfg.Metrics != nil {
 		denied = cfg.Metrics.denied
 	}
+	if cfg.Auth == nil {
+		return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+			if credentialMethods[info.FullMethod] {
+				if denied != nil {
+					denied(info.FullMethod)
+				}
+				return nil, withDetails(codes.PermissionDenied, ReasonPermissionDenied, fmt.Sprintf(
+					"%s is refused without authentication (development mode): tokens and role bindings are managed on a ledgerd with authentication",
+					methodName(info.FullMethod)), nil)
+			}
+			return handler(ctx, req)
+		}
+	}
 	return cfg.Auth.UnaryInterceptor(denied)
+}
+
+// credentialMethods are the RPCs that a server without authentication
+// refuses: a token or a role binding made there would be stored in a
+// database that ledgerd replicas with authentication may share (a token
+// minted anonymously would work on all of them), and listing or revoking
+// theirs is no business of an anonymous caller either.
+var credentialMethods = map[string]bool{
+	ledgerv1.LedgerAdminService_CreateToken_FullMethodName:      true,
+	ledgerv1.LedgerAdminService_ListTokens_FullMethodName:       true,
+	ledgerv1.LedgerAdminService_RevokeToken_FullMethodName:      true,
+	ledgerv1.LedgerAdminService_GrantRole_FullMethodName:        true,
+	ledgerv1.LedgerAdminService_RevokeRole_FullMethodName:       true,
+	ledgerv1.LedgerAdminService_ListRoleBindings_FullMethodName: true,
 }

@@ -3,6 +3,9 @@ package server
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -11,14 +14,15 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
-// otherNamespace is the namespace label of the RPCs of namespaces beyond
-// MetricsConfig.MaxNamespaceLabels. It cannot clash with a namespace, which
-// starts with a letter or a digit.
+// otherNamespace is the namespace label of the namespaces beyond
+// MetricsConfig.MaxNamespaceLabels, in every series labelled by namespace.
+// It cannot clash with a namespace, which starts with a letter or a digit.
 const otherNamespace = "_other"
 
 // platformNamespace is the namespace label of the platform's audit events
@@ -36,11 +40,13 @@ type MetricsConfig struct {
 	LeaseStatsInterval time.Duration
 	// LeaseStatsTimeout bounds the lease-count query. Defaults to 5s.
 	LeaseStatsTimeout time.Duration
-	// MaxNamespaceLabels bounds the namespaces that the outcome counters
-	// are labelled with; the RPCs of namespaces beyond it are counted under
-	// namespace="_other". Namespaces are created by their first Reserve, so
-	// their number is the deployment's, but a refused call (LEASE_LOST) may
-	// name one that does not exist. Defaults to 1000.
+	// MaxNamespaceLabels bounds the namespaces that the series labelled by
+	// namespace name, all of them together: the first namespaces seen get a
+	// label of their own, and what happens in the others is counted (or, for
+	// the lease gauges, added up) under namespace="_other". Namespaces are
+	// created by their first Reserve, so their number is the deployment's,
+	// but a refused call (LEASE_LOST) may name one that does not exist.
+	// Defaults to 1000.
 	MaxNamespaceLabels int
 }
 
@@ -71,12 +77,13 @@ func (c MetricsConfig) withDefaults() MetricsConfig {
 //   - the sweeper's deletions (ObserveSweep);
 //   - the Go runtime and the process.
 //
-// Labels are bounded: namespace (see MetricsConfig.MaxNamespaceLabels),
-// outcome and method take a few fixed values, and no metric is labelled by
-// key or owner.
+// Labels are bounded: namespace (in every series that has it, see
+// MetricsConfig.MaxNamespaceLabels), outcome and method take a few fixed
+// values, and no metric is labelled by key or owner.
 //
 // Pass Metrics to New (Config.Metrics) to record the RPCs, and to
-// HTTPHandler (HTTPConfig.Metrics) to serve them on /metrics.
+// HTTPHandler (HTTPConfig.Metrics) to serve them on /metrics, or serve
+// Handler on a listener of its own.
 type Metrics struct {
 	registry *prometheus.Registry
 	rpcs     *grpcprom.ServerMetrics
@@ -89,6 +96,8 @@ type Metrics struct {
 	eventsDeleted      *prometheus.CounterVec
 	sweeperErrors      prometheus.Counter
 	permissionDenied   *prometheus.CounterVec
+	// tlsHandshakeFailures is counted by TLS (TLSConfig.Metrics).
+	tlsHandshakeFailures *prometheus.CounterVec
 
 	namespaces *labelSet
 }
@@ -147,6 +156,10 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 			Name: "ledgerd_permission_denied_total",
 			Help: "Calls refused with PERMISSION_DENIED (an authenticated principal without the role), by method.",
 		}, []string{"method"}),
+		tlsHandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledgerd_tls_handshake_failures_total",
+			Help: "TLS handshakes that failed, by port (grpc, http) and reason: no_client_certificate (one is required), untrusted_client_certificate (it did not verify against the client CAs), other.",
+		}, []string{"port", "reason"}),
 		namespaces: newLabelSet(cfg.MaxNamespaceLabels),
 	}
 	m.registry.MustRegister(
@@ -161,7 +174,8 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 		m.eventsDeleted,
 		m.sweeperErrors,
 		m.permissionDenied,
-		newStoreCollector(store, cfg),
+		m.tlsHandshakeFailures,
+		newStoreCollector(store, cfg, m.namespaces),
 		newPoolCollector("pool", "--db-max-conns", store.PoolStat),
 		newPoolCollector("read_pool", "--read-db-max-conns", store.ReadPoolStat),
 	)
@@ -171,6 +185,18 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 // Registry returns the registry that holds the metrics, for a caller that
 // adds its own or serves them elsewhere.
 func (m *Metrics) Registry() *prometheus.Registry { return m.registry }
+
+// Handler serves the metrics in Prometheus' formats (GET /metrics), without
+// authentication: what it answers names every namespace that has a label
+// (see MetricsConfig.MaxNamespaceLabels). Failures to collect a metric are
+// logged to logger and the rest is served.
+func (m *Metrics) Handler(logger *slog.Logger) http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError, // serve what could be collected
+		Registry:      m.registry,               // promhttp_metric_handler_errors_total
+	})
+}
 
 // ObserveSweep records one pass of the retention sweeper: the entries it
 // purged and the audit events it deleted, by namespace, and whether it
@@ -241,10 +267,11 @@ func (s *labelSet) label(value string) string {
 // and expired per namespace (cached, see MetricsConfig.LeaseStatsInterval),
 // the waiting Reserves and the LISTEN connection.
 type storeCollector struct {
-	store    *ledger.Store
-	interval time.Duration
-	timeout  time.Duration
-	logger   *slog.Logger
+	store      *ledger.Store
+	interval   time.Duration
+	timeout    time.Duration
+	logger     *slog.Logger
+	namespaces *labelSet // shared with the other series labelled by namespace
 
 	held, expired, waiters, listening, statsErrors, statsAge *prometheus.Desc
 	coalescedStatements, coalescedCalls, coalesceFallbacks   *prometheus.Desc
@@ -256,12 +283,13 @@ type storeCollector struct {
 	errors      float64
 }
 
-func newStoreCollector(store *ledger.Store, cfg MetricsConfig) *storeCollector {
+func newStoreCollector(store *ledger.Store, cfg MetricsConfig, namespaces *labelSet) *storeCollector {
 	return &storeCollector{
-		store:    store,
-		interval: cfg.LeaseStatsInterval,
-		timeout:  cfg.LeaseStatsTimeout,
-		logger:   cfg.Logger,
+		store:      store,
+		interval:   cfg.LeaseStatsInterval,
+		timeout:    cfg.LeaseStatsTimeout,
+		logger:     cfg.Logger,
+		namespaces: namespaces,
 		held: prometheus.NewDesc("ledgerd_leases_held",
 			"Leased entries whose lease has not run out, by namespace (read at most every lease-stats interval).",
 			[]string{"namespace"}, nil),
@@ -301,7 +329,7 @@ func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	counts, errors, age := c.leaseCounts()
-	for namespace, n := range counts {
+	for namespace, n := range c.byLabel(counts) {
 		ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(n.Held), namespace)
 		ch <- prometheus.MustNewConstMetric(c.expired, prometheus.GaugeValue, float64(n.Expired), namespace)
 	}
@@ -320,6 +348,22 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.coalescedCalls, prometheus.CounterValue, float64(stats.Items), kind)
 		ch <- prometheus.MustNewConstMetric(c.coalesceFallbacks, prometheus.CounterValue, float64(stats.Fallbacks), kind)
 	}
+}
+
+// byLabel adds the lease counts up by namespace label: the namespaces
+// beyond the label cap are added up under otherNamespace. Namespaces are
+// admitted to the cap in name order, so that which ones get a label does
+// not depend on map order.
+func (c *storeCollector) byLabel(counts map[string]ledger.LeaseCount) map[string]ledger.LeaseCount {
+	labelled := make(map[string]ledger.LeaseCount, len(counts))
+	for _, namespace := range slices.Sorted(maps.Keys(counts)) {
+		label := c.namespaces.label(namespace)
+		sum := labelled[label]
+		sum.Held += counts[namespace].Held
+		sum.Expired += counts[namespace].Expired
+		labelled[label] = sum
+	}
+	return labelled
 }
 
 // leaseCounts returns the cached counts, querying again once the interval

@@ -42,7 +42,9 @@ type Config struct {
 	Metrics *Metrics
 	// Auth authenticates and authorizes every call (see NewAuth). Nil
 	// serves without authentication: every call is allowed and recorded
-	// as "anonymous" — for development and tests only.
+	// as "anonymous", except the token and role RPCs, which are
+	// PERMISSION_DENIED (a credential made anonymously would work on every
+	// ledgerd that shares the database) — for development and tests only.
 	Auth *Auth
 	// RateLimits bound the requests of each principal and namespace. The
 	// zero value is unlimited.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -31,12 +31,28 @@ type TLSConfig struct {
 	// ClientAuth is tls.NoClientCert, tls.VerifyClientCertIfGiven or
 	// tls.RequireAndVerifyClientCert. Defaults to tls.NoClientCert.
 	ClientAuth tls.ClientAuthType
+	// ClientPrincipal is the rule that names a verified client
+	// certificate's principal, on both ports. Defaults to
+	// PrincipalCommonName ("cert:<CN>").
+	ClientPrincipal CertificatePrincipal
+	// ClientIssuerSPKIs pins the issuers of certificate principals: the
+	// SHA-256 digests of the SubjectPublicKeyInfo of the CAs (roots or
+	// intermediates) whose certificates are principals. A certificate that
+	// verifies against another CA of ClientCAFile completes the handshake
+	// but is not a principal (UNAUTHENTICATED, unless the call carries a
+	// token). Empty (the default): every CA of ClientCAFile issues
+	// principals.
+	ClientIssuerSPKIs [][sha256.Size]byte
+	// Metrics counts the failed handshakes
+	// (ledgerd_tls_handshake_failures_total). Defaults to nil: not
+	// counted.
+	Metrics *Metrics
 	// ReloadCheckInterval is how often, at most, a handshake checks whether
 	// the files changed on disk (their modification time or size). Defaults
 	// to 1s.
 	ReloadCheckInterval time.Duration
-	// Logger reports reloads and files that could not be reloaded.
-	// Defaults to slog.Default().
+	// Logger reports reloads, files that could not be reloaded, and failed
+	// handshakes (see HTTPErrorLog). Defaults to slog.Default().
 	Logger *slog.Logger
 }
 
@@ -44,10 +60,14 @@ type TLSConfig struct {
 // again when they change: a rotated certificate (or client CA) is used by
 // the next handshake, without a restart. If the new files cannot be read or
 // do not match, the last good certificate stays in use and a warning is
-// logged. Verified client certificates authenticate their subject's common
-// name as the principal "cert:<CN>" (see Auth).
+// logged. A verified client certificate authenticates as the principal that
+// TLSConfig.ClientPrincipal names ("cert:<CN>" by default; see Auth),
+// provided that TLSConfig.ClientIssuerSPKIs, if any, pin its issuer. The
+// handshakes that fail are logged and counted (see HTTPErrorLog).
 type TLS struct {
-	cfg TLSConfig
+	cfg        TLSConfig
+	rules      certificateRules
+	handshakes *handshakeLog
 
 	mu      sync.Mutex
 	checked time.Time    // when the files were last looked at
@@ -75,6 +95,10 @@ func NewTLS(cfg TLSConfig) (*TLS, error) {
 		return nil, errors.New("TLS: verifying client certificates needs a client CA file")
 	case cfg.ClientAuth == tls.NoClientCert && cfg.ClientCAFile != "":
 		return nil, errors.New("TLS: a client CA file is given, but client certificates are not asked for")
+	case cfg.ClientPrincipal != "" && cfg.ClientPrincipal != PrincipalCommonName && cfg.ClientPrincipal != PrincipalSPIFFEID:
+		return nil, fmt.Errorf("TLS: client principal rule %q is not one: use %q or %q", cfg.ClientPrincipal, PrincipalCommonName, PrincipalSPIFFEID)
+	case len(cfg.ClientIssuerSPKIs) > 0 && cfg.ClientAuth == tls.NoClientCert:
+		return nil, errors.New("TLS: pinned client certificate issuers are given, but client certificates are not asked for")
 	}
 	if cfg.ReloadCheckInterval <= 0 {
 		cfg.ReloadCheckInterval = time.Second
@@ -82,7 +106,11 @@ func NewTLS(cfg TLSConfig) (*TLS, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	t := &TLS{cfg: cfg, checked: time.Now(), stamps: cfg.stamps()}
+	rules := certificateRules{principal: cfg.ClientPrincipal, issuers: map[[sha256.Size]byte]bool{}}
+	for _, digest := range cfg.ClientIssuerSPKIs {
+		rules.issuers[digest] = true
+	}
+	t := &TLS{cfg: cfg, rules: rules, handshakes: newHandshakeLog(cfg.Logger, cfg.Metrics), checked: time.Now(), stamps: cfg.stamps()}
 	var err error
 	if t.current, t.leaf, err = cfg.load(); err != nil {
 		return nil, err
@@ -182,27 +210,49 @@ func (t *TLS) HTTPConfig() *tls.Config {
 // listener except the in-process one of the HTTP gateway (see
 // Server.HTTPHandler), which cannot be reached from outside the process.
 func (t *TLS) ServerOption() grpc.ServerOption {
-	return grpc.Creds(gatewayOrTLS{TransportCredentials: credentials.NewTLS(t.serverConfig("h2"))})
+	return grpc.Creds(gatewayOrTLS{TransportCredentials: credentials.NewTLS(t.serverConfig("h2")), tls: t})
 }
 
 // gatewayOrTLS is TLS (or, as server.New installs it by default, no
 // transport security), except on connections from the HTTP gateway's
 // in-process listener, which are marked as such (gatewayAuthInfo) so that
 // the client certificate principal that the gateway forwards is trusted
-// from them, and only from them.
+// from them, and only from them. A TLS connection's client certificate is
+// mapped to its principal once, at the handshake (certificateAuthInfo);
+// a failed handshake is logged and counted.
 type gatewayOrTLS struct {
 	credentials.TransportCredentials
+	tls *TLS
 }
 
 func (c gatewayOrTLS) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	if _, ok := conn.(*inProcessConn); ok {
 		return conn, gatewayAuthInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}, nil
 	}
-	return c.TransportCredentials.ServerHandshake(conn)
+	secured, info, err := c.TransportCredentials.ServerHandshake(conn)
+	if err != nil {
+		c.tls.handshakes.failed("grpc", conn.RemoteAddr().String(), err)
+		return nil, nil, err
+	}
+	tlsInfo, ok := info.(credentials.TLSInfo)
+	if !ok {
+		return secured, info, nil
+	}
+	principal, refusal := c.tls.rules.principalOf(tlsInfo.State.VerifiedChains)
+	return secured, certificateAuthInfo{TLSInfo: tlsInfo, principal: principal, refusal: refusal}, nil
 }
 
 func (c gatewayOrTLS) Clone() credentials.TransportCredentials {
-	return gatewayOrTLS{TransportCredentials: c.TransportCredentials.Clone()}
+	return gatewayOrTLS{TransportCredentials: c.TransportCredentials.Clone(), tls: c.tls}
+}
+
+// certificateAuthInfo is the AuthInfo of a TLS connection to the gRPC
+// port: its TLS state, and the principal of its client certificate ("" if
+// none), or why that certificate is not a principal.
+type certificateAuthInfo struct {
+	credentials.TLSInfo
+	principal string
+	refusal   error
 }
 
 // gatewayAuthInfo marks a connection from the HTTP gateway.
@@ -213,54 +263,50 @@ type gatewayAuthInfo struct {
 func (gatewayAuthInfo) AuthType() string { return "ledgerd-http-gateway" }
 
 // certificatePrincipalKey is the metadata key in which the HTTP gateway
-// forwards the principal of an HTTPS caller's verified client certificate.
-// It is trusted only on the gateway's in-process connection, and the
-// gateway never forwards it from a caller's headers.
-const certificatePrincipalKey = "ledgerd-client-certificate-principal"
+// forwards the principal of an HTTPS caller's verified client certificate,
+// and certificateRefusalKey the one in which it forwards why that
+// certificate is not a principal. They are trusted only on the gateway's
+// in-process connection, and the gateway never forwards them from a
+// caller's headers.
+const (
+	certificatePrincipalKey = "ledgerd-client-certificate-principal"
+	certificateRefusalKey   = "ledgerd-client-certificate-refusal"
+)
 
-// CertificatePrincipalPrefix begins the principal of a verified client
-// certificate: "cert:" followed by the subject's common name, so that a
-// certificate can never be mistaken for a token's principal.
-const CertificatePrincipalPrefix = "cert:"
-
-// certificatePrincipal returns the principal of a verified client
-// certificate, or "" if its subject has no common name.
-func certificatePrincipal(leaf *x509.Certificate) string {
-	if leaf.Subject.CommonName == "" {
-		return ""
-	}
-	return CertificatePrincipalPrefix + leaf.Subject.CommonName
-}
+// defaultCertificateRules map the certificates of a TLS connection that
+// TLS.ServerOption did not set up (credentials of the caller of New's
+// own): "cert:<CN>", any issuer.
+var defaultCertificateRules = certificateRules{principal: PrincipalCommonName}
 
 // certificatePrincipalOf returns the principal of the caller's verified
 // client certificate: presented on a TLS connection, or forwarded by the
-// HTTP gateway. ok is false if the caller has none; a verified certificate
-// without a common name is UNAUTHENTICATED.
+// HTTP gateway, and named by the same rules (certificateRules.principalOf)
+// either way. ok is false if the caller has none; a verified certificate
+// that is not a principal is UNAUTHENTICATED.
 func certificatePrincipalOf(ctx context.Context) (principal string, ok bool, err error) {
 	p, _ := peer.FromContext(ctx)
 	if p == nil {
 		return "", false, nil
 	}
 	switch info := p.AuthInfo.(type) {
+	case certificateAuthInfo:
+		principal, err = info.principal, info.refusal
 	case credentials.TLSInfo:
-		if len(info.State.VerifiedChains) == 0 {
-			return "", false, nil
-		}
-		principal = certificatePrincipal(info.State.VerifiedChains[0][0])
+		principal, err = defaultCertificateRules.principalOf(info.State.VerifiedChains)
 	case gatewayAuthInfo:
+		if refusal := metadata.ValueFromIncomingContext(ctx, certificateRefusalKey); len(refusal) > 0 {
+			return "", true, unauthenticated(refusal[0])
+		}
 		values := metadata.ValueFromIncomingContext(ctx, certificatePrincipalKey)
-		if len(values) != 1 {
+		if len(values) != 1 || values[0] == "" {
 			return "", false, nil
 		}
 		principal = values[0]
-	default:
-		return "", false, nil
 	}
-	if principal == "" {
-		return "", true, withDetails(codes.Unauthenticated, ReasonUnauthenticated,
-			"the client certificate's subject has no common name, which names its principal", nil)
+	if err != nil {
+		return "", true, err
 	}
-	return principal, true, nil
+	return principal, principal != "", nil
 }
 
 // inProcessListener is a listener that only this process can connect to

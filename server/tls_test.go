@@ -201,6 +201,8 @@ func TestNewTLSRefusesBadConfigurations(t *testing.T) {
 		{server.TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: notPEM}, "not asked for"},
 		{server.TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientCAFile: notPEM, ClientAuth: tls.RequireAndVerifyClientCert}, "no PEM certificate"},
 		{server.TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientAuth: tls.RequestClientCert}, "not supported"},
+		{server.TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientPrincipal: "uri"}, `client principal rule "uri" is not one`},
+		{server.TLSConfig{CertFile: certFile, KeyFile: keyFile, ClientIssuerSPKIs: [][32]byte{{1}}}, "pinned client certificate issuers are given, but client certificates are not asked for"},
 	} {
 		_, err := server.NewTLS(tc.cfg)
 		require.ErrorContains(t, err, tc.want, "%+v", tc.cfg)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,12 +34,15 @@ type config struct {
 	ListenAddr             string
 	HTTPAddr               string // empty: no HTTP port
 	PprofAddr              string // empty: no profiling port; loopback only
-	InsecureDev            bool   // serve without authentication, on loopback only
-	AuthRefreshInterval    time.Duration
-	Principal              string // bootstrap
-	DBMaxConns             int32
-	NoMigrate              bool
-	ShutdownTimeout        time.Duration
+	// MetricsListenAddr serves /metrics on an internal listener of its
+	// own instead of the HTTP port; empty: /metrics on the HTTP port.
+	MetricsListenAddr   string
+	InsecureDev         bool // serve without authentication, on loopback only
+	AuthRefreshInterval time.Duration
+	Principal           string // bootstrap
+	DBMaxConns          int32
+	NoMigrate           bool
+	ShutdownTimeout     time.Duration
 	// LameDuckDelay is how long, on SIGTERM, health says NOT_SERVING while
 	// calls are still served, before the drain (0: none).
 	LameDuckDelay time.Duration
@@ -113,10 +118,11 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.IntVar(&cfg.RateLimits.PerPrincipal.Burst, "rate-limit-principal-burst", 4000, "burst of --rate-limit-principal")
 		fs.Float64Var(&cfg.RateLimits.PerNamespace.PerSecond, "rate-limit-namespace", 5000, "requests per second each namespace may receive, per replica (0: unlimited; unlimited by default with --insecure-dev)")
 		fs.IntVar(&cfg.RateLimits.PerNamespace.Burst, "rate-limit-namespace-burst", 10000, "burst of --rate-limit-namespace")
-		fs.BoolVar(&cfg.InsecureDev, "insecure-dev", false, "development only: serve without authentication (every caller may do everything); refuses non-loopback addresses")
-		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it")
+		fs.BoolVar(&cfg.InsecureDev, "insecure-dev", false, "development only: serve without authentication (every caller may do everything but manage tokens and role bindings); refuses non-loopback addresses, and a database that holds any token or role binding")
+		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it; with --insecure-dev, how often the database is checked for credentials (ledgerd stops if it holds any)")
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
 		fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7071", "HTTP listen address: HTTP/JSON gateway (POST /ledger.v1.LedgerService/<Method>), /metrics, /healthz, /readyz; empty or \"off\" disables it")
+		fs.StringVar(&cfg.MetricsListenAddr, "metrics-listen-addr", "", "serve /metrics on this address only, in plain HTTP without authentication (an internal listener for the scraper, on a private network), and no longer on --http-addr, which anyone who can call the API reaches; empty: /metrics on --http-addr")
 		fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve Go's profiles (net/http/pprof, /debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; off when empty")
 		fs.BoolVar(&coalesce.Disabled, "no-coalesce", false, "do not coalesce concurrent Reserves, Completes and Lookups into shared statements (group commit)")
 		fs.IntVar(&coalesce.MaxBatch, "coalesce-max-batch", 500, "most calls coalesced into one statement")
@@ -245,7 +251,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		if !given["auto-create-namespaces"] {
 			autoCreateNamespaces = true
 		}
-		for flagName, addr := range map[string]string{"--listen-addr": cfg.ListenAddr, "--http-addr": cfg.HTTPAddr} {
+		for flagName, addr := range map[string]string{"--listen-addr": cfg.ListenAddr, "--http-addr": cfg.HTTPAddr, "--metrics-listen-addr": cfg.MetricsListenAddr} {
 			if addr != "" && addr != "off" && !loopback(addr) {
 				return config{}, fmt.Errorf("--insecure-dev serves without authentication, so %s must be a loopback address (127.0.0.1, ::1, localhost), got %q", flagName, addr)
 			}
@@ -428,13 +434,16 @@ func (v grpcFlagValues) limits() (server.Limits, error) {
 // tlsFlagValues are the --tls-* flags as given.
 type tlsFlagValues struct {
 	certFile, keyFile, clientCAFile, clientAuth string
+	clientPrincipal, clientIssuerSPKIs          string
 }
 
 func tlsFlags(fs *flag.FlagSet, v *tlsFlagValues) {
 	fs.StringVar(&v.certFile, "tls-cert-file", "", "PEM certificate (with intermediates) to serve both ports over TLS; re-read when it changes on disk; needs --tls-key-file")
 	fs.StringVar(&v.keyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
-	fs.StringVar(&v.clientCAFile, "tls-client-ca-file", "", "PEM CAs that client certificates are verified against; a verified certificate authenticates as the principal cert:<subject CN>")
+	fs.StringVar(&v.clientCAFile, "tls-client-ca-file", "", "PEM CAs that client certificates are verified against; a verified certificate authenticates as the principal --tls-client-principal names")
 	fs.StringVar(&v.clientAuth, "tls-client-auth", "", "client certificates: none, request (verified if given) or require (the handshake fails without one); default require with --tls-client-ca-file, none otherwise")
+	fs.StringVar(&v.clientPrincipal, "tls-client-principal", "cn", "the principal of a verified client certificate: cn (cert:<subject CN>) or spiffe (its one URI SAN, a SPIFFE ID spiffe://trust-domain/path, as is)")
+	fs.StringVar(&v.clientIssuerSPKIs, "tls-client-issuer-spki", "", "comma-separated sha256:<hex> digests of the public keys (SubjectPublicKeyInfo) of the CAs whose client certificates are principals; a certificate from another CA of --tls-client-ca-file is not (UNAUTHENTICATED). Empty: every CA of --tls-client-ca-file")
 }
 
 // config checks the --tls-* flags and turns them into a server.TLSConfig,
@@ -444,8 +453,8 @@ func (v tlsFlagValues) config() (*server.TLSConfig, error) {
 		return nil, errors.New("--tls-cert-file and --tls-key-file go together: give both or neither")
 	}
 	if v.certFile == "" {
-		if v.clientCAFile != "" || v.clientAuth != "" {
-			return nil, errors.New("--tls-client-ca-file and --tls-client-auth need --tls-cert-file and --tls-key-file")
+		if v.clientCAFile != "" || v.clientAuth != "" || v.clientIssuerSPKIs != "" {
+			return nil, errors.New("--tls-client-ca-file, --tls-client-auth and --tls-client-issuer-spki need --tls-cert-file and --tls-key-file")
 		}
 		return nil, nil
 	}
@@ -456,7 +465,17 @@ func (v tlsFlagValues) config() (*server.TLSConfig, error) {
 			clientAuth = "require"
 		}
 	}
-	cfg := &server.TLSConfig{CertFile: v.certFile, KeyFile: v.keyFile, ClientCAFile: v.clientCAFile}
+	cfg := &server.TLSConfig{CertFile: v.certFile, KeyFile: v.keyFile, ClientCAFile: v.clientCAFile,
+		ClientPrincipal: server.CertificatePrincipal(v.clientPrincipal)}
+	switch cfg.ClientPrincipal {
+	case server.PrincipalCommonName, server.PrincipalSPIFFEID:
+	default:
+		return nil, fmt.Errorf("--tls-client-principal must be cn or spiffe, got %q", v.clientPrincipal)
+	}
+	var err error
+	if cfg.ClientIssuerSPKIs, err = parseSPKIDigests(v.clientIssuerSPKIs); err != nil {
+		return nil, err
+	}
 	switch clientAuth {
 	case "none":
 		cfg.ClientAuth = tls.NoClientCert
@@ -472,8 +491,33 @@ func (v tlsFlagValues) config() (*server.TLSConfig, error) {
 		return nil, fmt.Errorf("--tls-client-auth %s needs --tls-client-ca-file to verify the certificates against", clientAuth)
 	case clientAuth == "none" && v.clientCAFile != "":
 		return nil, errors.New("--tls-client-auth none ignores --tls-client-ca-file: drop one")
+	case clientAuth == "none" && len(cfg.ClientIssuerSPKIs) > 0:
+		return nil, errors.New("--tls-client-issuer-spki pins the issuers of client certificates, which --tls-client-auth none does not ask for")
 	}
 	return cfg, nil
+}
+
+// parseSPKIDigests parses --tls-client-issuer-spki: comma-separated
+// "sha256:" followed by 64 hex digits, as
+//
+//	openssl x509 -in ca.pem -noout -pubkey | openssl pkey -pubin -outform der | openssl dgst -sha256
+//
+// prints them.
+func parseSPKIDigests(list string) ([][sha256.Size]byte, error) {
+	var digests [][sha256.Size]byte
+	for _, item := range strings.Split(list, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		hexDigits, ok := strings.CutPrefix(item, "sha256:")
+		raw, err := hex.DecodeString(hexDigits)
+		if !ok || err != nil || len(raw) != sha256.Size {
+			return nil, fmt.Errorf("--tls-client-issuer-spki: %q is not sha256: followed by the 64 hex digits of a SHA-256 digest", item)
+		}
+		digests = append(digests, [sha256.Size]byte(raw))
+	}
+	return digests, nil
 }
 
 // boundToLoopback checks the address a listener actually bound, for

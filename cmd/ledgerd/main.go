@@ -314,7 +314,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	var serverOptions []grpc.ServerOption
 	if cfg.TLS != nil {
 		tlsConfig := *cfg.TLS
-		tlsConfig.Logger = logger
+		tlsConfig.Logger, tlsConfig.Metrics = logger, metrics
 		if serverTLS, err = server.NewTLS(tlsConfig); err != nil {
 			return err
 		}
@@ -367,11 +367,26 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	if httpLis != nil {
 		httpAddr = httpLis.Addr().String()
 	}
+	metricsSrv, metricsLis, err := listenMetrics(cfg, metrics, logger)
+	if err != nil {
+		_ = lis.Close()
+		if httpLis != nil {
+			_ = httpLis.Close()
+		}
+		return abandon(err)
+	}
+	metricsAddr := httpAddr // /metrics on the HTTP port
+	if metricsLis != nil {
+		metricsAddr = metricsLis.Addr().String()
+		// Closed last: the scraper sees the drain.
+		defer func() { _ = metricsSrv.Close() }()
+		go func() { _ = metricsSrv.Serve(metricsLis) }()
+	}
 	// "ledgerd listening" once the ports are bound, "ledgerd serving" once
 	// the start-up is done, with the same fields.
 	addrs := []any{"version", version, "addr", lis.Addr().String(), "http_addr", httpAddr,
 		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns, "coalesce", !cfg.Ledger.Coalesce.Disabled,
-		"read_database", cfg.ReadDatabaseURL != ""}
+		"read_database", cfg.ReadDatabaseURL != "", "metrics_addr", metricsAddr}
 	logger.Info("ledgerd listening", addrs...)
 
 	if cfg.PprofAddr != "" {
@@ -400,16 +415,32 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	}()
 	var failure error
 	started := false
+	// refused receives the reason to stop that a background job finds (a
+	// development-mode database that gains credentials).
+	refused := make(chan error, 1)
+	refuse := func(err error) {
+		select {
+		case refused <- err:
+		default:
+		}
+	}
 	for waiting := true; waiting; {
 		select {
 		case err := <-startDone:
 			startDone = nil
 			if err != nil {
-				continue // ctx ended: the next turn sees it
+				if ctx.Err() == nil { // refused (server.ErrStartRefused)
+					failure = err
+					waiting = false
+				}
+				continue // or ctx ended: the next turn sees it
 			}
 			started = true
-			stopBackground = startBackground(ctx, cfg, store, auth, metrics, logger)
+			stopBackground = startBackground(ctx, cfg, pool, store, auth, metrics, logger, refuse)
 			logger.Info("ledgerd serving", addrs...)
+		case err := <-refused:
+			failure = err
+			waiting = false
 		case err := <-served: // only on a failure: Shutdown has not been called
 			failure = fmt.Errorf("serve: %w", err)
 			served <- nil // for the wait below
@@ -496,8 +527,10 @@ func lameDuck(ctx context.Context, delay time.Duration, srv *server.Server, serv
 }
 
 // prepare does what needs the database before ledgerd can serve: reach it,
-// apply the pending migrations (with --no-migrate, check that there are
-// none), and load the credentials. server.Server.Start runs it again until
+// in development mode check that it holds no credentials (a refusal stops
+// the start-up for good: see devmode.go), apply the pending migrations
+// (with --no-migrate, check that there are none), and load the
+// credentials. server.Server.Start runs it again until
 // it succeeds, so every step may be repeated.
 func prepare(ctx context.Context, cfg config, pool *pgxpool.Pool, store *ledger.Store, auth *server.Auth, logger *slog.Logger) error {
 	pingCtx, cancel := context.WithTimeout(ctx, startPingTimeout)
@@ -505,6 +538,17 @@ func prepare(ctx context.Context, cfg config, pool *pgxpool.Pool, store *ledger.
 	cancel()
 	if err != nil {
 		return fmt.Errorf("connect to %s: %w", describeDatabase(pool), err)
+	}
+	if cfg.InsecureDev {
+		// Before migrating: a refused database is left as it was.
+		err := checkDevelopmentDatabase(ctx, store, describeDatabase(pool))
+		var shared *sharedDatabaseError
+		if errors.As(err, &shared) {
+			return fmt.Errorf("%w: %w", server.ErrStartRefused, err)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if cfg.NoMigrate {
 		if err := ledger.CheckSchema(ctx, pool); err != nil {
@@ -565,9 +609,13 @@ func loadCredentials(ctx context.Context, store *ledger.Store, auth *server.Auth
 
 // startBackground starts what runs beside the server once it has started:
 // the listener that wakes waiting Reserves, the retention sweeper (unless
-// --sweep-interval is 0) and the credentials refresh (with auth). The
-// returned func stops them, last started first, and waits for them.
-func startBackground(ctx context.Context, cfg config, store *ledger.Store, auth *server.Auth, metrics *server.Metrics, logger *slog.Logger) (stop func()) {
+// --sweep-interval is 0), and the credentials refresh (with auth) or, in
+// development mode, the check that the database still holds no
+// credentials, which calls refuse if it does. The returned func stops
+// them, last started first, and waits for them.
+func startBackground(ctx context.Context, cfg config, pool *pgxpool.Pool, store *ledger.Store, auth *server.Auth,
+	metrics *server.Metrics, logger *slog.Logger, refuse func(error),
+) (stop func()) {
 	var stops []func()
 	// run runs job in a goroutine until stop, and logs its error.
 	run := func(name string, job func(ctx context.Context) error) {
@@ -590,6 +638,11 @@ func startBackground(ctx context.Context, cfg config, store *ledger.Store, auth 
 	if auth != nil {
 		run("credentials refresh", auth.Run)
 	}
+	if cfg.InsecureDev {
+		run("development database check", func(ctx context.Context) error {
+			return watchDevelopmentDatabase(ctx, store, describeDatabase(pool), cfg.AuthRefreshInterval, logger, refuse)
+		})
+	}
 	return func() {
 		for i := len(stops) - 1; i >= 0; i-- {
 			stops[i]()
@@ -605,6 +658,9 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 	if cfg.HTTPAddr == "" {
 		return nil, nil, nil
 	}
+	if cfg.MetricsListenAddr != "" {
+		metrics = nil // served on the internal listener only (see listenMetrics)
+	}
 	// The body limit defaults to the largest body whose request fits the
 	// gRPC request limit (server.HTTPRequestBytes).
 	handler, err := srv.HTTPHandler(ctx, server.HTTPConfig{
@@ -613,6 +669,7 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 		MaxHeaderBytes:  cfg.HTTP.MaxHeaderBytes,
 		BodyReadTimeout: cfg.HTTP.BodyReadTimeout,
 		TrustedProxies:  cfg.HTTP.TrustedProxies,
+		TLS:             serverTLS,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -627,8 +684,10 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 			return nil, nil, err
 		}
 	}
+	errorLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	if serverTLS != nil {
 		lis = tls.NewListener(lis, serverTLS.HTTPConfig())
+		errorLog = serverTLS.HTTPErrorLog(logger) // failed handshakes: sampled and counted
 	}
 	return &http.Server{
 		Handler:           handler,
@@ -637,7 +696,36 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 		// net/http refuses headers beyond this (431) before reading them
 		// whole; the handler counts as gRPC does, and refuses the rest.
 		MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes,
-		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		ErrorLog:       errorLog,
+	}, lis, nil
+}
+
+// listenMetrics binds --metrics-listen-addr and prepares the server of
+// /metrics on it, plain HTTP without authentication, for a scraper on a
+// private network; both are nil without the flag (the HTTP port serves
+// /metrics then).
+func listenMetrics(cfg config, metrics *server.Metrics, logger *slog.Logger) (*http.Server, net.Listener, error) {
+	if cfg.MetricsListenAddr == "" {
+		return nil, nil, nil
+	}
+	lis, err := net.Listen("tcp", cfg.MetricsListenAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen --metrics-listen-addr: %w", err)
+	}
+	if cfg.InsecureDev {
+		if err := boundToLoopback("--metrics-listen-addr", lis.Addr()); err != nil {
+			_ = lis.Close()
+			return nil, nil, err
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics.Handler(logger))
+	return &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       10 * time.Second, // a scrape has no body
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}, lis, nil
 }
 

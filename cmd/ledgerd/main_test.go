@@ -612,14 +612,27 @@ func TestTLSFlags(t *testing.T) {
 	require.Nil(t, cfg.TLS)
 	cfg, err = parse("--tls-cert-file", "c.pem", "--tls-key-file", "k.pem")
 	require.NoError(t, err)
-	require.Equal(t, &server.TLSConfig{CertFile: "c.pem", KeyFile: "k.pem", ClientAuth: tls.NoClientCert}, cfg.TLS)
+	require.Equal(t, &server.TLSConfig{CertFile: "c.pem", KeyFile: "k.pem", ClientAuth: tls.NoClientCert, ClientPrincipal: server.PrincipalCommonName}, cfg.TLS)
 	cfg, err = parse("--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-ca-file", "ca.pem")
 	require.NoError(t, err)
 	require.Equal(t, tls.RequireAndVerifyClientCert, cfg.TLS.ClientAuth, "required by default with a client CA")
 	cfg, err = parse("--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-ca-file", "ca.pem", "--tls-client-auth", "request")
 	require.NoError(t, err)
 	require.Equal(t, tls.VerifyClientCertIfGiven, cfg.TLS.ClientAuth)
+	pin := "sha256:" + strings.Repeat("ab", 32)
+	cfg, err = parse("--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-ca-file", "ca.pem",
+		"--tls-client-principal", "spiffe", "--tls-client-issuer-spki", pin+", sha256:"+strings.Repeat("CD", 32))
+	require.NoError(t, err)
+	require.Equal(t, server.PrincipalSPIFFEID, cfg.TLS.ClientPrincipal)
+	require.Len(t, cfg.TLS.ClientIssuerSPKIs, 2)
+	require.Equal(t, byte(0xab), cfg.TLS.ClientIssuerSPKIs[0][0])
+	require.Equal(t, byte(0xcd), cfg.TLS.ClientIssuerSPKIs[1][31])
 	for _, bad := range [][]string{
+		{"--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-ca-file", "ca.pem", "--tls-client-principal", "uri"},
+		{"--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-ca-file", "ca.pem", "--tls-client-issuer-spki", "sha256:abcd"},
+		{"--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-ca-file", "ca.pem", "--tls-client-issuer-spki", strings.Repeat("ab", 32)},
+		{"--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--tls-client-issuer-spki", pin},
+		{"--tls-client-issuer-spki", pin},
 		{"--tls-cert-file", "c.pem"},
 		{"--tls-key-file", "k.pem"},
 		{"--tls-client-ca-file", "ca.pem"},

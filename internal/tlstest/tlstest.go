@@ -1,6 +1,7 @@
 // Package tlstest makes certificate authorities and certificates for tests
 // of ledgerd's TLS: a CA per test, server certificates for localhost and
-// 127.0.0.1, and client certificates whose common name is a principal.
+// 127.0.0.1, and client certificates whose common name or URI SAN (a SPIFFE
+// ID) is a principal.
 package tlstest
 
 import (
@@ -13,6 +14,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -67,6 +69,19 @@ type Pair struct {
 // empty), valid for servers and clients on localhost and 127.0.0.1.
 func (ca *CA) Issue(tb testing.TB, commonName string) Pair {
 	tb.Helper()
+	return ca.IssueWithURIs(tb, commonName)
+}
+
+// IssueWithURIs is Issue with URI SANs as well, such as a SPIFFE ID
+// ("spiffe://example.org/payments/worker").
+func (ca *CA) IssueWithURIs(tb testing.TB, commonName string, uris ...string) Pair {
+	tb.Helper()
+	var parsed []*url.URL
+	for _, uri := range uris {
+		u, err := url.Parse(uri)
+		require.NoError(tb, err)
+		parsed = append(parsed, u)
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(tb, err)
 	template := &x509.Certificate{
@@ -78,6 +93,7 @@ func (ca *CA) Issue(tb testing.TB, commonName string) Pair {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{"localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		URIs:         parsed,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, template, ca.Cert, key.Public(), ca.key)
 	require.NoError(tb, err)
