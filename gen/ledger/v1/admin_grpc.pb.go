@@ -153,7 +153,8 @@ type LedgerAdminServiceClient interface {
 	// this response only: ledgerd keeps a hash of its secret. Platform admins
 	// only. Audited.
 	//
-	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT (ttl beyond the server's maximum token
+	// lifetime, among others), PERMISSION_DENIED, UNAVAILABLE.
 	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
 	// ListTokens lists the API tokens (never their secrets), revoked and
 	// expired ones included. Platform admins only.
@@ -478,7 +479,8 @@ type LedgerAdminServiceServer interface {
 	// this response only: ledgerd keeps a hash of its secret. Platform admins
 	// only. Audited.
 	//
-	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT (ttl beyond the server's maximum token
+	// lifetime, among others), PERMISSION_DENIED, UNAVAILABLE.
 	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
 	// ListTokens lists the API tokens (never their secrets), revoked and
 	// expired ones included. Platform admins only.
