@@ -137,11 +137,11 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 
 // forwardedHeader is the gateway's default choice of the headers that
 // become metadata, except that a caller can never set the keys in which
-// the gateway forwards a client certificate's principal and the caller's
-// address.
+// the gateway forwards a client certificate's principal and credential id,
+// and the caller's address.
 func forwardedHeader(header string) (string, bool) {
 	key, ok := runtime.DefaultHeaderMatcher(header)
-	if strings.EqualFold(key, certificatePrincipalKey) || strings.EqualFold(key, sourceKey) {
+	if strings.EqualFold(key, certificatePrincipalKey) || strings.EqualFold(key, certificateCredentialKey) || strings.EqualFold(key, sourceKey) {
 		return "", false
 	}
 	return key, ok
@@ -149,11 +149,12 @@ func forwardedHeader(header string) (string, bool) {
 
 // forwardCaller passes on the HTTP caller's source address and the
 // principal of an HTTPS caller's verified client certificate ("" if it
-// has no common name, which Auth refuses).
+// has no common name, which Auth refuses) with its credential id.
 func forwardCaller(_ context.Context, r *http.Request) metadata.MD {
 	md := metadata.Pairs(sourceKey, httpSource(r))
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		md.Set(certificatePrincipalKey, certificatePrincipal(r.TLS.VerifiedChains[0][0]))
+		md.Set(certificateCredentialKey, certificateCredential(r.TLS.VerifiedChains[0][0]))
 	}
 	return md
 }

@@ -71,7 +71,8 @@ func (c MetricsConfig) withDefaults() MetricsConfig {
 // outcome and method take a few fixed values, and no metric is labelled by
 // key or owner.
 //
-// Pass Metrics to New (Config.Metrics) to record the RPCs, and to
+// Pass Metrics to New (Config.Metrics) to record the RPCs, to NewAuth
+// (AuthConfig.Metrics) to count refused authentications, and to
 // HTTPHandler (HTTPConfig.Metrics) to serve them on /metrics.
 type Metrics struct {
 	registry *prometheus.Registry
@@ -84,6 +85,7 @@ type Metrics struct {
 	sweeperDeleted     prometheus.Counter
 	sweeperErrors      prometheus.Counter
 	permissionDenied   *prometheus.CounterVec
+	authFailures       *prometheus.CounterVec // by refusal reason (see AuthConfig.Metrics)
 
 	namespaces *labelSet
 }
@@ -138,7 +140,14 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 			Name: "ledgerd_permission_denied_total",
 			Help: "Calls refused with PERMISSION_DENIED (an authenticated principal without the role), by method.",
 		}, []string{"method"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledgerd_auth_failures_total",
+			Help: "Refused authentications, by reason: missing_credentials, malformed, unknown_token, wrong_secret, revoked, expired, certificate_without_name, rate_limited (a source address that failed too often, refused before its credentials were read).",
+		}, []string{"reason"}),
 		namespaces: newLabelSet(cfg.MaxNamespaceLabels),
+	}
+	for _, reason := range refusalReasons {
+		m.authFailures.WithLabelValues(reason)
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -151,6 +160,7 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 		m.sweeperDeleted,
 		m.sweeperErrors,
 		m.permissionDenied,
+		m.authFailures,
 		newStoreCollector(store, cfg),
 		newPoolCollector("pool", "--db-max-conns", store.PoolStat),
 		newPoolCollector("read_pool", "--read-db-max-conns", store.ReadPoolStat),

@@ -63,6 +63,9 @@ type config struct {
 	RateLimits server.RateLimits
 	// TLS serves both ports over TLS; nil without --tls-cert-file.
 	TLS *server.TLSConfig
+	// FailedAuthLimit bounds the failed authentications of each source
+	// address, per replica (a negative rate: none).
+	FailedAuthLimit server.Rate
 }
 
 // envName is the environment variable that backs a flag.
@@ -79,6 +82,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	var dbMaxConns, readDBMaxConns int
 	var grpcValues grpcFlagValues
 	var tlsValues tlsFlagValues
+	var maxTokenTTL time.Duration
 
 	fs := flag.NewFlagSet("ledgerd "+command, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -91,6 +95,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if command == "bootstrap" {
 		fs.StringVar(&cfg.Principal, "principal", "", "the principal (a name) of the first platform admin")
 	}
+	// bootstrap's token lives as long as any other: give both commands the
+	// same --max-token-ttl.
+	fs.DurationVar(&maxTokenTTL, "max-token-ttl", ledger.DefaultMaxTokenTTL, "the longest an API token may live: a longer --ttl is refused, and a token created without one (the bootstrap token included) gets this; 0 for no maximum (tokens without a ttl live until revoked)")
 	if command == "serve" {
 		fs.StringVar(&cfg.ReadDatabaseURL, "read-database-url", "", "PostgreSQL URL or DSN of a hot standby that serves ListEntries, GetHistory and ListEvents, which may then lag the primary (ListEvents stops where the standby has replayed); e.g. postgres://ledgerd@db1,db2/ledger?target_session_attrs=prefer-standby. While it cannot be reached, the primary serves them. Empty: the primary serves them")
 		fs.IntVar(&readDBMaxConns, "read-db-max-conns", 4, "maximum connections to --read-database-url")
@@ -99,7 +106,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.Float64Var(&cfg.RateLimits.PerNamespace.PerSecond, "rate-limit-namespace", 5000, "requests per second each namespace may receive, per replica (0: unlimited; unlimited by default with --insecure-dev)")
 		fs.IntVar(&cfg.RateLimits.PerNamespace.Burst, "rate-limit-namespace-burst", 10000, "burst of --rate-limit-namespace")
 		fs.BoolVar(&cfg.InsecureDev, "insecure-dev", false, "development only: serve without authentication (every caller may do everything); refuses non-loopback addresses")
-		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it")
+		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it; tokens' last_used_at is written as often")
+		fs.Float64Var(&cfg.FailedAuthLimit.PerSecond, "auth-failure-rate", server.DefaultFailedAuthLimit.PerSecond, "failed authentications per second each source address (IP) may make once its burst is spent, per replica; a source over it is refused with RESOURCE_EXHAUSTED before its credentials are checked (0: unlimited)")
+		fs.IntVar(&cfg.FailedAuthLimit.Burst, "auth-failure-burst", server.DefaultFailedAuthLimit.Burst, "failed authentications a source address may make in a row before --auth-failure-rate applies")
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
 		fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7071", "HTTP listen address: HTTP/JSON gateway (POST /ledger.v1.LedgerService/<Method>), /metrics, /healthz, /readyz; empty or \"off\" disables it")
 		fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve Go's profiles (net/http/pprof, /debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; off when empty")
@@ -162,6 +171,19 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		if r.PerSecond < 0 || (r.PerSecond > 0 && r.Burst < 1) {
 			return config{}, fmt.Errorf("%s must not be negative and needs a positive burst, got %g/s burst %d", name, r.PerSecond, r.Burst)
 		}
+	}
+	if cfg.FailedAuthLimit.PerSecond < 0 || (cfg.FailedAuthLimit.PerSecond > 0 && cfg.FailedAuthLimit.Burst < 1) {
+		return config{}, fmt.Errorf("--auth-failure-rate must not be negative and needs a positive --auth-failure-burst, got %g/s burst %d",
+			cfg.FailedAuthLimit.PerSecond, cfg.FailedAuthLimit.Burst)
+	}
+	if cfg.FailedAuthLimit.PerSecond == 0 {
+		cfg.FailedAuthLimit.PerSecond = -1 // off (zero is server.NewAuth's default)
+	}
+	if maxTokenTTL < 0 {
+		return config{}, fmt.Errorf("--max-token-ttl must not be negative (0: no maximum), got %s", maxTokenTTL)
+	}
+	if maxTokenTTL == 0 {
+		maxTokenTTL = -1 // no maximum (zero is the ledger's default)
 	}
 	if cfg.SweepInterval < 0 {
 		return config{}, fmt.Errorf("--sweep-interval must not be negative, got %s", cfg.SweepInterval)
@@ -235,7 +257,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		heartbeatEvents = time.Nanosecond // every heartbeat (zero is the ledger's default, 1m)
 	}
 	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns, HeartbeatEventInterval: heartbeatEvents, Coalesce: coalesce,
-		MaxConcurrentBatches: maxConcurrentBatches}
+		MaxConcurrentBatches: maxConcurrentBatches, MaxTokenTTL: maxTokenTTL}
 	if err := cfg.Ledger.Validate(); err != nil {
 		return config{}, err
 	}
