@@ -309,10 +309,14 @@ type inProcessListener struct {
 	closeOnce sync.Once
 }
 
-// inProcessConn is the server's end of an in-process connection.
+// inProcessConn is the server's end of an in-process connection. Its
+// remote address is inProcessAddr, which tells the gateway's calls apart
+// (see callSource).
 type inProcessConn struct {
 	net.Conn
 }
+
+func (inProcessConn) RemoteAddr() net.Addr { return inProcessAddr{} }
 
 func newInProcessListener() *inProcessListener {
 	return &inProcessListener{conns: make(chan *inProcessConn), done: make(chan struct{})}
