@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"regexp"
 	"testing"
 	"time"
 
@@ -48,7 +47,7 @@ func TestBootstrapTokenFollowsMaxTokenTTL(t *testing.T) {
 	var out, errOut ledgertest.LogBuffer
 	err := run(context.Background(), []string{"bootstrap", "--principal", "root", "--database-url", url, "--max-token-ttl", "48h"}, env(nil), &out, &errOut)
 	require.NoError(t, err, errOut.String())
-	require.Regexp(t, regexp.MustCompile(`ldg_[0-9a-f]+_[A-Za-z0-9_-]+`), out.String())
+	require.Regexp(t, `ldg_[0-9a-f]+_[A-Za-z0-9_-]+`, out.String())
 
 	var expires time.Time
 	require.NoError(t, ledgertest.Pool(t, url).QueryRow(context.Background(), `SELECT expires_at FROM api_tokens`).Scan(&expires))
