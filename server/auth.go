@@ -207,7 +207,10 @@ func (a *Auth) forget() {
 // request log, and a token's use is remembered for its last_used_at.
 func (a *Auth) authenticate(ctx context.Context) (string, error) {
 	now := time.Now()
-	at := attempt{source: callSource(ctx)}
+	var at attempt
+	if a.failures.active() { // the source is read only while some source failed
+		at.source = callSource(ctx)
+	}
 	if ok, retryAfter, first := a.failures.admit(at.source, now); !ok {
 		at.refusal = refusalRateLimited
 		a.refused(ctx, at, now, first)
@@ -219,6 +222,9 @@ func (a *Auth) authenticate(ctx context.Context) (string, error) {
 	err := a.check(ctx, &at, now)
 	noteIdentity(ctx, at)
 	if at.refusal != "" {
+		if at.source == "" {
+			at.source = callSource(ctx)
+		}
 		a.refused(ctx, at, now, false)
 	}
 	if err != nil {

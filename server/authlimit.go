@@ -66,11 +66,15 @@ func sourceHost(source string) string {
 	return source
 }
 
+// active reports whether any source is being counted: until one fails,
+// admit needs no source.
+func (l *failureLimiter) active() bool { return l != nil && l.tracked.Load() > 0 }
+
 // admit reports whether a call from source may have its credentials
 // checked; if not, how long until it may, and whether this is the first
 // refusal since the source was last admitted.
 func (l *failureLimiter) admit(source string, now time.Time) (ok bool, retryAfter time.Duration, first bool) {
-	if l == nil || l.tracked.Load() == 0 { // nobody failed: the common case takes no lock
+	if !l.active() { // nobody failed: the common case takes no lock
 		return true, 0, false
 	}
 	l.mu.Lock()
