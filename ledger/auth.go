@@ -31,8 +31,8 @@ const (
 )
 
 // RoleBinding gives a principal a role in the namespaces its pattern
-// matches: a namespace name, a prefix followed by "*" ("payments-*"), or
-// "*" for all.
+// matches: a namespace name, a prefix ending in a separator ('-', '_' or
+// '.') followed by "*" ("payments-*"), or "*" for all.
 type RoleBinding struct {
 	Principal        string    `db:"principal"`
 	NamespacePattern string    `db:"namespace_pattern"`
@@ -60,6 +60,10 @@ type Token struct {
 	ExpiresAt   *time.Time `db:"expires_at"`
 	RevokedAt   *time.Time `db:"revoked_at"`
 	RevokedBy   *string    `db:"revoked_by"`
+	// LastUsedAt is when the token last authenticated a call, as precise as
+	// the replicas' flushes (see RecordTokenUses); nil if never since
+	// ledgerd began to record it.
+	LastUsedAt *time.Time `db:"last_used_at"`
 }
 
 // tokenPrefix starts every token, so that secret scanners can find leaked
@@ -69,6 +73,14 @@ const tokenPrefix = "ldg_"
 // ErrBadToken means a bearer token is malformed, unknown, expired, revoked
 // or wrong.
 var ErrBadToken = errors.New("invalid token")
+
+// ErrTokenRevoked and ErrTokenExpired are the ErrBadToken of a token
+// presented with its right secret after it was revoked, or after it
+// expired.
+var (
+	ErrTokenRevoked = fmt.Errorf("%w: revoked", ErrBadToken)
+	ErrTokenExpired = fmt.Errorf("%w: expired", ErrBadToken)
+)
 
 // ParseToken splits a bearer token into its public id and its secret.
 func ParseToken(token string) (id, secret string, err error) {
@@ -84,22 +96,52 @@ func ParseToken(token string) (id, secret string, err error) {
 }
 
 // Verify checks a secret against the token's hash, in constant time, and
-// the token's expiry and revocation against now.
+// the token's expiry and revocation against now. It fails with ErrBadToken
+// for a wrong secret, and only for the right one with ErrTokenRevoked or
+// ErrTokenExpired: whoever does not hold the secret learns nothing.
 func (t Token) Verify(secret string, now time.Time) error {
 	sum := sha256.Sum256([]byte(secret))
 	switch {
 	case subtle.ConstantTimeCompare(sum[:], t.SecretHash) != 1:
 		return ErrBadToken
 	case t.RevokedAt != nil:
-		return fmt.Errorf("%w: revoked", ErrBadToken)
+		return ErrTokenRevoked
 	case t.ExpiresAt != nil && !now.Before(*t.ExpiresAt):
-		return fmt.Errorf("%w: expired", ErrBadToken)
+		return ErrTokenExpired
 	}
 	return nil
 }
 
 func checkPrincipal(principal string) error {
 	return checkText("principal", principal, true, 256)
+}
+
+// PatternSeparators are the characters a prefix pattern must end with
+// before its "*": those a namespace name may contain besides letters and
+// digits (see checkNamespace). "team-a-*" covers team-a's namespaces only;
+// "team-a*" would cover "team-ab" too.
+const PatternSeparators = "-_."
+
+// checkGrantedPattern is checkPattern for a new binding: a prefix must also
+// end in a separator. Bindings made before this rule keep working, and can
+// still be revoked (see LegacyPattern).
+func checkGrantedPattern(pattern string) error {
+	if err := checkPattern(pattern); err != nil {
+		return err
+	}
+	if LegacyPattern(pattern) {
+		return invalid("namespace_pattern", "a prefix must end in one of %q before '*' (e.g. %q), so that it cannot cover another team's names: got %q",
+			PatternSeparators, strings.TrimSuffix(pattern, "*")+"-*", pattern)
+	}
+	return nil
+}
+
+// LegacyPattern reports whether a binding's pattern is a prefix that does
+// not end in a separator ("team-a*"), which GrantRole no longer accepts
+// because it also covers names that merely begin alike ("team-ab").
+func LegacyPattern(pattern string) bool {
+	prefix, ok := strings.CutSuffix(pattern, "*")
+	return ok && prefix != "" && !strings.ContainsAny(prefix[len(prefix)-1:], PatternSeparators)
 }
 
 func checkPattern(pattern string) error {
@@ -122,17 +164,25 @@ func checkRole(role Role) error {
 	return invalid("role", "must be worker, reader, admin or platform-admin, got %q", role)
 }
 
-// CreateToken issues a token for principal, valid for ttl (zero: until
-// revoked), and returns it with its secret: the whole token string is
-// returned only here; the ledger keeps a hash. Recorded in the audit trail
-// with the caller and reason.
+// CreateToken issues a token for principal, valid for ttl (zero: for the
+// Store's MaxTokenTTL, or until revoked if it has none), and returns it
+// with its secret: the whole token string is returned only here; the
+// ledger keeps a hash. Recorded in the audit trail with the caller and
+// reason. A ttl beyond MaxTokenTTL is a *ValidationError naming ttl, and
+// nothing is stored.
 func (s *Store) CreateToken(ctx context.Context, principal, description string, ttl time.Duration, reason string) (Token, string, error) {
 	err := checkPrincipal(principal)
 	if err == nil {
 		err = checkText("description", description, false, 1024)
 	}
-	if err == nil && ttl < 0 {
+	switch {
+	case err != nil:
+	case ttl < 0:
 		err = invalid("ttl", "must not be negative, got %s", ttl)
+	case s.maxTokenTTL > 0 && ttl > s.maxTokenTTL:
+		err = invalid("ttl", "must be at most %s (the server's maximum token lifetime), got %s", s.maxTokenTTL, ttl)
+	case ttl == 0:
+		ttl = max(s.maxTokenTTL, 0)
 	}
 	if err == nil {
 		err = checkReason(s.limits, reason)
@@ -181,11 +231,63 @@ func (s *Store) RevokeToken(ctx context.Context, id, reason string) (Token, erro
 // first. There are few: one per service or person.
 func (s *Store) Tokens(ctx context.Context) ([]Token, error) {
 	tokens, err := queryRows[Token](ctx, s.pool, `SELECT id, principal, secret_hash, description, created_at, created_by,
-		expires_at, revoked_at, revoked_by FROM api_tokens ORDER BY created_at, id`)
+		expires_at, revoked_at, revoked_by, last_used_at FROM api_tokens ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
 	}
 	return tokens, nil
+}
+
+// RecordTokenUses records when tokens were last used, in one statement: a
+// replica gathers its uses in memory and flushes them now and then, never
+// one write per call. A time earlier than the one stored changes nothing;
+// unknown ids are ignored.
+func (s *Store) RecordTokenUses(ctx context.Context, lastUsed map[string]time.Time) error {
+	if len(lastUsed) == 0 {
+		return nil
+	}
+	ids, times := make([]string, 0, len(lastUsed)), make([]time.Time, 0, len(lastUsed))
+	for id, at := range lastUsed {
+		ids, times = append(ids, id), append(times, at)
+	}
+	if _, err := s.pool.Exec(ctx, query("token_used"), ids, times); err != nil {
+		return fmt.Errorf("record the use of %d tokens: %w", len(ids), dbError(err))
+	}
+	return nil
+}
+
+// CredentialRefusal is the use of a revoked or expired token, presented
+// with its right secret: its EventCredentialRefused.
+type CredentialRefusal struct {
+	TokenID   string
+	Principal string
+	// Reason is "revoked" or "expired".
+	Reason string
+	// Source is the caller's network address.
+	Source string
+	// At is when the call was refused.
+	At time.Time
+	// Refusals is how many refused calls the event stands for: this one,
+	// and those of the token that were not recorded before it.
+	Refusals int64
+}
+
+// RecordCredentialRefusals writes an EventCredentialRefused platform event
+// for each refusal, in one statement.
+func (s *Store) RecordCredentialRefusals(ctx context.Context, refusals []CredentialRefusal) error {
+	if len(refusals) == 0 {
+		return nil
+	}
+	n := len(refusals)
+	ids, principals, reasons, sources := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	times, counts := make([]time.Time, n), make([]int64, n)
+	for i, r := range refusals {
+		ids[i], principals[i], reasons[i], sources[i], times[i], counts[i] = r.TokenID, r.Principal, r.Reason, r.Source, r.At, r.Refusals
+	}
+	if _, err := s.pool.Exec(ctx, query("credential_refused"), ids, principals, reasons, sources, times, counts); err != nil {
+		return fmt.Errorf("record %d refused credentials: %w", n, dbError(err))
+	}
+	return nil
 }
 
 // GrantRole binds a role to a principal in the namespaces pattern matches,
@@ -194,7 +296,7 @@ func (s *Store) Tokens(ctx context.Context) ([]Token, error) {
 func (s *Store) GrantRole(ctx context.Context, binding RoleBinding, reason string) (RoleBinding, error) {
 	err := checkPrincipal(binding.Principal)
 	if err == nil {
-		err = checkPattern(binding.NamespacePattern)
+		err = checkGrantedPattern(binding.NamespacePattern)
 	}
 	if err == nil {
 		err = checkRole(binding.Role)
@@ -255,7 +357,8 @@ func (s *Store) RoleBindings(ctx context.Context) ([]RoleBinding, error) {
 
 // Bootstrap creates a platform-admin token for principal directly, for the
 // first operator of a new deployment (`ledgerd bootstrap`); afterwards,
-// tokens are managed through the API.
+// tokens are managed through the API. The token lives for the Store's
+// MaxTokenTTL (until revoked if it has none).
 func (s *Store) Bootstrap(ctx context.Context, principal string) (Token, string, error) {
 	ctx = WithCaller(ctx, "ledgerd-bootstrap")
 	if _, err := s.GrantRole(ctx, RoleBinding{Principal: principal, NamespacePattern: "*", Role: RolePlatformAdmin}, "bootstrap"); err != nil {

@@ -33,6 +33,9 @@ const (
 	EventTokenRevoked EventKind = "token_revoked"
 	EventRoleGranted  EventKind = "role_granted"
 	EventRoleRevoked  EventKind = "role_revoked"
+	// EventCredentialRefused: a revoked or expired token was presented with
+	// its right secret (at most one event per token per minute per replica).
+	EventCredentialRefused EventKind = "credential_refused"
 )
 
 // Event is one row of the append-only audit trail.

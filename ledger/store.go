@@ -83,7 +83,16 @@ type Config struct {
 	// after the read pool's database could not be reached, before one tries
 	// it again. Defaults to 5s.
 	ReadPoolRetryInterval time.Duration
+	// MaxTokenTTL is the longest an API token may live: CreateToken refuses
+	// a longer ttl, and gives it to a token created without one (Bootstrap's
+	// included). A negative value sets no maximum: a token without a ttl
+	// lives until revoked. Defaults to DefaultMaxTokenTTL.
+	MaxTokenTTL time.Duration
 }
+
+// DefaultMaxTokenTTL is the default Config.MaxTokenTTL: 90 days, so that a
+// forgotten token stops working within a quarter.
+const DefaultMaxTokenTTL = 90 * 24 * time.Hour
 
 func (c Config) withDefaults() Config {
 	c.Limits = c.Limits.withDefaults()
@@ -95,6 +104,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.MaxConcurrentBatches, 4)
 	setDefault(&c.ReadPoolRetryInterval, 5*time.Second)
 	setDefault(&c.AdminEventRetention, 365*24*time.Hour)
+	setDefault(&c.MaxTokenTTL, DefaultMaxTokenTTL)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -152,6 +162,7 @@ type Store struct {
 	autoCreateNamespaces    bool
 	maxNamespacesPerPattern int
 	adminEventRetention     time.Duration
+	maxTokenTTL             time.Duration // negative: none
 
 	waitsEnded   chan struct{} // closed by EndWaits
 	endWaitsOnce sync.Once
@@ -178,6 +189,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		autoCreateNamespaces:    !cfg.NoAutoCreateNamespaces,
 		maxNamespacesPerPattern: cfg.MaxNamespacesPerPattern,
 		adminEventRetention:     cfg.AdminEventRetention,
+		maxTokenTTL:             cfg.MaxTokenTTL,
 	}
 	s.reads = &readRouter{primary: pool, standby: cfg.ReadPool, retryInterval: cfg.ReadPoolRetryInterval, logger: cfg.Logger}
 	s.coalesce = newCoalescers(s, cfg.Coalesce)

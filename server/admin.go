@@ -332,6 +332,7 @@ var eventKinds = apiPairs[ledger.EventKind, ledgerv1.EventKind]{
 	ledger.EventTokenRevoked:       ledgerv1.EventKind_EVENT_KIND_TOKEN_REVOKED,
 	ledger.EventRoleGranted:        ledgerv1.EventKind_EVENT_KIND_ROLE_GRANTED,
 	ledger.EventRoleRevoked:        ledgerv1.EventKind_EVENT_KIND_ROLE_REVOKED,
+	ledger.EventCredentialRefused:  ledgerv1.EventKind_EVENT_KIND_CREDENTIAL_REFUSED,
 }
 
 // states pairs the domain's states with the API's.
@@ -488,6 +489,9 @@ func tokenProto(t ledger.Token) *ledgerv1.Token {
 	}
 	if t.RevokedBy != nil {
 		token.RevokedBy = *t.RevokedBy
+	}
+	if t.LastUsedAt != nil {
+		token.LastUsedAt = timestamppb.New(*t.LastUsedAt)
 	}
 	return token
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -9,10 +10,12 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/ledger"
@@ -25,8 +28,24 @@ type AuthConfig struct {
 	// every replica within it (on the replica that revoked it, at once).
 	// Defaults to 5s.
 	RefreshInterval time.Duration
-	// Logger reports refresh failures. Defaults to slog.Default().
+	// Logger reports refresh failures, and every refused authentication at
+	// WARN. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Metrics counts refused authentications by reason
+	// (ledgerd_auth_failures_total). Defaults to nil: not counted.
+	Metrics *Metrics
+	// FailedAuthLimit bounds the failed authentications of each source
+	// address (its host): a token bucket that each failure takes from. A
+	// source whose bucket is empty is refused with RESOURCE_EXHAUSTED
+	// (RATE_LIMITED, with a RetryInfo) before its credentials are checked,
+	// whatever they are, until the bucket refills. Calls that authenticate
+	// take nothing. Defaults to DefaultFailedAuthLimit (50 failures, then 5
+	// a second); a negative PerSecond turns the limit off.
+	FailedAuthLimit Rate
+	// MaxFailedAuthSources bounds the sources whose failures are counted:
+	// beyond it, the one that failed least recently is forgotten. Defaults
+	// to DefaultMaxFailedAuthSources (10,000).
+	MaxFailedAuthSources int
 }
 
 // Auth authenticates callers by bearer token ("authorization: Bearer
@@ -46,8 +65,15 @@ type Auth struct {
 	tokens   map[string]ledger.Token         // by id
 	bindings map[string][]ledger.RoleBinding // by principal
 	loaded   bool
+	// warnedPatterns are the legacy prefix patterns already logged (see
+	// ledger.LegacyPattern), so that each is logged once, not at every
+	// refresh.
+	warnedPatterns map[ledger.RoleBinding]bool
 
-	reload chan struct{} // asks Run for an early refresh (an unknown token id)
+	reload   chan struct{} // asks Run for an early refresh (an unknown token id)
+	failures *failureLimiter
+	uses     tokenUses
+	audit    *refusalAudit
 }
 
 // NewAuth returns an Auth over the store's credentials. Call Load (or Run)
@@ -60,7 +86,18 @@ func NewAuth(store *ledger.Store, cfg AuthConfig) *Auth {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Auth{store: store, cfg: cfg, logger: cfg.Logger, reload: make(chan struct{}, 1)}
+	if cfg.FailedAuthLimit == (Rate{}) {
+		cfg.FailedAuthLimit = DefaultFailedAuthLimit
+	}
+	if cfg.MaxFailedAuthSources <= 0 {
+		cfg.MaxFailedAuthSources = DefaultMaxFailedAuthSources
+	}
+	return &Auth{
+		store: store, cfg: cfg, logger: cfg.Logger, reload: make(chan struct{}, 1),
+		warnedPatterns: map[ledger.RoleBinding]bool{},
+		failures:       newFailureLimiter(cfg.FailedAuthLimit, cfg.MaxFailedAuthSources),
+		audit:          newRefusalAudit(),
+	}
 }
 
 // Load reads the tokens and role bindings from the database now.
@@ -84,6 +121,14 @@ func (a *Auth) Load(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.tokens, a.bindings, a.loaded = byID, byPrincipal, true
+	for _, b := range bindings {
+		key := ledger.RoleBinding{Principal: b.Principal, NamespacePattern: b.NamespacePattern, Role: b.Role}
+		if ledger.LegacyPattern(b.NamespacePattern) && !a.warnedPatterns[key] {
+			a.warnedPatterns[key] = true
+			a.logger.WarnContext(ctx, "a role binding's prefix pattern does not end in a separator, so it also covers namespaces that merely begin alike: grant one that does (e.g. 'team-a-*' for 'team-a*') and revoke this one",
+				"principal", b.Principal, "role", string(b.Role), "namespace_pattern", b.NamespacePattern)
+		}
+	}
 	return nil
 }
 
@@ -93,12 +138,27 @@ const minReloadGap = time.Second
 
 // Run refreshes the credentials every RefreshInterval (and early, at most
 // once a second, when a token id is unknown: a token just created on
-// another replica) until ctx ends; it then returns nil.
+// another replica) until ctx ends; it then returns nil. Before each
+// refresh, it writes when tokens were last used (one statement), and it
+// writes the audit events of revoked and expired tokens presented to this
+// replica as they come; both are written a last time when ctx ends.
 func (a *Auth) Run(ctx context.Context) error {
 	ticker := time.NewTicker(a.cfg.RefreshInterval)
 	defer ticker.Stop()
+	refusalsWritten := make(chan struct{})
+	go func() {
+		defer close(refusalsWritten)
+		a.writeRefusals(ctx)
+	}()
+	defer func() {
+		final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		a.flushUses(final)
+		<-refusalsWritten
+	}()
 	var last time.Time
 	for {
+		a.flushUses(ctx)
 		if err := a.Load(ctx); err != nil && ctx.Err() == nil {
 			a.logger.WarnContext(ctx, "refreshing credentials; keeping the previous ones", "error", err)
 		}
@@ -138,22 +198,63 @@ func (a *Auth) forget() {
 // that of its verified client certificate ("cert:<CN>", see TLS). A
 // bearer token wins over a certificate, so that a proxy with a
 // certificate of its own can call for the holders of tokens; a refused
-// token is refused whatever the certificate.
+// token is refused whatever the certificate. It works from the call's
+// context alone (metadata and peer), whichever port the call came in on.
+//
+// A source address that failed too often is refused first, before its
+// credentials are read (see AuthConfig.FailedAuthLimit). Every refusal is
+// counted, logged at WARN with its reason, and taken from its source's
+// bucket (see refused); the principal and credential id are left for the
+// request log, and a token's use is remembered for its last_used_at.
 func (a *Auth) authenticate(ctx context.Context) (string, error) {
+	now := time.Now()
+	var at attempt
+	if a.failures.active() { // the source is read only while some source failed
+		at.source = callSource(ctx)
+	}
+	if ok, retryAfter, first := a.failures.admit(at.source, now); !ok {
+		at.refusal = refusalRateLimited
+		a.refused(ctx, at, now, first)
+		noteIdentity(ctx, at)
+		return "", withDetails(codes.ResourceExhausted, ReasonRateLimited,
+			fmt.Sprintf("too many failed authentications from this address; retry after %s", retryAfter.Round(time.Millisecond)), nil,
+			&errdetails.RetryInfo{RetryDelay: durationpb.New(retryAfter)})
+	}
+	err := a.check(ctx, &at, now)
+	noteIdentity(ctx, at)
+	if at.refusal != "" {
+		if at.source == "" {
+			at.source = callSource(ctx)
+		}
+		a.refused(ctx, at, now, false)
+	}
+	if err != nil {
+		return "", err
+	}
+	return at.principal, nil
+}
+
+// check reads the call's credentials into at: its principal and credential
+// id if they hold, the refusal reason if not.
+func (a *Auth) check(ctx context.Context, at *attempt, now time.Time) error {
 	values := metadata.ValueFromIncomingContext(ctx, "authorization")
 	if len(values) > 0 {
-		return a.authenticateToken(values[0])
+		return a.checkToken(values[0], at, now)
 	}
 	principal, ok, err := certificatePrincipalOf(ctx)
+	at.credential = certificateCredentialOf(ctx)
 	switch {
 	case !ok:
-		return "", withDetails(codes.Unauthenticated, ReasonUnauthenticated, "credentials required: send 'authorization: Bearer <token>' or a client certificate", nil)
+		at.refusal = refusalMissing
+		return withDetails(codes.Unauthenticated, ReasonUnauthenticated, "credentials required: send 'authorization: Bearer <token>' or a client certificate", nil)
 	case err != nil:
-		return "", err
+		at.refusal = refusalCertificateName
+		return err
 	case !a.isLoaded():
-		return "", withDetails(codes.Unavailable, ReasonUnavailable, "credentials are not loaded yet; retry", nil)
+		return withDetails(codes.Unavailable, ReasonUnavailable, "credentials are not loaded yet; retry", nil)
 	}
-	return principal, nil
+	at.principal = principal
+	return nil
 }
 
 func (a *Auth) isLoaded() bool {
@@ -162,34 +263,65 @@ func (a *Auth) isLoaded() bool {
 	return a.loaded
 }
 
-// authenticateToken returns the principal of the token in an
-// authorization header.
-func (a *Auth) authenticateToken(authorization string) (string, error) {
-	bearer, ok := strings.CutPrefix(authorization, "Bearer ")
+// bearerToken returns the token of an authorization header: "Bearer
+// <token>", the scheme in any case (RFC 6750).
+func bearerToken(authorization string) (string, bool) {
+	scheme, token, ok := strings.Cut(strings.TrimSpace(authorization), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(token), true
+}
+
+// tokenIDLength is the length of the ids CreateToken makes (8 random bytes
+// in hex); a longer or shorter id is malformed, so that a made-up one,
+// whatever its size, never reaches the logs.
+const tokenIDLength = 16
+
+// checkToken reads the token of an authorization header into at. An
+// unknown id and a wrong secret are both "invalid token" to the caller;
+// only the holder of the right secret learns that it expired or was
+// revoked.
+func (a *Auth) checkToken(authorization string, at *attempt, now time.Time) error {
+	bearer, ok := bearerToken(authorization)
 	if !ok {
-		return "", withDetails(codes.Unauthenticated, ReasonUnauthenticated, "the authorization header must be 'Bearer <token>'", nil)
+		at.refusal = refusalMalformed
+		return withDetails(codes.Unauthenticated, ReasonUnauthenticated, "the authorization header must be 'Bearer <token>'", nil)
 	}
-	id, secret, err := ledger.ParseToken(strings.TrimSpace(bearer))
-	if err != nil {
-		return "", withDetails(codes.Unauthenticated, ReasonUnauthenticated, "invalid token", nil)
+	id, secret, err := ledger.ParseToken(bearer)
+	if err != nil || len(id) != tokenIDLength {
+		at.refusal = refusalMalformed
+		return withDetails(codes.Unauthenticated, ReasonUnauthenticated, "invalid token", nil)
 	}
+	at.credential = tokenCredential(id)
 	a.mu.RLock()
 	token, known := a.tokens[id]
 	loaded := a.loaded
 	a.mu.RUnlock()
 	switch {
 	case !loaded:
-		return "", withDetails(codes.Unavailable, ReasonUnavailable, "credentials are not loaded yet; retry", nil)
+		return withDetails(codes.Unavailable, ReasonUnavailable, "credentials are not loaded yet; retry", nil)
 	case !known:
 		a.forget() // maybe created on another replica a moment ago
-		return "", withDetails(codes.Unauthenticated, ReasonUnauthenticated, "invalid token", nil)
+		at.refusal = refusalUnknownToken
+		return withDetails(codes.Unauthenticated, ReasonUnauthenticated, "invalid token", nil)
 	}
-	if err := token.Verify(secret, time.Now()); err != nil {
+	if err := token.Verify(secret, now); err != nil {
+		switch {
+		case errors.Is(err, ledger.ErrTokenRevoked):
+			at.refusal, at.principal = refusalRevoked, token.Principal
+		case errors.Is(err, ledger.ErrTokenExpired):
+			at.refusal, at.principal = refusalExpired, token.Principal
+		default:
+			at.refusal = refusalWrongSecret // not its principal: the caller may not be its holder
+		}
 		// "invalid token", or, to the holder of the right secret, whether
 		// it expired or was revoked.
-		return "", withDetails(codes.Unauthenticated, ReasonUnauthenticated, err.Error(), nil)
+		return withDetails(codes.Unauthenticated, ReasonUnauthenticated, err.Error(), nil)
 	}
-	return token.Principal, nil
+	at.principal = token.Principal
+	a.uses.used(id, now)
+	return nil
 }
 
 // bindingsOf returns a principal's role bindings.

@@ -198,16 +198,16 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 // forwardedHeader is the gateway's default choice of the headers that
 // become metadata, except that a caller can never set the keys in which
 // the gateway forwards a client certificate's principal (or refusal) and
-// the caller's address, and that the authorization header, which the
-// gateway forwards as "authorization" in any case, is not forwarded a
-// second time (as grpcgateway-authorization): twice, a large header could
-// exceed the gRPC server's header limit that it fits once.
+// credential id, and the caller's address, and that the authorization
+// header, which the gateway forwards as "authorization" in any case, is not
+// forwarded a second time (as grpcgateway-authorization): twice, a large
+// header could exceed the gRPC server's header limit that it fits once.
 func forwardedHeader(header string) (string, bool) {
 	if strings.EqualFold(header, "Authorization") {
 		return "", false
 	}
 	key, ok := runtime.DefaultHeaderMatcher(header)
-	for _, reserved := range []string{certificatePrincipalKey, certificateRefusalKey, sourceKey} {
+	for _, reserved := range []string{certificatePrincipalKey, certificateRefusalKey, certificateCredentialKey, sourceKey} {
 		if strings.EqualFold(key, reserved) {
 			return "", false
 		}
@@ -217,8 +217,8 @@ func forwardedHeader(header string) (string, bool) {
 
 // forwardCaller returns what passes on the HTTP caller's source address
 // (see httpSource) and the principal of an HTTPS caller's verified client
-// certificate, named by the rules of certs (the gRPC port's), or why it is
-// not a principal, which Auth refuses.
+// certificate, named by the rules of certs (the gRPC port's), with its
+// credential id, or why it is not a principal, which Auth refuses.
 func forwardCaller(certs *TLS, trustedProxies []netip.Prefix) func(context.Context, *http.Request) metadata.MD {
 	return func(_ context.Context, r *http.Request) metadata.MD {
 		md := metadata.Pairs(sourceKey, httpSource(r, trustedProxies))
@@ -235,6 +235,7 @@ func forwardCaller(certs *TLS, trustedProxies []netip.Prefix) func(context.Conte
 			return md
 		}
 		md.Set(certificatePrincipalKey, principal)
+		md.Set(certificateCredentialKey, certificateCredential(r.TLS.VerifiedChains[0][0]))
 		return md
 	}
 }

@@ -53,22 +53,25 @@ func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
 // grpc.method, grpc.code, grpc.error, peer.address, grpc.start_time,
 // grpc.request.deadline) at the level it gives the code (INFO for OK, WARN
 // for client errors, ERROR for server errors), and duration_ms, the
-// request's namespace and key, and the outcome (see callOutcome.logValue),
-// which the outcome interceptor further down the chain leaves in a slot of
-// the context. Nothing is built for a line the logger drops: at 10k calls a
-// second the middleware's own field building was a tenth of ledgerd's CPU.
+// request's namespace and key, the outcome (see callOutcome.logValue) and
+// the caller's principal and credential id (and why authentication failed),
+// which the interceptors further down the chain leave in a slot of the
+// context (see callRecord). peer.address is callSource: the HTTP caller's
+// for a call through the gateway. Nothing is built for a line the logger
+// drops: at 10k calls a second the middleware's own field building was a
+// tenth of ledgerd's CPU.
 func requestLog(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		start := time.Now()
-		slot := new(string)
-		resp, err := handler(context.WithValue(ctx, outcomeSlotKey{}, slot), req)
+		record := new(callRecord)
+		resp, err := handler(context.WithValue(ctx, callRecordKey{}, record), req)
 		code := status.Code(err)
 		level := slog.Level(logging.DefaultServerCodeToLevel(code))
 		if !logger.Enabled(ctx, level) {
 			return resp, err
 		}
 		service, method, _ := strings.Cut(strings.TrimPrefix(info.FullMethod, "/"), "/")
-		attrs := make([]slog.Attr, 0, 14)
+		attrs := make([]slog.Attr, 0, 17)
 		namespace, key := requestKey(req)
 		if namespace != "" {
 			attrs = append(attrs, slog.String("namespace", namespace))
@@ -76,8 +79,17 @@ func requestLog(logger *slog.Logger) grpc.UnaryServerInterceptor {
 		if key != "" {
 			attrs = append(attrs, slog.String("key", key))
 		}
-		if *slot != "" {
-			attrs = append(attrs, slog.String("outcome", *slot))
+		if record.outcome != "" {
+			attrs = append(attrs, slog.String("outcome", record.outcome))
+		}
+		if record.principal != "" {
+			attrs = append(attrs, slog.String("principal", record.principal))
+		}
+		if record.credential != "" {
+			attrs = append(attrs, slog.String("credential", record.credential))
+		}
+		if record.refusal != "" {
+			attrs = append(attrs, slog.String("auth.refusal", record.refusal))
 		}
 		attrs = append(attrs, slog.String("protocol", "grpc"), slog.String("grpc.component", "server"),
 			slog.String("grpc.service", service), slog.String("grpc.method", method),
@@ -99,9 +111,30 @@ func requestLog(logger *slog.Logger) grpc.UnaryServerInterceptor {
 	}
 }
 
-// outcomeSlotKey is the context key of the slot, a *string, where the
-// outcome interceptor leaves a call's outcome for the request log.
-type outcomeSlotKey struct{}
+// callRecord is what the interceptors below the request log leave for its
+// line, in a slot of the context (callRecordKey): the outcome, left by the
+// outcome interceptor, and the caller's identity, left by Auth.
+type callRecord struct {
+	outcome string // see callOutcome.logValue
+	// principal is the authenticated principal, or that of a revoked or
+	// expired token presented with its right secret.
+	principal string
+	// credential is what the caller presented: "token:<id>" (never the
+	// secret) or "cert-sha256:<fingerprint>"; "" if nothing readable.
+	credential string
+	refusal    string // why authentication failed (see refusalReasons)
+}
+
+// callRecordKey is the context key of a call's *callRecord.
+type callRecordKey struct{}
+
+// noteIdentity leaves what a call presented for the request log line, if
+// the call has one.
+func noteIdentity(ctx context.Context, at attempt) {
+	if record, ok := ctx.Value(callRecordKey{}).(*callRecord); ok {
+		record.principal, record.credential, record.refusal = at.principal, at.credential, at.refusal
+	}
+}
 
 // notHealthCheck keeps health probes, which arrive every few seconds, out
 // of the request log.
@@ -136,8 +169,8 @@ func outcomeInterceptor(metrics *Metrics) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		resp, err := handler(ctx, req)
 		call := outcomeOf(req, resp, err)
-		if slot, ok := ctx.Value(outcomeSlotKey{}).(*string); ok {
-			*slot = call.logValue()
+		if record, ok := ctx.Value(callRecordKey{}).(*callRecord); ok {
+			record.outcome = call.logValue()
 		}
 		if metrics != nil {
 			metrics.observe(methodName(info.FullMethod), call)

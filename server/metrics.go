@@ -81,7 +81,8 @@ func (c MetricsConfig) withDefaults() MetricsConfig {
 // MetricsConfig.MaxNamespaceLabels), outcome and method take a few fixed
 // values, and no metric is labelled by key or owner.
 //
-// Pass Metrics to New (Config.Metrics) to record the RPCs, and to
+// Pass Metrics to New (Config.Metrics) to record the RPCs, to NewAuth
+// (AuthConfig.Metrics) to count refused authentications, and to
 // HTTPHandler (HTTPConfig.Metrics) to serve them on /metrics, or serve
 // Handler on a listener of its own.
 type Metrics struct {
@@ -98,6 +99,7 @@ type Metrics struct {
 	permissionDenied   *prometheus.CounterVec
 	// tlsHandshakeFailures is counted by TLS (TLSConfig.Metrics).
 	tlsHandshakeFailures *prometheus.CounterVec
+	authFailures         *prometheus.CounterVec // by refusal reason (see AuthConfig.Metrics)
 
 	namespaces *labelSet
 }
@@ -160,7 +162,14 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 			Name: "ledgerd_tls_handshake_failures_total",
 			Help: "TLS handshakes that failed, by port (grpc, http) and reason: no_client_certificate (one is required), untrusted_client_certificate (it did not verify against the client CAs), other.",
 		}, []string{"port", "reason"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledgerd_auth_failures_total",
+			Help: "Refused authentications, by reason: missing_credentials, malformed, unknown_token, wrong_secret, revoked, expired, certificate_without_name, rate_limited (a source address that failed too often, refused before its credentials were read).",
+		}, []string{"reason"}),
 		namespaces: newLabelSet(cfg.MaxNamespaceLabels),
+	}
+	for _, reason := range refusalReasons {
+		m.authFailures.WithLabelValues(reason)
 	}
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -175,6 +184,7 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 		m.sweeperErrors,
 		m.permissionDenied,
 		m.tlsHandshakeFailures,
+		m.authFailures,
 		newStoreCollector(store, cfg, m.namespaces),
 		newPoolCollector("pool", "--db-max-conns", store.PoolStat),
 		newPoolCollector("read_pool", "--read-db-max-conns", store.ReadPoolStat),

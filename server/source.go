@@ -18,13 +18,16 @@ const sourceKey = "ledgerd-source-address"
 
 // callSource returns the network address the call came from: the HTTP
 // caller's, for a call the gateway forwards, or else the gRPC peer's. ""
-// if unknown.
+// if unknown. The gateway's in-process connection is recognised by its
+// transport credentials with TLS, and by its address without (no network
+// connection has it), so that plaintext deployments log the HTTP caller
+// too, not the gateway's pipe.
 func callSource(ctx context.Context) string {
 	p, _ := peer.FromContext(ctx)
 	if p == nil {
 		return ""
 	}
-	if _, viaGateway := p.AuthInfo.(gatewayAuthInfo); viaGateway {
+	if _, viaGateway := p.AuthInfo.(gatewayAuthInfo); viaGateway || p.Addr == (inProcessAddr{}) {
 		if values := metadata.ValueFromIncomingContext(ctx, sourceKey); len(values) == 1 {
 			return values[0]
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -278,6 +279,42 @@ const (
 // own): "cert:<CN>", any issuer.
 var defaultCertificateRules = certificateRules{principal: PrincipalCommonName}
 
+// certificateCredentialKey is the metadata key in which the HTTP gateway
+// forwards the credential id of an HTTPS caller's verified client
+// certificate (see certificateCredential), trusted like
+// certificatePrincipalKey.
+const certificateCredentialKey = "ledgerd-client-certificate-id"
+
+// certificateCredential is the credential id of a certificate in the
+// request log: "cert-sha256:" and the SHA-256 fingerprint of its DER
+// encoding, in hex, which `openssl x509 -noout -fingerprint -sha256`
+// prints too (with colons, in upper case). Unlike the serial number, it is
+// unique whichever CA issued the certificate.
+func certificateCredential(leaf *x509.Certificate) string {
+	sum := sha256.Sum256(leaf.Raw)
+	return "cert-sha256:" + hex.EncodeToString(sum[:])
+}
+
+// certificateCredentialOf returns the credential id of the caller's
+// verified client certificate, or "" if it has none.
+func certificateCredentialOf(ctx context.Context) string {
+	p, _ := peer.FromContext(ctx)
+	if p == nil {
+		return ""
+	}
+	switch info := p.AuthInfo.(type) {
+	case credentials.TLSInfo:
+		if len(info.State.VerifiedChains) > 0 {
+			return certificateCredential(info.State.VerifiedChains[0][0])
+		}
+	case gatewayAuthInfo:
+		if values := metadata.ValueFromIncomingContext(ctx, certificateCredentialKey); len(values) == 1 {
+			return values[0]
+		}
+	}
+	return ""
+}
+
 // certificatePrincipalOf returns the principal of the caller's verified
 // client certificate: presented on a TLS connection, or forwarded by the
 // HTTP gateway, and named by the same rules (certificateRules.principalOf)
@@ -318,10 +355,14 @@ type inProcessListener struct {
 	closeOnce sync.Once
 }
 
-// inProcessConn is the server's end of an in-process connection.
+// inProcessConn is the server's end of an in-process connection. Its
+// remote address is inProcessAddr, which tells the gateway's calls apart
+// (see callSource).
 type inProcessConn struct {
 	net.Conn
 }
+
+func (inProcessConn) RemoteAddr() net.Addr { return inProcessAddr{} }
 
 func newInProcessListener() *inProcessListener {
 	return &inProcessListener{conns: make(chan *inProcessConn), done: make(chan struct{})}

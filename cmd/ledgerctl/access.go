@@ -73,7 +73,10 @@ func tokensListCommand() *command {
 		name:    "tokens list",
 		maxArgs: 0,
 		summary: "List the API tokens, oldest first, revoked and expired ones included\n(LedgerAdminService.ListTokens). Their secrets are never shown: ledgerd keeps\nonly a hash of each.",
-		details: "STATUS is active, expired (by this machine's clock) or revoked.\n\n" +
+		details: "STATUS is active, expired (by this machine's clock) or revoked. LAST_USED_AT is\n" +
+			"when the token last authenticated a call (each ledgerd writes it at every\n" +
+			"credential refresh, 5s unless configured; - if never): once it stops moving,\n" +
+			"a rotated token is no longer used and can be revoked.\n\n" +
 			"-o json prints one Token per line.\n\n" +
 			"Exit codes: 7 not a platform admin (PERMISSION_DENIED).",
 		run: func(ctx context.Context, c *cli, _ []string) error {
@@ -94,13 +97,14 @@ func tokensListCommand() *command {
 
 // tokensHeader and tokenRow are the columns of `tokens list`; a token's
 // STATUS is as of now.
-var tokensHeader = []string{"ID", "PRINCIPAL", "STATUS", "CREATED_AT", "CREATED_BY", "EXPIRES_AT", "REVOKED_AT", "REVOKED_BY", "DESCRIPTION"}
+var tokensHeader = []string{"ID", "PRINCIPAL", "STATUS", "EXPIRES_AT", "LAST_USED_AT", "CREATED_AT", "CREATED_BY", "REVOKED_AT", "REVOKED_BY", "DESCRIPTION"}
 
 func tokenRow(token *ledgerv1.Token, now time.Time) []string {
 	return []string{
 		token.GetId(), formatText(token.GetPrincipal()), tokenStatus(token, now),
+		formatTime(token.GetExpiresAt()), formatTime(token.GetLastUsedAt()),
 		formatTime(token.GetCreatedAt()), formatText(token.GetCreatedBy()),
-		formatTime(token.GetExpiresAt()), formatTime(token.GetRevokedAt()), formatText(token.GetRevokedBy()),
+		formatTime(token.GetRevokedAt()), formatText(token.GetRevokedBy()),
 		formatText(token.GetDescription()),
 	}
 }
@@ -127,8 +131,10 @@ func tokensCreateCommand() *command {
 		summary: "Issue an API token for a principal (LedgerAdminService.CreateToken). The token\nis printed on stdout this once only: ledgerd keeps only a hash of it. Audited\nwith your identity and --reason.",
 		details: "The new token authenticates as --principal at once; grant the principal a role\n" +
 			"('ledgerctl roles grant') for it to be allowed anything but whoami. Without\n" +
-			"--ttl it works until revoked. stdout holds the token and nothing else, so\n" +
-			"that it can go straight into a file or a secret store:\n" +
+			"--ttl it works for the server's maximum token lifetime (90 days unless\n" +
+			"ledgerd's --max-token-ttl says otherwise; a longer --ttl is refused, exit 6).\n" +
+			"stdout holds the token and nothing else, so that it can go straight into a\n" +
+			"file or a secret store:\n" +
 			"  ledgerctl tokens create --principal svc-billing --ttl 90d --reason \"billing workers\" > token\n\n" +
 			"A token creation is sent once, never retried: if ledgerctl cannot tell whether\n" +
 			"it happened (exit 5), look with 'ledgerctl tokens list' and revoke a token\n" +
@@ -138,7 +144,7 @@ func tokensCreateCommand() *command {
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&principal, "principal", "", "`NAME` the token authenticates as, e.g. svc-billing or alice@example.com\n(required)")
 			fs.StringVar(&description, "description", "", "`TEXT` saying where the token is used")
-			fs.Var(&ttl, "ttl", "`DURATION` the token works for (90s, 12h, 90d); default: until revoked")
+			fs.Var(&ttl, "ttl", "`DURATION` the token works for (90s, 12h, 90d); default: the server's maximum")
 			reasonFlag(fs, &reason)
 		},
 		run: func(ctx context.Context, c *cli, _ []string) error {
@@ -217,6 +223,7 @@ func writeToken(w io.Writer, token *ledgerv1.Token, now time.Time) error {
 	row(t, "created_at", formatTime(token.GetCreatedAt()))
 	row(t, "created_by", formatText(token.GetCreatedBy()))
 	row(t, "expires_at", formatTime(token.GetExpiresAt()))
+	row(t, "last_used_at", formatTime(token.GetLastUsedAt()))
 	row(t, "revoked_at", formatTime(token.GetRevokedAt()))
 	row(t, "revoked_by", formatText(token.GetRevokedBy()))
 	return t.Flush()

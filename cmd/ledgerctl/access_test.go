@@ -124,6 +124,11 @@ func TestAccess(t *testing.T) {
 	require.Equal(t, exitNotAllowed, r.code, "a worker does not manage tokens: %s", r.stderr)
 	require.Contains(t, r.stderr, "ledgerctl tokens list: PERMISSION_DENIED: ")
 
+	// Every token was used (svc-nobody's too: refused calls authenticate
+	// first); each shows its last use once its ledgerd has written it.
+	require.Eventually(t, func() bool {
+		return !strings.Contains(okAs(t, root, "tokens", "list", "-o", "json"), `"last_used_at":null`)
+	}, time.Minute, 50*time.Millisecond)
 	golden(t, "tokens-list", okAs(t, root, "tokens", "list"))
 	golden(t, "tokens-list-json", okAs(t, root, "tokens", "list", "-o", "json"))
 	golden(t, "roles-list", okAs(t, root, "roles", "list"))

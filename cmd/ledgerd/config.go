@@ -69,6 +69,9 @@ type config struct {
 	RateLimits server.RateLimits
 	// TLS serves both ports over TLS; nil without --tls-cert-file.
 	TLS *server.TLSConfig
+	// FailedAuthLimit bounds the failed authentications of each source
+	// address, per replica (a negative rate: none).
+	FailedAuthLimit server.Rate
 	// HTTP are the HTTP port's limits and its trusted proxies.
 	HTTP httpSettings
 }
@@ -99,6 +102,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	var dbMaxConns, readDBMaxConns int
 	var grpcValues grpcFlagValues
 	var tlsValues tlsFlagValues
+	var maxTokenTTL time.Duration
 
 	fs := flag.NewFlagSet("ledgerd "+command, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -111,6 +115,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if command == "bootstrap" {
 		fs.StringVar(&cfg.Principal, "principal", "", "the principal (a name) of the first platform admin")
 	}
+	// bootstrap's token lives as long as any other: give both commands the
+	// same --max-token-ttl.
+	fs.DurationVar(&maxTokenTTL, "max-token-ttl", ledger.DefaultMaxTokenTTL, "the longest an API token may live: a longer --ttl is refused, and a token created without one (the bootstrap token included) gets this; 0 for no maximum (tokens without a ttl live until revoked)")
 	if command == "serve" {
 		fs.StringVar(&cfg.ReadDatabaseURL, "read-database-url", "", "PostgreSQL URL or DSN of a hot standby that serves ListEntries, GetHistory and ListEvents, which may then lag the primary (ListEvents stops where the standby has replayed); e.g. postgres://ledgerd@db1,db2/ledger?target_session_attrs=prefer-standby. While it cannot be reached, the primary serves them. Empty: the primary serves them")
 		fs.IntVar(&readDBMaxConns, "read-db-max-conns", 4, "maximum connections to --read-database-url")
@@ -119,7 +126,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.Float64Var(&cfg.RateLimits.PerNamespace.PerSecond, "rate-limit-namespace", 5000, "requests per second each namespace may receive, per replica (0: unlimited; unlimited by default with --insecure-dev)")
 		fs.IntVar(&cfg.RateLimits.PerNamespace.Burst, "rate-limit-namespace-burst", 10000, "burst of --rate-limit-namespace")
 		fs.BoolVar(&cfg.InsecureDev, "insecure-dev", false, "development only: serve without authentication (every caller may do everything but manage tokens and role bindings); refuses non-loopback addresses, and a database that holds any token or role binding")
-		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it; with --insecure-dev, how often the database is checked for credentials (ledgerd stops if it holds any)")
+		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it; tokens' last_used_at is written as often; with --insecure-dev, how often the database is checked for credentials (ledgerd stops if it holds any)")
+		fs.Float64Var(&cfg.FailedAuthLimit.PerSecond, "auth-failure-rate", server.DefaultFailedAuthLimit.PerSecond, "failed authentications per second each source address (IP) may make once its burst is spent, per replica; a source over it is refused with RESOURCE_EXHAUSTED before its credentials are checked (0: unlimited)")
+		fs.IntVar(&cfg.FailedAuthLimit.Burst, "auth-failure-burst", server.DefaultFailedAuthLimit.Burst, "failed authentications a source address may make in a row before --auth-failure-rate applies")
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
 		fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7071", "HTTP listen address: HTTP/JSON gateway (POST /ledger.v1.LedgerService/<Method>), /metrics, /healthz, /readyz; empty or \"off\" disables it")
 		fs.StringVar(&cfg.MetricsListenAddr, "metrics-listen-addr", "", "serve /metrics on this address only, in plain HTTP without authentication (an internal listener for the scraper, on a private network), and no longer on --http-addr, which anyone who can call the API reaches; empty: /metrics on --http-addr")
@@ -210,6 +219,19 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 			return config{}, fmt.Errorf("%s must not be negative and needs a positive burst, got %g/s burst %d", name, r.PerSecond, r.Burst)
 		}
 	}
+	if cfg.FailedAuthLimit.PerSecond < 0 || (cfg.FailedAuthLimit.PerSecond > 0 && cfg.FailedAuthLimit.Burst < 1) {
+		return config{}, fmt.Errorf("--auth-failure-rate must not be negative and needs a positive --auth-failure-burst, got %g/s burst %d",
+			cfg.FailedAuthLimit.PerSecond, cfg.FailedAuthLimit.Burst)
+	}
+	if cfg.FailedAuthLimit.PerSecond == 0 {
+		cfg.FailedAuthLimit.PerSecond = -1 // off (zero is server.NewAuth's default)
+	}
+	if maxTokenTTL < 0 {
+		return config{}, fmt.Errorf("--max-token-ttl must not be negative (0: no maximum), got %s", maxTokenTTL)
+	}
+	if maxTokenTTL == 0 {
+		maxTokenTTL = -1 // no maximum (zero is the ledger's default)
+	}
 	if cfg.SweepInterval < 0 {
 		return config{}, fmt.Errorf("--sweep-interval must not be negative, got %s", cfg.SweepInterval)
 	}
@@ -293,7 +315,8 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	}
 	cfg.Ledger = ledger.Config{Limits: limits, NamespaceDefaults: ns, HeartbeatEventInterval: heartbeatEvents, Coalesce: coalesce,
 		MaxConcurrentBatches: maxConcurrentBatches, NoAutoCreateNamespaces: !autoCreateNamespaces,
-		MaxNamespacesPerPattern: maxNamespacesPerPattern, AdminEventRetention: adminEventRetention}
+		MaxNamespacesPerPattern: maxNamespacesPerPattern, AdminEventRetention: adminEventRetention,
+		MaxTokenTTL: maxTokenTTL}
 	if err := cfg.Ledger.Validate(); err != nil {
 		return config{}, err
 	}

@@ -308,7 +308,8 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		logger.Warn("INSECURE DEVELOPMENT MODE: no authentication, every caller may do everything; loopback addresses only",
 			"listen_addr", cfg.ListenAddr, "http_addr", cfg.HTTPAddr)
 	} else {
-		auth = server.NewAuth(store, server.AuthConfig{RefreshInterval: cfg.AuthRefreshInterval, Logger: logger})
+		auth = server.NewAuth(store, server.AuthConfig{RefreshInterval: cfg.AuthRefreshInterval, Logger: logger, Metrics: metrics,
+			FailedAuthLimit: cfg.FailedAuthLimit})
 	}
 	var serverTLS *server.TLS
 	var serverOptions []grpc.ServerOption

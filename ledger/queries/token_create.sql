@@ -13,5 +13,5 @@ WITH created AS (
            jsonb_build_object('reason', $7::text, 'token_id', id, 'principal', principal, 'expires_at', expires_at)
     FROM created
 )
-SELECT id, principal, secret_hash, description, created_at, created_by, expires_at, revoked_at, revoked_by
+SELECT id, principal, secret_hash, description, created_at, created_by, expires_at, revoked_at, revoked_by, last_used_at
 FROM created

@@ -240,7 +240,7 @@ func TestAdminClientAccess(t *testing.T) {
 		_, err = worker.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: namespace, Key: "k", Owner: "w1"})
 		require.ErrorIs(t, err, ledgerclient.ErrPermissionDenied)
 
-		binding := &ledgerv1.RoleBinding{Principal: "svc-billing", NamespacePattern: "bill*", Role: ledgerv1.Role_ROLE_WORKER}
+		binding := &ledgerv1.RoleBinding{Principal: "svc-billing", NamespacePattern: "billing", Role: ledgerv1.Role_ROLE_WORKER}
 		granted, err := admin.GrantRole(ctx, &ledgerv1.GrantRoleRequest{Binding: binding, Reason: "new pipeline"})
 		require.NoError(t, err)
 		require.Equal(t, "root", granted.GetBinding().GetCreatedBy())
@@ -254,7 +254,7 @@ func TestAdminClientAccess(t *testing.T) {
 		for _, b := range bindings.GetBindings() {
 			listed = append(listed, fmt.Sprintf("%s %s %s", b.GetPrincipal(), b.GetRole(), b.GetNamespacePattern()))
 		}
-		require.Equal(t, []string{"root ROLE_PLATFORM_ADMIN *", "svc-billing ROLE_WORKER bill*"}, listed)
+		require.Equal(t, []string{"root ROLE_PLATFORM_ADMIN *", "svc-billing ROLE_WORKER billing"}, listed)
 
 		tokens, err := admin.ListTokens(ctx, nil)
 		require.NoError(t, err)

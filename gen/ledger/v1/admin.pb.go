@@ -188,7 +188,12 @@ type Token struct {
 	// revoked_at is when it was revoked; unset: not revoked.
 	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
 	// revoked_by is who revoked it.
-	RevokedBy     string `protobuf:"bytes,8,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	RevokedBy string `protobuf:"bytes,8,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	// last_used_at is when it last authenticated a call; unset: not since
+	// the server began to record it. Each server records uses in memory and
+	// writes them at every credential refresh (5s unless configured), so it
+	// may lag by that much.
+	LastUsedAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_used_at,json=lastUsedAt,proto3" json:"last_used_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -277,6 +282,13 @@ func (x *Token) GetRevokedBy() string {
 		return x.RevokedBy
 	}
 	return ""
+}
+
+func (x *Token) GetLastUsedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastUsedAt
+	}
+	return nil
 }
 
 // WhoAmIRequest is empty.
@@ -379,7 +391,9 @@ type CreateTokenRequest struct {
 	Principal string `protobuf:"bytes,1,opt,name=principal,proto3" json:"principal,omitempty"`
 	// description, e.g. where the token is used. At most 1024 bytes.
 	Description string `protobuf:"bytes,2,opt,name=description,proto3" json:"description,omitempty"`
-	// ttl is how long the token works; unset: until revoked.
+	// ttl is how long the token works: at most the server's maximum token
+	// lifetime (90 days unless configured; longer is INVALID_ARGUMENT).
+	// Unset: that maximum, or until revoked if the server sets none.
 	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// reason is recorded in the audit event. Required.
 	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
@@ -2540,7 +2554,7 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"created_by\x18\x05 \x01(\tR\tcreatedBy\"\xc6\x02\n" +
+	"created_by\x18\x05 \x01(\tR\tcreatedBy\"\x84\x03\n" +
 	"\x05Token\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tprincipal\x18\x02 \x01(\tR\tprincipal\x12 \n" +
@@ -2554,7 +2568,9 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"revoked_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1d\n" +
 	"\n" +
-	"revoked_by\x18\b \x01(\tR\trevokedBy\"\x0f\n" +
+	"revoked_by\x18\b \x01(\tR\trevokedBy\x12<\n" +
+	"\flast_used_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"lastUsedAt\"\x0f\n" +
 	"\rWhoAmIRequest\"b\n" +
 	"\x0eWhoAmIResponse\x12\x1c\n" +
 	"\tprincipal\x18\x01 \x01(\tR\tprincipal\x122\n" +
@@ -2802,83 +2818,84 @@ var file_ledger_v1_admin_proto_depIdxs = []int32{
 	40, // 2: ledger.v1.Token.created_at:type_name -> google.protobuf.Timestamp
 	40, // 3: ledger.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
 	40, // 4: ledger.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
-	1,  // 5: ledger.v1.WhoAmIResponse.bindings:type_name -> ledger.v1.RoleBinding
-	41, // 6: ledger.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	2,  // 7: ledger.v1.CreateTokenResponse.token:type_name -> ledger.v1.Token
-	2,  // 8: ledger.v1.ListTokensResponse.tokens:type_name -> ledger.v1.Token
-	2,  // 9: ledger.v1.RevokeTokenResponse.token:type_name -> ledger.v1.Token
-	1,  // 10: ledger.v1.GrantRoleRequest.binding:type_name -> ledger.v1.RoleBinding
-	1,  // 11: ledger.v1.GrantRoleResponse.binding:type_name -> ledger.v1.RoleBinding
-	1,  // 12: ledger.v1.RevokeRoleRequest.binding:type_name -> ledger.v1.RoleBinding
-	1,  // 13: ledger.v1.ListRoleBindingsResponse.bindings:type_name -> ledger.v1.RoleBinding
-	42, // 14: ledger.v1.ListEntriesRequest.states:type_name -> ledger.v1.State
-	40, // 15: ledger.v1.ListEntriesRequest.updated_after:type_name -> google.protobuf.Timestamp
-	40, // 16: ledger.v1.ListEntriesRequest.updated_before:type_name -> google.protobuf.Timestamp
-	43, // 17: ledger.v1.ListEntriesResponse.entries:type_name -> ledger.v1.Entry
-	44, // 18: ledger.v1.GetHistoryResponse.events:type_name -> ledger.v1.Event
-	40, // 19: ledger.v1.ListEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	40, // 20: ledger.v1.ListEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	45, // 21: ledger.v1.ListEventsRequest.kinds:type_name -> ledger.v1.EventKind
-	44, // 22: ledger.v1.ListEventsResponse.events:type_name -> ledger.v1.Event
-	40, // 23: ledger.v1.ListEventsResponse.settled_until:type_name -> google.protobuf.Timestamp
-	43, // 24: ledger.v1.ForceReleaseResponse.entry:type_name -> ledger.v1.Entry
-	43, // 25: ledger.v1.ResetKeyResponse.entry:type_name -> ledger.v1.Entry
-	41, // 26: ledger.v1.Namespace.default_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 27: ledger.v1.Namespace.max_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 28: ledger.v1.Namespace.retention:type_name -> google.protobuf.Duration
-	41, // 29: ledger.v1.Namespace.event_retention:type_name -> google.protobuf.Duration
-	40, // 30: ledger.v1.Namespace.created_at:type_name -> google.protobuf.Timestamp
-	40, // 31: ledger.v1.Namespace.updated_at:type_name -> google.protobuf.Timestamp
-	29, // 32: ledger.v1.ListNamespacesResponse.namespaces:type_name -> ledger.v1.Namespace
-	29, // 33: ledger.v1.GetNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	34, // 34: ledger.v1.GetNamespaceResponse.usage:type_name -> ledger.v1.NamespaceUsage
-	41, // 35: ledger.v1.NamespaceSettings.default_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 36: ledger.v1.NamespaceSettings.max_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 37: ledger.v1.NamespaceSettings.retention:type_name -> google.protobuf.Duration
-	41, // 38: ledger.v1.NamespaceSettings.event_retention:type_name -> google.protobuf.Duration
-	35, // 39: ledger.v1.CreateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
-	29, // 40: ledger.v1.CreateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	35, // 41: ledger.v1.UpdateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
-	29, // 42: ledger.v1.UpdateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	17, // 43: ledger.v1.LedgerAdminService.ListEntries:input_type -> ledger.v1.ListEntriesRequest
-	19, // 44: ledger.v1.LedgerAdminService.GetHistory:input_type -> ledger.v1.GetHistoryRequest
-	21, // 45: ledger.v1.LedgerAdminService.ListEvents:input_type -> ledger.v1.ListEventsRequest
-	23, // 46: ledger.v1.LedgerAdminService.ForceRelease:input_type -> ledger.v1.ForceReleaseRequest
-	25, // 47: ledger.v1.LedgerAdminService.ResetKey:input_type -> ledger.v1.ResetKeyRequest
-	27, // 48: ledger.v1.LedgerAdminService.PurgeExpired:input_type -> ledger.v1.PurgeExpiredRequest
-	30, // 49: ledger.v1.LedgerAdminService.ListNamespaces:input_type -> ledger.v1.ListNamespacesRequest
-	32, // 50: ledger.v1.LedgerAdminService.GetNamespace:input_type -> ledger.v1.GetNamespaceRequest
-	36, // 51: ledger.v1.LedgerAdminService.CreateNamespace:input_type -> ledger.v1.CreateNamespaceRequest
-	38, // 52: ledger.v1.LedgerAdminService.UpdateNamespace:input_type -> ledger.v1.UpdateNamespaceRequest
-	3,  // 53: ledger.v1.LedgerAdminService.WhoAmI:input_type -> ledger.v1.WhoAmIRequest
-	5,  // 54: ledger.v1.LedgerAdminService.CreateToken:input_type -> ledger.v1.CreateTokenRequest
-	7,  // 55: ledger.v1.LedgerAdminService.ListTokens:input_type -> ledger.v1.ListTokensRequest
-	9,  // 56: ledger.v1.LedgerAdminService.RevokeToken:input_type -> ledger.v1.RevokeTokenRequest
-	11, // 57: ledger.v1.LedgerAdminService.GrantRole:input_type -> ledger.v1.GrantRoleRequest
-	13, // 58: ledger.v1.LedgerAdminService.RevokeRole:input_type -> ledger.v1.RevokeRoleRequest
-	15, // 59: ledger.v1.LedgerAdminService.ListRoleBindings:input_type -> ledger.v1.ListRoleBindingsRequest
-	18, // 60: ledger.v1.LedgerAdminService.ListEntries:output_type -> ledger.v1.ListEntriesResponse
-	20, // 61: ledger.v1.LedgerAdminService.GetHistory:output_type -> ledger.v1.GetHistoryResponse
-	22, // 62: ledger.v1.LedgerAdminService.ListEvents:output_type -> ledger.v1.ListEventsResponse
-	24, // 63: ledger.v1.LedgerAdminService.ForceRelease:output_type -> ledger.v1.ForceReleaseResponse
-	26, // 64: ledger.v1.LedgerAdminService.ResetKey:output_type -> ledger.v1.ResetKeyResponse
-	28, // 65: ledger.v1.LedgerAdminService.PurgeExpired:output_type -> ledger.v1.PurgeExpiredResponse
-	31, // 66: ledger.v1.LedgerAdminService.ListNamespaces:output_type -> ledger.v1.ListNamespacesResponse
-	33, // 67: ledger.v1.LedgerAdminService.GetNamespace:output_type -> ledger.v1.GetNamespaceResponse
-	37, // 68: ledger.v1.LedgerAdminService.CreateNamespace:output_type -> ledger.v1.CreateNamespaceResponse
-	39, // 69: ledger.v1.LedgerAdminService.UpdateNamespace:output_type -> ledger.v1.UpdateNamespaceResponse
-	4,  // 70: ledger.v1.LedgerAdminService.WhoAmI:output_type -> ledger.v1.WhoAmIResponse
-	6,  // 71: ledger.v1.LedgerAdminService.CreateToken:output_type -> ledger.v1.CreateTokenResponse
-	8,  // 72: ledger.v1.LedgerAdminService.ListTokens:output_type -> ledger.v1.ListTokensResponse
-	10, // 73: ledger.v1.LedgerAdminService.RevokeToken:output_type -> ledger.v1.RevokeTokenResponse
-	12, // 74: ledger.v1.LedgerAdminService.GrantRole:output_type -> ledger.v1.GrantRoleResponse
-	14, // 75: ledger.v1.LedgerAdminService.RevokeRole:output_type -> ledger.v1.RevokeRoleResponse
-	16, // 76: ledger.v1.LedgerAdminService.ListRoleBindings:output_type -> ledger.v1.ListRoleBindingsResponse
-	60, // [60:77] is the sub-list for method output_type
-	43, // [43:60] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	40, // 5: ledger.v1.Token.last_used_at:type_name -> google.protobuf.Timestamp
+	1,  // 6: ledger.v1.WhoAmIResponse.bindings:type_name -> ledger.v1.RoleBinding
+	41, // 7: ledger.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	2,  // 8: ledger.v1.CreateTokenResponse.token:type_name -> ledger.v1.Token
+	2,  // 9: ledger.v1.ListTokensResponse.tokens:type_name -> ledger.v1.Token
+	2,  // 10: ledger.v1.RevokeTokenResponse.token:type_name -> ledger.v1.Token
+	1,  // 11: ledger.v1.GrantRoleRequest.binding:type_name -> ledger.v1.RoleBinding
+	1,  // 12: ledger.v1.GrantRoleResponse.binding:type_name -> ledger.v1.RoleBinding
+	1,  // 13: ledger.v1.RevokeRoleRequest.binding:type_name -> ledger.v1.RoleBinding
+	1,  // 14: ledger.v1.ListRoleBindingsResponse.bindings:type_name -> ledger.v1.RoleBinding
+	42, // 15: ledger.v1.ListEntriesRequest.states:type_name -> ledger.v1.State
+	40, // 16: ledger.v1.ListEntriesRequest.updated_after:type_name -> google.protobuf.Timestamp
+	40, // 17: ledger.v1.ListEntriesRequest.updated_before:type_name -> google.protobuf.Timestamp
+	43, // 18: ledger.v1.ListEntriesResponse.entries:type_name -> ledger.v1.Entry
+	44, // 19: ledger.v1.GetHistoryResponse.events:type_name -> ledger.v1.Event
+	40, // 20: ledger.v1.ListEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	40, // 21: ledger.v1.ListEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	45, // 22: ledger.v1.ListEventsRequest.kinds:type_name -> ledger.v1.EventKind
+	44, // 23: ledger.v1.ListEventsResponse.events:type_name -> ledger.v1.Event
+	40, // 24: ledger.v1.ListEventsResponse.settled_until:type_name -> google.protobuf.Timestamp
+	43, // 25: ledger.v1.ForceReleaseResponse.entry:type_name -> ledger.v1.Entry
+	43, // 26: ledger.v1.ResetKeyResponse.entry:type_name -> ledger.v1.Entry
+	41, // 27: ledger.v1.Namespace.default_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 28: ledger.v1.Namespace.max_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 29: ledger.v1.Namespace.retention:type_name -> google.protobuf.Duration
+	41, // 30: ledger.v1.Namespace.event_retention:type_name -> google.protobuf.Duration
+	40, // 31: ledger.v1.Namespace.created_at:type_name -> google.protobuf.Timestamp
+	40, // 32: ledger.v1.Namespace.updated_at:type_name -> google.protobuf.Timestamp
+	29, // 33: ledger.v1.ListNamespacesResponse.namespaces:type_name -> ledger.v1.Namespace
+	29, // 34: ledger.v1.GetNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	34, // 35: ledger.v1.GetNamespaceResponse.usage:type_name -> ledger.v1.NamespaceUsage
+	41, // 36: ledger.v1.NamespaceSettings.default_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 37: ledger.v1.NamespaceSettings.max_lease_ttl:type_name -> google.protobuf.Duration
+	41, // 38: ledger.v1.NamespaceSettings.retention:type_name -> google.protobuf.Duration
+	41, // 39: ledger.v1.NamespaceSettings.event_retention:type_name -> google.protobuf.Duration
+	35, // 40: ledger.v1.CreateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
+	29, // 41: ledger.v1.CreateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	35, // 42: ledger.v1.UpdateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
+	29, // 43: ledger.v1.UpdateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	17, // 44: ledger.v1.LedgerAdminService.ListEntries:input_type -> ledger.v1.ListEntriesRequest
+	19, // 45: ledger.v1.LedgerAdminService.GetHistory:input_type -> ledger.v1.GetHistoryRequest
+	21, // 46: ledger.v1.LedgerAdminService.ListEvents:input_type -> ledger.v1.ListEventsRequest
+	23, // 47: ledger.v1.LedgerAdminService.ForceRelease:input_type -> ledger.v1.ForceReleaseRequest
+	25, // 48: ledger.v1.LedgerAdminService.ResetKey:input_type -> ledger.v1.ResetKeyRequest
+	27, // 49: ledger.v1.LedgerAdminService.PurgeExpired:input_type -> ledger.v1.PurgeExpiredRequest
+	30, // 50: ledger.v1.LedgerAdminService.ListNamespaces:input_type -> ledger.v1.ListNamespacesRequest
+	32, // 51: ledger.v1.LedgerAdminService.GetNamespace:input_type -> ledger.v1.GetNamespaceRequest
+	36, // 52: ledger.v1.LedgerAdminService.CreateNamespace:input_type -> ledger.v1.CreateNamespaceRequest
+	38, // 53: ledger.v1.LedgerAdminService.UpdateNamespace:input_type -> ledger.v1.UpdateNamespaceRequest
+	3,  // 54: ledger.v1.LedgerAdminService.WhoAmI:input_type -> ledger.v1.WhoAmIRequest
+	5,  // 55: ledger.v1.LedgerAdminService.CreateToken:input_type -> ledger.v1.CreateTokenRequest
+	7,  // 56: ledger.v1.LedgerAdminService.ListTokens:input_type -> ledger.v1.ListTokensRequest
+	9,  // 57: ledger.v1.LedgerAdminService.RevokeToken:input_type -> ledger.v1.RevokeTokenRequest
+	11, // 58: ledger.v1.LedgerAdminService.GrantRole:input_type -> ledger.v1.GrantRoleRequest
+	13, // 59: ledger.v1.LedgerAdminService.RevokeRole:input_type -> ledger.v1.RevokeRoleRequest
+	15, // 60: ledger.v1.LedgerAdminService.ListRoleBindings:input_type -> ledger.v1.ListRoleBindingsRequest
+	18, // 61: ledger.v1.LedgerAdminService.ListEntries:output_type -> ledger.v1.ListEntriesResponse
+	20, // 62: ledger.v1.LedgerAdminService.GetHistory:output_type -> ledger.v1.GetHistoryResponse
+	22, // 63: ledger.v1.LedgerAdminService.ListEvents:output_type -> ledger.v1.ListEventsResponse
+	24, // 64: ledger.v1.LedgerAdminService.ForceRelease:output_type -> ledger.v1.ForceReleaseResponse
+	26, // 65: ledger.v1.LedgerAdminService.ResetKey:output_type -> ledger.v1.ResetKeyResponse
+	28, // 66: ledger.v1.LedgerAdminService.PurgeExpired:output_type -> ledger.v1.PurgeExpiredResponse
+	31, // 67: ledger.v1.LedgerAdminService.ListNamespaces:output_type -> ledger.v1.ListNamespacesResponse
+	33, // 68: ledger.v1.LedgerAdminService.GetNamespace:output_type -> ledger.v1.GetNamespaceResponse
+	37, // 69: ledger.v1.LedgerAdminService.CreateNamespace:output_type -> ledger.v1.CreateNamespaceResponse
+	39, // 70: ledger.v1.LedgerAdminService.UpdateNamespace:output_type -> ledger.v1.UpdateNamespaceResponse
+	4,  // 71: ledger.v1.LedgerAdminService.WhoAmI:output_type -> ledger.v1.WhoAmIResponse
+	6,  // 72: ledger.v1.LedgerAdminService.CreateToken:output_type -> ledger.v1.CreateTokenResponse
+	8,  // 73: ledger.v1.LedgerAdminService.ListTokens:output_type -> ledger.v1.ListTokensResponse
+	10, // 74: ledger.v1.LedgerAdminService.RevokeToken:output_type -> ledger.v1.RevokeTokenResponse
+	12, // 75: ledger.v1.LedgerAdminService.GrantRole:output_type -> ledger.v1.GrantRoleResponse
+	14, // 76: ledger.v1.LedgerAdminService.RevokeRole:output_type -> ledger.v1.RevokeRoleResponse
+	16, // 77: ledger.v1.LedgerAdminService.ListRoleBindings:output_type -> ledger.v1.ListRoleBindingsResponse
+	61, // [61:78] is the sub-list for method output_type
+	44, // [44:61] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_admin_proto_init() }

@@ -159,7 +159,8 @@ type LedgerAdminServiceClient interface {
 	// this response only: ledgerd keeps a hash of its secret. Platform admins
 	// only. Audited.
 	//
-	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT (ttl beyond the server's maximum token
+	// lifetime, among others), PERMISSION_DENIED, UNAVAILABLE.
 	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
 	// ListTokens lists the API tokens (never their secrets), revoked and
 	// expired ones included. Platform admins only.
@@ -490,7 +491,8 @@ type LedgerAdminServiceServer interface {
 	// this response only: ledgerd keeps a hash of its secret. Platform admins
 	// only. Audited.
 	//
-	// Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT (ttl beyond the server's maximum token
+	// lifetime, among others), PERMISSION_DENIED, UNAVAILABLE.
 	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
 	// ListTokens lists the API tokens (never their secrets), revoked and
 	// expired ones included. Platform admins only.

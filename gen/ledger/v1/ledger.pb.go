@@ -201,6 +201,13 @@ const (
 	// caller: the reserving identity; detail: settings). An admin's
 	// CreateNamespace records EVENT_KIND_NAMESPACE_CHANGED instead.
 	EventKind_EVENT_KIND_NAMESPACE_CREATED EventKind = 18
+	// EVENT_KIND_CREDENTIAL_REFUSED: a revoked or expired API token was
+	// presented with its right secret, and the call refused (namespace and
+	// key empty: a platform event; caller and owner: the token's principal;
+	// detail: token_id, principal, reason (revoked or expired), source (the
+	// caller's address), refused_at, refusals). At most one per token per
+	// minute on each server: refusals counts the calls it stands for.
+	EventKind_EVENT_KIND_CREDENTIAL_REFUSED EventKind = 19
 )
 
 // Enum value maps for EventKind.
@@ -225,6 +232,7 @@ var (
 		16: "EVENT_KIND_ROLE_GRANTED",
 		17: "EVENT_KIND_ROLE_REVOKED",
 		18: "EVENT_KIND_NAMESPACE_CREATED",
+		19: "EVENT_KIND_CREDENTIAL_REFUSED",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":         0,
@@ -246,6 +254,7 @@ var (
 		"EVENT_KIND_ROLE_GRANTED":        16,
 		"EVENT_KIND_ROLE_REVOKED":        17,
 		"EVENT_KIND_NAMESPACE_CREATED":   18,
+		"EVENT_KIND_CREDENTIAL_REFUSED":  19,
 	}
 )
 
@@ -2883,7 +2892,7 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x0fSTATE_COMPLETED\x10\x02\x12\x10\n" +
 	"\fSTATE_FAILED\x10\x03\x12\x12\n" +
 	"\x0eSTATE_RELEASED\x10\x04\x12\x10\n" +
-	"\fSTATE_PURGED\x10\x05*\xa7\x04\n" +
+	"\fSTATE_PURGED\x10\x05*\xca\x04\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_KIND_RESERVED\x10\x01\x12\x19\n" +
@@ -2904,7 +2913,8 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x18EVENT_KIND_TOKEN_REVOKED\x10\x0f\x12\x1b\n" +
 	"\x17EVENT_KIND_ROLE_GRANTED\x10\x10\x12\x1b\n" +
 	"\x17EVENT_KIND_ROLE_REVOKED\x10\x11\x12 \n" +
-	"\x1cEVENT_KIND_NAMESPACE_CREATED\x10\x122\xb8\x05\n" +
+	"\x1cEVENT_KIND_NAMESPACE_CREATED\x10\x12\x12!\n" +
+	"\x1dEVENT_KIND_CREDENTIAL_REFUSED\x10\x132\xb8\x05\n" +
 	"\rLedgerService\x12E\n" +
 	"\aReserve\x12\x19.ledger.v1.ReserveRequest\x1a\x1a.ledger.v1.ReserveResponse\"\x03\x90\x02\x02\x12K\n" +
 	"\tHeartbeat\x12\x1b.ledger.v1.HeartbeatRequest\x1a\x1c.ledger.v1.HeartbeatResponse\"\x03\x90\x02\x02\x12H\n" +

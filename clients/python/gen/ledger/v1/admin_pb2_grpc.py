@@ -287,7 +287,8 @@ class LedgerAdminServiceServicer(object):
         this response only: ledgerd keeps a hash of its secret. Platform admins
         only. Audited.
 
-        Errors: INVALID_ARGUMENT, PERMISSION_DENIED, UNAVAILABLE.
+        Errors: INVALID_ARGUMENT (ttl beyond the server's maximum token
+        lifetime, among others), PERMISSION_DENIED, UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

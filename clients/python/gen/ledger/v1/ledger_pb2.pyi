@@ -9,6 +9,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 EVENT_KIND_COMPLETED: EventKind
+EVENT_KIND_CREDENTIAL_REFUSED: EventKind
 EVENT_KIND_FAILED: EventKind
 EVENT_KIND_FORCE_RELEASED: EventKind
 EVENT_KIND_HEARTBEAT: EventKind
