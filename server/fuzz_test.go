@@ -47,6 +47,7 @@ type fuzzServer struct {
 	memServer
 	alarms  *alarmHandler
 	methods []fuzzMethod
+	token   string // a platform admin's
 }
 
 // fuzzMethod is a unary RPC and its request type.
@@ -61,8 +62,15 @@ func startFuzzServer(f *testing.F) *fuzzServer {
 	// hold the fuzzer up.
 	b := ledgertest.Store(f, ledger.Config{Limits: ledger.Limits{MinLeaseTTL: 10 * time.Millisecond, MaxWait: 20 * time.Millisecond}})
 	alarms := &alarmHandler{}
-	s := serveMem(f, b, server.Config{Logger: slog.New(alarms)})
-	return &fuzzServer{memServer: s, alarms: alarms, methods: unaryMethods(f)}
+	// Authenticated as a platform admin, so that every RPC gets as far as
+	// its input checks (without authentication, the token and role RPCs
+	// are refused outright).
+	_, token, err := b.Store.Bootstrap(context.Background(), "fuzzer")
+	require.NoError(f, err)
+	auth := server.NewAuth(b.Store, server.AuthConfig{Logger: slog.New(alarms)})
+	require.NoError(f, auth.Load(context.Background()))
+	s := serveMem(f, b, server.Config{Logger: slog.New(alarms), Auth: auth})
+	return &fuzzServer{memServer: s, alarms: alarms, methods: unaryMethods(f), token: token}
 }
 
 // unaryMethods lists the unary RPCs of the API and the health check, in
@@ -99,7 +107,7 @@ func (s *fuzzServer) call(t *testing.T, method uint8, payload []byte) {
 	before := dbState(t, s.ledger.Pool)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := invokeRaw(ctx, s.conn, m.fullName, payload)
+	err := invokeRaw(as(ctx, s.token), s.conn, m.fullName, payload)
 	if alarms := s.alarms.take(); len(alarms) > 0 {
 		t.Fatalf("%s (%v): the server logged errors:\n%s", m.fullName, err, strings.Join(alarms, "\n"))
 	}

@@ -208,13 +208,27 @@ func TestIsolationRequestLogNamesTheCaller(t *testing.T) {
 		require.Equal(t, "token:"+id, line["credential"], key)
 		require.Regexp(t, `^127\.0\.0\.1:\d+$`, line["peer.address"], key)
 	}
-	for _, key := range []string{"grpc-refused", "http-refused"} {
-		line := byKey[key]
-		require.NotNil(t, line, key)
-		require.Nil(t, line["principal"], "%s: a wrong secret proves no principal", key)
-		require.Equal(t, "token:"+id, line["credential"], key)
-		require.Equal(t, "wrong_secret", line["auth.refusal"], key)
-		require.Regexp(t, `^127\.0\.0\.1:\d+$`, line["peer.address"], key)
+	line := byKey["grpc-refused"]
+	require.NotNil(t, line)
+	require.Nil(t, line["principal"], "a wrong secret proves no principal")
+	require.Equal(t, "token:"+id, line["credential"])
+	require.Equal(t, "wrong_secret", line["auth.refusal"])
+	require.Regexp(t, `^127\.0\.0\.1:\d+$`, line["peer.address"])
+	// The HTTP port refuses before it reads the body (so the request log has
+	// no line with the key): its WARN line names the credential and source.
+	require.NotContains(t, byKey, "http-refused")
+	var refusals []map[string]any
+	for _, line := range b.lines(t, "authentication refused") {
+		if line["credential"] == "token:"+id {
+			refusals = append(refusals, line)
+		}
+	}
+	require.Len(t, refusals, 2, "one for each port")
+	for _, line := range refusals {
+		require.Nil(t, line["principal"])
+		require.Equal(t, "wrong_secret", line["auth.refusal"])
+		require.Equal(t, "WARN", line["level"])
+		require.Regexp(t, `^127\.0\.0\.1:\d+$`, line["peer.address"])
 	}
 	require.NotEqual(t, byKey["http"]["peer.address"], b.grpcAddr, "the HTTP caller's address, not the gateway's")
 	require.NotContains(t, b.log.String(), secretOf(token))

@@ -123,10 +123,12 @@ func carriesCredentials(ctx context.Context, header metadata.MD) bool {
 		return false
 	}
 	switch info := p.AuthInfo.(type) {
+	case certificateAuthInfo:
+		return len(info.State.VerifiedChains) > 0
 	case credentials.TLSInfo:
 		return len(info.State.VerifiedChains) > 0
 	case gatewayAuthInfo:
-		return len(header.Get(certificatePrincipalKey)) > 0
+		return len(header.Get(certificatePrincipalKey)) > 0 || len(header.Get(certificateRefusalKey)) > 0
 	}
 	return false
 }

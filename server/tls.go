@@ -303,6 +303,10 @@ func certificateCredentialOf(ctx context.Context) string {
 		return ""
 	}
 	switch info := p.AuthInfo.(type) {
+	case certificateAuthInfo:
+		if len(info.State.VerifiedChains) > 0 {
+			return certificateCredential(info.State.VerifiedChains[0][0])
+		}
 	case credentials.TLSInfo:
 		if len(info.State.VerifiedChains) > 0 {
 			return certificateCredential(info.State.VerifiedChains[0][0])
