@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -11,11 +12,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/ledgertest"
 	"github.com/ledgerd/ledgerd/ledger"
+	"github.com/ledgerd/ledgerd/server"
 )
 
 // storedRows is what a refused write must leave unchanged: the namespace's
@@ -282,4 +285,65 @@ func TestIsolationStoredBytesExactAcrossReplicas(t *testing.T) {
 	usage := usageOf(t, b.ledger, "q")
 	require.Equal(t, recount(t, b.ledger, "q"), usage)
 	require.LessOrEqual(t, usage, quota)
+}
+
+// serveWith starts a server over the auth bundle's store with cfg (its
+// Logger and Auth filled in) and returns a client of it.
+func serveWith(t *testing.T, b authBundle, cfg server.Config) ledgerv1.LedgerServiceClient {
+	t.Helper()
+	cfg.Logger, cfg.Auth = slog.New(slog.DiscardHandler), b.auth
+	srv, err := server.New(b.ledger.Store, cfg)
+	require.NoError(t, err)
+	lis := bufconn.Listen(1 << 20)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	t.Cleanup(func() { srv.Shutdown(context.Background()); require.NoError(t, <-served) })
+	return ledgerv1.NewLedgerServiceClient(ledgertest.Dial(t, lis))
+}
+
+// TestIsolationBatchCostsOneTokenPerItem: a batch takes one rate-limit
+// token per item from the principal's and the namespace's buckets. A batch
+// larger than a burst, which could never be admitted, is refused with
+// INVALID_ARGUMENT naming the burst and the size (not RESOURCE_EXHAUSTED,
+// which clients retry), and changes nothing; before, it cost only the
+// burst, so one principal could push any number of items through.
+func TestIsolationBatchCostsOneTokenPerItem(t *testing.T) {
+	t.Parallel()
+	b := setupAuth(t)
+	slow := 0.001 // no refill during the test
+	client := serveWith(t, b, server.Config{RateLimits: server.RateLimits{
+		PerPrincipal: server.Rate{PerSecond: slow, Burst: 8},
+		PerNamespace: server.Rate{PerSecond: slow, Burst: 5},
+	}})
+	ctx := as(context.Background(), b.tokens["worker"])
+	items := func(n int) []*ledgerv1.ReserveBatchItem {
+		var out []*ledgerv1.ReserveBatchItem
+		for i := range n {
+			out = append(out, &ledgerv1.ReserveBatchItem{Key: fmt.Sprint("k", n, "-", i)})
+		}
+		return out
+	}
+
+	for _, tc := range []struct {
+		ns    string
+		items int
+		burst string
+	}{{"ns", 6, "per-namespace burst of 5"}, {"ns2", 9, "per-principal burst of 8"}} {
+		before := counts(t, b.ledger)
+		_, err := client.ReserveBatch(ctx, &ledgerv1.ReserveBatchRequest{Namespace: tc.ns, Owner: "w", Items: items(tc.items)})
+		st := requireReason(t, err, codes.InvalidArgument, "INVALID_ARGUMENT")
+		require.Contains(t, st.Message(), fmt.Sprintf("%d items exceed the %s", tc.items, tc.burst))
+		require.Equal(t, before, counts(t, b.ledger), "a refused batch changes nothing")
+	}
+
+	// A batch of exactly the namespace's burst passes, and takes it all.
+	_, err := client.ReserveBatch(ctx, &ledgerv1.ReserveBatchRequest{Namespace: "ns", Owner: "w", Items: items(5)})
+	require.NoError(t, err)
+	_, err = client.Lookup(ctx, &ledgerv1.LookupRequest{Namespace: "ns", Key: "k5-0"})
+	requireReason(t, err, codes.ResourceExhausted, "RATE_LIMITED")
+	// The principal has 3 of its 8 left: a batch of 4 elsewhere waits.
+	_, err = client.ReserveBatch(ctx, &ledgerv1.ReserveBatchRequest{Namespace: "ns2", Owner: "w", Items: items(4)})
+	requireReason(t, err, codes.ResourceExhausted, "RATE_LIMITED")
+	_, err = client.ReserveBatch(ctx, &ledgerv1.ReserveBatchRequest{Namespace: "ns2", Owner: "w", Items: items(3)})
+	require.NoError(t, err)
 }
