@@ -347,3 +347,93 @@ func TestIsolationBatchCostsOneTokenPerItem(t *testing.T) {
 	_, err = client.ReserveBatch(ctx, &ledgerv1.ReserveBatchRequest{Namespace: "ns2", Owner: "w", Items: items(3)})
 	require.NoError(t, err)
 }
+
+// TestIsolationWaitingReservesPerPrincipal: one principal holds at most
+// MaxWaitingReservesPerPrincipal waiting Reserves on a replica; beyond it,
+// its Reserves answer at once (IN_PROGRESS) instead of waiting. Another
+// principal's waits are unaffected, and a wait that ends — by the caller's
+// cancelation too — gives its slot back.
+func TestIsolationWaitingReservesPerPrincipal(t *testing.T) {
+	t.Parallel()
+	b := setupAuth(t)
+	metrics := server.NewMetrics(b.ledger.Store, server.MetricsConfig{})
+	client := serveWith(t, b, server.Config{MaxWaitingReservesPerPrincipal: 2, Metrics: metrics})
+	listenCtx, stopListening := context.WithCancel(context.Background())
+	listened := make(chan error, 1)
+	go func() { listened <- b.ledger.Store.Listen(listenCtx) }()
+	t.Cleanup(func() { stopListening(); <-listened })
+	worker, other := as(context.Background(), b.tokens["worker"]), as(context.Background(), b.tokens["other-worker"])
+	hold := func(ctx context.Context, ns, key string) int64 {
+		r, err := client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: ns, Key: key, Owner: "holder", LeaseTtl: durationpb.New(time.Hour)})
+		require.NoError(t, err)
+		return r.GetAcquired().GetFencingToken()
+	}
+	waitFor := func(ctx context.Context, ns, key, owner string) chan *ledgerv1.ReserveResponse {
+		done := make(chan *ledgerv1.ReserveResponse, 1)
+		go func() {
+			r, err := client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: ns, Key: key, Owner: owner, WaitTimeout: durationpb.New(time.Minute)})
+			if err != nil {
+				r = nil
+			}
+			done <- r
+		}()
+		return done
+	}
+	waiters := func(n int) {
+		t.Helper()
+		require.Eventually(t, func() bool { return b.ledger.Store.Waiters() == n }, time.Minute, 5*time.Millisecond)
+	}
+
+	token := hold(worker, "ns", "k")
+	otherToken := hold(other, "other", "k")
+	canceled, cancel := context.WithCancel(worker)
+	first := waitFor(canceled, "ns", "k", "w1")
+	second := waitFor(worker, "ns", "k", "w2")
+	waiters(2)
+
+	// At its cap, the principal is answered at once, well before the
+	// minute its wait asked for.
+	start := time.Now()
+	r, err := client.Reserve(worker, &ledgerv1.ReserveRequest{Namespace: "ns", Key: "k", Owner: "w3", WaitTimeout: durationpb.New(time.Minute)})
+	require.NoError(t, err)
+	require.NotNil(t, r.GetInProgress(), "%v", r)
+	require.Less(t, time.Since(start), 30*time.Second, "the Reserve over the cap did not wait")
+	families, err := metrics.Registry().Gather()
+	require.NoError(t, err)
+	declined := -1.0
+	for _, family := range families {
+		if family.GetName() == "ledgerd_reserve_waits_declined_total" {
+			declined = family.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	require.Equal(t, 1.0, declined)
+
+	// Another principal still waits, and gets the key when it frees.
+	theirs := waitFor(other, "other", "k", "o1")
+	waiters(3)
+	_, err = client.Release(other, &ledgerv1.ReleaseRequest{Namespace: "other", Key: "k", FencingToken: otherToken})
+	require.NoError(t, err)
+	require.NotNil(t, (<-theirs).GetAcquired(), "the other principal's wait succeeded")
+
+	// A canceled wait gives its slot back: the principal may wait again.
+	cancel()
+	<-first
+	waiters(1)
+	third := waitFor(worker, "ns", "k", "w4")
+	waiters(2)
+
+	// Waits that end give theirs back too.
+	_, err = client.Complete(worker, &ledgerv1.CompleteRequest{Namespace: "ns", Key: "k", FencingToken: token, Result: []byte("r")})
+	require.NoError(t, err)
+	require.NotNil(t, (<-second).GetCompleted())
+	require.NotNil(t, (<-third).GetCompleted())
+	waiters(0)
+	token = hold(worker, "ns", "k2")
+	again := []chan *ledgerv1.ReserveResponse{waitFor(worker, "ns", "k2", "w5"), waitFor(worker, "ns", "k2", "w6")}
+	waiters(2)
+	_, err = client.Complete(worker, &ledgerv1.CompleteRequest{Namespace: "ns", Key: "k2", FencingToken: token, Result: []byte("r")})
+	require.NoError(t, err)
+	for _, done := range again {
+		require.NotNil(t, (<-done).GetCompleted())
+	}
+}

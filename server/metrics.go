@@ -84,6 +84,7 @@ type Metrics struct {
 	sweeperDeleted     prometheus.Counter
 	sweeperErrors      prometheus.Counter
 	permissionDenied   *prometheus.CounterVec
+	waitsDeclined      prometheus.Counter
 
 	namespaces *labelSet
 }
@@ -138,6 +139,10 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 			Name: "ledgerd_permission_denied_total",
 			Help: "Calls refused with PERMISSION_DENIED (an authenticated principal without the role), by method.",
 		}, []string{"method"}),
+		waitsDeclined: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ledgerd_reserve_waits_declined_total",
+			Help: "Reserves with a wait_timeout answered without waiting, because their principal held --max-waiting-reserves-per-principal waits on this replica (ledgerd_reserve_waiters counts the waits).",
+		}),
 		namespaces: newLabelSet(cfg.MaxNamespaceLabels),
 	}
 	m.registry.MustRegister(
@@ -151,6 +156,7 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 		m.sweeperDeleted,
 		m.sweeperErrors,
 		m.permissionDenied,
+		m.waitsDeclined,
 		newStoreCollector(store, cfg),
 		newPoolCollector("pool", "--db-max-conns", store.PoolStat),
 		newPoolCollector("read_pool", "--read-db-max-conns", store.ReadPoolStat),
@@ -404,4 +410,12 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 // denied counts a call refused with PERMISSION_DENIED.
 func (m *Metrics) denied(fullMethod string) {
 	m.permissionDenied.WithLabelValues(methodName(fullMethod)).Inc()
+}
+
+// waitDeclined counts a Reserve answered without waiting, its principal at
+// its cap of waiting Reserves. A nil *Metrics records nothing.
+func (m *Metrics) waitDeclined() {
+	if m != nil {
+		m.waitsDeclined.Inc()
+	}
 }

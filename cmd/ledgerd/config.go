@@ -61,6 +61,9 @@ type config struct {
 	// RateLimits bound the requests of each principal and namespace, per
 	// replica.
 	RateLimits server.RateLimits
+	// MaxWaitingReservesPerPrincipal bounds one principal's waiting
+	// Reserves on a replica; 0 is no cap.
+	MaxWaitingReservesPerPrincipal int
 	// TLS serves both ports over TLS; nil without --tls-cert-file.
 	TLS *server.TLSConfig
 }
@@ -98,6 +101,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.IntVar(&cfg.RateLimits.PerPrincipal.Burst, "rate-limit-principal-burst", 4000, "burst of --rate-limit-principal")
 		fs.Float64Var(&cfg.RateLimits.PerNamespace.PerSecond, "rate-limit-namespace", 5000, "requests per second each namespace may receive, per replica (0: unlimited; unlimited by default with --insecure-dev)")
 		fs.IntVar(&cfg.RateLimits.PerNamespace.Burst, "rate-limit-namespace-burst", 10000, "burst of --rate-limit-namespace")
+		fs.IntVar(&cfg.MaxWaitingReservesPerPrincipal, "max-waiting-reserves-per-principal", server.DefaultMaxWaitingReservesPerPrincipal, "Reserves of one principal that may wait for a key's holder (wait_timeout) on this replica at once; beyond it, a Reserve answers without waiting (0: no cap)")
 		fs.BoolVar(&cfg.InsecureDev, "insecure-dev", false, "development only: serve without authentication (every caller may do everything); refuses non-loopback addresses")
 		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it")
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
@@ -162,6 +166,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		if r.PerSecond < 0 || (r.PerSecond > 0 && r.Burst < 1) {
 			return config{}, fmt.Errorf("%s must not be negative and needs a positive burst, got %g/s burst %d", name, r.PerSecond, r.Burst)
 		}
+	}
+	if cfg.MaxWaitingReservesPerPrincipal < 0 {
+		return config{}, fmt.Errorf("--max-waiting-reserves-per-principal must not be negative (0: no cap), got %d", cfg.MaxWaitingReservesPerPrincipal)
 	}
 	if cfg.SweepInterval < 0 {
 		return config{}, fmt.Errorf("--sweep-interval must not be negative, got %s", cfg.SweepInterval)
