@@ -158,11 +158,12 @@ export enum ErrorReason {
    * RESOURCE_EXHAUSTED); the ErrorInfo metadata carries "namespace",
    * "quota", "limit" and "usage". Nothing was done. Over max_held_leases (a
    * grant), a google.rpc.RetryInfo says when to ask again: places free up as
-   * workers finish. Over max_stored_bytes (a result), the lease stays held:
-   * Complete a smaller result, Fail or Release.
+   * workers finish. Over max_stored_bytes (any write that would grow the
+   * bytes the namespace's entries store), a lease stays held: write less,
+   * or Release, which is never refused.
    *
-   * Returned by Reserve and Complete, and by items of ReserveBatch and
-   * CompleteBatch.
+   * Returned by Reserve, Heartbeat, Complete and Fail, and by items of
+   * ReserveBatch and CompleteBatch.
    *
    * @generated from enum value: QUOTA_EXCEEDED = 11;
    */
