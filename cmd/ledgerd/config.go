@@ -137,7 +137,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.DurationVar(&ns.EventRetention, "event-retention", ns.EventRetention, "how long audit events are kept (new namespaces)")
 		fs.IntVar(&ns.MaxAttempts, "max-attempts", ns.MaxAttempts, "grants after which a retryable failure is permanent; 0 for no limit (new namespaces)")
 		fs.Int64Var(&ns.MaxHeldLeases, "max-held-leases", ns.MaxHeldLeases, "quota: unexpired leases a namespace may hold at once; 0 for no quota (new namespaces)")
-		fs.Int64Var(&ns.MaxStoredBytes, "max-stored-bytes", ns.MaxStoredBytes, "quota: bytes of results a namespace may store; 0 for no quota (new namespaces)")
+		fs.Int64Var(&ns.MaxStoredBytes, "max-stored-bytes", ns.MaxStoredBytes, "quota: bytes a namespace's entries may store (keys, owners, fingerprints, labels, checkpoints, results, errors); 0 for no quota (new namespaces)")
 		fs.IntVar(&limits.MaxResultBytes, "max-result-bytes-ceiling", limits.MaxResultBytes, "the largest result size any namespace may allow; sizes the gRPC message limit")
 		fs.DurationVar(&cfg.HeartbeatEventInterval, "heartbeat-event-interval", time.Minute, "audit at most one heartbeat event per lease per interval; 0 records every heartbeat, a negative value none")
 		grpcFlags(fs, &grpcValues)

@@ -2,8 +2,8 @@
 -- set): sum the stored bytes of its entries (see
 -- migrations/00007_stored_bytes.sql). The caller first locks entries in SHARE
 -- mode, in the same transaction: that waits for the transactions writing
--- entries to end and holds new ones back until commit, so that no Complete
--- is missed by the sum and also missed the row (Completes add to the row
+-- entries to end and holds new ones back until commit, so that no write
+-- is missed by the sum and also missed the row (the writes add to the row
 -- from then on, see complete.sql).
 --
 -- $1 namespace
