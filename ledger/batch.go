@@ -52,7 +52,9 @@ type ReserveBatchItem struct {
 // "items[i].<field>". The whole call fails with a *ValidationError for a
 // bad namespace, owner or lease TTL, no items, or more than
 // Limits.MaxBatchItems, and with ErrUnavailable. In a namespace with a
-// held-leases quota, the items are reserved one by one, as Reserve does.
+// held-leases quota, the items are reserved one by one, as Reserve does;
+// in one with a stored-bytes quota, they are too when the batch as a whole
+// would go over it.
 func (s *Store) ReserveBatch(ctx context.Context, req ReserveBatchRequest) ([]ReserveResult, error) {
 	results, err := s.reserveBatch(ctx, req)
 	if err != nil {
@@ -120,6 +122,15 @@ func (s *Store) reserveBatch(ctx context.Context, batch ReserveBatchRequest) ([]
 		items[j] = newReserveItem(ctx, reqs[i], ttl)
 	}
 	rows, err := insertOrReadMany(ctx, s.pool, items)
+	if errors.Is(err, ErrQuotaExceeded) {
+		// The new entries would take the namespace over its stored-bytes
+		// quota, and the statement changed nothing: each item alone, so that
+		// those that fit are granted and only the others refused.
+		for _, i := range valid {
+			results[i].Reservation, results[i].Err = s.Reserve(ctx, reqs[i])
+		}
+		return results, nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -168,7 +168,9 @@ func TestLookupBatch(t *testing.T) {
 // TestBatchesInQuotaNamespaces: the quota is kept, item by item.
 func TestBatchesInQuotaNamespaces(t *testing.T) {
 	ctx, b := setup(t)
-	_, err := b.store.CreateNamespace(ctx, "q", ledger.NamespaceUpdate{MaxHeldLeases: ptr[int64](2), MaxStoredBytes: ptr[int64](3)}, "test")
+	// Each entry stores 3 bytes (key "kN", owner "w"): two fit, with one
+	// 2-byte result.
+	_, err := b.store.CreateNamespace(ctx, "q", ledger.NamespaceUpdate{MaxHeldLeases: ptr[int64](2), MaxStoredBytes: ptr[int64](8)}, "test")
 	require.NoError(t, err)
 	var items []ledger.ReserveBatchItem
 	for i := range 3 {
@@ -186,7 +188,7 @@ func TestBatchesInQuotaNamespaces(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, completes[0].Err)
 	require.ErrorIs(t, completes[1].Err, ledger.ErrQuotaExceeded)
-	require.Equal(t, int64(2), b.usage(t, "q").StoredBytes)
+	require.Equal(t, int64(8), b.usage(t, "q").StoredBytes)
 }
 
 // TestBatchSlots: a batch waits while MaxConcurrentBatches others run, for

@@ -2,11 +2,8 @@ package ledger
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // CompleteRequest records the result of the work.
@@ -33,8 +30,8 @@ type Completion struct {
 // ErrUnavailable.
 //
 // It costs one statement (complete.sql), gathered with concurrent
-// Completes' into one (complete_batch.sql) when coalescing is on; in a
-// namespace with a stored-bytes quota, one transaction of two statements.
+// Completes' into one (complete_batch.sql) when coalescing is on, except in
+// a namespace with a stored-bytes quota.
 func (s *Store) Complete(ctx context.Context, req CompleteRequest) (Completion, error) {
 	completion, err := s.complete(ctx, req)
 	if err != nil {
@@ -83,52 +80,18 @@ func (s *Store) checkComplete(ctx context.Context, req CompleteRequest) (Namespa
 // judgeGuarded): gathered with concurrent ones when coalescing is on, alone
 // otherwise.
 //
-// In a namespace with a stored-bytes quota, it runs in a transaction with a
-// check: the statement adds the result's bytes to the namespace's usage
-// row, which stays locked to the end of the transaction, and the completion
-// is rolled back if the sum is over the quota. Completes of that namespace
-// are serialized by the row, one per commit.
+// In a namespace with a stored-bytes quota, the statement itself adds the
+// entry's change of stored bytes to the namespace's usage and fails, having
+// changed nothing, if that would take the usage over the quota (see
+// complete.sql); it runs alone, not gathered, so that a refusal does not
+// fail a batch of other callers' Completes.
 func (s *Store) storeResult(ctx context.Context, item completeItem, ns NamespaceSettings) (guardRow, bool, error) {
-	complete := func(q querier) (guardRow, bool, error) {
-		return s.guarded(ctx, q, "complete", item.namespace, item.key, item.token, is(StateCompleted), func() (*guardRow, error) {
-			if _, inTx := q.(pgx.Tx); s.coalesce != nil && !inTx {
-				return s.coalesce.completes.do(ctx, item)
-			}
-			return completeOne(ctx, q, item)
-		})
-	}
-	if ns.MaxStoredBytes == 0 {
-		return complete(s.pool)
-	}
-	var row guardRow
-	var already bool
-	var refused error // a refusal whose audit event must be committed
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
-		row, already, err = complete(tx)
-		if errors.Is(err, ErrLeaseLost) {
-			refused = err
-			return nil
+	return s.guarded(ctx, s.pool, "complete", item.namespace, item.key, item.token, is(StateCompleted), func() (*guardRow, error) {
+		if s.coalesce != nil && ns.MaxStoredBytes == 0 {
+			return s.coalesce.completes.do(ctx, item)
 		}
-		if err != nil || already {
-			return err
-		}
-		var stored int64
-		err = tx.QueryRow(ctx, `SELECT stored_bytes FROM namespace_usage WHERE namespace = $1`, item.namespace).Scan(&stored)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			return nil // the quota was unset meanwhile
-		case err != nil:
-			return err
-		case stored > ns.MaxStoredBytes:
-			return &QuotaError{Namespace: item.namespace, Quota: QuotaStoredBytes, Limit: ns.MaxStoredBytes, Usage: stored}
-		}
-		return nil
+		return completeOne(ctx, s.pool, item)
 	})
-	if err == nil {
-		err = refused
-	}
-	return row, already, dbError(err)
 }
 
 // completeItem is the statement of one Complete, as its SQL takes it.

@@ -73,15 +73,20 @@ func invalid(field, format string, args ...any) error {
 }
 
 // dbError is the one place where driver errors become ledger errors:
-// pgx.ErrNoRows becomes ErrNotFound, and every sign that the database cannot
-// be reached or is going away becomes ErrUnavailable. Other errors pass
-// through unchanged (the server reports them as INTERNAL).
+// pgx.ErrNoRows becomes ErrNotFound, a write refused by the stored-bytes
+// quota in its statement becomes a *QuotaError (see quotaRefusal), and
+// every sign that the database cannot be reached or is going away becomes
+// ErrUnavailable. Other errors pass through unchanged (the server reports
+// them as INTERNAL).
 func dbError(err error) error {
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrNotFound
+	}
+	if quotaErr := quotaRefusal(err); quotaErr != nil {
+		return quotaErr
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err

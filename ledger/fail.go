@@ -30,7 +30,10 @@ type FailResult struct {
 // failure frees the key (attempts and checkpoint kept); a permanent one
 // stores the error for every later Reserve. Repeating it with the same
 // token and error succeeds again (AlreadyFailed). It fails with a
-// *ValidationError, ErrLeaseLost, ErrResultConflict or ErrUnavailable.
+// *ValidationError, ErrLeaseLost, ErrResultConflict, a *QuotaError (an
+// error larger than the one it replaces, over the stored-bytes quota: the
+// lease stays held, and Release, never refused, frees the key) or
+// ErrUnavailable.
 func (s *Store) Fail(ctx context.Context, req FailRequest) (FailResult, error) {
 	result, err := s.fail(ctx, req)
 	if err != nil {

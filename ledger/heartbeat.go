@@ -22,8 +22,9 @@ type HeartbeatRequest struct {
 // Heartbeat extends the lease held with the current fencing token, even if
 // its time ran out, as long as nobody took over; it returns the new expiry
 // by the database's clock. It fails with a *ValidationError, ErrLeaseLost
-// (another token is current, or the key is no longer leased) or
-// ErrUnavailable.
+// (another token is current, or the key is no longer leased), a
+// *QuotaError (a larger checkpoint over the stored-bytes quota: the lease
+// is not extended either) or ErrUnavailable.
 func (s *Store) Heartbeat(ctx context.Context, req HeartbeatRequest) (time.Time, error) {
 	expiresAt, err := s.heartbeat(ctx, req)
 	if err != nil {
@@ -51,19 +52,26 @@ func (s *Store) heartbeat(ctx context.Context, req HeartbeatRequest) (time.Time,
 		return time.Time{}, err
 	}
 	type heartbeatRow struct {
-		LeaseExpiresAt time.Time `db:"lease_expires_at"`
+		Changed        bool       `db:"changed"`
+		LeaseExpiresAt *time.Time `db:"lease_expires_at"`
 	}
-	found, err := queryRows[heartbeatRow](ctx, s.pool, query("heartbeat"),
-		req.Namespace, req.Key, req.FencingToken, ttl.Milliseconds(), req.Checkpoint != nil, req.Checkpoint,
-		s.heartbeatEventInterval.Milliseconds(), callerFrom(ctx))
-	if err != nil {
-		return time.Time{}, err
-	}
-	if len(found) == 0 {
-		if err := s.recordRefusal(ctx, s.pool, EventRefusedStaleToken, req.Namespace, req.Key, "heartbeat", req.FencingToken, ""); err != nil {
+	return retryRaces(ctx, func() (time.Time, error) {
+		found, err := queryRows[heartbeatRow](ctx, s.pool, query("heartbeat"),
+			req.Namespace, req.Key, req.FencingToken, ttl.Milliseconds(), req.Checkpoint != nil, req.Checkpoint,
+			s.heartbeatEventInterval.Milliseconds(), callerFrom(ctx))
+		switch {
+		case err != nil:
 			return time.Time{}, err
+		case len(found) == 0:
+			if err := s.recordRefusal(ctx, s.pool, EventRefusedStaleToken, req.Namespace, req.Key, "heartbeat", req.FencingToken, ""); err != nil {
+				return time.Time{}, err
+			}
+			return time.Time{}, ErrLeaseLost
+		case !found[0].Changed:
+			// Still leased under this token, but changed after the
+			// statement's snapshot (see heartbeat.sql): read again.
+			return time.Time{}, errRaced
 		}
-		return time.Time{}, ErrLeaseLost
-	}
-	return found[0].LeaseExpiresAt, nil
+		return derefTime(found[0].LeaseExpiresAt), nil
+	})
 }

@@ -34,8 +34,14 @@ type NamespaceSettings struct {
 	// MaxHeldLeases bounds the unexpired leases the namespace holds at once:
 	// a grant beyond it fails with a *QuotaError. Defaults to 0: no quota.
 	MaxHeldLeases int64
-	// MaxStoredBytes bounds the bytes of the results the namespace stores: a
-	// Complete beyond it fails with a *QuotaError. Defaults to 0: no quota.
+	// MaxStoredBytes bounds the bytes the namespace's entries store: for
+	// each entry, the bytes of every field a caller writes into it and the
+	// entry keeps until a reset or a purge (key, owner, fingerprint, label
+	// keys and values, checkpoint, result, error code and message; audit
+	// events are not counted). A Reserve, Heartbeat, Complete or Fail that
+	// would grow the sum beyond it fails with a *QuotaError and changes
+	// nothing; a write that does not grow it is never refused. Defaults to
+	// 0: no quota.
 	MaxStoredBytes int64
 }
 

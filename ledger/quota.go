@@ -2,10 +2,12 @@ package ledger
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ErrQuotaExceeded is matched by every *QuotaError.
@@ -17,10 +19,12 @@ const (
 	QuotaStoredBytes = "max_stored_bytes"
 )
 
-// QuotaError reports a grant or a result refused because it would take its
+// QuotaError reports a grant or a write refused because it would take its
 // namespace over a quota. Nothing was changed: a refused Reserve granted
-// nothing, and a refused Complete left the lease held, so that its holder
-// may Release or Fail the key, or Complete it once the quota allows.
+// nothing, and a refused Heartbeat, Complete or Fail left the lease held,
+// so that its holder may Release the key (Release never grows the stored
+// bytes, and is never refused), or write less, or retry once the quota
+// allows.
 type QuotaError struct {
 	Namespace string
 	// Quota is QuotaHeldLeases, QuotaStoredBytes or
@@ -53,8 +57,9 @@ func (e *QuotaError) Is(target error) bool { return target == ErrQuotaExceeded }
 type Usage struct {
 	// HeldLeases is the number of unexpired leases.
 	HeldLeases int64
-	// StoredBytes is the bytes of the stored results; counted only while
-	// the namespace has a stored-bytes quota (StoredBytesCounted).
+	// StoredBytes is the sum of the stored bytes of the namespace's entries
+	// (see NamespaceSettings.MaxStoredBytes); counted only while the
+	// namespace has a stored-bytes quota (StoredBytesCounted).
 	StoredBytes        int64
 	StoredBytesCounted bool
 }
@@ -100,4 +105,27 @@ func trackStoredBytes(ctx context.Context, tx pgx.Tx, name string, before, after
 		return err
 	}
 	return nil
+}
+
+// quotaRefusalCode is the SQLSTATE of a write refused by the stored-bytes
+// quota in its statement (namespace_usage_add, migrations/00007).
+const quotaRefusalCode = "LQ001"
+
+// quotaRefusal returns the *QuotaError of a write that its statement
+// refused over the stored-bytes quota, or nil for any other error. The
+// statement failed, so nothing it would have written was kept.
+func quotaRefusal(err error) *QuotaError {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != quotaRefusalCode {
+		return nil
+	}
+	var detail struct {
+		Namespace string `json:"namespace"`
+		Limit     int64  `json:"limit"`
+		Usage     int64  `json:"usage"`
+	}
+	if json.Unmarshal([]byte(pgErr.Detail), &detail) != nil {
+		return nil // not ours: let it through as it is
+	}
+	return &QuotaError{Namespace: detail.Namespace, Quota: QuotaStoredBytes, Limit: detail.Limit, Usage: detail.Usage}
 }

@@ -35,12 +35,20 @@ func (b testBundle) usage(t *testing.T, ns string) ledger.Usage {
 	return usage
 }
 
-// storedResultBytes sums the results a namespace stores, as the usage must.
-func (b testBundle) storedResultBytes(t *testing.T, ns string) int64 {
+// storedBytes recounts what a namespace's entries store, as the usage must
+// sum it: every caller-written field, label keys and values included. It is
+// written out here, not taken from the migration's entry_stored_bytes, so
+// that it checks that definition too.
+func (b testBundle) storedBytes(t *testing.T, ns string) int64 {
 	t.Helper()
 	var sum int64
-	require.NoError(t, b.pool.QueryRow(context.Background(),
-		`SELECT coalesce(sum(octet_length(result)), 0) FROM entries WHERE namespace = $1`, ns).Scan(&sum))
+	require.NoError(t, b.pool.QueryRow(context.Background(), `
+		SELECT coalesce(sum(octet_length(key) + octet_length(owner) + octet_length(fingerprint)
+		                    + coalesce(octet_length(checkpoint), 0) + coalesce(octet_length(result), 0)
+		                    + coalesce(octet_length(error_code), 0) + coalesce(octet_length(error_message), 0)
+		                    + (SELECT coalesce(sum(octet_length(k) + octet_length(v)), 0)
+		                       FROM jsonb_each_text(metadata) AS m (k, v))), 0)
+		FROM entries WHERE namespace = $1`, ns).Scan(&sum))
 	return sum
 }
 
@@ -138,7 +146,7 @@ func TestHeldLeasesQuotaIsExactUnderConcurrency(t *testing.T) {
 func TestStoredBytesQuota(t *testing.T) {
 	ctx, b := setup(t)
 	_, err := b.store.CreateNamespace(ctx, "q", ledger.NamespaceUpdate{
-		MaxStoredBytes: ptr[int64](100),
+		MaxStoredBytes: ptr[int64](104),
 		Retention:      ptr(time.Millisecond),
 	}, "test")
 	require.NoError(t, err)
@@ -148,18 +156,19 @@ func TestStoredBytesQuota(t *testing.T) {
 		return b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "q", Key: key, FencingToken: r.FencingToken, Result: bytes.Repeat([]byte("x"), size)})
 	}
 
+	// Each entry stores its key and owner (2 bytes here), then its result.
 	_, err = complete("a", 60)
 	require.NoError(t, err)
-	require.Equal(t, int64(60), b.usage(t, "q").StoredBytes)
+	require.Equal(t, int64(62), b.usage(t, "q").StoredBytes)
 
 	// Over the quota: refused, the lease still held, nothing stored.
 	_, err = complete("b", 50)
-	requireQuotaError(t, err, ledger.QuotaStoredBytes, 100, 110)
+	requireQuotaError(t, err, ledger.QuotaStoredBytes, 104, 114)
 	entry := b.lookup(t, "q", "b")
 	require.Equal(t, ledger.StateLeased, entry.State)
 	require.Nil(t, entry.Result)
 	require.Equal(t, []string{"reserved"}, kinds(b.events(t, "q", "b")))
-	require.Equal(t, int64(60), b.usage(t, "q").StoredBytes)
+	require.Equal(t, int64(64), b.usage(t, "q").StoredBytes)
 
 	// The holder may complete with what fits, and repeat that.
 	done, err := b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "q", Key: "b", FencingToken: entry.FencingToken, Result: bytes.Repeat([]byte("y"), 40)})
@@ -168,11 +177,11 @@ func TestStoredBytesQuota(t *testing.T) {
 	done, err = b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "q", Key: "b", FencingToken: entry.FencingToken, Result: bytes.Repeat([]byte("y"), 40)})
 	require.NoError(t, err)
 	require.True(t, done.AlreadyCompleted)
-	require.Equal(t, int64(100), b.usage(t, "q").StoredBytes)
+	require.Equal(t, int64(104), b.usage(t, "q").StoredBytes)
 
-	// An empty result fits a full quota; a stale token is still LEASE_LOST.
-	_, err = complete("c", 0)
-	require.NoError(t, err)
+	// A full namespace refuses a new key; a stale token is still LEASE_LOST.
+	_, err = b.store.Reserve(ctx, ledger.ReserveRequest{Namespace: "q", Key: "c", Owner: "w"})
+	requireQuotaError(t, err, ledger.QuotaStoredBytes, 104, 106)
 	_, err = b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "q", Key: "b", FencingToken: entry.FencingToken + 1, Result: []byte("z")})
 	require.ErrorIs(t, err, ledger.ErrLeaseLost)
 	require.Equal(t, "refused_stale_token", b.events(t, "q", "b")[2].Kind, "the refusal is recorded")
@@ -180,18 +189,20 @@ func TestStoredBytesQuota(t *testing.T) {
 	// A reset and a purge give the bytes back.
 	_, err = b.store.ResetKey(ctx, ledger.ResetKeyRequest{Namespace: "q", Key: "a", Reason: "rerun"})
 	require.NoError(t, err)
-	require.Equal(t, int64(40), b.usage(t, "q").StoredBytes)
+	require.Equal(t, int64(44), b.usage(t, "q").StoredBytes)
 	purged, err := b.store.PurgeExpired(ctx, "q", "test")
 	require.NoError(t, err)
-	require.Equal(t, int64(2), purged)
-	require.Equal(t, int64(0), b.usage(t, "q").StoredBytes)
-	require.Equal(t, b.storedResultBytes(t, "q"), b.usage(t, "q").StoredBytes)
+	require.Equal(t, int64(1), purged)
+	require.Equal(t, int64(2), b.usage(t, "q").StoredBytes, "the reset key keeps its key and owner")
+	require.Equal(t, b.storedBytes(t, "q"), b.usage(t, "q").StoredBytes)
 }
 
 func TestStoredBytesQuotaIsExactUnderConcurrency(t *testing.T) {
 	ctx, b := setup(t)
 	replica := ledgertest.Replica(t, ledgertest.Bundle{Store: b.store, Pool: b.pool}, testConfig)
-	_, err := b.store.CreateNamespace(ctx, "q", ledger.NamespaceUpdate{MaxStoredBytes: ptr[int64](100)}, "test")
+	// The 12 entries store 38 bytes (keys k0 to k11, owner w); 3 results
+	// of 30 bytes fit beside them, not 4.
+	_, err := b.store.CreateNamespace(ctx, "q", ledger.NamespaceUpdate{MaxStoredBytes: ptr[int64](140)}, "test")
 	require.NoError(t, err)
 	const callers = 12
 	tokens := make([]int64, callers)
@@ -219,9 +230,9 @@ func TestStoredBytesQuotaIsExactUnderConcurrency(t *testing.T) {
 		}
 		require.ErrorIs(t, err, ledger.ErrQuotaExceeded)
 	}
-	require.Equal(t, 3, completed, "3 × 30 bytes fit in 100")
-	require.Equal(t, int64(90), b.usage(t, "q").StoredBytes)
-	require.Equal(t, int64(90), b.storedResultBytes(t, "q"))
+	require.Equal(t, 3, completed, "3 × 30 bytes fit in 140 - 38")
+	require.Equal(t, int64(128), b.usage(t, "q").StoredBytes)
+	require.Equal(t, int64(128), b.storedBytes(t, "q"))
 }
 
 func TestStoredBytesQuotaSetOnAnExistingNamespace(t *testing.T) {
@@ -234,20 +245,21 @@ func TestStoredBytesQuotaSetOnAnExistingNamespace(t *testing.T) {
 	require.False(t, b.usage(t, "q").StoredBytesCounted, "nothing is counted without a quota")
 	require.Equal(t, 0, b.count(t, "namespace_usage"))
 
-	// Setting the quota counts what is stored, even over it.
+	// Setting the quota counts what is stored (3 × key, owner and result),
+	// even over it.
 	_, err := b.store.UpdateNamespace(ctx, "q", ledger.NamespaceUpdate{MaxStoredBytes: ptr[int64](25)}, "cap")
 	require.NoError(t, err)
-	require.Equal(t, ledger.Usage{StoredBytes: 30, StoredBytesCounted: true}, b.usage(t, "q"))
-	r := b.reserve(t, ledger.ReserveRequest{Namespace: "q", Key: "d", Owner: "w"}, ledger.Acquired)
-	_, err = b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "q", Key: "d", FencingToken: r.FencingToken, Result: []byte("x")})
-	requireQuotaError(t, err, ledger.QuotaStoredBytes, 25, 31)
+	require.Equal(t, ledger.Usage{StoredBytes: 36, StoredBytesCounted: true}, b.usage(t, "q"))
+	_, err = b.store.Reserve(ctx, ledger.ReserveRequest{Namespace: "q", Key: "d", Owner: "w"})
+	requireQuotaError(t, err, ledger.QuotaStoredBytes, 25, 38)
 
 	// Changing it keeps the count; unsetting it stops counting.
-	_, err = b.store.UpdateNamespace(ctx, "q", ledger.NamespaceUpdate{MaxStoredBytes: ptr[int64](31)}, "more")
+	_, err = b.store.UpdateNamespace(ctx, "q", ledger.NamespaceUpdate{MaxStoredBytes: ptr[int64](39)}, "more")
 	require.NoError(t, err)
+	r := b.reserve(t, ledger.ReserveRequest{Namespace: "q", Key: "d", Owner: "w"}, ledger.Acquired)
 	_, err = b.store.Complete(ctx, ledger.CompleteRequest{Namespace: "q", Key: "d", FencingToken: r.FencingToken, Result: []byte("x")})
 	require.NoError(t, err)
-	require.Equal(t, int64(31), b.usage(t, "q").StoredBytes)
+	require.Equal(t, int64(39), b.usage(t, "q").StoredBytes)
 	_, err = b.store.UpdateNamespace(ctx, "q", ledger.NamespaceUpdate{MaxStoredBytes: ptr[int64](0)}, "no cap")
 	require.NoError(t, err)
 	require.Equal(t, 0, b.count(t, "namespace_usage"))

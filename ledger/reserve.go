@@ -118,7 +118,9 @@ type reserveRow struct {
 
 // Reserve asks for the right to do the work for a key; see Outcome for the
 // answers. It fails with a *ValidationError for bad input (changing
-// nothing), ErrFingerprintMismatch, a *QuotaError, or ErrUnavailable.
+// nothing), ErrFingerprintMismatch, a *QuotaError (a grant over the
+// held-leases quota, or a new entry, owner or labels over the stored-bytes
+// quota), or ErrUnavailable.
 //
 // The common cases cost one statement (see insertOrRead): a fresh key is
 // inserted with its event, and a finished or held key is read without
@@ -212,7 +214,7 @@ func (s *Store) createForReserve(ctx context.Context, namespace string, leaseTTL
 // the transaction of a quota. It reports errRaced when a concurrent change
 // got in between, and is then run again.
 func (s *Store) reserveOnce(ctx context.Context, q querier, req ReserveRequest, ttl time.Duration, ns NamespaceSettings) (Reservation, error) {
-	row, err := s.insertOrRead(ctx, q, req, ttl)
+	row, err := s.insertOrRead(ctx, q, req, ttl, ns)
 	if err != nil {
 		return Reservation{}, err
 	}
@@ -416,12 +418,13 @@ func (it reserveItem) id() string { return it.namespace + "\x00" + it.key }
 // insertOrRead runs the first statement of a Reserve: it inserts a fresh
 // key with its first lease and 'reserved' event, or reads the entry. With
 // coalescing on and q the pool, the statement is gathered with concurrent
-// Reserves' into one (see coalesce.go); in a transaction, or with
-// coalescing off, it runs alone. The row is nil when a concurrent insert
-// hid the key from the statement's snapshot.
-func (s *Store) insertOrRead(ctx context.Context, q querier, req ReserveRequest, ttl time.Duration) (*reserveRow, error) {
+// Reserves' into one (see coalesce.go); in a transaction, with coalescing
+// off, or in a namespace with a stored-bytes quota (whose refusals would
+// fail the whole gathered statement), it runs alone. The row is nil when a
+// concurrent insert hid the key from the statement's snapshot.
+func (s *Store) insertOrRead(ctx context.Context, q querier, req ReserveRequest, ttl time.Duration, ns NamespaceSettings) (*reserveRow, error) {
 	item := newReserveItem(ctx, req, ttl)
-	if _, inTx := q.(pgx.Tx); s.coalesce != nil && !inTx {
+	if _, inTx := q.(pgx.Tx); s.coalesce != nil && !inTx && ns.MaxStoredBytes == 0 {
 		return s.coalesce.reserves.do(ctx, item)
 	}
 	return insertOrReadOne(ctx, q, item)

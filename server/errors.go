@@ -48,12 +48,7 @@ func toStatus(ctx context.Context, logger *slog.Logger, err error) error {
 	var quota *ledger.QuotaError
 	switch {
 	case errors.As(err, &validation):
-		return withDetails(codes.InvalidArgument, ReasonInvalidArgument, validation.Error(),
-			map[string]string{"field": validation.Field},
-			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{
-				Field:       validation.Field,
-				Description: validation.Reason,
-			}}})
+		return validationStatus(validation)
 	case errors.As(err, &quota):
 		return quotaStatus(quota)
 	case errors.Is(err, ledger.ErrFingerprintMismatch):
@@ -79,6 +74,17 @@ func toStatus(ctx context.Context, logger *slog.Logger, err error) error {
 		logger.ErrorContext(ctx, "internal error", "error", err)
 		return withDetails(codes.Internal, ReasonInternal, "internal error", nil)
 	}
+}
+
+// validationStatus is INVALID_ARGUMENT for a field that broke a limit or a
+// format, with a BadRequest naming it.
+func validationStatus(validation *ledger.ValidationError) error {
+	return withDetails(codes.InvalidArgument, ReasonInvalidArgument, validation.Error(),
+		map[string]string{"field": validation.Field},
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{
+			Field:       validation.Field,
+			Description: validation.Reason,
+		}}})
 }
 
 // heldLeasesRetryDelay is the RetryInfo of a grant refused by a held-leases

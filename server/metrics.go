@@ -100,6 +100,7 @@ type Metrics struct {
 	// tlsHandshakeFailures is counted by TLS (TLSConfig.Metrics).
 	tlsHandshakeFailures *prometheus.CounterVec
 	authFailures         *prometheus.CounterVec // by refusal reason (see AuthConfig.Metrics)
+	waitsDeclined        prometheus.Counter
 
 	namespaces *labelSet
 }
@@ -166,6 +167,10 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 			Name: "ledgerd_auth_failures_total",
 			Help: "Refused authentications, by reason: missing_credentials, malformed, unknown_token, wrong_secret, revoked, expired, certificate_without_name, rate_limited (a source address that failed too often, refused before its credentials were read).",
 		}, []string{"reason"}),
+		waitsDeclined: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ledgerd_reserve_waits_declined_total",
+			Help: "Reserves with a wait_timeout answered without waiting, because their principal held --max-waiting-reserves-per-principal waits on this replica (ledgerd_reserve_waiters counts the waits).",
+		}),
 		namespaces: newLabelSet(cfg.MaxNamespaceLabels),
 	}
 	for _, reason := range refusalReasons {
@@ -185,6 +190,7 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 		m.permissionDenied,
 		m.tlsHandshakeFailures,
 		m.authFailures,
+		m.waitsDeclined,
 		newStoreCollector(store, cfg, m.namespaces),
 		newPoolCollector("pool", "--db-max-conns", store.PoolStat),
 		newPoolCollector("read_pool", "--read-db-max-conns", store.ReadPoolStat),
@@ -475,4 +481,12 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 // denied counts a call refused with PERMISSION_DENIED.
 func (m *Metrics) denied(fullMethod string) {
 	m.permissionDenied.WithLabelValues(methodName(fullMethod)).Inc()
+}
+
+// waitDeclined counts a Reserve answered without waiting, its principal at
+// its cap of waiting Reserves. A nil *Metrics records nothing.
+func (m *Metrics) waitDeclined() {
+	if m != nil {
+		m.waitsDeclined.Inc()
+	}
 }

@@ -29,9 +29,11 @@ func detail(answer map[string]any, typ string) map[string]any {
 func TestQuotaRefusals(t *testing.T) {
 	t.Parallel()
 	b := setupHTTP(t)
-	limit := int64(1)
+	// Entry a stores 3 bytes (key a, owner w1), and so would b: then a
+	// 1-byte result fits, not 4.
+	leases, storedBytes := int64(1), int64(6)
 	_, err := b.ledger.Store.CreateNamespace(context.Background(), "q",
-		ledger.NamespaceUpdate{MaxHeldLeases: &limit, MaxStoredBytes: &limit}, "test")
+		ledger.NamespaceUpdate{MaxHeldLeases: &leases, MaxStoredBytes: &storedBytes}, "test")
 	require.NoError(t, err)
 
 	b.ok(t, "Reserve", `{"namespace": "q", "key": "a", "owner": "w1", "leaseTtl": "3600s"}`)
@@ -42,7 +44,7 @@ func TestQuotaRefusals(t *testing.T) {
 	require.Equal(t, map[string]any{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"},
 		detail(answer, "google.rpc.RetryInfo"))
 
-	code, answer = b.call(t, "Complete", `{"namespace": "q", "key": "a", "fencingToken": "1", "result": "b2s="}`)
+	code, answer = b.call(t, "Complete", `{"namespace": "q", "key": "a", "fencingToken": "1", "result": "b2tvaw=="}`)
 	requireHTTPError(t, http.StatusTooManyRequests, 8, "QUOTA_EXCEEDED", code, answer)
 	require.Equal(t, "max_stored_bytes", detail(answer, "google.rpc.ErrorInfo")["metadata"].(map[string]any)["quota"])
 	require.Nil(t, detail(answer, "google.rpc.RetryInfo"), "waiting does not free stored bytes")
@@ -55,8 +57,8 @@ func TestQuotaRefusals(t *testing.T) {
 	var got map[string]any
 	require.NoError(t, json.NewDecoder(res.Body).Decode(&got))
 	require.Equal(t, "1", got["namespace"].(map[string]any)["maxHeldLeases"])
-	require.Equal(t, "1", got["namespace"].(map[string]any)["maxStoredBytes"])
-	require.Equal(t, map[string]any{"heldLeases": "0", "storedBytes": "1"}, got["usage"])
+	require.Equal(t, "6", got["namespace"].(map[string]any)["maxStoredBytes"])
+	require.Equal(t, map[string]any{"heldLeases": "0", "storedBytes": "4"}, got["usage"])
 
 	_, metrics := b.get(t, "/metrics")
 	require.Contains(t, metrics, `ledgerd_quota_refusals_total{method="Reserve",namespace="q"} 1`+"\n")

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
+	"github.com/ledgerd/ledgerd/ledger"
 )
 
 // Rate is a token bucket: PerSecond requests a second on average, in bursts
@@ -95,7 +96,7 @@ func (r *rateLimiter) admit(principal, namespace string, cost int, now time.Time
 			return true
 		}
 		limiter := b.get(key)
-		res := limiter.ReserveN(now, min(cost, limiter.Burst())) // a batch larger than the burst costs the burst
+		res := limiter.ReserveN(now, cost) // one token per item: refused (!OK) above the burst, see batchOverBurst
 		if delay := res.DelayFrom(now); !res.OK() || delay > 0 {
 			res.CancelAt(now)
 			cancel()
@@ -132,7 +133,12 @@ func rateLimitInterceptor(limits RateLimits) grpc.UnaryServerInterceptor {
 		if !ok {
 			principal = "anonymous"
 		}
-		admitted, retryAfter, which := limiter.admit(principal, namespaceOf(req), costOf(req), time.Now())
+		cost, field := costOf(req)
+		namespace := namespaceOf(req)
+		if err := limits.batchOverBurst(field, cost, namespace != ""); err != nil {
+			return nil, err
+		}
+		admitted, retryAfter, which := limiter.admit(principal, namespace, cost, time.Now())
 		if !admitted {
 			return nil, withDetails(codes.ResourceExhausted, ReasonRateLimited,
 				fmt.Sprintf("rate limit of %s exceeded; retry after %s", which, retryAfter.Round(time.Millisecond)), nil,
@@ -142,16 +148,43 @@ func rateLimitInterceptor(limits RateLimits) grpc.UnaryServerInterceptor {
 	}
 }
 
-// costOf is what a request takes from the rate limits: one per item of a
-// batch, one for any other request.
-func costOf(req any) int {
+// batchOverBurst refuses a batch with more items than a bucket's burst:
+// it costs one token per item, so it could never be admitted, however long
+// its caller waited. The refusal is INVALID_ARGUMENT, not RESOURCE_EXHAUSTED
+// with a RetryInfo, because retrying the same batch cannot succeed and
+// clients retry RESOURCE_EXHAUSTED: the caller must split the batch. It
+// names the field, the batch's size and the burst, and nothing is changed.
+func (l RateLimits) batchOverBurst(field string, items int, hasNamespace bool) error {
+	if items <= 1 {
+		return nil
+	}
+	limit := func(r Rate, which string) error {
+		if r.unlimited() || items <= max(r.Burst, 1) {
+			return nil
+		}
+		return validationStatus(&ledger.ValidationError{Field: field, Reason: fmt.Sprintf(
+			"a batch costs one rate-limit token per item: %d items exceed the %s burst of %d; split the batch",
+			items, which, max(r.Burst, 1))})
+	}
+	if err := limit(l.PerPrincipal, "per-principal"); err != nil {
+		return err
+	}
+	if hasNamespace {
+		return limit(l.PerNamespace, "per-namespace")
+	}
+	return nil
+}
+
+// costOf is what a request takes from the rate limits, and the field that
+// holds its items: one per item of a batch, one for any other request.
+func costOf(req any) (cost int, field string) {
 	switch r := req.(type) {
 	case *ledgerv1.ReserveBatchRequest:
-		return max(1, len(r.GetItems()))
+		return max(1, len(r.GetItems())), "items"
 	case *ledgerv1.CompleteBatchRequest:
-		return max(1, len(r.GetItems()))
+		return max(1, len(r.GetItems())), "items"
 	case *ledgerv1.LookupBatchRequest:
-		return max(1, len(r.GetKeys()))
+		return max(1, len(r.GetKeys())), "keys"
 	}
-	return 1
+	return 1, ""
 }

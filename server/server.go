@@ -49,6 +49,11 @@ type Config struct {
 	// RateLimits bound the requests of each principal and namespace. The
 	// zero value is unlimited.
 	RateLimits RateLimits
+	// MaxWaitingReservesPerPrincipal bounds the Reserves of one principal
+	// that wait for a key's holder (wait_timeout) on this replica at once;
+	// a Reserve beyond it answers without waiting, as with wait_timeout 0.
+	// Defaults to DefaultMaxWaitingReservesPerPrincipal; negative: no cap.
+	MaxWaitingReservesPerPrincipal int
 	// Starting makes the server begin NOT_SERVING, answering the ledger's
 	// RPCs with UNAVAILABLE, until Start has succeeded: for a process that
 	// binds its ports before it can reach its database. Defaults to false:
@@ -74,6 +79,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxTimeout == 0 {
 		c.MaxTimeout = time.Minute
+	}
+	switch {
+	case c.MaxWaitingReservesPerPrincipal == 0:
+		c.MaxWaitingReservesPerPrincipal = DefaultMaxWaitingReservesPerPrincipal
+	case c.MaxWaitingReservesPerPrincipal < 0:
+		c.MaxWaitingReservesPerPrincipal = 0 // no cap (waitSlots)
 	}
 	if c.HealthCheckInterval == 0 {
 		c.HealthCheckInterval = time.Second
@@ -156,7 +167,8 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 	}
 	options = append(options, cfg.ServerOptions...)
 	s.grpc = grpc.NewServer(options...)
-	ledgerv1.RegisterLedgerServiceServer(s.grpc, &service{store: store, logger: cfg.Logger, maxResponseBytes: limits.MaxSendMsgBytes})
+	ledgerv1.RegisterLedgerServiceServer(s.grpc, &service{store: store, logger: cfg.Logger, maxResponseBytes: limits.MaxSendMsgBytes,
+		waits: newWaitSlots(cfg.MaxWaitingReservesPerPrincipal), metrics: cfg.Metrics})
 	ledgerv1.RegisterLedgerAdminServiceServer(s.grpc, &adminService{store: store, auth: cfg.Auth, logger: cfg.Logger})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)

@@ -21,6 +21,9 @@ type service struct {
 	// maxResponseBytes is the gRPC send limit, which a batch's response
 	// must stay under.
 	maxResponseBytes int
+	// waits caps the Reserves that wait, per principal.
+	waits   *waitSlots
+	metrics *Metrics // nil: nothing recorded
 }
 
 func (s *service) Reserve(ctx context.Context, req *ledgerv1.ReserveRequest) (*ledgerv1.ReserveResponse, error) {
@@ -31,6 +34,22 @@ func (s *service) Reserve(ctx context.Context, req *ledgerv1.ReserveRequest) (*l
 	wait, err := duration("wait_timeout", req.GetWaitTimeout())
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
+	}
+	if wait > 0 {
+		// A principal holding all its waiting slots is answered at once,
+		// as with wait_timeout 0 (IN_PROGRESS with a retry_after that
+		// clients already follow), rather than refused: its pipeline
+		// slows to polling, and no other principal's waits are affected.
+		principal, ok := principalFrom(ctx)
+		if !ok {
+			principal = "anonymous"
+		}
+		if s.waits.take(principal) {
+			defer s.waits.give(principal)
+		} else {
+			wait = 0
+			s.metrics.waitDeclined()
+		}
 	}
 	r, err := s.store.Reserve(ctx, ledger.ReserveRequest{
 		Namespace:   req.GetNamespace(),

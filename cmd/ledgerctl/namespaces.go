@@ -147,7 +147,7 @@ func (s *namespaceChange) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.maxAttempts, "max-attempts", 0, "grants (`N`) after which a retryable failure turns permanent; 0: no limit")
 	fs.Var(&s.eventRetention, "event-retention", "`DURATION` audit events are kept")
 	fs.Int64Var(&s.maxHeldLeases, "max-held-leases", 0, "quota: unexpired leases (`N`) the namespace may hold at once; 0: no quota")
-	fs.Int64Var(&s.maxStoredBytes, "max-stored-bytes", 0, "quota: `BYTES` of results the namespace may store; 0: no quota")
+	fs.Int64Var(&s.maxStoredBytes, "max-stored-bytes", 0, "quota: `BYTES` the namespace's entries may store (keys, owners, labels, checkpoints, results, errors); 0: no quota")
 }
 
 // settings requires --reason, and returns the settings given, or nil if

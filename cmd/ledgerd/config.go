@@ -67,6 +67,9 @@ type config struct {
 	// RateLimits bound the requests of each principal and namespace, per
 	// replica.
 	RateLimits server.RateLimits
+	// MaxWaitingReservesPerPrincipal bounds one principal's waiting
+	// Reserves on a replica; 0 is no cap.
+	MaxWaitingReservesPerPrincipal int
 	// TLS serves both ports over TLS; nil without --tls-cert-file.
 	TLS *server.TLSConfig
 	// FailedAuthLimit bounds the failed authentications of each source
@@ -125,6 +128,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.IntVar(&cfg.RateLimits.PerPrincipal.Burst, "rate-limit-principal-burst", 4000, "burst of --rate-limit-principal")
 		fs.Float64Var(&cfg.RateLimits.PerNamespace.PerSecond, "rate-limit-namespace", 5000, "requests per second each namespace may receive, per replica (0: unlimited; unlimited by default with --insecure-dev)")
 		fs.IntVar(&cfg.RateLimits.PerNamespace.Burst, "rate-limit-namespace-burst", 10000, "burst of --rate-limit-namespace")
+		fs.IntVar(&cfg.MaxWaitingReservesPerPrincipal, "max-waiting-reserves-per-principal", server.DefaultMaxWaitingReservesPerPrincipal, "Reserves of one principal that may wait for a key's holder (wait_timeout) on this replica at once; beyond it, a Reserve answers without waiting (0: no cap)")
 		fs.BoolVar(&cfg.InsecureDev, "insecure-dev", false, "development only: serve without authentication (every caller may do everything but manage tokens and role bindings); refuses non-loopback addresses, and a database that holds any token or role binding")
 		fs.DurationVar(&cfg.AuthRefreshInterval, "auth-refresh-interval", 5*time.Second, "how often tokens and role bindings are re-read: a revocation takes effect on every replica within it; tokens' last_used_at is written as often; with --insecure-dev, how often the database is checked for credentials (ledgerd stops if it holds any)")
 		fs.Float64Var(&cfg.FailedAuthLimit.PerSecond, "auth-failure-rate", server.DefaultFailedAuthLimit.PerSecond, "failed authentications per second each source address (IP) may make once its burst is spent, per replica; a source over it is refused with RESOURCE_EXHAUSTED before its credentials are checked (0: unlimited)")
@@ -163,7 +167,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.DurationVar(&ns.EventRetention, "event-retention", ns.EventRetention, "how long audit events are kept (new namespaces)")
 		fs.IntVar(&ns.MaxAttempts, "max-attempts", ns.MaxAttempts, "grants after which a retryable failure is permanent; 0 for no limit (new namespaces)")
 		fs.Int64Var(&ns.MaxHeldLeases, "max-held-leases", ns.MaxHeldLeases, "quota: unexpired leases a namespace may hold at once; 0 for no quota (new namespaces)")
-		fs.Int64Var(&ns.MaxStoredBytes, "max-stored-bytes", ns.MaxStoredBytes, "quota: bytes of results a namespace may store; 0 for no quota (new namespaces)")
+		fs.Int64Var(&ns.MaxStoredBytes, "max-stored-bytes", ns.MaxStoredBytes, "quota: bytes a namespace's entries may store (keys, owners, fingerprints, labels, checkpoints, results, errors); 0 for no quota (new namespaces)")
 		fs.IntVar(&limits.MaxResultBytes, "max-result-bytes-ceiling", limits.MaxResultBytes, "the largest result size any namespace may allow; sizes the gRPC message limit")
 		fs.DurationVar(&limits.MaxRetention, "max-retention", limits.MaxRetention, "the longest retention any namespace may have (platform admins included)")
 		fs.DurationVar(&limits.MinEventRetention, "min-event-retention", limits.MinEventRetention, "the shortest event retention any namespace may have; the sweeper keeps every namespace's events at least this long, whatever its stored setting")
@@ -231,6 +235,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	}
 	if maxTokenTTL == 0 {
 		maxTokenTTL = -1 // no maximum (zero is the ledger's default)
+	}
+	if cfg.MaxWaitingReservesPerPrincipal < 0 {
+		return config{}, fmt.Errorf("--max-waiting-reserves-per-principal must not be negative (0: no cap), got %d", cfg.MaxWaitingReservesPerPrincipal)
 	}
 	if cfg.SweepInterval < 0 {
 		return config{}, fmt.Errorf("--sweep-interval must not be negative, got %s", cfg.SweepInterval)

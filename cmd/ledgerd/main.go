@@ -321,18 +321,23 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		}
 		serverOptions = append(serverOptions, serverTLS.ServerOption())
 	}
+	waitCap := cfg.MaxWaitingReservesPerPrincipal
+	if waitCap == 0 {
+		waitCap = -1 // the flag's "no cap" is the server's negative
+	}
 	srv, err := server.New(store, server.Config{
-		Logger:              logger,
-		DefaultTimeout:      cfg.RequestTimeout,
-		MaxTimeout:          cfg.MaxRequestTimeout,
-		Limits:              cfg.GRPC,
-		RateLimits:          cfg.RateLimits,
-		Metrics:             metrics,
-		Auth:                auth,
-		ServerOptions:       serverOptions,
-		Starting:            true,
-		HealthCheckInterval: cfg.HealthCheckInterval,
-		HealthCheckTimeout:  cfg.HealthCheckTimeout,
+		Logger:                         logger,
+		DefaultTimeout:                 cfg.RequestTimeout,
+		MaxTimeout:                     cfg.MaxRequestTimeout,
+		Limits:                         cfg.GRPC,
+		RateLimits:                     cfg.RateLimits,
+		MaxWaitingReservesPerPrincipal: waitCap,
+		Metrics:                        metrics,
+		Auth:                           auth,
+		ServerOptions:                  serverOptions,
+		Starting:                       true,
+		HealthCheckInterval:            cfg.HealthCheckInterval,
+		HealthCheckTimeout:             cfg.HealthCheckTimeout,
 	})
 	if err != nil {
 		return err

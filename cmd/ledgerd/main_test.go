@@ -361,6 +361,11 @@ func TestHTTPAddrLogFormatAndSweepDefaults(t *testing.T) {
 
 	_, err = parseServe([]string{"--sweep-interval", "-1s"}, nil)
 	require.ErrorContains(t, err, "--sweep-interval must not be negative")
+	_, err = parseServe([]string{"--max-waiting-reserves-per-principal", "-1"}, nil)
+	require.ErrorContains(t, err, "--max-waiting-reserves-per-principal must not be negative (0: no cap), got -1")
+	cfg, err = parseServe(nil, nil)
+	require.NoError(t, err)
+	require.Equal(t, 1000, cfg.MaxWaitingReservesPerPrincipal)
 }
 
 func TestLogFormatAuto(t *testing.T) {
@@ -384,8 +389,10 @@ func TestOperationsFlags(t *testing.T) {
 	var stderr ledgertest.LogBuffer
 	cfg, err := parseConfig("serve", []string{"--database-url", "postgres://x/y", "--heartbeat-event-interval", "0",
 		"--max-attempts", "4", "--event-retention", "72h", "--retention", "72h", "--min-event-retention", "72h", "--max-result-bytes-ceiling", "33554432",
-		"--max-held-leases", "500", "--max-stored-bytes", "1073741824"}, env(nil), &stderr)
+		"--max-held-leases", "500", "--max-stored-bytes", "1073741824",
+		"--max-waiting-reserves-per-principal", "0"}, env(nil), &stderr)
 	require.NoError(t, err)
+	require.Equal(t, 0, cfg.MaxWaitingReservesPerPrincipal, "0: no cap")
 	require.Equal(t, int64(500), cfg.Ledger.NamespaceDefaults.MaxHeldLeases)
 	require.Equal(t, int64(1<<30), cfg.Ledger.NamespaceDefaults.MaxStoredBytes)
 	require.Equal(t, time.Nanosecond, cfg.Ledger.HeartbeatEventInterval, "0 records every heartbeat")

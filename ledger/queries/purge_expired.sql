@@ -2,8 +2,9 @@
 -- elapsed (of one namespace, or of all when $1 is NULL), each with its
 -- 'purged' event. SKIP LOCKED lets several sweepers (replicas, or an admin's
 -- PurgeExpired) run at once without waiting on or double-deleting the same
--- rows; the small batch keeps every lock short. The purged results' bytes
--- leave the usage of the namespaces with a stored-bytes quota.
+-- rows; the small batch keeps every lock short. The purged entries' stored
+-- bytes leave the usage of the namespaces with a stored-bytes quota (see
+-- migrations/00007_stored_bytes.sql); the others' are not computed.
 --
 -- $1 namespace (NULL: all), $2 batch size, $3 caller, $4 reason (NULL for
 -- the sweeper)
@@ -19,7 +20,10 @@ WITH doomed AS (
     USING doomed d
     WHERE e.namespace = d.namespace AND e.key = d.key
     RETURNING e.namespace, e.key, e.state, e.fencing_token, e.owner, e.attempts, e.finished_at,
-              coalesce(octet_length(e.result), 0) AS result_bytes
+              CASE WHEN EXISTS (SELECT FROM namespace_usage u WHERE u.namespace = e.namespace)
+                   THEN entry_stored_bytes(e.key, e.owner, e.fingerprint, e.metadata, e.checkpoint, e.result,
+                                           e.error_code, e.error_message)
+              END AS stored_bytes
 ), event AS (
     INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller, detail)
     SELECT namespace, key, 'purged', fencing_token, owner, attempts, $3,
@@ -28,7 +32,7 @@ WITH doomed AS (
 ), usage AS (
     UPDATE namespace_usage u
     SET stored_bytes = u.stored_bytes - freed.bytes
-    FROM (SELECT namespace, sum(result_bytes) AS bytes FROM purged GROUP BY namespace) freed
+    FROM (SELECT namespace, sum(stored_bytes)::bigint AS bytes FROM purged WHERE stored_bytes IS NOT NULL GROUP BY namespace) freed
     WHERE u.namespace = freed.namespace
 )
 SELECT namespace, count(*) AS purged FROM purged GROUP BY namespace

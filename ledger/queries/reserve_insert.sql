@@ -9,6 +9,10 @@
 -- its purged event), so that a worker from before the purge still gets
 -- LEASE_LOST: fencing tokens never repeat while the key's events are kept.
 --
+-- In a namespace with a stored-bytes quota, the new entry's stored bytes
+-- (key, owner, fingerprint, labels) are added to the usage, refused over
+-- the quota (see migrations/00007_stored_bytes.sql).
+--
 -- $1 namespace, $2 key, $3 owner, $4 lease TTL in ms, $5 fingerprint,
 -- $6 metadata, $7 caller
 WITH inserted AS (
@@ -26,6 +30,13 @@ WITH inserted AS (
     INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller)
     SELECT namespace, key, 'reserved', fencing_token, owner, attempts, $7
     FROM inserted
+), usage AS (
+    UPDATE namespace_usage u
+    SET stored_bytes = namespace_usage_add(u.namespace, u.stored_bytes,
+                                           entry_stored_bytes(i.key, i.owner, i.fingerprint, i.metadata, i.checkpoint,
+                                                              i.result, i.error_code, i.error_message))
+    FROM inserted i
+    WHERE u.namespace = i.namespace
 )
 SELECT true AS inserted,
        namespace, key, state, owner, fencing_token, lease_expires_at,

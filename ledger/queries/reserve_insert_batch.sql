@@ -8,6 +8,11 @@
 -- that share keys wait for each other instead of deadlocking. The keys of
 -- one batch are distinct (the caller ensures it).
 --
+-- In a namespace with a stored-bytes quota, the new entries' stored bytes
+-- are added to the usage, refused over the quota, as reserve_insert.sql
+-- does: one refused namespace fails the whole statement, and the caller
+-- runs the items alone.
+--
 -- $1 namespaces, $2 keys, $3 owners, $4 lease TTLs in ms, $5 fingerprints,
 -- $6 metadata, $7 callers: arrays of the same length
 WITH input AS (
@@ -31,6 +36,15 @@ WITH input AS (
     INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller)
     SELECT ins.namespace, ins.key, 'reserved', ins.fencing_token, ins.owner, ins.attempts, i.caller
     FROM inserted ins JOIN input i ON i.namespace = ins.namespace AND i.key = ins.key
+), usage AS (
+    UPDATE namespace_usage u
+    SET stored_bytes = namespace_usage_add(u.namespace, u.stored_bytes, added.bytes)
+    FROM (SELECT namespace,
+                 sum(entry_stored_bytes(key, owner, fingerprint, metadata, checkpoint, result, error_code, error_message))::bigint AS bytes
+          FROM inserted
+          WHERE namespace IN (SELECT namespace FROM namespace_usage)
+          GROUP BY namespace) added
+    WHERE u.namespace = added.namespace
 )
 SELECT i.n, true AS inserted,
        ins.namespace, ins.key, ins.state, ins.owner, ins.fencing_token, ins.lease_expires_at,

@@ -5,11 +5,20 @@
 -- compare-and-set: if anyone changed the key since, no row is returned and
 -- the caller reads again.
 --
+-- In a namespace with a stored-bytes quota, the change of the entry's
+-- stored bytes (the new owner and labels) is added to the usage, refused
+-- over the quota, as complete.sql does; an entry whose size changed
+-- meanwhile is not taken over (the caller reads again).
+--
 -- $1 namespace, $2 key, $3 owner, $4 lease TTL in ms, $5 metadata (NULL
 -- keeps the stored metadata), $6 the token read, $7 caller,
 -- $8 previous owner, $9 previous state
-WITH taken AS (
-    UPDATE entries
+WITH counted AS (
+    SELECT entry_stored_bytes(key, owner, fingerprint, metadata, checkpoint, result, error_code, error_message) AS bytes
+    FROM entries
+    WHERE namespace = $1 AND key = $2 AND EXISTS (SELECT FROM namespace_usage WHERE namespace = $1)
+), taken AS (
+    UPDATE entries e
     SET state = 'leased',
         owner = $3,
         fencing_token = fencing_token + 1,
@@ -21,6 +30,9 @@ WITH taken AS (
         updated_at = now()
     WHERE namespace = $1 AND key = $2 AND fencing_token = $6
       AND (state = 'released' OR (state = 'leased' AND lease_expires_at <= now()))
+      AND ((SELECT bytes FROM counted) IS NULL
+           OR (SELECT bytes FROM counted) = entry_stored_bytes(e.key, e.owner, e.fingerprint, e.metadata, e.checkpoint,
+                                                               e.result, e.error_code, e.error_message))
     RETURNING *
 ), event AS (
     INSERT INTO events (namespace, key, kind, fencing_token, owner, attempt, caller, detail)
@@ -29,6 +41,12 @@ WITH taken AS (
            jsonb_build_object('previous_owner', $8::text, 'previous_token', $6::bigint,
                               'previous_state', $9::text)
     FROM taken
+), usage AS (
+    UPDATE namespace_usage u
+    SET stored_bytes = namespace_usage_add(u.namespace, u.stored_bytes, d.bytes - c.bytes)
+    FROM (SELECT entry_stored_bytes(key, owner, fingerprint, metadata, checkpoint, result, error_code, error_message) AS bytes
+          FROM taken WHERE EXISTS (SELECT FROM counted)) d, counted c
+    WHERE u.namespace = $1 AND d.bytes <> c.bytes
 )
 SELECT namespace, key, state, owner, fencing_token, lease_expires_at,
        false AS lease_expired,

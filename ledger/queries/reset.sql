@@ -4,13 +4,15 @@
 -- LEASE_LOST and the next grant gets a higher token still. The fingerprint
 -- is kept. Writes the 'reset' event with the reason and previous state,
 -- which the caller read with the row locked, in the same transaction.
--- The forgotten result's bytes leave the namespace's usage (stored-bytes
--- quota).
+-- The forgotten result, error and checkpoint leave the namespace's usage
+-- (stored-bytes quota, see migrations/00007_stored_bytes.sql); the caller
+-- locked the row, so the size read here is the size the reset changes.
 --
 -- $1 namespace, $2 key, $3 reason, $4 caller, $5 previous state,
 -- $6 previous owner
 WITH previous AS (
-    SELECT coalesce(octet_length(result), 0) AS result_bytes
+    SELECT coalesce(octet_length(result), 0) + coalesce(octet_length(checkpoint), 0)
+           + coalesce(octet_length(error_code), 0) + coalesce(octet_length(error_message), 0) AS freed_bytes
     FROM entries
     WHERE namespace = $1 AND key = $2
 ), reset AS (
@@ -37,7 +39,7 @@ WITH previous AS (
     FROM reset
 ), usage AS (
     UPDATE namespace_usage u
-    SET stored_bytes = u.stored_bytes - p.result_bytes
+    SET stored_bytes = u.stored_bytes - p.freed_bytes
     FROM previous p
     WHERE u.namespace = $1 AND EXISTS (SELECT FROM reset)
 )

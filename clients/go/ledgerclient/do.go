@@ -347,7 +347,8 @@ func (c *Client) runWork(ctx context.Context, state *leaseState, heartbeats *hea
 }
 
 // fail records the work's failure, after storing a staged checkpoint for
-// the next worker when the failure is retryable.
+// the next worker when the failure is retryable. If the namespace's stored
+// bytes are at their quota, it releases the lease instead.
 func (c *Client) fail(ctx context.Context, state *leaseState, message string, retryable bool) error {
 	ctx, cancel := afterward(ctx)
 	defer cancel()
@@ -361,6 +362,17 @@ func (c *Client) fail(ctx context.Context, state *leaseState, message string, re
 		Error:        &ledgerv1.WorkError{Message: message},
 		Retryable:    retryable,
 	})
+	if errors.Is(err, ErrQuotaExceeded) {
+		// The namespace cannot store the error (max_stored_bytes); rather
+		// than leave the lease held until it runs out, give it up: Release
+		// stores nothing and is never refused by a quota.
+		_, releaseErr := call(ctx, "release", c.ledger.Release, &ledgerv1.ReleaseRequest{
+			Namespace:    state.lease.Namespace,
+			Key:          state.lease.Key,
+			FencingToken: state.lease.FencingToken,
+		})
+		return errors.Join(fmt.Errorf("the failure was not recorded, the lease was released instead: %w", err), releaseErr)
+	}
 	return err
 }
 

@@ -21,9 +21,11 @@ func TestQuotas(t *testing.T) {
 	conn, bundle := ledgertest.Server(t, testConfig)
 	counting := &countingConn{ClientConnInterface: conn}
 	client := ledgerclient.NewFromConn(counting)
-	one := int64(1)
+	// Entries a (key and owner "holder") and b ("waiter") store 7 bytes
+	// each, and b's result 1: 15 fit, not a 12-byte result for a.
+	one, storedBytes := int64(1), int64(15)
 	_, err := bundle.Store.CreateNamespace(context.Background(), namespace,
-		ledger.NamespaceUpdate{MaxHeldLeases: &one, MaxStoredBytes: &one}, "test")
+		ledger.NamespaceUpdate{MaxHeldLeases: &one, MaxStoredBytes: &storedBytes}, "test")
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*patience)
 	defer cancel()
@@ -47,11 +49,11 @@ func TestQuotas(t *testing.T) {
 	require.Equal(t, "leased", readEntry(t, bundle.Pool, "a").State)
 
 	// A result over the stored-bytes quota: refused, not retried.
-	_, err = client.Complete(ctx, &ledgerv1.CompleteRequest{Namespace: namespace, Key: "a", FencingToken: token, Result: []byte("too big")})
+	_, err = client.Complete(ctx, &ledgerv1.CompleteRequest{Namespace: namespace, Key: "a", FencingToken: token, Result: []byte("much too big")})
 	require.ErrorIs(t, err, ledgerclient.ErrQuotaExceeded)
 	var e *ledgerclient.Error
 	require.ErrorAs(t, err, &e)
-	require.Equal(t, map[string]string{"namespace": namespace, "quota": "max_stored_bytes", "limit": "1", "usage": "7"}, e.Metadata)
+	require.Equal(t, map[string]string{"namespace": namespace, "quota": "max_stored_bytes", "limit": "15", "usage": "19"}, e.Metadata)
 	require.Equal(t, "leased", readEntry(t, bundle.Pool, "a").State)
 
 	// The holder releases its place: the waiting Do gets it and completes.

@@ -1823,8 +1823,9 @@ type Namespace struct {
 	// max_held_leases bounds the unexpired leases the namespace holds at once;
 	// 0 means no quota. A grant beyond it fails with QUOTA_EXCEEDED.
 	MaxHeldLeases int64 `protobuf:"varint,10,opt,name=max_held_leases,json=maxHeldLeases,proto3" json:"max_held_leases,omitempty"`
-	// max_stored_bytes bounds the bytes of the results the namespace stores; 0
-	// means no quota. A Complete beyond it fails with QUOTA_EXCEEDED.
+	// max_stored_bytes bounds the bytes the namespace's entries store (keys,
+	// owners, fingerprints, labels, checkpoints, results, errors); 0 means no
+	// quota. A write that would grow them beyond it fails with QUOTA_EXCEEDED.
 	MaxStoredBytes int64 `protobuf:"varint,11,opt,name=max_stored_bytes,json=maxStoredBytes,proto3" json:"max_stored_bytes,omitempty"`
 	// created_at is when the namespace was created.
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`

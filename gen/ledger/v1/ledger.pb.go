@@ -49,11 +49,13 @@
 //                         retry. Nothing was done.
 //   QUOTA_EXCEEDED        (RESOURCE_EXHAUSTED) a Reserve would hold more leases
 //                         than the namespace's max_held_leases (with a RetryInfo:
-//                         places free up as workers finish), or a Complete would
-//                         store more result bytes than its max_stored_bytes (the
-//                         lease stays held: Complete a smaller result, Fail or
-//                         Release). Nothing was done; the ErrorInfo metadata
-//                         carries namespace, quota, limit and usage.
+//                         places free up as workers finish), or a write would
+//                         grow the bytes its entries store (keys, owners,
+//                         fingerprints, labels, checkpoints, results, errors)
+//                         over its max_stored_bytes (a lease stays held: write
+//                         less, or Release, which is never refused). Nothing
+//                         was done; the ErrorInfo metadata carries namespace,
+//                         quota, limit and usage.
 
 package ledgerv1
 

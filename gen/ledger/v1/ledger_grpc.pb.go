@@ -49,11 +49,13 @@
 //                         retry. Nothing was done.
 //   QUOTA_EXCEEDED        (RESOURCE_EXHAUSTED) a Reserve would hold more leases
 //                         than the namespace's max_held_leases (with a RetryInfo:
-//                         places free up as workers finish), or a Complete would
-//                         store more result bytes than its max_stored_bytes (the
-//                         lease stays held: Complete a smaller result, Fail or
-//                         Release). Nothing was done; the ErrorInfo metadata
-//                         carries namespace, quota, limit and usage.
+//                         places free up as workers finish), or a write would
+//                         grow the bytes its entries store (keys, owners,
+//                         fingerprints, labels, checkpoints, results, errors)
+//                         over its max_stored_bytes (a lease stays held: write
+//                         less, or Release, which is never refused). Nothing
+//                         was done; the ErrorInfo metadata carries namespace,
+//                         quota, limit and usage.
 
 package ledgerv1
 
@@ -105,7 +107,8 @@ type LedgerServiceClient interface {
 	// the same fencing token back and its lease extended.
 	//
 	// Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED (a grant
-	// over max_held_leases, or a namespace created on first use beyond the
+	// over max_held_leases, a new entry, owner or labels over
+	// max_stored_bytes, or a namespace created on first use beyond the
 	// caller's binding pattern's max_namespaces_per_pattern), NOT_FOUND (the
 	// namespace does not exist and is not created on first use: an admin
 	// creates it), UNAVAILABLE.
@@ -118,7 +121,8 @@ type LedgerServiceClient interface {
 	//
 	// Idempotent: repeating it extends the lease again from the database's now.
 	//
-	// Errors: INVALID_ARGUMENT, LEASE_LOST, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, LEASE_LOST, QUOTA_EXCEEDED (a larger checkpoint
+	// over max_stored_bytes; the lease is not extended), UNAVAILABLE.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	// Complete records the result of the work and finishes the key. Every later
 	// Reserve of the key replays this result until the key's retention elapses.
@@ -131,7 +135,7 @@ type LedgerServiceClient interface {
 	// fails with RESULT_CONFLICT.
 	//
 	// Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, QUOTA_EXCEEDED (a
-	// result over max_stored_bytes), UNAVAILABLE.
+	// result larger than the error it clears, over max_stored_bytes), UNAVAILABLE.
 	Complete(ctx context.Context, in *CompleteRequest, opts ...grpc.CallOption) (*CompleteResponse, error)
 	// Fail records that the work failed.
 	//
@@ -142,7 +146,9 @@ type LedgerServiceClient interface {
 	// Idempotent: repeating it with the same token, error and retryable flag
 	// succeeds again; with a different error it fails with RESULT_CONFLICT.
 	//
-	// Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, QUOTA_EXCEEDED (an
+	// error larger than the one it replaces, over max_stored_bytes; the lease
+	// stays held: Release, which is never refused), UNAVAILABLE.
 	Fail(ctx context.Context, in *FailRequest, opts ...grpc.CallOption) (*FailResponse, error)
 	// Release gives the lease up without a result, so that the next Reserve of
 	// the key acquires it at once (with a new fencing token).
@@ -329,7 +335,8 @@ type LedgerServiceServer interface {
 	// the same fencing token back and its lease extended.
 	//
 	// Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED (a grant
-	// over max_held_leases, or a namespace created on first use beyond the
+	// over max_held_leases, a new entry, owner or labels over
+	// max_stored_bytes, or a namespace created on first use beyond the
 	// caller's binding pattern's max_namespaces_per_pattern), NOT_FOUND (the
 	// namespace does not exist and is not created on first use: an admin
 	// creates it), UNAVAILABLE.
@@ -342,7 +349,8 @@ type LedgerServiceServer interface {
 	//
 	// Idempotent: repeating it extends the lease again from the database's now.
 	//
-	// Errors: INVALID_ARGUMENT, LEASE_LOST, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, LEASE_LOST, QUOTA_EXCEEDED (a larger checkpoint
+	// over max_stored_bytes; the lease is not extended), UNAVAILABLE.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	// Complete records the result of the work and finishes the key. Every later
 	// Reserve of the key replays this result until the key's retention elapses.
@@ -355,7 +363,7 @@ type LedgerServiceServer interface {
 	// fails with RESULT_CONFLICT.
 	//
 	// Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, QUOTA_EXCEEDED (a
-	// result over max_stored_bytes), UNAVAILABLE.
+	// result larger than the error it clears, over max_stored_bytes), UNAVAILABLE.
 	Complete(context.Context, *CompleteRequest) (*CompleteResponse, error)
 	// Fail records that the work failed.
 	//
@@ -366,7 +374,9 @@ type LedgerServiceServer interface {
 	// Idempotent: repeating it with the same token, error and retryable flag
 	// succeeds again; with a different error it fails with RESULT_CONFLICT.
 	//
-	// Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, UNAVAILABLE.
+	// Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, QUOTA_EXCEEDED (an
+	// error larger than the one it replaces, over max_stored_bytes; the lease
+	// stays held: Release, which is never refused), UNAVAILABLE.
 	Fail(context.Context, *FailRequest) (*FailResponse, error)
 	// Release gives the lease up without a result, so that the next Reserve of
 	// the key acquires it at once (with a new fencing token).

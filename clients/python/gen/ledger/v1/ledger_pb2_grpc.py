@@ -89,7 +89,8 @@ class LedgerServiceServicer(object):
         the same fencing token back and its lease extended.
 
         Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED (a grant
-        over max_held_leases, or a namespace created on first use beyond the
+        over max_held_leases, a new entry, owner or labels over
+        max_stored_bytes, or a namespace created on first use beyond the
         caller's binding pattern's max_namespaces_per_pattern), NOT_FOUND (the
         namespace does not exist and is not created on first use: an admin
         creates it), UNAVAILABLE.
@@ -107,7 +108,8 @@ class LedgerServiceServicer(object):
 
         Idempotent: repeating it extends the lease again from the database's now.
 
-        Errors: INVALID_ARGUMENT, LEASE_LOST, UNAVAILABLE.
+        Errors: INVALID_ARGUMENT, LEASE_LOST, QUOTA_EXCEEDED (a larger checkpoint
+        over max_stored_bytes; the lease is not extended), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,7 +127,7 @@ class LedgerServiceServicer(object):
         fails with RESULT_CONFLICT.
 
         Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, QUOTA_EXCEEDED (a
-        result over max_stored_bytes), UNAVAILABLE.
+        result larger than the error it clears, over max_stored_bytes), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,7 +143,9 @@ class LedgerServiceServicer(object):
         Idempotent: repeating it with the same token, error and retryable flag
         succeeds again; with a different error it fails with RESULT_CONFLICT.
 
-        Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, UNAVAILABLE.
+        Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, QUOTA_EXCEEDED (an
+        error larger than the one it replaces, over max_stored_bytes; the lease
+        stays held: Release, which is never refused), UNAVAILABLE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

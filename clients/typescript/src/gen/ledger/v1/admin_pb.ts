@@ -1010,8 +1010,9 @@ export type Namespace = Message<"ledger.v1.Namespace"> & {
   maxHeldLeases: bigint;
 
   /**
-   * max_stored_bytes bounds the bytes of the results the namespace stores; 0
-   * means no quota. A Complete beyond it fails with QUOTA_EXCEEDED.
+   * max_stored_bytes bounds the bytes the namespace's entries store (keys,
+   * owners, fingerprints, labels, checkpoints, results, errors); 0 means no
+   * quota. A write that would grow them beyond it fails with QUOTA_EXCEEDED.
    *
    * @generated from field: int64 max_stored_bytes = 11;
    */

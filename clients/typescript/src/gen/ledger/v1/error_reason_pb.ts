@@ -160,15 +160,15 @@ export enum ErrorReason {
    * RESOURCE_EXHAUSTED); the ErrorInfo metadata carries "namespace",
    * "quota", "limit" and "usage". Nothing was done. Over max_held_leases (a
    * grant), a google.rpc.RetryInfo says when to ask again: places free up as
-   * workers finish. Over max_stored_bytes (a result), the lease stays held:
-   * Complete a smaller result, Fail or Release. Over
-   * max_namespaces_per_pattern (a namespace that a caller authorized by a
-   * binding pattern would create), the metadata also carries "pattern", and
-   * no namespace is created.
+   * workers finish. Over max_stored_bytes (any write that would grow the
+   * bytes the namespace's entries store), a lease stays held: write less,
+   * or Release, which is never refused. Over max_namespaces_per_pattern (a
+   * namespace that a caller authorized by a binding pattern would create),
+   * the metadata also carries "pattern", and no namespace is created.
    *
-   * Returned by Reserve and Complete, by items of ReserveBatch and
-   * CompleteBatch, and by ReserveBatch and CreateNamespace (a namespace over
-   * max_namespaces_per_pattern).
+   * Returned by Reserve, Heartbeat, Complete and Fail, by items of
+   * ReserveBatch and CompleteBatch, and by ReserveBatch and CreateNamespace
+   * (a namespace over max_namespaces_per_pattern).
    *
    * @generated from enum value: QUOTA_EXCEEDED = 11;
    */

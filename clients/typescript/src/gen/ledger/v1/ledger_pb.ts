@@ -47,11 +47,13 @@
 //                         retry. Nothing was done.
 //   QUOTA_EXCEEDED        (RESOURCE_EXHAUSTED) a Reserve would hold more leases
 //                         than the namespace's max_held_leases (with a RetryInfo:
-//                         places free up as workers finish), or a Complete would
-//                         store more result bytes than its max_stored_bytes (the
-//                         lease stays held: Complete a smaller result, Fail or
-//                         Release). Nothing was done; the ErrorInfo metadata
-//                         carries namespace, quota, limit and usage.
+//                         places free up as workers finish), or a write would
+//                         grow the bytes its entries store (keys, owners,
+//                         fingerprints, labels, checkpoints, results, errors)
+//                         over its max_stored_bytes (a lease stays held: write
+//                         less, or Release, which is never refused). Nothing
+//                         was done; the ErrorInfo metadata carries namespace,
+//                         quota, limit and usage.
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
@@ -1685,7 +1687,8 @@ export const LedgerService: GenService<{
    * the same fencing token back and its lease extended.
    *
    * Errors: INVALID_ARGUMENT, FINGERPRINT_MISMATCH, QUOTA_EXCEEDED (a grant
-   * over max_held_leases, or a namespace created on first use beyond the
+   * over max_held_leases, a new entry, owner or labels over
+   * max_stored_bytes, or a namespace created on first use beyond the
    * caller's binding pattern's max_namespaces_per_pattern), NOT_FOUND (the
    * namespace does not exist and is not created on first use: an admin
    * creates it), UNAVAILABLE.
@@ -1706,7 +1709,8 @@ export const LedgerService: GenService<{
    *
    * Idempotent: repeating it extends the lease again from the database's now.
    *
-   * Errors: INVALID_ARGUMENT, LEASE_LOST, UNAVAILABLE.
+   * Errors: INVALID_ARGUMENT, LEASE_LOST, QUOTA_EXCEEDED (a larger checkpoint
+   * over max_stored_bytes; the lease is not extended), UNAVAILABLE.
    *
    * @generated from rpc ledger.v1.LedgerService.Heartbeat
    */
@@ -1727,7 +1731,7 @@ export const LedgerService: GenService<{
    * fails with RESULT_CONFLICT.
    *
    * Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, QUOTA_EXCEEDED (a
-   * result over max_stored_bytes), UNAVAILABLE.
+   * result larger than the error it clears, over max_stored_bytes), UNAVAILABLE.
    *
    * @generated from rpc ledger.v1.LedgerService.Complete
    */
@@ -1746,7 +1750,9 @@ export const LedgerService: GenService<{
    * Idempotent: repeating it with the same token, error and retryable flag
    * succeeds again; with a different error it fails with RESULT_CONFLICT.
    *
-   * Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, UNAVAILABLE.
+   * Errors: INVALID_ARGUMENT, LEASE_LOST, RESULT_CONFLICT, QUOTA_EXCEEDED (an
+   * error larger than the one it replaces, over max_stored_bytes; the lease
+   * stays held: Release, which is never refused), UNAVAILABLE.
    *
    * @generated from rpc ledger.v1.LedgerService.Fail
    */
