@@ -48,6 +48,10 @@ test: ## Run every test, the Python and TypeScript clients' included, the ledger
 	@LEDGER_FUZZTIME=$(TEST_FUZZTIME) LEDGER_NO_COALESCE_ARGS="$(GO_TEST_FLAGS) ./ledger/ ./server/" \
 		scripts/test.sh $(GO_TEST_FLAGS) ./...
 
+.PHONY: test-isolation
+test-isolation: ## Run the isolation suite alone: the tests named TestIsolation..., one or more per line of docs/security.md's threat model.
+	@scripts/test.sh $(GO_TEST_FLAGS) -run TestIsolation ./...
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME (1m, or a count like 100000x) against a real PostgreSQL; failing inputs land in testdata/fuzz/.
 	@scripts/test.sh --fuzz $(FUZZTIME)

@@ -298,10 +298,10 @@ func TestAuditRecordsThePrincipal(t *testing.T) {
 	require.Equal(t, ledgerv1.Role_ROLE_ADMIN, who.GetBindings()[0].GetRole())
 }
 
-// TestTokenLifecycle: a created token works at once; a revoked one stops
+// TestIsolationTokenLifecycle: a created token works at once; a revoked one stops
 // working at once on the replica that revoked it and within the refresh
 // interval on another.
-func TestTokenLifecycle(t *testing.T) {
+func TestIsolationTokenLifecycle(t *testing.T) {
 	t.Parallel()
 	b := setupAuth(t)
 	ctx := context.Background()

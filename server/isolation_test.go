@@ -3,7 +3,7 @@ package server_test
 // The isolation suite: the tests named TestIsolation* encode the threat
 // model of docs/security.md, a case per promise, and the weaknesses the
 // tenant boundary was hardened against. `make test` runs them with the
-// rest; `go test -run TestIsolation ./...` runs the suite alone.
+// rest; `make test-isolation` runs the suite alone.
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -27,9 +28,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/ledgertest"
+	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/server"
 )
 
@@ -238,5 +241,199 @@ func TestIsolationRefusalsSayNothing(t *testing.T) {
 			absentHTTP, absentCode := p.callHTTP(t, methods[name], pair[1], p.tokens[caller])
 			require.Equal(t, [2]int{existingHTTP, int(existingCode)}, [2]int{absentHTTP, int(absentCode)}, "%s as %q over HTTP", name, caller)
 		}
+	}
+}
+
+// TestIsolationCompromisedWorker walks the threat model's row of a
+// compromised worker token of namespace team-a-1: what it can do there, what
+// it cannot do there or anywhere else, that what it did is attributed to
+// its principal, and that revoking it stops it.
+func TestIsolationCompromisedWorker(t *testing.T) {
+	t.Parallel()
+	b := setupTenants(t, ledger.Config{})
+	ctx := context.Background()
+	workerCtx := as(ctx, b.tokens["worker"])
+	client := ledgerv1.NewLedgerServiceClient(b.conn)
+	admin := ledgerv1.NewLedgerAdminServiceClient(b.conn)
+
+	// It can: reserve, complete (with a wrong result), fail, read results.
+	held, err := client.Reserve(workerCtx, &ledgerv1.ReserveRequest{Namespace: "team-a-1", Key: "k", Owner: "evil"})
+	require.NoError(t, err)
+	_, err = client.Complete(workerCtx, &ledgerv1.CompleteRequest{Namespace: "team-a-1", Key: "k",
+		FencingToken: held.GetAcquired().GetFencingToken(), Result: []byte("wrong")})
+	require.NoError(t, err)
+	looked, err := client.Lookup(workerCtx, &ledgerv1.LookupRequest{Namespace: "team-a-1", Key: "k"})
+	require.NoError(t, err)
+	require.Equal(t, []byte("wrong"), looked.GetEntry().GetResult())
+
+	// It cannot: act outside its namespaces, use an admin action, change
+	// settings, mint tokens or grant itself roles. Each refusal changes
+	// nothing.
+	refused := map[string]func(context.Context) error{
+		"Reserve elsewhere": func(ctx context.Context) error {
+			_, err := client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: "team-b-1", Key: "k", Owner: "evil"})
+			return err
+		},
+		"Lookup elsewhere": func(ctx context.Context) error {
+			_, err := client.Lookup(ctx, &ledgerv1.LookupRequest{Namespace: "team-b-1", Key: "k"})
+			return err
+		},
+		"ResetKey": func(ctx context.Context) error {
+			_, err := admin.ResetKey(ctx, &ledgerv1.ResetKeyRequest{Namespace: "team-a-1", Key: "k", Reason: "r"})
+			return err
+		},
+		"ForceRelease": func(ctx context.Context) error {
+			_, err := admin.ForceRelease(ctx, &ledgerv1.ForceReleaseRequest{Namespace: "team-a-1", Key: "k", Reason: "r"})
+			return err
+		},
+		"PurgeExpired": func(ctx context.Context) error {
+			_, err := admin.PurgeExpired(ctx, &ledgerv1.PurgeExpiredRequest{Namespace: "team-a-1", Reason: "r"})
+			return err
+		},
+		"UpdateNamespace": func(ctx context.Context) error {
+			_, err := admin.UpdateNamespace(ctx, &ledgerv1.UpdateNamespaceRequest{Name: "team-a-1", Reason: "r",
+				Settings: &ledgerv1.NamespaceSettings{MaxAttempts: proto.Int32(1)}})
+			return err
+		},
+		"ListEvents": func(ctx context.Context) error {
+			_, err := admin.ListEvents(ctx, &ledgerv1.ListEventsRequest{Namespace: "team-a-1"})
+			return err
+		},
+		"CreateToken": func(ctx context.Context) error {
+			_, err := admin.CreateToken(ctx, &ledgerv1.CreateTokenRequest{Principal: "svc-team-a", Reason: "r"})
+			return err
+		},
+		"GrantRole": func(ctx context.Context) error {
+			_, err := admin.GrantRole(ctx, &ledgerv1.GrantRoleRequest{Reason: "r", Binding: &ledgerv1.RoleBinding{
+				Principal: "svc-team-a", NamespacePattern: "*", Role: ledgerv1.Role_ROLE_PLATFORM_ADMIN}})
+			return err
+		},
+	}
+	for name, call := range refused {
+		before := counts(t, b.ledger)
+		require.Equal(t, codes.PermissionDenied, status.Code(call(workerCtx)), name)
+		require.Equal(t, before, counts(t, b.ledger), "%s was refused but changed the database", name)
+	}
+
+	// What it did is in the audit trail under its principal.
+	var callers []string
+	rows, err := b.ledger.Pool.Query(ctx, `SELECT DISTINCT caller FROM events WHERE namespace = 'team-a-1' AND key = 'k'`)
+	require.NoError(t, err)
+	callers, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"svc-team-a"}, callers)
+
+	// Revoked, it is refused at once, and the holder's next use is audited.
+	id, _, err := ledger.ParseToken(b.tokens["worker"])
+	require.NoError(t, err)
+	rootCtx, root := b.admin(ctx, "platform-admin")
+	_, err = root.RevokeToken(rootCtx, &ledgerv1.RevokeTokenRequest{Id: id, Reason: "compromised"})
+	require.NoError(t, err)
+	_, err = client.Reserve(workerCtx, &ledgerv1.ReserveRequest{Namespace: "team-a-1", Key: "k2", Owner: "evil"})
+	require.Equal(t, codes.Unauthenticated, status.Code(err))
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, b.ledger.Pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE kind = 'credential_refused' AND detail->>'token_id' = $1`, id).Scan(&n))
+		return n == 1
+	}, time.Minute, 20*time.Millisecond, "the revoked token's use is an audit event")
+}
+
+// TestIsolationTenantAdmin walks the threat model's row of a namespace
+// admin (bound to team-a-*): it tunes and operates its own namespaces, and
+// cannot widen its share of the service, erase the record of what it did,
+// or reach beyond its pattern.
+func TestIsolationTenantAdmin(t *testing.T) {
+	t.Parallel()
+	// A floor of 10ms, so that the sweep below needs no waiting for days.
+	b := setupTenants(t, ledger.Config{Limits: ledger.Limits{MinEventRetention: 10 * time.Millisecond}})
+	ctx := context.Background()
+	adminCtx, admin := b.admin(ctx, "tenant-admin")
+	client := ledgerv1.NewLedgerServiceClient(b.conn)
+
+	// It can: tune its namespace within the bounds, create a namespace its
+	// pattern covers, and reset, force-release and purge in its namespaces.
+	_, err := admin.UpdateNamespace(adminCtx, &ledgerv1.UpdateNamespaceRequest{Name: "team-a-1", Reason: "tune",
+		Settings: &ledgerv1.NamespaceSettings{Retention: durationpb.New(20 * time.Millisecond), EventRetention: durationpb.New(20 * time.Millisecond), MaxAttempts: proto.Int32(3)}})
+	require.NoError(t, err)
+	_, err = admin.CreateNamespace(adminCtx, &ledgerv1.CreateNamespaceRequest{Name: "team-a-2", Reason: "new pipeline"})
+	require.NoError(t, err)
+	held, err := client.Reserve(as(ctx, b.tokens["worker"]), &ledgerv1.ReserveRequest{Namespace: "team-a-1", Key: "k", Owner: "w"})
+	require.NoError(t, err)
+	_, err = admin.ForceRelease(adminCtx, &ledgerv1.ForceReleaseRequest{Namespace: "team-a-1", Key: "k", Reason: "stuck",
+		FencingToken: held.GetAcquired().GetFencingToken()})
+	require.NoError(t, err)
+	_, err = admin.ResetKey(adminCtx, &ledgerv1.ResetKeyRequest{Namespace: "team-a-1", Key: "k", Reason: "re-run"})
+	require.NoError(t, err)
+	_, err = admin.PurgeExpired(adminCtx, &ledgerv1.PurgeExpiredRequest{Namespace: "team-a-1", Reason: "cleanup"})
+	require.NoError(t, err)
+
+	// It cannot: set a platform-owned limit, shorten event retention below
+	// the floor or below retention, act outside its pattern, list the
+	// namespaces, read the platform's events, or manage credentials.
+	cannot := map[string]struct {
+		code codes.Code
+		call func() error
+	}{
+		"raise its quota": {codes.PermissionDenied, func() error {
+			_, err := admin.UpdateNamespace(adminCtx, &ledgerv1.UpdateNamespaceRequest{Name: "team-a-1", Reason: "r",
+				Settings: &ledgerv1.NamespaceSettings{MaxHeldLeases: proto.Int64(0)}})
+			return err
+		}},
+		"event retention below the floor": {codes.InvalidArgument, func() error {
+			_, err := admin.UpdateNamespace(adminCtx, &ledgerv1.UpdateNamespaceRequest{Name: "team-a-1", Reason: "r",
+				Settings: &ledgerv1.NamespaceSettings{EventRetention: durationpb.New(time.Millisecond)}})
+			return err
+		}},
+		"event retention below retention": {codes.InvalidArgument, func() error {
+			_, err := admin.UpdateNamespace(adminCtx, &ledgerv1.UpdateNamespaceRequest{Name: "team-a-1", Reason: "r",
+				Settings: &ledgerv1.NamespaceSettings{Retention: durationpb.New(time.Hour)}})
+			return err
+		}},
+		"create outside its pattern": {codes.PermissionDenied, func() error {
+			_, err := admin.CreateNamespace(adminCtx, &ledgerv1.CreateNamespaceRequest{Name: "team-ab", Reason: "r"})
+			return err
+		}},
+		"reset outside its pattern": {codes.PermissionDenied, func() error {
+			_, err := admin.ResetKey(adminCtx, &ledgerv1.ResetKeyRequest{Namespace: "team-b-1", Key: "k", Reason: "r"})
+			return err
+		}},
+		"list the namespaces": {codes.PermissionDenied, func() error {
+			_, err := admin.ListNamespaces(adminCtx, &ledgerv1.ListNamespacesRequest{})
+			return err
+		}},
+		"read the platform's events": {codes.PermissionDenied, func() error {
+			_, err := admin.ListEvents(adminCtx, &ledgerv1.ListEventsRequest{})
+			return err
+		}},
+		"list tokens": {codes.PermissionDenied, func() error {
+			_, err := admin.ListTokens(adminCtx, &ledgerv1.ListTokensRequest{})
+			return err
+		}},
+		"mint a token": {codes.PermissionDenied, func() error {
+			_, err := admin.CreateToken(adminCtx, &ledgerv1.CreateTokenRequest{Principal: "ops@team-a", Reason: "r"})
+			return err
+		}},
+		"grant a role": {codes.PermissionDenied, func() error {
+			_, err := admin.GrantRole(adminCtx, &ledgerv1.GrantRoleRequest{Reason: "r", Binding: &ledgerv1.RoleBinding{
+				Principal: "svc-team-a", NamespacePattern: "team-b-*", Role: ledgerv1.Role_ROLE_WORKER}})
+			return err
+		}},
+	}
+	for name, c := range cannot {
+		before, settings := counts(t, b.ledger), namespaceRow(t, b.ledger, "team-a-1")
+		require.Equal(t, c.code, status.Code(c.call()), name)
+		require.Equal(t, before, counts(t, b.ledger), "%s was refused but changed the database", name)
+		require.Equal(t, settings, namespaceRow(t, b.ledger, "team-a-1"), name)
+	}
+
+	// Its admin actions outlive the namespace's event retention (20ms): the
+	// sweeper deletes the worker's events, not the admin's.
+	require.Contains(t, eventKinds(t, b.ledger, "team-a-1"), "reserved")
+	time.Sleep(50 * time.Millisecond) // the retention asked for is over
+	require.NoError(t, b.ledger.Store.Sweep(ctx).Err)
+	kept := eventKinds(t, b.ledger, "team-a-1")
+	require.NotContains(t, kept, "reserved")
+	for _, kind := range []string{"force_released", "reset", "namespace_changed"} {
+		require.Contains(t, kept, kind)
 	}
 }

@@ -37,6 +37,9 @@ type config struct {
 	// MetricsListenAddr serves /metrics on an internal listener of its
 	// own instead of the HTTP port; empty: /metrics on the HTTP port.
 	MetricsListenAddr   string
+	// MaxConnections bounds the connections each port (gRPC, HTTP) holds
+	// at once; 0: no bound.
+	MaxConnections int
 	InsecureDev         bool // serve without authentication, on loopback only
 	AuthRefreshInterval time.Duration
 	Principal           string // bootstrap
@@ -135,6 +138,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.IntVar(&cfg.FailedAuthLimit.Burst, "auth-failure-burst", server.DefaultFailedAuthLimit.Burst, "failed authentications a source address may make in a row before --auth-failure-rate applies")
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
 		fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7071", "HTTP listen address: HTTP/JSON gateway (POST /ledger.v1.LedgerService/<Method>), /metrics, /healthz, /readyz; empty or \"off\" disables it")
+		fs.IntVar(&cfg.MaxConnections, "max-connections", 10000, "connections each port (gRPC, HTTP) holds at once, authenticated or not; further ones wait in the listen queue until one closes (0: no bound)")
 		fs.StringVar(&cfg.MetricsListenAddr, "metrics-listen-addr", "", "serve /metrics on this address only, in plain HTTP without authentication (an internal listener for the scraper, on a private network), and no longer on --http-addr, which anyone who can call the API reaches; empty: /metrics on --http-addr")
 		fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve Go's profiles (net/http/pprof, /debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; off when empty")
 		fs.BoolVar(&coalesce.Disabled, "no-coalesce", false, "do not coalesce concurrent Reserves, Completes and Lookups into shared statements (group commit)")
@@ -235,6 +239,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	}
 	if maxTokenTTL == 0 {
 		maxTokenTTL = -1 // no maximum (zero is the ledger's default)
+	}
+	if cfg.MaxConnections < 0 {
+		return config{}, fmt.Errorf("--max-connections must not be negative (0: no bound), got %d", cfg.MaxConnections)
 	}
 	if cfg.MaxWaitingReservesPerPrincipal < 0 {
 		return config{}, fmt.Errorf("--max-waiting-reserves-per-principal must not be negative (0: no cap), got %d", cfg.MaxWaitingReservesPerPrincipal)

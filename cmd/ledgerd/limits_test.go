@@ -112,13 +112,13 @@ func TestDatabaseSessionSettings(t *testing.T) {
 	}
 }
 
-// TestLeastPrivilegeRoles sets up the two roles as the operator's guide
+// TestIsolationLeastPrivilegeRoles sets up the two roles as the operator's guide
 // says (its SQL, run as it is written), migrates and bootstraps as the
 // owner, and serves as the serving role with authentication on: every kind
 // of call works (reserve, complete, waits woken by LISTEN, listings, admin
 // actions, tokens, role bindings, the sweeper's retention), while the
 // serving role cannot UPDATE audit events, TRUNCATE or change the schema.
-func TestLeastPrivilegeRoles(t *testing.T) {
+func TestIsolationLeastPrivilegeRoles(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	setup, grants := rolesSQL(t)

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 
 	"github.com/ledgerd/ledgerd/ledger"
@@ -350,7 +351,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		srv.Shutdown(context.WithoutCancel(ctx))
 		return err
 	}
-	lis, err := net.Listen("tcp", cfg.ListenAddr)
+	lis, err := listen(cfg.ListenAddr, cfg.MaxConnections)
 	if err != nil {
 		return abandon(fmt.Errorf("listen: %w", err))
 	}
@@ -680,7 +681,7 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 	if err != nil {
 		return nil, nil, err
 	}
-	lis, err := net.Listen("tcp", cfg.HTTPAddr)
+	lis, err := listen(cfg.HTTPAddr, cfg.MaxConnections)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listen HTTP: %w", err)
 	}
@@ -704,6 +705,20 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 		MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes,
 		ErrorLog:       errorLog,
 	}, lis, nil
+}
+
+// listen binds a port that holds at most maxConnections connections at once
+// (0: no bound): beyond it, connections wait in the kernel's listen queue
+// until one closes, so that callers who open connections and send nothing
+// (each held at most --http-read-header-timeout or
+// --grpc-connection-timeout before its first request) cannot take the
+// memory of an unbounded number.
+func listen(addr string, maxConnections int) (net.Listener, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil || maxConnections == 0 {
+		return lis, err
+	}
+	return netutil.LimitListener(lis, maxConnections), nil
 }
 
 // listenMetrics binds --metrics-listen-addr and prepares the server of

@@ -425,7 +425,7 @@ func TestOperationsFlags(t *testing.T) {
 	require.ErrorContains(t, err, "--pprof-addr exposes the process's internals")
 }
 
-func TestInsecureDevIsLoopbackOnly(t *testing.T) {
+func TestIsolationInsecureDevIsLoopbackOnly(t *testing.T) {
 	t.Parallel()
 	var stderr ledgertest.LogBuffer
 	for _, args := range [][]string{

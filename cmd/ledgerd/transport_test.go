@@ -8,8 +8,12 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ledgerd/ledgerd/internal/pgtest"
 )
@@ -61,5 +65,52 @@ func TestHTTPFlags(t *testing.T) {
 	} {
 		_, err := parseServe(tc.args, nil)
 		require.ErrorContains(t, err, tc.want, "%v", tc.args)
+	}
+}
+
+// TestIsolationConnectionsPerPort: with --max-connections 2, callers who
+// open connections and send nothing hold at most two on each port; the
+// next caller is served as soon as one of them closes.
+func TestIsolationConnectionsPerPort(t *testing.T) {
+	t.Parallel()
+	d := startDaemon(t, map[string]string{"LEDGER_DATABASE_URL": pgtest.Schema(t), "LEDGER_MAX_CONNECTIONS": "2"})
+	probes := map[string]func() error{
+		d.httpAddr: func() error {
+			client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			res, err := client.Get("http://" + d.httpAddr + "/healthz")
+			if err == nil {
+				_ = res.Body.Close()
+			}
+			return err
+		},
+		d.grpcAddr: func() error {
+			conn, err := grpc.NewClient(d.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			_, err = healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+			return err
+		},
+	}
+	for addr, probe := range probes {
+		var silent []net.Conn
+		for range 2 {
+			conn, err := net.Dial("tcp", addr)
+			require.NoError(t, err)
+			silent = append(silent, conn)
+		}
+		answered := make(chan error, 1)
+		go func() { answered <- probe() }()
+		// The port holds its two: the probe waits in the listen queue (the
+		// silent ones are closed by the server only after 10s).
+		select {
+		case err := <-answered:
+			t.Fatalf("%s answered beyond the cap of 2 connections (err %v)", addr, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+		_ = silent[0].Close()
+		require.NoError(t, <-answered, "%s served once a connection closed", addr)
+		_ = silent[1].Close()
 	}
 }
