@@ -36,10 +36,10 @@ type config struct {
 	PprofAddr              string // empty: no profiling port; loopback only
 	// MetricsListenAddr serves /metrics on an internal listener of its
 	// own instead of the HTTP port; empty: /metrics on the HTTP port.
-	MetricsListenAddr   string
+	MetricsListenAddr string
 	// MaxConnections bounds the connections each port (gRPC, HTTP) holds
 	// at once; 0: no bound.
-	MaxConnections int
+	MaxConnections      int
 	InsecureDev         bool // serve without authentication, on loopback only
 	AuthRefreshInterval time.Duration
 	Principal           string // bootstrap
