@@ -323,6 +323,10 @@ func serveWith(t *testing.T, b authBundle, cfg server.Config) ledgerv1.LedgerSer
 func TestIsolationBatchCostsOneTokenPerItem(t *testing.T) {
 	t.Parallel()
 	b := setupAuth(t)
+	// The worker of "ns" works in "ns2" too.
+	_, err := b.ledger.Store.GrantRole(context.Background(), ledger.RoleBinding{Principal: "svc-ns", NamespacePattern: "ns2", Role: ledger.RoleWorker}, "test")
+	require.NoError(t, err)
+	require.NoError(t, b.auth.Load(context.Background()))
 	slow := 0.001 // no refill during the test
 	client := serveWith(t, b, server.Config{RateLimits: server.RateLimits{
 		PerPrincipal: server.Rate{PerSecond: slow, Burst: 8},
@@ -350,7 +354,7 @@ func TestIsolationBatchCostsOneTokenPerItem(t *testing.T) {
 	}
 
 	// A batch of exactly the namespace's burst passes, and takes it all.
-	_, err := client.ReserveBatch(ctx, &ledgerv1.ReserveBatchRequest{Namespace: "ns", Owner: "w", Items: items(5)})
+	_, err = client.ReserveBatch(ctx, &ledgerv1.ReserveBatchRequest{Namespace: "ns", Owner: "w", Items: items(5)})
 	require.NoError(t, err)
 	_, err = client.Lookup(ctx, &ledgerv1.LookupRequest{Namespace: "ns", Key: "k5-0"})
 	requireReason(t, err, codes.ResourceExhausted, "RATE_LIMITED")
