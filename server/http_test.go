@@ -52,11 +52,20 @@ func serveHTTPWith(t *testing.T, b ledgertest.Bundle, cfg server.Config) httpBun
 	require.NoError(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	url := serveBothPorts(t, srv, lis, server.HTTPConfig{GRPCAddr: lis.Addr().String(), Metrics: metrics, Logger: logger})
+	return httpBundle{url: url, grpcAddr: lis.Addr().String(), server: srv, metrics: metrics, ledger: b, log: log}
+}
+
+// serveBothPorts serves srv's gRPC port on lis and its HTTP port on a test
+// server (the gateway calling the gRPC server in-process, as ledgerd serve
+// wires it, unless httpCfg.GRPCAddr), both stopped when the test ends, and
+// returns the HTTP port's URL.
+func serveBothPorts(t *testing.T, srv *server.Server, lis net.Listener, httpCfg server.HTTPConfig) string {
+	t.Helper()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-
 	gatewayCtx, closeGateway := context.WithCancel(context.Background())
-	handler, err := srv.HTTPHandler(gatewayCtx, server.HTTPConfig{GRPCAddr: lis.Addr().String(), Metrics: metrics, Logger: logger})
+	handler, err := srv.HTTPHandler(gatewayCtx, httpCfg)
 	require.NoError(t, err)
 	httpServer := httptest.NewServer(handler)
 	t.Cleanup(func() {
@@ -67,7 +76,7 @@ func serveHTTPWith(t *testing.T, b ledgertest.Bundle, cfg server.Config) httpBun
 		require.NoError(t, <-served)
 		closeGateway()
 	})
-	return httpBundle{url: httpServer.URL, grpcAddr: lis.Addr().String(), server: srv, metrics: metrics, ledger: b, log: log}
+	return httpServer.URL
 }
 
 // call POSTs a JSON body to an RPC, as curl would, and returns the status

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -66,21 +65,8 @@ func serveCreds(t *testing.T, cfg ledger.Config, authCfg server.AuthConfig) cred
 	require.NoError(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	gatewayCtx, closeGateway := context.WithCancel(context.Background())
-	handler, err := srv.HTTPHandler(gatewayCtx, server.HTTPConfig{Metrics: metrics, Logger: logger})
-	require.NoError(t, err)
-	httpServer := httptest.NewServer(handler)
-	t.Cleanup(func() {
-		httpServer.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		require.NoError(t, <-served)
-		closeGateway()
-	})
-	return credsBundle{ledger: b, auth: auth, grpcAddr: lis.Addr().String(), httpURL: httpServer.URL, metrics: metrics, log: log, root: root}
+	url := serveBothPorts(t, srv, lis, server.HTTPConfig{Metrics: metrics, Logger: logger})
+	return credsBundle{ledger: b, auth: auth, grpcAddr: lis.Addr().String(), httpURL: url, metrics: metrics, log: log, root: root}
 }
 
 // dialFrom connects to the gRPC port from a loopback address of its own

@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -50,21 +49,8 @@ func setupTwoPorts(t *testing.T) twoPorts {
 	srv, err := server.New(b.ledger.Store, server.Config{Logger: slog.New(slog.DiscardHandler), Auth: b.auth})
 	require.NoError(t, err)
 	lis := bufconn.Listen(1 << 20)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	gatewayCtx, closeGateway := context.WithCancel(context.Background())
-	handler, err := srv.HTTPHandler(gatewayCtx, server.HTTPConfig{})
-	require.NoError(t, err)
-	httpServer := httptest.NewServer(handler)
-	t.Cleanup(func() {
-		httpServer.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		require.NoError(t, <-served)
-		closeGateway()
-	})
-	return twoPorts{authBundle: b, grpc: ledgertest.Dial(t, lis), http: httpServer.URL}
+	url := serveBothPorts(t, srv, lis, server.HTTPConfig{})
+	return twoPorts{authBundle: b, grpc: ledgertest.Dial(t, lis), http: url}
 }
 
 // callGRPC calls method with req as caller (a token of setupAuth's, or ""
