@@ -61,6 +61,13 @@ type Auth struct {
 	cfg    AuthConfig
 	logger *slog.Logger
 
+	// loading serializes Load and rememberToken, so that the credentials
+	// installed last are always the newest: a refresh that read the tables
+	// before a token or binding was changed through this replica cannot
+	// install its older copy after the change (which would make a new token
+	// unknown, or a revoked one valid, until the next refresh).
+	loading sync.Mutex
+
 	mu       sync.RWMutex
 	tokens   map[string]ledger.Token         // by id
 	bindings map[string][]ledger.RoleBinding // by principal
@@ -102,6 +109,8 @@ func NewAuth(store *ledger.Store, cfg AuthConfig) *Auth {
 
 // Load reads the tokens and role bindings from the database now.
 func (a *Auth) Load(ctx context.Context) error {
+	a.loading.Lock()
+	defer a.loading.Unlock()
 	tokens, err := a.store.Tokens(ctx)
 	if err != nil {
 		return err
@@ -177,9 +186,12 @@ func (a *Auth) Run(ctx context.Context) error {
 	}
 }
 
-// remember adds a token or a binding made through this replica, so that it
-// works here at once.
+// rememberToken installs a token created or revoked through this replica,
+// so that it works, or stops working, here at once. It waits for a refresh
+// under way: that one may have read the tables before the change.
 func (a *Auth) rememberToken(t ledger.Token) {
+	a.loading.Lock()
+	defer a.loading.Unlock()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.tokens != nil {

@@ -408,3 +408,53 @@ func TestPlatformEvents(t *testing.T) {
 	require.Equal(t, codes.InvalidArgument, status.Code(err))
 	require.Contains(t, status.Convert(err).Message(), "updated_after")
 }
+
+// TestIsolationChangesApplyAtOnceDuringRefreshes: a token created or
+// revoked through a replica works, or is refused, on that replica at once,
+// even while refreshes run back to back (one that read the tables before
+// the change must not install its older copy after it).
+func TestIsolationChangesApplyAtOnceDuringRefreshes(t *testing.T) {
+	t.Parallel()
+	b := ledgertest.Store(t, ledger.Config{})
+	ctx := context.Background()
+	_, root, err := b.Store.Bootstrap(ctx, "root")
+	require.NoError(t, err)
+	auth := server.NewAuth(b.Store, server.AuthConfig{RefreshInterval: time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		FailedAuthLimit: server.Rate{PerSecond: -1}}) // the revoked tokens below would be limited
+	require.NoError(t, auth.Load(ctx))
+	runCtx, stop := context.WithCancel(ctx)
+	ran := make(chan error, 1)
+	go func() { ran <- auth.Run(runCtx) }()
+	defer func() { stop(); require.NoError(t, <-ran) }()
+	conn, _ := serveWithAuthOf(t, b.Store, auth)
+	admin := ledgerv1.NewLedgerAdminServiceClient(conn)
+
+	for i := range 100 {
+		created, err := admin.CreateToken(as(ctx, root), &ledgerv1.CreateTokenRequest{Principal: "svc", Reason: "r"})
+		require.NoError(t, err)
+		_, err = admin.WhoAmI(as(ctx, created.GetSecret()), &ledgerv1.WhoAmIRequest{})
+		require.NoError(t, err, "round %d: a token created here works here at once", i)
+		_, err = admin.RevokeToken(as(ctx, root), &ledgerv1.RevokeTokenRequest{Id: created.GetToken().GetId(), Reason: "r"})
+		require.NoError(t, err)
+		_, err = admin.WhoAmI(as(ctx, created.GetSecret()), &ledgerv1.WhoAmIRequest{})
+		require.Equal(t, codes.Unauthenticated, status.Code(err), "round %d: a token revoked here is refused here at once", i)
+	}
+}
+
+// serveWithAuthOf serves store in memory with auth.
+func serveWithAuthOf(t *testing.T, store *ledger.Store, auth *server.Auth) (*grpc.ClientConn, *server.Server) {
+	t.Helper()
+	srv, err := server.New(store, server.Config{Logger: slog.New(slog.DiscardHandler), Auth: auth})
+	require.NoError(t, err)
+	lis := bufconn.Listen(1 << 20)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn := ledgertest.Dial(t, lis)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		require.NoError(t, <-served)
+	})
+	return conn, srv
+}
