@@ -36,6 +36,9 @@ const (
 	// EventCredentialRefused: a revoked or expired token was presented with
 	// its right secret (at most one event per token per minute per replica).
 	EventCredentialRefused EventKind = "credential_refused"
+	// EventRestoreFenced: an operator raised the fencing epoch of a restored
+	// backup (Store.RestoreFence).
+	EventRestoreFenced EventKind = "restore_fenced"
 )
 
 // Event is one row of the append-only audit trail.

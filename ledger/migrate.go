@@ -2,10 +2,13 @@ package ledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"hash/fnv"
 	"log/slog"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
@@ -38,14 +41,15 @@ func migrationLockID(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
 // transaction, and records them. It is safe to run from several processes
 // at once, and a no-op when nothing is pending. It returns the versions it
 // applied, and fails with ErrSchemaTooNew if the database was migrated by a
-// newer ledgerd.
+// newer ledgerd whose migrations this one may not run beside (a newer schema
+// that only added to this one's is served as it is).
 func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) ([]int64, error) {
 	provider, closeDB, err := newMigrationProvider(ctx, pool, logger)
 	if err != nil {
 		return nil, err
 	}
 	defer closeDB()
-	if err := checkNotTooNew(ctx, provider); err != nil {
+	if err := checkNotTooNew(ctx, provider, pool); err != nil {
 		return nil, err
 	}
 	results, err := provider.Up(ctx)
@@ -60,7 +64,8 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) ([]in
 }
 
 // CheckSchema verifies that the database's schema is the one this ledgerd
-// knows: it fails with ErrSchemaTooNew when the database is ahead, and with
+// can serve: it fails with ErrSchemaTooNew when the database is ahead by a
+// migration this ledgerd may not run beside (see checkNotTooNew), and with
 // ErrSchemaBehind when migrations are pending.
 func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
 	provider, closeDB, err := newMigrationProvider(ctx, pool, nil)
@@ -68,7 +73,7 @@ func CheckSchema(ctx context.Context, pool *pgxpool.Pool) error {
 		return err
 	}
 	defer closeDB()
-	if err := checkNotTooNew(ctx, provider); err != nil {
+	if err := checkNotTooNew(ctx, provider, pool); err != nil {
 		return err
 	}
 	pending, err := provider.HasPending(ctx)
@@ -110,13 +115,53 @@ func newMigrationProvider(ctx context.Context, pool *pgxpool.Pool, logger *slog.
 	return provider, func() { _ = db.Close() }, nil
 }
 
-func checkNotTooNew(ctx context.Context, provider *goose.Provider) error {
+// checkNotTooNew refuses a database migrated beyond what this ledgerd knows,
+// unless every migration beyond it is one an older ledgerd may run beside:
+// the database's ledgerd_schema_compat row names the oldest schema version
+// a ledgerd must know to serve it (migrations/00010_fencing_epoch.sql), and
+// only the migrations that an older ledgerd would break on raise it. That is
+// what lets a rolling upgrade, or a rollback of the binary, run the older
+// ledgerd on the newer schema (see docs/operations.md, "Upgrades and
+// rollbacks").
+func checkNotTooNew(ctx context.Context, provider *goose.Provider, pool *pgxpool.Pool) error {
 	current, known, err := provider.GetVersions(ctx)
 	if err != nil {
 		return fmt.Errorf("read schema version: %w", dbError(err))
 	}
-	if current > known {
-		return fmt.Errorf("%w: database at version %d, this ledgerd knows up to %d", ErrSchemaTooNew, current, known)
+	if current <= known {
+		return nil
+	}
+	required, err := minBinarySchema(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if required > known {
+		return fmt.Errorf("%w: database at version %d needs a ledgerd that knows version %d or later, this one knows up to %d",
+			ErrSchemaTooNew, current, required, known)
 	}
 	return nil
+}
+
+// minBinarySchema reads the oldest schema version a ledgerd must know to
+// serve the database. A database whose schema predates the record (before
+// 00010) could only be ahead of a ledgerd older than the record too: such a
+// ledgerd refuses any newer schema, and so does this answer (MaxInt64).
+func minBinarySchema(ctx context.Context, pool *pgxpool.Pool) (int64, error) {
+	var present bool
+	err := pool.QueryRow(ctx, `SELECT to_regclass('ledgerd_schema_compat') IS NOT NULL`).Scan(&present)
+	if err != nil {
+		return 0, fmt.Errorf("read the schema's compatibility: %w", dbError(err))
+	}
+	if !present {
+		return math.MaxInt64, nil
+	}
+	var required int64
+	err = pool.QueryRow(ctx, `SELECT min_binary_schema FROM ledgerd_schema_compat`).Scan(&required)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return math.MaxInt64, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read the schema's compatibility: %w", dbError(err))
+	}
+	return required, nil
 }

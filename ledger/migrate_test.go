@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"strconv"
 	"strings"
@@ -92,22 +93,63 @@ func TestConcurrentMigratorsDoNotCollide(t *testing.T) {
 	require.Equal(t, knownVersions(t), appliedVersions(t, pool))
 }
 
+// TestSchemaChecks enforces the upgrade and rollback policy of
+// docs/operations.md ("Upgrades and rollbacks") in both directions: a
+// ledgerd refuses a database behind it until it is migrated, serves one a
+// newer ledgerd migrated with additive migrations only (a rolling upgrade's
+// older replicas, or a rollback of the binary), and refuses one whose
+// newer migrations say that it may not run beside them.
 func TestSchemaChecks(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	pool := pgtest.Pool(t)
+	known := knownVersions(t)
+	newest := known[len(known)-1]
 
 	// Before migrating: pending.
 	require.ErrorIs(t, ledger.CheckSchema(ctx, pool), ledger.ErrSchemaBehind)
 
 	_, err := ledger.Migrate(ctx, pool, nil)
 	require.NoError(t, err)
-	// A newer ledgerd migrated this database: refuse to run on it.
-	_, err = pool.Exec(ctx, `INSERT INTO ledgerd_migrations (version_id, is_applied) VALUES (99999, true)`)
+	require.NoError(t, ledger.CheckSchema(ctx, pool))
+
+	// A newer ledgerd added a migration that this one may run beside (it
+	// left min_binary_schema alone): served as it is, nothing to apply.
+	_, err = pool.Exec(ctx, `INSERT INTO ledgerd_migrations (version_id, is_applied) VALUES ($1, true)`, newest+1)
 	require.NoError(t, err)
-	require.ErrorIs(t, ledger.CheckSchema(ctx, pool), ledger.ErrSchemaTooNew)
+	require.NoError(t, ledger.CheckSchema(ctx, pool))
+	applied, err := ledger.Migrate(ctx, pool, nil)
+	require.NoError(t, err)
+	require.Empty(t, applied)
+
+	// Then one that this ledgerd may not run beside: refused, by the
+	// start-up check and by the migrator, with the versions named.
+	_, err = pool.Exec(ctx, `INSERT INTO ledgerd_migrations (version_id, is_applied) VALUES ($1, true)`, newest+2)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `UPDATE ledgerd_schema_compat SET min_binary_schema = $1`, newest+2)
+	require.NoError(t, err)
+	err = ledger.CheckSchema(ctx, pool)
+	require.ErrorIs(t, err, ledger.ErrSchemaTooNew)
+	require.ErrorContains(t, err, fmt.Sprintf("database at version %d needs a ledgerd that knows version %d or later, this one knows up to %d",
+		newest+2, newest+2, newest))
 	_, err = ledger.Migrate(ctx, pool, nil)
 	require.ErrorIs(t, err, ledger.ErrSchemaTooNew)
+}
+
+// TestSchemaRequiresThisLedgerd: the migrations this ledgerd ships say that
+// an older ledgerd may not serve them (00010: an older one would not read
+// the fencing epoch), and are never marked as needing a newer one.
+func TestSchemaRequiresThisLedgerd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgtest.Pool(t)
+	_, err := ledger.Migrate(ctx, pool, nil)
+	require.NoError(t, err)
+	known := knownVersions(t)
+	var required int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT min_binary_schema FROM ledgerd_schema_compat`).Scan(&required))
+	require.GreaterOrEqual(t, required, int64(10))
+	require.LessOrEqual(t, required, known[len(known)-1])
 }
 
 func TestEventsAreAppendOnly(t *testing.T) {

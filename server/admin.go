@@ -333,6 +333,7 @@ var eventKinds = apiPairs[ledger.EventKind, ledgerv1.EventKind]{
 	ledger.EventRoleGranted:        ledgerv1.EventKind_EVENT_KIND_ROLE_GRANTED,
 	ledger.EventRoleRevoked:        ledgerv1.EventKind_EVENT_KIND_ROLE_REVOKED,
 	ledger.EventCredentialRefused:  ledgerv1.EventKind_EVENT_KIND_CREDENTIAL_REFUSED,
+	ledger.EventRestoreFenced:      ledgerv1.EventKind_EVENT_KIND_RESTORE_FENCED,
 }
 
 // states pairs the domain's states with the API's.

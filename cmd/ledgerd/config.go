@@ -43,6 +43,7 @@ type config struct {
 	InsecureDev         bool // serve without authentication, on loopback only
 	AuthRefreshInterval time.Duration
 	Principal           string // bootstrap
+	Reason              string // restore-fence
 	DBMaxConns          int32
 	NoMigrate           bool
 	ShutdownTimeout     time.Duration
@@ -120,6 +121,9 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	fs.TextVar(&cfg.LogLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
 	if command == "bootstrap" {
 		fs.StringVar(&cfg.Principal, "principal", "", "the principal (a name) of the first platform admin")
+	}
+	if command == "restore-fence" {
+		fs.StringVar(&cfg.Reason, "reason", "", "why the fencing epoch is raised (required; recorded in the restore_fenced audit event), e.g. the backup restored and the incident")
 	}
 	// bootstrap's token lives as long as any other: give both commands the
 	// same --max-token-ttl.

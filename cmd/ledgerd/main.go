@@ -5,6 +5,10 @@
 //	                  ports are bound at once; health says NOT_SERVING until
 //	                  the database is reached)
 //	ledgerd migrate   apply pending migrations and exit
+//	ledgerd restore-fence --reason R
+//	                  after restoring a backup, before any replica serves:
+//	                  raise the fencing epoch (see docs/operations.md,
+//	                  "Backup and restore")
 //	ledgerd version   print the version
 //
 // Every flag has an environment variable fallback, LEDGER_ followed by the
@@ -118,6 +122,10 @@ Usage:
   ledgerd migrate [flags]   apply pending migrations and exit
   ledgerd bootstrap --principal NAME [flags]
                             create the first platform-admin token (printed once)
+  ledgerd restore-fence --reason TEXT [flags]
+                            after restoring a backup, before any replica serves it: raise
+                            the fencing epoch so that every new token is above every token
+                            granted before the restore, and end the leases the backup holds
   ledgerd version           print the version
 
 Run 'ledgerd serve --help' for the flags. Every flag can also be set with an
@@ -150,6 +158,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return bootstrap(ctx, cfg, stdout)
+	case "restore-fence":
+		cfg, err := parseConfig("restore-fence", args[1:], getenv, stderr)
+		if err != nil {
+			return err
+		}
+		return restoreFence(ctx, cfg, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "ledgerd", version)
 		return nil
@@ -767,6 +781,45 @@ func serveProfiles(addr string, logger *slog.Logger) (stop func(), err error) {
 	go func() { _ = profiles.Serve(lis) }()
 	logger.Warn("serving Go profiles", "addr", lis.Addr().String())
 	return func() { _ = profiles.Close() }, nil
+}
+
+// restoreFence raises the fencing epoch of a database restored from a
+// backup (ledger.Store.RestoreFence), after applying the migrations the
+// backup lacks, and prints what it did and the backup's high-water marks.
+func restoreFence(ctx context.Context, cfg config, stdout io.Writer) error {
+	if cfg.Reason == "" {
+		return errors.New("--reason is required: why the fencing epoch is raised (the backup restored, the incident)")
+	}
+	logger := cfg.logger(stdout)
+	// A one-off administrative command: it migrates, so its sessions are
+	// the migrations' (no statement timeout: it rewrites every leased entry).
+	pool, err := openPool(ctx, cfg, forMigrations)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if _, err := ledger.Migrate(ctx, pool, logger); err != nil {
+		return err
+	}
+	store, err := ledger.New(pool, cfg.Ledger)
+	if err != nil {
+		return err
+	}
+	fence, err := store.RestoreFence(ledger.WithCaller(ctx, "ledgerd-restore-fence"), cfg.Reason)
+	if err != nil {
+		return err
+	}
+	lastEventAt := "none"
+	if fence.BackupLastEventAt != nil {
+		lastEventAt = fence.BackupLastEventAt.UTC().Format(time.RFC3339Nano)
+	}
+	fmt.Fprintf(stdout, "fencing epoch raised from %d to %d: every token granted from now on is at least %d\n",
+		fence.PreviousEpoch, fence.Epoch, fence.TokenFloor)
+	fmt.Fprintf(stdout, "leases ended: %d\n", fence.LeasesEnded)
+	fmt.Fprintf(stdout, "the backup's last event: id %d at %s; its highest token: %d\n",
+		fence.BackupLastEventID, lastEventAt, fence.BackupMaxToken)
+	fmt.Fprintln(stdout, "keys completed after that event are not in this ledger and will run again, with tokens of the new epoch")
+	return nil
 }
 
 // bootstrap creates a platform-admin binding and token for the first

@@ -5,6 +5,11 @@
 -- entry's state and token so that the caller can tell a retry, a lost lease
 -- and a key that is not leased apart.
 --
+-- The token moves by exactly one (the caller tells a retry by it), and
+-- needs no fencing epoch floor: `ledgerd restore-fence` ends every lease
+-- granted before it, so a lease held now was granted in the current epoch,
+-- above its floor.
+--
 -- $1 namespace, $2 key, $3 token (0: whatever lease is held), $4 reason,
 -- $5 caller
 WITH released AS (

@@ -8,6 +8,10 @@
 -- A key that retention purged starts again above the token it had (found in
 -- its purged event), so that a worker from before the purge still gets
 -- LEASE_LOST: fencing tokens never repeat while the key's events are kept.
+-- And every token is at least the fencing epoch's floor (epoch << 38, read
+-- here, in the statement, so that it costs no round trip and a replica
+-- never grants from a stale copy of it; see migrations/00010_fencing_epoch.sql
+-- and `ledgerd restore-fence`).
 --
 -- In a namespace with a stored-bytes quota, the new entry's stored bytes
 -- (key, owner, fingerprint, labels) are added to the usage, refused over
@@ -19,9 +23,10 @@ WITH inserted AS (
     INSERT INTO entries AS e (namespace, key, state, owner, fencing_token, lease_expires_at,
                               attempts, fingerprint, metadata, created_at, updated_at)
     VALUES ($1, $2, 'leased', $3,
-            1 + coalesce((SELECT p.fencing_token FROM events p
-                          WHERE p.namespace = $1 AND p.key = $2 AND p.kind = 'purged'
-                          ORDER BY p.id DESC LIMIT 1), 0),
+            greatest(1 + coalesce((SELECT p.fencing_token FROM events p
+                                   WHERE p.namespace = $1 AND p.key = $2 AND p.kind = 'purged'
+                                   ORDER BY p.id DESC LIMIT 1), 0),
+                     (SELECT f.epoch << 38 FROM fencing_epoch f)),
             now() + $4::bigint * interval '1 millisecond',
             1, $5, $6, now(), now())
     ON CONFLICT (namespace, key) DO NOTHING

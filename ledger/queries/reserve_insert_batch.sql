@@ -4,6 +4,9 @@
 -- arrays), the inserted entry or the existing one; an item with no row was
 -- inserted concurrently after this statement's snapshot and is run again.
 --
+-- Every token is at least the fencing epoch's floor, as in
+-- reserve_insert.sql.
+--
 -- The items are inserted in (namespace, key) order, so that two batches
 -- that share keys wait for each other instead of deadlocking. The keys of
 -- one batch are distinct (the caller ensures it).
@@ -23,9 +26,10 @@ WITH input AS (
     INSERT INTO entries AS e (namespace, key, state, owner, fencing_token, lease_expires_at,
                               attempts, fingerprint, metadata, created_at, updated_at)
     SELECT i.namespace, i.key, 'leased', i.owner,
-           1 + coalesce((SELECT p.fencing_token FROM events p
-                         WHERE p.namespace = i.namespace AND p.key = i.key AND p.kind = 'purged'
-                         ORDER BY p.id DESC LIMIT 1), 0),
+           greatest(1 + coalesce((SELECT p.fencing_token FROM events p
+                                  WHERE p.namespace = i.namespace AND p.key = i.key AND p.kind = 'purged'
+                                  ORDER BY p.id DESC LIMIT 1), 0),
+                    (SELECT f.epoch << 38 FROM fencing_epoch f)),
            now() + i.ttl_ms * interval '1 millisecond',
            1, i.fingerprint, i.metadata, now(), now()
     FROM input i

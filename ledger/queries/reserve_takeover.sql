@@ -5,6 +5,11 @@
 -- compare-and-set: if anyone changed the key since, no row is returned and
 -- the caller reads again.
 --
+-- The new token is also at least the fencing epoch's floor (epoch << 38),
+-- so that after `ledgerd restore-fence` a key restored with an old token
+-- jumps above every token granted before the restore (see
+-- migrations/00010_fencing_epoch.sql).
+--
 -- In a namespace with a stored-bytes quota, the change of the entry's
 -- stored bytes (the new owner and labels) is added to the usage, refused
 -- over the quota, as complete.sql does; an entry whose size changed
@@ -21,7 +26,7 @@ WITH counted AS (
     UPDATE entries e
     SET state = 'leased',
         owner = $3,
-        fencing_token = fencing_token + 1,
+        fencing_token = greatest(fencing_token + 1, (SELECT f.epoch << 38 FROM fencing_epoch f)),
         lease_expires_at = now() + $4::bigint * interval '1 millisecond',
         attempts = attempts + 1,
         metadata = coalesce($5::jsonb, metadata),

@@ -1,7 +1,8 @@
 -- ResetKey: forget a key's result, error and lease so that its work runs
 -- again: the key becomes released with attempts back to 0, and its fencing
 -- token moves on, so that a holder of the old lease is refused with
--- LEASE_LOST and the next grant gets a higher token still. The fingerprint
+-- LEASE_LOST and the next grant gets a higher token still (at least the
+-- fencing epoch's floor, like every grant). The fingerprint
 -- is kept. Writes the 'reset' event with the reason and previous state,
 -- which the caller read with the row locked, in the same transaction.
 -- The forgotten result, error and checkpoint leave the namespace's usage
@@ -18,7 +19,7 @@ WITH previous AS (
 ), reset AS (
     UPDATE entries
     SET state = 'released',
-        fencing_token = fencing_token + 1,
+        fencing_token = greatest(fencing_token + 1, (SELECT f.epoch << 38 FROM fencing_epoch f)),
         lease_expires_at = NULL,
         result = NULL,
         error_code = NULL,

@@ -210,6 +210,14 @@ const (
 	// caller's address), refused_at, refusals). At most one per token per
 	// minute on each server: refusals counts the calls it stands for.
 	EventKind_EVENT_KIND_CREDENTIAL_REFUSED EventKind = 19
+	// EVENT_KIND_RESTORE_FENCED: an operator ran `ledgerd restore-fence` on a
+	// restored backup, raising the fencing epoch (namespace and key empty: a
+	// platform event; fencing_token: the new epoch's lowest token; detail:
+	// reason, previous_epoch, epoch, token_floor, leases_ended, and the
+	// backup's high-water marks backup_last_event_id, backup_last_event_at,
+	// backup_max_token). Keys completed after those marks are not in the
+	// restored ledger and run again, with tokens of the new epoch.
+	EventKind_EVENT_KIND_RESTORE_FENCED EventKind = 20
 )
 
 // Enum value maps for EventKind.
@@ -235,6 +243,7 @@ var (
 		17: "EVENT_KIND_ROLE_REVOKED",
 		18: "EVENT_KIND_NAMESPACE_CREATED",
 		19: "EVENT_KIND_CREDENTIAL_REFUSED",
+		20: "EVENT_KIND_RESTORE_FENCED",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":         0,
@@ -257,6 +266,7 @@ var (
 		"EVENT_KIND_ROLE_REVOKED":        17,
 		"EVENT_KIND_NAMESPACE_CREATED":   18,
 		"EVENT_KIND_CREDENTIAL_REFUSED":  19,
+		"EVENT_KIND_RESTORE_FENCED":      20,
 	}
 )
 
@@ -2894,7 +2904,7 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x0fSTATE_COMPLETED\x10\x02\x12\x10\n" +
 	"\fSTATE_FAILED\x10\x03\x12\x12\n" +
 	"\x0eSTATE_RELEASED\x10\x04\x12\x10\n" +
-	"\fSTATE_PURGED\x10\x05*\xca\x04\n" +
+	"\fSTATE_PURGED\x10\x05*\xe9\x04\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_KIND_RESERVED\x10\x01\x12\x19\n" +
@@ -2916,7 +2926,8 @@ const file_ledger_v1_ledger_proto_rawDesc = "" +
 	"\x17EVENT_KIND_ROLE_GRANTED\x10\x10\x12\x1b\n" +
 	"\x17EVENT_KIND_ROLE_REVOKED\x10\x11\x12 \n" +
 	"\x1cEVENT_KIND_NAMESPACE_CREATED\x10\x12\x12!\n" +
-	"\x1dEVENT_KIND_CREDENTIAL_REFUSED\x10\x132\xb8\x05\n" +
+	"\x1dEVENT_KIND_CREDENTIAL_REFUSED\x10\x13\x12\x1d\n" +
+	"\x19EVENT_KIND_RESTORE_FENCED\x10\x142\xb8\x05\n" +
 	"\rLedgerService\x12E\n" +
 	"\aReserve\x12\x19.ledger.v1.ReserveRequest\x1a\x1a.ledger.v1.ReserveResponse\"\x03\x90\x02\x02\x12K\n" +
 	"\tHeartbeat\x12\x1b.ledger.v1.HeartbeatRequest\x1a\x1c.ledger.v1.HeartbeatResponse\"\x03\x90\x02\x02\x12H\n" +
