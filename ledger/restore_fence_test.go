@@ -130,6 +130,7 @@ func (b ledgerBackup) run(t *testing.T, program string, args ...string) {
 }
 
 func (b ledgerBackup) dump(t *testing.T) {
+	t.Helper()
 	b.run(t, "pg_dump", "--format=custom", "--schema="+b.schema, "--file="+b.file, "--dbname="+b.baseURL)
 }
 
@@ -197,7 +198,7 @@ func TestRestoreFenceKeepsTokensAboveTheLostOnes(t *testing.T) {
 	fence, err := restored.Store.RestoreFence(ledger.WithCaller(ctx, "ops"), "restored last night's dump after the disk loss")
 	require.NoError(t, err)
 	require.Equal(t, int64(0), fence.PreviousEpoch)
-	require.Greater(t, fence.Epoch, int64(0))
+	require.Positive(t, fence.Epoch)
 	require.Equal(t, fence.Epoch<<ledger.EpochShift, fence.TokenFloor)
 	require.Greater(t, fence.TokenFloor, seenBeforeRestore)
 	require.Equal(t, int64(2), fence.LeasesEnded, "the stalled lease and the held one")
