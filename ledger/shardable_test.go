@@ -54,6 +54,10 @@ var shardingRules = map[string]tableRule{
 	"api_tokens":         {class: reference},
 	"role_bindings":      {class: reference},
 	"ledgerd_migrations": {class: local},
+	// One row each. The epoch is read by every grant, on every node; the
+	// compatibility at start-up only.
+	"fencing_epoch":         {class: reference},
+	"ledgerd_schema_compat": {class: local},
 }
 
 // shardingExceptions are the findings the schema has today, each with the
