@@ -5,7 +5,8 @@
 //	                  ports are bound at once; health says NOT_SERVING until
 //	                  the database is reached)
 //	ledgerd migrate   apply pending migrations and exit
-//	ledgerd version   print the version
+//	ledgerd version   print the version, commit, build date and Go release
+//	                  (also --version)
 //
 // Every flag has an environment variable fallback, LEDGER_ followed by the
 // flag name in upper case with '-' as '_' (e.g. --database-url and
@@ -34,12 +35,10 @@ import (
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 
+	"github.com/ledgerd/ledgerd/internal/version"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/server"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	ctx, stop := notifyStop(context.Background())
@@ -118,7 +117,7 @@ Usage:
   ledgerd migrate [flags]   apply pending migrations and exit
   ledgerd bootstrap --principal NAME [flags]
                             create the first platform-admin token (printed once)
-  ledgerd version           print the version
+  ledgerd version           print the version, commit, build date and Go release (also --version)
 
 Run 'ledgerd serve --help' for the flags. Every flag can also be set with an
 environment variable: LEDGER_ and the flag name in upper case, '-' as '_'.
@@ -150,9 +149,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return bootstrap(ctx, cfg, stdout)
-	case "version":
-		fmt.Fprintln(stdout, "ledgerd", version)
-		return nil
+	case "version", "--version", "-version":
+		return version.Write(stdout, "ledgerd", version.Get())
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -391,7 +389,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	// "ledgerd listening" once the ports are bound, "ledgerd serving" once
 	// the start-up is done, with the same fields.
-	addrs := []any{"version", version, "addr", lis.Addr().String(), "http_addr", httpAddr,
+	addrs := []any{"version", version.Get().Version, "addr", lis.Addr().String(), "http_addr", httpAddr,
 		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns, "coalesce", !cfg.Ledger.Coalesce.Disabled,
 		"read_database", cfg.ReadDatabaseURL != "", "metrics_addr", metricsAddr}
 	logger.Info("ledgerd listening", addrs...)
