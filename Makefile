@@ -119,7 +119,7 @@ image: ## Build the container image IMAGE (localhost/ledgerd:VERSION) with podma
 	@rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(IMAGE_CONTEXT)/ledgerd ./cmd/ledgerd
 	cp /etc/ssl/certs/ca-certificates.crt $(IMAGE_CONTEXT)/
-	podman build --quiet --file deploy/image/Containerfile --tag '$(IMAGE)' \
+	podman build --quiet --layers=false --file deploy/image/Containerfile --tag '$(IMAGE)' \
 		--build-arg VERSION='$(VERSION)' --build-arg REVISION='$(COMMIT)' --build-arg CREATED='$(BUILD_DATE)' \
 		$(if $(SOURCE_DATE_EPOCH),--timestamp $(SOURCE_DATE_EPOCH)) $(IMAGE_CONTEXT)
 	@echo "image: $(IMAGE)"
