@@ -32,7 +32,14 @@ func TestMakeBuildStamps(t *testing.T) {
 	const sourceDateEpoch = "1700000000" // 2023-11-14T22:13:20Z
 	build := exec.CommandContext(ctx, "make", "--no-print-directory", "build", "VERSION=v1.2.3-test.1", "BIN_DIR="+binDir)
 	build.Dir = root
-	build.Env = append(os.Environ(), "SOURCE_DATE_EPOCH="+sourceDateEpoch)
+	// Not the settings of a make that runs this test (make test): its
+	// jobserver and command-line variables are not this make's.
+	for _, v := range os.Environ() {
+		if name, _, _ := strings.Cut(v, "="); name != "MAKEFLAGS" && name != "MFLAGS" && name != "MAKELEVEL" && name != "SOURCE_DATE_EPOCH" {
+			build.Env = append(build.Env, v)
+		}
+	}
+	build.Env = append(build.Env, "SOURCE_DATE_EPOCH="+sourceDateEpoch)
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "make build:\n%s", out)
 
