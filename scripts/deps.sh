@@ -9,6 +9,8 @@
 #   node      clients/typescript's npm dependencies (npm ci)
 #   ha        Patroni and etcd (Debian patroni, etcd-server): the high-availability
 #             cluster of internal/devcluster (StartHA)
+#   image     podman (Debian podman) to build the container image, and the CA
+#             certificates it copies (Debian ca-certificates)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,9 +69,18 @@ ha() {
 	fi
 }
 
+image() {
+	if ! command -v podman >/dev/null 2>&1; then
+		apt_install podman
+	fi
+	if [[ ! -s /etc/ssl/certs/ca-certificates.crt ]]; then
+		apt_install ca-certificates
+	fi
+}
+
 for what in "$@"; do
 	case "$what" in
-	codegen | python | node | ha) "$what" ;;
+	codegen | python | node | ha | image) "$what" ;;
 	*)
 		log "unknown: $what"
 		exit 2

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/ledgerd/ledgerd/internal/version"
 	"github.com/ledgerd/ledgerd/ledger"
 )
 
@@ -75,6 +76,7 @@ func (c MetricsConfig) withDefaults() MetricsConfig {
 //   - the leases held and expired per namespace, waiting Reserves, the
 //     LISTEN connection, and the database pool, read at scrape time;
 //   - the sweeper's deletions (ObserveSweep);
+//   - the build that serves (ledgerd_build_info);
 //   - the Go runtime and the process.
 //
 // Labels are bounded: namespace (in every series that has it, see
@@ -179,6 +181,7 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newBuildInfo(version.Get()),
 		m.rpcs,
 		m.reserveOutcomes,
 		m.staleTokenRefusals,

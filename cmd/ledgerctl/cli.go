@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/ledgerd/ledgerd/clients/go/ledgerclient"
+	"github.com/ledgerd/ledgerd/internal/version"
 )
 
 // The exit codes (see the package documentation).
@@ -95,7 +96,8 @@ Access (whoami: anyone; tokens and roles: platform admins, audited with --reason
 
 Other:
   help [COMMAND]        show this help, or a command's
-  version               print ledgerctl's version
+  version               print ledgerctl's version, commit, build date and Go release
+                        (also --version)
 
 Global flags (accepted before or after the command):
 %s
@@ -216,6 +218,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	top := flag.NewFlagSet("ledgerctl", flag.ContinueOnError)
 	top.SetOutput(io.Discard)
 	c.register(top)
+	showVersion := top.Bool("version", false, "print ledgerctl's version and exit")
 	if err := top.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, topUsage())
@@ -225,6 +228,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitUsage
 	}
 	args = top.Args()
+	if *showVersion {
+		return c.printVersion()
+	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, topUsage())
 		return exitUsage
@@ -233,8 +239,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help":
 		return c.help(args[1:])
 	case "version":
-		fmt.Fprintln(stdout, "ledgerctl", version)
-		return exitOK
+		return c.printVersion()
 	}
 	cmd, rest, err := findCommand(args)
 	if err != nil {
@@ -242,6 +247,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return exitUsage
 	}
 	return c.runCommand(ctx, cmd, rest)
+}
+
+// printVersion answers `ledgerctl version` and `ledgerctl --version`.
+func (c *cli) printVersion() int {
+	if err := version.Write(c.stdout, "ledgerctl", version.Get()); err != nil {
+		return exitInternal
+	}
+	return exitOK
 }
 
 // usage is the top-level help.

@@ -9,7 +9,8 @@
 //	                  after restoring a backup, before any replica serves:
 //	                  raise the fencing epoch (see docs/operations.md,
 //	                  "Backup and restore")
-//	ledgerd version   print the version
+//	ledgerd version   print the version, commit, build date and Go release
+//	                  (also --version)
 //
 // Every flag has an environment variable fallback, LEDGER_ followed by the
 // flag name in upper case with '-' as '_' (e.g. --database-url and
@@ -38,12 +39,10 @@ import (
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 
+	"github.com/ledgerd/ledgerd/internal/version"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/server"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	ctx, stop := notifyStop(context.Background())
@@ -126,7 +125,7 @@ Usage:
                             after restoring a backup, before any replica serves it: raise
                             the fencing epoch so that every new token is above every token
                             granted before the restore, and end the leases the backup holds
-  ledgerd version           print the version
+  ledgerd version           print the version, commit, build date and Go release (also --version)
 
 Run 'ledgerd serve --help' for the flags. Every flag can also be set with an
 environment variable: LEDGER_ and the flag name in upper case, '-' as '_'.
@@ -164,9 +163,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return restoreFence(ctx, cfg, stdout)
-	case "version":
-		fmt.Fprintln(stdout, "ledgerd", version)
-		return nil
+	case "version", "--version", "-version":
+		return version.Write(stdout, "ledgerd", version.Get())
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -405,7 +403,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	// "ledgerd listening" once the ports are bound, "ledgerd serving" once
 	// the start-up is done, with the same fields.
-	addrs := []any{"version", version, "addr", lis.Addr().String(), "http_addr", httpAddr,
+	addrs := []any{"version", version.Get().Version, "addr", lis.Addr().String(), "http_addr", httpAddr,
 		"tls", cfg.TLS != nil, "db_max_conns", cfg.DBMaxConns, "coalesce", !cfg.Ledger.Coalesce.Disabled,
 		"read_database", cfg.ReadDatabaseURL != "", "metrics_addr", metricsAddr}
 	logger.Info("ledgerd listening", addrs...)
