@@ -119,9 +119,12 @@ func watchConfig(ctx context.Context, cfg config, targets reloadTargets, logger 
 			applied = append(applied, s.Key)
 			running[s.Key] = s.Value
 		}
-		targets.logLevel.Set(next.LogLevel)
 		targets.server.SetRateLimits(next.RateLimits)
 		slices.Sort(applied)
+		// The summary is logged if either level admits it: a reload from
+		// warn to info says so too.
+		targets.logLevel.Set(min(targets.logLevel.Level(), next.LogLevel))
+		defer targets.logLevel.Set(next.LogLevel)
 		logger.Info("configuration reloaded", "trigger", why, "applied", applied, "restart_needed", restart,
 			"log_level", next.LogLevel.String(), "rate_limit_principal", next.RateLimits.PerPrincipal.PerSecond,
 			"rate_limit_namespace", next.RateLimits.PerNamespace.PerSecond)
@@ -139,6 +142,11 @@ func watchConfig(ctx context.Context, cfg config, targets reloadTargets, logger 
 			case <-ctx.Done():
 				return
 			case <-reloadRequests(ctx):
+				// The content read now is the one to compare with: the
+				// polls reload only what changes after it.
+				if content, err := os.ReadFile(file); err == nil {
+					digest = sha256.Sum256(content)
+				}
 				reload("SIGHUP")
 			case <-poll:
 				content, err := os.ReadFile(file)
