@@ -64,6 +64,7 @@ func (k valueKind) yamlTag() string {
 	switch k {
 	case kindBool, kindInt, kindFloat:
 		return ""
+	case kindString, kindDuration, kindLevel:
 	}
 	return "!!str"
 }

@@ -202,6 +202,7 @@ func (l *layers) explain(err error) error {
 			origins = append(origins, fmt.Sprintf("%s %q is set in %s", s.Key, redact(s.Key, s.Value), s.Origin))
 		case fromEnvironment:
 			origins = append(origins, fmt.Sprintf("%s %q is set by %s", s.Key, redact(s.Key, s.Value), s.Origin))
+		case fromDefault, fromFlag: // the message names the flag already
 		}
 	}
 	if len(origins) == 0 {
@@ -449,7 +450,7 @@ func (v ruledValue) Get() any {
 	if g, ok := v.Value.(flag.Getter); ok {
 		return g.Get()
 	}
-	return v.Value.String()
+	return v.String()
 }
 
 // ruledBool is a boolean flag's ruledValue: --no-coalesce alone means

@@ -250,7 +250,12 @@ func TestConfigCommand(t *testing.T) {
 	require.NoError(t, run(context.Background(), []string{"config", "--config", path, "-o", "json"}, env(vars), &jsonOut, &stderr))
 	var asJSON struct {
 		File     string `json:"file"`
-		Settings []struct{ Key, Value, Source, Origin string }
+		Settings []struct {
+			Key    string `json:"key"`
+			Value  string `json:"value"`
+			Source string `json:"source"`
+			Origin string `json:"origin"`
+		} `json:"settings"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(jsonOut.String()), &asJSON))
 	require.Equal(t, path, asJSON.File)
