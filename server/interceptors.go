@@ -42,7 +42,7 @@ func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
 		selector.UnaryServerInterceptor(requestLog(logger), selector.MatchFunc(notHealthCheck)),
 		rejectUndecodable(logger), // before auth: a request it cannot read names no namespace (see codec.go)
 		authInterceptor(cfg),
-		rateLimitInterceptor(cfg.RateLimits),
+		rateLimitInterceptor(cfg.limiter()),
 		outcomeInterceptor(cfg.Metrics),
 		deadlineInterceptor(cfg.DefaultTimeout, cfg.MaxTimeout),
 	)

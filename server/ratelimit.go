@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -46,9 +47,13 @@ var ReasonRateLimited = ledgerv1.ErrorReason_RATE_LIMITED.String()
 // naming made-up namespaces cannot grow the map without bound.
 const maxLimiters = 10000
 
-// rateLimiter keeps one bucket per principal and one per namespace.
+// rateLimiter keeps one bucket per principal and one per namespace. Its
+// limits can be replaced while it serves (see setLimits): the buckets stay,
+// with the tokens they hold, and take the new rates from then on.
 type rateLimiter struct {
-	limits     RateLimits
+	// limits is read without the lock by every call, so that unlimited
+	// calls take no lock at all.
+	limits     atomic.Pointer[RateLimits]
 	mu         sync.Mutex
 	principals *buckets
 	namespaces *buckets
@@ -76,8 +81,36 @@ func (b *buckets) get(key string) *rate.Limiter {
 	return l
 }
 
+// setRate gives every bucket the rate r from now on. A bucket keeps the
+// tokens it holds (at most the new burst): a principal that has spent its
+// burst does not get a fresh one because the limits were reloaded.
+func (b *buckets) setRate(r Rate, now time.Time) {
+	b.rate = r
+	for _, l := range b.byKey {
+		l.SetLimitAt(now, rate.Limit(r.PerSecond))
+		l.SetBurstAt(now, max(r.Burst, 1))
+	}
+}
+
 func newRateLimiter(limits RateLimits) *rateLimiter {
-	return &rateLimiter{limits: limits, principals: newBuckets(limits.PerPrincipal), namespaces: newBuckets(limits.PerNamespace)}
+	r := &rateLimiter{principals: newBuckets(limits.PerPrincipal), namespaces: newBuckets(limits.PerNamespace)}
+	r.limits.Store(&limits)
+	return r
+}
+
+// setLimits replaces the limits, keeping the buckets (see buckets.setRate).
+func (r *rateLimiter) setLimits(limits RateLimits, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.principals.setRate(limits.PerPrincipal, now)
+	r.namespaces.setRate(limits.PerNamespace, now)
+	r.limits.Store(&limits)
+}
+
+// unlimited reports whether neither limit applies, without the lock.
+func (r *rateLimiter) unlimited() bool {
+	l := r.limits.Load()
+	return l.PerPrincipal.unlimited() && l.PerNamespace.unlimited()
 }
 
 // admit takes a token from the principal's and the namespace's buckets, or
@@ -85,6 +118,7 @@ func newRateLimiter(limits RateLimits) *rateLimiter {
 func (r *rateLimiter) admit(principal, namespace string, cost int, now time.Time) (ok bool, retryAfter time.Duration, which string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	limits := r.limits.Load()
 	var reservations []*rate.Reservation
 	cancel := func() {
 		for _, res := range reservations {
@@ -106,27 +140,21 @@ func (r *rateLimiter) admit(principal, namespace string, cost int, now time.Time
 		reservations = append(reservations, res)
 		return true
 	}
-	if !check(r.principals, r.limits.PerPrincipal.unlimited(), principal, "principal "+principal) {
+	if !check(r.principals, limits.PerPrincipal.unlimited(), principal, "principal "+principal) {
 		return false, retryAfter, which
 	}
-	if namespace != "" && !check(r.namespaces, r.limits.PerNamespace.unlimited(), namespace, "namespace "+namespace) {
+	if namespace != "" && !check(r.namespaces, limits.PerNamespace.unlimited(), namespace, "namespace "+namespace) {
 		return false, retryAfter, which
 	}
 	return true, 0, ""
 }
 
-// rateLimitInterceptor refuses requests over the limits. It runs after
-// authentication, so that it knows the principal ("anonymous" without
-// authentication); health and reflection are not limited.
-func rateLimitInterceptor(limits RateLimits) grpc.UnaryServerInterceptor {
-	if limits.PerPrincipal.unlimited() && limits.PerNamespace.unlimited() {
-		return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			return handler(ctx, req)
-		}
-	}
-	limiter := newRateLimiter(limits)
+// rateLimitInterceptor refuses requests over limiter's limits. It runs
+// after authentication, so that it knows the principal ("anonymous"
+// without authentication); health and reflection are not limited.
+func rateLimitInterceptor(limiter *rateLimiter) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if public(info.FullMethod) {
+		if limiter.unlimited() || public(info.FullMethod) {
 			return handler(ctx, req)
 		}
 		principal, ok := principalFrom(ctx)
@@ -135,7 +163,7 @@ func rateLimitInterceptor(limits RateLimits) grpc.UnaryServerInterceptor {
 		}
 		cost, field := costOf(req)
 		namespace := namespaceOf(req)
-		if err := limits.batchOverBurst(field, cost, namespace != ""); err != nil {
+		if err := limiter.limits.Load().batchOverBurst(field, cost, namespace != ""); err != nil {
 			return nil, err
 		}
 		admitted, retryAfter, which := limiter.admit(principal, namespace, cost, time.Now())

@@ -68,6 +68,18 @@ type Config struct {
 	// The ping takes a connection from the store's pool, so a pool that
 	// cannot lend one within it fails too. Defaults to 2s.
 	HealthCheckTimeout time.Duration
+
+	// rateLimiter enforces RateLimits; New makes it, so that the Server
+	// can replace its limits (see Server.SetRateLimits).
+	rateLimiter *rateLimiter
+}
+
+// limiter returns the rate limiter New made, or a new one over RateLimits.
+func (c Config) limiter() *rateLimiter {
+	if c.rateLimiter != nil {
+		return c.rateLimiter
+	}
+	return newRateLimiter(c.RateLimits)
 }
 
 func (c Config) withDefaults() Config {
@@ -108,6 +120,7 @@ type Server struct {
 	store        *ledger.Store
 	auth         *Auth // nil: no authentication
 	logger       *slog.Logger
+	rateLimiter  *rateLimiter
 
 	healthCheckInterval, healthCheckTimeout time.Duration
 }
@@ -126,6 +139,7 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 	if err := limits.validate(); err != nil {
 		return nil, err
 	}
+	cfg.rateLimiter = newRateLimiter(cfg.RateLimits)
 	s := &Server{
 		limits: limits,
 		health: newDrainingHealth(),
@@ -136,6 +150,7 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 		healthCheckInterval: cfg.HealthCheckInterval,
 		healthCheckTimeout:  cfg.HealthCheckTimeout,
 	}
+	s.rateLimiter = cfg.rateLimiter
 	s.state = newServingState(s.health, cfg.Logger, !cfg.Starting)
 	s.requestWaits = newRequestWaits(limits, cfg.Auth != nil)
 	options := append(limits.serverOptions(),
@@ -176,6 +191,14 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 		cfg.Metrics.rpcs.InitializeMetrics(s.grpc) // after every service is registered
 	}
 	return s, nil
+}
+
+// SetRateLimits replaces the rate limits while the server serves, on both
+// ports: each principal's and namespace's bucket is kept with the tokens it
+// holds, and refills at the new rate from now on (so a reload grants no
+// fresh burst). Zero rates make the limits unlimited.
+func (s *Server) SetRateLimits(limits RateLimits) {
+	s.rateLimiter.setLimits(limits, time.Now())
 }
 
 // Serve accepts connections on lis until Shutdown. It returns nil after a

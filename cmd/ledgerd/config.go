@@ -19,7 +19,8 @@ import (
 	"github.com/ledgerd/ledgerd/server"
 )
 
-// config is ledgerd's configuration, from flags with environment fallbacks.
+// config is ledgerd's configuration, from its defaults, a file, the
+// environment and the command line (see parseLayers).
 type config struct {
 	DatabaseURL string
 	// ReadDatabaseURL is a hot standby's URL for the reads that may be
@@ -81,6 +82,13 @@ type config struct {
 	FailedAuthLimit server.Rate
 	// HTTP are the HTTP port's limits and its trusted proxies.
 	HTTP httpSettings
+	// Layers say where each setting came from (see parseLayers).
+	Layers *layers
+	// Output is `ledgerd config -o`: text or json.
+	Output string
+	// reread parses the configuration again from the same command line, and
+	// the file and the environment as they are then: a reload.
+	reread func() (config, error)
 }
 
 // httpSettings are the --http-* flags.
@@ -97,24 +105,77 @@ func envName(flagName string) string {
 	return "LEDGER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-func parseConfig(command string, args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	limits := ledger.DefaultLimits()
-	ns := ledger.DefaultNamespaceSettings()
-	cfg := config{}
-	var coalesce ledger.CoalesceConfig
-	var autoCreateNamespaces bool
-	var maxNamespacesPerPattern int
-	adminEventRetention := 365 * 24 * time.Hour
-	var maxConcurrentBatches int
-	var dbMaxConns, readDBMaxConns int
-	var grpcValues grpcFlagValues
-	var tlsValues tlsFlagValues
-	var maxTokenTTL time.Duration
+// flagValues are where the flags land, before check turns them into a
+// config.
+type flagValues struct {
+	cfg                        config
+	limits                     ledger.Limits
+	ns                         ledger.NamespaceSettings
+	coalesce                   ledger.CoalesceConfig
+	autoCreateNamespaces       bool
+	maxNamespacesPerPattern    int
+	adminEventRetention        time.Duration
+	maxConcurrentBatches       int
+	dbMaxConns, readDBMaxConns int
+	grpcValues                 grpcFlagValues
+	tlsValues                  tlsFlagValues
+	maxTokenTTL                time.Duration
+}
 
+func newFlagValues() *flagValues {
+	return &flagValues{limits: ledger.DefaultLimits(), ns: ledger.DefaultNamespaceSettings(), adminEventRetention: 365 * 24 * time.Hour}
+}
+
+// serves reports whether command takes `ledgerd serve`'s flags: serve, and
+// config, which prints what serve would run with.
+func serves(command string) bool { return command == "serve" || command == "config" }
+
+// parseConfig reads command's configuration from its layers, each over
+// the one before: the flags' defaults, the file that --config or
+// LEDGER_CONFIG names, the LEDGER_ variables, and the command line (see
+// parseLayers); then checks it. Errors name the setting, its value and
+// the rule, and where a value that breaks a rule came from.
+func parseConfig(command string, args []string, env environment, stderr io.Writer) (config, error) {
+	v := newFlagValues()
 	fs := flag.NewFlagSet("ledgerd "+command, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	defineFlags(fs, command, v)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: ledgerd %s [flags]\n\nFlags (each also read from the environment variable shown, and from the key\nof its name in the --config file; flags win over variables, variables over the file):\n", command)
+		fs.VisitAll(func(f *flag.Flag) {
+			variable := envName(f.Name)
+			if f.Name == outputFlag {
+				variable = "no variable"
+			}
+			fmt.Fprintf(fs.Output(), "  --%s (%s)\n    \t%s (default %q)\n", f.Name, variable, f.Usage, f.DefValue)
+		})
+	}
+	layers, err := parseLayers(fs, args, env)
+	if err != nil {
+		return config{}, err
+	}
+	cfg, err := v.check(command, fs)
+	if err != nil {
+		return config{}, layers.explain(err)
+	}
+	cfg.Layers = layers
+	// A reload reads the same layers again: the same command line, and the
+	// file and the environment as they are then.
+	cfg.reread = func() (config, error) { return parseConfig(command, args, env, io.Discard) }
+	return cfg, nil
+}
+
+// defineFlags defines command's flags on fs, landing in v. Every flag but
+// --config and -o is also a key of the configuration file and a LEDGER_
+// variable.
+func defineFlags(fs *flag.FlagSet, command string, v *flagValues) {
+	cfg, limits, ns, coalesce := &v.cfg, &v.limits, &v.ns, &v.coalesce
+	fs.String(configFlag, "", "YAML file of settings, one key per flag: the flag's name without the dashes (listen-addr: 127.0.0.1:7070); LEDGER_ variables and flags override it")
+	if command == "config" {
+		fs.StringVar(&cfg.Output, outputFlag, "text", "output format: text (YAML, each value's source in a comment) or json")
+	}
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL or DSN (required), e.g. postgres://ledgerd@db:5432/ledger?sslmode=verify-full")
-	fs.IntVar(&dbMaxConns, "db-max-conns", 16, "maximum database connections; throughput peaks at 4-16 on a small server")
+	fs.IntVar(&v.dbMaxConns, "db-max-conns", 16, "maximum database connections; throughput peaks at 4-16 on a small server")
 	fs.DurationVar(&cfg.DBStatementTimeout, "db-statement-timeout", 30*time.Second, "statement_timeout of ledgerd's database sessions: a statement running longer is cancelled and its call fails with UNAVAILABLE; 0 for none, negative to keep the database's setting; one set in the DSN wins; migrations run without it")
 	fs.DurationVar(&cfg.DBIdleInTransactionTimeout, "db-idle-in-transaction-timeout", 10*time.Second, "idle_in_transaction_session_timeout of ledgerd's database sessions: a session left idle inside a transaction (a stalled replica) is ended and its locks released; 0 for none, negative to keep the database's setting; one set in the DSN wins")
 	fs.StringVar(&cfg.LogFormat, "log-format", "auto", "log format: text, json, or auto (text when stdout is a terminal, json otherwise)")
@@ -127,10 +188,10 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	}
 	// bootstrap's token lives as long as any other: give both commands the
 	// same --max-token-ttl.
-	fs.DurationVar(&maxTokenTTL, "max-token-ttl", ledger.DefaultMaxTokenTTL, "the longest an API token may live: a longer --ttl is refused, and a token created without one (the bootstrap token included) gets this; 0 for no maximum (tokens without a ttl live until revoked)")
-	if command == "serve" {
+	fs.DurationVar(&v.maxTokenTTL, "max-token-ttl", ledger.DefaultMaxTokenTTL, "the longest an API token may live: a longer --ttl is refused, and a token created without one (the bootstrap token included) gets this; 0 for no maximum (tokens without a ttl live until revoked)")
+	if serves(command) {
 		fs.StringVar(&cfg.ReadDatabaseURL, "read-database-url", "", "PostgreSQL URL or DSN of a hot standby that serves ListEntries, GetHistory and ListEvents, which may then lag the primary (ListEvents stops where the standby has replayed); e.g. postgres://ledgerd@db1,db2/ledger?target_session_attrs=prefer-standby. While it cannot be reached, the primary serves them. Empty: the primary serves them")
-		fs.IntVar(&readDBMaxConns, "read-db-max-conns", 4, "maximum connections to --read-database-url")
+		fs.IntVar(&v.readDBMaxConns, "read-db-max-conns", 4, "maximum connections to --read-database-url")
 		fs.Float64Var(&cfg.RateLimits.PerPrincipal.PerSecond, "rate-limit-principal", 2000, "requests per second each principal may make, per replica (0: unlimited; unlimited by default with --insecure-dev)")
 		fs.IntVar(&cfg.RateLimits.PerPrincipal.Burst, "rate-limit-principal-burst", 4000, "burst of --rate-limit-principal")
 		fs.Float64Var(&cfg.RateLimits.PerNamespace.PerSecond, "rate-limit-namespace", 5000, "requests per second each namespace may receive, per replica (0: unlimited; unlimited by default with --insecure-dev)")
@@ -165,7 +226,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.IntVar(&limits.MaxCheckpointBytes, "max-checkpoint-bytes", limits.MaxCheckpointBytes, "maximum checkpoint size in bytes")
 		fs.IntVar(&limits.MaxErrorBytes, "max-error-bytes", limits.MaxErrorBytes, "maximum error message size in bytes")
 		fs.IntVar(&limits.MaxBatchItems, "max-batch-items", limits.MaxBatchItems, "most items of one ReserveBatch, CompleteBatch or LookupBatch")
-		fs.IntVar(&maxConcurrentBatches, "max-concurrent-batches", 4, "batch calls running at once; others wait for a slot (bounds their memory)")
+		fs.IntVar(&v.maxConcurrentBatches, "max-concurrent-batches", 4, "batch calls running at once; others wait for a slot (bounds their memory)")
 		fs.DurationVar(&limits.MinLeaseTTL, "min-lease-ttl", limits.MinLeaseTTL, "shortest lease a request may ask for")
 		fs.DurationVar(&limits.MaxWait, "max-wait", limits.MaxWait, "longest a Reserve may wait for the holder of a key (wait_timeout); longer waits are shortened")
 		fs.DurationVar(&ns.DefaultLeaseTTL, "default-lease-ttl", ns.DefaultLeaseTTL, "lease given to requests that ask for none (new namespaces)")
@@ -180,51 +241,31 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		fs.DurationVar(&limits.MaxRetention, "max-retention", limits.MaxRetention, "the longest retention any namespace may have (platform admins included)")
 		fs.DurationVar(&limits.MinEventRetention, "min-event-retention", limits.MinEventRetention, "the shortest event retention any namespace may have; the sweeper keeps every namespace's events at least this long, whatever its stored setting")
 		fs.DurationVar(&limits.MaxEventRetention, "max-event-retention", limits.MaxEventRetention, "the longest event retention any namespace may have; at least --max-retention")
-		fs.DurationVar(&adminEventRetention, "admin-event-retention", adminEventRetention, "how long the events of admin actions (force_released, reset, namespace_changed, namespace_created) are kept at least, whatever the namespace's event retention, and how long the platform's events (tokens, role bindings) are kept")
-		fs.BoolVar(&autoCreateNamespaces, "auto-create-namespaces", false, "a Reserve in a namespace that does not exist creates it with the defaults; off, it fails with NOT_FOUND and an admin creates namespaces (default true with --insecure-dev)")
-		fs.IntVar(&maxNamespacesPerPattern, "max-namespaces-per-pattern", 100, "most namespaces a principal authorized by a prefix pattern (team-a-*) may create, counted over the namespaces the pattern matches; platform admins are not bound; 0: no bound")
+		fs.DurationVar(&v.adminEventRetention, "admin-event-retention", v.adminEventRetention, "how long the events of admin actions (force_released, reset, namespace_changed, namespace_created) are kept at least, whatever the namespace's event retention, and how long the platform's events (tokens, role bindings) are kept")
+		fs.BoolVar(&v.autoCreateNamespaces, "auto-create-namespaces", false, "a Reserve in a namespace that does not exist creates it with the defaults; off, it fails with NOT_FOUND and an admin creates namespaces (default true with --insecure-dev)")
+		fs.IntVar(&v.maxNamespacesPerPattern, "max-namespaces-per-pattern", 100, "most namespaces a principal authorized by a prefix pattern (team-a-*) may create, counted over the namespaces the pattern matches; platform admins are not bound; 0: no bound")
 		fs.DurationVar(&cfg.HeartbeatEventInterval, "heartbeat-event-interval", time.Minute, "audit at most one heartbeat event per lease per interval; 0 records every heartbeat, a negative value none")
-		grpcFlags(fs, &grpcValues)
-		tlsFlags(fs, &tlsValues)
+		grpcFlags(fs, &v.grpcValues)
+		tlsFlags(fs, &v.tlsValues)
 		fs.DurationVar(&cfg.HTTP.ReadHeaderTimeout, "http-read-header-timeout", 10*time.Second, "HTTP port: how long a request's headers may take to arrive (and a TLS handshake)")
 		fs.DurationVar(&cfg.HTTP.BodyReadTimeout, "http-body-read-timeout", time.Minute, "HTTP port: how long an authenticated request's body may take to arrive (408 after); a body of the largest size needs about 3.2 Mbit/s at the default")
 		fs.DurationVar(&cfg.HTTP.IdleTimeout, "http-idle-timeout", 2*time.Minute, "HTTP port: how long a keep-alive connection may wait for its next request")
 		fs.IntVar(&cfg.HTTP.MaxHeaderBytes, "http-max-header-bytes", 64<<10, "HTTP port: largest request headers (431 for more); at most --grpc-max-header-bytes less 4 KiB")
-		fs.Func("trusted-proxies", "comma-separated CIDRs of the proxies in front of the HTTP port, whose X-Forwarded-For gives a request's source address (the rightmost address not itself trusted); empty: none, X-Forwarded-For is ignored", func(value string) error {
-			cfg.HTTP.TrustedProxies = nil
-			for _, cidr := range strings.Split(value, ",") {
-				if cidr = strings.TrimSpace(cidr); cidr == "" {
-					continue
-				}
-				prefix, err := netip.ParsePrefix(cidr)
-				if err != nil {
-					return fmt.Errorf("want CIDRs such as 10.0.0.0/8: %w", err)
-				}
-				cfg.HTTP.TrustedProxies = append(cfg.HTTP.TrustedProxies, prefix.Masked())
-			}
-			return nil
-		})
-		fs.DurationVar(&grpcValues.requestReadTimeout, "grpc-request-read-timeout", time.Minute, "how long a call may wait for its request message after its headers; the largest request needs about 2.4 Mbit/s at the default")
-		fs.IntVar(&grpcValues.maxPendingRequests, "grpc-max-pending-requests", 10000, "calls, over all connections, that may wait for their request message at once; more are refused with UNAVAILABLE")
+		fs.Var((*prefixList)(&cfg.HTTP.TrustedProxies), "trusted-proxies", "comma-separated CIDRs of the proxies in front of the HTTP port, whose X-Forwarded-For gives a request's source address (the rightmost address not itself trusted); empty: none, X-Forwarded-For is ignored")
+		fs.DurationVar(&v.grpcValues.requestReadTimeout, "grpc-request-read-timeout", time.Minute, "how long a call may wait for its request message after its headers; the largest request needs about 2.4 Mbit/s at the default")
+		fs.IntVar(&v.grpcValues.maxPendingRequests, "grpc-max-pending-requests", 10000, "calls, over all connections, that may wait for their request message at once; more are refused with UNAVAILABLE")
 	}
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: ledgerd %s [flags]\n\nFlags (each also read from the environment variable shown):\n", command)
-		fs.VisitAll(func(f *flag.Flag) {
-			fmt.Fprintf(fs.Output(), "  --%s (%s)\n    \t%s (default %q)\n", f.Name, envName(f.Name), f.Usage, f.DefValue)
-		})
-	}
-	if err := fs.Parse(args); err != nil {
-		return config{}, err
-	}
-	if fs.NArg() > 0 {
-		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
-	}
-	err := applyEnv(fs, getenv)
-	if err != nil {
-		return config{}, err
-	}
+}
+
+// check checks the flags' values and turns them into a config.
+func (v *flagValues) check(command string, fs *flag.FlagSet) (config, error) {
+	cfg, limits, ns, coalesce := v.cfg, v.limits, v.ns, v.coalesce
+	autoCreateNamespaces, maxNamespacesPerPattern, adminEventRetention := v.autoCreateNamespaces, v.maxNamespacesPerPattern, v.adminEventRetention
+	maxConcurrentBatches, dbMaxConns, readDBMaxConns := v.maxConcurrentBatches, v.dbMaxConns, v.readDBMaxConns
+	grpcValues, tlsValues, maxTokenTTL := v.grpcValues, v.tlsValues, v.maxTokenTTL
+	var err error
 	if cfg.DatabaseURL == "" {
-		return config{}, errors.New("--database-url (or LEDGER_DATABASE_URL) is required")
+		return config{}, errors.New("--database-url (or LEDGER_DATABASE_URL) is required, or database-url in the --config file")
 	}
 	for name, r := range map[string]server.Rate{"--rate-limit-principal": cfg.RateLimits.PerPrincipal, "--rate-limit-namespace": cfg.RateLimits.PerNamespace} {
 		if r.PerSecond < 0 || (r.PerSecond > 0 && r.Burst < 1) {
@@ -256,11 +297,11 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if cfg.LameDuckDelay < 0 {
 		return config{}, fmt.Errorf("--lame-duck-delay must not be negative, got %s", cfg.LameDuckDelay)
 	}
-	if command == "serve" && cfg.ListenAddr == "" {
+	if serves(command) && cfg.ListenAddr == "" {
 		// net.Listen("tcp", "") listens on every interface, on a random port.
 		return config{}, errors.New("--listen-addr must not be empty: an empty address listens on every interface; give host:port, e.g. 127.0.0.1:7070")
 	}
-	if command == "serve" {
+	if serves(command) {
 		for name, d := range map[string]time.Duration{"--health-check-interval": cfg.HealthCheckInterval, "--health-check-timeout": cfg.HealthCheckTimeout,
 			"--http-read-header-timeout": cfg.HTTP.ReadHeaderTimeout, "--http-body-read-timeout": cfg.HTTP.BodyReadTimeout, "--http-idle-timeout": cfg.HTTP.IdleTimeout} {
 			if d <= 0 {
@@ -271,7 +312,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	if dbMaxConns < 1 || dbMaxConns > 1000 {
 		return config{}, fmt.Errorf("--db-max-conns must be between 1 and 1000, got %d", dbMaxConns)
 	}
-	if command == "serve" && (readDBMaxConns < 1 || readDBMaxConns > 1000) {
+	if serves(command) && (readDBMaxConns < 1 || readDBMaxConns > 1000) {
 		return config{}, fmt.Errorf("--read-db-max-conns must be between 1 and 1000, got %d", readDBMaxConns)
 	}
 	if cfg.LogFormat != "auto" && cfg.LogFormat != "text" && cfg.LogFormat != "json" {
@@ -313,7 +354,7 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 		}
 	}
 	cfg.DBMaxConns, cfg.ReadDBMaxConns = int32(dbMaxConns), int32(readDBMaxConns)
-	if command == "serve" {
+	if serves(command) {
 		if cfg.GRPC, err = grpcValues.limits(); err != nil {
 			return config{}, err
 		}
@@ -341,28 +382,45 @@ func parseConfig(command string, args []string, getenv func(string) string, stde
 	return cfg, nil
 }
 
-// applyEnv sets every flag that was not given on the command line from its
-// environment variable, if that is set.
-func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var err error
-	fs.VisitAll(func(f *flag.Flag) {
-		value := getenv(envName(f.Name))
-		if err != nil || given[f.Name] || value == "" {
-			return
+// prefixList is --trusted-proxies: comma-separated CIDRs.
+type prefixList []netip.Prefix
+
+func (l *prefixList) Set(value string) error {
+	*l = nil
+	for _, cidr := range strings.Split(value, ",") {
+		if cidr = strings.TrimSpace(cidr); cidr == "" {
+			continue
 		}
-		if setErr := fs.Set(f.Name, value); setErr != nil {
-			err = fmt.Errorf("%s: %w", envName(f.Name), setErr)
+		prefix, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			return fmt.Errorf("want CIDRs such as 10.0.0.0/8: %w", err)
 		}
-	})
-	return err
+		*l = append(*l, prefix.Masked())
+	}
+	return nil
+}
+
+func (l *prefixList) String() string {
+	if l == nil {
+		return ""
+	}
+	cidrs := make([]string, len(*l))
+	for i, p := range *l {
+		cidrs[i] = p.String()
+	}
+	return strings.Join(cidrs, ",")
 }
 
 // logger logs to w as --log-format says; "auto" means text for a person
 // at a terminal, JSON for a log collector otherwise.
 func (c config) logger(w io.Writer) *slog.Logger {
-	options := &slog.HandlerOptions{Level: c.LogLevel}
+	return c.loggerAt(w, c.LogLevel)
+}
+
+// loggerAt is logger at a level that may change as it logs (a
+// *slog.LevelVar, which a reload sets).
+func (c config) loggerAt(w io.Writer, level slog.Leveler) *slog.Logger {
+	options := &slog.HandlerOptions{Level: level}
 	if c.LogFormat == "json" || (c.LogFormat == "auto" && !isTerminal(w)) {
 		return slog.New(slog.NewJSONHandler(w, options))
 	}

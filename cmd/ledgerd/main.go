@@ -14,7 +14,9 @@
 //
 // Every flag has an environment variable fallback, LEDGER_ followed by the
 // flag name in upper case with '-' as '_' (e.g. --database-url and
-// LEDGER_DATABASE_URL); `ledgerd serve --help` lists them.
+// LEDGER_DATABASE_URL), and a key of the same name in the YAML file that
+// --config names; `ledgerd serve --help` lists them, and `ledgerd config`
+// prints the values in force and where each came from.
 package main
 
 import (
@@ -46,7 +48,9 @@ import (
 
 func main() {
 	ctx, stop := notifyStop(context.Background())
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	ctx, stopReloads := notifyReload(ctx)
+	err := run(ctx, os.Args[1:], processEnvironment{}, os.Stdout, os.Stderr)
+	stopReloads()
 	stop() // not deferred: os.Exit below would skip it
 	if err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
@@ -125,15 +129,22 @@ Usage:
                             after restoring a backup, before any replica serves it: raise
                             the fencing epoch so that every new token is above every token
                             granted before the restore, and end the leases the backup holds
+  ledgerd config [-o json] [flags]
+                            print the configuration serve would run with, and where each
+                            value comes from (default, file, env, flag), secrets redacted
   ledgerd version           print the version, commit, build date and Go release (also --version)
 
 Run 'ledgerd serve --help' for the flags. Every flag can also be set with an
-environment variable: LEDGER_ and the flag name in upper case, '-' as '_'.
+environment variable, LEDGER_ and the flag name in upper case, '-' as '_', or
+in a YAML file named by --config (or LEDGER_CONFIG), whose keys are the flag
+names: flags win over variables, variables over the file. On SIGHUP, or when
+the file changes, serve applies the new log level and rate limits, and logs
+which other changes need a restart.
 `
 
 // run is main without the process: arguments, environment and output are
 // passed in, so tests can drive it.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, getenv environment, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return errUsage
@@ -163,6 +174,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return restoreFence(ctx, cfg, stdout)
+	case "config":
+		cfg, err := parseConfig("config", args[1:], getenv, stderr)
+		if err != nil {
+			return err
+		}
+		return printConfig(cfg, stdout)
 	case "version", "--version", "-version":
 		return version.Write(stdout, "ledgerd", version.Get())
 	case "help", "-h", "--help":
@@ -288,7 +305,10 @@ func migrate(ctx context.Context, cfg config, stdout io.Writer) error {
 // the server retries it (see server.Server.Start). Only a malformed URL or
 // a port that cannot be bound fails at once.
 func serve(ctx context.Context, cfg config, stdout io.Writer) error {
-	logger := cfg.logger(stdout)
+	// The level is a variable: a reload may change it (see watchConfig).
+	logLevel := new(slog.LevelVar)
+	logLevel.Set(cfg.LogLevel)
+	logger := cfg.loggerAt(stdout, logLevel)
 	pool, err := newPool(ctx, cfg, forServing)
 	if err != nil {
 		return err
@@ -416,6 +436,9 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		}
 		defer stopProfiles()
 	}
+
+	stopWatching := watchConfig(ctx, cfg, reloadTargets{logLevel: logLevel, server: srv}, logger)
+	defer stopWatching()
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,9 +44,15 @@ func TestMain(m *testing.M) {
 	pgtest.Main(m)
 }
 
-func env(vars map[string]string) func(string) string {
-	return func(name string) string { return vars[name] }
-}
+// env is an environment that holds vars only.
+func env(vars map[string]string) environment { return mapEnvironment(vars) }
+
+// mapEnvironment is an environment of the variables in a map.
+type mapEnvironment map[string]string
+
+func (m mapEnvironment) Getenv(name string) string { return m[name] }
+
+func (m mapEnvironment) Names() []string { return slices.Collect(maps.Keys(m)) }
 
 // daemon is a ledgerd started by run, as main starts it.
 type daemon struct {

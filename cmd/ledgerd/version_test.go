@@ -25,7 +25,7 @@ func TestVersion(t *testing.T) {
 		t.Run(arg, func(t *testing.T) {
 			t.Parallel()
 			var stdout, stderr bytes.Buffer
-			require.NoError(t, run(context.Background(), []string{arg}, func(string) string { return "" }, &stdout, &stderr))
+			require.NoError(t, run(context.Background(), []string{arg}, env(nil), &stdout, &stderr))
 			require.Equal(t, want, stdout.String())
 			require.Empty(t, stderr.String())
 		})
