@@ -9,6 +9,7 @@
 #   node      clients/typescript's npm dependencies (npm ci)
 #   ha        Patroni and etcd (Debian patroni, etcd-server): the high-availability
 #             cluster of internal/devcluster (StartHA)
+#   systemd   systemd-analyze (Debian systemd), to verify deploy/systemd's unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,9 +68,15 @@ ha() {
 	fi
 }
 
+systemd() {
+	if ! command -v systemd-analyze >/dev/null 2>&1; then
+		apt_install systemd
+	fi
+}
+
 for what in "$@"; do
 	case "$what" in
-	codegen | python | node | ha) "$what" ;;
+	codegen | python | node | ha | systemd) "$what" ;;
 	*)
 		log "unknown: $what"
 		exit 2
