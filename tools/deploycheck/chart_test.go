@@ -18,7 +18,10 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	psa "k8s.io/pod-security-admission/api"
+	"k8s.io/pod-security-admission/policy"
 	"sigs.k8s.io/yaml"
 )
 
@@ -257,10 +260,22 @@ func containerPort(c corev1.Container, name string) int32 {
 	return 0
 }
 
-// checkSecurity checks the restricted security context of a pod and its
-// container.
+// checkSecurity checks a pod against the Pod Security Standards'
+// "restricted" level, as a namespace labelled
+// pod-security.kubernetes.io/enforce=restricted admits it, and for what
+// the chart promises on top (user 65532, a read-only root, no token).
 func checkSecurity(t *testing.T, where string, pod corev1.PodSpec, c corev1.Container) {
 	t.Helper()
+	evaluator, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := psa.LevelVersion{Level: psa.LevelRestricted, Version: psa.LatestVersion()}
+	for _, result := range evaluator.EvaluatePod(level, &metav1.ObjectMeta{}, &pod) {
+		if !result.Allowed {
+			t.Errorf("%s: Pod Security Standards, restricted: %s (%s)", where, result.ForbiddenReason, result.ForbiddenDetail)
+		}
+	}
 	sc := c.SecurityContext
 	if sc == nil || pod.SecurityContext == nil {
 		t.Errorf("%s: no security context", where)
