@@ -2,6 +2,7 @@ package deploycheck
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
@@ -98,6 +99,7 @@ func TestChartRenders(t *testing.T) {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			r := loadRender(t, file)
 			settings := checkReplicas(t, r, serve)
+			checkStarts(t, settings)
 			checkShutdown(t, r.deployment, settings)
 			checkServices(t, r)
 			checkMigrationJob(t, r, migrate)
@@ -220,8 +222,16 @@ func configFile(t *testing.T, r render, pod corev1.PodSpec, c corev1.Container, 
 // to scalars.
 func yamlSettings(t *testing.T, file string, text []byte) map[string]string {
 	t.Helper()
+	// Through JSON with UseNumber: a number keeps its digits (10737418240,
+	// not 1.073741824e+10).
+	jsonText, err := yaml.YAMLToJSON(text)
+	if err != nil {
+		t.Fatalf("config file %s: %v", file, err)
+	}
 	var raw map[string]any
-	if err := yaml.Unmarshal(text, &raw); err != nil {
+	decoder := json.NewDecoder(bytes.NewReader(jsonText))
+	decoder.UseNumber()
+	if err := decoder.Decode(&raw); err != nil {
 		t.Fatalf("config file %s: %v", file, err)
 	}
 	settings := map[string]string{}

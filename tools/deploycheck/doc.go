@@ -4,7 +4,10 @@
 // equal to `helm template` by `make helm-check`) and the systemd unit
 // (deploy/systemd) pass must be one that `ledgerd serve --help` or `ledgerd
 // migrate --help` lists, and the pieces of a render must fit together
-// (ports, probes, mounts, the shutdown budget, the security context).
+// (ports, probes, mounts, the shutdown budget, the security context, the
+// Pod Security Standards' restricted level). Each set of settings is also
+// given to a real `ledgerd serve`, which must accept every value and bind
+// its ports (it then waits for a database that is not there, and stops).
 //
 // It lives in the tools module because it reads Kubernetes types, which the
 // ledgerd module does not depend on. Run it with `make helm-check`.
