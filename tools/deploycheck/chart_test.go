@@ -98,8 +98,8 @@ func TestChartRenders(t *testing.T) {
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
 			r := loadRender(t, file)
-			settings := checkReplicas(t, r, serve)
-			checkStarts(t, settings)
+			settings, configFile := checkReplicas(t, r, serve)
+			checkStarts(t, serve, settings, configFile)
 			checkShutdown(t, r.deployment, settings)
 			checkServices(t, r)
 			checkMigrationJob(t, r, migrate)
@@ -115,8 +115,9 @@ func TestChartRenders(t *testing.T) {
 func labelsEqual(a, b map[string]string) bool { return maps.Equal(a, b) }
 
 // checkReplicas checks the ledgerd container and returns the settings it
-// gets, from its config file or its environment, by flag name.
-func checkReplicas(t *testing.T, r render, serve flagSet) map[string]string {
+// gets, from its config file or its environment, by flag name, and the
+// config file's text if it gets one.
+func checkReplicas(t *testing.T, r render, serve flagSet) (settings map[string]string, configText string) {
 	t.Helper()
 	pod := r.deployment.Spec.Template.Spec
 	if len(pod.Containers) != 1 {
@@ -129,7 +130,7 @@ func checkReplicas(t *testing.T, r render, serve flagSet) map[string]string {
 		t.Error("enableServiceLinks is not false: a Service named ledger-… would set LEDGER_* variables")
 	}
 
-	settings := map[string]string{}
+	settings = map[string]string{}
 	for _, e := range c.Env {
 		if !strings.HasPrefix(e.Name, "LEDGER_") {
 			continue
@@ -160,7 +161,9 @@ func checkReplicas(t *testing.T, r render, serve flagSet) map[string]string {
 		if !ok {
 			continue
 		}
-		for name, value := range configFile(t, r, pod, c, file) {
+		var fileSettings map[string]string
+		configText, fileSettings = configFile(t, r, pod, c, file)
+		for name, value := range fileSettings {
 			if !serve.known(name) {
 				t.Errorf("config file %s: key %q is not a flag of `ledgerd serve --help`", file, name)
 			}
@@ -196,12 +199,13 @@ func checkReplicas(t *testing.T, r render, serve flagSet) map[string]string {
 			t.Errorf("%s %s is not in a mounted Secret", setting, file)
 		}
 	}
-	return settings
+	return settings, configText
 }
 
-// configFile returns the keys of the config file the container is given,
-// after checking that a ConfigMap of the render is mounted there.
-func configFile(t *testing.T, r render, pod corev1.PodSpec, c corev1.Container, file string) map[string]string {
+// configFile returns the text and the keys of the config file the
+// container is given, after checking that a ConfigMap of the render is
+// mounted there.
+func configFile(t *testing.T, r render, pod corev1.PodSpec, c corev1.Container, file string) (string, map[string]string) {
 	t.Helper()
 	vol := mountOf(pod, c, file, "configMap")
 	if vol == nil {
@@ -215,7 +219,7 @@ func configFile(t *testing.T, r render, pod corev1.PodSpec, c corev1.Container, 
 	if !ok {
 		t.Fatalf("--config=%s: ConfigMap %s has no key %s", file, cm.Name, path.Base(file))
 	}
-	return yamlSettings(t, file, []byte(text))
+	return text, yamlSettings(t, file, []byte(text))
 }
 
 // yamlSettings reads a ledgerd config file: one flat mapping of flag names

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"maps"
 	"math/big"
 	"os"
 	"os/exec"
@@ -37,34 +38,56 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// checkStarts runs `ledgerd serve` with a render's settings, as LEDGER_*
-// variables, and checks that it accepts every value and binds its ports:
-// it logs "ledgerd listening", then waits for a database that is not
-// there, and stops on SIGTERM. The addresses become 127.0.0.1:0 (the
-// render's ports are checked against the container's elsewhere), and the
-// TLS files are made up here, at paths of their own.
-func checkStarts(t *testing.T, settings map[string]string) {
+// checkStarts runs `ledgerd serve` with a set of settings and checks that
+// it accepts every value and binds its ports: it logs "ledgerd listening",
+// then waits for a database that is not there, and stops on SIGTERM. It
+// runs once with the settings as LEDGER_* variables and, when configFile is
+// given and ledgerd knows --config (the arguments' check fails otherwise),
+// once more with the file itself, as the chart and the unit pass it. The
+// addresses become 127.0.0.1:0 (the render's ports are checked against the
+// container's elsewhere), and the TLS files are made up here: variables
+// override the file's.
+func checkStarts(t *testing.T, serve flagSet, settings map[string]string, configFile string) {
+	t.Helper()
+	overrides := map[string]string{}
+	var certs map[string]string
+	for name := range settings {
+		switch name {
+		case "listen-addr", "http-addr", "metrics-listen-addr":
+			overrides[name] = "127.0.0.1:0"
+		case "tls-cert-file", "tls-key-file", "tls-client-ca-file":
+			if certs == nil {
+				certs = writeCerts(t)
+			}
+			overrides[name] = certs[name]
+		}
+	}
+	all := maps.Clone(settings)
+	maps.Copy(all, overrides)
+	runServe(t, "the settings as LEDGER_* variables", nil, all)
+	if configFile != "" && serve.known("config") {
+		file := filepath.Join(t.TempDir(), "ledgerd.yaml")
+		if err := os.WriteFile(file, []byte(configFile), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		runServe(t, "--config", []string{"--config=" + file}, overrides)
+	}
+}
+
+// runServe runs `ledgerd serve` with the given flags and settings (as
+// LEDGER_* variables) until it listens, then stops it.
+func runServe(t *testing.T, what string, flags []string, settings map[string]string) {
 	t.Helper()
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
 		// Nothing listens on port 1: ledgerd keeps retrying, NOT_SERVING.
 		"LEDGER_DATABASE_URL=postgres://ledgerd@127.0.0.1:1/ledger?connect_timeout=1",
 	}
-	var certs map[string]string
 	for name, value := range settings {
-		switch name {
-		case "listen-addr", "http-addr", "metrics-listen-addr":
-			value = "127.0.0.1:0"
-		case "tls-cert-file", "tls-key-file", "tls-client-ca-file":
-			if certs == nil {
-				certs = writeCerts(t)
-			}
-			value = certs[name]
-		}
 		env = append(env, "LEDGER_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))+"="+value)
 	}
 	var out lockedBuffer
-	cmd := exec.Command(ledgerd, "serve")
+	cmd := exec.Command(ledgerd, append([]string{"serve"}, flags...)...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -75,10 +98,10 @@ func checkStarts(t *testing.T, settings map[string]string) {
 	for !strings.Contains(out.String(), "ledgerd listening") {
 		select {
 		case err := <-exited:
-			t.Fatalf("ledgerd serve with the render's settings exited (%v) before listening:\n%s", err, out.String())
+			t.Fatalf("ledgerd serve with %s exited (%v) before listening:\n%s", what, err, out.String())
 		case <-deadline:
 			_ = cmd.Process.Kill()
-			t.Fatalf("ledgerd serve with the render's settings did not listen within 30s:\n%s", out.String())
+			t.Fatalf("ledgerd serve with %s did not listen within 30s:\n%s", what, out.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -86,11 +109,11 @@ func checkStarts(t *testing.T, settings map[string]string) {
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Errorf("ledgerd serve exited with %v after SIGTERM:\n%s", err, out.String())
+			t.Errorf("ledgerd serve with %s exited with %v after SIGTERM:\n%s", what, err, out.String())
 		}
 	case <-time.After(time.Minute):
 		_ = cmd.Process.Kill()
-		t.Errorf("ledgerd serve did not stop within a minute of SIGTERM:\n%s", out.String())
+		t.Errorf("ledgerd serve with %s did not stop within a minute of SIGTERM:\n%s", what, out.String())
 	}
 }
 

@@ -71,7 +71,7 @@ func TestSystemdUnit(t *testing.T) {
 			t.Errorf("ledgerd.yaml: key %q is not a flag of `ledgerd serve --help`", name)
 		}
 	}
-	checkStarts(t, settings)
+	checkStarts(t, serve, settings, string(text))
 	if _, ok := settings["database-url"]; ok {
 		t.Error("ledgerd.yaml holds the database URL: it is readable by all, the URL belongs in the 0600 environment file")
 	}
