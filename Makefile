@@ -2,8 +2,9 @@
 #
 # Everything a target needs is installed by the target itself on a fresh
 # machine: PostgreSQL (Debian package, when root and missing), buf (npm,
-# pinned in tools/buf), grpcurl, grpc-health-probe and golangci-lint (Go,
-# pinned in tools/go.mod). Nothing is fetched from a remote plugin registry.
+# pinned in tools/buf), grpcurl, grpc-health-probe, golangci-lint and helm
+# (Go, pinned in tools/go.mod), systemd-analyze (Debian package). Nothing
+# is fetched from a remote plugin registry.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
@@ -159,6 +160,28 @@ $(GOLANGCI_LINT): tools/go.mod tools/go.sum
 	cd tools && go build -o ../$@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 	@touch $@
 
+# helm (deploy/helm/ledgerd), built from the version pinned in tools/go.mod
+# like golangci-lint: rebuilt only when tools/go.mod changes (a cold build
+# takes several minutes on 2 cores).
+HELM := bin/helm
+$(HELM): tools/go.mod tools/go.sum
+	cd tools && go build -o ../$@ helm.sh/helm/v4/cmd/helm
+	@touch $@
+
+.PHONY: helm-check
+helm-check: $(HELM) ## Lint the Helm chart, compare its renders with deploy/helm/ledgerd/testdata, check them and the systemd unit against ledgerd's flags.
+	scripts/helm-check.sh $(HELM)
+	cd tools && go test -count=1 ./deploycheck/
+
+.PHONY: helm-golden
+helm-golden: $(HELM) ## Rewrite the Helm chart's golden renders (deploy/helm/ledgerd/testdata) after a change to the chart.
+	scripts/helm-check.sh $(HELM) --update
+
+.PHONY: systemd-check
+systemd-check: ## Verify deploy/systemd/ledgerd.service with systemd-analyze.
+	@scripts/deps.sh systemd
+	scripts/systemd-check.sh
+
 # make lint runs every step, even after one has failed, then names the
 # steps that failed. LINT_STEP NAME COMMAND... runs one step.
 LINT_STEP = step() { local name="$$1"; shift; echo "--- lint: $$name"; "$$@" || failed+=("$$name"); }
@@ -189,4 +212,4 @@ breaking: $(BUF) ## Check proto/ for breaking changes against main.
 	$(BUF) breaking proto --against '$(BREAKING_AGAINST)'
 
 .PHONY: ci
-ci: lint check-generated test ## What CI runs (.ci/run).
+ci: lint check-generated helm-check systemd-check test ## What CI runs (.ci/run).

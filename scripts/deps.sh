@@ -11,6 +11,7 @@
 #             cluster of internal/devcluster (StartHA)
 #   image     podman (Debian podman) to build the container image, and the CA
 #             certificates it copies (Debian ca-certificates)
+#   systemd   systemd-analyze (Debian systemd), to verify deploy/systemd's unit
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,9 +79,15 @@ image() {
 	fi
 }
 
+systemd() {
+	if ! command -v systemd-analyze >/dev/null 2>&1; then
+		apt_install systemd
+	fi
+}
+
 for what in "$@"; do
 	case "$what" in
-	codegen | python | node | ha | image) "$what" ;;
+	codegen | python | node | ha | image | systemd) "$what" ;;
 	*)
 		log "unknown: $what"
 		exit 2
