@@ -186,7 +186,7 @@ systemd-check: ## Verify deploy/systemd/ledgerd.service with systemd-analyze.
 # steps that failed. LINT_STEP NAME COMMAND... runs one step.
 LINT_STEP = step() { local name="$$1"; shift; echo "--- lint: $$name"; "$$@" || failed+=("$$name"); }
 .PHONY: lint
-lint: $(BUF) $(GOLANGCI_LINT) ## gofmt; go vet; golangci-lint (.golangci.yaml); buf lint; buf format; go mod tidy (. and tools/); Markdown links.
+lint: $(BUF) $(GOLANGCI_LINT) ## gofmt; go vet and golangci-lint (.golangci.yaml; also in deploy/promcheck/); buf lint; buf format; go mod tidy (., tools/ and deploy/promcheck/); Markdown links.
 	@failed=(); $(LINT_STEP); \
 	gofmt_check() { local out; out="$$(gofmt -l $$(git ls-files -co --exclude-standard -- '*.go'))"; \
 		[ -z "$$out" ] || { echo "gofmt needed (gofmt -w FILE):" >&2; echo "$$out" >&2; return 1; }; }; \
@@ -198,6 +198,9 @@ lint: $(BUF) $(GOLANGCI_LINT) ## gofmt; go vet; golangci-lint (.golangci.yaml); 
 	step "buf format (fix: $(BUF) format -w proto)" $(BUF) format proto -d --exit-code; \
 	step "go mod tidy" tidy_check .; \
 	step "go mod tidy (tools/)" tidy_check tools; \
+	step "go mod tidy (deploy/promcheck/)" tidy_check deploy/promcheck; \
+	step "go vet (deploy/promcheck/)" bash -c 'cd deploy/promcheck && go vet ./...'; \
+	step "golangci-lint (deploy/promcheck/)" bash -c 'cd deploy/promcheck && ../../$(GOLANGCI_LINT) run ./...'; \
 	step "Markdown links" go run ./internal/linkcheck/cmd/linkcheck; \
 	if [ $${#failed[@]} -gt 0 ]; then \
 		echo "make lint: failed:" >&2; printf '  %s\n' "$${failed[@]}" >&2; exit 1; \

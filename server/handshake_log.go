@@ -29,6 +29,9 @@ const (
 	handshakeOther = "other"
 )
 
+// handshakeReasons lists every reason, so that each one's count starts at 0.
+var handshakeReasons = []string{handshakeNoClientCertificate, handshakeUntrustedClientCertificate, handshakeOther}
+
 // Bounds of the failed-handshake log, so that a scanner cannot flood it:
 // one line per source address per handshakeLogInterval (the next line says
 // how many failures were not logged meanwhile), at most

@@ -26,7 +26,7 @@ func TestLoopback(t *testing.T) {
 
 func TestNamespaceLabelsAreBounded(t *testing.T) {
 	t.Parallel()
-	labels := newLabelSet(2)
+	labels := newLabelSet(2, func(string) {})
 	require.Equal(t, "a", labels.label("a"))
 	require.Equal(t, "b", labels.label("b"))
 	require.Equal(t, otherNamespace, labels.label("c"), "beyond the bound")

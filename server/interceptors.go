@@ -23,14 +23,14 @@ import (
 
 // unaryInterceptors returns the chain, outermost first: the RPC metrics
 // (when configured) count every call, a panic included, as its client saw
-// it; recovery catches a panic anywhere below it; the request log sees the
+// it, and the failed ones by reason; recovery catches a panic anywhere below it; the request log sees the
 // final status, and the outcome that the outcome interceptor below it
 // works out; the deadline bounds the handler.
 func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
 	logger := cfg.Logger
 	var chain []grpc.UnaryServerInterceptor
 	if cfg.Metrics != nil {
-		chain = append(chain, cfg.Metrics.rpcs.UnaryServerInterceptor())
+		chain = append(chain, cfg.Metrics.rpcs.UnaryServerInterceptor(), cfg.Metrics.errorInterceptor())
 	}
 	return append(chain,
 		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(

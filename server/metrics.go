@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"github.com/ledgerd/ledgerd/internal/version"
 	"github.com/ledgerd/ledgerd/ledger"
 )
@@ -77,14 +79,22 @@ func (c MetricsConfig) withDefaults() MetricsConfig {
 //     LISTEN connection, and the database pool, read at scrape time;
 //   - the sweeper's deletions (ObserveSweep);
 //   - the build that serves (ledgerd_build_info);
+//   - failed RPCs by their ErrorInfo reason, whether the server is ready,
+//     and when its TLS certificate expires (see NewTLS);
 //   - the Go runtime and the process.
+//
+// Every counter is exported from the start, at 0 for each label value known
+// in advance, and for each namespace once it is first seen, so that rate()
+// sees the first increment and alerts find their series.
 //
 // Labels are bounded: namespace (in every series that has it, see
 // MetricsConfig.MaxNamespaceLabels), outcome and method take a few fixed
 // values, and no metric is labelled by key or owner.
 //
 // Pass Metrics to New (Config.Metrics) to record the RPCs, to NewAuth
-// (AuthConfig.Metrics) to count refused authentications, and to
+// (AuthConfig.Metrics) to count refused authentications, to NewTLS
+// (TLSConfig.Metrics) to count failed handshakes and export the
+// certificate's expiry, and to
 // HTTPHandler (HTTPConfig.Metrics) to serve them on /metrics, or serve
 // Handler on a listener of its own.
 type Metrics struct {
@@ -103,6 +113,13 @@ type Metrics struct {
 	tlsHandshakeFailures *prometheus.CounterVec
 	authFailures         *prometheus.CounterVec // by refusal reason (see AuthConfig.Metrics)
 	waitsDeclined        prometheus.Counter
+	rpcErrors            *prometheus.CounterVec // by ErrorInfo reason (see errorReasonLabel)
+	// certificates is the TLS whose served certificate's expiry is
+	// exported (see NewTLS); nil without TLS.
+	certificates atomic.Pointer[TLS]
+	// readiness is the serving state of the server, exported as
+	// ledgerd_ready (see New); nil before New.
+	readiness atomic.Pointer[servingState]
 
 	namespaces *labelSet
 }
@@ -173,11 +190,28 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 			Name: "ledgerd_reserve_waits_declined_total",
 			Help: "Reserves with a wait_timeout answered without waiting, because their principal held --max-waiting-reserves-per-principal waits on this replica (ledgerd_reserve_waiters counts the waits).",
 		}),
-		namespaces: newLabelSet(cfg.MaxNamespaceLabels),
+		rpcErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ledgerd_rpc_errors_total",
+			Help: "RPCs that failed, by the reason of their google.rpc.ErrorInfo (LEASE_LOST, RATE_LIMITED, UNAUTHENTICATED...; _other: an error without a known reason).",
+		}, []string{"reason"}),
 	}
+	// Every counter starts at 0 for each label value known in advance, so
+	// that rate() and increase() see its first increment, and a dashboard or
+	// an alert finds the series before anything went wrong. Namespaces are
+	// known when they are first seen (see initNamespace).
+	m.namespaces = newLabelSet(cfg.MaxNamespaceLabels, m.initNamespace)
 	for _, reason := range refusalReasons {
 		m.authFailures.WithLabelValues(reason)
 	}
+	for _, reason := range errorReasons() {
+		m.rpcErrors.WithLabelValues(reason)
+	}
+	for _, service := range []grpc.ServiceDesc{ledgerv1.LedgerService_ServiceDesc, ledgerv1.LedgerAdminService_ServiceDesc} {
+		for _, method := range service.Methods {
+			m.permissionDenied.WithLabelValues(method.MethodName)
+		}
+	}
+	m.eventsDeleted.WithLabelValues(platformNamespace)
 	m.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -197,8 +231,136 @@ func NewMetrics(store *ledger.Store, cfg MetricsConfig) *Metrics {
 		newStoreCollector(store, cfg, m.namespaces),
 		newPoolCollector("pool", "--db-max-conns", store.PoolStat),
 		newPoolCollector("read_pool", "--read-db-max-conns", store.ReadPoolStat),
+		m.rpcErrors,
+		stateCollector{m},
 	)
 	return m
+}
+
+// The methods whose calls may be refused with LEASE_LOST and with
+// QUOTA_EXCEEDED, by which ledgerd_stale_token_refusals_total and
+// ledgerd_quota_refusals_total start at 0 (see initNamespace).
+var (
+	staleTokenMethods = []string{"Heartbeat", "Complete", "Fail", "Release"}
+	quotaMethods      = []string{"Reserve", "Complete"}
+	reserveOutcomes   = []string{outcomeAcquired, outcomeTakeover, outcomeReplayed, outcomeInProgress, outcomeFailed, outcomeMismatch}
+)
+
+// initNamespace starts the counters labelled by namespace at 0 for a
+// namespace label seen for the first time: its Reserve outcomes, its
+// refusals and its sweeper counts, 14 series. A namespace's series thus
+// cost the same whether or not anything went wrong in it, and the namespace
+// cap (MetricsConfig.MaxNamespaceLabels) bounds them all.
+func (m *Metrics) initNamespace(label string) {
+	for _, outcome := range reserveOutcomes {
+		m.reserveOutcomes.WithLabelValues(label, outcome)
+	}
+	for _, method := range staleTokenMethods {
+		m.staleTokenRefusals.WithLabelValues(label, method)
+	}
+	for _, method := range quotaMethods {
+		m.quotaRefusals.WithLabelValues(label, method)
+	}
+	m.sweeperPurged.WithLabelValues(label)
+	m.eventsDeleted.WithLabelValues(label)
+}
+
+// errorReasons are the values of ledgerd_rpc_errors_total's reason label:
+// the ErrorReason enum's names (but the unspecified one), and otherReason.
+func errorReasons() []string {
+	reasons := []string{otherReason}
+	for number, name := range ledgerv1.ErrorReason_name {
+		if number != int32(ledgerv1.ErrorReason_ERROR_REASON_UNSPECIFIED) {
+			reasons = append(reasons, name)
+		}
+	}
+	slices.Sort(reasons)
+	return reasons
+}
+
+// otherReason is the reason label of a failed RPC whose error carries no
+// ErrorInfo reason of the ErrorReason enum (gRPC's own UNIMPLEMENTED, say).
+const otherReason = "_other"
+
+// errorReasonLabel is the reason label of a failed RPC's error: its
+// ErrorInfo reason if the enum names it, otherReason otherwise, so that
+// the label takes a fixed set of values.
+func errorReasonLabel(err error) string {
+	reason := reasonOf(err)
+	if _, ok := ledgerv1.ErrorReason_value[reason]; !ok || reason == ledgerv1.ErrorReason_ERROR_REASON_UNSPECIFIED.String() {
+		return otherReason
+	}
+	return reason
+}
+
+// errorInterceptor counts the calls that fail by their reason
+// (ledgerd_rpc_errors_total). It stands outside the interceptors that
+// refuse calls (authentication, rate limits), so that it counts their
+// refusals too.
+func (m *Metrics) errorInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		resp, err := handler(ctx, req)
+		if err != nil {
+			m.rpcErrors.WithLabelValues(errorReasonLabel(err)).Inc()
+		}
+		return resp, err
+	}
+}
+
+// watchCertificate exports the expiry of the certificate that t serves
+// (ledgerd_tls_certificate_expiry_timestamp_seconds), read at each scrape
+// so that a reloaded certificate shows at once, and starts the failed
+// handshakes of every port and reason at 0.
+func (m *Metrics) watchCertificate(t *TLS) {
+	m.certificates.Store(t)
+	for _, port := range tlsPorts {
+		for _, reason := range handshakeReasons {
+			m.tlsHandshakeFailures.WithLabelValues(port, reason)
+		}
+	}
+}
+
+// watchReadiness exports whether the server is ready (ledgerd_ready), as
+// /readyz and the gRPC health service say.
+func (m *Metrics) watchReadiness(state *servingState) { m.readiness.Store(state) }
+
+// tlsPorts are the values of the port label of the TLS metrics: both ports
+// serve the same certificate.
+var tlsPorts = []string{"grpc", "http"}
+
+// stateCollector exports, read at each scrape, whether the server is ready
+// (once New has run) and when the served certificate expires, one series
+// per port (when the server has TLS).
+type stateCollector struct{ m *Metrics }
+
+var (
+	readyDesc = prometheus.NewDesc("ledgerd_ready",
+		"1 while the replica is ready (/readyz answers 200, the gRPC health service says SERVING); 0 while it starts, cannot reach the database, or shuts down.",
+		nil, nil)
+	certificateExpiryDesc = prometheus.NewDesc("ledgerd_tls_certificate_expiry_timestamp_seconds",
+		"When the certificate that the port serves expires (its NotAfter), in seconds since the Unix epoch; read at each scrape, after the certificate files are checked for a rotation.",
+		[]string{"port"}, nil)
+)
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- readyDesc
+	ch <- certificateExpiryDesc
+}
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	if state := c.m.readiness.Load(); state != nil {
+		ready := 0.0
+		if state.notReadyReason() == "" {
+			ready = 1
+		}
+		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, ready)
+	}
+	if t := c.m.certificates.Load(); t != nil {
+		notAfter := float64(t.served().NotAfter.Unix())
+		for _, port := range tlsPorts {
+			ch <- prometheus.MustNewConstMetric(certificateExpiryDesc, prometheus.GaugeValue, notAfter, port)
+		}
+	}
 }
 
 // Registry returns the registry that holds the metrics, for a caller that
@@ -259,14 +421,18 @@ func (m *Metrics) observe(method string, call callOutcome) {
 
 // labelSet admits up to max distinct label values; later ones become
 // otherNamespace, so that requests cannot grow the series without bound.
+// admitted is called once for each label it hands out, otherNamespace
+// included, before the label is returned.
 type labelSet struct {
-	mu     sync.Mutex
-	values map[string]struct{}
-	max    int
+	mu       sync.Mutex
+	values   map[string]struct{}
+	max      int
+	full     bool // otherNamespace has been handed out
+	admitted func(label string)
 }
 
-func newLabelSet(maxValues int) *labelSet {
-	return &labelSet{values: make(map[string]struct{}), max: maxValues}
+func newLabelSet(maxValues int, admitted func(label string)) *labelSet {
+	return &labelSet{values: make(map[string]struct{}), max: maxValues, admitted: admitted}
 }
 
 func (s *labelSet) label(value string) string {
@@ -276,9 +442,14 @@ func (s *labelSet) label(value string) string {
 		return value
 	}
 	if len(s.values) >= s.max {
+		if !s.full {
+			s.full = true
+			s.admitted(otherNamespace)
+		}
 		return otherNamespace
 	}
 	s.values[value] = struct{}{}
+	s.admitted(value)
 	return value
 }
 

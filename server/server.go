@@ -189,6 +189,7 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 	reflection.Register(s.grpc)
 	if cfg.Metrics != nil {
 		cfg.Metrics.rpcs.InitializeMetrics(s.grpc) // after every service is registered
+		cfg.Metrics.watchReadiness(s.state)
 	}
 	return s, nil
 }

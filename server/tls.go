@@ -45,8 +45,10 @@ type TLSConfig struct {
 	// principals.
 	ClientIssuerSPKIs [][sha256.Size]byte
 	// Metrics counts the failed handshakes
-	// (ledgerd_tls_handshake_failures_total). Defaults to nil: not
-	// counted.
+	// (ledgerd_tls_handshake_failures_total) and exports the served
+	// certificate's expiry
+	// (ledgerd_tls_certificate_expiry_timestamp_seconds). Defaults to nil:
+	// neither.
 	Metrics *Metrics
 	// ReloadCheckInterval is how often, at most, a handshake checks whether
 	// the files changed on disk (their modification time or size). Defaults
@@ -115,6 +117,9 @@ func NewTLS(cfg TLSConfig) (*TLS, error) {
 	var err error
 	if t.current, t.leaf, err = cfg.load(); err != nil {
 		return nil, err
+	}
+	if cfg.Metrics != nil {
+		cfg.Metrics.watchCertificate(t)
 	}
 	return t, nil
 }
@@ -185,6 +190,17 @@ func (t *TLS) config() *tls.Config {
 	t.cfg.Logger.Info("TLS certificate reloaded", "subject", leaf.Subject.String(),
 		"serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter)
 	return t.current
+}
+
+// served returns the certificate that handshakes are served now, after
+// checking the files for a rotation as a handshake does: its expiry is
+// exported (ledgerd_tls_certificate_expiry_timestamp_seconds), and a scrape
+// should see a rotated certificate even if no client connected since.
+func (t *TLS) served() *x509.Certificate {
+	t.config()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.leaf
 }
 
 // serverConfig returns a configuration whose handshakes use the current
