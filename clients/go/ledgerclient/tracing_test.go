@@ -215,3 +215,24 @@ func TestTraceOfCoalescedLookups(t *testing.T) {
 	}
 	require.Equal(t, n, rode)
 }
+
+// TestRequestIDOnErrors checks that an *Error carries the request id under
+// which ledgerd logged the failed call: the one given with WithRequestID,
+// or the one ledgerd made.
+func TestRequestIDOnErrors(t *testing.T) {
+	noLeaks(t)
+	b := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	lost := &ledgerv1.CompleteRequest{Namespace: namespace, Key: "never-held", FencingToken: 7}
+
+	_, err := b.client.Complete(ledgerclient.WithRequestID(ctx, "nightly-2026-12-07/load:3"), lost)
+	var e *ledgerclient.Error
+	require.ErrorAs(t, err, &e)
+	require.ErrorIs(t, err, ledgerclient.ErrLeaseLost)
+	require.Equal(t, "nightly-2026-12-07/load:3", e.RequestID)
+
+	_, err = b.client.Complete(ctx, lost)
+	require.ErrorAs(t, err, &e)
+	require.Regexp(t, `^[0-9a-f]{32}$`, e.RequestID, "one ledgerd made")
+}
