@@ -81,9 +81,6 @@ func requestLog(logger *slog.Logger) grpc.UnaryServerInterceptor {
 		}
 		service, method, _ := strings.Cut(strings.TrimPrefix(info.FullMethod, "/"), "/")
 		attrs := make([]slog.Attr, 0, 18)
-		if id := requestID(ctx); id != "" {
-			attrs = append(attrs, slog.String(requestIDField, id))
-		}
 		if namespace != "" {
 			attrs = append(attrs, slog.String("namespace", namespace))
 		}
@@ -101,6 +98,9 @@ func requestLog(logger *slog.Logger) grpc.UnaryServerInterceptor {
 		}
 		if record.refusal != "" {
 			attrs = append(attrs, slog.String("auth.refusal", record.refusal))
+		}
+		if id := requestID(ctx); id != "" {
+			attrs = append(attrs, slog.String(requestIDField, id))
 		}
 		attrs = append(attrs, slog.String("protocol", "grpc"), slog.String("grpc.component", "server"),
 			slog.String("grpc.service", service), slog.String("grpc.method", method),

@@ -28,7 +28,7 @@ var madeID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 // The request ids that a caller may send, and ones ledgerd replaces.
 var (
-	keptIDs     = []string{"pipeline-7/step:3", "A.b_c+d=e@f", strings.Repeat("x", server.MaxRequestIDLength)}
+	keptIDs = []string{"pipeline-7/step:3", "A.b_c+d=e@f", strings.Repeat("x", server.MaxRequestIDLength)}
 	// (Control characters are refused by the gRPC and net/http clients.)
 	replacedIDs = []string{strings.Repeat("x", server.MaxRequestIDLength+1), "two words", "quote\"d", "semi;colon", "<script>"}
 )

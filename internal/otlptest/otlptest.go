@@ -1,6 +1,6 @@
 // Package otlptest is an in-process OTLP trace receiver for tests: a gRPC
-// server of the OTLP trace service on a loopback port, which keeps the
-// spans it is sent, and a tracer provider that exports to it as ledgerd's
+// server of the OTLP trace service on a loopback port (and an OTLP/HTTP
+// handler), which keeps the spans it is sent, and a tracer provider that exports to it as ledgerd's
 // does (OTLP over gRPC).
 package otlptest
 
@@ -8,7 +8,9 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"testing"
@@ -23,6 +25,7 @@ import (
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // Span is a span as the receiver got it, with ids in hex.
@@ -128,6 +131,29 @@ func attributes(kvs []*commonpb.KeyValue) map[string]string {
 		}
 	}
 	return m
+}
+
+// ServeHTTP receives spans over OTLP/HTTP (binary protobuf, POST
+// /v1/traces): serve it with httptest.NewServer.
+func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.Method != http.MethodPost || req.URL.Path != "/v1/traces" {
+		http.Error(w, "POST /v1/traces", http.StatusNotFound)
+		return
+	}
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	var export collectortracepb.ExportTraceServiceRequest
+	if err := proto.Unmarshal(body, &export); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	response, _ := r.Export(req.Context(), &export)
+	answer, _ := proto.Marshal(response)
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	_, _ = w.Write(answer)
 }
 
 // Spans returns the spans received so far.

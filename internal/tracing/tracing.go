@@ -52,12 +52,16 @@ func (p Provider) Shutdown(ctx context.Context) error {
 //   - OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL
 //     chooses "http/protobuf" (the default, port 4318) or "grpc" (port
 //     4317).
-//   - The exporter reads its own OTEL_EXPORTER_OTLP_* variables (endpoint,
-//     headers, certificates, timeout, compression), the SDK the sampler
+//   - OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or OTEL_EXPORTER_OTLP_ENDPOINT
+//     (to which /v1/traces is added over HTTP), is where spans go; an
+//     http:// URL is sent without TLS. OTEL_SERVICE_NAME names the service
+//     (default DefaultServiceName).
+//   - The exporter reads its other OTEL_EXPORTER_OTLP_* variables (headers,
+//     certificates, timeout, compression), the SDK the sampler
 //     (OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG; by default every
 //     trace that the caller's sampled flag does not exclude) and the batch
-//     processor's OTEL_BSP_* variables, and the resource OTEL_SERVICE_NAME
-//     and OTEL_RESOURCE_ATTRIBUTES; those are read from the process
+//     processor's OTEL_BSP_* variables, and the resource
+//     OTEL_RESOURCE_ATTRIBUTES; those are read from the process
 //     environment, as the OpenTelemetry SDK does.
 //
 // A value FromEnv does not know is an error naming the variable.
@@ -75,19 +79,32 @@ func FromEnv(ctx context.Context, getenv func(string) string) (Provider, error) 
 	switch protocol {
 	case "", "http/protobuf":
 		protocol = "http/protobuf"
-		exporter, err = otlptracehttp.New(ctx)
+		var options []otlptracehttp.Option
+		if url := endpointURL(getenv, protocol); url != "" {
+			options = append(options, otlptracehttp.WithEndpointURL(url))
+		}
+		exporter, err = otlptracehttp.New(ctx, options...)
 	case "grpc":
-		exporter, err = otlptracegrpc.New(ctx)
+		var options []otlptracegrpc.Option
+		if url := endpointURL(getenv, protocol); url != "" {
+			options = append(options, otlptracegrpc.WithEndpointURL(url))
+		}
+		exporter, err = otlptracegrpc.New(ctx, options...)
 	default:
 		return Provider{}, fmt.Errorf("%s=%q: ledgerd exports traces over \"http/protobuf\" or \"grpc\"", protocolVariable, protocol)
 	}
 	if err != nil {
 		return Provider{}, fmt.Errorf("tracing: OTLP exporter: %w", err)
 	}
-	res, err := resource.New(ctx,
+	resourceOptions := []resource.Option{
 		resource.WithAttributes(attribute.String("service.name", DefaultServiceName)),
 		resource.WithFromEnv(), // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win
-		resource.WithTelemetrySDK())
+		resource.WithTelemetrySDK(),
+	}
+	if name := getenv("OTEL_SERVICE_NAME"); name != "" {
+		resourceOptions = append(resourceOptions, resource.WithAttributes(attribute.String("service.name", name)))
+	}
+	res, err := resource.New(ctx, resourceOptions...)
 	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
 		return Provider{}, fmt.Errorf("tracing: resource (OTEL_RESOURCE_ATTRIBUTES): %w", err)
 	}
@@ -110,6 +127,22 @@ func enabled(getenv func(string) string) (bool, error) {
 	default:
 		return false, fmt.Errorf("OTEL_TRACES_EXPORTER=%q: ledgerd exports traces with \"otlp\", or not at all with \"none\"", exporter)
 	}
+}
+
+// endpointURL is the URL of the OTLP endpoint, from getenv: the traces
+// endpoint as it is, or the base endpoint (with /v1/traces added over
+// HTTP); "" for the exporter's default. The exporter would read them from
+// the process environment too; reading them here makes getenv the one
+// source of the decision and the destination.
+func endpointURL(getenv func(string) string, protocol string) string {
+	if url := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"); url != "" {
+		return url
+	}
+	url := getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+	if url != "" && protocol == "http/protobuf" {
+		return strings.TrimSuffix(url, "/") + "/v1/traces"
+	}
+	return url
 }
 
 // endpoint names where the spans go, for the log: the endpoint variable
