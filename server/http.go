@@ -213,7 +213,7 @@ func forwardedHeader(header string) (string, bool) {
 	switch {
 	case strings.EqualFold(header, "Authorization"):
 		return "", false
-	case strings.EqualFold(header, "X-Request-Id"):
+	case strings.EqualFold(header, "X-Request-ID"):
 		return RequestIDKey, true
 	case strings.EqualFold(header, "Traceparent"), strings.EqualFold(header, "Tracestate"), strings.EqualFold(header, "Baggage"):
 		return strings.ToLower(header), true

@@ -84,7 +84,7 @@ func requestIDInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo,
 		}
 	}
 	id := requestIDOf(sent)
-	_ = grpc.SetHeader(ctx, metadata.Pairs(RequestIDKey, id)) // fails only once headers are sent
+	_ = grpc.SetHeader(ctx, metadata.MD{RequestIDKey: {id}}) // fails only once headers are sent
 	resp, err := handler(context.WithValue(ctx, requestIDKey{}, id), req)
 	if err != nil {
 		err = withRequestID(err, id)
@@ -120,9 +120,9 @@ func withRequestID(err error, id string) error {
 // carry it too) and forwarded to the gRPC call as x-request-id.
 func httpRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := requestIDOf(r.Header.Get("X-Request-Id"))
-		r.Header.Set("X-Request-Id", id)
-		w.Header().Set("X-Request-Id", id)
+		id := requestIDOf(r.Header.Get("X-Request-ID"))
+		r.Header.Set("X-Request-ID", id)
+		w.Header().Set("X-Request-ID", id)
 		next.ServeHTTP(w, r)
 	})
 }

@@ -110,20 +110,20 @@ func TestGRPCRequestIDs(t *testing.T) {
 func TestHTTPRequestIDs(t *testing.T) {
 	t.Parallel()
 	b := setupHTTP(t)
-	post := func(sent, contentType, body string) (*http.Response, map[string]any) {
+	post := func(sent, contentType, body string) (int, http.Header, map[string]any) {
 		t.Helper()
 		req, err := http.NewRequest(http.MethodPost, b.url+"/ledger.v1.LedgerService/Complete", strings.NewReader(body))
 		require.NoError(t, err)
 		req.Header.Set("Content-Type", contentType)
 		if sent != "" {
-			req.Header.Set("X-Request-Id", sent)
+			req.Header.Set("X-Request-ID", sent)
 		}
 		res, err := http.DefaultClient.Do(req)
 		require.NoError(t, err)
 		defer res.Body.Close()
 		var answer map[string]any
 		require.NoError(t, json.NewDecoder(res.Body).Decode(&answer))
-		return res, answer
+		return res.StatusCode, res.Header, answer
 	}
 	idInError := func(answer map[string]any) any {
 		details, _ := answer["details"].([]any)
@@ -133,22 +133,22 @@ func TestHTTPRequestIDs(t *testing.T) {
 	}
 	const lost = `{"namespace": "ids", "key": "k", "fencingToken": "9"}`
 
-	res, answer := post("pipeline-7/step:3", "application/json", lost)
-	require.Equal(t, http.StatusConflict, res.StatusCode, "%v", answer)
-	require.Equal(t, "pipeline-7/step:3", res.Header.Get("X-Request-Id"))
-	require.Empty(t, res.Header.Get("Grpc-Metadata-X-Request-Id"), "given once, as X-Request-Id")
+	code, header, answer := post("pipeline-7/step:3", "application/json", lost)
+	require.Equal(t, http.StatusConflict, code, "%v", answer)
+	require.Equal(t, "pipeline-7/step:3", header.Get("X-Request-ID"))
+	require.Empty(t, header.Values("Grpc-Metadata-X-Request-Id"), "given once, as X-Request-ID")
 	require.Equal(t, "pipeline-7/step:3", idInError(answer))
 
 	for _, sent := range append(replacedIDs, "") {
-		res, answer := post(sent, "application/json", lost)
-		id := res.Header.Get("X-Request-Id")
+		_, header, answer := post(sent, "application/json", lost)
+		id := header.Get("X-Request-ID")
 		require.Regexp(t, madeID, id, "%q is replaced", sent)
 		require.Equal(t, id, idInError(answer))
 	}
 
-	res, _ = post("refused-by-the-guard", "text/plain", lost)
-	require.Equal(t, http.StatusUnsupportedMediaType, res.StatusCode)
-	require.Equal(t, "refused-by-the-guard", res.Header.Get("X-Request-Id"), "answers the gateway never forwards have the id too")
+	code, header, _ = post("refused-by-the-guard", "text/plain", lost)
+	require.Equal(t, http.StatusUnsupportedMediaType, code)
+	require.Equal(t, "refused-by-the-guard", header.Get("X-Request-ID"), "answers the gateway never forwards have the id too")
 
 	lines := finishedCalls(t, b.log)
 	require.Len(t, lines, len(replacedIDs)+2, "the guard's refusal never reached the gRPC server")
@@ -198,6 +198,6 @@ func TestHTTPPropagatesTraceparent(t *testing.T) {
 				requestID = attr.Value.AsString()
 			}
 		}
-		require.Equal(t, res.Header.Get("X-Request-Id"), requestID, "the span carries the call's request id")
+		require.Equal(t, res.Header.Get("X-Request-ID"), requestID, "the span carries the call's request id")
 	}
 }
