@@ -101,7 +101,19 @@ func childOf(parent otlptest.Span) func(otlptest.Span) bool {
 // statements the Reserve ran under the server span.
 func TestTraceOfAReserve(t *testing.T) {
 	noLeaks(t)
-	b := setupTraced(t, 4, ledger.CoalesceConfig{})
+	t.Run("coalescing", func(t *testing.T) {
+		t.Parallel()
+		traceOfAReserve(t, ledger.CoalesceConfig{})
+	})
+	t.Run("no coalescing", func(t *testing.T) {
+		t.Parallel()
+		traceOfAReserve(t, ledger.CoalesceConfig{Disabled: true})
+	})
+}
+
+func traceOfAReserve(t *testing.T, coalesce ledger.CoalesceConfig) {
+	t.Helper()
+	b := setupTraced(t, 4, coalesce)
 	ctx, step := b.pipeline.Tracer("pipeline").Start(context.Background(), "step")
 	response, err := b.client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: namespace, Key: "order-1", Owner: "worker-1"})
 	require.NoError(t, err)
