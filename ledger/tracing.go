@@ -38,7 +38,7 @@ const tracerName = "github.com/ledgerd/ledgerd/ledger"
 var (
 	dbSystem       = attribute.String("db.system.name", "postgresql")
 	dbQuerySummary = attribute.Key("db.query.summary")
-	dbQueryText    = attribute.Key("db.query.text")
+	dbQueryText    = attribute.Key("db.query.text") // for statements built in code only
 	// coalescedCalls is the number of calls a coalesced statement served.
 	coalescedCalls = attribute.Key("ledgerd.coalesced.calls")
 )
@@ -55,10 +55,15 @@ func (t statementTracer) TraceQueryStart(ctx context.Context, _ *pgx.Conn, data 
 	if batch == nil && !trace.SpanContextFromContext(ctx).IsValid() {
 		return ctx // not part of a traced call
 	}
-	name := statementName(data.SQL)
+	name, fromFile := statementName(data.SQL)
 	options := []trace.SpanStartOption{
 		trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(dbSystem, dbQuerySummary.String(name), dbQueryText.String(data.SQL)),
+		trace.WithAttributes(dbSystem, dbQuerySummary.String(name)),
+	}
+	if !fromFile {
+		// A file's text is in the repository, with its comments: its name
+		// says which it is, and the spans stay small.
+		options = append(options, trace.WithAttributes(dbQueryText.String(data.SQL)))
 	}
 	if batch != nil {
 		options = append(options, trace.WithLinks(batch.links...),
@@ -92,14 +97,15 @@ var statementNames = func() map[string]string {
 	return names
 }()
 
-// statementName is the span name of a statement: the name of its file, or
-// the first word of a statement built in code ("begin", "commit").
-func statementName(sql string) string {
+// statementName is the span name of a statement: the name of its file
+// (fromFile), or the first word of a statement built in code ("begin",
+// "commit").
+func statementName(sql string) (name string, fromFile bool) {
 	if name, ok := statementNames[sql]; ok {
-		return name
+		return name, true
 	}
 	first, _, _ := strings.Cut(strings.TrimSpace(sql), " ")
-	return strings.ToLower(strings.TrimRight(first, ";"))
+	return strings.ToLower(strings.TrimRight(first, ";")), false
 }
 
 // coalescedBatch is what the statement tracer needs to know of a coalesced

@@ -145,6 +145,11 @@ func traceOfAReserve(t *testing.T, coalesce ledger.CoalesceConfig) {
 		require.True(t, childOf(serverSpan)(statement), "every statement of the Reserve is a child of its server span: %+v", statement)
 		require.Equal(t, "postgresql", statement.Attributes["db.system.name"])
 		require.Equal(t, statement.Name, statement.Attributes["db.query.summary"])
+		if _, err := ledger.Statement(statement.Name); err == nil {
+			require.NotContains(t, statement.Attributes, "db.query.text", "a statement file is named, not copied")
+		} else {
+			require.NotEmpty(t, statement.Attributes["db.query.text"], "a statement built in code is shown")
+		}
 		names = append(names, statement.Name)
 	}
 	require.Contains(t, names, "reserve_insert", "the Reserve's first statement, named by its file")
