@@ -202,10 +202,12 @@ func (c *coalescer[I, O]) take() []*pendingCall[I, O] {
 // (in that order, so that a caller's next call finds the slot free). When
 // the statement
 // fails for another reason than the database being unreachable, one item
-// may be to blame: each is then run alone, so that only it fails.
+// may be to blame: each is then run alone, so that only it fails. When the
+// calls are traced, the statement is linked to them (see traceBatch).
 func (c *coalescer[I, O]) execute(batch []*pendingCall[I, O]) {
 	ctx, cancel := batchContext(batch)
 	defer cancel()
+	ctx, traced := traceBatch(ctx, batch)
 	items := make([]I, len(batch))
 	for i, call := range batch {
 		items[i] = call.item
@@ -213,6 +215,7 @@ func (c *coalescer[I, O]) execute(batch []*pendingCall[I, O]) {
 	c.batches.Add(1)
 	c.items.Add(int64(len(batch)))
 	outs, err := c.run(ctx, items)
+	noteCalls(traced, batch)
 	if err != nil && len(batch) > 1 && !errors.Is(err, ErrUnavailable) && ctx.Err() == nil {
 		c.fallbacks.Add(1)
 		for _, call := range batch {

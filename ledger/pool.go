@@ -39,7 +39,12 @@ import (
 //     refuse to dial cancel requests; the connection is only closed, and
 //     the COMMIT goes on waiting for the standby (or for the primary's
 //     demotion), while the caller's retry waits for the key's row lock.
-func ConfigurePool(config *pgxpool.Config) {
+//
+// Options add to that (see WithTracerProvider).
+func ConfigurePool(config *pgxpool.Config, options ...PoolOption) {
+	for _, option := range options {
+		option(config)
+	}
 	dial := config.ConnConfig.DialFunc
 	config.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		if network == noCancelNetwork {

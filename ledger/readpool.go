@@ -38,7 +38,12 @@ const DefaultReadConnectTimeout = 2 * time.Second
 // the URL sets one, so that a standby that does not answer (its address
 // dropped by a firewall) costs a read that long before the Store falls back
 // to the primary, not the caller's whole deadline.
-func ConfigureReadPool(config *pgxpool.Config) {
+//
+// Options add to that (see WithTracerProvider).
+func ConfigureReadPool(config *pgxpool.Config, options ...PoolOption) {
+	for _, option := range options {
+		option(config)
+	}
 	if config.ConnConfig.ConnectTimeout == 0 {
 		config.ConnConfig.ConnectTimeout = DefaultReadConnectTimeout
 	}

@@ -259,9 +259,11 @@ func TestAuthorizationMatrix(t *testing.T) {
 		}
 	}
 
-	// A refused Lookup says the same whether the key exists or not.
-	_, errExisting := client.Lookup(as(ctx, b.tokens["other-worker"]), &ledgerv1.LookupRequest{Namespace: "ns", Key: "k"})
-	_, errAbsent := client.Lookup(as(ctx, b.tokens["other-worker"]), &ledgerv1.LookupRequest{Namespace: "ns", Key: "absent"})
+	// A refused Lookup says the same whether the key exists or not (under
+	// the same request id, which the error carries).
+	sameID := metadata.AppendToOutgoingContext(ctx, server.RequestIDKey, "probe")
+	_, errExisting := client.Lookup(as(sameID, b.tokens["other-worker"]), &ledgerv1.LookupRequest{Namespace: "ns", Key: "k"})
+	_, errAbsent := client.Lookup(as(sameID, b.tokens["other-worker"]), &ledgerv1.LookupRequest{Namespace: "ns", Key: "absent"})
 	require.Equal(t, status.Convert(errExisting).Proto(), status.Convert(errAbsent).Proto())
 
 	// Health needs no credentials.

@@ -131,8 +131,9 @@ func (c HTTPConfig) withDefaults(limits Limits) (HTTPConfig, error) {
 // errors are the gRPC status as JSON ({"code", "message", "details"}, with
 // the ErrorInfo reason in details), with the HTTP status that google.rpc.Code
 // documents for the code (LEASE_LOST, ABORTED: 409; INVALID_ARGUMENT and
-// FAILED_PRECONDITION: 400; NOT_FOUND: 404; UNAVAILABLE: 503...). The
-// gateway's connections close when ctx ends: cancel it after the gRPC
+// FAILED_PRECONDITION: 400; NOT_FOUND: 404; UNAVAILABLE: 503...). Every
+// answer of an RPC route carries the call's X-Request-Id (see
+// httpRequestID). The gateway's connections close when ctx ends: cancel it after the gRPC
 // server has stopped.
 func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler, error) {
 	cfg, err := cfg.withDefaults(s.limits)
@@ -166,6 +167,7 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 		runtime.WithErrorHandler(gatewayError(cfg.MaxRequestBytes)),
 		runtime.WithRoutingErrorHandler(routingError),
 		runtime.WithIncomingHeaderMatcher(forwardedHeader),
+		runtime.WithOutgoingHeaderMatcher(returnedHeader),
 		runtime.WithMetadata(forward),
 	)
 	dialOptions := append([]grpc.DialOption{
@@ -184,7 +186,7 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("/", &rpcGuard{next: gateway, mux: gateway, marshal: marshaler, auth: s.auth, cfg: cfg, forward: forward})
+	mux.Handle("/", httpRequestID(&rpcGuard{next: gateway, mux: gateway, marshal: marshaler, auth: s.auth, cfg: cfg, forward: forward}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, probeAnswer{Status: "ok"})
 	})
@@ -202,17 +204,38 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 // header, which the gateway forwards as "authorization" in any case, is not
 // forwarded a second time (as grpcgateway-authorization): twice, a large
 // header could exceed the gRPC server's header limit that it fits once.
+//
+// The request id (X-Request-Id, see httpRequestID) and the W3C trace
+// context (traceparent, tracestate, baggage) are forwarded under their own
+// names, so that the gRPC call has the HTTP request's id and its span is a
+// child of the HTTP caller's; under no other name (Grpc-Metadata-…).
 func forwardedHeader(header string) (string, bool) {
-	if strings.EqualFold(header, "Authorization") {
+	switch {
+	case strings.EqualFold(header, "Authorization"):
 		return "", false
+	case strings.EqualFold(header, "X-Request-ID"):
+		return RequestIDKey, true
+	case strings.EqualFold(header, "Traceparent"), strings.EqualFold(header, "Tracestate"), strings.EqualFold(header, "Baggage"):
+		return strings.ToLower(header), true
 	}
 	key, ok := runtime.DefaultHeaderMatcher(header)
-	for _, reserved := range []string{certificatePrincipalKey, certificateRefusalKey, certificateCredentialKey, sourceKey} {
+	for _, reserved := range []string{certificatePrincipalKey, certificateRefusalKey, certificateCredentialKey, sourceKey,
+		RequestIDKey, "traceparent", "tracestate", "baggage"} {
 		if strings.EqualFold(key, reserved) {
 			return "", false
 		}
 	}
 	return key, ok
+}
+
+// returnedHeader is the gateway's default choice of the gRPC response
+// headers that become HTTP headers (Grpc-Metadata-<key>), but for the
+// request id, which httpRequestID has set as X-Request-Id already.
+func returnedHeader(key string) (string, bool) {
+	if key == RequestIDKey {
+		return "", false
+	}
+	return runtime.MetadataHeaderPrefix + key, true
 }
 
 // forwardCaller returns what passes on the HTTP caller's source address

@@ -12,6 +12,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -23,7 +24,8 @@ import (
 
 // unaryInterceptors returns the chain, outermost first: the RPC metrics
 // (when configured) count every call, a panic included, as its client saw
-// it, and the failed ones by reason; recovery catches a panic anywhere below it; the request log sees the
+// it, and the failed ones by reason; the request id is given to every call
+// and put in every error's details; recovery catches a panic anywhere below it; the request log sees the
 // final status, and the outcome that the outcome interceptor below it
 // works out; the deadline bounds the handler.
 func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
@@ -33,6 +35,7 @@ func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
 		chain = append(chain, cfg.Metrics.rpcs.UnaryServerInterceptor(), cfg.Metrics.errorInterceptor())
 	}
 	return append(chain,
+		requestIDInterceptor,
 		recovery.UnaryServerInterceptor(recovery.WithRecoveryHandlerContext(
 			func(ctx context.Context, p any) error {
 				// The panic value and stack go to the log, never to the client.
@@ -56,7 +59,9 @@ func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
 // request's namespace and key, the outcome (see callOutcome.logValue) and
 // the caller's principal and credential id (and why authentication failed),
 // which the interceptors further down the chain leave in a slot of the
-// context (see callRecord). peer.address is callSource: the HTTP caller's
+// context (see callRecord), and request_id (see requestIDInterceptor),
+// which it also puts on the call's span with the namespace and outcome.
+// peer.address is callSource: the HTTP caller's
 // for a call through the gateway. Nothing is built for a line the logger
 // drops: at 10k calls a second the middleware's own field building was a
 // tenth of ledgerd's CPU.
@@ -66,13 +71,16 @@ func requestLog(logger *slog.Logger) grpc.UnaryServerInterceptor {
 		record := new(callRecord)
 		resp, err := handler(context.WithValue(ctx, callRecordKey{}, record), req)
 		code := status.Code(err)
+		namespace, key := requestKey(req)
+		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			span.SetAttributes(spanRequestID.String(requestID(ctx)), spanNamespace.String(namespace), spanOutcome.String(record.outcome))
+		}
 		level := slog.Level(logging.DefaultServerCodeToLevel(code))
 		if !logger.Enabled(ctx, level) {
 			return resp, err
 		}
 		service, method, _ := strings.Cut(strings.TrimPrefix(info.FullMethod, "/"), "/")
-		attrs := make([]slog.Attr, 0, 17)
-		namespace, key := requestKey(req)
+		attrs := make([]slog.Attr, 0, 18)
 		if namespace != "" {
 			attrs = append(attrs, slog.String("namespace", namespace))
 		}
@@ -90,6 +98,9 @@ func requestLog(logger *slog.Logger) grpc.UnaryServerInterceptor {
 		}
 		if record.refusal != "" {
 			attrs = append(attrs, slog.String("auth.refusal", record.refusal))
+		}
+		if id := requestID(ctx); id != "" {
+			attrs = append(attrs, slog.String(requestIDField, id))
 		}
 		attrs = append(attrs, slog.String("protocol", "grpc"), slog.String("grpc.component", "server"),
 			slog.String("grpc.service", service), slog.String("grpc.method", method),

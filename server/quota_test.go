@@ -40,7 +40,9 @@ func TestQuotaRefusals(t *testing.T) {
 	code, answer := b.call(t, "Reserve", `{"namespace": "q", "key": "b", "owner": "w1"}`)
 	requireHTTPError(t, http.StatusTooManyRequests, 8, "QUOTA_EXCEEDED", code, answer)
 	info := detail(answer, "google.rpc.ErrorInfo")
-	require.Equal(t, map[string]any{"namespace": "q", "quota": "max_held_leases", "limit": "1", "usage": "2"}, info["metadata"])
+	requestID := info["metadata"].(map[string]any)["request_id"]
+	require.Regexp(t, madeID, requestID)
+	require.Equal(t, map[string]any{"namespace": "q", "quota": "max_held_leases", "limit": "1", "usage": "2", "request_id": requestID}, info["metadata"])
 	require.Equal(t, map[string]any{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"},
 		detail(answer, "google.rpc.RetryInfo"))
 

@@ -12,6 +12,7 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -68,6 +69,12 @@ type Config struct {
 	// The ping takes a connection from the store's pool, so a pool that
 	// cannot lend one within it fails too. Defaults to 2s.
 	HealthCheckTimeout time.Duration
+	// TracerProvider makes a span of every RPC (but health checks), a
+	// child of the caller's span when the call carries W3C trace context
+	// (see Propagator). Give the Store's pools the same provider (see
+	// ledger.WithTracerProvider) for a span of every statement. Defaults
+	// to nil: nothing is traced, and no tracing code runs.
+	TracerProvider trace.TracerProvider
 
 	// rateLimiter enforces RateLimits; New makes it, so that the Server
 	// can replace its limits (see Server.SetRateLimits).
@@ -176,6 +183,9 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 	)
 	if cfg.Metrics != nil {
 		options = append(options, cfg.Metrics.serverOptions()...)
+	}
+	if cfg.TracerProvider != nil {
+		options = append(options, tracingOption(cfg.TracerProvider))
 	}
 	if cfg.Auth != nil {
 		options = append(options, grpc.ChainStreamInterceptor(cfg.Auth.StreamInterceptor()))

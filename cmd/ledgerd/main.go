@@ -38,9 +38,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
 	"golang.org/x/net/netutil"
 	"google.golang.org/grpc"
 
+	"github.com/ledgerd/ledgerd/internal/tracing"
 	"github.com/ledgerd/ledgerd/internal/version"
 	"github.com/ledgerd/ledgerd/ledger"
 	"github.com/ledgerd/ledgerd/server"
@@ -155,7 +157,7 @@ func run(ctx context.Context, args []string, getenv environment, stdout, stderr 
 		if err != nil {
 			return err
 		}
-		return serve(ctx, cfg, stdout)
+		return serve(ctx, cfg, getenv.Getenv, stdout)
 	case "migrate":
 		cfg, err := parseConfig("migrate", args[1:], getenv, stderr)
 		if err != nil {
@@ -233,8 +235,8 @@ func describeDatabase(pool *pgxpool.Pool) string {
 // newPool returns a pool over --database-url (--read-database-url for
 // reads) without connecting: it fails only if the URL is not one. Its
 // sessions get ledgerd's application_name and session timeouts (see
-// setSessionTimeout).
-func newPool(ctx context.Context, cfg config, purpose poolPurpose) (*pgxpool.Pool, error) {
+// setSessionTimeout); options are the ledger's (tracing).
+func newPool(ctx context.Context, cfg config, purpose poolPurpose, options ...ledger.PoolOption) (*pgxpool.Pool, error) {
 	databaseURL, flagName := cfg.DatabaseURL, "--database-url"
 	if purpose == forReads {
 		databaseURL, flagName = cfg.ReadDatabaseURL, "--read-database-url"
@@ -247,10 +249,10 @@ func newPool(ctx context.Context, cfg config, purpose poolPurpose) (*pgxpool.Poo
 	poolConfig.MaxConns = cfg.DBMaxConns
 	if purpose == forReads {
 		poolConfig.MaxConns = cfg.ReadDBMaxConns
-		ledger.ConfigureReadPool(poolConfig) // any server, as the URL says
+		ledger.ConfigureReadPool(poolConfig, options...) // any server, as the URL says
 	} else {
 		// A writable primary only, no cancel requests: safe across failovers.
-		ledger.ConfigurePool(poolConfig)
+		ledger.ConfigurePool(poolConfig, options...)
 	}
 	params := poolConfig.ConnConfig.RuntimeParams
 	if _, ok := params["application_name"]; !ok {
@@ -304,12 +306,32 @@ func migrate(ctx context.Context, cfg config, stdout io.Writer) error {
 // says NOT_SERVING and the ledger's RPCs are answered UNAVAILABLE, while
 // the server retries it (see server.Server.Start). Only a malformed URL or
 // a port that cannot be bound fails at once.
-func serve(ctx context.Context, cfg config, stdout io.Writer) error {
+//
+// Tracing is set up from the OTEL_* variables (see internal/tracing); off
+// unless they ask for it.
+func serve(ctx context.Context, cfg config, getenv func(string) string, stdout io.Writer) error {
 	// The level is a variable: a reload may change it (see watchConfig).
 	logLevel := new(slog.LevelVar)
 	logLevel.Set(cfg.LogLevel)
 	logger := cfg.loggerAt(stdout, logLevel)
-	pool, err := newPool(ctx, cfg, forServing)
+	traces, err := tracing.FromEnv(ctx, getenv)
+	if err != nil {
+		return err
+	}
+	var poolOptions []ledger.PoolOption
+	if traces.TracerProvider != nil {
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { logger.Warn("tracing", "error", err) }))
+		logger.Info("tracing on: spans of every RPC and database statement", "exporter", traces.Description)
+		poolOptions = append(poolOptions, ledger.WithTracerProvider(traces.TracerProvider))
+		defer func() { // the very last: the spans of the drain are sent too
+			flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := traces.Shutdown(flushCtx); err != nil {
+				logger.Warn("tracing: the last spans were not sent", "error", err)
+			}
+		}()
+	}
+	pool, err := newPool(ctx, cfg, forServing, poolOptions...)
 	if err != nil {
 		return err
 	}
@@ -318,7 +340,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 	// so that a standby out of reach delays nothing (the primary serves
 	// those reads until it answers).
 	if cfg.ReadDatabaseURL != "" {
-		readPool, err := newPool(ctx, cfg, forReads)
+		readPool, err := newPool(ctx, cfg, forReads, poolOptions...)
 		if err != nil {
 			return err
 		}
@@ -371,6 +393,7 @@ func serve(ctx context.Context, cfg config, stdout io.Writer) error {
 		Starting:                       true,
 		HealthCheckInterval:            cfg.HealthCheckInterval,
 		HealthCheckTimeout:             cfg.HealthCheckTimeout,
+		TracerProvider:                 traces.TracerProvider,
 	})
 	if err != nil {
 		return err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -33,6 +35,11 @@ type options struct {
 	dialOptions []grpc.DialOption
 	insecure    bool
 	token       string
+	// Tracing (see tracing.go): nil provider and propagator follow
+	// OpenTelemetry's globals.
+	tracerProvider trace.TracerProvider
+	propagator     propagation.TextMapPropagator
+	noTracing      bool
 }
 
 // WithTransportCredentials secures the connection with creds, for example
@@ -87,6 +94,11 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // WithInsecure (development only), or grpc.WithTransportCredentials through
 // WithDialOptions. New fails without them, or if target cannot be parsed.
 // Close the Client when done.
+//
+// Every call is traced with OpenTelemetry's global tracer provider and
+// propagator (a no-op until the program sets them), so that a pipeline's
+// span is the parent of ledgerd's; see WithTracerProvider, WithPropagator
+// and WithoutTracing.
 func New(target string, opts ...Option) (*Client, error) {
 	var o options
 	for _, opt := range opts {
@@ -97,7 +109,11 @@ func New(target string, opts ...Option) (*Client, error) {
 	}
 	// Replays carry results of up to the server's result ceiling (16 MiB by
 	// default); gRPC's client default would refuse those above 4 MiB.
-	dialOptions := append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes))}, o.dialOptions...)
+	dialOptions := []grpc.DialOption{grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxResponseBytes))}
+	if !o.noTracing {
+		dialOptions = append(dialOptions, o.tracingOption())
+	}
+	dialOptions = append(dialOptions, o.dialOptions...)
 	conn, err := grpc.NewClient(target, dialOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("ledgerclient: new client for %q: %w", target, err)
@@ -106,7 +122,8 @@ func New(target string, opts ...Option) (*Client, error) {
 }
 
 // NewFromConn returns a Client that makes its calls over conn, a connection
-// the caller made and owns: Close does not close it.
+// the caller made and owns: Close does not close it. Tracing is conn's: add
+// otelgrpc.NewClientHandler to its dial options to trace the calls.
 func NewFromConn(conn grpc.ClientConnInterface) *Client {
 	return &Client{cc: conn, ledger: ledgerv1.NewLedgerServiceClient(conn)}
 }

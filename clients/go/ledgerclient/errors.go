@@ -163,6 +163,11 @@ type Error struct {
 	// Metadata is the google.rpc.ErrorInfo metadata, e.g. the namespace,
 	// quota, limit and usage of a QUOTA_EXCEEDED. Nil when there is none.
 	Metadata map[string]string
+	// RequestID is the id under which ledgerd logged the call (the
+	// request_id field of its request log line): the one given with
+	// WithRequestID, or the one ledgerd made. Empty when the error did not
+	// come from ledgerd (a connection that could not be made).
+	RequestID string
 
 	status *status.Status
 }
@@ -215,6 +220,7 @@ func toError(err error) error {
 			if d.GetDomain() == errorDomain {
 				e.Reason = d.GetReason()
 				e.Metadata = d.GetMetadata()
+				e.RequestID = d.GetMetadata()[requestIDField]
 				if e.Field == "" {
 					e.Field = d.GetMetadata()["field"]
 				}

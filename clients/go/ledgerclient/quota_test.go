@@ -53,7 +53,8 @@ func TestQuotas(t *testing.T) {
 	require.ErrorIs(t, err, ledgerclient.ErrQuotaExceeded)
 	var e *ledgerclient.Error
 	require.ErrorAs(t, err, &e)
-	require.Equal(t, map[string]string{"namespace": namespace, "quota": "max_stored_bytes", "limit": "15", "usage": "19"}, e.Metadata)
+	require.Equal(t, map[string]string{"namespace": namespace, "quota": "max_stored_bytes", "limit": "15", "usage": "19", "request_id": e.RequestID}, e.Metadata)
+	require.NotEmpty(t, e.RequestID)
 	require.Equal(t, "leased", readEntry(t, bundle.Pool, "a").State)
 
 	// The holder releases its place: the waiting Do gets it and completes.
