@@ -834,21 +834,12 @@ func restoreFence(ctx context.Context, cfg config, stdout io.Writer) error {
 	if cfg.Reason == "" {
 		return errors.New("--reason is required: why the fencing epoch is raised (the backup restored, the incident)")
 	}
-	logger := cfg.logger(stdout)
-	// A one-off administrative command: it migrates, so its sessions are
-	// the migrations' (no statement timeout: it rewrites every leased entry).
-	pool, err := openPool(ctx, cfg, forMigrations)
+	// It rewrites every leased entry: no statement timeout.
+	store, closeStore, err := adminStore(ctx, cfg, stdout)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	if _, err := ledger.Migrate(ctx, pool, logger); err != nil {
-		return err
-	}
-	store, err := ledger.New(pool, cfg.Ledger)
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	fence, err := store.RestoreFence(ledger.WithCaller(ctx, "ledgerd-restore-fence"), cfg.Reason)
 	if err != nil {
 		return err
@@ -866,27 +857,37 @@ func restoreFence(ctx context.Context, cfg config, stdout io.Writer) error {
 	return nil
 }
 
+// adminStore opens the store of a one-off administrative command
+// (bootstrap, restore-fence) after applying pending migrations: its
+// sessions are the migrations' (no statement timeout). Call closeStore
+// when done.
+func adminStore(ctx context.Context, cfg config, stdout io.Writer) (store *ledger.Store, closeStore func(), err error) {
+	pool, err := openPool(ctx, cfg, forMigrations)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := ledger.Migrate(ctx, pool, cfg.logger(stdout)); err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	if store, err = ledger.New(pool, cfg.Ledger); err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return store, pool.Close, nil
+}
+
 // bootstrap creates a platform-admin binding and token for the first
 // operator, and prints the token.
 func bootstrap(ctx context.Context, cfg config, stdout io.Writer) error {
 	if cfg.Principal == "" {
 		return errors.New("--principal is required: the name of the first platform admin")
 	}
-	logger := cfg.logger(stdout)
-	// A one-off administrative command: it migrates, so its sessions are
-	// the migrations' (no statement timeout).
-	pool, err := openPool(ctx, cfg, forMigrations)
+	store, closeStore, err := adminStore(ctx, cfg, stdout)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	if _, err := ledger.Migrate(ctx, pool, logger); err != nil {
-		return err
-	}
-	store, err := ledger.New(pool, cfg.Ledger)
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	token, secret, err := store.Bootstrap(ctx, cfg.Principal)
 	if err != nil {
 		return err
