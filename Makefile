@@ -25,7 +25,7 @@ help: ## List the targets.
 
 .PHONY: run
 run: ## Start ledgerd on 127.0.0.1:7070 over LEDGER_DATABASE_URL, or over a private PostgreSQL in .data/pg.
-	@scripts/run.sh "$(DEV_PG_DIR)" "$(DEV_PG_PORT)"
+	@GO_LDFLAGS='$(LDFLAGS)' scripts/run.sh "$(DEV_PG_DIR)" "$(DEV_PG_PORT)"
 
 .PHONY: ha
 ha: ## Start a Patroni cluster (etcd, a primary, a synchronous standby) on 127.0.0.1, print its multi-host URL, stop it on ^C.

@@ -41,7 +41,8 @@ build_progress() {
 
 say "building bin/ledgerd (the first build on a machine downloads and compiles the dependencies: a few minutes; later ones take seconds)"
 build_start=$SECONDS
-if ! go build -v -o bin/ledgerd ./cmd/ledgerd 2>&1 | build_progress; then
+# GO_LDFLAGS: what `make run` passes, the version stamp of `make build`.
+if ! go build -v -ldflags "${GO_LDFLAGS:-}" -o bin/ledgerd ./cmd/ledgerd 2>&1 | build_progress; then
 	say "the build failed (see above)"
 	exit 1
 fi
