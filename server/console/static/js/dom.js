@@ -207,3 +207,28 @@ export function usage(used, quota, format = String, test) {
     h("meter", { min: 0, max: q, value: Math.min(u, q), high: q * 0.8, optimum: 0 }),
     " ", `${format(u)} of ${format(q)}`);
 }
+
+/**
+ * localInput turns an RFC 3339 timestamp into the value of a
+ * datetime-local input (the browser's time zone), and fromLocalInput back.
+ */
+export function localInput(ts) {
+  if (!ts) return "";
+  const d = new Date(ts);
+  if (Number.isNaN(d.getTime())) return "";
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+/** fromLocalInput turns a datetime-local value into RFC 3339 (UTC), or "" for none. */
+export function fromLocalInput(value) {
+  if (!value) return "";
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? "" : d.toISOString();
+}
+
+/** crumbs is the trail above a namespace's pages. */
+export function crumbs(ns, ...rest) {
+  return h("div", { class: "crumbs" }, h("a", { href: "#/namespaces" }, "Namespaces"), "/ ",
+    ns ? [h("a", { href: hashLink(["ns", ns]) }, ns), "/ "] : null, rest);
+}
