@@ -127,6 +127,6 @@ func (a *activity) of(namespace string) namespaceActivity {
 	if ring, ok := a.namespaces[namespace]; ok {
 		total = ring.sum(now.Unix() / 60)
 	}
-	total.window = min(activityWindow, now.Sub(a.started).Round(time.Second))
+	total.window = min(activityWindow, now.Sub(a.started))
 	return total
 }
