@@ -173,39 +173,27 @@ func TestGetNamespaceUsageAndActivity(t *testing.T) {
 	require.Equal(t, http.StatusConflict, code, "LEASE_LOST: an error")
 	b.ok(t, "Reserve", `{"namespace": "other", "key": "k", "owner": "w"}`)
 
-	type namespaceAnswer struct {
-		Usage struct {
-			HeldLeases    string `json:"heldLeases"`
-			ExpiredLeases string `json:"expiredLeases"`
-		} `json:"usage"`
-		Activity struct {
-			Window   string `json:"window"`
-			Reserves string `json:"reserves"`
-			Replays  string `json:"replays"`
-			Calls    string `json:"calls"`
-			Errors   string `json:"errors"`
-		} `json:"activity"`
-	}
-	getNamespace := func() namespaceAnswer {
+	// The gateway answers in lowerCamelCase, as the console reads it.
+	getNamespace := func() (usage, activity map[string]any) {
 		res, err := http.Post(b.url+"/ledger.v1.LedgerAdminService/GetNamespace", "application/json", strings.NewReader(`{"name": "web"}`))
 		require.NoError(t, err)
 		defer res.Body.Close()
 		require.Equal(t, http.StatusOK, res.StatusCode)
-		var got namespaceAnswer
+		var got map[string]map[string]any
 		require.NoError(t, json.NewDecoder(res.Body).Decode(&got))
-		return got
+		return got["usage"], got["activity"]
 	}
-	var got namespaceAnswer
+	var usage, activity map[string]any
 	require.Eventually(t, func() bool {
-		got = getNamespace()
-		return got.Usage.ExpiredLeases == "1"
+		usage, activity = getNamespace()
+		return usage["expiredLeases"] == "1"
 	}, time.Minute, 20*time.Millisecond, "the 50ms lease runs out by the database's clock")
-	require.Equal(t, "1", got.Usage.HeldLeases, "an expired lease is not held")
-	require.Equal(t, "4", got.Activity.Reserves)
-	require.Equal(t, "1", got.Activity.Replays)
-	require.Equal(t, "6", got.Activity.Calls, "4 Reserves and 2 Completes; GetNamespace names no namespace field, the other namespace's call is its own")
-	require.Equal(t, "1", got.Activity.Errors)
-	window, err := time.ParseDuration(got.Activity.Window)
+	require.Equal(t, "1", usage["heldLeases"], "an expired lease is not held")
+	require.Equal(t, "4", activity["reserves"])
+	require.Equal(t, "1", activity["replays"])
+	require.Equal(t, "6", activity["calls"], "4 Reserves and 2 Completes; GetNamespace names no namespace field, the other namespace's call is its own")
+	require.Equal(t, "1", activity["errors"])
+	window, err := time.ParseDuration(activity["window"].(string))
 	require.NoError(t, err)
 	require.Greater(t, window, time.Duration(0))
 	require.LessOrEqual(t, window, time.Hour)
