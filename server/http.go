@@ -212,7 +212,7 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 		mux.Handle(console.Prefix, console.Handler())
 		mux.Handle(strings.TrimSuffix(console.Prefix, "/"), console.Handler())
 	}
-	return sameOrigin(mux, gateway, marshaler, cfg.TrustedProxies), nil
+	return sameOrigin(mux, gateway, marshaler), nil
 }
 
 // forwardedHeader is the gateway's default choice of the headers that
