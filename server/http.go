@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
+	"github.com/ledgerd/ledgerd/server/console"
 )
 
 // HTTPConfig configures the handler of ledgerd's HTTP port (see
@@ -71,6 +72,11 @@ type HTTPConfig struct {
 	// none: X-Forwarded-For is ignored, and the source of a request is the
 	// address it came from.
 	TrustedProxies []netip.Prefix
+	// DisableConsole turns the ops console off: /ui/ is then 404. Defaults
+	// to false: the console (see package console) is served under /ui/.
+	// It is files only; its pages call the gateway with the caller's own
+	// credentials, so it opens no path that the gateway does not.
+	DisableConsole bool
 	// TLS is what the HTTP port serves (its listener wrapped with
 	// TLS.HTTPConfig): the gateway names the principal of a caller's
 	// client certificate by its rules, as the gRPC port does. Defaults to
@@ -117,6 +123,14 @@ func (c HTTPConfig) withDefaults(limits Limits) (HTTPConfig, error) {
 //	GET  /metrics                                 Prometheus metrics (with cfg.Metrics)
 //	GET  /healthz                                 200 while the process is up
 //	GET  /readyz                                  200 while the gRPC health service says SERVING
+//	GET  /ui/                                     the ops console (unless cfg.DisableConsole)
+//
+// Every request other than GET, HEAD and OPTIONS that a browser marks as
+// coming from another site (Sec-Fetch-Site: cross-site or same-site), or
+// whose Origin is not the request's own, is refused with 403 before
+// anything else (see sameOrigin): a page elsewhere cannot make a visitor's
+// browser call the API with the client certificate or the credentials it
+// holds.
 //
 // Before the gateway reads a body, the handler refuses oversized headers
 // (431), a body that is not application/json (415), a caller without
@@ -194,7 +208,11 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 	if cfg.Metrics != nil {
 		mux.Handle("GET /metrics", cfg.Metrics.Handler(cfg.Logger))
 	}
-	return mux, nil
+	if !cfg.DisableConsole {
+		mux.Handle(console.Prefix, console.Handler())
+		mux.Handle(strings.TrimSuffix(console.Prefix, "/"), console.Handler())
+	}
+	return sameOrigin(mux, gateway, marshaler, cfg.TrustedProxies), nil
 }
 
 // forwardedHeader is the gateway's default choice of the headers that

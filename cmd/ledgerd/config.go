@@ -34,7 +34,9 @@ type config struct {
 	HeartbeatEventInterval time.Duration
 	ListenAddr             string
 	HTTPAddr               string // empty: no HTTP port
-	PprofAddr              string // empty: no profiling port; loopback only
+	// Console serves the ops console under /ui/ on the HTTP port.
+	Console   bool
+	PprofAddr string // empty: no profiling port; loopback only
 	// MetricsListenAddr serves /metrics on an internal listener of its
 	// own instead of the HTTP port; empty: /metrics on the HTTP port.
 	MetricsListenAddr string
@@ -203,6 +205,7 @@ func defineFlags(fs *flag.FlagSet, command string, v *flagValues) {
 		fs.IntVar(&cfg.FailedAuthLimit.Burst, "auth-failure-burst", server.DefaultFailedAuthLimit.Burst, "failed authentications a source address may make in a row before --auth-failure-rate applies")
 		fs.StringVar(&cfg.ListenAddr, "listen-addr", "127.0.0.1:7070", "gRPC listen address")
 		fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:7071", "HTTP listen address: HTTP/JSON gateway (POST /ledger.v1.LedgerService/<Method>), /metrics, /healthz, /readyz; empty or \"off\" disables it")
+		fs.BoolVar(&cfg.Console, "console", true, "serve the ops console on the HTTP port under /ui/ (pages that call the API with the caller's own credentials); --console=false: /ui/ is 404")
 		fs.IntVar(&cfg.MaxConnections, "max-connections", 10000, "connections each port (gRPC, HTTP) holds at once, authenticated or not; further ones wait in the listen queue until one closes (0: no bound)")
 		fs.StringVar(&cfg.MetricsListenAddr, "metrics-listen-addr", "", "serve /metrics on this address only, in plain HTTP without authentication (an internal listener for the scraper, on a private network), and no longer on --http-addr, which anyone who can call the API reaches; empty: /metrics on --http-addr")
 		fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve Go's profiles (net/http/pprof, /debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060; off when empty")

@@ -735,6 +735,7 @@ func listenHTTP(ctx context.Context, cfg config, srv *server.Server, serverTLS *
 		BodyReadTimeout: cfg.HTTP.BodyReadTimeout,
 		TrustedProxies:  cfg.HTTP.TrustedProxies,
 		TLS:             serverTLS,
+		DisableConsole:  !cfg.Console,
 	})
 	if err != nil {
 		return nil, nil, err
