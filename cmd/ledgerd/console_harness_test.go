@@ -145,6 +145,15 @@ func eval[T any](b *browser, expression string) T {
 	return value
 }
 
+// evalPromise evaluates a JavaScript expression whose value is a promise,
+// and returns what the promise resolves to.
+func evalPromise[T any](b *browser, expression string) T {
+	b.t.Helper()
+	value, err := chromedp.Run(b.ctx, chromedp.Evaluate[T](expression, chromedp.EvalAwaitPromise))
+	require.NoError(b.t, err, "evaluate %s", expression)
+	return value
+}
+
 // waitFor evaluates a JavaScript expression until it is true, or fails
 // the test (with what describes the condition) when browserTimeout runs
 // out.
@@ -261,6 +270,11 @@ func startConsoleLedger(t *testing.T, secure bool) *consoleLedger {
 	if secure {
 		ctx := c.as("admin")
 		admin := ledgerv1.NewLedgerAdminServiceClient(conn)
+		// With authentication on, namespaces are not created on first use.
+		for _, name := range []string{consoleNamespace, "emails"} {
+			_, err := admin.CreateNamespace(ctx, &ledgerv1.CreateNamespaceRequest{Name: name, Reason: "console browser test"})
+			require.NoError(t, err)
+		}
 		for _, grant := range []struct {
 			principal string
 			role      ledgerv1.Role
@@ -308,8 +322,15 @@ func (c *consoleLedger) consoleURL(fragment string) string {
 // fencing token.
 func (c *consoleLedger) reserve(t *testing.T, namespace, key, owner string, leaseTTL time.Duration) int64 {
 	t.Helper()
+	return c.reserveWith(t, namespace, key, owner, leaseTTL, nil)
+}
+
+// reserveWith is reserve with metadata (labels) on the entry.
+func (c *consoleLedger) reserveWith(t *testing.T, namespace, key, owner string, leaseTTL time.Duration, metadata map[string]string) int64 {
+	t.Helper()
 	ctx, client := c.ledger()
-	res, err := client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: namespace, Key: key, Owner: owner, LeaseTtl: durationpb.New(leaseTTL)})
+	res, err := client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: namespace, Key: key, Owner: owner,
+		LeaseTtl: durationpb.New(leaseTTL), Metadata: metadata})
 	require.NoError(t, err)
 	require.NotNil(t, res.GetAcquired(), "reserve %s/%s as %s: %v", namespace, key, owner, res)
 	return res.GetAcquired().GetFencingToken()
