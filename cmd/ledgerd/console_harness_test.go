@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
@@ -33,13 +34,17 @@ import (
 	"github.com/ledgerd/ledgerd/internal/pgtest"
 )
 
-// browserTimeout bounds everything one test does in its browser: Chromium's
-// start, every page load and every wait for the page to show something. It
-// is generous because the tests run beside the rest of `make test` on two
+// browserTimeout bounds everything one test does in its browser, and
+// waitTimeout each wait for the page to show something (shorter, so that
+// the browser can still say what the page shows when a wait fails). Both
+// are generous because the tests run beside the rest of `make test` on two
 // shared cores, with the race detector on.
-const browserTimeout = 3 * time.Minute
+const (
+	browserTimeout = 5 * time.Minute
+	waitTimeout    = 2 * time.Minute
+)
 
-// consoleWindow is the browser's window size, fixed so that screenshots
+// consoleWindow is the browser's viewport size, fixed so that screenshots
 // are the same size every time they are taken.
 var consoleWindow = struct{ width, height int }{1280, 800}
 
@@ -96,7 +101,9 @@ func newBrowser(t *testing.T) *browser {
 		cancelAlloc() // waits for Chromium to exit
 	})
 	b := &browser{t: t, ctx: ctx}
-	require.NoError(t, chromedp.Do(ctx), "start Chromium")
+	// The viewport, not only the window (whose frame takes some of its
+	// height), is the fixed size.
+	require.NoError(t, chromedp.Do(ctx, chromedp.EmulateViewport(int64(consoleWindow.width), int64(consoleWindow.height))), "start Chromium")
 	dialogs := make(chan string, 16)
 	require.NoError(t, chromedp.Listen(ctx, func(ev any) {
 		if opening, ok := ev.(*page.EventJavascriptDialogOpening); ok {
@@ -155,17 +162,18 @@ func evalPromise[T any](b *browser, expression string) T {
 }
 
 // waitFor evaluates a JavaScript expression until it is true, or fails
-// the test (with what describes the condition) when browserTimeout runs
-// out.
+// the test (with what describes the condition, and the page's text) when
+// waitTimeout runs out.
 func (b *browser) waitFor(what, expression string) {
 	b.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
 	for {
 		ok, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool]("Boolean("+expression+")"))
 		if err == nil && ok {
 			return
 		}
-		if b.ctx.Err() != nil {
-			b.t.Fatalf("waiting for %s: %v (last error: %v); page text: %s", what, b.ctx.Err(), err, b.pageText())
+		if time.Now().After(deadline) || b.ctx.Err() != nil {
+			b.t.Fatalf("waiting for %s: gave up after %s (last error: %v); the page shows:\n%s", what, waitTimeout, err, b.pageText())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -213,9 +221,7 @@ func (b *browser) texts(selector string) []string {
 
 // pageText returns the whole page's text, for failure messages.
 func (b *browser) pageText() string {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(b.ctx), 5*time.Second)
-	defer cancel()
-	text, err := chromedp.Run(ctx, chromedp.Evaluate[string]("document.body ? document.body.innerText : ''"))
+	text, err := chromedp.Run(b.ctx, chromedp.Evaluate[string]("document.body ? document.body.innerText : ''"))
 	if err != nil {
 		return fmt.Sprintf("(unreadable: %v)", err)
 	}
@@ -235,10 +241,14 @@ type consoleLedger struct {
 	daemon
 	pool *pgxpool.Pool
 	conn *grpc.ClientConn
-	// tokens of the secure mode, by role: "admin" (a platform admin),
-	// "reader" and "worker" (of the namespace consoleNamespace). Empty in
-	// development mode.
+	// tokens of the secure mode: "admin" (the platform admin,
+	// platform-admin), and by principal "oncall-reader" and
+	// "pipeline-worker" (a reader and a worker of consoleNamespace).
+	// Empty in development mode.
 	tokens map[string]string
+	// seedAs is who the seeding calls (reserve, complete...) are made as:
+	// a key of tokens; "admin" unless a test says otherwise.
+	seedAs string
 }
 
 // consoleNamespace is the namespace the tests seed and the secure mode's
@@ -247,12 +257,21 @@ const consoleNamespace = "payments"
 
 // startConsoleLedger runs `ledgerd serve` over a fresh schema, in
 // development mode or, with secure, with authentication on: a platform
-// admin bootstrapped as ledgerd bootstrap does, and a reader and a worker
-// of consoleNamespace given tokens by that admin through the API.
+// admin bootstrapped as ledgerd bootstrap does, the namespaces the tests
+// use, and a reader and a worker given tokens by that platform admin
+// through the API (see consoleLedger.tokens).
 func startConsoleLedger(t *testing.T, secure bool) *consoleLedger {
+	t.Helper()
+	return startConsoleLedgerWith(t, secure, nil)
+}
+
+// startConsoleLedgerWith is startConsoleLedger with more of ledgerd's
+// environment variables (e.g. LEDGER_HEARTBEAT_EVENT_INTERVAL).
+func startConsoleLedgerWith(t *testing.T, secure bool, extra map[string]string) *consoleLedger {
 	t.Helper()
 	url := pgtest.Schema(t)
 	vars := map[string]string{"LEDGER_DATABASE_URL": url}
+	maps.Copy(vars, extra)
 	tokens := map[string]string{}
 	if secure {
 		var out, errOut ledgertest.LogBuffer
@@ -261,8 +280,10 @@ func startConsoleLedger(t *testing.T, secure bool) *consoleLedger {
 		tokens["admin"] = regexp.MustCompile(`ldg_[0-9a-f]+_[A-Za-z0-9_-]+`).FindString(out.String())
 		require.NotEmpty(t, tokens["admin"], out.String())
 		vars["LEDGER_INSECURE_DEV"] = "false"
+		// The tokens the test creates are loaded at the next refresh.
+		vars["LEDGER_AUTH_REFRESH_INTERVAL"] = "200ms"
 	}
-	c := &consoleLedger{daemon: startDaemon(t, vars), pool: ledgertest.Pool(t, url), tokens: tokens}
+	c := &consoleLedger{daemon: startDaemon(t, vars), pool: ledgertest.Pool(t, url), tokens: tokens, seedAs: "admin"}
 	conn, err := grpc.NewClient(c.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
@@ -271,45 +292,49 @@ func startConsoleLedger(t *testing.T, secure bool) *consoleLedger {
 		ctx := c.as("admin")
 		admin := ledgerv1.NewLedgerAdminServiceClient(conn)
 		// With authentication on, namespaces are not created on first use.
-		for _, name := range []string{consoleNamespace, "emails"} {
+		for _, name := range []string{consoleNamespace, "emails", "exports"} {
 			_, err := admin.CreateNamespace(ctx, &ledgerv1.CreateNamespaceRequest{Name: name, Reason: "console browser test"})
 			require.NoError(t, err)
 		}
 		for _, grant := range []struct {
 			principal string
 			role      ledgerv1.Role
-		}{{"oncall-reader", ledgerv1.Role_ROLE_READER}, {"pipeline-worker", ledgerv1.Role_ROLE_WORKER}} {
+			pattern   string
+		}{
+			{"oncall-reader", ledgerv1.Role_ROLE_READER, consoleNamespace},
+			{"pipeline-worker", ledgerv1.Role_ROLE_WORKER, consoleNamespace},
+		} {
 			created, err := admin.CreateToken(ctx, &ledgerv1.CreateTokenRequest{Principal: grant.principal, Reason: "console browser test"})
 			require.NoError(t, err)
 			_, err = admin.GrantRole(ctx, &ledgerv1.GrantRoleRequest{Reason: "console browser test", Binding: &ledgerv1.RoleBinding{
-				Principal: grant.principal, NamespacePattern: consoleNamespace, Role: grant.role,
+				Principal: grant.principal, NamespacePattern: grant.pattern, Role: grant.role,
 			}})
 			require.NoError(t, err)
-			tokens[strings.TrimPrefix(strings.TrimPrefix(grant.principal, "oncall-"), "pipeline-")] = created.GetSecret()
+			tokens[grant.principal] = created.GetSecret()
 		}
 		// The daemon loads new credentials at its next refresh.
 		require.Eventually(t, func() bool {
-			_, err := admin.WhoAmI(c.as("reader"), &ledgerv1.WhoAmIRequest{})
+			_, err := admin.WhoAmI(c.as("oncall-reader"), &ledgerv1.WhoAmIRequest{})
 			return err == nil
 		}, time.Minute, 50*time.Millisecond, "the reader's token is not accepted")
 	}
 	return c
 }
 
-// as returns a context whose calls carry role's token (none in
-// development mode).
-func (c *consoleLedger) as(role string) context.Context {
+// as returns a context whose calls carry the token of who (see tokens;
+// none in development mode).
+func (c *consoleLedger) as(who string) context.Context {
 	ctx := context.Background()
-	if token := c.tokens[role]; token != "" {
+	if token := c.tokens[who]; token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}
 	return ctx
 }
 
-// ledger returns a client of the ledger's API as the platform admin (or
-// anonymous, in development mode).
+// ledger returns a client of the ledger's API as seedAs (anonymous, in
+// development mode).
 func (c *consoleLedger) ledger() (context.Context, ledgerv1.LedgerServiceClient) {
-	return c.as("admin"), ledgerv1.NewLedgerServiceClient(c.conn)
+	return c.as(c.seedAs), ledgerv1.NewLedgerServiceClient(c.conn)
 }
 
 // consoleURL is the address of a console page: fragment is the part
@@ -341,6 +366,25 @@ func (c *consoleLedger) complete(t *testing.T, namespace, key string, token int6
 	t.Helper()
 	ctx, client := c.ledger()
 	_, err := client.Complete(ctx, &ledgerv1.CompleteRequest{Namespace: namespace, Key: key, FencingToken: token, Result: []byte(result)})
+	require.NoError(t, err)
+}
+
+// heartbeat extends key's lease under token by leaseTTL, with a
+// checkpoint.
+func (c *consoleLedger) heartbeat(t *testing.T, namespace, key string, token int64, leaseTTL time.Duration, checkpoint string) {
+	t.Helper()
+	ctx, client := c.ledger()
+	_, err := client.Heartbeat(ctx, &ledgerv1.HeartbeatRequest{Namespace: namespace, Key: key, FencingToken: token,
+		LeaseTtl: durationpb.New(leaseTTL), Checkpoint: []byte(checkpoint)})
+	require.NoError(t, err)
+}
+
+// fail records a permanent failure of key under token.
+func (c *consoleLedger) fail(t *testing.T, namespace, key string, token int64, code, message string) {
+	t.Helper()
+	ctx, client := c.ledger()
+	_, err := client.Fail(ctx, &ledgerv1.FailRequest{Namespace: namespace, Key: key, FencingToken: token,
+		Error: &ledgerv1.WorkError{Code: code, Message: message}})
 	require.NoError(t, err)
 }
 

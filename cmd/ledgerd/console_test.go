@@ -62,13 +62,14 @@ func encodeURIComponent(s string) string {
 	return out.String()
 }
 
-// signIn enters role's token in the console's sign-in form, as a person
-// pastes it, and waits until the header names the caller.
-func signIn(b *browser, c *consoleLedger, role, principal string) {
+// signIn enters the token of who (see consoleLedger.tokens) in the
+// console's sign-in form, as a person pastes it, and waits until the
+// header names the caller, principal.
+func signIn(b *browser, c *consoleLedger, who, principal string) {
 	b.t.Helper()
 	b.open(c.consoleURL(""))
 	b.waitVisible(sel("token-input"))
-	b.do(chromedp.SendKeys(chromedp.CSS(sel("token-input")), c.tokens[role]),
+	b.do(chromedp.SendKeys(chromedp.CSS(sel("token-input")), c.tokens[who]),
 		chromedp.Click(chromedp.CSS(sel("token-submit"))))
 	b.waitText(sel("whoami"), principal)
 }
@@ -259,7 +260,7 @@ func TestConsoleReaderIsRefused(t *testing.T) {
 	before := c.events(t, consoleNamespace, heldKey)
 
 	b := newBrowser(t)
-	signIn(b, c, "reader", "oncall-reader")
+	signIn(b, c, "oncall-reader", "oncall-reader")
 	openKey(b, c, consoleNamespace, heldKey)
 	require.Equal(t, "worker-held", b.text(sel("entry-owner")))
 	forceRelease(b, "a reader trying its luck")

@@ -6,7 +6,8 @@
 // (exit 1) if any of them reads entries or events with a sequential scan.
 //
 //	go run ./internal/consolecost                     # a private PostgreSQL, destroyed afterwards
-//	go run ./internal/consolecost --database-url URL  # an empty database of your own
+//	go run ./internal/consolecost --keep .data/consolecost  # keep the filled cluster, reuse it next time
+//	go run ./internal/consolecost --database-url URL  # an empty (or already filled) database of your own
 //
 // It is not part of `make test`: the fill takes many minutes and gigabytes
 // of disk. docs/performance.md ("Console") has the figures of a run.
@@ -29,7 +30,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
@@ -50,6 +53,10 @@ const bulkNamespace = "checkout"
 
 var smallNamespaces = []string{"billing", "emails", "exports", "ledger-sync"}
 
+// requestTimeout bounds each RPC, as ledgerd's --request-timeout does by
+// default (a console call carries no deadline of its own).
+const requestTimeout = 10 * time.Second
+
 // fillChunk is how many entries one fill statement inserts: big enough to
 // be fast, small enough to report progress.
 const fillChunk = 1_000_000
@@ -63,7 +70,8 @@ func main() {
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	flags := flag.NewFlagSet("consolecost", flag.ContinueOnError)
-	databaseURL := flags.String("database-url", "", "an empty database to fill (default: a private PostgreSQL, destroyed afterwards)")
+	databaseURL := flags.String("database-url", "", "an empty database to fill, or one this program filled (default: a private PostgreSQL)")
+	keep := flags.String("keep", "", "keep the private PostgreSQL's data in this directory, and reuse what it holds on the next run")
 	entries := flags.Int64("entries", 10_000_000, "entries to put in the namespace "+bulkNamespace)
 	runs := flags.Int("runs", 5, "times each RPC is timed (after one warm-up); the median is shown")
 	verbose := flags.Bool("plans", true, "print each statement's EXPLAIN (ANALYZE, BUFFERS)")
@@ -75,11 +83,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if *databaseURL == "" {
 		fmt.Fprintln(out, "starting a private PostgreSQL (fsync off)")
-		pg, err := devcluster.StartPostgres(ctx, devcluster.PostgresConfig{Durability: devcluster.Throwaway})
+		pg, err := devcluster.StartPostgres(ctx, devcluster.PostgresConfig{Durability: devcluster.Throwaway, Dir: *keep, Keep: *keep != ""})
 		if err != nil {
 			return err
 		}
-		defer func() { _ = pg.Destroy() }()
+		if *keep != "" {
+			defer func() { _ = pg.Stop(context.WithoutCancel(ctx)) }()
+		} else {
+			defer func() { _ = pg.Destroy() }()
+		}
 		*databaseURL = pg.URL()
 	}
 	poolConfig, err := pgxpool.ParseConfig(*databaseURL)
@@ -115,10 +127,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		elapsed := "EXPLAIN only"
 		if c.rpc != nil {
 			median, err := timeCall(ctx, client, c, *runs)
-			if err != nil {
+			switch {
+			case status.Code(err) == codes.DeadlineExceeded:
+				// The figure to write down: the page shows the refusal.
+				elapsed = fmt.Sprintf("over the request timeout (%s): DEADLINE_EXCEEDED", requestTimeout)
+			case err != nil:
 				return fmt.Errorf("%s (%s): %w", c.page, c.call, err)
+			default:
+				elapsed = median.Round(10 * time.Microsecond).String()
 			}
-			elapsed = median.Round(10 * time.Microsecond).String()
 		}
 		plan, err := explain(ctx, pool, c.statement, c.args)
 		if err != nil {
@@ -145,6 +162,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 // fill creates the namespaces and puts the entries and their events in,
 // then vacuums and analyzes, as a ledger that has run for a while has been.
 func fill(ctx context.Context, pool *pgxpool.Pool, store *ledger.Store, entries int64, out io.Writer) error {
+	var filled int64
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM entries WHERE namespace = $1`, bulkNamespace).Scan(&filled); err != nil {
+		return err
+	}
+	if filled == entries {
+		fmt.Fprintf(out, "reusing the %d entries of %s\n", filled, bulkNamespace)
+		return nil
+	}
+	if filled != 0 {
+		return fmt.Errorf("the database holds %d entries of %s, not %d: give an empty one", filled, bulkNamespace, entries)
+	}
 	maxHeld, maxBytes := int64(50_000), int64(64<<30)
 	for _, name := range append([]string{bulkNamespace}, smallNamespaces...) {
 		update := ledger.NamespaceUpdate{}
@@ -209,7 +237,7 @@ func entryKey(g int64) string { return fmt.Sprintf("order-%09d", g) }
 // `ledgerd serve --insecure-dev` does, and returns a client of its admin
 // API.
 func serve(store *ledger.Store) (ledgerv1.LedgerAdminServiceClient, func(), error) {
-	srv, err := server.New(store, server.Config{Logger: slog.New(slog.DiscardHandler)})
+	srv, err := server.New(store, server.Config{Logger: slog.New(slog.DiscardHandler), DefaultTimeout: requestTimeout})
 	if err != nil {
 		return nil, nil, err
 	}
