@@ -64,7 +64,7 @@ func TestConsoleScreenshots(t *testing.T) {
 	b.waitFor("every row's usage", `document.querySelectorAll('[data-test="ns-expired-leases"]').length === 3`)
 	shoot("namespaces")
 
-	b.do(chromedp.Click(chromedp.CSS(`[data-namespace="`+consoleNamespace+`"] `+sel("ns-stuck-link"))))
+	b.do(chromedp.Click(chromedp.CSS(`[data-namespace="` + consoleNamespace + `"] ` + sel("ns-stuck-link"))))
 	b.waitText(sel("entry-link"), incidentKey)
 	require.Len(t, b.texts(sel("entry-row")), 1)
 	shoot("entries-stuck")
