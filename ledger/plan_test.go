@@ -112,6 +112,8 @@ func TestQueryPlans(t *testing.T) {
 	require.Contains(t, events, `"Index Name":"events_namespace_at_idx"`, events)
 	stuck := plan(read("list_entries_leased"), "ns3", nil, "", nil, nil, "", nil, nil, true, 101)
 	require.Contains(t, stuck, `"Index Name":"entries_leased_idx"`, stuck)
+	leases := plan(read("namespace_leases"), "ns3")
+	require.Contains(t, leases, `"Index Name":"entries_leased_idx"`, leases)
 	sweep := plan(`SELECT namespace, key FROM entries WHERE expires_at < now() ORDER BY expires_at LIMIT 500`)
 	require.Contains(t, sweep, `"Index Name":"entries_expires_at_idx"`, sweep)
 }

@@ -57,6 +57,9 @@ func (e *QuotaError) Is(target error) bool { return target == ErrQuotaExceeded }
 type Usage struct {
 	// HeldLeases is the number of unexpired leases.
 	HeldLeases int64
+	// ExpiredLeases is the number of leased entries whose lease has run
+	// out by the database's clock, not yet taken over: the stuck keys.
+	ExpiredLeases int64
 	// StoredBytes is the sum of the stored bytes of the namespace's entries
 	// (see NamespaceSettings.MaxStoredBytes); counted only while the
 	// namespace has a stored-bytes quota (StoredBytesCounted).
@@ -74,7 +77,7 @@ func (s *Store) NamespaceUsage(ctx context.Context, name string) (Usage, error) 
 		return Usage{}, err
 	}
 	var usage Usage
-	err := s.pool.QueryRow(ctx, query("quota_held_leases"), name).Scan(&usage.HeldLeases)
+	err := s.pool.QueryRow(ctx, query("namespace_leases"), name).Scan(&usage.HeldLeases, &usage.ExpiredLeases)
 	if err == nil {
 		err = s.pool.QueryRow(ctx, `SELECT stored_bytes FROM namespace_usage WHERE namespace = $1`, name).Scan(&usage.StoredBytes)
 		usage.StoredBytesCounted = err == nil

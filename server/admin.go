@@ -21,6 +21,9 @@ type adminService struct {
 	store  *ledger.Store
 	auth   *Auth // nil without authentication
 	logger *slog.Logger
+	// activity is this replica's count of each namespace's recent calls
+	// (GetNamespace's NamespaceActivity); nil counts nothing.
+	activity *activity
 }
 
 func page(size int32, token string) ledger.Page { return ledger.Page{Size: int(size), Token: token} }
@@ -140,7 +143,18 @@ func (s *adminService) GetNamespace(ctx context.Context, req *ledgerv1.GetNamesp
 	if err != nil {
 		return nil, toStatus(ctx, s.logger, err)
 	}
-	resp := &ledgerv1.GetNamespaceResponse{Namespace: namespaceProto(ns), Usage: &ledgerv1.NamespaceUsage{HeldLeases: usage.HeldLeases}}
+	recent := s.activity.of(ns.Name)
+	resp := &ledgerv1.GetNamespaceResponse{
+		Namespace: namespaceProto(ns),
+		Usage:     &ledgerv1.NamespaceUsage{HeldLeases: usage.HeldLeases, ExpiredLeases: usage.ExpiredLeases},
+		Activity: &ledgerv1.NamespaceActivity{
+			Window:   durationpb.New(recent.window),
+			Reserves: recent.reserves,
+			Replays:  recent.replays,
+			Calls:    recent.calls,
+			Errors:   recent.errored,
+		},
+	}
 	if usage.StoredBytesCounted {
 		resp.Usage.StoredBytes = &usage.StoredBytes
 	}

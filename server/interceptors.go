@@ -46,7 +46,7 @@ func unaryInterceptors(cfg Config) []grpc.UnaryServerInterceptor {
 		rejectUndecodable(logger), // before auth: a request it cannot read names no namespace (see codec.go)
 		authInterceptor(cfg),
 		rateLimitInterceptor(cfg.limiter()),
-		outcomeInterceptor(cfg.Metrics),
+		outcomeInterceptor(cfg.Metrics, cfg.activity),
 		deadlineInterceptor(cfg.DefaultTimeout, cfg.MaxTimeout),
 	)
 }
@@ -175,8 +175,8 @@ func deadlineInterceptor(defaultTimeout, maxTimeout time.Duration) grpc.UnarySer
 
 // outcomeInterceptor works out what each call did to the ledger (see
 // callOutcome), leaves it for the request log, and records it in metrics
-// (unless nil).
-func outcomeInterceptor(metrics *Metrics) grpc.UnaryServerInterceptor {
+// and in the namespaces' recent activity (each unless nil).
+func outcomeInterceptor(metrics *Metrics, recent *activity) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		resp, err := handler(ctx, req)
 		call := outcomeOf(req, resp, err)
@@ -186,6 +186,7 @@ func outcomeInterceptor(metrics *Metrics) grpc.UnaryServerInterceptor {
 		if metrics != nil {
 			metrics.observe(methodName(info.FullMethod), call)
 		}
+		recent.record(call)
 		return resp, err
 	}
 }

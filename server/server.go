@@ -79,6 +79,9 @@ type Config struct {
 	// rateLimiter enforces RateLimits; New makes it, so that the Server
 	// can replace its limits (see Server.SetRateLimits).
 	rateLimiter *rateLimiter
+	// activity counts each namespace's recent calls for GetNamespace; New
+	// makes it.
+	activity *activity
 }
 
 // limiter returns the rate limiter New made, or a new one over RateLimits.
@@ -147,6 +150,7 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg.rateLimiter = newRateLimiter(cfg.RateLimits)
+	cfg.activity = newActivity(time.Now)
 	s := &Server{
 		limits: limits,
 		health: newDrainingHealth(),
@@ -194,7 +198,7 @@ func New(store *ledger.Store, cfg Config) (*Server, error) {
 	s.grpc = grpc.NewServer(options...)
 	ledgerv1.RegisterLedgerServiceServer(s.grpc, &service{store: store, logger: cfg.Logger, maxResponseBytes: limits.MaxSendMsgBytes,
 		waits: newWaitSlots(cfg.MaxWaitingReservesPerPrincipal), metrics: cfg.Metrics})
-	ledgerv1.RegisterLedgerAdminServiceServer(s.grpc, &adminService{store: store, auth: cfg.Auth, logger: cfg.Logger})
+	ledgerv1.RegisterLedgerAdminServiceServer(s.grpc, &adminService{store: store, auth: cfg.Auth, logger: cfg.Logger, activity: cfg.activity})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	if cfg.Metrics != nil {

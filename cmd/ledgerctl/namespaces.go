@@ -53,7 +53,7 @@ func namespacesShowCommand() *command {
 		args:    "NAME",
 		minArgs: 1, maxArgs: 1,
 		summary: "Show one namespace's settings and what it uses of its quotas (LedgerAdminService.GetNamespace).",
-		details: "-o json prints the GetNamespaceResponse (namespace and usage).\n\nExit codes: 3 unknown namespace.",
+		details: "-o json prints the GetNamespaceResponse (namespace, usage, and the answering replica's activity over the last hour).\n\nExit codes: 3 unknown namespace.",
 		run: func(ctx context.Context, c *cli, args []string) error {
 			return callAndShow(ctx, c, func(ctx context.Context) (*ledgerv1.GetNamespaceResponse, error) {
 				return c.client.Admin().GetNamespace(ctx, &ledgerv1.GetNamespaceRequest{Name: args[0]})

@@ -334,7 +334,7 @@ func TestHelpListsEveryFlagWithItsVariable(t *testing.T) {
 	err := run(context.Background(), []string{"serve", "--help"}, env(nil), &stdout, &stderr)
 	require.ErrorIs(t, err, flag.ErrHelp)
 	help := stderr.String()
-	for _, name := range []string{"database-url", "listen-addr", "http-addr", "db-max-conns", "max-result-bytes", "default-lease-ttl", "shutdown-timeout", "lame-duck-delay", "health-check-interval", "health-check-timeout", "sweep-interval", "log-format"} {
+	for _, name := range []string{"database-url", "listen-addr", "http-addr", "db-max-conns", "max-result-bytes", "default-lease-ttl", "shutdown-timeout", "lame-duck-delay", "health-check-interval", "health-check-timeout", "sweep-interval", "log-format", "console"} {
 		require.Contains(t, help, "--"+name+" ("+envName(name)+")")
 	}
 	require.True(t, strings.HasPrefix(help, "Usage: ledgerd serve"))

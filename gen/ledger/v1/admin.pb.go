@@ -2104,7 +2104,10 @@ type GetNamespaceResponse struct {
 	// namespace and its settings.
 	Namespace *Namespace `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// usage is what the namespace uses of its quotas now.
-	Usage         *NamespaceUsage `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	Usage *NamespaceUsage `protobuf:"bytes,2,opt,name=usage,proto3" json:"usage,omitempty"`
+	// activity is what the replica that answered saw of the namespace
+	// recently: its own counts, not the deployment's.
+	Activity      *NamespaceActivity `protobuf:"bytes,3,opt,name=activity,proto3" json:"activity,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2153,6 +2156,13 @@ func (x *GetNamespaceResponse) GetUsage() *NamespaceUsage {
 	return nil
 }
 
+func (x *GetNamespaceResponse) GetActivity() *NamespaceActivity {
+	if x != nil {
+		return x.Activity
+	}
+	return nil
+}
+
 // NamespaceUsage is what a namespace uses of its quotas.
 type NamespaceUsage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2160,7 +2170,12 @@ type NamespaceUsage struct {
 	HeldLeases int64 `protobuf:"varint,1,opt,name=held_leases,json=heldLeases,proto3" json:"held_leases,omitempty"`
 	// stored_bytes is the bytes of the stored results; counted only while the
 	// namespace has a max_stored_bytes quota, unset otherwise.
-	StoredBytes   *int64 `protobuf:"varint,2,opt,name=stored_bytes,json=storedBytes,proto3,oneof" json:"stored_bytes,omitempty"`
+	StoredBytes *int64 `protobuf:"varint,2,opt,name=stored_bytes,json=storedBytes,proto3,oneof" json:"stored_bytes,omitempty"`
+	// expired_leases is the number of leased entries whose lease has run out
+	// by the database's clock and that nobody has reclaimed yet: the stuck
+	// keys (ListEntries with stuck), which do not count against
+	// max_held_leases.
+	ExpiredLeases int64 `protobuf:"varint,3,opt,name=expired_leases,json=expiredLeases,proto3" json:"expired_leases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2209,6 +2224,106 @@ func (x *NamespaceUsage) GetStoredBytes() int64 {
 	return 0
 }
 
+func (x *NamespaceUsage) GetExpiredLeases() int64 {
+	if x != nil {
+		return x.ExpiredLeases
+	}
+	return 0
+}
+
+// NamespaceActivity counts a namespace's calls over a recent window, as
+// one ledgerd replica saw them: the replica that answered GetNamespace,
+// from the same events its /metrics counts (ledgerd_reserve_outcomes_total
+// and the RPCs by code). Other replicas count their own share; with
+// several replicas, these are a sample of the namespace's traffic, not its
+// total. Counts are kept in one-minute buckets in the replica's memory and
+// start from zero when it restarts.
+type NamespaceActivity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// window is the span the counts cover: the last hour, or less when the
+	// replica started less than an hour ago. It ends at the call.
+	Window *durationpb.Duration `protobuf:"bytes,1,opt,name=window,proto3" json:"window,omitempty"`
+	// reserves is the Reserve (and ReserveBatch item) answers in the window,
+	// whatever their outcome.
+	Reserves int64 `protobuf:"varint,2,opt,name=reserves,proto3" json:"reserves,omitempty"`
+	// replays is the Reserve answers that replayed a stored result (outcome
+	// completed): replays / reserves is the replay ratio.
+	Replays int64 `protobuf:"varint,3,opt,name=replays,proto3" json:"replays,omitempty"`
+	// calls is the calls of any RPC that named the namespace.
+	Calls int64 `protobuf:"varint,4,opt,name=calls,proto3" json:"calls,omitempty"`
+	// errors is the calls answered with a status other than OK (refusals
+	// such as LEASE_LOST and QUOTA_EXCEEDED included): errors / calls is the
+	// error rate.
+	Errors        int64 `protobuf:"varint,5,opt,name=errors,proto3" json:"errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NamespaceActivity) Reset() {
+	*x = NamespaceActivity{}
+	mi := &file_ledger_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NamespaceActivity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NamespaceActivity) ProtoMessage() {}
+
+func (x *NamespaceActivity) ProtoReflect() protoreflect.Message {
+	mi := &file_ledger_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NamespaceActivity.ProtoReflect.Descriptor instead.
+func (*NamespaceActivity) Descriptor() ([]byte, []int) {
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *NamespaceActivity) GetWindow() *durationpb.Duration {
+	if x != nil {
+		return x.Window
+	}
+	return nil
+}
+
+func (x *NamespaceActivity) GetReserves() int64 {
+	if x != nil {
+		return x.Reserves
+	}
+	return 0
+}
+
+func (x *NamespaceActivity) GetReplays() int64 {
+	if x != nil {
+		return x.Replays
+	}
+	return 0
+}
+
+func (x *NamespaceActivity) GetCalls() int64 {
+	if x != nil {
+		return x.Calls
+	}
+	return 0
+}
+
+func (x *NamespaceActivity) GetErrors() int64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
 // NamespaceSettings are the settable parts of a namespace; an unset field
 // keeps its current value (or takes the server's default on creation).
 type NamespaceSettings struct {
@@ -2239,7 +2354,7 @@ type NamespaceSettings struct {
 
 func (x *NamespaceSettings) Reset() {
 	*x = NamespaceSettings{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[34]
+	mi := &file_ledger_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2366,7 @@ func (x *NamespaceSettings) String() string {
 func (*NamespaceSettings) ProtoMessage() {}
 
 func (x *NamespaceSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[34]
+	mi := &file_ledger_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2379,7 @@ func (x *NamespaceSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceSettings.ProtoReflect.Descriptor instead.
 func (*NamespaceSettings) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NamespaceSettings) GetDefaultLeaseTtl() *durationpb.Duration {
@@ -2338,7 +2453,7 @@ type CreateNamespaceRequest struct {
 
 func (x *CreateNamespaceRequest) Reset() {
 	*x = CreateNamespaceRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[35]
+	mi := &file_ledger_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2350,7 +2465,7 @@ func (x *CreateNamespaceRequest) String() string {
 func (*CreateNamespaceRequest) ProtoMessage() {}
 
 func (x *CreateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[35]
+	mi := &file_ledger_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2363,7 +2478,7 @@ func (x *CreateNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateNamespaceRequest) GetName() string {
@@ -2398,7 +2513,7 @@ type CreateNamespaceResponse struct {
 
 func (x *CreateNamespaceResponse) Reset() {
 	*x = CreateNamespaceResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[36]
+	mi := &file_ledger_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2525,7 @@ func (x *CreateNamespaceResponse) String() string {
 func (*CreateNamespaceResponse) ProtoMessage() {}
 
 func (x *CreateNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[36]
+	mi := &file_ledger_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2538,7 @@ func (x *CreateNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*CreateNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateNamespaceResponse) GetNamespace() *Namespace {
@@ -2448,7 +2563,7 @@ type UpdateNamespaceRequest struct {
 
 func (x *UpdateNamespaceRequest) Reset() {
 	*x = UpdateNamespaceRequest{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[37]
+	mi := &file_ledger_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2460,7 +2575,7 @@ func (x *UpdateNamespaceRequest) String() string {
 func (*UpdateNamespaceRequest) ProtoMessage() {}
 
 func (x *UpdateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[37]
+	mi := &file_ledger_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2473,7 +2588,7 @@ func (x *UpdateNamespaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNamespaceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *UpdateNamespaceRequest) GetName() string {
@@ -2508,7 +2623,7 @@ type UpdateNamespaceResponse struct {
 
 func (x *UpdateNamespaceResponse) Reset() {
 	*x = UpdateNamespaceResponse{}
-	mi := &file_ledger_v1_admin_proto_msgTypes[38]
+	mi := &file_ledger_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2635,7 @@ func (x *UpdateNamespaceResponse) String() string {
 func (*UpdateNamespaceResponse) ProtoMessage() {}
 
 func (x *UpdateNamespaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ledger_v1_admin_proto_msgTypes[38]
+	mi := &file_ledger_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2648,7 @@ func (x *UpdateNamespaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNamespaceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateNamespaceResponse) Descriptor() ([]byte, []int) {
-	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_ledger_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *UpdateNamespaceResponse) GetNamespace() *Namespace {
@@ -2687,15 +2802,23 @@ const file_ledger_v1_admin_proto_rawDesc = "" +
 	"namespaces\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\")\n" +
 	"\x13GetNamespaceRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"{\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xb5\x01\n" +
 	"\x14GetNamespaceResponse\x122\n" +
 	"\tnamespace\x18\x01 \x01(\v2\x14.ledger.v1.NamespaceR\tnamespace\x12/\n" +
-	"\x05usage\x18\x02 \x01(\v2\x19.ledger.v1.NamespaceUsageR\x05usage\"j\n" +
+	"\x05usage\x18\x02 \x01(\v2\x19.ledger.v1.NamespaceUsageR\x05usage\x128\n" +
+	"\bactivity\x18\x03 \x01(\v2\x1c.ledger.v1.NamespaceActivityR\bactivity\"\x91\x01\n" +
 	"\x0eNamespaceUsage\x12\x1f\n" +
 	"\vheld_leases\x18\x01 \x01(\x03R\n" +
 	"heldLeases\x12&\n" +
-	"\fstored_bytes\x18\x02 \x01(\x03H\x00R\vstoredBytes\x88\x01\x01B\x0f\n" +
-	"\r_stored_bytes\"\x98\x04\n" +
+	"\fstored_bytes\x18\x02 \x01(\x03H\x00R\vstoredBytes\x88\x01\x01\x12%\n" +
+	"\x0eexpired_leases\x18\x03 \x01(\x03R\rexpiredLeasesB\x0f\n" +
+	"\r_stored_bytes\"\xaa\x01\n" +
+	"\x11NamespaceActivity\x121\n" +
+	"\x06window\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x06window\x12\x1a\n" +
+	"\breserves\x18\x02 \x01(\x03R\breserves\x12\x18\n" +
+	"\areplays\x18\x03 \x01(\x03R\areplays\x12\x14\n" +
+	"\x05calls\x18\x04 \x01(\x03R\x05calls\x12\x16\n" +
+	"\x06errors\x18\x05 \x01(\x03R\x06errors\"\x98\x04\n" +
 	"\x11NamespaceSettings\x12E\n" +
 	"\x11default_lease_ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0fdefaultLeaseTtl\x12=\n" +
 	"\rmax_lease_ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vmaxLeaseTtl\x12-\n" +
@@ -2764,7 +2887,7 @@ func file_ledger_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_ledger_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ledger_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_ledger_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_ledger_v1_admin_proto_goTypes = []any{
 	(Role)(0),                        // 0: ledger.v1.Role
 	(*RoleBinding)(nil),              // 1: ledger.v1.RoleBinding
@@ -2801,27 +2924,28 @@ var file_ledger_v1_admin_proto_goTypes = []any{
 	(*GetNamespaceRequest)(nil),      // 32: ledger.v1.GetNamespaceRequest
 	(*GetNamespaceResponse)(nil),     // 33: ledger.v1.GetNamespaceResponse
 	(*NamespaceUsage)(nil),           // 34: ledger.v1.NamespaceUsage
-	(*NamespaceSettings)(nil),        // 35: ledger.v1.NamespaceSettings
-	(*CreateNamespaceRequest)(nil),   // 36: ledger.v1.CreateNamespaceRequest
-	(*CreateNamespaceResponse)(nil),  // 37: ledger.v1.CreateNamespaceResponse
-	(*UpdateNamespaceRequest)(nil),   // 38: ledger.v1.UpdateNamespaceRequest
-	(*UpdateNamespaceResponse)(nil),  // 39: ledger.v1.UpdateNamespaceResponse
-	(*timestamppb.Timestamp)(nil),    // 40: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 41: google.protobuf.Duration
-	(State)(0),                       // 42: ledger.v1.State
-	(*Entry)(nil),                    // 43: ledger.v1.Entry
-	(*Event)(nil),                    // 44: ledger.v1.Event
-	(EventKind)(0),                   // 45: ledger.v1.EventKind
+	(*NamespaceActivity)(nil),        // 35: ledger.v1.NamespaceActivity
+	(*NamespaceSettings)(nil),        // 36: ledger.v1.NamespaceSettings
+	(*CreateNamespaceRequest)(nil),   // 37: ledger.v1.CreateNamespaceRequest
+	(*CreateNamespaceResponse)(nil),  // 38: ledger.v1.CreateNamespaceResponse
+	(*UpdateNamespaceRequest)(nil),   // 39: ledger.v1.UpdateNamespaceRequest
+	(*UpdateNamespaceResponse)(nil),  // 40: ledger.v1.UpdateNamespaceResponse
+	(*timestamppb.Timestamp)(nil),    // 41: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 42: google.protobuf.Duration
+	(State)(0),                       // 43: ledger.v1.State
+	(*Entry)(nil),                    // 44: ledger.v1.Entry
+	(*Event)(nil),                    // 45: ledger.v1.Event
+	(EventKind)(0),                   // 46: ledger.v1.EventKind
 }
 var file_ledger_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: ledger.v1.RoleBinding.role:type_name -> ledger.v1.Role
-	40, // 1: ledger.v1.RoleBinding.created_at:type_name -> google.protobuf.Timestamp
-	40, // 2: ledger.v1.Token.created_at:type_name -> google.protobuf.Timestamp
-	40, // 3: ledger.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
-	40, // 4: ledger.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
-	40, // 5: ledger.v1.Token.last_used_at:type_name -> google.protobuf.Timestamp
+	41, // 1: ledger.v1.RoleBinding.created_at:type_name -> google.protobuf.Timestamp
+	41, // 2: ledger.v1.Token.created_at:type_name -> google.protobuf.Timestamp
+	41, // 3: ledger.v1.Token.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 4: ledger.v1.Token.revoked_at:type_name -> google.protobuf.Timestamp
+	41, // 5: ledger.v1.Token.last_used_at:type_name -> google.protobuf.Timestamp
 	1,  // 6: ledger.v1.WhoAmIResponse.bindings:type_name -> ledger.v1.RoleBinding
-	41, // 7: ledger.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	42, // 7: ledger.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
 	2,  // 8: ledger.v1.CreateTokenResponse.token:type_name -> ledger.v1.Token
 	2,  // 9: ledger.v1.ListTokensResponse.tokens:type_name -> ledger.v1.Token
 	2,  // 10: ledger.v1.RevokeTokenResponse.token:type_name -> ledger.v1.Token
@@ -2829,74 +2953,76 @@ var file_ledger_v1_admin_proto_depIdxs = []int32{
 	1,  // 12: ledger.v1.GrantRoleResponse.binding:type_name -> ledger.v1.RoleBinding
 	1,  // 13: ledger.v1.RevokeRoleRequest.binding:type_name -> ledger.v1.RoleBinding
 	1,  // 14: ledger.v1.ListRoleBindingsResponse.bindings:type_name -> ledger.v1.RoleBinding
-	42, // 15: ledger.v1.ListEntriesRequest.states:type_name -> ledger.v1.State
-	40, // 16: ledger.v1.ListEntriesRequest.updated_after:type_name -> google.protobuf.Timestamp
-	40, // 17: ledger.v1.ListEntriesRequest.updated_before:type_name -> google.protobuf.Timestamp
-	43, // 18: ledger.v1.ListEntriesResponse.entries:type_name -> ledger.v1.Entry
-	44, // 19: ledger.v1.GetHistoryResponse.events:type_name -> ledger.v1.Event
-	40, // 20: ledger.v1.ListEventsRequest.start_time:type_name -> google.protobuf.Timestamp
-	40, // 21: ledger.v1.ListEventsRequest.end_time:type_name -> google.protobuf.Timestamp
-	45, // 22: ledger.v1.ListEventsRequest.kinds:type_name -> ledger.v1.EventKind
-	44, // 23: ledger.v1.ListEventsResponse.events:type_name -> ledger.v1.Event
-	40, // 24: ledger.v1.ListEventsResponse.settled_until:type_name -> google.protobuf.Timestamp
-	43, // 25: ledger.v1.ForceReleaseResponse.entry:type_name -> ledger.v1.Entry
-	43, // 26: ledger.v1.ResetKeyResponse.entry:type_name -> ledger.v1.Entry
-	41, // 27: ledger.v1.Namespace.default_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 28: ledger.v1.Namespace.max_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 29: ledger.v1.Namespace.retention:type_name -> google.protobuf.Duration
-	41, // 30: ledger.v1.Namespace.event_retention:type_name -> google.protobuf.Duration
-	40, // 31: ledger.v1.Namespace.created_at:type_name -> google.protobuf.Timestamp
-	40, // 32: ledger.v1.Namespace.updated_at:type_name -> google.protobuf.Timestamp
+	43, // 15: ledger.v1.ListEntriesRequest.states:type_name -> ledger.v1.State
+	41, // 16: ledger.v1.ListEntriesRequest.updated_after:type_name -> google.protobuf.Timestamp
+	41, // 17: ledger.v1.ListEntriesRequest.updated_before:type_name -> google.protobuf.Timestamp
+	44, // 18: ledger.v1.ListEntriesResponse.entries:type_name -> ledger.v1.Entry
+	45, // 19: ledger.v1.GetHistoryResponse.events:type_name -> ledger.v1.Event
+	41, // 20: ledger.v1.ListEventsRequest.start_time:type_name -> google.protobuf.Timestamp
+	41, // 21: ledger.v1.ListEventsRequest.end_time:type_name -> google.protobuf.Timestamp
+	46, // 22: ledger.v1.ListEventsRequest.kinds:type_name -> ledger.v1.EventKind
+	45, // 23: ledger.v1.ListEventsResponse.events:type_name -> ledger.v1.Event
+	41, // 24: ledger.v1.ListEventsResponse.settled_until:type_name -> google.protobuf.Timestamp
+	44, // 25: ledger.v1.ForceReleaseResponse.entry:type_name -> ledger.v1.Entry
+	44, // 26: ledger.v1.ResetKeyResponse.entry:type_name -> ledger.v1.Entry
+	42, // 27: ledger.v1.Namespace.default_lease_ttl:type_name -> google.protobuf.Duration
+	42, // 28: ledger.v1.Namespace.max_lease_ttl:type_name -> google.protobuf.Duration
+	42, // 29: ledger.v1.Namespace.retention:type_name -> google.protobuf.Duration
+	42, // 30: ledger.v1.Namespace.event_retention:type_name -> google.protobuf.Duration
+	41, // 31: ledger.v1.Namespace.created_at:type_name -> google.protobuf.Timestamp
+	41, // 32: ledger.v1.Namespace.updated_at:type_name -> google.protobuf.Timestamp
 	29, // 33: ledger.v1.ListNamespacesResponse.namespaces:type_name -> ledger.v1.Namespace
 	29, // 34: ledger.v1.GetNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
 	34, // 35: ledger.v1.GetNamespaceResponse.usage:type_name -> ledger.v1.NamespaceUsage
-	41, // 36: ledger.v1.NamespaceSettings.default_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 37: ledger.v1.NamespaceSettings.max_lease_ttl:type_name -> google.protobuf.Duration
-	41, // 38: ledger.v1.NamespaceSettings.retention:type_name -> google.protobuf.Duration
-	41, // 39: ledger.v1.NamespaceSettings.event_retention:type_name -> google.protobuf.Duration
-	35, // 40: ledger.v1.CreateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
-	29, // 41: ledger.v1.CreateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	35, // 42: ledger.v1.UpdateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
-	29, // 43: ledger.v1.UpdateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
-	17, // 44: ledger.v1.LedgerAdminService.ListEntries:input_type -> ledger.v1.ListEntriesRequest
-	19, // 45: ledger.v1.LedgerAdminService.GetHistory:input_type -> ledger.v1.GetHistoryRequest
-	21, // 46: ledger.v1.LedgerAdminService.ListEvents:input_type -> ledger.v1.ListEventsRequest
-	23, // 47: ledger.v1.LedgerAdminService.ForceRelease:input_type -> ledger.v1.ForceReleaseRequest
-	25, // 48: ledger.v1.LedgerAdminService.ResetKey:input_type -> ledger.v1.ResetKeyRequest
-	27, // 49: ledger.v1.LedgerAdminService.PurgeExpired:input_type -> ledger.v1.PurgeExpiredRequest
-	30, // 50: ledger.v1.LedgerAdminService.ListNamespaces:input_type -> ledger.v1.ListNamespacesRequest
-	32, // 51: ledger.v1.LedgerAdminService.GetNamespace:input_type -> ledger.v1.GetNamespaceRequest
-	36, // 52: ledger.v1.LedgerAdminService.CreateNamespace:input_type -> ledger.v1.CreateNamespaceRequest
-	38, // 53: ledger.v1.LedgerAdminService.UpdateNamespace:input_type -> ledger.v1.UpdateNamespaceRequest
-	3,  // 54: ledger.v1.LedgerAdminService.WhoAmI:input_type -> ledger.v1.WhoAmIRequest
-	5,  // 55: ledger.v1.LedgerAdminService.CreateToken:input_type -> ledger.v1.CreateTokenRequest
-	7,  // 56: ledger.v1.LedgerAdminService.ListTokens:input_type -> ledger.v1.ListTokensRequest
-	9,  // 57: ledger.v1.LedgerAdminService.RevokeToken:input_type -> ledger.v1.RevokeTokenRequest
-	11, // 58: ledger.v1.LedgerAdminService.GrantRole:input_type -> ledger.v1.GrantRoleRequest
-	13, // 59: ledger.v1.LedgerAdminService.RevokeRole:input_type -> ledger.v1.RevokeRoleRequest
-	15, // 60: ledger.v1.LedgerAdminService.ListRoleBindings:input_type -> ledger.v1.ListRoleBindingsRequest
-	18, // 61: ledger.v1.LedgerAdminService.ListEntries:output_type -> ledger.v1.ListEntriesResponse
-	20, // 62: ledger.v1.LedgerAdminService.GetHistory:output_type -> ledger.v1.GetHistoryResponse
-	22, // 63: ledger.v1.LedgerAdminService.ListEvents:output_type -> ledger.v1.ListEventsResponse
-	24, // 64: ledger.v1.LedgerAdminService.ForceRelease:output_type -> ledger.v1.ForceReleaseResponse
-	26, // 65: ledger.v1.LedgerAdminService.ResetKey:output_type -> ledger.v1.ResetKeyResponse
-	28, // 66: ledger.v1.LedgerAdminService.PurgeExpired:output_type -> ledger.v1.PurgeExpiredResponse
-	31, // 67: ledger.v1.LedgerAdminService.ListNamespaces:output_type -> ledger.v1.ListNamespacesResponse
-	33, // 68: ledger.v1.LedgerAdminService.GetNamespace:output_type -> ledger.v1.GetNamespaceResponse
-	37, // 69: ledger.v1.LedgerAdminService.CreateNamespace:output_type -> ledger.v1.CreateNamespaceResponse
-	39, // 70: ledger.v1.LedgerAdminService.UpdateNamespace:output_type -> ledger.v1.UpdateNamespaceResponse
-	4,  // 71: ledger.v1.LedgerAdminService.WhoAmI:output_type -> ledger.v1.WhoAmIResponse
-	6,  // 72: ledger.v1.LedgerAdminService.CreateToken:output_type -> ledger.v1.CreateTokenResponse
-	8,  // 73: ledger.v1.LedgerAdminService.ListTokens:output_type -> ledger.v1.ListTokensResponse
-	10, // 74: ledger.v1.LedgerAdminService.RevokeToken:output_type -> ledger.v1.RevokeTokenResponse
-	12, // 75: ledger.v1.LedgerAdminService.GrantRole:output_type -> ledger.v1.GrantRoleResponse
-	14, // 76: ledger.v1.LedgerAdminService.RevokeRole:output_type -> ledger.v1.RevokeRoleResponse
-	16, // 77: ledger.v1.LedgerAdminService.ListRoleBindings:output_type -> ledger.v1.ListRoleBindingsResponse
-	61, // [61:78] is the sub-list for method output_type
-	44, // [44:61] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	35, // 36: ledger.v1.GetNamespaceResponse.activity:type_name -> ledger.v1.NamespaceActivity
+	42, // 37: ledger.v1.NamespaceActivity.window:type_name -> google.protobuf.Duration
+	42, // 38: ledger.v1.NamespaceSettings.default_lease_ttl:type_name -> google.protobuf.Duration
+	42, // 39: ledger.v1.NamespaceSettings.max_lease_ttl:type_name -> google.protobuf.Duration
+	42, // 40: ledger.v1.NamespaceSettings.retention:type_name -> google.protobuf.Duration
+	42, // 41: ledger.v1.NamespaceSettings.event_retention:type_name -> google.protobuf.Duration
+	36, // 42: ledger.v1.CreateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
+	29, // 43: ledger.v1.CreateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	36, // 44: ledger.v1.UpdateNamespaceRequest.settings:type_name -> ledger.v1.NamespaceSettings
+	29, // 45: ledger.v1.UpdateNamespaceResponse.namespace:type_name -> ledger.v1.Namespace
+	17, // 46: ledger.v1.LedgerAdminService.ListEntries:input_type -> ledger.v1.ListEntriesRequest
+	19, // 47: ledger.v1.LedgerAdminService.GetHistory:input_type -> ledger.v1.GetHistoryRequest
+	21, // 48: ledger.v1.LedgerAdminService.ListEvents:input_type -> ledger.v1.ListEventsRequest
+	23, // 49: ledger.v1.LedgerAdminService.ForceRelease:input_type -> ledger.v1.ForceReleaseRequest
+	25, // 50: ledger.v1.LedgerAdminService.ResetKey:input_type -> ledger.v1.ResetKeyRequest
+	27, // 51: ledger.v1.LedgerAdminService.PurgeExpired:input_type -> ledger.v1.PurgeExpiredRequest
+	30, // 52: ledger.v1.LedgerAdminService.ListNamespaces:input_type -> ledger.v1.ListNamespacesRequest
+	32, // 53: ledger.v1.LedgerAdminService.GetNamespace:input_type -> ledger.v1.GetNamespaceRequest
+	37, // 54: ledger.v1.LedgerAdminService.CreateNamespace:input_type -> ledger.v1.CreateNamespaceRequest
+	39, // 55: ledger.v1.LedgerAdminService.UpdateNamespace:input_type -> ledger.v1.UpdateNamespaceRequest
+	3,  // 56: ledger.v1.LedgerAdminService.WhoAmI:input_type -> ledger.v1.WhoAmIRequest
+	5,  // 57: ledger.v1.LedgerAdminService.CreateToken:input_type -> ledger.v1.CreateTokenRequest
+	7,  // 58: ledger.v1.LedgerAdminService.ListTokens:input_type -> ledger.v1.ListTokensRequest
+	9,  // 59: ledger.v1.LedgerAdminService.RevokeToken:input_type -> ledger.v1.RevokeTokenRequest
+	11, // 60: ledger.v1.LedgerAdminService.GrantRole:input_type -> ledger.v1.GrantRoleRequest
+	13, // 61: ledger.v1.LedgerAdminService.RevokeRole:input_type -> ledger.v1.RevokeRoleRequest
+	15, // 62: ledger.v1.LedgerAdminService.ListRoleBindings:input_type -> ledger.v1.ListRoleBindingsRequest
+	18, // 63: ledger.v1.LedgerAdminService.ListEntries:output_type -> ledger.v1.ListEntriesResponse
+	20, // 64: ledger.v1.LedgerAdminService.GetHistory:output_type -> ledger.v1.GetHistoryResponse
+	22, // 65: ledger.v1.LedgerAdminService.ListEvents:output_type -> ledger.v1.ListEventsResponse
+	24, // 66: ledger.v1.LedgerAdminService.ForceRelease:output_type -> ledger.v1.ForceReleaseResponse
+	26, // 67: ledger.v1.LedgerAdminService.ResetKey:output_type -> ledger.v1.ResetKeyResponse
+	28, // 68: ledger.v1.LedgerAdminService.PurgeExpired:output_type -> ledger.v1.PurgeExpiredResponse
+	31, // 69: ledger.v1.LedgerAdminService.ListNamespaces:output_type -> ledger.v1.ListNamespacesResponse
+	33, // 70: ledger.v1.LedgerAdminService.GetNamespace:output_type -> ledger.v1.GetNamespaceResponse
+	38, // 71: ledger.v1.LedgerAdminService.CreateNamespace:output_type -> ledger.v1.CreateNamespaceResponse
+	40, // 72: ledger.v1.LedgerAdminService.UpdateNamespace:output_type -> ledger.v1.UpdateNamespaceResponse
+	4,  // 73: ledger.v1.LedgerAdminService.WhoAmI:output_type -> ledger.v1.WhoAmIResponse
+	6,  // 74: ledger.v1.LedgerAdminService.CreateToken:output_type -> ledger.v1.CreateTokenResponse
+	8,  // 75: ledger.v1.LedgerAdminService.ListTokens:output_type -> ledger.v1.ListTokensResponse
+	10, // 76: ledger.v1.LedgerAdminService.RevokeToken:output_type -> ledger.v1.RevokeTokenResponse
+	12, // 77: ledger.v1.LedgerAdminService.GrantRole:output_type -> ledger.v1.GrantRoleResponse
+	14, // 78: ledger.v1.LedgerAdminService.RevokeRole:output_type -> ledger.v1.RevokeRoleResponse
+	16, // 79: ledger.v1.LedgerAdminService.ListRoleBindings:output_type -> ledger.v1.ListRoleBindingsResponse
+	63, // [63:80] is the sub-list for method output_type
+	46, // [46:63] is the sub-list for method input_type
+	46, // [46:46] is the sub-list for extension type_name
+	46, // [46:46] is the sub-list for extension extendee
+	0,  // [0:46] is the sub-list for field type_name
 }
 
 func init() { file_ledger_v1_admin_proto_init() }
@@ -2906,14 +3032,14 @@ func file_ledger_v1_admin_proto_init() {
 	}
 	file_ledger_v1_ledger_proto_init()
 	file_ledger_v1_admin_proto_msgTypes[33].OneofWrappers = []any{}
-	file_ledger_v1_admin_proto_msgTypes[34].OneofWrappers = []any{}
+	file_ledger_v1_admin_proto_msgTypes[35].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ledger_v1_admin_proto_rawDesc), len(file_ledger_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

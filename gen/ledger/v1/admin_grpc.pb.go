@@ -125,8 +125,11 @@ type LedgerAdminServiceClient interface {
 	//
 	// Errors: INVALID_ARGUMENT, UNAVAILABLE.
 	ListNamespaces(ctx context.Context, in *ListNamespacesRequest, opts ...grpc.CallOption) (*ListNamespacesResponse, error)
-	// GetNamespace returns one namespace's settings, and what it uses of its
-	// quotas.
+	// GetNamespace returns one namespace's settings, what it uses of its
+	// quotas (held and expired leases, stored bytes: counted in the database
+	// at the call, over the index of the leased entries that ListEntries'
+	// stuck filter reads), and its recent activity as counted by the replica
+	// that answers (see NamespaceActivity).
 	//
 	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
 	GetNamespace(ctx context.Context, in *GetNamespaceRequest, opts ...grpc.CallOption) (*GetNamespaceResponse, error)
@@ -457,8 +460,11 @@ type LedgerAdminServiceServer interface {
 	//
 	// Errors: INVALID_ARGUMENT, UNAVAILABLE.
 	ListNamespaces(context.Context, *ListNamespacesRequest) (*ListNamespacesResponse, error)
-	// GetNamespace returns one namespace's settings, and what it uses of its
-	// quotas.
+	// GetNamespace returns one namespace's settings, what it uses of its
+	// quotas (held and expired leases, stored bytes: counted in the database
+	// at the call, over the index of the leased entries that ListEntries'
+	// stuck filter reads), and its recent activity as counted by the replica
+	// that answers (see NamespaceActivity).
 	//
 	// Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
 	GetNamespace(context.Context, *GetNamespaceRequest) (*GetNamespaceResponse, error)

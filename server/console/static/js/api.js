@@ -91,3 +91,15 @@ export function admin(method, request) {
 export function ledger(method, request) {
   return call("LedgerService", method, request);
 }
+
+let caller = null;
+
+/** whoAmI is the WhoAmIResponse of the signed-in caller (principal, bindings), or null before sign-in. */
+export function whoAmI() {
+  return caller;
+}
+
+/** setWhoAmI records the caller's WhoAmIResponse (app.js does, at sign-in). */
+export function setWhoAmI(response) {
+  caller = response;
+}

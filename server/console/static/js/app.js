@@ -12,7 +12,7 @@
 //   page-error                 a page that could not be loaded (the RPC's refusal)
 //   not-found                  an unknown console address
 
-import { admin, RPCError, setToken, token } from "./api.js";
+import { admin, RPCError, setToken, setWhoAmI, token } from "./api.js";
 import { errorBox, h, replace } from "./dom.js";
 import * as namespaces from "./namespaces.js";
 import * as namespace from "./namespace.js";
@@ -115,6 +115,7 @@ async function start() {
     replace(main, errorBox(err));
     return;
   }
+  setWhoAmI(me);
   const roles = (me.bindings || []).map((b) => `${roleName(b.role)} on ${b.namespacePattern}`);
   whoami.textContent = `${me.principal}${roles.length ? " · " + roles.join(", ") : ""}`;
   signOut.hidden = !token();

@@ -2,6 +2,11 @@
 // errors, reasons) reaches the page only through h()'s string children and
 // attribute values, which become text nodes (textContent) and attributes
 // (setAttribute): nothing here ever parses a string as HTML.
+//
+// data-test attributes of the pieces it builds:
+//   state                       an entry's state badge (stateBadge)
+//   lease-expired               next to it, when the lease has run out
+//   page-error                  an RPC's refusal (errorBox; callers may name it otherwise)
 
 import { RPCError } from "./api.js";
 

@@ -97,12 +97,14 @@ class GetNamespaceRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ...) -> None: ...
 
 class GetNamespaceResponse(_message.Message):
-    __slots__ = ["namespace", "usage"]
+    __slots__ = ["activity", "namespace", "usage"]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    activity: NamespaceActivity
     namespace: Namespace
     usage: NamespaceUsage
-    def __init__(self, namespace: _Optional[_Union[Namespace, _Mapping]] = ..., usage: _Optional[_Union[NamespaceUsage, _Mapping]] = ...) -> None: ...
+    def __init__(self, namespace: _Optional[_Union[Namespace, _Mapping]] = ..., usage: _Optional[_Union[NamespaceUsage, _Mapping]] = ..., activity: _Optional[_Union[NamespaceActivity, _Mapping]] = ...) -> None: ...
 
 class GrantRoleRequest(_message.Message):
     __slots__ = ["binding", "reason"]
@@ -238,6 +240,20 @@ class Namespace(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     def __init__(self, name: _Optional[str] = ..., default_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_result_bytes: _Optional[int] = ..., retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_attempts: _Optional[int] = ..., event_retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_held_leases: _Optional[int] = ..., max_stored_bytes: _Optional[int] = ..., created_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[_timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class NamespaceActivity(_message.Message):
+    __slots__ = ["calls", "errors", "replays", "reserves", "window"]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    REPLAYS_FIELD_NUMBER: _ClassVar[int]
+    RESERVES_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    calls: int
+    errors: int
+    replays: int
+    reserves: int
+    window: _duration_pb2.Duration
+    def __init__(self, window: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., reserves: _Optional[int] = ..., replays: _Optional[int] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ...) -> None: ...
+
 class NamespaceSettings(_message.Message):
     __slots__ = ["default_lease_ttl", "event_retention", "max_attempts", "max_held_leases", "max_lease_ttl", "max_result_bytes", "max_stored_bytes", "retention"]
     DEFAULT_LEASE_TTL_FIELD_NUMBER: _ClassVar[int]
@@ -259,12 +275,14 @@ class NamespaceSettings(_message.Message):
     def __init__(self, default_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_lease_ttl: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_result_bytes: _Optional[int] = ..., retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_attempts: _Optional[int] = ..., event_retention: _Optional[_Union[_duration_pb2.Duration, _Mapping]] = ..., max_held_leases: _Optional[int] = ..., max_stored_bytes: _Optional[int] = ...) -> None: ...
 
 class NamespaceUsage(_message.Message):
-    __slots__ = ["held_leases", "stored_bytes"]
+    __slots__ = ["expired_leases", "held_leases", "stored_bytes"]
+    EXPIRED_LEASES_FIELD_NUMBER: _ClassVar[int]
     HELD_LEASES_FIELD_NUMBER: _ClassVar[int]
     STORED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    expired_leases: int
     held_leases: int
     stored_bytes: int
-    def __init__(self, held_leases: _Optional[int] = ..., stored_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, held_leases: _Optional[int] = ..., stored_bytes: _Optional[int] = ..., expired_leases: _Optional[int] = ...) -> None: ...
 
 class PurgeExpiredRequest(_message.Message):
     __slots__ = ["namespace", "reason"]

@@ -233,8 +233,11 @@ class LedgerAdminServiceServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def GetNamespace(self, request, context):
-        """GetNamespace returns one namespace's settings, and what it uses of its
-        quotas.
+        """GetNamespace returns one namespace's settings, what it uses of its
+        quotas (held and expired leases, stored bytes: counted in the database
+        at the call, over the index of the leased entries that ListEntries'
+        stuck filter reads), and its recent activity as counted by the replica
+        that answers (see NamespaceActivity).
 
         Errors: INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE.
         """
