@@ -101,7 +101,7 @@ func TestConsoleScreenshots(t *testing.T) {
 
 	// The audit trail of the incident: what was released, by whom and why,
 	// and what happened next (the newest events: unsettled included).
-	b.open(c.consoleURL("#/ns/" + consoleNamespace + "/events?unsettled=1&kind=reserved&kind=force_released&kind=taken_over&kind=failed"))
+	b.open(c.consoleURL("#/ns/" + consoleNamespace + "/events?unsettled=1&kind=failed&kind=force_released&kind=taken_over"))
 	b.waitVisible(sel("events-table"))
 	b.waitVisible(`[data-test="event-row"][data-kind="force_released"]`)
 	shoot("events")

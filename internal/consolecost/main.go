@@ -301,7 +301,7 @@ func pageCalls(entries int64) []pageCall {
 				_, err := c.ListNamespaces(ctx, &ledgerv1.ListNamespacesRequest{})
 				return err
 			}},
-		{page: "Namespaces", call: "GetNamespace (usage: held leases)", statement: "quota_held_leases", args: []any{bulkNamespace},
+		{page: "Namespaces", call: "GetNamespace (usage: held and expired leases)", statement: "namespace_leases", args: []any{bulkNamespace},
 			rpc: func(ctx context.Context, c ledgerv1.LedgerAdminServiceClient) error {
 				_, err := c.GetNamespace(ctx, &ledgerv1.GetNamespaceRequest{Name: bulkNamespace})
 				return err
