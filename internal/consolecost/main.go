@@ -277,9 +277,10 @@ func pageCalls(entries int64) []pageCall {
 	// calls; the token takes the console there at once.
 	deepToken := base64.RawURLEncoding.EncodeToString([]byte(`{"k":"` + deepKey + `"}`))
 	hourAgo := time.Now().Add(-time.Hour)
-	list := func(page, call string, req *ledgerv1.ListEntriesRequest, statement string, args ...any) pageCall {
+	// list is a call of the Entries page.
+	list := func(call string, req *ledgerv1.ListEntriesRequest, statement string, args ...any) pageCall {
 		req.Namespace, req.PageSize = bulkNamespace, size
-		return pageCall{page: page, call: call, statement: statement, args: args,
+		return pageCall{page: "Entries", call: call, statement: statement, args: args,
 			rpc: func(ctx context.Context, c ledgerv1.LedgerAdminServiceClient) error {
 				_, err := c.ListEntries(ctx, req)
 				return err
@@ -308,29 +309,29 @@ func pageCalls(entries int64) []pageCall {
 			}},
 		// /metrics's lease gauges: no RPC of their own, so EXPLAIN only.
 		{page: "Namespaces", call: "held and expired leases of every namespace (/metrics)", statement: "lease_counts"},
-		list("Entries", "no filter, first page", &ledgerv1.ListEntriesRequest{},
+		list("no filter, first page", &ledgerv1.ListEntriesRequest{},
 			"list_entries", entryArgs(nil, "", nil, nil, "", nil, false)...),
-		list("Entries", "no filter, a page 90% deep", &ledgerv1.ListEntriesRequest{PageToken: deepToken},
+		list("no filter, a page 90% deep", &ledgerv1.ListEntriesRequest{PageToken: deepToken},
 			"list_entries", entryArgs(deepKey, "", nil, nil, "", nil, false)...),
-		list("Entries", "state completed (98%)", &ledgerv1.ListEntriesRequest{States: []ledgerv1.State{ledgerv1.State_STATE_COMPLETED}},
+		list("state completed (98%)", &ledgerv1.ListEntriesRequest{States: []ledgerv1.State{ledgerv1.State_STATE_COMPLETED}},
 			"list_entries", entryArgs(nil, "", nil, []string{"completed"}, "", nil, false)...),
-		list("Entries", "state failed (1%)", &ledgerv1.ListEntriesRequest{States: []ledgerv1.State{ledgerv1.State_STATE_FAILED}},
+		list("state failed (1%)", &ledgerv1.ListEntriesRequest{States: []ledgerv1.State{ledgerv1.State_STATE_FAILED}},
 			"list_entries", entryArgs(nil, "", nil, []string{"failed"}, "", nil, false)...),
-		list("Entries", "state failed (1%), a page 90% deep", &ledgerv1.ListEntriesRequest{States: []ledgerv1.State{ledgerv1.State_STATE_FAILED}, PageToken: deepToken},
+		list("state failed (1%), a page 90% deep", &ledgerv1.ListEntriesRequest{States: []ledgerv1.State{ledgerv1.State_STATE_FAILED}, PageToken: deepToken},
 			"list_entries", entryArgs(deepKey, "", nil, []string{"failed"}, "", nil, false)...),
-		list("Entries", "state leased (0.1%)", &ledgerv1.ListEntriesRequest{States: []ledgerv1.State{ledgerv1.State_STATE_LEASED}},
+		list("state leased (0.1%)", &ledgerv1.ListEntriesRequest{States: []ledgerv1.State{ledgerv1.State_STATE_LEASED}},
 			"list_entries_leased", entryArgs(nil, "", nil, []string{"leased"}, "", nil, false)...),
-		list("Entries", "stuck (expired leases, 0.05%)", &ledgerv1.ListEntriesRequest{Stuck: true},
+		list("stuck (expired leases, 0.05%)", &ledgerv1.ListEntriesRequest{Stuck: true},
 			"list_entries_leased", entryArgs(nil, "", nil, nil, "", nil, true)...),
-		list("Entries", "stuck, a page 90% deep", &ledgerv1.ListEntriesRequest{Stuck: true, PageToken: deepToken},
+		list("stuck, a page 90% deep", &ledgerv1.ListEntriesRequest{Stuck: true, PageToken: deepToken},
 			"list_entries_leased", entryArgs(deepKey, "", nil, nil, "", nil, true)...),
-		list("Entries", "owner worker-7 (0.2%)", &ledgerv1.ListEntriesRequest{Owner: "worker-7"},
+		list("owner worker-7 (0.2%)", &ledgerv1.ListEntriesRequest{Owner: "worker-7"},
 			"list_entries", entryArgs(nil, "", nil, nil, "worker-7", nil, false)...),
-		list("Entries", "owner with no entries", &ledgerv1.ListEntriesRequest{Owner: "nobody"},
+		list("owner with no entries", &ledgerv1.ListEntriesRequest{Owner: "nobody"},
 			"list_entries", entryArgs(nil, "", nil, nil, "nobody", nil, false)...),
-		list("Entries", "key prefix order-00500", &ledgerv1.ListEntriesRequest{KeyPrefix: "order-00500"},
+		list("key prefix order-00500", &ledgerv1.ListEntriesRequest{KeyPrefix: "order-00500"},
 			"list_entries", entryArgs(nil, "order-00500", "order-00501", nil, "", nil, false)...),
-		list("Entries", "updated in the last hour (0.14%)", &ledgerv1.ListEntriesRequest{UpdatedAfter: timestamppb.New(hourAgo)},
+		list("updated in the last hour (0.14%)", &ledgerv1.ListEntriesRequest{UpdatedAfter: timestamppb.New(hourAgo)},
 			"list_entries", entryArgs(nil, "", nil, nil, "", hourAgo, false)...),
 		{page: "Key", call: "GetHistory", statement: "get_history", args: []any{bulkNamespace, deepKey, 0, size + 1},
 			rpc: func(ctx context.Context, c ledgerv1.LedgerAdminServiceClient) error {
