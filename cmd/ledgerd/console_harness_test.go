@@ -54,7 +54,7 @@ var chromiumNames = []string{"chromium", "chromium-browser", "google-chrome", "g
 
 // chromiumPath returns the path of the Chromium executable, or fails the
 // test saying how to install it.
-func chromiumPath(t testing.TB) string {
+func chromiumPath(t *testing.T) string {
 	t.Helper()
 	for _, name := range chromiumNames {
 		if path, err := exec.LookPath(name); err == nil {
