@@ -76,9 +76,9 @@ type browser struct {
 	dialogs []string // the messages of the JavaScript dialogs that opened
 }
 
-// newBrowser starts headless Chromium with the fixed window size and one
-// tab, closed when the test ends. Chromium's sandbox needs user
-// namespaces that root (CI) cannot use, so it is off for root only.
+// newBrowser starts headless Chromium with the fixed viewport size and one
+// tab, closed when the test ends. Chromium refuses to run as root (as CI
+// does) with its sandbox on, so the sandbox is off for root only.
 // JavaScript dialogs (alert, confirm) are recorded and accepted: a test
 // that must see none checks dialogsOpened.
 func newBrowser(t *testing.T) *browser {
@@ -104,24 +104,25 @@ func newBrowser(t *testing.T) *browser {
 	// The viewport, not only the window (whose frame takes some of its
 	// height), is the fixed size.
 	require.NoError(t, chromedp.Do(ctx, chromedp.EmulateViewport(int64(consoleWindow.width), int64(consoleWindow.height))), "start Chromium")
-	dialogs := make(chan string, 16)
+	// A dialog blocks the page until it is answered. The listener may not
+	// call the browser, so it records the dialog and wakes a goroutine
+	// that answers it.
+	opened := make(chan struct{}, 1)
 	require.NoError(t, chromedp.Listen(ctx, func(ev any) {
 		if opening, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+			b.mu.Lock()
+			b.dialogs = append(b.dialogs, string(opening.Type)+": "+opening.Message)
+			b.mu.Unlock()
 			select {
-			case dialogs <- string(opening.Type) + ": " + opening.Message:
-			default:
+			case opened <- struct{}{}:
+			default: // already woken
 			}
 		}
 	}))
-	// A dialog blocks the page until it is answered: answer it from a
-	// goroutine of its own, as the listener may not call the browser.
 	go func() {
 		for {
 			select {
-			case message := <-dialogs:
-				b.mu.Lock()
-				b.dialogs = append(b.dialogs, message)
-				b.mu.Unlock()
+			case <-opened:
 				_, _ = chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
 			case <-ctx.Done():
 				return
