@@ -44,10 +44,23 @@ TEST_FUZZTIME ?= 500x
 FUZZTIME ?= 1m
 
 .PHONY: test
-test: ## Run every test, the Python and TypeScript clients' included, the ledger and server suites again with coalescing off, and each fuzz target for TEST_FUZZTIME (500 runs), against a real PostgreSQL.
-	@scripts/deps.sh python node
+test: ## Run every test, the Python and TypeScript clients' and the console's browser tests included, the ledger and server suites again with coalescing off, and each fuzz target for TEST_FUZZTIME (500 runs), against a real PostgreSQL.
+	@scripts/deps.sh python node browser
 	@LEDGER_FUZZTIME=$(TEST_FUZZTIME) LEDGER_NO_COALESCE_ARGS="$(GO_TEST_FLAGS) ./ledger/ ./server/" \
 		scripts/test.sh $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-console
+test-console: ## Run the console's browser tests alone: headless Chromium (installed first) against a live ledgerd, in development and in secure mode.
+	@scripts/deps.sh browser
+	@scripts/test.sh $(GO_TEST_FLAGS) -run 'TestConsole' ./cmd/ledgerd/
+
+# make console-screenshots drives the console in headless Chromium over a
+# seeded ledger and writes docs/images/console-*.png (a fixed window size),
+# which docs/operations.md shows.
+.PHONY: console-screenshots
+console-screenshots: ## Regenerate the console's screenshots in docs/images/ from a seeded ledger.
+	@scripts/deps.sh browser
+	@LEDGER_CONSOLE_SCREENSHOTS="$(CURDIR)/docs/images" scripts/test.sh -count=1 -run '^TestConsoleScreenshots$$' ./cmd/ledgerd/
 
 .PHONY: test-isolation
 test-isolation: ## Run the isolation suite alone: the tests named TestIsolation..., one or more per line of docs/security.md's threat model.

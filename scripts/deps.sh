@@ -12,6 +12,9 @@
 #   image     podman (Debian podman) to build the container image, and the CA
 #             certificates it copies (Debian ca-certificates)
 #   systemd   systemd-analyze (Debian systemd), to verify deploy/systemd's unit
+#   browser   headless Chromium (Debian chromium) and the fonts its pages are
+#             drawn with (Debian fonts-dejavu-core): the console's browser
+#             tests and screenshots drive it through chromedp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,9 +88,18 @@ systemd() {
 	fi
 }
 
+browser() {
+	if ! command -v chromium >/dev/null 2>&1; then
+		apt_install chromium
+	fi
+	if [[ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]]; then
+		apt_install fonts-dejavu-core
+	fi
+}
+
 for what in "$@"; do
 	case "$what" in
-	codegen | python | node | ha | image | systemd) "$what" ;;
+	codegen | python | node | ha | image | systemd | browser) "$what" ;;
 	*)
 		log "unknown: $what"
 		exit 2
