@@ -21,6 +21,7 @@ from .client import Client, WorkFunction, default_owner
 from .errors import (
     ERROR_DOMAIN,
     CancelledError,
+    CircuitOpenError,
     DeadlineExceededError,
     FailedError,
     FingerprintMismatchError,
@@ -57,6 +58,7 @@ __all__ = [
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "UnavailableError",
+    "CircuitOpenError",
     "DeadlineExceededError",
     "CancelledError",
     "InternalError",
