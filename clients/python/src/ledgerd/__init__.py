@@ -17,7 +17,11 @@ generated protobuf messages are importable as ``ledger.v1.ledger_pb2``.
 
 import logging as _logging
 
+from ._batch import MAX_BATCH_ITEMS, BatchResult, item_error
+from ._context import current_lease
+from .admin import EventExport
 from .client import Client, WorkFunction, default_owner
+from .decorator import json_deserializer, json_serializer
 from .errors import (
     ERROR_DOMAIN,
     CancelledError,
@@ -45,6 +49,13 @@ __all__ = [
     "Client",
     "WorkFunction",
     "default_owner",
+    "current_lease",
+    "BatchResult",
+    "item_error",
+    "MAX_BATCH_ITEMS",
+    "EventExport",
+    "json_serializer",
+    "json_deserializer",
     "Lease",
     "Result",
     "ERROR_DOMAIN",

@@ -9,9 +9,10 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import grpc
 
-from ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from ledger.v1 import ledger_pb2
 
-from . import _common, _convert, _retry
+from . import _common, _context, _convert, _retry
+from ._batch import BatchMethods
 from ._common import (  # noqa: F401 - DEFAULT_*, MAX_* are part of this module's API
     CLEANUP_TIMEOUT,
     DEFAULT_ATTEMPT_TIMEOUT,
@@ -42,6 +43,8 @@ from .errors import (
     PermanentError,
     error_from_rpc,
 )
+from .admin import AdminMethods, admin_rpcs
+from .decorator import IdempotentMethod
 from .lease import BytesLike, Lease, Result
 
 __all__ = ["Client", "default_owner", "WorkFunction"]
@@ -52,7 +55,7 @@ _log = logging.getLogger("ledgerd")
 WorkFunction = Callable[[Lease], BytesLike]
 
 
-class Client:
+class Client(BatchMethods, AdminMethods, IdempotentMethod):
     """A client of ledgerd, the idempotency ledger.
 
     Its high-level helper is :meth:`do`; the other methods are thin typed
@@ -185,15 +188,7 @@ class Client:
         self._closed = False
         self._default_timeout = _positive_seconds(default_timeout, "default_timeout")
         self._attempt_timeout = _positive_seconds(attempt_timeout, "attempt_timeout")
-        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
-        self._rpcs: Dict[str, Any] = {
-            "reserve": stub.Reserve,
-            "heartbeat": stub.Heartbeat,
-            "complete": stub.Complete,
-            "fail": stub.Fail,
-            "release": stub.Release,
-            "lookup": stub.Lookup,
-        }
+        self._rpcs: Dict[str, Any] = admin_rpcs(channel)
 
     def close(self) -> None:
         """Closes the channel the Client made; calls in flight, and later ones,
@@ -537,7 +532,7 @@ class Client:
         heartbeats = _Heartbeater(self, lease, interval, deadline)
         heartbeats.start()
         try:
-            value = work(lease)
+            value = _context.using_lease(lease, work)
         except Exception as exc:
             replacement = self._after_work_error(lease, exc, heartbeats.stop(), deadline)
             if replacement is None:
@@ -687,12 +682,14 @@ class Client:
         stopper: Optional[_retry.Stopper] = None,
         extra_attempt_time: float = 0.0,
         max_attempt_time: Optional[float] = None,
+        retry: bool = True,
     ) -> Any:
         """Makes one RPC, retrying UNAVAILABLE and DEADLINE_EXCEEDED with backoff
         until it succeeds, fails otherwise, or the deadline (a time.monotonic
         value) passes. Raises a LedgerError; Stopped if stopper was stopped.
         ``max_attempt_time`` bounds each attempt below the client's
-        attempt_timeout."""
+        attempt_timeout. ``retry=False`` makes a single attempt (for the
+        admin calls that are not retry-safe without a fencing token)."""
         rpc = self._rpcs[operation]
         backoff = _retry.RETRY_INITIAL_BACKOFF
         last: Optional[LedgerError] = None  # the last failure that was retried
@@ -718,7 +715,7 @@ class Client:
                     raise _retry.Stopped() from None
                 error = error_from_rpc(rpc_error, operation=operation)
                 error.__cause__ = rpc_error
-            if error.code not in _retry.RETRYABLE_CODES:
+            if error.code not in _retry.RETRYABLE_CODES or not retry:
                 raise error
             if deadline is not None and time.monotonic() >= deadline:
                 # This attempt most likely failed because the time ran out; the
