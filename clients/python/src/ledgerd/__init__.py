@@ -12,7 +12,8 @@ failure), and replays a stored result instead of running the work again::
 
 Errors are subclasses of :class:`LedgerError`, one per ledgerd reason
 (:class:`LeaseLostError`, :class:`FingerprintMismatchError`, ...). The
-generated protobuf messages are importable as ``ledger.v1.ledger_pb2``.
+generated protobuf messages are importable from :mod:`ledgerd.pb`
+(``from ledgerd.pb import ledger_pb2``).
 """
 
 import logging as _logging

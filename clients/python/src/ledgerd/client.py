@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 
-from ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from ._gen.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
 from . import _convert, _retry
 from ._convert import DurationLike
