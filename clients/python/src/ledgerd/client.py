@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import grpc
 
 from ._gen.ledger.v1 import ledger_pb2, ledger_pb2_grpc
 
-from . import _convert, _retry
+from . import _common, _convert, _retry
+from ._common import (  # noqa: F401 - DEFAULT_*, MAX_* are part of this module's API
+    CLEANUP_TIMEOUT,
+    DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+    LEASE_UNCONFIRMED_MESSAGE,
+    MAX_ERROR_CODE_BYTES,
+    MAX_ERROR_MESSAGE_BYTES,
+    MAX_HEARTBEAT_MARGIN,
+    MAX_SERVER_WAIT,
+    Timeout,
+    default_owner,
+)
+from ._common import channel_options as _channel_options
+from ._common import cleanup_deadline as _cleanup_deadline
+from ._common import describe as _describe
+from ._common import earliest as _earliest
+from ._common import gave_up as _gave_up
+from ._common import positive_seconds as _positive_seconds
+from ._common import read_token as _read_token
 from ._convert import DurationLike
 from .errors import (
     CancelledError,
     DeadlineExceededError,
-    FailedError,
-    InProgressError,
     InvalidArgumentError,
     LeaseLostError,
     LedgerError,
     PermanentError,
-    UnavailableError,
     error_from_rpc,
 )
 from .lease import BytesLike, Lease, Result
@@ -36,84 +50,6 @@ _log = logging.getLogger("ledgerd")
 
 #: A work function for :meth:`Client.do`: takes the lease, returns the result.
 WorkFunction = Callable[[Lease], BytesLike]
-
-#: The longest time a single attempt of an RPC may take, in seconds, unless
-#: configured (a Reserve that waits gets its wait on top). A stuck attempt is
-#: abandoned and retried while the call's timeout allows.
-DEFAULT_ATTEMPT_TIMEOUT = 30.0
-#: The longest wait do() asks the server for in one Reserve (the server
-#: shortens it to its own maximum, 60s unless configured).
-MAX_SERVER_WAIT = 30.0
-#: The largest message the channel the Client makes accepts, in bytes, unless
-#: configured: the largest result ledgerd can store (its
-#: --max-result-bytes-ceiling, 16 MiB by default) with room to spare. gRPC's
-#: own default (4 MiB) would refuse the replay of a larger result.
-DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 64 << 20
-#: The channel option that bounds received messages.
-_MAX_RECEIVE_OPTION = "grpc.max_receive_message_length"
-#: The longest a heartbeat's margin before the lease's end may be, in seconds
-#: (it is a tenth of the lease TTL when that is shorter): the time left for
-#: the acknowledgement to arrive.
-MAX_HEARTBEAT_MARGIN = 1.0
-#: The message of the LeaseLostError that stops the work when no heartbeat
-#: could be acknowledged before the lease ran out.
-LEASE_UNCONFIRMED_MESSAGE = "no heartbeat was acknowledged before the lease ran out (ledgerd unreachable?)"
-#: How long the calls that do() makes after its timeout ran out (recording a
-#: result, a failure, or releasing the lease) may still take, in seconds.
-CLEANUP_TIMEOUT = 5.0
-#: The heartbeat interval when the server reports no lease TTL (a third of
-#: the ledger's default TTL).
-DEFAULT_HEARTBEAT_INTERVAL = 10.0
-#: The longest work error message do() records (the server's limit is 8 KiB
-#: unless configured).
-MAX_ERROR_MESSAGE_BYTES = 4096
-#: The longest work error code do() records (the server's limit).
-MAX_ERROR_CODE_BYTES = 128
-# A Reserve that waited for less than this part of its wait_timeout (and
-# less than _IMMEDIATE_ANSWER seconds) before answering IN_PROGRESS was
-# answered at once (a server that does not wait, or is shutting down): do()
-# then sleeps for the server's retry-after hint before asking again.
-_IMMEDIATE_ANSWER = 0.5
-
-Timeout = Optional[DurationLike]
-
-
-def _read_token(token: Optional[str], token_file: Optional[str]) -> Optional[str]:
-    """Returns the API token given by ``token`` or ``token_file``, or None.
-
-    Raises ValueError (which never shows the token) for both, an empty file,
-    or a value that cannot be a ledgerd token.
-    """
-    if token is not None and token_file is not None:
-        raise ValueError("ledgerd.Client: pass either token or token_file, not both")
-    source = "token"
-    if token_file is not None:
-        source = f"token_file {token_file!r}"
-        with open(token_file, encoding="utf-8") as f:
-            token = f.read()
-        if not token.strip():
-            raise ValueError(f"ledgerd.Client: {source} is empty")
-    if token is None:
-        return None
-    if not isinstance(token, str):
-        raise TypeError(f"ledgerd.Client: token must be a str, got {type(token).__name__}")
-    token = token.strip()
-    if not token.startswith("ldg_") or any(c <= " " or c == "\x7f" for c in token):
-        raise ValueError(f"ledgerd.Client: {source} is not a ledgerd API token (one word that starts with ldg_)")
-    return token
-
-
-def default_owner() -> str:
-    """Returns a new owner name, ``"<hostname>/<pid>/<random hex>"``.
-
-    :meth:`Client.do` uses a new one for every call unless given ``owner``.
-    """
-    host = ""
-    try:
-        host = socket.gethostname()
-    except OSError:
-        pass
-    return f"{host or 'unknown-host'}/{os.getpid()}/{secrets.token_hex(4)}"
 
 
 class Client:
@@ -544,25 +480,15 @@ class Client:
         """
         if not callable(work):
             raise TypeError(f"work must be callable, got {type(work).__name__}")
-        interval: Optional[float] = None
-        if heartbeat_interval is not None:
-            interval = _convert.seconds(heartbeat_interval, "heartbeat_interval")
-            if interval <= 0:
-                interval = None  # as in the Go client: zero or less means the default
+        interval = _common.heartbeat_interval(heartbeat_interval)
         owner = owner or default_owner()
         deadline = self._deadline(timeout)
-        request = ledger_pb2.ReserveRequest(
-            namespace=namespace,
-            key=key,
-            owner=owner,
-            fingerprint=bytes(fingerprint or b""),
-            metadata=dict(metadata or {}),
+        request = _common.reserve_request(
+            namespace, key, owner, lease_ttl=lease_ttl, fingerprint=fingerprint, metadata=metadata
         )
-        if lease_ttl is not None:
-            request.lease_ttl.CopyFrom(_convert.to_duration(lease_ttl, "lease_ttl"))
         server_wait = wait
         while True:
-            wait_for = self._wait_budget(deadline) if server_wait else None
+            wait_for = _common.wait_budget(deadline) if server_wait else None
             if wait_for is not None:
                 request.wait_timeout.CopyFrom(_convert.to_duration(wait_for, "wait_timeout"))
             else:
@@ -578,45 +504,16 @@ class Client:
                 raise
             outcome = response.WhichOneof("outcome")
             if outcome == "acquired":
-                acquired = response.acquired
-                lease = Lease(
-                    namespace=namespace,
-                    key=key,
-                    owner=owner,
-                    fencing_token=acquired.fencing_token,
-                    attempt=acquired.attempt,
-                    takeover=acquired.takeover,
-                    previous_owner=acquired.previous_owner,
-                    checkpoint=bytes(acquired.checkpoint),
-                    ttl=_convert.from_duration(acquired.lease_ttl),
-                    lease_expires_at=_convert.from_timestamp(acquired, "lease_expires_at"),
-                )
+                lease = _common.lease_from_acquired(namespace, key, owner, response.acquired)
                 return self._run_leased(lease, work, interval, deadline)
             if outcome == "completed":
-                completed = response.completed
-                return Result(
-                    value=bytes(completed.result),
-                    fencing_token=completed.fencing_token,
-                    attempt=0,
-                    replayed=True,
-                    completed_at=_convert.from_timestamp(completed, "completed_at"),
-                )
+                return _common.replayed_result(response.completed)
             if outcome == "failed":
-                failed = response.failed
-                raise FailedError(
-                    namespace=namespace,
-                    key=key,
-                    error_code=failed.error.code,
-                    message=failed.error.message,
-                    fencing_token=failed.fencing_token,
-                    attempts=failed.attempts,
-                    failed_at=_convert.from_timestamp(failed, "failed_at"),
-                )
+                raise _common.failed_error(namespace, key, response.failed)
             if outcome == "in_progress":
                 holder = response.in_progress
                 if wait:
-                    elapsed = time.monotonic() - started
-                    if wait_for is None or elapsed < min(wait_for / 2, _IMMEDIATE_ANSWER):
+                    if _common.answered_at_once(started, wait_for):
                         pause = _retry.poll_interval(_convert.from_duration(holder.retry_after))
                         if deadline is not None:
                             pause = min(pause, max(0.0, deadline - time.monotonic()))
@@ -626,15 +523,7 @@ class Client:
                     why = f"{namespace}/{key} is still held by {holder.owner!r} and the timeout ran out"
                 else:
                     why = f"{namespace}/{key} is held by {holder.owner!r}"
-                raise InProgressError(
-                    why,
-                    namespace=namespace,
-                    key=key,
-                    owner=holder.owner,
-                    lease_expires_at=_convert.from_timestamp(holder, "lease_expires_at"),
-                    retry_after=_convert.from_duration(holder.retry_after),
-                    attempt=holder.attempt,
-                )
+                raise _common.in_progress_error(namespace, key, holder, why)
             raise LedgerError(
                 f"reserve returned an outcome this client does not know ({outcome})", operation="reserve"
             )
@@ -644,8 +533,7 @@ class Client:
     def _run_leased(
         self, lease: Lease, work: WorkFunction, interval: Optional[float], deadline: Optional[float]
     ) -> Result:
-        if interval is None:
-            interval = lease.ttl / 3 if lease.ttl > 0 else DEFAULT_HEARTBEAT_INTERVAL
+        interval = _common.default_interval(lease, interval)
         heartbeats = _Heartbeater(self, lease, interval, deadline)
         heartbeats.start()
         try:
@@ -680,10 +568,7 @@ class Client:
         # if nobody took the key over, and answers LEASE_LOST otherwise.
         cleanup = _cleanup_deadline(deadline)
         if not isinstance(value, (bytes, bytearray, memoryview)):
-            error = TypeError(
-                f"the work for {lease.namespace}/{lease.key} returned {type(value).__name__}; "
-                "it must return bytes (b'' for no result)"
-            )
+            error = _common.not_bytes_error(lease, value)
             self._quietly("fail", lambda: self._fail(lease, _describe(error), "", True, cleanup), error)
             raise error
         result = bytes(value)
@@ -700,13 +585,7 @@ class Client:
             # on the entry, and free the key for the next attempt.
             self._quietly("fail", lambda: self._fail(lease, _describe(error), "", True, cleanup), error)
             raise
-        return Result(
-            value=result,
-            fencing_token=lease.fencing_token,
-            attempt=lease.attempt,
-            replayed=False,
-            completed_at=_convert.from_timestamp(completed, "completed_at"),
-        )
+        return _common.completed_result(lease, result, completed)
 
     def _after_work_error(
         self, lease: Lease, exc: Exception, heartbeat_error: Optional[LedgerError], deadline: Optional[float]
@@ -724,16 +603,9 @@ class Client:
             deadline is not None and time.monotonic() >= deadline
         ):
             self._quietly("release", lambda: self._release(lease, cleanup), exc)
-            return DeadlineExceededError(
-                f"the timeout ran out while the work for {lease.namespace}/{lease.key} ran "
-                f"(token {lease.fencing_token}); the lease was released",
-                operation="do",
-            )
-        if isinstance(exc, PermanentError):
-            retryable, code = False, _truncate(exc.code, MAX_ERROR_CODE_BYTES)
-        else:
-            retryable, code = True, ""
-        self._quietly("fail", lambda: self._fail(lease, _describe(exc), code, retryable, cleanup), exc)
+            return _common.timed_out_error(lease)
+        message, code, retryable = _common.work_failure(exc)
+        self._quietly("fail", lambda: self._fail(lease, message, code, retryable, cleanup), exc)
         return None
 
     def _quietly(self, what: str, action: Callable[[], object], note_on: Optional[BaseException] = None) -> None:
@@ -797,16 +669,6 @@ class Client:
         self._call("heartbeat", request, deadline, stopper=stopper, max_attempt_time=max_attempt_time)
         if checkpoint is not None:
             lease._mark_stored(version)
-
-    def _wait_budget(self, deadline: Optional[float]) -> Optional[float]:
-        """The wait_timeout of do()'s next Reserve: MAX_SERVER_WAIT, or what is
-        left of the timeout less a margin to deliver the answer in; None when
-        too little is left to be worth asking the server to wait."""
-        if deadline is None:
-            return MAX_SERVER_WAIT
-        remaining = deadline - time.monotonic()
-        budget = min(MAX_SERVER_WAIT, remaining - min(1.0, remaining / 10))
-        return budget if budget >= 0.02 else None
 
     # Calls with retries.
 
@@ -939,16 +801,8 @@ class _Heartbeater:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
     def _lease_deadline(self) -> Optional[float]:
-        """When the next heartbeat must have been acknowledged: the lease's end
-        less a margin, but at least a short try from now. Even past the
-        lease's presumed end one heartbeat is still tried, briefly: the ledger
-        extends an expired lease if nobody took over (fencing beats time), and
-        answers LEASE_LOST otherwise."""
-        if self._valid_until is None:
-            return None
-        margin = min(self._lease.ttl / 10, MAX_HEARTBEAT_MARGIN)
-        floor = time.monotonic() + min(self._interval, 1.0)
-        return max(self._valid_until - margin, floor)
+        """When the next heartbeat must have been acknowledged (see _common.lease_deadline)."""
+        return _common.lease_deadline(self._valid_until, self._lease.ttl, self._interval)
 
     def _run(self) -> None:
         lease = self._lease
@@ -975,16 +829,7 @@ class _Heartbeater:
                 if self._deadline_passed():
                     self._end_by_timeout()
                     return
-                if lease_deadline is not None and time.monotonic() >= lease_deadline and not _answered(error):
-                    # No answer in time: another worker may hold the key by now.
-                    unconfirmed = LeaseLostError(LEASE_UNCONFIRMED_MESSAGE, code=None, operation="heartbeat")
-                    unconfirmed.__cause__ = error
-                    self.unconfirmed = True
-                    error = unconfirmed
-                elif not isinstance(error, LedgerError):
-                    wrapped = LedgerError(f"heartbeat failed: {error!r}", operation="heartbeat")
-                    wrapped.__cause__ = error
-                    error = wrapped
+                error, self.unconfirmed = _common.heartbeat_failure(error, lease_deadline)
                 # Refused (LEASE_LOST, or a bad checkpoint), or not answered in
                 # time: the lease cannot be kept, so the work must stop.
                 self.error = error
@@ -995,98 +840,4 @@ class _Heartbeater:
             next_beat = time.monotonic() + self._interval
 
     def _end_by_timeout(self) -> None:
-        self._lease._cancel(
-            DeadlineExceededError(
-                f"the timeout of do() ran out while the work for {self._lease.namespace}/{self._lease.key} ran",
-                operation="do",
-            )
-        )
-
-
-def _earliest(a: Optional[float], b: Optional[float]) -> Optional[float]:
-    """The earlier of two deadlines, None standing for none."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
-
-
-def _answered(error: BaseException) -> bool:
-    """Whether error is the ledger's own answer (a refusal), as opposed to the
-    ledger not answering in time (unavailable, out of time, cancelled, or a
-    failure outside gRPC)."""
-    if not isinstance(error, LedgerError) or isinstance(
-        error, (UnavailableError, DeadlineExceededError, CancelledError)
-    ):
-        return False
-    return error.code not in (
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.CANCELLED,
-    )
-
-
-def _gave_up(operation: str, last: Optional[LedgerError], attempts: int) -> LedgerError:
-    """The error a call raises when its deadline passed: the last failure,
-    saying so, or a DeadlineExceededError if there was none."""
-    if last is None:
-        return DeadlineExceededError("the timeout ran out before the call could be made", operation=operation)
-    error = type(last)(
-        f"{last.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}: the timeout ran out)",
-        reason=last.reason,
-        code=last.code,
-        field=last.field,
-        operation=operation,
-        metadata=last.metadata,
-    )
-    error.__cause__ = last.__cause__
-    return error
-
-
-def _cleanup_deadline(deadline: Optional[float], *, always: bool = False) -> Optional[float]:
-    """The deadline of a call do() makes once the work returned: the caller's,
-    but at least CLEANUP_TIMEOUT from now. ``always`` bounds it even when the
-    caller gave no deadline."""
-    floor = time.monotonic() + CLEANUP_TIMEOUT
-    if deadline is None:
-        return floor if always else None
-    return max(deadline, floor)
-
-
-def _channel_options(options: Optional[Sequence[Tuple[str, Any]]], max_receive: int) -> List[Tuple[str, Any]]:
-    """The channel's options: the receive limit, then the caller's options;
-    a receive limit among these replaces the client's."""
-    if isinstance(max_receive, bool) or not isinstance(max_receive, int):
-        raise TypeError(f"max_receive_message_bytes must be an int, got {type(max_receive).__name__}")
-    if max_receive <= 0 and max_receive != -1:
-        raise ValueError(f"max_receive_message_bytes must be positive (or -1 for no limit), got {max_receive}")
-    extra = list(options or ())
-    if any(name == _MAX_RECEIVE_OPTION for name, _ in extra):
-        return extra  # the caller's choice, given explicitly
-    return [(_MAX_RECEIVE_OPTION, max_receive)] + extra
-
-
-def _positive_seconds(value: Timeout, name: str) -> Optional[float]:
-    if value is None:
-        return None
-    seconds = _convert.seconds(value, name)
-    if not seconds > 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return seconds
-
-
-def _truncate(text: str, limit: int) -> str:
-    """Makes text valid UTF-8 without NUL bytes, at most limit bytes long."""
-    data = text.replace("\x00", "").encode("utf-8", errors="replace")
-    return data[:limit].decode("utf-8", errors="ignore")
-
-
-def _describe(exc: BaseException) -> str:
-    """The stored message of a work failure: "<type>: <message>", bounded."""
-    inner = exc.error if isinstance(exc, PermanentError) and exc.error is not None else exc
-    text = str(inner)
-    name = type(inner).__name__
-    message = _truncate(f"{name}: {text}" if text else name, MAX_ERROR_MESSAGE_BYTES)
-    return message or "the work failed"
-
+        self._lease._cancel(_common.timeout_cancellation(self._lease))
