@@ -41,6 +41,7 @@ from .errors import (
     UnavailableError,
 )
 from .lease import Lease, Result
+from ._policy import BreakerConfig, RetryBudgetConfig, Stats
 
 __all__ = [
     "Client",
@@ -48,6 +49,9 @@ __all__ = [
     "default_owner",
     "Lease",
     "Result",
+    "BreakerConfig",
+    "RetryBudgetConfig",
+    "Stats",
     "ERROR_DOMAIN",
     "LedgerError",
     "InvalidArgumentError",
@@ -73,5 +77,5 @@ __all__ = [
 # also attached to the raised exception as notes).
 _logging.getLogger("ledgerd").addHandler(_logging.NullHandler())
 
-#: The version of this client package.
-__version__ = "0.1.0"
+#: The version of this client package (and of the ledgerd it belongs with).
+from ._version import __version__  # noqa: E402
