@@ -77,6 +77,7 @@ type replica struct {
 }
 
 func newReplica(tb testing.TB, name string, base ledgertest.Bundle) *replica {
+	tb.Helper()
 	stopped := make(chan struct{})
 	close(stopped)
 	return &replica{tb: tb, name: name, base: base, stopped: stopped}

@@ -134,6 +134,7 @@ func TestConformance(t *testing.T) {
 // runLanguage starts a cluster, runs the language's runner over it, and
 // turns its reports into one subtest per scenario.
 func runLanguage(t *testing.T, lang language, scenarios []scenario) {
+	t.Helper()
 	clients := clientsDir()
 	require.True(t, lang.exists(clients),
 		"the %s conformance runner is missing from this checkout (%s in clients/%s): every client must run every scenario",
@@ -193,6 +194,7 @@ func runLanguage(t *testing.T, lang language, scenarios []scenario) {
 // by scenario, its stderr, and its error. A line of stdout that is not a
 // report fails the test.
 func runRunner(t *testing.T, lang language, env []string) (map[string]report, string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), runnerTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, lang.command[0], lang.command[1:]...)

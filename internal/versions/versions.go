@@ -154,9 +154,15 @@ func Set(root, version string) error {
 		}
 		byFile[f.File] = append(byFile[f.File], f)
 	}
+	// The files are written through an os.Root, so that Set cannot write
+	// outside root whatever the globs match.
+	dir, err := os.OpenRoot(root)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
 	for _, file := range order {
-		path := filepath.Join(root, file)
-		data, err := os.ReadFile(path)
+		data, err := dir.ReadFile(file)
 		if err != nil {
 			return err
 		}
@@ -166,11 +172,11 @@ func Set(root, version string) error {
 			h := hits[i]
 			data = append(data[:h.span[0]:h.span[0]], append([]byte(version), data[h.span[1]:]...)...)
 		}
-		info, err := os.Stat(path)
+		info, err := dir.Stat(file)
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(path, data, info.Mode().Perm()); err != nil {
+		if err := dir.WriteFile(file, data, info.Mode().Perm()); err != nil {
 			return err
 		}
 	}
