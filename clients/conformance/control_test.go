@@ -31,15 +31,17 @@ type control struct {
 	prefix string
 
 	// background holds the actions that outlive their request (a held key
-	// finished later, a replica stopped later); the test waits for them.
+	// finished later, a replica stopped later); the test waits for them,
+	// after closing done to cut their waits short.
 	background sync.WaitGroup
+	done       chan struct{}
 }
 
 // startControl serves the control server on a loopback port until tb ends,
 // and returns its base URL.
 func startControl(tb testing.TB, c *cluster, prefix string) string {
 	tb.Helper()
-	ctl := &control{tb: tb, cluster: c, prefix: prefix}
+	ctl := &control{tb: tb, cluster: c, prefix: prefix, done: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /proxy/down", ctl.answer(func(*http.Request) (any, error) { c.proxy.Cut(); return nil, nil }))
 	mux.HandleFunc("POST /proxy/up", ctl.answer(func(*http.Request) (any, error) { c.proxy.Heal(); return nil, nil }))
@@ -72,6 +74,7 @@ func startControl(tb testing.TB, c *cluster, prefix string) string {
 		defer cancel()
 		require.NoError(tb, srv.Shutdown(ctx))
 		require.ErrorIs(tb, <-served, http.ErrServerClosed)
+		close(ctl.done)
 		ctl.background.Wait()
 	})
 	return "http://" + lis.Addr().String()
@@ -212,7 +215,11 @@ func (ctl *control) stopReplica(r *http.Request, rep *replica) error {
 	ctl.background.Go(func() {
 		deadline := time.Now().Add(30 * time.Second)
 		for rep.calls.Load()-from < req.AfterCalls && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond)
+			select {
+			case <-time.After(5 * time.Millisecond):
+			case <-ctl.done:
+				return // the test is over: the cluster stops the replica
+			}
 		}
 		rep.stop()
 	})
@@ -260,7 +267,11 @@ func (ctl *control) hold(r *http.Request) (any, error) {
 	}
 	token := reservation.FencingToken
 	ctl.background.Go(func() {
-		time.Sleep(after)
+		select {
+		case <-time.After(after):
+		case <-ctl.done:
+			return // the test is over
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		var err error
@@ -273,7 +284,12 @@ func (ctl *control) hold(r *http.Request) (any, error) {
 			_, err = store.Fail(ctx, ledger.FailRequest{Namespace: ns, Key: req.Key, FencingToken: token,
 				Error: &ledger.WorkError{Message: "failed by the holder"}})
 		}
-		if err != nil {
+		switch {
+		case errors.Is(err, ledger.ErrLeaseLost):
+			// Taken over meanwhile (a steal): the holder lost its lease, as a
+			// worker would.
+			ctl.tb.Logf("control: hold %s/%s then %s: %v", ns, req.Key, req.Then, err)
+		case err != nil:
 			ctl.tb.Errorf("control: hold %s/%s then %s: %v", ns, req.Key, req.Then, err)
 		}
 	})
