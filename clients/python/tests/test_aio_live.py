@@ -14,7 +14,7 @@ import unittest
 
 import support
 
-from ledger.v1 import ledger_pb2
+from ledgerd.pb import ledger_pb2
 
 import ledgerd
 import ledgerd.aio

@@ -9,7 +9,7 @@ import support  # noqa: F401 - sets sys.path
 
 import grpc
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
-from ledger.v1 import error_reason_pb2
+from ledgerd.pb import error_reason_pb2
 
 import ledgerd
 from ledgerd import _status

@@ -12,7 +12,8 @@ failure), and replays a stored result instead of running the work again::
 
 Errors are subclasses of :class:`LedgerError`, one per ledgerd reason
 (:class:`LeaseLostError`, :class:`FingerprintMismatchError`, ...). The
-generated protobuf messages are importable as ``ledger.v1.ledger_pb2``.
+generated protobuf messages are importable from :mod:`ledgerd.pb`
+(``from ledgerd.pb import ledger_pb2``).
 """
 
 import logging as _logging
@@ -44,6 +45,7 @@ from .errors import (
     UnavailableError,
 )
 from .lease import Lease, Result
+from ._policy import BreakerConfig, RetryBudgetConfig, Stats
 
 __all__ = [
     "Client",
@@ -58,6 +60,9 @@ __all__ = [
     "json_deserializer",
     "Lease",
     "Result",
+    "BreakerConfig",
+    "RetryBudgetConfig",
+    "Stats",
     "ERROR_DOMAIN",
     "LedgerError",
     "InvalidArgumentError",
@@ -83,5 +88,5 @@ __all__ = [
 # also attached to the raised exception as notes).
 _logging.getLogger("ledgerd").addHandler(_logging.NullHandler())
 
-#: The version of this client package.
-__version__ = "0.1.0"
+#: The version of this client package (and of the ledgerd it belongs with).
+from ._version import __version__  # noqa: E402

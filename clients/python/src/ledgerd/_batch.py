@@ -19,7 +19,7 @@ from typing import Any, Awaitable, Callable, List, Mapping, Optional, Sequence, 
 
 import grpc
 
-from ledger.v1 import ledger_pb2
+from ._gen.ledger.v1 import ledger_pb2
 
 from . import _common, _convert
 from ._convert import DurationLike

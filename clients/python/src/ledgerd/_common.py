@@ -17,7 +17,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 
-from ledger.v1 import ledger_pb2
+from ._gen.ledger.v1 import ledger_pb2
 
 from . import _convert
 from ._convert import DurationLike

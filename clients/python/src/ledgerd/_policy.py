@@ -461,6 +461,9 @@ class FailOpenRecord:
     not_before: float = 0.0
     #: Recording attempts so far (for backoff).
     tries: int = 0
+    #: The fencing token of the lease the recorder got for it, once it got
+    #: one (0 before): a completed key with this token holds our result.
+    token: int = 0
 
 
 class FailOpenQueue:

@@ -28,7 +28,7 @@ from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional,
 
 from google.protobuf import timestamp_pb2
 
-from ledger.v1 import admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+from ._gen.ledger.v1 import admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 
 from . import _common, _convert
 

@@ -28,16 +28,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from typing import Any, Awaitable, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 import grpc.aio
 
-from ledger.v1 import ledger_pb2
+from ._gen.ledger.v1 import ledger_pb2
 
-from . import _common, _context, _convert, _policy, _retry
+from . import _common, _context, _convert, _guard, _policy, _retry
 from ._batch import AsyncBatchMethods
-from ._common import DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_RECEIVE_MESSAGE_BYTES, Timeout, default_owner
+from ._common import CLEANUP_TIMEOUT, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_RECEIVE_MESSAGE_BYTES, Timeout, default_owner
+from ._guard import DEFAULT, BreakerOption, FailOpenHook, FailOpenRecordedHook, RetryBudgetOption
+from ._policy import FAIL_CLOSED, FailOpenRecord, Stats
+from ._version import USER_AGENT
+from .client import DEFAULT_CLOSE_TIMEOUT, RECORD_CALL_TIMEOUT, RECORD_SERVER_WAIT, Target, resolve_target
 from ._convert import DurationLike
 from .admin import AsyncAdminMethods, admin_rpcs
 from .decorator import AsyncIdempotentMethod
@@ -49,6 +53,8 @@ from .errors import (
     LedgerError,
     error_from_rpc,
 )
+
+_log = _common.log
 from .lease import BytesLike, Lease, Result
 
 __all__ = ["Client", "AsyncLease", "AsyncWorkFunction"]
@@ -56,15 +62,6 @@ __all__ = ["Client", "AsyncLease", "AsyncWorkFunction"]
 #: A work function of :meth:`Client.do`: takes the lease, returns (an
 #: awaitable of) the result as bytes.
 AsyncWorkFunction = Callable[[Lease], Union[Awaitable[BytesLike], BytesLike]]
-
-#: The calls the breaker lets through even when open: they protect work
-#: already granted (failing them fast would throw away a result the worker
-#: holds). Their outcomes still count.
-_UNGUARDED = frozenset({"heartbeat", "complete", "complete_batch", "fail", "release"})
-#: The calls outside the retry budget: heartbeats keep a granted lease, and
-#: retrying them is what keeps the work alive.
-_OUTSIDE_BUDGET = frozenset({"heartbeat"})
-
 
 class AsyncLease(Lease):
     """The :class:`~ledgerd.Lease` of an asyncio do(): the same attributes,
@@ -94,30 +91,29 @@ class AsyncLease(Lease):
 class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
     """An asyncio client of ledgerd: :class:`ledgerd.Client`'s API, with coroutines.
 
-    The arguments are the sync client's (see :class:`ledgerd.Client`):
-    ``target``, ``credentials`` or ``insecure=True``, ``options``,
+    The arguments are the sync client's, with the same meaning and defaults
+    (see :class:`ledgerd.Client`): ``target`` (one address, several, or a
+    ``dns:///`` name: round robin over the healthy replicas),
+    ``credentials`` or ``insecure=True``, ``options``,
     ``max_receive_message_bytes``, ``default_timeout``, ``attempt_timeout``,
-    ``token`` or ``token_file``, and the policies:
+    ``token`` or ``token_file``, and the policies: ``breaker`` (a
+    :class:`ledgerd.BreakerConfig`, a dict of its fields, or None: off),
+    ``retry_budget`` (a :class:`ledgerd.RetryBudgetConfig`, a dict, or
+    None), ``max_attempts``, ``fallback`` (``"fail_closed"`` or
+    ``"fail_open"``), ``fail_open_queue``, and the hooks
+    ``on_breaker_change(from_state, to_state, last_error)``,
+    ``on_fail_open(namespace, key, cause)`` and
+    ``on_fail_open_recorded(namespace, key, outcome)``. The fail-open
+    recorder runs as a task of the Client's event loop.
 
-    Args:
-        breaker: the circuit breaker's parameters (a
-            :class:`ledgerd.BreakerConfig`; default: its defaults), or
-            ``None`` for no breaker.
-        on_breaker_change: called as ``hook(from_state, to_state, last_error)``
-            on every transition of the breaker.
-        retry_budget: the retry budget's parameters (a
-            :class:`ledgerd.RetryBudgetConfig`; default: its defaults), or
-            ``None`` for no budget.
-        max_attempts: the most attempts of one call (``None``, the default:
-            until its timeout runs out).
-
-    A Client is bound to the event loop it was made in; make one per loop
-    and share it among tasks.
+    A Client is bound to the event loop it was made in (grpc.aio channels
+    are): make it inside the loop, share it among that loop's tasks, and
+    close it with ``await client.close()`` or ``async with``.
     """
 
     def __init__(
         self,
-        target: str,
+        target: Target,
         *,
         credentials: Optional[grpc.ChannelCredentials] = None,
         insecure: bool = False,
@@ -127,11 +123,25 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
         token: Optional[str] = None,
         token_file: Optional[str] = None,
-        breaker: Optional[_policy.BreakerConfig] = _policy.BreakerConfig(),
-        on_breaker_change: Optional[_policy.ChangeHook] = None,
-        retry_budget: Optional[_policy.RetryBudgetConfig] = _policy.RetryBudgetConfig(),
+        breaker: BreakerOption = DEFAULT,
+        retry_budget: RetryBudgetOption = DEFAULT,
         max_attempts: Optional[int] = None,
+        fallback: str = FAIL_CLOSED,
+        fail_open_queue: int = _policy.DEFAULT_FAIL_OPEN_QUEUE,
+        on_breaker_change: Optional[_policy.ChangeHook] = None,
+        on_fail_open: Optional[FailOpenHook] = None,
+        on_fail_open_recorded: Optional[FailOpenRecordedHook] = None,
     ) -> None:
+        policies = _guard.Policies(
+            breaker=breaker,
+            retry_budget=retry_budget,
+            max_attempts=max_attempts,
+            fallback=fallback,
+            fail_open_queue=fail_open_queue,
+            on_breaker_change=on_breaker_change,
+            on_fail_open=on_fail_open,
+            on_fail_open_recorded=on_fail_open_recorded,
+        )
         bearer = _common.read_token(token, token_file)
         if credentials is not None and insecure:
             raise ValueError("ledgerd.aio.Client: pass either credentials or insecure=True, not both")
@@ -141,7 +151,9 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
                 "grpc.ssl_channel_credentials(...) or, for development only, insecure=True"
                 + (" (which sends the token in plaintext)" if bearer is not None else "")
             )
-        channel_options = _common.channel_options(options, max_receive_message_bytes)
+        target, balancing = resolve_target(target)
+        channel_options = [("grpc.primary_user_agent", USER_AGENT)] + balancing
+        channel_options += _common.channel_options(options, max_receive_message_bytes)
         metadata: Optional[Tuple[Tuple[str, str], ...]] = None
         if insecure:
             channel = grpc.aio.insecure_channel(target, options=channel_options)
@@ -161,10 +173,7 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
             default_timeout=default_timeout,
             attempt_timeout=attempt_timeout,
             metadata=metadata,
-            breaker=breaker,
-            on_breaker_change=on_breaker_change,
-            retry_budget=retry_budget,
-            max_attempts=max_attempts,
+            policies=policies,
         )
 
     @classmethod
@@ -174,10 +183,14 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         *,
         default_timeout: Timeout = None,
         attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
-        breaker: Optional[_policy.BreakerConfig] = _policy.BreakerConfig(),
-        on_breaker_change: Optional[_policy.ChangeHook] = None,
-        retry_budget: Optional[_policy.RetryBudgetConfig] = _policy.RetryBudgetConfig(),
+        breaker: BreakerOption = DEFAULT,
+        retry_budget: RetryBudgetOption = DEFAULT,
         max_attempts: Optional[int] = None,
+        fallback: str = FAIL_CLOSED,
+        fail_open_queue: int = _policy.DEFAULT_FAIL_OPEN_QUEUE,
+        on_breaker_change: Optional[_policy.ChangeHook] = None,
+        on_fail_open: Optional[FailOpenHook] = None,
+        on_fail_open_recorded: Optional[FailOpenRecordedHook] = None,
     ) -> "Client":
         """Returns a Client that makes its calls over ``channel``, a
         ``grpc.aio`` channel the caller made and owns: :meth:`close` does not
@@ -188,10 +201,16 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
             owns_channel=False,
             default_timeout=default_timeout,
             attempt_timeout=attempt_timeout,
-            breaker=breaker,
-            on_breaker_change=on_breaker_change,
-            retry_budget=retry_budget,
-            max_attempts=max_attempts,
+            policies=_guard.Policies(
+                breaker=breaker,
+                retry_budget=retry_budget,
+                max_attempts=max_attempts,
+                fallback=fallback,
+                fail_open_queue=fail_open_queue,
+                on_breaker_change=on_breaker_change,
+                on_fail_open=on_fail_open,
+                on_fail_open_recorded=on_fail_open_recorded,
+            ),
         )
         return client
 
@@ -202,35 +221,48 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         owns_channel: bool,
         default_timeout: Timeout,
         attempt_timeout: Timeout,
+        policies: _guard.Policies,
         metadata: Optional[Tuple[Tuple[str, str], ...]] = None,
-        breaker: Optional[_policy.BreakerConfig],
-        on_breaker_change: Optional[_policy.ChangeHook],
-        retry_budget: Optional[_policy.RetryBudgetConfig],
-        max_attempts: Optional[int],
     ) -> None:
-        if max_attempts is not None and (isinstance(max_attempts, bool) or not isinstance(max_attempts, int)):
-            raise TypeError(f"max_attempts must be an int or None, got {type(max_attempts).__name__}")
-        if max_attempts is not None and max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self._channel = channel
         self._metadata = metadata
         self._owns_channel = owns_channel
         self._closed = False
         self._default_timeout = _common.positive_seconds(default_timeout, "default_timeout")
         self._attempt_timeout = _common.positive_seconds(attempt_timeout, "attempt_timeout")
-        self._breaker = None if breaker is None else _policy.CircuitBreaker(breaker, on_change=on_breaker_change)
-        self._budget = None if retry_budget is None else _policy.RetryBudget(retry_budget)
-        self._max_attempts = max_attempts
-        self._counters = _policy.Counters()
+        self._policies = policies
+        self._recorder = _Recorder(self)
         self._rpcs: Dict[str, Any] = admin_rpcs(channel)
 
-    async def close(self) -> None:
-        """Closes the channel the Client made; calls in flight, and later ones,
-        fail with :class:`~ledgerd.CancelledError`. A Client made by
+    async def close(self, timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT) -> int:
+        """Closes the client; returns how many fail-open results it could not record.
+
+        It first waits up to ``timeout`` seconds (default 10) for the
+        fail-open results still queued to be recorded (see :meth:`flush`);
+        those still waiting then are lost, and a warning says how many. Then
+        it closes the channel the Client made; calls in flight, and later
+        ones, fail with :class:`~ledgerd.CancelledError`. A Client made by
         :meth:`from_channel` leaves its channel open. Closing twice is harmless."""
+        left = 0
+        if not self._closed and self._policies.queue.pending:
+            left = await self.flush(timeout)
         self._closed = True
+        lost = await self._recorder.stop()
+        if lost or left:
+            _log.warning(
+                "ledgerd: closed with %d fail-open result(s) not recorded in the ledger: %s",
+                max(left, len(lost)),
+                ", ".join(f"{r.namespace}/{r.key}" for r in lost[:20]) or "being recorded",
+            )
         if self._owns_channel:
             await self._channel.close()
+        return max(left, len(lost))
+
+    async def flush(self, timeout: Optional[float] = None) -> int:
+        """Waits until every fail-open result is recorded (or discarded), for
+        at most ``timeout`` seconds (None: as long as it takes); returns how
+        many are still waiting (0: all done)."""
+        return await self._recorder.wait_empty(_common.positive_seconds(timeout, "timeout"))
 
     async def __aenter__(self) -> "Client":
         """Returns the Client; :meth:`close` runs on exit."""
@@ -243,18 +275,13 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
     @property
     def breaker_state(self) -> str:
         """The circuit breaker's state: ``"closed"``, ``"open"``,
-        ``"half_open"``, or ``"disabled"`` without a breaker."""
-        return "disabled" if self._breaker is None else self._breaker.state
+        ``"half_open"``, or ``"disabled"`` (``breaker=None``)."""
+        breaker = self._policies.breaker
+        return "disabled" if breaker is None else breaker.state
 
-    def stats(self) -> _policy.Stats:
+    def stats(self) -> Stats:
         """A snapshot of the client's counters (see :class:`ledgerd.Stats`)."""
-        return _policy.Stats(
-            calls=self._counters.calls,
-            retries=self._counters.retries,
-            retries_refused=self._counters.retries_refused,
-            breaker_state=self.breaker_state,
-            breaker_opens=0 if self._breaker is None else self._breaker.opens,
-        )
+        return self._policies.stats()
 
     # The thin typed methods.
 
@@ -356,6 +383,7 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         heartbeat_interval: Optional[DurationLike] = None,
         timeout: Timeout = None,
         wait: bool = True,
+        fallback: Optional[str] = None,
     ) -> Result:
         """Makes sure the work for ``(namespace, key)`` is done once, and returns its result.
 
@@ -367,12 +395,16 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         a task, stopped before do() returns or raises. If the task awaiting
         do() is cancelled while the work runs, the work is cancelled with
         it, the lease is released, and :class:`asyncio.CancelledError`
-        propagates.
+        propagates. ``fallback`` (``"fail_closed"`` or ``"fail_open"``;
+        default: the client's) decides what happens when the ledger cannot
+        answer, as in the sync client; a fail-open result is recorded by a
+        task of this Client's event loop.
 
         Raises what :meth:`ledgerd.Client.do` raises.
         """
         if not callable(work):
             raise TypeError(f"work must be callable, got {type(work).__name__}")
+        policy = self._policies.fallback_for(fallback)
         interval = _common.heartbeat_interval(heartbeat_interval)
         owner = owner or default_owner()
         deadline = self._deadline(timeout)
@@ -393,6 +425,10 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
                 if wait_for is not None and error.field == "wait_timeout":
                     server_wait = False  # a server that refuses the wait we asked for: poll instead
                     continue
+                raise
+            except LedgerError as error:
+                if policy == _policy.FAIL_OPEN and _guard.unreachable(error):
+                    return await self._run_unguarded(namespace, key, owner, work, error, request)
                 raise
             outcome = response.WhichOneof("outcome")
             if outcome == "acquired":
@@ -419,6 +455,90 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
             raise LedgerError(
                 f"reserve returned an outcome this client does not know ({outcome})", operation="reserve"
             )
+
+    # Fail-open.
+
+    async def _run_unguarded(
+        self, namespace: str, key: str, owner: str, work: AsyncWorkFunction, cause: LedgerError, request: Any
+    ) -> Result:
+        """Runs the work without a lease (fail-open) and queues its result."""
+        policies = self._policies
+        if not policies.start_unguarded(namespace, key, cause):
+            raise cause  # the queue is full: fail closed
+        lease = AsyncLease(
+            namespace=namespace,
+            key=key,
+            owner=owner,
+            fencing_token=0,
+            attempt=0,
+            takeover=False,
+            previous_owner="",
+            checkpoint=b"",
+            ttl=0.0,
+            lease_expires_at=None,
+            unguarded=True,
+        )
+        token = _context.set_lease(lease)
+        try:
+            value = work(lease)
+            if inspect.isawaitable(value):
+                value = await value
+        except BaseException:
+            policies.queue.cancel_slot()
+            raise
+        finally:
+            _context.reset(token)
+        result = policies.finish_unguarded(
+            lease, value, fingerprint=bytes(request.fingerprint), metadata=dict(request.metadata)
+        )
+        self._recorder.wake()
+        return result
+
+    async def _record_unguarded(self, record: FailOpenRecord) -> Tuple[Optional[str], Optional[BaseException]]:
+        """One try of the recorder at a fail-open result: Reserve (waiting a
+        while for a holder), then Complete. Returns the outcome, or None (and
+        why) to try again later. The sync client's ``_record_unguarded``,
+        awaited."""
+        request = _common.reserve_request(
+            record.namespace, record.key, record.owner, fingerprint=record.fingerprint, metadata=record.metadata
+        )
+        request.wait_timeout.CopyFrom(_convert.to_duration(RECORD_SERVER_WAIT, "wait_timeout"))
+        deadline = time.monotonic() + RECORD_CALL_TIMEOUT + RECORD_SERVER_WAIT
+        try:
+            response = await self._call(
+                "reserve", request, deadline, extra_attempt_time=RECORD_SERVER_WAIT, retry=False
+            )
+        except LedgerError as error:
+            if _guard.unreachable(error) or isinstance(error, CancelledError):
+                return None, error
+            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
+            return _policy.DISCARDED_FAILED, error
+        outcome = response.WhichOneof("outcome")
+        if outcome == "completed":
+            # Our own Complete may have landed with its answer lost.
+            ours = record.token != 0 and response.completed.fencing_token == record.token
+            return (_policy.RECORDED if ours else _policy.DISCARDED_COMPLETED), None
+        if outcome == "failed":
+            return _policy.DISCARDED_FAILED, None
+        if outcome != "acquired":
+            return None, None  # still held: ask again
+        lease = _common.lease_from_acquired(record.namespace, record.key, record.owner, response.acquired)
+        record.token = lease.fencing_token
+        completion = ledger_pb2.CompleteRequest(
+            namespace=record.namespace, key=record.key, fencing_token=lease.fencing_token, result=record.result
+        )
+        try:
+            await self._call("complete", completion, time.monotonic() + RECORD_CALL_TIMEOUT, retry=False)
+        except LeaseLostError as error:
+            return None, error  # taken over meanwhile: the next Reserve says by whom
+        except LedgerError as error:
+            if _guard.unreachable(error) or isinstance(error, CancelledError):
+                return None, error
+            cleanup = time.monotonic() + CLEANUP_TIMEOUT
+            await self._quietly("fail", self._fail(lease, _common.describe(error), "", True, cleanup), error)
+            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
+            return _policy.DISCARDED_FAILED, error
+        return _policy.RECORDED, None
 
     # Internals of do().
 
@@ -585,19 +705,18 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         retry: bool = True,
     ) -> Any:
         """Makes one RPC, retrying UNAVAILABLE and DEADLINE_EXCEEDED with backoff
-        (at least the server's RetryInfo delay) while the deadline, the
-        client's max_attempts and its retry budget allow (``retry=False``:
-        one attempt). Each attempt asks the breaker first (a guarded call
-        raises CircuitOpenError while it is open) and tells it the outcome.
-        Raises a LedgerError."""
+        until it succeeds, fails otherwise, or the deadline (a time.monotonic
+        value) passes (``retry=False``: one attempt only). Each attempt asks
+        the circuit breaker first (a guarded call it refuses raises
+        CircuitOpenError) and tells it how it ended; each retry needs the
+        retry budget's token and the attempt limit's leave, and waits at
+        least the server's RetryInfo delay. Raises a LedgerError."""
         rpc = self._rpcs[operation]
-        guarded = operation not in _UNGUARDED
+        policies = self._policies
+        policies.begin_call(operation)
         backoff = _retry.RETRY_INITIAL_BACKOFF
         last: Optional[LedgerError] = None  # the last failure that was retried
         attempts = 0
-        self._counters.add(calls=1)
-        if self._budget is not None:
-            self._budget.on_call()
         while True:
             if self._closed:
                 raise CancelledError("the client is closed", code=grpc.StatusCode.CANCELLED, operation=operation)
@@ -609,45 +728,119 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
                 if remaining <= 0:
                     raise _common.gave_up(operation, last, attempts)
                 attempt_timeout = remaining if attempt_timeout is None else min(attempt_timeout, remaining)
-            ticket = None
-            if self._breaker is not None:
-                try:
-                    ticket = self._breaker.allow(guarded=guarded)
-                except LedgerError as refused:
-                    refused.operation = operation
-                    raise
+            ticket = policies.admit(operation)
             attempts += 1
             try:
                 response = await rpc(request, timeout=attempt_timeout, metadata=self._metadata)
-            except asyncio.CancelledError:
-                if ticket is not None:
-                    self._breaker.record(ticket, _policy.IGNORED)  # type: ignore[union-attr]
-                raise
             except grpc.RpcError as rpc_error:
                 error = error_from_rpc(rpc_error, operation=operation)
                 error.__cause__ = rpc_error
-                if ticket is not None:
-                    self._breaker.record(ticket, _policy.attempt_outcome(error.code), error)  # type: ignore[union-attr]
+                policies.settle(ticket, error.code, error)
+            except BaseException:
+                policies.settle(ticket, grpc.StatusCode.CANCELLED, None)  # asyncio.CancelledError...
+                raise
             else:
-                if ticket is not None:
-                    self._breaker.record(ticket, _policy.SUCCESS)  # type: ignore[union-attr]
+                policies.settle(ticket, None, None)
                 return response
             if error.code not in _retry.RETRYABLE_CODES or not retry:
                 raise error
             if deadline is not None and time.monotonic() >= deadline:
+                # This attempt most likely failed because the time ran out; the
+                # failure that was being retried, if any, says more.
                 raise _common.gave_up(operation, last or error, attempts)
-            if self._max_attempts is not None and attempts >= self._max_attempts:
-                raise _common.gave_up_after(operation, error, attempts, "the client's max_attempts was reached")
-            if operation not in _OUTSIDE_BUDGET and self._budget is not None and not self._budget.try_retry():
-                self._counters.add(retries_refused=1)
-                raise _common.gave_up_after(operation, error, attempts, "retry budget exhausted")
-            self._counters.add(retries=1)
+            refusal = policies.refuse_retry(operation, error, attempts)
+            if refusal is not None:
+                raise refusal
             last = error
-            pause = max(_retry.jitter(backoff), error.retry_delay or 0.0)
+            pause = policies.retry_pause(backoff, error)
             if deadline is not None:
                 pause = min(pause, max(0.0, deadline - time.monotonic()))
             await asyncio.sleep(pause)
             backoff = min(2 * backoff, _retry.RETRY_MAX_BACKOFF)
+
+
+class _Recorder:
+    """Records fail-open results once the ledger is back: a task of the
+    Client's event loop, started by the first queued result (the sync
+    client's recorder thread, as a task)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._queue = client._policies.queue
+        self._task: Optional[asyncio.Task[None]] = None
+        self._wakeup: Optional[asyncio.Event] = None
+        self._changed: Optional[asyncio.Event] = None
+        self._stopping = False
+
+    def _events(self) -> Tuple[asyncio.Event, asyncio.Event]:
+        # Made lazily, inside the loop that runs the client.
+        if self._wakeup is None or self._changed is None:
+            self._wakeup, self._changed = asyncio.Event(), asyncio.Event()
+        return self._wakeup, self._changed
+
+    def wake(self) -> None:
+        """Says a result was queued: starts the task if needed."""
+        wakeup, _ = self._events()
+        if self._task is None and not self._stopping:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ledgerd-fail-open-recorder")
+        wakeup.set()
+
+    async def wait_empty(self, timeout: Optional[float]) -> int:
+        """Waits until nothing is pending, or timeout; returns what is left."""
+        _, changed = self._events()
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = self._queue.pending
+            if left == 0:
+                return 0
+            wait = 1.0  # also catches runs whose work raised (no notification)
+            if end is not None:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return left
+                wait = min(wait, remaining)
+            changed.clear()
+            try:
+                await asyncio.wait_for(changed.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+
+    async def stop(self) -> List[FailOpenRecord]:
+        """Stops the task; returns the records it had not recorded."""
+        self._stopping = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=CLEANUP_TIMEOUT)
+        return self._queue.abandon()
+
+    async def _run(self) -> None:
+        policies = self._client._policies
+        wakeup, changed = self._events()
+        while not self._stopping:
+            record, wait = self._queue.next_due()
+            if record is None:
+                wakeup.clear()
+                try:
+                    await asyncio.wait_for(wakeup.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            outcome: Optional[str] = None
+            error: Optional[BaseException] = None
+            try:
+                outcome, error = await self._client._record_unguarded(record)
+            except asyncio.CancelledError:
+                self._queue.retry_later(record, 0.0)  # back in the queue: close() reports it
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the task alive; try again later
+                error = exc
+                _log.warning("ledgerd: recording the fail-open result of %s/%s: %r", record.namespace, record.key, exc)
+            if outcome is None:
+                self._queue.retry_later(record, policies.record_backoff(record, error))
+            else:
+                policies.recorded(record, outcome)
+            changed.set()
 
 
 class _Heartbeater:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
+import socket
 import threading
 import time
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 
-from ledger.v1 import ledger_pb2
+from ._gen.ledger.v1 import ledger_pb2
 
-from . import _common, _context, _convert, _retry
+from . import _common, _context, _convert, _guard, _policy, _retry
 from ._batch import BatchMethods
+from ._guard import DEFAULT, BreakerOption, FailOpenHook, FailOpenRecordedHook, RetryBudgetOption
+from ._policy import FAIL_CLOSED, FailOpenRecord, Stats
+from ._version import USER_AGENT
 from ._common import (  # noqa: F401 - DEFAULT_*, MAX_* are part of this module's API
     CLEANUP_TIMEOUT,
     DEFAULT_ATTEMPT_TIMEOUT,
@@ -36,6 +42,7 @@ from ._common import read_token as _read_token
 from ._convert import DurationLike
 from .errors import (
     CancelledError,
+    CircuitOpenError,
     DeadlineExceededError,
     InvalidArgumentError,
     LeaseLostError,
@@ -53,6 +60,21 @@ _log = logging.getLogger("ledgerd")
 
 #: A work function for :meth:`Client.do`: takes the lease, returns the result.
 WorkFunction = Callable[[Lease], BytesLike]
+
+#: ``target``: one address, several (a list, or a comma-separated string),
+#: or a gRPC target such as ``"dns:///ledgerd.internal:7070"``.
+Target = Union[str, Sequence[str]]
+
+#: How long :meth:`Client.close` waits for the fail-open results still
+#: queued to be recorded, in seconds, unless given.
+DEFAULT_CLOSE_TIMEOUT = 10.0
+
+#: The service config of a channel over several replicas: round robin over
+#: the replicas whose gRPC health (service "") says SERVING, so that a
+#: draining ledgerd (NOT_SERVING) gets no new calls until it serves again.
+REPLICAS_SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
 
 
 class Client(BatchMethods, AdminMethods, IdempotentMethod):
@@ -107,11 +129,59 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         token_file: a file holding the API token instead (read once, here;
             surrounding whitespace is ignored). At most one of ``token`` and
             ``token_file``.
+        breaker: the circuit breaker (on by default): a
+            :class:`~ledgerd.BreakerConfig` or a dict of its fields
+            (``failure_threshold`` 5, ``failure_ratio`` 0.5, ``window`` 10s,
+            ``min_calls`` 20, ``open_for`` 5s), or ``None`` to turn it off.
+            After repeated UNAVAILABLE or DEADLINE_EXCEEDED answers it opens:
+            the calls that start work or read (Reserve, Lookup, the batch and
+            admin calls) then fail at once with
+            :class:`~ledgerd.CircuitOpenError`, without touching the network,
+            until a probe call succeeds. Heartbeat, Complete, Fail and
+            Release always go through: they protect work already granted.
+        retry_budget: the retry budget (on by default): a
+            :class:`~ledgerd.RetryBudgetConfig` or a dict of its fields
+            (``max_tokens`` 10, ``ratio`` 0.1), or ``None`` to turn it off.
+            Retries never exceed ``max_tokens + ratio * calls``; a call
+            denied a retry raises its last error, whose message says
+            "retry budget exhausted". Heartbeats are outside the budget.
+        max_attempts: the most attempts of one call (``None``, the default:
+            retry until the call's timeout, within the budget). Heartbeats
+            are retried until the lease's end regardless.
+        fallback: what :meth:`do` does when the ledger cannot answer (the
+            breaker is open, or UNAVAILABLE/DEADLINE_EXCEEDED after the
+            retries allowed): ``"fail_closed"`` (the default: the work does
+            not run, do() raises) or ``"fail_open"`` (the work runs
+            unguarded, and its result is recorded later). Each do() can
+            choose otherwise. See :meth:`do`.
+        fail_open_queue: the most fail-open results waiting to be recorded
+            (default 10,000); when it is full, fail_open behaves as
+            fail_closed.
+        on_breaker_change: called as ``on_breaker_change(from_state,
+            to_state, last_error)`` on every transition of the breaker
+            (states ``"closed"``, ``"open"``, ``"half_open"``).
+        on_fail_open: called as ``on_fail_open(namespace, key, cause)``
+            before every unguarded run.
+        on_fail_open_recorded: called as ``on_fail_open_recorded(namespace,
+            key, outcome)`` when the recorder is done with a fail-open result:
+            ``"recorded"``, ``"discarded_completed"`` (another worker's result
+            was recorded first and is kept) or ``"discarded_failed"`` (the
+            key failed permanently, or the ledger refused the result).
+
+    Several replicas: pass a list of addresses (``["10.0.0.1:7070",
+    "10.0.0.2:7070"]``), a comma-separated string, or a ``dns:///`` name
+    that resolves to several addresses. The client then balances calls
+    round robin over the replicas that are up and whose gRPC health says
+    SERVING (a draining ledgerd says NOT_SERVING), and comes back to a
+    replica when it serves again. Host names in a list are resolved once,
+    here; a ``dns:///`` target is re-resolved by gRPC.
+
+    Every call carries the user agent ``ledgerd-python/<version>``.
     """
 
     def __init__(
         self,
-        target: str,
+        target: Target,
         *,
         credentials: Optional[grpc.ChannelCredentials] = None,
         insecure: bool = False,
@@ -121,7 +191,25 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
         token: Optional[str] = None,
         token_file: Optional[str] = None,
+        breaker: BreakerOption = DEFAULT,
+        retry_budget: RetryBudgetOption = DEFAULT,
+        max_attempts: Optional[int] = None,
+        fallback: str = FAIL_CLOSED,
+        fail_open_queue: int = _policy.DEFAULT_FAIL_OPEN_QUEUE,
+        on_breaker_change: Optional[_policy.ChangeHook] = None,
+        on_fail_open: Optional[FailOpenHook] = None,
+        on_fail_open_recorded: Optional[FailOpenRecordedHook] = None,
     ) -> None:
+        policies = _guard.Policies(
+            breaker=breaker,
+            retry_budget=retry_budget,
+            max_attempts=max_attempts,
+            fallback=fallback,
+            fail_open_queue=fail_open_queue,
+            on_breaker_change=on_breaker_change,
+            on_fail_open=on_fail_open,
+            on_fail_open_recorded=on_fail_open_recorded,
+        )
         bearer = _read_token(token, token_file)
         if credentials is not None and insecure:
             raise ValueError("ledgerd.Client: pass either credentials or insecure=True, not both")
@@ -131,7 +219,9 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
                 "grpc.ssl_channel_credentials(...) or, for development only, insecure=True"
                 + (" (which sends the token in plaintext)" if bearer is not None else "")
             )
-        channel_options = _channel_options(options, max_receive_message_bytes)
+        target, balancing = resolve_target(target)
+        channel_options = [("grpc.primary_user_agent", USER_AGENT)] + balancing
+        channel_options += _channel_options(options, max_receive_message_bytes)
         metadata: Optional[Tuple[Tuple[str, str], ...]] = None
         if insecure:
             channel = grpc.insecure_channel(target, options=channel_options)
@@ -152,6 +242,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
             default_timeout=default_timeout,
             attempt_timeout=attempt_timeout,
             metadata=metadata,
+            policies=policies,
         )
 
     @classmethod
@@ -161,6 +252,14 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         *,
         default_timeout: Timeout = None,
         attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
+        breaker: BreakerOption = DEFAULT,
+        retry_budget: RetryBudgetOption = DEFAULT,
+        max_attempts: Optional[int] = None,
+        fallback: str = FAIL_CLOSED,
+        fail_open_queue: int = _policy.DEFAULT_FAIL_OPEN_QUEUE,
+        on_breaker_change: Optional[_policy.ChangeHook] = None,
+        on_fail_open: Optional[FailOpenHook] = None,
+        on_fail_open_recorded: Optional[FailOpenRecordedHook] = None,
     ) -> "Client":
         """Returns a Client that makes its calls over ``channel``, a channel the
         caller made (e.g. with interceptors) and owns: :meth:`close` does not
@@ -169,8 +268,24 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         To authenticate over such a channel, make it with the token as a call
         credential: ``grpc.secure_channel(target,
         grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(token)))``."""
+        policies = _guard.Policies(
+            breaker=breaker,
+            retry_budget=retry_budget,
+            max_attempts=max_attempts,
+            fallback=fallback,
+            fail_open_queue=fail_open_queue,
+            on_breaker_change=on_breaker_change,
+            on_fail_open=on_fail_open,
+            on_fail_open_recorded=on_fail_open_recorded,
+        )
         client = cls.__new__(cls)
-        client._setup(channel, owns_channel=False, default_timeout=default_timeout, attempt_timeout=attempt_timeout)
+        client._setup(
+            channel,
+            owns_channel=False,
+            default_timeout=default_timeout,
+            attempt_timeout=attempt_timeout,
+            policies=policies,
+        )
         return client
 
     def _setup(
@@ -181,7 +296,10 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         default_timeout: Timeout,
         attempt_timeout: Timeout,
         metadata: Optional[Tuple[Tuple[str, str], ...]] = None,
+        policies: Optional[_guard.Policies] = None,
     ) -> None:
+        self._policies = policies or _guard.Policies()
+        self._recorder = _Recorder(self)
         self._channel = channel
         self._metadata = metadata
         self._owns_channel = owns_channel
@@ -190,14 +308,48 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         self._attempt_timeout = _positive_seconds(attempt_timeout, "attempt_timeout")
         self._rpcs: Dict[str, Any] = admin_rpcs(channel)
 
-    def close(self) -> None:
-        """Closes the channel the Client made; calls in flight, and later ones,
-        fail with :class:`~ledgerd.CancelledError`. A Client made by
-        :meth:`from_channel` leaves its channel open (later calls still fail).
-        Closing twice is harmless."""
+    def close(self, timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT) -> int:
+        """Closes the client; returns how many fail-open results it could not record.
+
+        It first waits up to ``timeout`` seconds (default 10) for the
+        fail-open results still queued to be recorded (see :meth:`flush`);
+        those still waiting then are lost, and a warning says how many. Then
+        it closes the channel the Client made; calls in flight, and later
+        ones, fail with :class:`~ledgerd.CancelledError`. A Client made by
+        :meth:`from_channel` leaves its channel open (later calls still
+        fail). Closing twice is harmless."""
+        left = 0
+        if not self._closed and self._policies.queue.pending:
+            left = self.flush(timeout)
         self._closed = True
+        lost = self._recorder.stop()
+        if lost or left:
+            _log.warning(
+                "ledgerd: closed with %d fail-open result(s) not recorded in the ledger: %s",
+                max(left, len(lost)),
+                ", ".join(f"{r.namespace}/{r.key}" for r in lost[:20]) or "being recorded",
+            )
         if self._owns_channel:
             self._channel.close()
+        return max(left, len(lost))
+
+    def flush(self, timeout: Optional[float] = None) -> int:
+        """Waits until every fail-open result is recorded (or discarded), for
+        at most ``timeout`` seconds (None: as long as it takes); returns how
+        many are still waiting (0: all done)."""
+        return self._recorder.wait_empty(_common.positive_seconds(timeout, "timeout"))
+
+    def stats(self) -> Stats:
+        """A snapshot of the client's counters: calls, retries, the breaker's
+        state and openings, and the fail-open runs and their recording."""
+        return self._policies.stats()
+
+    @property
+    def breaker_state(self) -> str:
+        """The circuit breaker's state: ``"closed"``, ``"open"``,
+        ``"half_open"``, or ``"disabled"`` (``breaker=None``)."""
+        breaker = self._policies.breaker
+        return "disabled" if breaker is None else breaker.state
 
     def __enter__(self) -> "Client":
         """Returns the Client; :meth:`close` runs on exit."""
@@ -365,6 +517,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         heartbeat_interval: Optional[DurationLike] = None,
         timeout: Timeout = None,
         wait: bool = True,
+        fallback: Optional[str] = None,
     ) -> Result:
         """Makes sure the work for ``(namespace, key)`` is done once, and returns its result.
 
@@ -443,6 +596,33 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         ``work`` returns is recorded even so. The calls do() makes after the
         timeout ran out get a short time of their own (5s).
 
+        When the ledger cannot answer (the circuit breaker is open, or the
+        Reserve ended with UNAVAILABLE or DEADLINE_EXCEEDED after the retries
+        allowed), ``fallback`` decides:
+
+        - ``"fail_closed"`` (the default): ``work`` does not run, and do()
+          raises :class:`~ledgerd.CircuitOpenError` or
+          :class:`~ledgerd.UnavailableError` (or
+          :class:`~ledgerd.DeadlineExceededError`), which callers branch on.
+        - ``"fail_open"``, for steps whose side effects are already
+          idempotent downstream: ``work`` runs unguarded, with a lease whose
+          ``unguarded`` is True and ``fencing_token`` 0 (nothing heartbeats).
+          The client's ``on_fail_open`` hook is called first. If ``work``
+          raises, nothing is recorded and do() raises that. If it returns,
+          do() returns a Result with ``unguarded=True`` (outcome
+          ``"ran_unguarded"``), and a background recorder records the
+          result once the ledger answers again (Reserve, waiting for a
+          holder, then Complete) if the key is still free: a result another
+          worker recorded meanwhile is kept and this one discarded, never
+          overwritten. What fail-open gives up: exactly-once (two workers
+          may both run the work), and, if the process dies before the
+          recorder is done, the ledger never learns of the run. When
+          ``fail_open_queue`` results already wait, do() fails closed.
+
+        A held key, a failed key, a refusal (fingerprint mismatch, quota,
+        permission...) are answers of the ledger: they behave the same under
+        both policies.
+
         Args:
             namespace: the tenant's or pipeline's scope.
             key: the idempotency key.
@@ -462,6 +642,8 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
                 runs (default: a third of the granted TTL).
             timeout: the bound of the whole call (see above).
             wait: whether to wait while another owner holds the key.
+            fallback: ``"fail_closed"`` or ``"fail_open"`` (default: the
+                client's ``fallback``); see above.
 
         Raises:
             FailedError: the key failed permanently.
@@ -471,10 +653,12 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
                 heartbeat was acknowledged in time); the result was not recorded.
             FingerprintMismatchError, InvalidArgumentError: caller bugs.
             DeadlineExceededError, UnavailableError: the timeout ran out.
+            CircuitOpenError: the breaker is open (an UnavailableError).
             Exception: whatever ``work`` raised.
         """
         if not callable(work):
             raise TypeError(f"work must be callable, got {type(work).__name__}")
+        policy = self._policies.fallback_for(fallback)
         interval = _common.heartbeat_interval(heartbeat_interval)
         owner = owner or default_owner()
         deadline = self._deadline(timeout)
@@ -496,6 +680,10 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
                     # A server that refuses the wait we asked for: poll instead.
                     server_wait = False
                     continue
+                raise
+            except LedgerError as error:
+                if policy == _policy.FAIL_OPEN and _guard.unreachable(error):
+                    return self._run_unguarded(namespace, key, owner, work, error, request)
                 raise
             outcome = response.WhichOneof("outcome")
             if outcome == "acquired":
@@ -523,7 +711,86 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
                 f"reserve returned an outcome this client does not know ({outcome})", operation="reserve"
             )
 
+    def _record_unguarded(self, record: FailOpenRecord) -> Tuple[Optional[str], Optional[BaseException]]:
+        """One try of the recorder at a fail-open result: Reserve (waiting a
+        while for a holder), then Complete. Returns the outcome, or None (and
+        why) to try again later."""
+        request = _common.reserve_request(
+            record.namespace, record.key, record.owner, fingerprint=record.fingerprint, metadata=record.metadata
+        )
+        request.wait_timeout.CopyFrom(_convert.to_duration(RECORD_SERVER_WAIT, "wait_timeout"))
+        deadline = time.monotonic() + RECORD_CALL_TIMEOUT + RECORD_SERVER_WAIT
+        try:
+            response = self._call(
+                "reserve", request, deadline, extra_attempt_time=RECORD_SERVER_WAIT, retry=False
+            )
+        except LedgerError as error:
+            if _guard.unreachable(error) or isinstance(error, CancelledError):
+                return None, error
+            # The ledger refused the key (fingerprint mismatch, permission...):
+            # this result can never be recorded.
+            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
+            return _policy.DISCARDED_FAILED, error
+        outcome = response.WhichOneof("outcome")
+        if outcome == "completed":
+            # Our own Complete may have landed with its answer lost.
+            ours = record.token != 0 and response.completed.fencing_token == record.token
+            return (_policy.RECORDED if ours else _policy.DISCARDED_COMPLETED), None
+        if outcome == "failed":
+            return _policy.DISCARDED_FAILED, None
+        if outcome != "acquired":
+            return None, None  # still held: ask again
+        lease = _common.lease_from_acquired(record.namespace, record.key, record.owner, response.acquired)
+        record.token = lease.fencing_token
+        completion = ledger_pb2.CompleteRequest(
+            namespace=record.namespace, key=record.key, fencing_token=lease.fencing_token, result=record.result
+        )
+        try:
+            self._call("complete", completion, time.monotonic() + RECORD_CALL_TIMEOUT, retry=False)
+        except LeaseLostError as error:
+            return None, error  # taken over meanwhile: the next Reserve says by whom
+        except LedgerError as error:
+            if _guard.unreachable(error) or isinstance(error, CancelledError):
+                return None, error
+            # Refused (too large for the namespace, say): free the key with the reason.
+            cleanup = time.monotonic() + CLEANUP_TIMEOUT
+            self._quietly("fail", lambda: self._fail(lease, _describe(error), "", True, cleanup), error)
+            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
+            return _policy.DISCARDED_FAILED, error
+        return _policy.RECORDED, None
+
     # Internals of do().
+
+    def _run_unguarded(
+        self, namespace: str, key: str, owner: str, work: WorkFunction, cause: LedgerError, request: Any
+    ) -> Result:
+        """Runs the work without a lease (fail-open) and queues its result."""
+        policies = self._policies
+        if not policies.start_unguarded(namespace, key, cause):
+            raise cause  # the queue is full: fail closed
+        lease = Lease(
+            namespace=namespace,
+            key=key,
+            owner=owner,
+            fencing_token=0,
+            attempt=0,
+            takeover=False,
+            previous_owner="",
+            checkpoint=b"",
+            ttl=0.0,
+            lease_expires_at=None,
+            unguarded=True,
+        )
+        try:
+            value = work(lease)
+        except BaseException:
+            policies.queue.cancel_slot()
+            raise
+        result = policies.finish_unguarded(
+            lease, value, fingerprint=bytes(request.fingerprint), metadata=dict(request.metadata)
+        )
+        self._recorder.wake()
+        return result
 
     def _run_leased(
         self, lease: Lease, work: WorkFunction, interval: Optional[float], deadline: Optional[float]
@@ -688,9 +955,16 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         until it succeeds, fails otherwise, or the deadline (a time.monotonic
         value) passes. Raises a LedgerError; Stopped if stopper was stopped.
         ``max_attempt_time`` bounds each attempt below the client's
-        attempt_timeout. ``retry=False`` makes a single attempt (for the
-        admin calls that are not retry-safe without a fencing token)."""
+        attempt_timeout. ``retry=False`` makes one attempt only (for the
+        admin calls that are not retry-safe without a fencing token).
+
+        Each attempt asks the circuit breaker first (a guarded call it
+        refuses raises CircuitOpenError) and tells it how it ended; each
+        retry needs the retry budget's token and the attempt limit's leave,
+        and waits at least the server's RetryInfo delay."""
         rpc = self._rpcs[operation]
+        policies = self._policies
+        policies.begin_call(operation)
         backoff = _retry.RETRY_INITIAL_BACKOFF
         last: Optional[LedgerError] = None  # the last failure that was retried
         attempts = 0
@@ -707,22 +981,34 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
                 if remaining <= 0:
                     raise _gave_up(operation, last, attempts)
                 attempt_timeout = remaining if attempt_timeout is None else min(attempt_timeout, remaining)
+            ticket = policies.admit(operation)
             attempts += 1
             try:
-                return self._attempt(rpc, request, attempt_timeout, stopper, self._metadata)
+                response = self._attempt(rpc, request, attempt_timeout, stopper, self._metadata)
             except grpc.RpcError as rpc_error:
                 if stopper is not None and stopper.is_set():
+                    policies.settle(ticket, grpc.StatusCode.CANCELLED, None)
                     raise _retry.Stopped() from None
                 error = error_from_rpc(rpc_error, operation=operation)
                 error.__cause__ = rpc_error
+                policies.settle(ticket, error.code, error)
+            except BaseException:
+                policies.settle(ticket, grpc.StatusCode.CANCELLED, None)  # Stopped, KeyboardInterrupt...
+                raise
+            else:
+                policies.settle(ticket, None, None)
+                return response
             if error.code not in _retry.RETRYABLE_CODES or not retry:
                 raise error
             if deadline is not None and time.monotonic() >= deadline:
                 # This attempt most likely failed because the time ran out; the
                 # failure that was being retried, if any, says more.
                 raise _gave_up(operation, last or error, attempts)
+            refusal = policies.refuse_retry(operation, error, attempts)
+            if refusal is not None:
+                raise refusal
             last = error
-            pause = _retry.jitter(backoff)
+            pause = policies.retry_pause(backoff, error)
             if deadline is not None:
                 pause = min(pause, max(0.0, deadline - time.monotonic()))
             if stopper is not None:
@@ -750,6 +1036,87 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
             raise _retry.Stopped() from None
         finally:
             unregister()
+
+
+#: How long the recorder's Reserve asks the server to wait for a holder, in seconds.
+RECORD_SERVER_WAIT = 5.0
+#: The bound of each of the recorder's calls besides that wait, in seconds.
+RECORD_CALL_TIMEOUT = 10.0
+
+
+class _Recorder:
+    """Records fail-open results from a background thread, started on the
+    first one, while the client is open (see :meth:`Client.do`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._queue = client._policies.queue
+        self._cond = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = False
+        self._generation = 0  # bumped by wake(), so that no wake-up is lost
+
+    def wake(self) -> None:
+        """Says a result was queued: starts the thread if needed."""
+        with self._cond:
+            self._generation += 1
+            if self._thread is None and not self._stopping:
+                self._thread = threading.Thread(target=self._run, name="ledgerd-fail-open-recorder", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def wait_empty(self, timeout: Optional[float]) -> int:
+        """Waits until nothing is pending, or timeout; returns what is left."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                left = self._queue.pending
+                if left == 0:
+                    return 0
+                wait = 1.0  # also catches runs whose work raised (no notification)
+                if end is not None:
+                    remaining = end - time.monotonic()
+                    if remaining <= 0:
+                        return left
+                    wait = min(wait, remaining)
+                self._cond.wait(wait)
+
+    def stop(self) -> List[FailOpenRecord]:
+        """Stops the thread; returns the records it had not recorded."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(CLEANUP_TIMEOUT)
+        return self._queue.abandon()
+
+    def _run(self) -> None:
+        policies = self._client._policies
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                generation = self._generation
+            record, wait = self._queue.next_due()
+            if record is None:
+                with self._cond:
+                    if not self._stopping and generation == self._generation:
+                        self._cond.wait(wait)
+                continue
+            outcome: Optional[str] = None
+            error: Optional[BaseException] = None
+            try:
+                outcome, error = self._client._record_unguarded(record)
+            except Exception as exc:  # noqa: BLE001 - keep the thread alive; try again later
+                error = exc
+                _log.warning("ledgerd: recording the fail-open result of %s/%s: %r", record.namespace, record.key, exc)
+            if outcome is None:
+                self._queue.retry_later(record, policies.record_backoff(record, error))
+            else:
+                policies.recorded(record, outcome)
+            with self._cond:
+                self._cond.notify_all()
 
 
 class _Heartbeater:
@@ -838,3 +1205,85 @@ class _Heartbeater:
 
     def _end_by_timeout(self) -> None:
         self._lease._cancel(_common.timeout_cancellation(self._lease))
+
+
+def resolve_target(target: Target) -> Tuple[str, List[Tuple[str, Any]]]:
+    """The gRPC target of ``target`` and the channel options it needs.
+
+    One address, or a gRPC target with a scheme other than dns, is used as
+    is. Several addresses (a list, or a comma-separated string) become one
+    ``ipv4:``/``ipv6:`` target, host names resolved now; a ``dns:`` target
+    stays as it is. Both get :data:`REPLICAS_SERVICE_CONFIG` (round robin
+    over the healthy replicas). Raises ValueError for an empty or malformed
+    address, naming it.
+    """
+    if isinstance(target, str):
+        text = target.strip()
+        if text.startswith("dns:"):
+            return text, [("grpc.service_config", REPLICAS_SERVICE_CONFIG)]
+        scheme = text.split(":", 1)[0]
+        if "://" in text or scheme in ("ipv4", "ipv6", "unix", "unix-abstract", "vsock"):
+            # A gRPC target of its own; several IP addresses are replicas.
+            several = scheme in ("ipv4", "ipv6") and "," in text
+            return text, [("grpc.service_config", REPLICAS_SERVICE_CONFIG)] if several else []
+        addresses = [part.strip() for part in text.split(",")]
+    elif isinstance(target, Sequence):
+        addresses = [str(part).strip() for part in target]
+    else:
+        raise TypeError(f"target must be a str or a list of addresses, got {type(target).__name__}")
+    if not addresses or any(not a for a in addresses):
+        raise ValueError(f"target: an address is empty in {target!r}")
+    if len(addresses) == 1:
+        return addresses[0], []
+    resolved = [_resolve(address) for address in addresses]
+    families = {family for family, _ in resolved}
+    if families == {4}:
+        joined = "ipv4:" + ",".join(endpoint for _, endpoint in resolved)
+    elif families == {6}:
+        joined = "ipv6:" + ",".join(endpoint for _, endpoint in resolved)
+    else:
+        raise ValueError(f"target: the addresses {addresses!r} mix IPv4 and IPv6; give one family")
+    options: List[Tuple[str, Any]] = [("grpc.service_config", REPLICAS_SERVICE_CONFIG)]
+    names = [a for a in addresses if not _is_ip(_host_port(a)[0])]
+    if names:
+        # Host names were resolved here: TLS checks the certificate against
+        # the first name, not against an IP address.
+        options.append(("grpc.default_authority", names[0]))
+    return joined, options
+
+
+def _host_port(address: str) -> Tuple[str, str]:
+    if address.startswith("["):
+        host, sep, rest = address[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"target: address {address!r} is not [IPv6]:port")
+        return host, rest[1:]
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"target: address {address!r} is not host:port")
+    return host, port
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _resolve(address: str) -> Tuple[int, str]:
+    """(4 or 6, "ip:port") of a host:port, a name resolved to its first address."""
+    host, port = _host_port(address)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except OSError as error:
+            raise ValueError(f"target: cannot resolve {address!r}: {error}") from error
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first
+        ip = ipaddress.ip_address(infos[0][4][0])
+    if ip.version == 6:
+        return 6, f"[{ip}]:{port}"
+    return 4, f"{ip}:{port}"

@@ -23,7 +23,7 @@ import datetime
 from typing import Dict, Optional, Type
 
 import grpc
-from ledger.v1 import error_reason_pb2
+from ._gen.ledger.v1 import error_reason_pb2
 
 from . import _status
 
