@@ -250,6 +250,52 @@ class AioPolicyTest(unittest.IsolatedAsyncioTestCase):
             self.assertEqual((stats.calls, stats.retries, stats.retries_refused), (1, 3, 1))
 
 
+class AioFailOpenTest(AioTest):
+    """Fail-open through the asyncio client: ledgerd made unreachable by a
+    TCP proxy that the test cuts, then restores."""
+
+    async def test_fail_open_runs_unguarded_and_records_afterwards(self):
+        proxy = support.TcpProxy(ADDR)
+        self.addCleanup(proxy.close)
+        runs, recorded = [], []
+        client = ledgerd.aio.Client(
+            proxy.addr,
+            insecure=True,
+            max_attempts=2,
+            breaker=ledgerd.BreakerConfig(failure_threshold=2, open_for=0.2),
+            on_fail_open=lambda ns, key, cause: runs.append((key, type(cause).__name__)),
+            on_fail_open_recorded=lambda ns, key, outcome: recorded.append((key, outcome)),
+        )
+        async with client:
+            proxy.cut()
+
+            async def work(lease):
+                self.assertEqual((lease.fencing_token, lease.unguarded), (0, True))
+                self.assertIs(ledgerd.current_lease(), lease)
+                return b"unguarded"
+
+            with self.assertRaises(ledgerd.UnavailableError):
+                await client.do(self.ns, "closed", work, timeout=TIMEOUT)  # fail_closed: the default
+            result = await client.do(self.ns, "k", work, fallback="fail_open", timeout=TIMEOUT)
+            self.assertEqual((result.value, result.unguarded, result.outcome), (b"unguarded", True, "ran_unguarded"))
+            self.assertEqual([key for key, _ in runs], ["k"])
+            # Another worker completes "taken" while we run it unguarded: ours is discarded.
+            taken = await client.do(self.ns, "taken", work, fallback="fail_open", timeout=TIMEOUT)
+            self.assertTrue(taken.unguarded)
+            self.assertEqual(client.stats().fail_open_pending, 2)
+            await self.client.do(self.ns, "taken", lambda lease: b"theirs")
+            proxy.restore()
+            self.assertEqual(await client.flush(support.PATIENCE), 0)
+            self.assertEqual(sorted(recorded), [("k", "recorded"), ("taken", "discarded_completed")])
+            stats = client.stats()
+            self.assertEqual(
+                (stats.fail_open_runs, stats.fail_open_recorded, stats.fail_open_discarded, stats.fail_open_pending),
+                (2, 1, 1, 0),
+            )
+        self.assertEqual((await self.entry("k")).result, b"unguarded")
+        self.assertEqual((await self.entry("taken")).result, b"theirs")
+
+
 class AioDecoratorTest(AioTest):
     async def test_runs_once_and_replays_the_same_value(self):
         runs = []
