@@ -135,9 +135,7 @@ class AioDoTest(AioTest):
     async def test_heartbeats_keep_the_lease_past_its_ttl(self):
         async def work(lease):
             first = (await self.entry("k")).lease_expires_at.ToNanoseconds()
-            await wait_for(
-                lambda: self._later(first), "a heartbeat moves the lease's end"
-            )
+            await wait_for(lambda: self._later(first), "a heartbeat moves the lease's end")
             return b"kept"
 
         result = await self.client.do(self.ns, "k", work, lease_ttl=0.5, heartbeat_interval=0.05)

@@ -31,7 +31,9 @@ def create_namespace(test, ns, **settings):
     channel = grpc.insecure_channel(ADDR)
     test.addCleanup(channel.close)
     admin_pb2_grpc.LedgerAdminServiceStub(channel).CreateNamespace(
-        admin_pb2.CreateNamespaceRequest(name=ns, settings=admin_pb2.NamespaceSettings(**settings), reason="python batch test"),
+        admin_pb2.CreateNamespaceRequest(
+            name=ns, settings=admin_pb2.NamespaceSettings(**settings), reason="python batch test"
+        ),
         timeout=TIMEOUT,
     )
 
@@ -73,7 +75,9 @@ class SyncBatchTest(SyncTest):
             self.assertTrue(all(lease.fencing_token > 0 for lease in leases))
             return [lease.key.upper().encode() for lease in leases]
 
-        results = self.client.do_batch(self.ns, ["new1", "done", "held", "broken", "new2", ""], work, lease_ttl=LONG_LEASE)
+        results = self.client.do_batch(
+            self.ns, ["new1", "done", "held", "broken", "new2", ""], work, lease_ttl=LONG_LEASE
+        )
         self.assertEqual([r.key for r in results], ["new1", "done", "held", "broken", "new2", ""])
         self.assertEqual(seen, ["new1", "new2"])
         self.assertEqual((results[0].result.value, results[0].result.replayed), (b"NEW1", False))

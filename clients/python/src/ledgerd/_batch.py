@@ -169,7 +169,10 @@ class _Plan:
             self.results[i].error = _common.failed_error(self.namespace, key, answer.failed)
         elif outcome == "in_progress":
             self.results[i].error = _common.in_progress_error(
-                self.namespace, key, answer.in_progress, f"{self.namespace}/{key} is held by {answer.in_progress.owner!r}"
+                self.namespace,
+                key,
+                answer.in_progress,
+                f"{self.namespace}/{key} is held by {answer.in_progress.owner!r}",
             )
         else:
             self.results[i].error = LedgerError(
@@ -380,7 +383,9 @@ class BatchMethods:
         if heartbeat_error is not None or timed_out:
             cause: BaseException = heartbeat_error or _common.timed_out_error(held[0])
             for j, lease in enumerate(held):
-                out[j].error = LedgerError(f"the batch's work stopped: {cause} (the lease was released)", operation="do batch")
+                out[j].error = LedgerError(
+                    f"the batch's work stopped: {cause} (the lease was released)", operation="do batch"
+                )
                 out[j].error.__cause__ = problem
                 self._quietly("release", lambda lease=lease: self._release(lease, cleanup), out[j].error)  # type: ignore[attr-defined]
             return out
@@ -392,7 +397,9 @@ class BatchMethods:
             )
         return out
 
-    def _complete_held(self, held: List[Lease], values: List[Any], out: List[BatchResult], cleanup: Optional[float]) -> None:
+    def _complete_held(
+        self, held: List[Lease], values: List[Any], out: List[BatchResult], cleanup: Optional[float]
+    ) -> None:
         chunks, not_bytes = _complete_chunks(held, values)
         for j in not_bytes:
             error = _common.not_bytes_error(held[j], values[j])
@@ -534,7 +541,9 @@ class AsyncBatchMethods:
         if heartbeat_error is not None or timed_out:
             cause: BaseException = heartbeat_error or _common.timed_out_error(held[0])
             for j, lease in enumerate(held):
-                out[j].error = LedgerError(f"the batch's work stopped: {cause} (the lease was released)", operation="do batch")
+                out[j].error = LedgerError(
+                    f"the batch's work stopped: {cause} (the lease was released)", operation="do batch"
+                )
                 out[j].error.__cause__ = problem
             await asyncio.gather(
                 *(self._quietly("release", self._release(lease, cleanup), out[j].error) for j, lease in enumerate(held))  # type: ignore[attr-defined]
@@ -548,7 +557,9 @@ class AsyncBatchMethods:
         )
         return out
 
-    async def _complete_held(self, held: List[Lease], values: List[Any], out: List[BatchResult], cleanup: Optional[float]) -> None:
+    async def _complete_held(
+        self, held: List[Lease], values: List[Any], out: List[BatchResult], cleanup: Optional[float]
+    ) -> None:
         chunks, not_bytes = _complete_chunks(held, values)
         for j in not_bytes:
             error = _common.not_bytes_error(held[j], values[j])

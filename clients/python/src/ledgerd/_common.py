@@ -251,9 +251,7 @@ def heartbeat_interval(value: Optional[DurationLike]) -> Optional[float]:
     return interval if interval > 0 else None
 
 
-def lease_from_acquired(
-    namespace: str, key: str, owner: str, acquired: Any, lease_class: type = Lease
-) -> Lease:
+def lease_from_acquired(namespace: str, key: str, owner: str, acquired: Any, lease_class: type = Lease) -> Lease:
     """The Lease of a Reserve's ``acquired`` answer."""
     return lease_class(
         namespace=namespace,

@@ -81,7 +81,7 @@ def _enum(value: Union[str, int], enum: Any, prefix: str, name: str) -> int:
     upper = value.upper()
     full = upper if upper.startswith(prefix) else prefix + upper
     if full not in enum.keys() or enum.Value(full) == 0:
-        allowed = ", ".join(k[len(prefix):].lower() for k in enum.keys() if enum.Value(k) != 0)
+        allowed = ", ".join(k[len(prefix) :].lower() for k in enum.keys() if enum.Value(k) != 0)
         raise ValueError(f"{name}: unknown value {value!r} (one of: {allowed})")
     return int(enum.Value(full))
 
@@ -164,12 +164,20 @@ def _events_request(
     return request
 
 
-def _force_release_request(namespace: str, key: str, reason: str, fencing_token: Optional[int]) -> admin_pb2.ForceReleaseRequest:
-    return admin_pb2.ForceReleaseRequest(namespace=namespace, key=key, reason=_reason(reason), fencing_token=fencing_token or 0)
+def _force_release_request(
+    namespace: str, key: str, reason: str, fencing_token: Optional[int]
+) -> admin_pb2.ForceReleaseRequest:
+    return admin_pb2.ForceReleaseRequest(
+        namespace=namespace, key=key, reason=_reason(reason), fencing_token=fencing_token or 0
+    )
 
 
-def _reset_key_request(namespace: str, key: str, reason: str, fencing_token: Optional[int]) -> admin_pb2.ResetKeyRequest:
-    return admin_pb2.ResetKeyRequest(namespace=namespace, key=key, reason=_reason(reason), fencing_token=fencing_token or 0)
+def _reset_key_request(
+    namespace: str, key: str, reason: str, fencing_token: Optional[int]
+) -> admin_pb2.ResetKeyRequest:
+    return admin_pb2.ResetKeyRequest(
+        namespace=namespace, key=key, reason=_reason(reason), fencing_token=fencing_token or 0
+    )
 
 
 class _ExportState:
@@ -276,7 +284,9 @@ class AdminMethods:
             page_size: entries per call (1 to 1000; default: the server's, 100).
             timeout: the timeout of each page's call.
         """
-        request = _entries_request(namespace, states, owner, key_prefix, updated_after, updated_before, stuck, page_size)
+        request = _entries_request(
+            namespace, states, owner, key_prefix, updated_after, updated_before, stuck, page_size
+        )
         while True:
             response = self._call("list_entries", request, self._deadline(timeout))  # type: ignore[attr-defined]
             yield from response.entries
@@ -394,7 +404,9 @@ class AsyncAdminMethods:
         timeout: _common.Timeout = None,
     ) -> AsyncIterator[ledger_pb2.Entry]:
         """See :meth:`ledgerd.Client.iter_entries`: ``async for entry in client.iter_entries(ns)``."""
-        request = _entries_request(namespace, states, owner, key_prefix, updated_after, updated_before, stuck, page_size)
+        request = _entries_request(
+            namespace, states, owner, key_prefix, updated_after, updated_before, stuck, page_size
+        )
         while True:
             response = await self._call("list_entries", request, self._deadline(timeout))  # type: ignore[attr-defined]
             for entry in response.entries:

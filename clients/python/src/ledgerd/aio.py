@@ -63,6 +63,7 @@ __all__ = ["Client", "AsyncLease", "AsyncWorkFunction"]
 #: awaitable of) the result as bytes.
 AsyncWorkFunction = Callable[[Lease], Union[Awaitable[BytesLike], BytesLike]]
 
+
 class AsyncLease(Lease):
     """The :class:`~ledgerd.Lease` of an asyncio do(): the same attributes,
     plus :meth:`wait_cancelled` to await :attr:`cancelled` without blocking
@@ -452,9 +453,7 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
                 else:
                     why = f"{namespace}/{key} is held by {holder.owner!r}"
                 raise _common.in_progress_error(namespace, key, holder, why)
-            raise LedgerError(
-                f"reserve returned an outcome this client does not know ({outcome})", operation="reserve"
-            )
+            raise LedgerError(f"reserve returned an outcome this client does not know ({outcome})", operation="reserve")
 
     # Fail-open.
 
@@ -511,7 +510,9 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         except LedgerError as error:
             if _guard.unreachable(error) or isinstance(error, CancelledError):
                 return None, error
-            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
+            _log.warning(
+                "ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error
+            )
             return _policy.DISCARDED_FAILED, error
         outcome = response.WhichOneof("outcome")
         if outcome == "completed":
@@ -536,7 +537,9 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
                 return None, error
             cleanup = time.monotonic() + CLEANUP_TIMEOUT
             await self._quietly("fail", self._fail(lease, _common.describe(error), "", True, cleanup), error)
-            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
+            _log.warning(
+                "ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error
+            )
             return _policy.DISCARDED_FAILED, error
         return _policy.RECORDED, None
 
@@ -555,7 +558,9 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         except asyncio.CancelledError:
             # The caller cancelled do(): free the key for another worker.
             await heartbeats.stop()
-            await self._quietly_shielded("release", self._release(lease, _common.cleanup_deadline(deadline, always=True)))
+            await self._quietly_shielded(
+                "release", self._release(lease, _common.cleanup_deadline(deadline, always=True))
+            )
             raise
         except Exception as exc:
             replacement = await self._after_work_error(lease, exc, await heartbeats.stop(), deadline)
@@ -564,7 +569,9 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
             raise replacement  # the work's exception is its __context__
         except BaseException:
             await heartbeats.stop()
-            await self._quietly_shielded("release", self._release(lease, _common.cleanup_deadline(deadline, always=True)))
+            await self._quietly_shielded(
+                "release", self._release(lease, _common.cleanup_deadline(deadline, always=True))
+            )
             raise
         finally:
             _context.reset(token)
@@ -722,7 +729,9 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
                 raise CancelledError("the client is closed", code=grpc.StatusCode.CANCELLED, operation=operation)
             attempt_timeout = None if self._attempt_timeout is None else self._attempt_timeout + extra_attempt_time
             if max_attempt_time is not None:
-                attempt_timeout = max_attempt_time if attempt_timeout is None else min(attempt_timeout, max_attempt_time)
+                attempt_timeout = (
+                    max_attempt_time if attempt_timeout is None else min(attempt_timeout, max_attempt_time)
+                )
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -908,4 +917,3 @@ class _Heartbeater:
             if self._valid_until is not None:
                 self._valid_until = sent_at + lease.ttl
             next_beat = time.monotonic() + self._interval
-

@@ -61,7 +61,9 @@ class _Options:
             if not callable(fn):
                 raise TypeError(f"idempotent: {name} must be callable, got {type(fn).__name__}")
         if fingerprint is not None and not callable(fingerprint):
-            raise TypeError(f"idempotent: fingerprint must be callable (same arguments as the function), got {type(fingerprint).__name__}")
+            raise TypeError(
+                f"idempotent: fingerprint must be callable (same arguments as the function), got {type(fingerprint).__name__}"
+            )
         if "fingerprint" in do_options or "work" in do_options:
             raise TypeError("idempotent: fingerprint is a function of the arguments; work is the decorated function")
         self.namespace = namespace
@@ -86,7 +88,9 @@ class _Options:
     def serialize(self, fn: Callable[..., Any], value: Any) -> bytes:
         data = self.serializer(value)
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"idempotent {fn.__qualname__}: serializer returned {type(data).__name__}; it must return bytes")
+            raise TypeError(
+                f"idempotent {fn.__qualname__}: serializer returned {type(data).__name__}; it must return bytes"
+            )
         return bytes(data)
 
 
