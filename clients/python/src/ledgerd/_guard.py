@@ -179,7 +179,13 @@ class Policies:
     def refuse_retry(self, operation: str, error: LedgerError, attempts: int) -> Optional[LedgerError]:
         """Whether a retryable failure may be retried: None (retry; the token
         is spent and the retry counted), or the error to raise instead (the
-        attempt limit was reached, or the budget is empty)."""
+        attempt limit was reached, or the budget is empty, or the breaker
+        opened and would refuse the retry)."""
+        if self.breaker is not None and operation not in UNGUARDED_OPERATIONS:
+            refused = self.breaker.refusal()
+            if refused is not None:
+                refused.operation = operation
+                return refused
         if self.max_attempts is not None and attempts >= self.max_attempts and operation != "heartbeat":
             return _with_note(error, f"gave up after {attempts} attempt{'s' if attempts != 1 else ''} (max_attempts)")
         if self.budget is not None and operation != "heartbeat" and not self.budget.try_retry():
