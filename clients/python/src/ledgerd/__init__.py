@@ -18,7 +18,11 @@ generated protobuf messages are importable from :mod:`ledgerd.pb`
 
 import logging as _logging
 
+from ._batch import MAX_BATCH_ITEMS, BatchResult, item_error
+from ._context import current_lease
+from .admin import EventExport
 from .client import Client, WorkFunction, default_owner
+from .decorator import json_deserializer, json_serializer
 from .errors import (
     ERROR_DOMAIN,
     CancelledError,
@@ -47,6 +51,13 @@ __all__ = [
     "Client",
     "WorkFunction",
     "default_owner",
+    "current_lease",
+    "BatchResult",
+    "item_error",
+    "MAX_BATCH_ITEMS",
+    "EventExport",
+    "json_serializer",
+    "json_deserializer",
     "Lease",
     "Result",
     "BreakerConfig",

@@ -8,6 +8,7 @@ what stops the two from drifting apart.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -31,6 +32,9 @@ from .errors import (
     UnavailableError,
 )
 from .lease import BytesLike, Lease, Result
+
+#: The logger of both clients (a library logs where the application asks it to).
+log = logging.getLogger("ledgerd")
 
 #: A timeout: seconds, a timedelta, or None for none.
 Timeout = Optional[DurationLike]
@@ -151,6 +155,22 @@ def gave_up(operation: str, last: Optional[LedgerError], attempts: int) -> Ledge
     )
     error.__cause__ = last.__cause__
     return error
+
+
+def gave_up_after(operation: str, error: LedgerError, attempts: int, why: str) -> LedgerError:
+    """The error a call raises when it may not retry any more (``why``: the
+    retry budget is exhausted, or max_attempts reached): its last error, saying so."""
+    replacement = type(error)(
+        f"{error.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}: {why})",
+        reason=error.reason,
+        code=error.code,
+        field=error.field,
+        operation=operation,
+        metadata=error.metadata,
+    )
+    replacement.retry_delay = error.retry_delay
+    replacement.__cause__ = error.__cause__
+    return replacement
 
 
 def cleanup_deadline(deadline: Optional[float], *, always: bool = False) -> Optional[float]:

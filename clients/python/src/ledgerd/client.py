@@ -12,9 +12,10 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 
-from ._gen.ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from ._gen.ledger.v1 import ledger_pb2
 
-from . import _common, _convert, _guard, _policy, _retry
+from . import _common, _context, _convert, _guard, _policy, _retry
+from ._batch import BatchMethods
 from ._guard import DEFAULT, BreakerOption, FailOpenHook, FailOpenRecordedHook, RetryBudgetOption
 from ._policy import FAIL_CLOSED, FailOpenRecord, Stats
 from ._version import USER_AGENT
@@ -49,6 +50,8 @@ from .errors import (
     PermanentError,
     error_from_rpc,
 )
+from .admin import AdminMethods, admin_rpcs
+from .decorator import IdempotentMethod
 from .lease import BytesLike, Lease, Result
 
 __all__ = ["Client", "default_owner", "WorkFunction"]
@@ -74,7 +77,7 @@ REPLICAS_SERVICE_CONFIG = json.dumps(
 )
 
 
-class Client:
+class Client(BatchMethods, AdminMethods, IdempotentMethod):
     """A client of ledgerd, the idempotency ledger.
 
     Its high-level helper is :meth:`do`; the other methods are thin typed
@@ -303,15 +306,7 @@ class Client:
         self._closed = False
         self._default_timeout = _positive_seconds(default_timeout, "default_timeout")
         self._attempt_timeout = _positive_seconds(attempt_timeout, "attempt_timeout")
-        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
-        self._rpcs: Dict[str, Any] = {
-            "reserve": stub.Reserve,
-            "heartbeat": stub.Heartbeat,
-            "complete": stub.Complete,
-            "fail": stub.Fail,
-            "release": stub.Release,
-            "lookup": stub.Lookup,
-        }
+        self._rpcs: Dict[str, Any] = admin_rpcs(channel)
 
     def close(self, timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT) -> int:
         """Closes the client; returns how many fail-open results it could not record.
@@ -765,7 +760,6 @@ class Client:
         return _policy.RECORDED, None
 
     # Internals of do().
-    # Internals of do().
 
     def _run_unguarded(
         self, namespace: str, key: str, owner: str, work: WorkFunction, cause: LedgerError, request: Any
@@ -805,7 +799,7 @@ class Client:
         heartbeats = _Heartbeater(self, lease, interval, deadline)
         heartbeats.start()
         try:
-            value = work(lease)
+            value = _context.using_lease(lease, work)
         except Exception as exc:
             replacement = self._after_work_error(lease, exc, heartbeats.stop(), deadline)
             if replacement is None:
@@ -961,7 +955,8 @@ class Client:
         until it succeeds, fails otherwise, or the deadline (a time.monotonic
         value) passes. Raises a LedgerError; Stopped if stopper was stopped.
         ``max_attempt_time`` bounds each attempt below the client's
-        attempt_timeout. ``retry=False`` makes one attempt only.
+        attempt_timeout. ``retry=False`` makes one attempt only (for the
+        admin calls that are not retry-safe without a fencing token).
 
         Each attempt asks the circuit breaker first (a guarded call it
         refuses raises CircuitOpenError) and tells it how it ended; each
