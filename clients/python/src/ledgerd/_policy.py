@@ -420,8 +420,8 @@ class Stats:
         calls: RPC calls made (first attempts), guarded or not.
         retries: retries made (attempts after the first).
         retries_refused: retries the budget refused.
-        breaker_state: ``"closed"``, ``"open"``, ``"half_open"``, or
-            ``"disabled"`` without a breaker.
+        breaker_state: ``"closed"``, ``"open"`` or ``"half_open"``
+            (``"closed"`` without a breaker: every call goes through).
         breaker_opens: how many times the breaker opened.
         fail_open_runs: works run unguarded by the fail-open policy.
         fail_open_recorded: their results recorded in the ledger afterwards.
