@@ -222,8 +222,10 @@ class RetryBudgetTest(unittest.TestCase):
         self.assertTrue(budget.try_retry())
 
     def test_bad_configuration_names_the_field(self) -> None:
-        with self.assertRaisesRegex(ValueError, "retry_budget ratio must be positive"):
-            _policy.RetryBudgetConfig(ratio=0)
+        with self.assertRaisesRegex(ValueError, "retry_budget ratio must be 0 or more"):
+            _policy.RetryBudgetConfig(ratio=-0.1)
+        with self.assertRaisesRegex(ValueError, "retry_budget max_tokens must be positive"):
+            _policy.RetryBudgetConfig(max_tokens=0)
 
 
 class FailOpenQueueTest(unittest.TestCase):

@@ -179,9 +179,15 @@ class Policies:
     def refuse_retry(self, operation: str, error: LedgerError, attempts: int) -> Optional[LedgerError]:
         """Whether a retryable failure may be retried: None (retry; the token
         is spent and the retry counted), or the error to raise instead (the
-        attempt limit was reached, or the budget is empty)."""
+        attempt limit was reached, or the budget is empty, or the breaker
+        opened and would refuse the retry)."""
         if self.max_attempts is not None and attempts >= self.max_attempts and operation != "heartbeat":
             return _with_note(error, f"gave up after {attempts} attempt{'s' if attempts != 1 else ''} (max_attempts)")
+        if self.breaker is not None and operation not in UNGUARDED_OPERATIONS:
+            refused = self.breaker.refusal()
+            if refused is not None:
+                refused.operation = operation
+                return refused
         if self.budget is not None and operation != "heartbeat" and not self.budget.try_retry():
             self.counters.add(retries_refused=1)
             return _with_note(error, f"retry budget exhausted after {attempts} attempt{'s' if attempts != 1 else ''}")
@@ -272,7 +278,8 @@ class Policies:
             calls=counters.calls,
             retries=counters.retries,
             retries_refused=counters.retries_refused,
-            breaker_state="disabled" if self.breaker is None else self.breaker.state,
+            # Without a breaker every call goes through, as a closed one lets it.
+            breaker_state=_policy.CLOSED if self.breaker is None else self.breaker.state,
             breaker_opens=0 if self.breaker is None else self.breaker.opens,
             fail_open_runs=queue.runs,
             fail_open_recorded=queue.recorded,

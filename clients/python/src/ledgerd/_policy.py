@@ -261,6 +261,17 @@ class CircuitBreaker:
         assert ticket is not None
         return ticket
 
+    def refusal(self) -> Optional[CircuitOpenError]:
+        """The error :meth:`allow` would raise for a guarded attempt now, or
+        None; unlike allow() it claims nothing (a retry asks it before it
+        spends a token on an attempt the breaker would refuse)."""
+        with self._lock:
+            changes = self._tick()
+            refused = self._state == OPEN or (self._state == HALF_OPEN and self._probe_out)
+            error = self._open_error() if refused else None
+        self._notify(changes)
+        return error
+
     def record(self, ticket: Ticket, outcome: str, error: Optional[BaseException] = None) -> None:
         """Counts the outcome of an attempt (SUCCESS, FAILURE or IGNORED; see
         :func:`attempt_outcome`); ``error`` is the attempt's error, kept as
@@ -356,8 +367,9 @@ class RetryBudgetConfig:
 
     Attributes:
         max_tokens: the bucket's size and initial content (default 10).
-        ratio: the tokens each first attempt adds (default 0.1): retries
-            stay below ``max_tokens + ratio * calls``.
+        ratio: the tokens each first attempt adds (default 0.1; 0: the
+            bucket never refills): retries stay below
+            ``max_tokens + ratio * calls``.
     """
 
     max_tokens: float = 10.0
@@ -365,7 +377,10 @@ class RetryBudgetConfig:
 
     def __post_init__(self) -> None:
         _positive(self.max_tokens, "retry_budget max_tokens")
-        _positive(self.ratio, "retry_budget ratio")
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)):
+            raise TypeError(f"retry_budget ratio must be a number, got {type(self.ratio).__name__}")
+        if self.ratio < 0:
+            raise ValueError(f"retry_budget ratio must be 0 or more, got {self.ratio!r}")
 
 
 class RetryBudget:
@@ -405,8 +420,8 @@ class Stats:
         calls: RPC calls made (first attempts), guarded or not.
         retries: retries made (attempts after the first).
         retries_refused: retries the budget refused.
-        breaker_state: ``"closed"``, ``"open"``, ``"half_open"``, or
-            ``"disabled"`` without a breaker.
+        breaker_state: ``"closed"``, ``"open"`` or ``"half_open"``
+            (``"closed"`` without a breaker: every call goes through).
         breaker_opens: how many times the breaker opened.
         fail_open_runs: works run unguarded by the fail-open policy.
         fail_open_recorded: their results recorded in the ledger afterwards.

@@ -346,10 +346,9 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
 
     @property
     def breaker_state(self) -> str:
-        """The circuit breaker's state: ``"closed"``, ``"open"``,
-        ``"half_open"``, or ``"disabled"`` (``breaker=None``)."""
-        breaker = self._policies.breaker
-        return "disabled" if breaker is None else breaker.state
+        """The circuit breaker's state: ``"closed"``, ``"open"`` or
+        ``"half_open"`` (always ``"closed"`` with ``breaker=None``)."""
+        return self._policies.stats().breaker_state
 
     def __enter__(self) -> "Client":
         """Returns the Client; :meth:`close` runs on exit."""
