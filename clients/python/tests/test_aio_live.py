@@ -161,6 +161,17 @@ class AioDoTest(AioTest):
         result = await self.client.do(self.ns, "k", lambda lease: b"next")
         self.assertEqual((result.value, result.attempt), (b"next", 2))
 
+    async def test_timeout_while_work_runs_releases_the_lease(self):
+        async def work(lease):
+            self.assertTrue(await lease.wait_cancelled(support.PATIENCE), "the timeout cancels the lease")
+            self.assertIsInstance(lease.cancel_reason, ledgerd.DeadlineExceededError)
+            raise RuntimeError("stopped")
+
+        # The timeout is long enough for the Reserve before the work (as in test_live).
+        with self.assertRaises(ledgerd.DeadlineExceededError):
+            await self.client.do(self.ns, "k", work, lease_ttl=LONG_LEASE, timeout=5.0)
+        self.assertEqual((await self.entry("k")).state, ledger_pb2.STATE_RELEASED)
+
     async def test_waits_for_the_holder_and_replays_its_result(self):
         holder = await self.client.reserve(namespace=self.ns, key="k", owner="holder", lease_ttl=LONG_LEASE)
         token = holder.acquired.fencing_token

@@ -508,10 +508,22 @@ class AsyncBatchMethods:
     ) -> List[BatchResult]:
         from .aio import _Heartbeater
 
-        heartbeats = [_Heartbeater(self, lease, _common.default_interval(lease, interval), deadline) for lease in held]  # type: ignore[arg-type]
+        heartbeats = [
+            _Heartbeater(self, lease, _common.default_interval(lease, interval), deadline)  # type: ignore[arg-type]
+            for lease in held
+        ]
         for h in heartbeats:
             h.start()
+        try:
+            return await self._run_batch_work(held, heartbeats, work, deadline)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            # Cancelled while the work ran or its outcome was recorded: free the keys.
+            await self._abandon(held, heartbeats, deadline)  # type: ignore[attr-defined]
+            raise
 
+    async def _run_batch_work(
+        self, held: List[Lease], heartbeats: List[Any], work: AsyncBatchWorkFunction, deadline: Optional[float]
+    ) -> List[BatchResult]:
         async def stop_all() -> Optional[LedgerError]:
             errors = [await h.stop() for h in heartbeats]
             return next((e for e in errors if e is not None), None)
@@ -523,15 +535,7 @@ class AsyncBatchMethods:
             problem = _work_values(values, held)
         except Exception as exc:  # noqa: BLE001 - recorded for every key
             values, problem = None, exc
-        except BaseException:  # asyncio.CancelledError, KeyboardInterrupt...: free the keys
-            await stop_all()
-            cleanup = _common.cleanup_deadline(deadline, always=True)
-            await self._quietly_shielded(  # type: ignore[attr-defined]
-                "release", asyncio.gather(*(self._release(lease, cleanup) for lease in held))  # type: ignore[attr-defined]
-            )
-            raise
-        finally:
-            heartbeat_error = await stop_all()
+        heartbeat_error = await stop_all()
         cleanup = _common.cleanup_deadline(deadline)
         out = [BatchResult(key=lease.key) for lease in held]
         if problem is None:
@@ -546,14 +550,20 @@ class AsyncBatchMethods:
                 )
                 out[j].error.__cause__ = problem
             await asyncio.gather(
-                *(self._quietly("release", self._release(lease, cleanup), out[j].error) for j, lease in enumerate(held))  # type: ignore[attr-defined]
+                *(
+                    self._quietly("release", self._release(lease, cleanup), out[j].error)  # type: ignore[attr-defined]
+                    for j, lease in enumerate(held)
+                )
             )
             return out
         message, code, retryable = _common.work_failure(problem)
         for j in range(len(held)):
             out[j].error = problem
         await asyncio.gather(
-            *(self._quietly("fail", self._fail(lease, message, code, retryable, cleanup), problem) for lease in held)  # type: ignore[attr-defined]
+            *(
+                self._quietly("fail", self._fail(lease, message, code, retryable, cleanup), problem)  # type: ignore[attr-defined]
+                for lease in held
+            )
         )
         return out
 

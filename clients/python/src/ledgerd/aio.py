@@ -550,33 +550,43 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
     ) -> Result:
         heartbeats = _Heartbeater(self, lease, _common.default_interval(lease, interval), deadline)
         heartbeats.start()
-        token = _context.set_lease(lease)
         try:
-            value = work(lease)
-            if inspect.isawaitable(value):
-                value = await value
+            token = _context.set_lease(lease)
+            try:
+                value = work(lease)
+                if inspect.isawaitable(value):
+                    value = await value
+            except Exception as exc:
+                replacement = await self._after_work_error(lease, exc, await heartbeats.stop(), deadline)
+                if replacement is None:
+                    raise
+                raise replacement  # the work's exception is its __context__
+            finally:
+                _context.reset(token)
+            heartbeat_error = await heartbeats.stop()
+            return await self._after_work_result(lease, value, heartbeat_error, heartbeats.unconfirmed, deadline)
+        except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+            # The caller cancelled do() (while the work ran, or while its
+            # outcome was being recorded): free the key for another worker.
+            await self._abandon([lease], [heartbeats], deadline)
+            raise
+
+    async def _abandon(self, leases: List[Lease], heartbeats: List["_Heartbeater"], deadline: Optional[float]) -> None:
+        """Stops the heartbeats and releases the leases after a cancellation,
+        shielded from it (and from a second one), so that the release
+        reaches the ledger. A lease whose key was recorded meanwhile is
+        refused (LEASE_LOST), quietly."""
+        cleanup = _common.cleanup_deadline(deadline, always=True)
+
+        async def release() -> None:
+            for h in heartbeats:
+                await h.stop()
+            await asyncio.gather(*(self._quietly("release", self._release(lease, cleanup)) for lease in leases))
+
+        try:
+            await asyncio.shield(release())
         except asyncio.CancelledError:
-            # The caller cancelled do(): free the key for another worker.
-            await heartbeats.stop()
-            await self._quietly_shielded(
-                "release", self._release(lease, _common.cleanup_deadline(deadline, always=True))
-            )
-            raise
-        except Exception as exc:
-            replacement = await self._after_work_error(lease, exc, await heartbeats.stop(), deadline)
-            if replacement is None:
-                raise
-            raise replacement  # the work's exception is its __context__
-        except BaseException:
-            await heartbeats.stop()
-            await self._quietly_shielded(
-                "release", self._release(lease, _common.cleanup_deadline(deadline, always=True))
-            )
-            raise
-        finally:
-            _context.reset(token)
-            await heartbeats.stop()
-        return await self._after_work_result(lease, value, await heartbeats.stop(), heartbeats.unconfirmed, deadline)
+            pass  # cancelled again while releasing: the shielded release goes on
 
     async def _after_work_result(
         self,
@@ -637,14 +647,6 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
             _common.log.warning("ledgerd: %s after the work failed: %s", what, error)
             if note_on is not None and hasattr(note_on, "add_note"):
                 note_on.add_note(f"ledgerd: recording this failure ({what}) failed too: {error}")
-
-    async def _quietly_shielded(self, what: str, action: Awaitable[object]) -> None:
-        """:meth:`_quietly`, shielded from the cancellation of the caller's
-        task: a release that cancellation started must still reach the ledger."""
-        try:
-            await asyncio.shield(self._quietly(what, action))
-        except asyncio.CancelledError:
-            pass  # cancelled again while releasing: the shielded call goes on
 
     async def _fail(self, lease: Lease, message: str, code: str, retryable: bool, deadline: Optional[float]) -> None:
         if retryable:
@@ -882,10 +884,9 @@ class _Heartbeater:
         task = self._task
         if task is not None and not task.done():
             task.cancel()
-            try:
-                await asyncio.shield(asyncio.wait({task}))
-            except asyncio.CancelledError:
-                pass  # the caller is being cancelled; the task ends on its own
+            # Shielded: the caller's cancellation must not leave the task
+            # half-stopped; it is re-raised once the task has ended.
+            await asyncio.shield(asyncio.wait({task}))
         return self.error
 
     def _deadline_passed(self) -> bool:
