@@ -14,6 +14,8 @@ import unittest
 
 import support
 
+import grpc
+import grpc.aio
 from ledgerd.pb import ledger_pb2
 
 import ledgerd
@@ -46,6 +48,22 @@ async def wait_for(condition, what, timeout=support.PATIENCE):
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what}: not so after {timeout}s")
         await asyncio.sleep(0.02)
+
+
+class ReserveWatcher(grpc.aio.UnaryUnaryClientInterceptor):
+    """Sets :attr:`sent` when a Reserve that asks the server to wait is sent."""
+
+    def __init__(self):
+        self.sent = asyncio.Event()
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        call = await continuation(client_call_details, request)
+        method = client_call_details.method
+        if isinstance(method, bytes):
+            method = method.decode()  # grpc.aio before 1.5x passes bytes
+        if method.endswith("/Reserve") and request.HasField("wait_timeout"):
+            self.sent.set()
+        return call
 
 
 class AioTest(unittest.IsolatedAsyncioTestCase):
@@ -174,13 +192,18 @@ class AioDoTest(AioTest):
 
     async def test_waits_for_the_holder_and_replays_its_result(self):
         holder = await self.client.reserve(namespace=self.ns, key="k", owner="holder", lease_ttl=LONG_LEASE)
-        token = holder.acquired.fencing_token
+        watcher = ReserveWatcher()
+        channel = grpc.aio.insecure_channel(ADDR, interceptors=[watcher])
+        waiter = ledgerd.aio.Client.from_channel(channel, default_timeout=TIMEOUT)
         ran = []
-        waiting = asyncio.ensure_future(self.client.do(self.ns, "k", lambda lease: ran.append(1) or b"mine"))
-        # The waiter is parked in a Reserve; the holder completes meanwhile.
-        await asyncio.sleep(0)
-        await self.client.complete(namespace=self.ns, key="k", fencing_token=token, result=b"theirs")
+        waiting = asyncio.ensure_future(waiter.do(self.ns, "k", lambda lease: ran.append(1) or b"mine"))
+        # The waiter's Reserve is parked in the server (wait_timeout) when the holder completes.
+        await asyncio.wait_for(watcher.sent.wait(), support.PATIENCE)
+        await self.client.complete(
+            namespace=self.ns, key="k", fencing_token=holder.acquired.fencing_token, result=b"theirs"
+        )
         result = await asyncio.wait_for(waiting, support.PATIENCE)
+        await channel.close()
         self.assertEqual((result.value, result.replayed, ran), (b"theirs", True, []))
 
     async def test_wait_false_raises_in_progress(self):
