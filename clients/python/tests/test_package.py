@@ -57,18 +57,23 @@ class PackageTest(unittest.TestCase):
             )
             dist = os.path.join(tmp, "dist")
             os.makedirs(dist)
-            built = run(
-                [
-                    support.PYTHON,
-                    "-c",
-                    "import sys, setuptools.build_meta as b; print(b.build_sdist(sys.argv[1])); "
-                    "print(b.build_wheel(sys.argv[1]))",
-                    dist,
-                ],
-                cwd=project,
-                env=clean_env(),
-            )
-            sdist_name, wheel_name = built.stdout.split()[-2:]
+            names = []
+            for hook in ("build_sdist", "build_wheel"):  # one process each: setuptools keeps state between them
+                built = run(
+                    [
+                        support.PYTHON,
+                        "-c",
+                        f"import sys, setuptools.build_meta as b; print('BUILT', b.{hook}(sys.argv[1]))",
+                        dist,
+                    ],
+                    cwd=project,
+                    env=clean_env(),
+                )
+                # The hooks log to stdout too: the name is on the last line.
+                marker, name = built.stdout.splitlines()[-1].split()
+                self.assertEqual(marker, "BUILT")
+                names.append(name)
+            sdist_name, wheel_name = names
             self.assertEqual(wheel_name, f"ledgerd-{ledgerd.__version__}-py3-none-any.whl")
             self.assertEqual(sdist_name, f"ledgerd-{ledgerd.__version__}.tar.gz")
 
