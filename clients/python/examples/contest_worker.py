@@ -12,7 +12,7 @@ On success it prints exactly one JSON line to stdout::
 
 and exits 0; on error it prints the error to stderr and exits 1.
 
-    PYTHONPATH=clients/python/src:clients/python/gen /usr/bin/python3 \\
+    PYTHONPATH=clients/python/src /usr/bin/python3 \\
         clients/python/examples/contest_worker.py --addr 127.0.0.1:7070 \\
         --namespace contest --key k1 --owner py-1 --work-log /tmp/work.log --work-ms 500
 """
