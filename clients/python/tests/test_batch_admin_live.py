@@ -242,6 +242,29 @@ class SyncDecoratorTest(SyncTest):
     def test_do_work_sees_its_lease_too(self):
         result = self.client.do(self.ns, "k", lambda lease: str(ledgerd.current_lease() is lease).encode())
         self.assertEqual(result.value, b"True")
+        with self.assertRaises(LookupError):
+            ledgerd.current_lease()
+
+    def test_fail_open_function_sees_an_unguarded_lease(self):
+        proxy = support.TcpProxy(ADDR)
+        self.addCleanup(proxy.close)
+        # The recorder's failures while the proxy is cut may open the
+        # breaker: a short open_for lets it record soon after the restore.
+        client = ledgerd.Client(
+            proxy.addr, insecure=True, max_attempts=1, fallback="fail_open", breaker={"open_for": 0.2}
+        )
+        self.addCleanup(client.close)
+        proxy.cut()
+
+        @client.idempotent(namespace=self.ns, key=lambda n: f"k{n}")
+        def job(n):
+            lease = ledgerd.current_lease()
+            return [n, lease.fencing_token, lease.unguarded]
+
+        self.assertEqual(job(1), [1, 0, True])
+        proxy.restore()
+        self.assertEqual(client.flush(support.PATIENCE), 0)
+        self.assertEqual(self.entry("k1").result, b"[1,0,true]")
 
 
 class AioBatchAdminTest(unittest.IsolatedAsyncioTestCase):

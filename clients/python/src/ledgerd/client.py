@@ -781,7 +781,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
             unguarded=True,
         )
         try:
-            value = work(lease)
+            value = _context.using_lease(lease, work)
         except BaseException:
             policies.queue.cancel_slot()
             raise
