@@ -32,7 +32,7 @@ from ._gen.ledger.v1 import admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_gr
 
 from . import _common, _convert
 
-__all__ = ["EventExport", "AsyncEventExport", "admin_rpcs"]
+__all__ = ["EventExport", "AsyncEventExport", "rpc_table"]
 
 #: A state filter: ``"leased"``, ``"STATE_LEASED"``, or the enum value.
 StateLike = Union[str, int]
@@ -43,7 +43,7 @@ KindLike = Union[str, int]
 MAX_PAGE_SIZE = 1000
 
 
-def admin_rpcs(channel: Any) -> Dict[str, Any]:
+def rpc_table(channel: Any) -> Dict[str, Any]:
     """Every RPC a client calls, by the operation name its errors carry
     (``error.operation``): those of LedgerService and LedgerAdminService."""
     ledger = ledger_pb2_grpc.LedgerServiceStub(channel)

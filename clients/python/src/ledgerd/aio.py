@@ -41,9 +41,9 @@ from ._common import CLEANUP_TIMEOUT, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_RECEI
 from ._guard import DEFAULT, BreakerOption, FailOpenHook, FailOpenRecordedHook, RetryBudgetOption
 from ._policy import FAIL_CLOSED, FailOpenRecord, Stats
 from ._version import USER_AGENT
-from .client import DEFAULT_CLOSE_TIMEOUT, RECORD_CALL_TIMEOUT, RECORD_SERVER_WAIT, Target, resolve_target
 from ._convert import DurationLike
-from .admin import AsyncAdminMethods, admin_rpcs
+from .admin import AsyncAdminMethods, rpc_table
+from .client import DEFAULT_CLOSE_TIMEOUT, RECORD_CALL_TIMEOUT, RECORD_SERVER_WAIT, Target, resolve_target
 from .decorator import AsyncIdempotentMethod
 from .errors import (
     CancelledError,
@@ -53,9 +53,9 @@ from .errors import (
     LedgerError,
     error_from_rpc,
 )
+from .lease import BytesLike, Lease, Result
 
 _log = _common.log
-from .lease import BytesLike, Lease, Result
 
 __all__ = ["Client", "AsyncLease", "AsyncWorkFunction"]
 
@@ -233,7 +233,7 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         self._attempt_timeout = _common.positive_seconds(attempt_timeout, "attempt_timeout")
         self._policies = policies
         self._recorder = _Recorder(self)
-        self._rpcs: Dict[str, Any] = admin_rpcs(channel)
+        self._rpcs: Dict[str, Any] = rpc_table(channel)
 
     async def close(self, timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT) -> int:
         """Closes the client; returns how many fail-open results it could not record.

@@ -50,7 +50,7 @@ from .errors import (
     PermanentError,
     error_from_rpc,
 )
-from .admin import AdminMethods, admin_rpcs
+from .admin import AdminMethods, rpc_table
 from .decorator import IdempotentMethod
 from .lease import BytesLike, Lease, Result
 
@@ -306,7 +306,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         self._closed = False
         self._default_timeout = _positive_seconds(default_timeout, "default_timeout")
         self._attempt_timeout = _positive_seconds(attempt_timeout, "attempt_timeout")
-        self._rpcs: Dict[str, Any] = admin_rpcs(channel)
+        self._rpcs: Dict[str, Any] = rpc_table(channel)
 
     def close(self, timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT) -> int:
         """Closes the client; returns how many fail-open results it could not record.
