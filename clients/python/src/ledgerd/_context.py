@@ -40,9 +40,9 @@ def current_lease() -> Lease:
 
 
 def using_lease(lease: Lease, work: Callable[[Lease], _T]) -> _T:
-    """Calls ``work(lease)`` with ``lease`` as the current lease. For an async
-    work, the coroutine is made here and runs in the caller's task, whose
-    context the caller resets with :func:`reset`."""
+    """Calls ``work(lease)`` with ``lease`` as the current lease (a sync work;
+    the asyncio client uses :func:`set_lease` and :func:`reset` around its
+    ``await``, in the task that runs the work)."""
     token = _lease.set(lease)
     try:
         return work(lease)
