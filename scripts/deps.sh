@@ -5,7 +5,8 @@
 #
 #   codegen   protoc 3.21.12 and grpc_python_plugin (Debian protobuf-compiler,
 #             protobuf-compiler-grpc): the Python generators buf.gen.yaml pins
-#   python    /usr/bin/python3 with the distribution's grpcio and protobuf
+#   python    /usr/bin/python3 with the distribution's grpcio and protobuf, and
+#             setuptools, wheel, venv and pip to build and install the client
 #   node      clients/typescript's npm dependencies (npm ci)
 #   ha        Patroni and etcd (Debian patroni, etcd-server): the high-availability
 #             cluster of internal/devcluster (StartHA)
@@ -53,6 +54,11 @@ python() {
 	fi
 	if ! /usr/bin/python3 -c 'import grpc, google.protobuf' 2>/dev/null; then
 		apt_install python3-grpcio python3-protobuf
+	fi
+	# The Python client's package test builds its wheel and sdist offline
+	# (setuptools, wheel) and installs the wheel into a fresh venv (venv, pip).
+	if ! /usr/bin/python3 -c 'import setuptools, wheel, ensurepip, pip' 2>/dev/null; then
+		apt_install python3-setuptools python3-wheel python3-venv python3-pip
 	fi
 }
 

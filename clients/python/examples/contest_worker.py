@@ -12,7 +12,7 @@ On success it prints exactly one JSON line to stdout::
 
 and exits 0; on error it prints the error to stderr and exits 1.
 
-    PYTHONPATH=clients/python/src:clients/python/gen /usr/bin/python3 \\
+    PYTHONPATH=clients/python/src /usr/bin/python3 \\
         clients/python/examples/contest_worker.py --addr 127.0.0.1:7070 \\
         --namespace contest --key k1 --owner py-1 --work-log /tmp/work.log --work-ms 500
 """
@@ -29,7 +29,7 @@ try:
     import ledgerd
 except ImportError:  # run from a checkout: use the source tree
     _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:0] = [os.path.join(_here, "..", "src"), os.path.join(_here, "..", "gen")]
+    sys.path[:0] = [os.path.join(_here, "..", "src")]
     import ledgerd
 
 

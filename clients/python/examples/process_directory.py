@@ -14,7 +14,7 @@ refuses a write with an older token. So a worker that was paused, lost its
 lease and was taken over cannot overwrite the newer worker's output: the
 pipeline's side effects are exactly-once, not just its ledger entries.
 
-    PYTHONPATH=clients/python/src:clients/python/gen /usr/bin/python3 \\
+    PYTHONPATH=clients/python/src /usr/bin/python3 \\
         clients/python/examples/process_directory.py --addr 127.0.0.1:7070 \\
         --input ./records --output ./out
 """
@@ -33,7 +33,7 @@ try:
     import ledgerd
 except ImportError:  # run from a checkout: use the source tree
     _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:0] = [os.path.join(_here, "..", "src"), os.path.join(_here, "..", "gen")]
+    sys.path[:0] = [os.path.join(_here, "..", "src")]
     import ledgerd
 
 import grpc
