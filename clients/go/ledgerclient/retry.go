@@ -126,12 +126,9 @@ func (p *callPolicy) admit(op string, attempt int, last error) (probe bool, err 
 	if p.breaker == nil || unguardedOps[op] {
 		return false, nil
 	}
-	probe, err = p.breaker.allow()
-	if err != nil && last != nil {
-		// Refused on a retry: the caller learns what it was retrying too.
-		return false, fmt.Errorf("%w (retrying: %w)", err, last)
-	}
-	return probe, err
+	// A refusal carries the last unanswered attempt's error: on a retry,
+	// the one being retried.
+	return p.breaker.allow()
 }
 
 // record tells the breaker how an attempt went.
