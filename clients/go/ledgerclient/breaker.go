@@ -151,6 +151,7 @@ type breaker struct {
 	since       time.Time // when it opened, kept while probes fail
 	openedAt    time.Time // when it (re)opened: OpenFor runs from here
 	probing     bool      // a half-open probe is out
+	lastCounted time.Time // when the last outcome that counted in the streak came back
 	lastErr     error
 	opens       int
 }
@@ -194,8 +195,15 @@ func (b *breaker) refusal(now time.Time) error {
 }
 
 // record counts an attempt's outcome; probe says it was the half-open
-// probe that allow let through.
-func (b *breaker) record(outcome attemptOutcome, err error, probe bool) {
+// probe that allow let through, started when the attempt was sent.
+//
+// A failed attempt adds to the consecutive failures only if it was sent
+// after the last outcome that counted (it always counts in the window):
+// attempts in flight together that fail together, as the calls on one
+// replica of several that dies do, are one failure, not a streak; the
+// attempts sent after them (to the replicas left) say whether the ledger
+// is away.
+func (b *breaker) record(outcome attemptOutcome, err error, probe bool, started time.Time) {
 	b.mu.Lock()
 	var changed func()
 	defer func() {
@@ -234,10 +242,15 @@ func (b *breaker) record(outcome attemptOutcome, err error, probe bool) {
 	bucket.calls++
 	if !failed {
 		b.consecutive = 0
+		b.lastCounted = now
 		return
 	}
 	bucket.failures++
+	if started.Before(b.lastCounted) {
+		return
+	}
 	b.consecutive++
+	b.lastCounted = now
 	calls, failures := b.windowCounts(now)
 	if b.consecutive >= b.cfg.FailureThreshold ||
 		(calls >= b.cfg.MinCalls && float64(failures) >= b.cfg.FailureRatio*float64(calls)) {

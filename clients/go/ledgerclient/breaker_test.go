@@ -41,13 +41,13 @@ func TestBreaker(t *testing.T) {
 		b, clock, seen := newTestBreaker(BreakerConfig{FailureThreshold: 3, OpenFor: time.Second})
 		for range 2 {
 			mustAllow(t, b)
-			b.record(unansweredOutcome, errDown, false)
+			b.record(unansweredOutcome, errDown, false, clock.now)
 		}
 		mustAllow(t, b)
-		b.record(answeredOutcome, nil, false) // an answer resets the streak
+		b.record(answeredOutcome, nil, false, clock.now) // an answer resets the streak
 		for range 3 {
 			mustAllow(t, b)
-			b.record(unansweredOutcome, errDown, false)
+			b.record(unansweredOutcome, errDown, false, clock.now)
 		}
 		if state, opens := b.snapshot(); state != BreakerOpen || opens != 1 {
 			t.Fatalf("state %s, opens %d; want open, 1", state, opens)
@@ -75,7 +75,7 @@ func TestBreaker(t *testing.T) {
 		t.Parallel()
 		b, clock, seen := newTestBreaker(BreakerConfig{FailureThreshold: 1, OpenFor: time.Second})
 		mustAllow(t, b)
-		b.record(unansweredOutcome, errDown, false)
+		b.record(unansweredOutcome, errDown, false, clock.now)
 		since := clock.now
 		clock.advance(time.Second)
 		if state, _ := b.snapshot(); state != BreakerHalfOpen {
@@ -87,7 +87,7 @@ func TestBreaker(t *testing.T) {
 		if _, err := b.allow(); !errors.Is(err, ErrCircuitOpen) {
 			t.Fatalf("a second call while the probe is out: %v", err)
 		}
-		b.record(unansweredOutcome, errDown, true)
+		b.record(unansweredOutcome, errDown, true, clock.now)
 		clock.advance(500 * time.Millisecond)
 		_, err := b.allow()
 		var open *CircuitOpenError
@@ -98,7 +98,7 @@ func TestBreaker(t *testing.T) {
 		if !mustAllow(t, b) {
 			t.Fatal("no probe after the second OpenFor")
 		}
-		b.record(answeredOutcome, nil, true)
+		b.record(answeredOutcome, nil, true, clock.now)
 		if state, opens := b.snapshot(); state != BreakerClosed || opens != 2 {
 			t.Fatalf("state %s, opens %d; want closed, 2", state, opens)
 		}
@@ -116,13 +116,40 @@ func TestBreaker(t *testing.T) {
 		}
 	})
 
+	t.Run("failures of attempts sent before the last answer do not make a streak", func(t *testing.T) {
+		t.Parallel()
+		b, clock, _ := newTestBreaker(BreakerConfig{FailureThreshold: 2})
+		sent := clock.now
+		clock.advance(time.Millisecond)
+		b.record(answeredOutcome, nil, false, clock.now)
+		for range 5 { // in flight on a replica that died
+			b.record(unansweredOutcome, errDown, false, sent)
+		}
+		if state, _ := b.snapshot(); state != BreakerClosed {
+			t.Fatalf("state %s, want closed", state)
+		}
+		// A burst sent together after that answer counts once.
+		sent = clock.now
+		clock.advance(time.Millisecond)
+		for range 5 {
+			b.record(unansweredOutcome, errDown, false, sent)
+		}
+		if state, _ := b.snapshot(); state != BreakerClosed {
+			t.Fatalf("state %s after a burst, want closed", state)
+		}
+		b.record(unansweredOutcome, errDown, false, clock.now) // sent after the burst failed
+		if state, _ := b.snapshot(); state != BreakerOpen {
+			t.Fatalf("state %s, want open", state)
+		}
+	})
+
 	t.Run("a canceled probe frees the probe slot without a transition", func(t *testing.T) {
 		t.Parallel()
 		b, clock, _ := newTestBreaker(BreakerConfig{FailureThreshold: 1, OpenFor: time.Second})
-		b.record(unansweredOutcome, errDown, false)
+		b.record(unansweredOutcome, errDown, false, clock.now)
 		clock.advance(time.Second)
 		mustAllow(t, b)
-		b.record(canceledOutcome, errDown, true)
+		b.record(canceledOutcome, errDown, true, clock.now)
 		if !mustAllow(t, b) {
 			t.Fatal("the next call is not the probe")
 		}
@@ -133,13 +160,13 @@ func TestBreaker(t *testing.T) {
 		b, clock, _ := newTestBreaker(BreakerConfig{FailureThreshold: 100, FailureRatio: 0.5, MinCalls: 10, Window: 10 * time.Second})
 		// Alternate: never two failures in a row, half of them failed.
 		for i := range 9 {
-			b.record(attemptOutcome(i%2), errDown, false)
+			b.record(attemptOutcome(i%2), errDown, false, clock.now)
 			clock.advance(100 * time.Millisecond)
 		}
 		if state, _ := b.snapshot(); state != BreakerClosed {
 			t.Fatalf("opened below MinCalls: %s", state)
 		}
-		b.record(unansweredOutcome, errDown, false) // 10 calls, 5 failed
+		b.record(unansweredOutcome, errDown, false, clock.now) // 10 calls, 5 failed
 		if state, _ := b.snapshot(); state != BreakerOpen {
 			t.Fatalf("state %s, want open at ratio 0.5 over 10 calls", state)
 		}
@@ -152,11 +179,11 @@ func TestBreaker(t *testing.T) {
 		for _, wait := range []time.Duration{0, 2 * time.Second} {
 			b, clock, _ := newTestBreaker(BreakerConfig{FailureThreshold: 100, FailureRatio: 0.6, MinCalls: 4, Window: time.Second})
 			for _, outcome := range []attemptOutcome{unansweredOutcome, answeredOutcome, unansweredOutcome, answeredOutcome} {
-				b.record(outcome, errDown, false)
+				b.record(outcome, errDown, false, clock.now)
 			}
 			clock.advance(wait)
-			b.record(unansweredOutcome, errDown, false)
-			b.record(unansweredOutcome, errDown, false)
+			b.record(unansweredOutcome, errDown, false, clock.now)
+			b.record(unansweredOutcome, errDown, false, clock.now)
 			want := BreakerOpen // 4 of 6 failed
 			if wait > 0 {
 				want = BreakerClosed // 2 attempts in the window: below MinCalls

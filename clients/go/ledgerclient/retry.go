@@ -72,8 +72,9 @@ func withRetries[T any](ctx context.Context, p *callPolicy, op string, rpc func(
 		if err != nil {
 			return zero, err
 		}
+		started := time.Now()
 		response, err := rpc()
-		p.record(ctx, err, probe)
+		p.record(ctx, err, probe, started)
 		if err == nil {
 			return response, nil
 		}
@@ -132,19 +133,19 @@ func (p *callPolicy) admit(op string, attempt int, last error) (probe bool, err 
 }
 
 // record tells the breaker how an attempt went.
-func (p *callPolicy) record(ctx context.Context, err error, probe bool) {
+func (p *callPolicy) record(ctx context.Context, err error, probe bool, started time.Time) {
 	if p == nil || p.breaker == nil {
 		return
 	}
 	switch {
 	case err == nil:
-		p.breaker.record(answeredOutcome, nil, probe)
+		p.breaker.record(answeredOutcome, nil, probe, started)
 	case ctx.Err() != nil:
-		p.breaker.record(canceledOutcome, err, probe)
+		p.breaker.record(canceledOutcome, err, probe, started)
 	case unanswered(err):
-		p.breaker.record(unansweredOutcome, toError(err), probe)
+		p.breaker.record(unansweredOutcome, toError(err), probe, started)
 	default:
-		p.breaker.record(answeredOutcome, nil, probe)
+		p.breaker.record(answeredOutcome, nil, probe, started)
 	}
 }
 
