@@ -49,7 +49,7 @@ TEST_FUZZTIME ?= 500x
 FUZZTIME ?= 1m
 
 .PHONY: test
-test: ## Run every test, the Python and TypeScript clients' included, the ledger and server suites again with coalescing off, and each fuzz target for TEST_FUZZTIME (500 runs), against a real PostgreSQL.
+test: ## Run every test, the Python and TypeScript clients' included (and the clients' conformance suite in every language), the ledger and server suites again with coalescing off, and each fuzz target for TEST_FUZZTIME (500 runs), against a real PostgreSQL.
 	@scripts/deps.sh python node
 	@LEDGER_FUZZTIME=$(TEST_FUZZTIME) LEDGER_NO_COALESCE_ARGS="$(GO_TEST_FLAGS) ./ledger/ ./server/" \
 		scripts/test.sh $(GO_TEST_FLAGS) ./...
@@ -93,11 +93,12 @@ bench-micro: ## Go micro-benchmarks: the store's hot paths on a cluster with fsy
 	@LEDGER_PG_DURABLE=1 scripts/test.sh -run '^$$' -bench . -benchtime $(BENCH_TIME) -count 1 ./ledger/ ./server/
 
 # What `make build` and `make image` stamp into the binaries (see
-# internal/version): the version of the latest tag (`git describe`; 0.0.0-dev
-# in a clone without tags), the commit (-dirty with uncommitted changes) and
-# the build time, or SOURCE_DATE_EPOCH's for a reproducible build. Each can
-# be given instead: make build VERSION=v1.2.3. Computed once per make run.
-VERSION    ?= $(shell git describe --tags --dirty 2>/dev/null || echo 0.0.0-dev)
+# internal/version): the version of the latest tag (`git describe`; in a
+# clone without tags, the release in the VERSION file followed by -dev), the
+# commit (-dirty with uncommitted changes) and the build time, or
+# SOURCE_DATE_EPOCH's for a reproducible build. Each can be given instead:
+# make build VERSION=v1.2.3. Computed once per make run.
+VERSION    ?= $(shell git describe --tags --dirty 2>/dev/null || echo "$$(cat VERSION)-dev")
 COMMIT     ?= $(shell c="$$(git rev-parse HEAD 2>/dev/null)" && { git diff --quiet HEAD -- 2>/dev/null && echo "$$c" || echo "$$c-dirty"; })
 BUILD_DATE ?= $(shell date -u -d "@$${SOURCE_DATE_EPOCH:-$$(date +%s)}" +%Y-%m-%dT%H:%M:%SZ)
 VERSION    := $(VERSION)
@@ -107,6 +108,17 @@ VERSION_PKG := github.com/ledgerd/ledgerd/internal/version
 LDFLAGS := -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(COMMIT) -X $(VERSION_PKG).buildDate=$(BUILD_DATE)
 # Where `make build` writes the binaries.
 BIN_DIR ?= bin
+
+# make set-version V=x.y.z writes the release version into VERSION and every
+# file that states it (internal/versions lists them: the Python and
+# TypeScript packages, the clients' version constants, the Helm chart's
+# appVersion), then renders the chart's golden files again. A test in `make
+# test` fails when one of them differs from VERSION.
+.PHONY: set-version
+set-version: ## Set the one version of ledgerd and its three clients: make set-version V=0.2.0.
+	@[ -n "$(V)" ] || { echo "usage: make set-version V=MAJOR.MINOR.PATCH" >&2; exit 2; }
+	go run ./internal/versions/cmd/set-version '$(V)'
+	$(MAKE) --no-print-directory helm-golden
 
 .PHONY: build
 build: ## Build bin/ledgerd and bin/ledgerctl, stamped with VERSION, COMMIT and BUILD_DATE (`ledgerd version`).

@@ -39,8 +39,9 @@ const Development = "0.0.0-dev"
 // Info describes one build.
 type Info struct {
 	// Version is the stamped version (`git describe --tags --dirty` by
-	// `make build`, 0.0.0-dev in a clone without tags), else the module
-	// version the toolchain recorded, else Development.
+	// `make build`; VERSION's release followed by -dev in a clone without
+	// tags), else the module version the toolchain recorded, else
+	// Development.
 	Version string
 	// Commit is the full commit hash, with "-dirty" when the work tree had
 	// changes; Unknown if nothing recorded it.
