@@ -66,10 +66,6 @@ func (r *replica) stop() {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	r.srv.Shutdown(ctx)
-	select {
-	case <-r.served:
-	default:
-	}
 }
 
 func (r *replica) agents() []string {

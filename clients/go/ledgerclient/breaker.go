@@ -117,6 +117,10 @@ func (e *CircuitOpenError) Is(target error) bool {
 	return target == ErrCircuitOpen || target == ErrUnavailable
 }
 
+// Unwrap returns LastError, so that errors.As finds the *Error (and
+// status.Code the gRPC code) of the failure that opened the circuit.
+func (e *CircuitOpenError) Unwrap() error { return e.LastError }
+
 // attemptOutcome is what an attempt tells the breaker.
 type attemptOutcome int
 
@@ -181,6 +185,7 @@ func (b *breaker) allow() (probe bool, err error) {
 			return false, b.refusal(now)
 		}
 		changed = b.transition(BreakerHalfOpen)
+	case BreakerHalfOpen:
 	}
 	// Half-open: one probe at a time.
 	if b.probing {
@@ -237,6 +242,7 @@ func (b *breaker) record(outcome attemptOutcome, err error, probe bool, started 
 			changed = b.transition(BreakerClosed)
 		}
 		return
+	case BreakerClosed:
 	}
 	bucket := b.bucket(now)
 	bucket.calls++

@@ -59,7 +59,7 @@ func TestBreaker(t *testing.T) {
 		if !errors.As(err, &open) || !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrCircuitOpen) {
 			t.Fatalf("allow while open: %v; want a *CircuitOpenError matching ErrUnavailable", err)
 		}
-		if !open.Since.Equal(opened) || open.LastError != errDown {
+		if !open.Since.Equal(opened) || !errors.Is(open.LastError, errDown) {
 			t.Fatalf("since %s, last error %v", open.Since, open.LastError)
 		}
 		want := "ledgerd: circuit open since 2026-12-07T10:31:02Z (800ms ago), last error: UNAVAILABLE: connection refused"

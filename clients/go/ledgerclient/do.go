@@ -165,8 +165,13 @@ const (
 //
 // Do fails with ErrInvalidArgument for a bad namespace, key or option (the
 // *Error names the field), with ErrFingerprintMismatch, or with ctx's error
-// if ctx ends before the work runs. While the server is unavailable, every
-// call is retried until ctx ends, so give ctx a deadline to bound Do.
+// if ctx ends before the work runs. While the server is unavailable, calls
+// are retried as the Client's circuit breaker, retry budget and attempt
+// limit allow (until ctx ends when they are off), so give ctx a deadline to
+// bound Do. When the ledger cannot answer, Do fails closed with an error
+// matching ErrUnavailable (a *CircuitOpenError while the breaker is open),
+// or, under FailOpen (WithFallback, WithDoFallback), runs the work
+// unguarded and returns its result with Result.Unguarded set.
 func (c *Client) Do(ctx context.Context, namespace, key string, work func(ctx context.Context) ([]byte, error), opts ...DoOption) (Result, error) {
 	o := doOptions{}
 	for _, opt := range opts {
