@@ -155,9 +155,10 @@ $(BUF): tools/buf/package.json tools/buf/package-lock.json
 generate: $(BUF) ## Regenerate gen/ and the Python and TypeScript clients' code from proto/.
 	@scripts/deps.sh codegen node
 	$(BUF) generate
+	clients/python/tools/fix_generated.sh
 
 .PHONY: check-generated
-GENERATED := gen clients/python/gen clients/typescript/src/gen
+GENERATED := gen clients/python/src/ledgerd/_gen clients/typescript/src/gen
 check-generated: generate ## Fail if the committed generated code is stale.
 	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
 		git status --porcelain -- $(GENERATED); git --no-pager diff --stat -- $(GENERATED); \
