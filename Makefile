@@ -164,9 +164,10 @@ generate: $(BUF) ## Regenerate gen/, internal/gengateway/ and the Python and Typ
 	@# go.sum: keep them aside and put them back.
 	@keep="$$(mktemp -d)" && cp gen/go.mod gen/go.sum "$$keep"/ && \
 		{ $(BUF) generate; status=$$?; cp "$$keep"/go.mod "$$keep"/go.sum gen/; rm -rf "$$keep"; exit $$status; }
+	clients/python/tools/fix_generated.sh
 
 .PHONY: check-generated
-GENERATED := gen internal/gengateway clients/python/gen clients/typescript/src/gen
+GENERATED := gen internal/gengateway clients/python/src/ledgerd/_gen clients/typescript/src/gen
 check-generated: generate ## Fail if the committed generated code is stale.
 	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
 		git status --porcelain -- $(GENERATED); git --no-pager diff --stat -- $(GENERATED); \

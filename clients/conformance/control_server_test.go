@@ -105,6 +105,18 @@ func TestControlServer(t *testing.T) {
 	}
 	require.Equal(t, addr, c.replicas["b"].addr)
 
+	// Reset undoes what a scenario that failed halfway left behind.
+	for _, path := range []string{"/proxy/down", "/replica/a/not_serving", "/replica/b/stop", "/reset"} {
+		status, answer = call("POST", path, nil)
+		require.Equal(t, http.StatusOK, status, "%s: %v", path, answer)
+	}
+	require.False(t, proxyRefuses(t, c.proxy.Addr()), "the proxy is up")
+	for name, rep := range c.replicas {
+		rep.mu.Lock()
+		require.True(t, rep.srv != nil && !rep.lameDuck, "replica %s serves", name)
+		rep.mu.Unlock()
+	}
+
 	// A typo in a body fails instead of being ignored.
 	status, answer = call("POST", "/hold", map[string]any{"namespace": "ns", "key": "k4", "then": "complete", "afer_ms": 10})
 	require.Equal(t, http.StatusBadRequest, status)
@@ -112,7 +124,8 @@ func TestControlServer(t *testing.T) {
 }
 
 // proxyRefuses reports whether a connection through the proxy is closed
-// without an answer.
+// without an answer to an HTTP/2 client preface (a replica answers it with
+// its SETTINGS).
 func proxyRefuses(t *testing.T, addr string) bool {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -120,7 +133,11 @@ func proxyRefuses(t *testing.T, addr string) bool {
 		return true
 	}
 	defer conn.Close()
-	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
+	emptySettings := []byte{0, 0, 0, 4, 0, 0, 0, 0, 0}
+	if _, err := conn.Write(append([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), emptySettings...)); err != nil {
+		return true
+	}
 	_, err = conn.Read(make([]byte, 1))
 	return err != nil
 }

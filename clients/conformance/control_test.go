@@ -59,6 +59,7 @@ func startControl(tb testing.TB, c *cluster, prefix string) string {
 		}
 		return nil, nil
 	}))
+	mux.HandleFunc("POST /reset", ctl.answer(ctl.reset))
 	mux.HandleFunc("POST /hold", ctl.answer(ctl.hold))
 	mux.HandleFunc("POST /complete_other", ctl.answer(ctl.completeOther))
 	mux.HandleFunc("POST /steal", ctl.answer(ctl.steal))
@@ -151,6 +152,21 @@ func (ctl *control) replica(r *http.Request) (*replica, error) {
 		return nil, &httpError{http.StatusNotFound, fmt.Sprintf("no replica %q: a or b", r.PathValue("name"))}
 	}
 	return rep, nil
+}
+
+// reset puts the cluster back as it started: the proxy up, both replicas
+// serving, the call counters at 0. Every scenario begins with it, so that a
+// scenario that failed halfway (its proxy left down, say) does not fail the
+// ones after it.
+func (ctl *control) reset(*http.Request) (any, error) {
+	ctl.cluster.proxy.Heal()
+	for _, rep := range ctl.cluster.replicas {
+		if err := rep.setServing(true); err != nil {
+			return nil, err
+		}
+		rep.calls.Store(0)
+	}
+	return nil, nil
 }
 
 // replicaAction serves POST /replica/{a|b}/{action}.

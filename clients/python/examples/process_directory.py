@@ -33,7 +33,7 @@ try:
     import ledgerd
 except ImportError:  # run from a checkout: use the source tree
     _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:0] = [os.path.join(_here, "..", "src"), os.path.join(_here, "..", "gen")]
+    sys.path[:0] = [os.path.join(_here, "..", "src")]
     import ledgerd
 
 import grpc

@@ -18,14 +18,12 @@ import grpc
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)  # clients/python
 SRC = os.path.join(ROOT, "src")
-GEN = os.path.join(ROOT, "gen")
 EXAMPLES = os.path.join(ROOT, "examples")
 #: The interpreter that has grpcio and protobuf (Debian's), for child processes.
 PYTHON = sys.executable or "/usr/bin/python3"
 
-for path in (SRC, GEN):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+if SRC not in sys.path:
+    sys.path.insert(0, SRC)
 
 
 #: The bound, in seconds, of every wait in these tests for something that
@@ -122,7 +120,7 @@ def unique_namespace(prefix: str = "pytest") -> str:
 def child_env() -> dict:
     """The environment of a child Python that imports ledgerd from the source tree."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([SRC, GEN] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join([SRC] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     return env
 
 

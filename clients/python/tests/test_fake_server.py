@@ -21,19 +21,35 @@ from concurrent import futures
 import support
 
 import grpc
-from ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from ledgerd.pb import ledger_pb2, ledger_pb2_grpc
 
 import ledgerd
+from google.protobuf.duration_pb2 import Duration
 from test_status import BadRequest, ErrorInfo, _status_bytes
 
 #: The timeout of a call whose duration is not what the test is about.
 TIMEOUT = support.PATIENCE
 
 
-def abort(context, code, reason, message="scripted error", field=None):
-    """Ends the call like ledgerd does: a status with an ErrorInfo (and a BadRequest)."""
+class _RetryInfo:
+    """A google.rpc.RetryInfo{retry_delay}, serialized by hand (field 1: a Duration)."""
+
+    def __init__(self, seconds):
+        self.duration = Duration()
+        self.duration.FromNanoseconds(int(seconds * 1e9))
+
+    def SerializeToString(self):  # noqa: N802 - the protobuf method name
+        body = self.duration.SerializeToString()
+        return b"\x0a" + bytes([len(body)]) + body
+
+
+def abort(context, code, reason, message="scripted error", field=None, retry_delay=None):
+    """Ends the call like ledgerd does: a status with an ErrorInfo (and a
+    BadRequest, and a RetryInfo when given a retry_delay)."""
     info = ErrorInfo(reason=reason, domain="ledgerd")
     details = [("type.googleapis.com/google.rpc.ErrorInfo", info)]
+    if retry_delay is not None:
+        details.append(("type.googleapis.com/google.rpc.RetryInfo", _RetryInfo(retry_delay)))
     if field:
         info.metadata["field"] = field
         bad = BadRequest()
@@ -145,6 +161,8 @@ class FakeServerTest(unittest.TestCase):
 
     def test_gives_up_when_the_timeout_runs_out(self):
         self.fake.handlers["lookup"] = lambda n, r, c: abort(c, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "db down")
+        # Without the breaker and the budget, which would end it sooner.
+        self.client = ledgerd.Client.from_channel(self.client._channel, breaker=None, retry_budget=None)
         started = time.monotonic()
         with self.assertRaises(ledgerd.UnavailableError) as caught:
             self.client.lookup(namespace="ns", key="k", timeout=2)
@@ -156,9 +174,57 @@ class FakeServerTest(unittest.TestCase):
         self.assertIn("gave up", str(caught.exception))
         self.assertEqual(caught.exception.operation, "lookup")
 
+    def test_retries_wait_for_the_servers_retry_info(self):
+        def lookup(n, request, context):
+            if n == 1:
+                abort(context, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "draining", retry_delay=1.0)
+            return ledger_pb2.LookupResponse(entry=ledger_pb2.Entry(key=request.key))
+
+        self.fake.handlers["lookup"] = lookup
+        started = time.monotonic()
+        self.assertEqual(self.client.lookup(namespace="ns", key="k", timeout=TIMEOUT).entry.key, "k")
+        # The backoff alone would have waited 50ms at most.
+        self.assertGreaterEqual(time.monotonic() - started, 1.0, "the retry waited for the RetryInfo delay")
+        self.assertEqual(len(self.fake.requests["lookup"]), 2)
+        self.assertEqual(self.client.stats().retries, 1)
+
+    def test_budget_and_max_attempts_bound_retries(self):
+        self.fake.handlers["lookup"] = lambda n, r, c: abort(c, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "db down")
+        client = ledgerd.Client.from_channel(
+            self.client._channel, breaker=None, retry_budget={"max_tokens": 3, "ratio": 0}, max_attempts=3
+        )
+        with self.assertRaisesRegex(ledgerd.UnavailableError, r"max_attempts"):
+            client.lookup(namespace="ns", key="k", timeout=TIMEOUT)
+        with self.assertRaisesRegex(ledgerd.UnavailableError, r"retry budget exhausted") as caught:
+            client.lookup(namespace="ns", key="k", timeout=TIMEOUT)
+        self.assertIn("db down", str(caught.exception))
+        stats = client.stats()
+        self.assertEqual((stats.calls, stats.retries, stats.retries_refused), (2, 3, 1))
+        self.assertEqual(len(self.fake.requests["lookup"]), 5)
+
+    def test_open_breaker_refuses_guarded_calls_only(self):
+        self.fake.handlers["lookup"] = lambda n, r, c: abort(c, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE", "db down")
+        self.fake.handlers["release"] = lambda n, r, c: ledger_pb2.ReleaseResponse()
+        changes = []
+        client = ledgerd.Client.from_channel(
+            self.client._channel,
+            breaker={"failure_threshold": 2, "open_for": 600},
+            on_breaker_change=lambda old, new, error: changes.append((old, new)),
+        )
+        with self.assertRaises(ledgerd.CircuitOpenError):
+            client.lookup(namespace="ns", key="k", timeout=TIMEOUT)
+        self.assertEqual(len(self.fake.requests["lookup"]), 2)
+        with self.assertRaises(ledgerd.CircuitOpenError):
+            client.lookup(namespace="ns", key="k", timeout=TIMEOUT)
+        self.assertEqual(len(self.fake.requests["lookup"]), 2, "no attempt while open")
+        client.release(namespace="ns", key="k", fencing_token=1, timeout=TIMEOUT)  # not guarded
+        self.assertEqual(len(self.fake.requests["release"]), 1)
+        self.assertEqual(changes, [("closed", "open")])
+        self.assertEqual(client.stats().breaker_opens, 1)
+
     def test_default_timeout_bounds_calls(self):
         self.fake.handlers["lookup"] = lambda n, r, c: abort(c, grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE")
-        client = ledgerd.Client.from_channel(self.client._channel, default_timeout=1)
+        client = ledgerd.Client.from_channel(self.client._channel, default_timeout=1, breaker=None)
         started = time.monotonic()
         with self.assertRaises(ledgerd.UnavailableError):
             client.lookup(namespace="ns", key="k")  # without a timeout, it would retry for ever
@@ -353,7 +419,7 @@ class ConstructionTest(unittest.TestCase):
         with socket.socket() as probe:  # a port nobody listens on
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        with ledgerd.Client(f"127.0.0.1:{port}", insecure=True) as client:
+        with ledgerd.Client(f"127.0.0.1:{port}", insecure=True, breaker=None) as client:
             started = time.monotonic()
             with self.assertRaises(ledgerd.UnavailableError) as caught:
                 client.lookup(namespace="ns", key="k", timeout=2)
@@ -361,6 +427,16 @@ class ConstructionTest(unittest.TestCase):
             self.assertGreaterEqual(elapsed, 2, "retried until the timeout ran out")
             self.assertLess(elapsed, 2 + TIMEOUT)
             self.assertEqual(caught.exception.reason, "UNAVAILABLE")
+        # With the default breaker, five refused connections open it: the
+        # call then fails at once, before its timeout, without a new attempt.
+        with ledgerd.Client(f"127.0.0.1:{port}", insecure=True) as client:
+            with self.assertRaises(ledgerd.CircuitOpenError) as caught:
+                client.lookup(namespace="ns", key="k", timeout=TIMEOUT)
+            self.assertIn("circuit open since", str(caught.exception))
+            self.assertIsInstance(caught.exception.last_error, ledgerd.UnavailableError)
+            self.assertEqual(client.breaker_state, "open")
+            self.assertEqual(client.stats().calls, 1)
+            self.assertEqual(client.stats().retries, 4)
 
     def test_default_owner(self):
         a, b = ledgerd.default_owner(), ledgerd.default_owner()

@@ -21,7 +21,7 @@ import unittest
 import support
 
 import grpc
-from ledger.v1 import admin_pb2, admin_pb2_grpc, ledger_pb2
+from ledgerd.pb import admin_pb2, admin_pb2_grpc, ledger_pb2
 
 import ledgerd
 

@@ -23,7 +23,7 @@ import uuid
 import support
 
 import grpc
-from ledger.v1 import ledger_pb2
+from ledgerd.pb import ledger_pb2
 
 import ledgerd
 

@@ -9,7 +9,7 @@ import support  # noqa: F401 - sets sys.path
 
 import grpc
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
-from ledger.v1 import error_reason_pb2
+from ledgerd.pb import error_reason_pb2
 
 import ledgerd
 from ledgerd import _status
@@ -118,7 +118,7 @@ class DecodeStatusTest(unittest.TestCase):
             "the token is stale",
             ("type.googleapis.com/google.rpc.ErrorInfo", info),
             ("type.googleapis.com/google.rpc.BadRequest", bad),
-            ("type.googleapis.com/google.rpc.RetryInfo", other),
+            ("type.googleapis.com/google.rpc.DebugInfo", other),
         )
         decoded = _status.decode_status(data)
         self.assertEqual(decoded.code, 10)
@@ -128,7 +128,7 @@ class DecodeStatusTest(unittest.TestCase):
         self.assertEqual(
             [(v.field, v.description) for v in decoded.field_violations], [("key", "too long"), ("owner", "empty")]
         )
-        self.assertEqual(decoded.other_types, ("type.googleapis.com/google.rpc.RetryInfo",))
+        self.assertEqual(decoded.other_types, ("type.googleapis.com/google.rpc.DebugInfo",))
 
     def test_negative_code_and_unknown_fields(self):
         data = _status_bytes(-1, "m")

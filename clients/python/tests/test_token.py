@@ -17,7 +17,7 @@ from concurrent import futures
 import support
 
 import grpc
-from ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from ledgerd.pb import ledger_pb2, ledger_pb2_grpc
 
 import ledgerd
 from test_fake_server import FakeLedger, acquired

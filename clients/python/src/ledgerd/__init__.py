@@ -12,15 +12,21 @@ failure), and replays a stored result instead of running the work again::
 
 Errors are subclasses of :class:`LedgerError`, one per ledgerd reason
 (:class:`LeaseLostError`, :class:`FingerprintMismatchError`, ...). The
-generated protobuf messages are importable as ``ledger.v1.ledger_pb2``.
+generated protobuf messages are importable from :mod:`ledgerd.pb`
+(``from ledgerd.pb import ledger_pb2``).
 """
 
 import logging as _logging
 
+from ._batch import MAX_BATCH_ITEMS, BatchResult, item_error
+from ._context import current_lease
+from .admin import EventExport
 from .client import Client, WorkFunction, default_owner
+from .decorator import json_deserializer, json_serializer
 from .errors import (
     ERROR_DOMAIN,
     CancelledError,
+    CircuitOpenError,
     DeadlineExceededError,
     FailedError,
     FingerprintMismatchError,
@@ -39,13 +45,24 @@ from .errors import (
     UnavailableError,
 )
 from .lease import Lease, Result
+from ._policy import BreakerConfig, RetryBudgetConfig, Stats
 
 __all__ = [
     "Client",
     "WorkFunction",
     "default_owner",
+    "current_lease",
+    "BatchResult",
+    "item_error",
+    "MAX_BATCH_ITEMS",
+    "EventExport",
+    "json_serializer",
+    "json_deserializer",
     "Lease",
     "Result",
+    "BreakerConfig",
+    "RetryBudgetConfig",
+    "Stats",
     "ERROR_DOMAIN",
     "LedgerError",
     "InvalidArgumentError",
@@ -57,6 +74,7 @@ __all__ = [
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "UnavailableError",
+    "CircuitOpenError",
     "DeadlineExceededError",
     "CancelledError",
     "InternalError",
@@ -70,5 +88,5 @@ __all__ = [
 # also attached to the raised exception as notes).
 _logging.getLogger("ledgerd").addHandler(_logging.NullHandler())
 
-#: The version of this client package.
-__version__ = "0.1.0"
+#: The version of this client package (and of the ledgerd it belongs with).
+from ._version import __version__  # noqa: E402

@@ -22,6 +22,7 @@ __all__ = [
     "STATUS_DETAILS_KEY",
     "ERROR_INFO_TYPE",
     "BAD_REQUEST_TYPE",
+    "RETRY_INFO_TYPE",
     "ErrorInfo",
     "FieldViolation",
     "StatusDetails",
@@ -34,6 +35,8 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
 #: The type URL of a google.rpc.BadRequest packed in a google.protobuf.Any.
 BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+#: The type URL of a google.rpc.RetryInfo packed in a google.protobuf.Any.
+RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 
 _VARINT, _FIXED64, _LEN, _START_GROUP, _END_GROUP, _FIXED32 = 0, 1, 2, 3, 4, 5
 
@@ -65,6 +68,9 @@ class StatusDetails:
     message: str = ""
     error_infos: Tuple[ErrorInfo, ...] = ()
     field_violations: Tuple[FieldViolation, ...] = ()
+    #: The RetryInfo's retry_delay in seconds, when the status carries one:
+    #: the server's "do not retry before" (rate limits, a draining server).
+    retry_delay: Optional[float] = None
     #: Type URLs of details this decoder does not know (kept for diagnostics).
     other_types: Tuple[str, ...] = ()
 
@@ -159,6 +165,24 @@ def _decode_bad_request(buf: bytes) -> List[FieldViolation]:
     return violations
 
 
+def _decode_retry_info(buf: bytes) -> float:
+    # message RetryInfo { google.protobuf.Duration retry_delay = 1; }
+    # message Duration { int64 seconds = 1; int32 nanos = 2; }
+    seconds, nanos = 0, 0
+    for number, wire_type, value in _fields(buf):
+        if number == 1 and wire_type == _LEN:
+            for n, wt, v in _fields(value):  # type: ignore[arg-type]
+                if n == 1 and wt == _VARINT:
+                    seconds = int(v)  # type: ignore[arg-type]
+                elif n == 2 and wt == _VARINT:
+                    nanos = int(v)  # type: ignore[arg-type]
+    if seconds >= 1 << 63:
+        seconds -= 1 << 64
+    if nanos >= 1 << 63:
+        nanos -= 1 << 64
+    return max(0.0, seconds + nanos / 1e9)
+
+
 def decode_status(data: bytes) -> StatusDetails:
     """Decodes a serialized ``google.rpc.Status``.
 
@@ -172,6 +196,7 @@ def decode_status(data: bytes) -> StatusDetails:
     infos: List[ErrorInfo] = []
     violations: List[FieldViolation] = []
     others: List[str] = []
+    retry_delay: Optional[float] = None
     for number, wire_type, value in _fields(bytes(data)):
         if number == 1 and wire_type == _VARINT:
             code = int(value)  # type: ignore[arg-type]
@@ -190,6 +215,8 @@ def decode_status(data: bytes) -> StatusDetails:
                 infos.append(_decode_error_info(payload))
             elif type_url == BAD_REQUEST_TYPE:
                 violations.extend(_decode_bad_request(payload))
+            elif type_url == RETRY_INFO_TYPE:
+                retry_delay = _decode_retry_info(payload)
             else:
                 others.append(type_url)
     return StatusDetails(
@@ -197,6 +224,7 @@ def decode_status(data: bytes) -> StatusDetails:
         message=message,
         error_infos=tuple(infos),
         field_violations=tuple(violations),
+        retry_delay=retry_delay,
         other_types=tuple(others),
     )
 

@@ -2,32 +2,56 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
-import os
-import secrets
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import grpc
 
-from ledger.v1 import ledger_pb2, ledger_pb2_grpc
+from ._gen.ledger.v1 import ledger_pb2
 
-from . import _convert, _retry
+from . import _common, _context, _convert, _guard, _policy, _retry
+from ._batch import BatchMethods
+from ._guard import DEFAULT, BreakerOption, FailOpenHook, FailOpenRecordedHook, RetryBudgetOption
+from ._policy import FAIL_CLOSED, FailOpenRecord, Stats
+from ._version import USER_AGENT
+from ._common import (  # noqa: F401 - DEFAULT_*, MAX_* are part of this module's API
+    CLEANUP_TIMEOUT,
+    DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+    LEASE_UNCONFIRMED_MESSAGE,
+    MAX_ERROR_CODE_BYTES,
+    MAX_ERROR_MESSAGE_BYTES,
+    MAX_HEARTBEAT_MARGIN,
+    MAX_SERVER_WAIT,
+    Timeout,
+    default_owner,
+)
+from ._common import channel_options as _channel_options
+from ._common import cleanup_deadline as _cleanup_deadline
+from ._common import describe as _describe
+from ._common import earliest as _earliest
+from ._common import gave_up as _gave_up
+from ._common import positive_seconds as _positive_seconds
+from ._common import read_token as _read_token
 from ._convert import DurationLike
 from .errors import (
     CancelledError,
+    CircuitOpenError,
     DeadlineExceededError,
-    FailedError,
-    InProgressError,
     InvalidArgumentError,
     LeaseLostError,
     LedgerError,
     PermanentError,
-    UnavailableError,
     error_from_rpc,
 )
+from .admin import AdminMethods, admin_rpcs
+from .decorator import IdempotentMethod
 from .lease import BytesLike, Lease, Result
 
 __all__ = ["Client", "default_owner", "WorkFunction"]
@@ -37,86 +61,23 @@ _log = logging.getLogger("ledgerd")
 #: A work function for :meth:`Client.do`: takes the lease, returns the result.
 WorkFunction = Callable[[Lease], BytesLike]
 
-#: The longest time a single attempt of an RPC may take, in seconds, unless
-#: configured (a Reserve that waits gets its wait on top). A stuck attempt is
-#: abandoned and retried while the call's timeout allows.
-DEFAULT_ATTEMPT_TIMEOUT = 30.0
-#: The longest wait do() asks the server for in one Reserve (the server
-#: shortens it to its own maximum, 60s unless configured).
-MAX_SERVER_WAIT = 30.0
-#: The largest message the channel the Client makes accepts, in bytes, unless
-#: configured: the largest result ledgerd can store (its
-#: --max-result-bytes-ceiling, 16 MiB by default) with room to spare. gRPC's
-#: own default (4 MiB) would refuse the replay of a larger result.
-DEFAULT_MAX_RECEIVE_MESSAGE_BYTES = 64 << 20
-#: The channel option that bounds received messages.
-_MAX_RECEIVE_OPTION = "grpc.max_receive_message_length"
-#: The longest a heartbeat's margin before the lease's end may be, in seconds
-#: (it is a tenth of the lease TTL when that is shorter): the time left for
-#: the acknowledgement to arrive.
-MAX_HEARTBEAT_MARGIN = 1.0
-#: The message of the LeaseLostError that stops the work when no heartbeat
-#: could be acknowledged before the lease ran out.
-LEASE_UNCONFIRMED_MESSAGE = "no heartbeat was acknowledged before the lease ran out (ledgerd unreachable?)"
-#: How long the calls that do() makes after its timeout ran out (recording a
-#: result, a failure, or releasing the lease) may still take, in seconds.
-CLEANUP_TIMEOUT = 5.0
-#: The heartbeat interval when the server reports no lease TTL (a third of
-#: the ledger's default TTL).
-DEFAULT_HEARTBEAT_INTERVAL = 10.0
-#: The longest work error message do() records (the server's limit is 8 KiB
-#: unless configured).
-MAX_ERROR_MESSAGE_BYTES = 4096
-#: The longest work error code do() records (the server's limit).
-MAX_ERROR_CODE_BYTES = 128
-# A Reserve that waited for less than this part of its wait_timeout (and
-# less than _IMMEDIATE_ANSWER seconds) before answering IN_PROGRESS was
-# answered at once (a server that does not wait, or is shutting down): do()
-# then sleeps for the server's retry-after hint before asking again.
-_IMMEDIATE_ANSWER = 0.5
+#: ``target``: one address, several (a list, or a comma-separated string),
+#: or a gRPC target such as ``"dns:///ledgerd.internal:7070"``.
+Target = Union[str, Sequence[str]]
 
-Timeout = Optional[DurationLike]
+#: How long :meth:`Client.close` waits for the fail-open results still
+#: queued to be recorded, in seconds, unless given.
+DEFAULT_CLOSE_TIMEOUT = 10.0
+
+#: The service config of a channel over several replicas: round robin over
+#: the replicas whose gRPC health (service "") says SERVING, so that a
+#: draining ledgerd (NOT_SERVING) gets no new calls until it serves again.
+REPLICAS_SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "healthCheckConfig": {"serviceName": ""}}
+)
 
 
-def _read_token(token: Optional[str], token_file: Optional[str]) -> Optional[str]:
-    """Returns the API token given by ``token`` or ``token_file``, or None.
-
-    Raises ValueError (which never shows the token) for both, an empty file,
-    or a value that cannot be a ledgerd token.
-    """
-    if token is not None and token_file is not None:
-        raise ValueError("ledgerd.Client: pass either token or token_file, not both")
-    source = "token"
-    if token_file is not None:
-        source = f"token_file {token_file!r}"
-        with open(token_file, encoding="utf-8") as f:
-            token = f.read()
-        if not token.strip():
-            raise ValueError(f"ledgerd.Client: {source} is empty")
-    if token is None:
-        return None
-    if not isinstance(token, str):
-        raise TypeError(f"ledgerd.Client: token must be a str, got {type(token).__name__}")
-    token = token.strip()
-    if not token.startswith("ldg_") or any(c <= " " or c == "\x7f" for c in token):
-        raise ValueError(f"ledgerd.Client: {source} is not a ledgerd API token (one word that starts with ldg_)")
-    return token
-
-
-def default_owner() -> str:
-    """Returns a new owner name, ``"<hostname>/<pid>/<random hex>"``.
-
-    :meth:`Client.do` uses a new one for every call unless given ``owner``.
-    """
-    host = ""
-    try:
-        host = socket.gethostname()
-    except OSError:
-        pass
-    return f"{host or 'unknown-host'}/{os.getpid()}/{secrets.token_hex(4)}"
-
-
-class Client:
+class Client(BatchMethods, AdminMethods, IdempotentMethod):
     """A client of ledgerd, the idempotency ledger.
 
     Its high-level helper is :meth:`do`; the other methods are thin typed
@@ -168,11 +129,59 @@ class Client:
         token_file: a file holding the API token instead (read once, here;
             surrounding whitespace is ignored). At most one of ``token`` and
             ``token_file``.
+        breaker: the circuit breaker (on by default): a
+            :class:`~ledgerd.BreakerConfig` or a dict of its fields
+            (``failure_threshold`` 5, ``failure_ratio`` 0.5, ``window`` 10s,
+            ``min_calls`` 20, ``open_for`` 5s), or ``None`` to turn it off.
+            After repeated UNAVAILABLE or DEADLINE_EXCEEDED answers it opens:
+            the calls that start work or read (Reserve, Lookup, the batch and
+            admin calls) then fail at once with
+            :class:`~ledgerd.CircuitOpenError`, without touching the network,
+            until a probe call succeeds. Heartbeat, Complete, Fail and
+            Release always go through: they protect work already granted.
+        retry_budget: the retry budget (on by default): a
+            :class:`~ledgerd.RetryBudgetConfig` or a dict of its fields
+            (``max_tokens`` 10, ``ratio`` 0.1), or ``None`` to turn it off.
+            Retries never exceed ``max_tokens + ratio * calls``; a call
+            denied a retry raises its last error, whose message says
+            "retry budget exhausted". Heartbeats are outside the budget.
+        max_attempts: the most attempts of one call (``None``, the default:
+            retry until the call's timeout, within the budget). Heartbeats
+            are retried until the lease's end regardless.
+        fallback: what :meth:`do` does when the ledger cannot answer (the
+            breaker is open, or UNAVAILABLE/DEADLINE_EXCEEDED after the
+            retries allowed): ``"fail_closed"`` (the default: the work does
+            not run, do() raises) or ``"fail_open"`` (the work runs
+            unguarded, and its result is recorded later). Each do() can
+            choose otherwise. See :meth:`do`.
+        fail_open_queue: the most fail-open results waiting to be recorded
+            (default 10,000); when it is full, fail_open behaves as
+            fail_closed.
+        on_breaker_change: called as ``on_breaker_change(from_state,
+            to_state, last_error)`` on every transition of the breaker
+            (states ``"closed"``, ``"open"``, ``"half_open"``).
+        on_fail_open: called as ``on_fail_open(namespace, key, cause)``
+            before every unguarded run.
+        on_fail_open_recorded: called as ``on_fail_open_recorded(namespace,
+            key, outcome)`` when the recorder is done with a fail-open result:
+            ``"recorded"``, ``"discarded_completed"`` (another worker's result
+            was recorded first and is kept) or ``"discarded_failed"`` (the
+            key failed permanently, or the ledger refused the result).
+
+    Several replicas: pass a list of addresses (``["10.0.0.1:7070",
+    "10.0.0.2:7070"]``), a comma-separated string, or a ``dns:///`` name
+    that resolves to several addresses. The client then balances calls
+    round robin over the replicas that are up and whose gRPC health says
+    SERVING (a draining ledgerd says NOT_SERVING), and comes back to a
+    replica when it serves again. Host names in a list are resolved once,
+    here; a ``dns:///`` target is re-resolved by gRPC.
+
+    Every call carries the user agent ``ledgerd-python/<version>``.
     """
 
     def __init__(
         self,
-        target: str,
+        target: Target,
         *,
         credentials: Optional[grpc.ChannelCredentials] = None,
         insecure: bool = False,
@@ -182,7 +191,25 @@ class Client:
         attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
         token: Optional[str] = None,
         token_file: Optional[str] = None,
+        breaker: BreakerOption = DEFAULT,
+        retry_budget: RetryBudgetOption = DEFAULT,
+        max_attempts: Optional[int] = None,
+        fallback: str = FAIL_CLOSED,
+        fail_open_queue: int = _policy.DEFAULT_FAIL_OPEN_QUEUE,
+        on_breaker_change: Optional[_policy.ChangeHook] = None,
+        on_fail_open: Optional[FailOpenHook] = None,
+        on_fail_open_recorded: Optional[FailOpenRecordedHook] = None,
     ) -> None:
+        policies = _guard.Policies(
+            breaker=breaker,
+            retry_budget=retry_budget,
+            max_attempts=max_attempts,
+            fallback=fallback,
+            fail_open_queue=fail_open_queue,
+            on_breaker_change=on_breaker_change,
+            on_fail_open=on_fail_open,
+            on_fail_open_recorded=on_fail_open_recorded,
+        )
         bearer = _read_token(token, token_file)
         if credentials is not None and insecure:
             raise ValueError("ledgerd.Client: pass either credentials or insecure=True, not both")
@@ -192,7 +219,9 @@ class Client:
                 "grpc.ssl_channel_credentials(...) or, for development only, insecure=True"
                 + (" (which sends the token in plaintext)" if bearer is not None else "")
             )
-        channel_options = _channel_options(options, max_receive_message_bytes)
+        target, balancing = resolve_target(target)
+        channel_options = [("grpc.primary_user_agent", USER_AGENT)] + balancing
+        channel_options += _channel_options(options, max_receive_message_bytes)
         metadata: Optional[Tuple[Tuple[str, str], ...]] = None
         if insecure:
             channel = grpc.insecure_channel(target, options=channel_options)
@@ -213,6 +242,7 @@ class Client:
             default_timeout=default_timeout,
             attempt_timeout=attempt_timeout,
             metadata=metadata,
+            policies=policies,
         )
 
     @classmethod
@@ -222,6 +252,14 @@ class Client:
         *,
         default_timeout: Timeout = None,
         attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
+        breaker: BreakerOption = DEFAULT,
+        retry_budget: RetryBudgetOption = DEFAULT,
+        max_attempts: Optional[int] = None,
+        fallback: str = FAIL_CLOSED,
+        fail_open_queue: int = _policy.DEFAULT_FAIL_OPEN_QUEUE,
+        on_breaker_change: Optional[_policy.ChangeHook] = None,
+        on_fail_open: Optional[FailOpenHook] = None,
+        on_fail_open_recorded: Optional[FailOpenRecordedHook] = None,
     ) -> "Client":
         """Returns a Client that makes its calls over ``channel``, a channel the
         caller made (e.g. with interceptors) and owns: :meth:`close` does not
@@ -230,8 +268,24 @@ class Client:
         To authenticate over such a channel, make it with the token as a call
         credential: ``grpc.secure_channel(target,
         grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(token)))``."""
+        policies = _guard.Policies(
+            breaker=breaker,
+            retry_budget=retry_budget,
+            max_attempts=max_attempts,
+            fallback=fallback,
+            fail_open_queue=fail_open_queue,
+            on_breaker_change=on_breaker_change,
+            on_fail_open=on_fail_open,
+            on_fail_open_recorded=on_fail_open_recorded,
+        )
         client = cls.__new__(cls)
-        client._setup(channel, owns_channel=False, default_timeout=default_timeout, attempt_timeout=attempt_timeout)
+        client._setup(
+            channel,
+            owns_channel=False,
+            default_timeout=default_timeout,
+            attempt_timeout=attempt_timeout,
+            policies=policies,
+        )
         return client
 
     def _setup(
@@ -242,31 +296,59 @@ class Client:
         default_timeout: Timeout,
         attempt_timeout: Timeout,
         metadata: Optional[Tuple[Tuple[str, str], ...]] = None,
+        policies: Optional[_guard.Policies] = None,
     ) -> None:
+        self._policies = policies or _guard.Policies()
+        self._recorder = _Recorder(self)
         self._channel = channel
         self._metadata = metadata
         self._owns_channel = owns_channel
         self._closed = False
         self._default_timeout = _positive_seconds(default_timeout, "default_timeout")
         self._attempt_timeout = _positive_seconds(attempt_timeout, "attempt_timeout")
-        stub = ledger_pb2_grpc.LedgerServiceStub(channel)
-        self._rpcs: Dict[str, Any] = {
-            "reserve": stub.Reserve,
-            "heartbeat": stub.Heartbeat,
-            "complete": stub.Complete,
-            "fail": stub.Fail,
-            "release": stub.Release,
-            "lookup": stub.Lookup,
-        }
+        self._rpcs: Dict[str, Any] = admin_rpcs(channel)
 
-    def close(self) -> None:
-        """Closes the channel the Client made; calls in flight, and later ones,
-        fail with :class:`~ledgerd.CancelledError`. A Client made by
-        :meth:`from_channel` leaves its channel open (later calls still fail).
-        Closing twice is harmless."""
+    def close(self, timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT) -> int:
+        """Closes the client; returns how many fail-open results it could not record.
+
+        It first waits up to ``timeout`` seconds (default 10) for the
+        fail-open results still queued to be recorded (see :meth:`flush`);
+        those still waiting then are lost, and a warning says how many. Then
+        it closes the channel the Client made; calls in flight, and later
+        ones, fail with :class:`~ledgerd.CancelledError`. A Client made by
+        :meth:`from_channel` leaves its channel open (later calls still
+        fail). Closing twice is harmless."""
+        left = 0
+        if not self._closed and self._policies.queue.pending:
+            left = self.flush(timeout)
         self._closed = True
+        lost = self._recorder.stop()
+        if lost or left:
+            _log.warning(
+                "ledgerd: closed with %d fail-open result(s) not recorded in the ledger: %s",
+                max(left, len(lost)),
+                ", ".join(f"{r.namespace}/{r.key}" for r in lost[:20]) or "being recorded",
+            )
         if self._owns_channel:
             self._channel.close()
+        return max(left, len(lost))
+
+    def flush(self, timeout: Optional[float] = None) -> int:
+        """Waits until every fail-open result is recorded (or discarded), for
+        at most ``timeout`` seconds (None: as long as it takes); returns how
+        many are still waiting (0: all done)."""
+        return self._recorder.wait_empty(_common.positive_seconds(timeout, "timeout"))
+
+    def stats(self) -> Stats:
+        """A snapshot of the client's counters: calls, retries, the breaker's
+        state and openings, and the fail-open runs and their recording."""
+        return self._policies.stats()
+
+    @property
+    def breaker_state(self) -> str:
+        """The circuit breaker's state: ``"closed"``, ``"open"`` or
+        ``"half_open"`` (always ``"closed"`` with ``breaker=None``)."""
+        return self._policies.stats().breaker_state
 
     def __enter__(self) -> "Client":
         """Returns the Client; :meth:`close` runs on exit."""
@@ -434,6 +516,7 @@ class Client:
         heartbeat_interval: Optional[DurationLike] = None,
         timeout: Timeout = None,
         wait: bool = True,
+        fallback: Optional[str] = None,
     ) -> Result:
         """Makes sure the work for ``(namespace, key)`` is done once, and returns its result.
 
@@ -512,6 +595,33 @@ class Client:
         ``work`` returns is recorded even so. The calls do() makes after the
         timeout ran out get a short time of their own (5s).
 
+        When the ledger cannot answer (the circuit breaker is open, or the
+        Reserve ended with UNAVAILABLE or DEADLINE_EXCEEDED after the retries
+        allowed), ``fallback`` decides:
+
+        - ``"fail_closed"`` (the default): ``work`` does not run, and do()
+          raises :class:`~ledgerd.CircuitOpenError` or
+          :class:`~ledgerd.UnavailableError` (or
+          :class:`~ledgerd.DeadlineExceededError`), which callers branch on.
+        - ``"fail_open"``, for steps whose side effects are already
+          idempotent downstream: ``work`` runs unguarded, with a lease whose
+          ``unguarded`` is True and ``fencing_token`` 0 (nothing heartbeats).
+          The client's ``on_fail_open`` hook is called first. If ``work``
+          raises, nothing is recorded and do() raises that. If it returns,
+          do() returns a Result with ``unguarded=True`` (outcome
+          ``"ran_unguarded"``), and a background recorder records the
+          result once the ledger answers again (Reserve, waiting for a
+          holder, then Complete) if the key is still free: a result another
+          worker recorded meanwhile is kept and this one discarded, never
+          overwritten. What fail-open gives up: exactly-once (two workers
+          may both run the work), and, if the process dies before the
+          recorder is done, the ledger never learns of the run. When
+          ``fail_open_queue`` results already wait, do() fails closed.
+
+        A held key, a failed key, a refusal (fingerprint mismatch, quota,
+        permission...) are answers of the ledger: they behave the same under
+        both policies.
+
         Args:
             namespace: the tenant's or pipeline's scope.
             key: the idempotency key.
@@ -531,6 +641,8 @@ class Client:
                 runs (default: a third of the granted TTL).
             timeout: the bound of the whole call (see above).
             wait: whether to wait while another owner holds the key.
+            fallback: ``"fail_closed"`` or ``"fail_open"`` (default: the
+                client's ``fallback``); see above.
 
         Raises:
             FailedError: the key failed permanently.
@@ -540,29 +652,21 @@ class Client:
                 heartbeat was acknowledged in time); the result was not recorded.
             FingerprintMismatchError, InvalidArgumentError: caller bugs.
             DeadlineExceededError, UnavailableError: the timeout ran out.
+            CircuitOpenError: the breaker is open (an UnavailableError).
             Exception: whatever ``work`` raised.
         """
         if not callable(work):
             raise TypeError(f"work must be callable, got {type(work).__name__}")
-        interval: Optional[float] = None
-        if heartbeat_interval is not None:
-            interval = _convert.seconds(heartbeat_interval, "heartbeat_interval")
-            if interval <= 0:
-                interval = None  # as in the Go client: zero or less means the default
+        policy = self._policies.fallback_for(fallback)
+        interval = _common.heartbeat_interval(heartbeat_interval)
         owner = owner or default_owner()
         deadline = self._deadline(timeout)
-        request = ledger_pb2.ReserveRequest(
-            namespace=namespace,
-            key=key,
-            owner=owner,
-            fingerprint=bytes(fingerprint or b""),
-            metadata=dict(metadata or {}),
+        request = _common.reserve_request(
+            namespace, key, owner, lease_ttl=lease_ttl, fingerprint=fingerprint, metadata=metadata
         )
-        if lease_ttl is not None:
-            request.lease_ttl.CopyFrom(_convert.to_duration(lease_ttl, "lease_ttl"))
         server_wait = wait
         while True:
-            wait_for = self._wait_budget(deadline) if server_wait else None
+            wait_for = _common.wait_budget(deadline) if server_wait else None
             if wait_for is not None:
                 request.wait_timeout.CopyFrom(_convert.to_duration(wait_for, "wait_timeout"))
             else:
@@ -576,47 +680,22 @@ class Client:
                     server_wait = False
                     continue
                 raise
+            except LedgerError as error:
+                if policy == _policy.FAIL_OPEN and _guard.unreachable(error):
+                    return self._run_unguarded(namespace, key, owner, work, error, request)
+                raise
             outcome = response.WhichOneof("outcome")
             if outcome == "acquired":
-                acquired = response.acquired
-                lease = Lease(
-                    namespace=namespace,
-                    key=key,
-                    owner=owner,
-                    fencing_token=acquired.fencing_token,
-                    attempt=acquired.attempt,
-                    takeover=acquired.takeover,
-                    previous_owner=acquired.previous_owner,
-                    checkpoint=bytes(acquired.checkpoint),
-                    ttl=_convert.from_duration(acquired.lease_ttl),
-                    lease_expires_at=_convert.from_timestamp(acquired, "lease_expires_at"),
-                )
+                lease = _common.lease_from_acquired(namespace, key, owner, response.acquired)
                 return self._run_leased(lease, work, interval, deadline)
             if outcome == "completed":
-                completed = response.completed
-                return Result(
-                    value=bytes(completed.result),
-                    fencing_token=completed.fencing_token,
-                    attempt=0,
-                    replayed=True,
-                    completed_at=_convert.from_timestamp(completed, "completed_at"),
-                )
+                return _common.replayed_result(response.completed)
             if outcome == "failed":
-                failed = response.failed
-                raise FailedError(
-                    namespace=namespace,
-                    key=key,
-                    error_code=failed.error.code,
-                    message=failed.error.message,
-                    fencing_token=failed.fencing_token,
-                    attempts=failed.attempts,
-                    failed_at=_convert.from_timestamp(failed, "failed_at"),
-                )
+                raise _common.failed_error(namespace, key, response.failed)
             if outcome == "in_progress":
                 holder = response.in_progress
                 if wait:
-                    elapsed = time.monotonic() - started
-                    if wait_for is None or elapsed < min(wait_for / 2, _IMMEDIATE_ANSWER):
+                    if _common.answered_at_once(started, wait_for):
                         pause = _retry.poll_interval(_convert.from_duration(holder.retry_after))
                         if deadline is not None:
                             pause = min(pause, max(0.0, deadline - time.monotonic()))
@@ -626,30 +705,100 @@ class Client:
                     why = f"{namespace}/{key} is still held by {holder.owner!r} and the timeout ran out"
                 else:
                     why = f"{namespace}/{key} is held by {holder.owner!r}"
-                raise InProgressError(
-                    why,
-                    namespace=namespace,
-                    key=key,
-                    owner=holder.owner,
-                    lease_expires_at=_convert.from_timestamp(holder, "lease_expires_at"),
-                    retry_after=_convert.from_duration(holder.retry_after),
-                    attempt=holder.attempt,
-                )
+                raise _common.in_progress_error(namespace, key, holder, why)
             raise LedgerError(
                 f"reserve returned an outcome this client does not know ({outcome})", operation="reserve"
             )
 
+    def _record_unguarded(self, record: FailOpenRecord) -> Tuple[Optional[str], Optional[BaseException]]:
+        """One try of the recorder at a fail-open result: Reserve (waiting a
+        while for a holder), then Complete. Returns the outcome, or None (and
+        why) to try again later."""
+        request = _common.reserve_request(
+            record.namespace, record.key, record.owner, fingerprint=record.fingerprint, metadata=record.metadata
+        )
+        request.wait_timeout.CopyFrom(_convert.to_duration(RECORD_SERVER_WAIT, "wait_timeout"))
+        deadline = time.monotonic() + RECORD_CALL_TIMEOUT + RECORD_SERVER_WAIT
+        try:
+            response = self._call(
+                "reserve", request, deadline, extra_attempt_time=RECORD_SERVER_WAIT, retry=False
+            )
+        except LedgerError as error:
+            if _guard.unreachable(error) or isinstance(error, CancelledError):
+                return None, error
+            # The ledger refused the key (fingerprint mismatch, permission...):
+            # this result can never be recorded.
+            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
+            return _policy.DISCARDED_FAILED, error
+        outcome = response.WhichOneof("outcome")
+        if outcome == "completed":
+            # Our own Complete may have landed with its answer lost.
+            ours = record.token != 0 and response.completed.fencing_token == record.token
+            return (_policy.RECORDED if ours else _policy.DISCARDED_COMPLETED), None
+        if outcome == "failed":
+            return _policy.DISCARDED_FAILED, None
+        if outcome != "acquired":
+            return None, None  # still held: ask again
+        lease = _common.lease_from_acquired(record.namespace, record.key, record.owner, response.acquired)
+        record.token = lease.fencing_token
+        completion = ledger_pb2.CompleteRequest(
+            namespace=record.namespace, key=record.key, fencing_token=lease.fencing_token, result=record.result
+        )
+        try:
+            self._call("complete", completion, time.monotonic() + RECORD_CALL_TIMEOUT, retry=False)
+        except LeaseLostError as error:
+            return None, error  # taken over meanwhile: the next Reserve says by whom
+        except LedgerError as error:
+            if _guard.unreachable(error) or isinstance(error, CancelledError):
+                return None, error
+            # Refused (too large for the namespace, say): free the key with the reason.
+            cleanup = time.monotonic() + CLEANUP_TIMEOUT
+            self._quietly("fail", lambda: self._fail(lease, _describe(error), "", True, cleanup), error)
+            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
+            return _policy.DISCARDED_FAILED, error
+        return _policy.RECORDED, None
+
     # Internals of do().
+
+    def _run_unguarded(
+        self, namespace: str, key: str, owner: str, work: WorkFunction, cause: LedgerError, request: Any
+    ) -> Result:
+        """Runs the work without a lease (fail-open) and queues its result."""
+        policies = self._policies
+        if not policies.start_unguarded(namespace, key, cause):
+            raise cause  # the queue is full: fail closed
+        lease = Lease(
+            namespace=namespace,
+            key=key,
+            owner=owner,
+            fencing_token=0,
+            attempt=0,
+            takeover=False,
+            previous_owner="",
+            checkpoint=b"",
+            ttl=0.0,
+            lease_expires_at=None,
+            unguarded=True,
+        )
+        try:
+            value = work(lease)
+        except BaseException:
+            policies.queue.cancel_slot()
+            raise
+        result = policies.finish_unguarded(
+            lease, value, fingerprint=bytes(request.fingerprint), metadata=dict(request.metadata)
+        )
+        self._recorder.wake()
+        return result
 
     def _run_leased(
         self, lease: Lease, work: WorkFunction, interval: Optional[float], deadline: Optional[float]
     ) -> Result:
-        if interval is None:
-            interval = lease.ttl / 3 if lease.ttl > 0 else DEFAULT_HEARTBEAT_INTERVAL
+        interval = _common.default_interval(lease, interval)
         heartbeats = _Heartbeater(self, lease, interval, deadline)
         heartbeats.start()
         try:
-            value = work(lease)
+            value = _context.using_lease(lease, work)
         except Exception as exc:
             replacement = self._after_work_error(lease, exc, heartbeats.stop(), deadline)
             if replacement is None:
@@ -680,10 +829,7 @@ class Client:
         # if nobody took the key over, and answers LEASE_LOST otherwise.
         cleanup = _cleanup_deadline(deadline)
         if not isinstance(value, (bytes, bytearray, memoryview)):
-            error = TypeError(
-                f"the work for {lease.namespace}/{lease.key} returned {type(value).__name__}; "
-                "it must return bytes (b'' for no result)"
-            )
+            error = _common.not_bytes_error(lease, value)
             self._quietly("fail", lambda: self._fail(lease, _describe(error), "", True, cleanup), error)
             raise error
         result = bytes(value)
@@ -700,13 +846,7 @@ class Client:
             # on the entry, and free the key for the next attempt.
             self._quietly("fail", lambda: self._fail(lease, _describe(error), "", True, cleanup), error)
             raise
-        return Result(
-            value=result,
-            fencing_token=lease.fencing_token,
-            attempt=lease.attempt,
-            replayed=False,
-            completed_at=_convert.from_timestamp(completed, "completed_at"),
-        )
+        return _common.completed_result(lease, result, completed)
 
     def _after_work_error(
         self, lease: Lease, exc: Exception, heartbeat_error: Optional[LedgerError], deadline: Optional[float]
@@ -724,16 +864,9 @@ class Client:
             deadline is not None and time.monotonic() >= deadline
         ):
             self._quietly("release", lambda: self._release(lease, cleanup), exc)
-            return DeadlineExceededError(
-                f"the timeout ran out while the work for {lease.namespace}/{lease.key} ran "
-                f"(token {lease.fencing_token}); the lease was released",
-                operation="do",
-            )
-        if isinstance(exc, PermanentError):
-            retryable, code = False, _truncate(exc.code, MAX_ERROR_CODE_BYTES)
-        else:
-            retryable, code = True, ""
-        self._quietly("fail", lambda: self._fail(lease, _describe(exc), code, retryable, cleanup), exc)
+            return _common.timed_out_error(lease)
+        message, code, retryable = _common.work_failure(exc)
+        self._quietly("fail", lambda: self._fail(lease, message, code, retryable, cleanup), exc)
         return None
 
     def _quietly(self, what: str, action: Callable[[], object], note_on: Optional[BaseException] = None) -> None:
@@ -798,16 +931,6 @@ class Client:
         if checkpoint is not None:
             lease._mark_stored(version)
 
-    def _wait_budget(self, deadline: Optional[float]) -> Optional[float]:
-        """The wait_timeout of do()'s next Reserve: MAX_SERVER_WAIT, or what is
-        left of the timeout less a margin to deliver the answer in; None when
-        too little is left to be worth asking the server to wait."""
-        if deadline is None:
-            return MAX_SERVER_WAIT
-        remaining = deadline - time.monotonic()
-        budget = min(MAX_SERVER_WAIT, remaining - min(1.0, remaining / 10))
-        return budget if budget >= 0.02 else None
-
     # Calls with retries.
 
     def _deadline(self, timeout: Timeout) -> Optional[float]:
@@ -825,13 +948,22 @@ class Client:
         stopper: Optional[_retry.Stopper] = None,
         extra_attempt_time: float = 0.0,
         max_attempt_time: Optional[float] = None,
+        retry: bool = True,
     ) -> Any:
         """Makes one RPC, retrying UNAVAILABLE and DEADLINE_EXCEEDED with backoff
         until it succeeds, fails otherwise, or the deadline (a time.monotonic
         value) passes. Raises a LedgerError; Stopped if stopper was stopped.
         ``max_attempt_time`` bounds each attempt below the client's
-        attempt_timeout."""
+        attempt_timeout. ``retry=False`` makes one attempt only (for the
+        admin calls that are not retry-safe without a fencing token).
+
+        Each attempt asks the circuit breaker first (a guarded call it
+        refuses raises CircuitOpenError) and tells it how it ended; each
+        retry needs the retry budget's token and the attempt limit's leave,
+        and waits at least the server's RetryInfo delay."""
         rpc = self._rpcs[operation]
+        policies = self._policies
+        policies.begin_call(operation)
         backoff = _retry.RETRY_INITIAL_BACKOFF
         last: Optional[LedgerError] = None  # the last failure that was retried
         attempts = 0
@@ -848,22 +980,34 @@ class Client:
                 if remaining <= 0:
                     raise _gave_up(operation, last, attempts)
                 attempt_timeout = remaining if attempt_timeout is None else min(attempt_timeout, remaining)
+            ticket = policies.admit(operation)
             attempts += 1
             try:
-                return self._attempt(rpc, request, attempt_timeout, stopper, self._metadata)
+                response = self._attempt(rpc, request, attempt_timeout, stopper, self._metadata)
             except grpc.RpcError as rpc_error:
                 if stopper is not None and stopper.is_set():
+                    policies.settle(ticket, grpc.StatusCode.CANCELLED, None)
                     raise _retry.Stopped() from None
                 error = error_from_rpc(rpc_error, operation=operation)
                 error.__cause__ = rpc_error
-            if error.code not in _retry.RETRYABLE_CODES:
+                policies.settle(ticket, error.code, error)
+            except BaseException:
+                policies.settle(ticket, grpc.StatusCode.CANCELLED, None)  # Stopped, KeyboardInterrupt...
+                raise
+            else:
+                policies.settle(ticket, None, None)
+                return response
+            if error.code not in _retry.RETRYABLE_CODES or not retry:
                 raise error
             if deadline is not None and time.monotonic() >= deadline:
                 # This attempt most likely failed because the time ran out; the
                 # failure that was being retried, if any, says more.
                 raise _gave_up(operation, last or error, attempts)
+            refusal = policies.refuse_retry(operation, error, attempts)
+            if refusal is not None:
+                raise refusal
             last = error
-            pause = _retry.jitter(backoff)
+            pause = policies.retry_pause(backoff, error)
             if deadline is not None:
                 pause = min(pause, max(0.0, deadline - time.monotonic()))
             if stopper is not None:
@@ -891,6 +1035,87 @@ class Client:
             raise _retry.Stopped() from None
         finally:
             unregister()
+
+
+#: How long the recorder's Reserve asks the server to wait for a holder, in seconds.
+RECORD_SERVER_WAIT = 5.0
+#: The bound of each of the recorder's calls besides that wait, in seconds.
+RECORD_CALL_TIMEOUT = 10.0
+
+
+class _Recorder:
+    """Records fail-open results from a background thread, started on the
+    first one, while the client is open (see :meth:`Client.do`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._queue = client._policies.queue
+        self._cond = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._stopping = False
+        self._generation = 0  # bumped by wake(), so that no wake-up is lost
+
+    def wake(self) -> None:
+        """Says a result was queued: starts the thread if needed."""
+        with self._cond:
+            self._generation += 1
+            if self._thread is None and not self._stopping:
+                self._thread = threading.Thread(target=self._run, name="ledgerd-fail-open-recorder", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def wait_empty(self, timeout: Optional[float]) -> int:
+        """Waits until nothing is pending, or timeout; returns what is left."""
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                left = self._queue.pending
+                if left == 0:
+                    return 0
+                wait = 1.0  # also catches runs whose work raised (no notification)
+                if end is not None:
+                    remaining = end - time.monotonic()
+                    if remaining <= 0:
+                        return left
+                    wait = min(wait, remaining)
+                self._cond.wait(wait)
+
+    def stop(self) -> List[FailOpenRecord]:
+        """Stops the thread; returns the records it had not recorded."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(CLEANUP_TIMEOUT)
+        return self._queue.abandon()
+
+    def _run(self) -> None:
+        policies = self._client._policies
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                generation = self._generation
+            record, wait = self._queue.next_due()
+            if record is None:
+                with self._cond:
+                    if not self._stopping and generation == self._generation:
+                        self._cond.wait(wait)
+                continue
+            outcome: Optional[str] = None
+            error: Optional[BaseException] = None
+            try:
+                outcome, error = self._client._record_unguarded(record)
+            except Exception as exc:  # noqa: BLE001 - keep the thread alive; try again later
+                error = exc
+                _log.warning("ledgerd: recording the fail-open result of %s/%s: %r", record.namespace, record.key, exc)
+            if outcome is None:
+                self._queue.retry_later(record, policies.record_backoff(record, error))
+            else:
+                policies.recorded(record, outcome)
+            with self._cond:
+                self._cond.notify_all()
 
 
 class _Heartbeater:
@@ -939,16 +1164,8 @@ class _Heartbeater:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
     def _lease_deadline(self) -> Optional[float]:
-        """When the next heartbeat must have been acknowledged: the lease's end
-        less a margin, but at least a short try from now. Even past the
-        lease's presumed end one heartbeat is still tried, briefly: the ledger
-        extends an expired lease if nobody took over (fencing beats time), and
-        answers LEASE_LOST otherwise."""
-        if self._valid_until is None:
-            return None
-        margin = min(self._lease.ttl / 10, MAX_HEARTBEAT_MARGIN)
-        floor = time.monotonic() + min(self._interval, 1.0)
-        return max(self._valid_until - margin, floor)
+        """When the next heartbeat must have been acknowledged (see _common.lease_deadline)."""
+        return _common.lease_deadline(self._valid_until, self._lease.ttl, self._interval)
 
     def _run(self) -> None:
         lease = self._lease
@@ -975,16 +1192,7 @@ class _Heartbeater:
                 if self._deadline_passed():
                     self._end_by_timeout()
                     return
-                if lease_deadline is not None and time.monotonic() >= lease_deadline and not _answered(error):
-                    # No answer in time: another worker may hold the key by now.
-                    unconfirmed = LeaseLostError(LEASE_UNCONFIRMED_MESSAGE, code=None, operation="heartbeat")
-                    unconfirmed.__cause__ = error
-                    self.unconfirmed = True
-                    error = unconfirmed
-                elif not isinstance(error, LedgerError):
-                    wrapped = LedgerError(f"heartbeat failed: {error!r}", operation="heartbeat")
-                    wrapped.__cause__ = error
-                    error = wrapped
+                error, self.unconfirmed = _common.heartbeat_failure(error, lease_deadline)
                 # Refused (LEASE_LOST, or a bad checkpoint), or not answered in
                 # time: the lease cannot be kept, so the work must stop.
                 self.error = error
@@ -995,98 +1203,86 @@ class _Heartbeater:
             next_beat = time.monotonic() + self._interval
 
     def _end_by_timeout(self) -> None:
-        self._lease._cancel(
-            DeadlineExceededError(
-                f"the timeout of do() ran out while the work for {self._lease.namespace}/{self._lease.key} ran",
-                operation="do",
-            )
-        )
+        self._lease._cancel(_common.timeout_cancellation(self._lease))
 
 
-def _earliest(a: Optional[float], b: Optional[float]) -> Optional[float]:
-    """The earlier of two deadlines, None standing for none."""
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
+def resolve_target(target: Target) -> Tuple[str, List[Tuple[str, Any]]]:
+    """The gRPC target of ``target`` and the channel options it needs.
+
+    One address, or a gRPC target with a scheme other than dns, is used as
+    is. Several addresses (a list, or a comma-separated string) become one
+    ``ipv4:``/``ipv6:`` target, host names resolved now; a ``dns:`` target
+    stays as it is. Both get :data:`REPLICAS_SERVICE_CONFIG` (round robin
+    over the healthy replicas). Raises ValueError for an empty or malformed
+    address, naming it.
+    """
+    if isinstance(target, str):
+        text = target.strip()
+        if text.startswith("dns:"):
+            return text, [("grpc.service_config", REPLICAS_SERVICE_CONFIG)]
+        scheme = text.split(":", 1)[0]
+        if "://" in text or scheme in ("ipv4", "ipv6", "unix", "unix-abstract", "vsock"):
+            # A gRPC target of its own; several IP addresses are replicas.
+            several = scheme in ("ipv4", "ipv6") and "," in text
+            return text, [("grpc.service_config", REPLICAS_SERVICE_CONFIG)] if several else []
+        addresses = [part.strip() for part in text.split(",")]
+    elif isinstance(target, Sequence):
+        addresses = [str(part).strip() for part in target]
+    else:
+        raise TypeError(f"target must be a str or a list of addresses, got {type(target).__name__}")
+    if not addresses or any(not a for a in addresses):
+        raise ValueError(f"target: an address is empty in {target!r}")
+    if len(addresses) == 1:
+        return addresses[0], []
+    resolved = [_resolve(address) for address in addresses]
+    families = {family for family, _ in resolved}
+    if families == {4}:
+        joined = "ipv4:" + ",".join(endpoint for _, endpoint in resolved)
+    elif families == {6}:
+        joined = "ipv6:" + ",".join(endpoint for _, endpoint in resolved)
+    else:
+        raise ValueError(f"target: the addresses {addresses!r} mix IPv4 and IPv6; give one family")
+    options: List[Tuple[str, Any]] = [("grpc.service_config", REPLICAS_SERVICE_CONFIG)]
+    names = [a for a in addresses if not _is_ip(_host_port(a)[0])]
+    if names:
+        # Host names were resolved here: TLS checks the certificate against
+        # the first name, not against an IP address.
+        options.append(("grpc.default_authority", names[0]))
+    return joined, options
 
 
-def _answered(error: BaseException) -> bool:
-    """Whether error is the ledger's own answer (a refusal), as opposed to the
-    ledger not answering in time (unavailable, out of time, cancelled, or a
-    failure outside gRPC)."""
-    if not isinstance(error, LedgerError) or isinstance(
-        error, (UnavailableError, DeadlineExceededError, CancelledError)
-    ):
+def _host_port(address: str) -> Tuple[str, str]:
+    if address.startswith("["):
+        host, sep, rest = address[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"target: address {address!r} is not [IPv6]:port")
+        return host, rest[1:]
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"target: address {address!r} is not host:port")
+    return host, port
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
         return False
-    return error.code not in (
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.CANCELLED,
-    )
+    return True
 
 
-def _gave_up(operation: str, last: Optional[LedgerError], attempts: int) -> LedgerError:
-    """The error a call raises when its deadline passed: the last failure,
-    saying so, or a DeadlineExceededError if there was none."""
-    if last is None:
-        return DeadlineExceededError("the timeout ran out before the call could be made", operation=operation)
-    error = type(last)(
-        f"{last.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}: the timeout ran out)",
-        reason=last.reason,
-        code=last.code,
-        field=last.field,
-        operation=operation,
-        metadata=last.metadata,
-    )
-    error.__cause__ = last.__cause__
-    return error
-
-
-def _cleanup_deadline(deadline: Optional[float], *, always: bool = False) -> Optional[float]:
-    """The deadline of a call do() makes once the work returned: the caller's,
-    but at least CLEANUP_TIMEOUT from now. ``always`` bounds it even when the
-    caller gave no deadline."""
-    floor = time.monotonic() + CLEANUP_TIMEOUT
-    if deadline is None:
-        return floor if always else None
-    return max(deadline, floor)
-
-
-def _channel_options(options: Optional[Sequence[Tuple[str, Any]]], max_receive: int) -> List[Tuple[str, Any]]:
-    """The channel's options: the receive limit, then the caller's options;
-    a receive limit among these replaces the client's."""
-    if isinstance(max_receive, bool) or not isinstance(max_receive, int):
-        raise TypeError(f"max_receive_message_bytes must be an int, got {type(max_receive).__name__}")
-    if max_receive <= 0 and max_receive != -1:
-        raise ValueError(f"max_receive_message_bytes must be positive (or -1 for no limit), got {max_receive}")
-    extra = list(options or ())
-    if any(name == _MAX_RECEIVE_OPTION for name, _ in extra):
-        return extra  # the caller's choice, given explicitly
-    return [(_MAX_RECEIVE_OPTION, max_receive)] + extra
-
-
-def _positive_seconds(value: Timeout, name: str) -> Optional[float]:
-    if value is None:
-        return None
-    seconds = _convert.seconds(value, name)
-    if not seconds > 0:
-        raise ValueError(f"{name} must be positive, got {value!r}")
-    return seconds
-
-
-def _truncate(text: str, limit: int) -> str:
-    """Makes text valid UTF-8 without NUL bytes, at most limit bytes long."""
-    data = text.replace("\x00", "").encode("utf-8", errors="replace")
-    return data[:limit].decode("utf-8", errors="ignore")
-
-
-def _describe(exc: BaseException) -> str:
-    """The stored message of a work failure: "<type>: <message>", bounded."""
-    inner = exc.error if isinstance(exc, PermanentError) and exc.error is not None else exc
-    text = str(inner)
-    name = type(inner).__name__
-    message = _truncate(f"{name}: {text}" if text else name, MAX_ERROR_MESSAGE_BYTES)
-    return message or "the work failed"
-
+def _resolve(address: str) -> Tuple[int, str]:
+    """(4 or 6, "ip:port") of a host:port, a name resolved to its first address."""
+    host, port = _host_port(address)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except OSError as error:
+            raise ValueError(f"target: cannot resolve {address!r}: {error}") from error
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first
+        ip = ipaddress.ip_address(infos[0][4][0])
+    if ip.version == 6:
+        return 6, f"[{ip}]:{port}"
+    return 4, f"{ip}:{port}"

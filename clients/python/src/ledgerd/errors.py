@@ -23,7 +23,7 @@ import datetime
 from typing import Dict, Optional, Type
 
 import grpc
-from ledger.v1 import error_reason_pb2
+from ._gen.ledger.v1 import error_reason_pb2
 
 from . import _status
 
@@ -39,6 +39,7 @@ __all__ = [
     "PermissionDeniedError",
     "ResourceExhaustedError",
     "UnavailableError",
+    "CircuitOpenError",
     "DeadlineExceededError",
     "CancelledError",
     "InternalError",
@@ -86,6 +87,9 @@ class LedgerError(Exception):
         operation: the RPC that failed (``"reserve"``, ``"complete"``, ...),
             or ``None``.
         metadata: the ErrorInfo metadata (e.g. ``{"field": "key"}``).
+        retry_delay: the server's RetryInfo retry_delay in seconds (the
+            least time to wait before retrying), or ``None`` if it sent none.
+            The client's retries always wait at least that long.
     """
 
     #: The reason an instance of this class has unless the server says otherwise.
@@ -108,6 +112,7 @@ class LedgerError(Exception):
         self.field = field
         self.operation = operation
         self.metadata: Dict[str, str] = dict(metadata or {})
+        self.retry_delay: Optional[float] = None
 
     def __str__(self) -> str:
         label = self.reason or (self.code.name if self.code is not None else "")
@@ -205,6 +210,41 @@ class UnavailableError(LedgerError):
     """
 
     default_reason = _reason(error_reason_pb2.UNAVAILABLE)
+
+
+class CircuitOpenError(UnavailableError):
+    """The client's circuit breaker is open: the call was not made (reason ``CIRCUIT_OPEN``).
+
+    After repeated unavailability answers the client fails guarded calls at
+    once, without touching the network, for the breaker's ``open_for``; then
+    it lets one probe call through. It is an :class:`UnavailableError`, so
+    code that handles an unreachable ledger handles it too. :attr:`code` is
+    ``None`` (no RPC was made).
+
+    Attributes:
+        since: when the breaker opened (aware UTC datetime, local clock).
+        last_error: the last unavailability error the breaker counted, or None.
+    """
+
+    default_reason = "CIRCUIT_OPEN"
+
+    def __init__(
+        self,
+        *,
+        since: datetime.datetime,
+        age: float,
+        last_error: Optional[BaseException],
+        operation: Optional[str] = None,
+    ) -> None:
+        stamp = since.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        message = f"ledgerd: circuit open since {stamp} ({age:.1f}s ago), last error: {last_error}"
+        super().__init__(message, operation=operation)
+        self.since = since
+        self.last_error = last_error
+
+    def __str__(self) -> str:
+        # The message names the client already; no operation or reason prefix.
+        return self.message
 
 
 class DeadlineExceededError(LedgerError, TimeoutError):
@@ -411,6 +451,7 @@ def error_from_status(
     reason = _CODE_REASONS.get(code, "") if code is not None else ""
     field: Optional[str] = None
     metadata: Dict[str, str] = {}
+    retry_delay: Optional[float] = None
     if details:
         try:
             decoded = _status.decode_status(details)
@@ -425,8 +466,9 @@ def error_from_status(
                     break
             if decoded.field_violations:
                 field = decoded.field_violations[0].field or field
+            retry_delay = decoded.retry_delay
     cls = _REASON_CLASSES.get(reason, LedgerError)
-    return cls(
+    error = cls(
         message or (code.name if code is not None else "unknown error"),
         reason=reason,
         code=code,
@@ -434,6 +476,8 @@ def error_from_status(
         operation=operation,
         metadata=metadata,
     )
+    error.retry_delay = retry_delay
+    return error
 
 
 def error_from_rpc(error: grpc.RpcError, *, operation: Optional[str] = None) -> LedgerError:

@@ -29,6 +29,10 @@ class Result:
             stored result and the work did not run.
         completed_at: when the key was completed (aware UTC datetime, the
             database's clock), or None if the server did not say.
+        unguarded: True when the ledger could not be reached and the
+            ``fail_open`` fallback ran the work without a lease
+            (``fencing_token`` is then 0, and the result is recorded later,
+            in the background, if the key is still free).
     """
 
     value: bytes
@@ -36,6 +40,16 @@ class Result:
     attempt: int
     replayed: bool
     completed_at: Optional[datetime.datetime]
+    unguarded: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """How do() ended: ``"ran"`` (the work ran under a lease and its result
+        was recorded), ``"replayed"`` (a stored result; the work did not run)
+        or ``"ran_unguarded"`` (fail-open: the work ran without a lease)."""
+        if self.replayed:
+            return "replayed"
+        return "ran_unguarded" if self.unguarded else "ran"
 
 
 class Lease:
@@ -61,6 +75,10 @@ class Lease:
       within it.
     - ``lease_expires_at``: when the lease granted by Reserve runs out without
       a heartbeat (aware UTC datetime, database clock), or None.
+    - ``unguarded``: True when there is no lease at all: the ledger could
+      not be reached and the ``fail_open`` fallback runs the work anyway
+      (``fencing_token`` is 0, nothing heartbeats, and checkpoints are not
+      stored). Another worker may run the same work at the same time.
     - ``cancelled``: a :class:`threading.Event` set when the work should stop:
       the lease was lost or could not be kept (:attr:`lost`: another worker
       took the key over, or no heartbeat was acknowledged before the lease
@@ -83,6 +101,7 @@ class Lease:
         checkpoint: bytes,
         ttl: float,
         lease_expires_at: Optional[datetime.datetime],
+        unguarded: bool = False,
     ) -> None:
         self.namespace = namespace
         self.key = key
@@ -94,6 +113,7 @@ class Lease:
         self.checkpoint = checkpoint
         self.ttl = ttl
         self.lease_expires_at = lease_expires_at
+        self.unguarded = unguarded
         self.cancelled = threading.Event()
         self._lock = threading.Lock()
         self._cancel_reason: Optional[BaseException] = None
@@ -105,7 +125,7 @@ class Lease:
         return (
             f"Lease(namespace={self.namespace!r}, key={self.key!r}, owner={self.owner!r}, "
             f"fencing_token={self.fencing_token}, attempt={self.attempt}, takeover={self.takeover}, "
-            f"cancelled={self.cancelled.is_set()})"
+            f"unguarded={self.unguarded}, cancelled={self.cancelled.is_set()})"
         )
 
     @property

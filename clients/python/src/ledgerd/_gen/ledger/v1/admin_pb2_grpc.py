@@ -2,7 +2,7 @@
 """Client and server classes corresponding to protobuf-defined services."""
 import grpc
 
-from ledger.v1 import admin_pb2 as ledger_dot_v1_dot_admin__pb2
+from . import admin_pb2 as ledger_dot_v1_dot_admin__pb2
 
 
 class LedgerAdminServiceStub(object):

@@ -16,7 +16,7 @@ _sym_db = _symbol_database.Default()
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cledger/v1/error_reason.proto\x12\tledger.v1*\xe1\x02\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n\x10INVALID_ARGUMENT\x10\x01\x12\x18\n\x14\x46INGERPRINT_MISMATCH\x10\x02\x12\x0e\n\nLEASE_LOST\x10\x03\x12\x13\n\x0fRESULT_CONFLICT\x10\x04\x12\r\n\tNOT_FOUND\x10\x05\x12\x0e\n\nNOT_LEASED\x10\x06\x12\x12\n\x0e\x41LREADY_EXISTS\x10\x07\x12\x13\n\x0fUNAUTHENTICATED\x10\x08\x12\x15\n\x11PERMISSION_DENIED\x10\t\x12\x10\n\x0cRATE_LIMITED\x10\n\x12\x12\n\x0eQUOTA_EXCEEDED\x10\x0b\x12\x0f\n\x0bUNAVAILABLE\x10\x0c\x12\x15\n\x11\x44\x45\x41\x44LINE_EXCEEDED\x10\r\x12\x0c\n\x08\x43\x41NCELED\x10\x0e\x12\x0c\n\x08INTERNAL\x10\x0f\x12\x16\n\x12RESPONSE_TOO_LARGE\x10\x10\x42\x33Z1github.com/ledgerd/ledgerd/gen/ledger/v1;ledgerv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.error_reason_pb2', globals())
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledgerd._gen.ledger.v1.error_reason_pb2', globals())
 if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None

@@ -2,7 +2,7 @@
 """Client and server classes corresponding to protobuf-defined services."""
 import grpc
 
-from ledger.v1 import ledger_pb2 as ledger_dot_v1_dot_ledger__pb2
+from . import ledger_pb2 as ledger_dot_v1_dot_ledger__pb2
 
 
 class LedgerServiceStub(object):

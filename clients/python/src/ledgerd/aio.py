@@ -1,0 +1,911 @@
+"""The asyncio client of ledgerd (``ledgerd.aio``), on ``grpc.aio``.
+
+It has the API of the synchronous :class:`ledgerd.Client`, with coroutines::
+
+    import ledgerd.aio
+
+    async def main():
+        async with ledgerd.aio.Client("ledgerd.internal:7070", insecure=True) as client:
+            async def work(lease):
+                return await charge_card(order_id="o-42", fence=lease.fencing_token)
+
+            result = await client.do("billing", "charge/o-42", work, timeout=60)
+
+``do()`` has the sync client's semantics (waiting for a held key,
+heartbeats, failures recorded, checkpoints, timeouts); the heartbeats run as
+a task instead of a thread. Cancelling the task that awaits ``do()`` while the
+work runs cancels the work, releases the lease (so that another worker takes
+the key at once) and re-raises :class:`asyncio.CancelledError`. The circuit
+breaker, retry budget and stats are the sync client's too (one per Client).
+
+Make the Client inside the event loop that uses it (grpc.aio channels belong
+to the loop they were made in), and close it with ``await client.close()`` or
+``async with``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import grpc
+import grpc.aio
+
+from ._gen.ledger.v1 import ledger_pb2
+
+from . import _common, _context, _convert, _guard, _policy, _retry
+from ._batch import AsyncBatchMethods
+from ._common import CLEANUP_TIMEOUT, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_RECEIVE_MESSAGE_BYTES, Timeout, default_owner
+from ._guard import DEFAULT, BreakerOption, FailOpenHook, FailOpenRecordedHook, RetryBudgetOption
+from ._policy import FAIL_CLOSED, FailOpenRecord, Stats
+from ._version import USER_AGENT
+from .client import DEFAULT_CLOSE_TIMEOUT, RECORD_CALL_TIMEOUT, RECORD_SERVER_WAIT, Target, resolve_target
+from ._convert import DurationLike
+from .admin import AsyncAdminMethods, admin_rpcs
+from .decorator import AsyncIdempotentMethod
+from .errors import (
+    CancelledError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    LeaseLostError,
+    LedgerError,
+    error_from_rpc,
+)
+
+_log = _common.log
+from .lease import BytesLike, Lease, Result
+
+__all__ = ["Client", "AsyncLease", "AsyncWorkFunction"]
+
+#: A work function of :meth:`Client.do`: takes the lease, returns (an
+#: awaitable of) the result as bytes.
+AsyncWorkFunction = Callable[[Lease], Union[Awaitable[BytesLike], BytesLike]]
+
+class AsyncLease(Lease):
+    """The :class:`~ledgerd.Lease` of an asyncio do(): the same attributes,
+    plus :meth:`wait_cancelled` to await :attr:`cancelled` without blocking
+    the event loop."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._cancelled_async = asyncio.Event()
+
+    async def wait_cancelled(self, timeout: Optional[float] = None) -> bool:
+        """Waits until the lease is cancelled (lost, refused, or do()'s timeout),
+        at most ``timeout`` seconds; returns whether it was."""
+        if self.cancelled.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._cancelled_async.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def _cancel(self, reason: BaseException) -> None:
+        super()._cancel(reason)
+        self._cancelled_async.set()
+
+
+class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
+    """An asyncio client of ledgerd: :class:`ledgerd.Client`'s API, with coroutines.
+
+    The arguments are the sync client's, with the same meaning and defaults
+    (see :class:`ledgerd.Client`): ``target`` (one address, several, or a
+    ``dns:///`` name: round robin over the healthy replicas),
+    ``credentials`` or ``insecure=True``, ``options``,
+    ``max_receive_message_bytes``, ``default_timeout``, ``attempt_timeout``,
+    ``token`` or ``token_file``, and the policies: ``breaker`` (a
+    :class:`ledgerd.BreakerConfig`, a dict of its fields, or None: off),
+    ``retry_budget`` (a :class:`ledgerd.RetryBudgetConfig`, a dict, or
+    None), ``max_attempts``, ``fallback`` (``"fail_closed"`` or
+    ``"fail_open"``), ``fail_open_queue``, and the hooks
+    ``on_breaker_change(from_state, to_state, last_error)``,
+    ``on_fail_open(namespace, key, cause)`` and
+    ``on_fail_open_recorded(namespace, key, outcome)``. The fail-open
+    recorder runs as a task of the Client's event loop.
+
+    A Client is bound to the event loop it was made in (grpc.aio channels
+    are): make it inside the loop, share it among that loop's tasks, and
+    close it with ``await client.close()`` or ``async with``.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        credentials: Optional[grpc.ChannelCredentials] = None,
+        insecure: bool = False,
+        options: Optional[Sequence[Tuple[str, Any]]] = None,
+        max_receive_message_bytes: int = DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+        default_timeout: Timeout = None,
+        attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
+        token: Optional[str] = None,
+        token_file: Optional[str] = None,
+        breaker: BreakerOption = DEFAULT,
+        retry_budget: RetryBudgetOption = DEFAULT,
+        max_attempts: Optional[int] = None,
+        fallback: str = FAIL_CLOSED,
+        fail_open_queue: int = _policy.DEFAULT_FAIL_OPEN_QUEUE,
+        on_breaker_change: Optional[_policy.ChangeHook] = None,
+        on_fail_open: Optional[FailOpenHook] = None,
+        on_fail_open_recorded: Optional[FailOpenRecordedHook] = None,
+    ) -> None:
+        policies = _guard.Policies(
+            breaker=breaker,
+            retry_budget=retry_budget,
+            max_attempts=max_attempts,
+            fallback=fallback,
+            fail_open_queue=fail_open_queue,
+            on_breaker_change=on_breaker_change,
+            on_fail_open=on_fail_open,
+            on_fail_open_recorded=on_fail_open_recorded,
+        )
+        bearer = _common.read_token(token, token_file)
+        if credentials is not None and insecure:
+            raise ValueError("ledgerd.aio.Client: pass either credentials or insecure=True, not both")
+        if credentials is None and not insecure:
+            raise ValueError(
+                "ledgerd.aio.Client: transport security must be chosen: pass credentials="
+                "grpc.ssl_channel_credentials(...) or, for development only, insecure=True"
+                + (" (which sends the token in plaintext)" if bearer is not None else "")
+            )
+        target, balancing = resolve_target(target)
+        channel_options = [("grpc.primary_user_agent", USER_AGENT)] + balancing
+        channel_options += _common.channel_options(options, max_receive_message_bytes)
+        metadata: Optional[Tuple[Tuple[str, str], ...]] = None
+        if insecure:
+            channel = grpc.aio.insecure_channel(target, options=channel_options)
+            if bearer is not None:
+                # As in the sync client: call credentials need a secure
+                # channel, so over plaintext the header goes as metadata.
+                metadata = (("authorization", "Bearer " + bearer),)
+        else:
+            if bearer is not None:
+                credentials = grpc.composite_channel_credentials(
+                    credentials, grpc.access_token_call_credentials(bearer)
+                )
+            channel = grpc.aio.secure_channel(target, credentials, options=channel_options)
+        self._setup(
+            channel,
+            owns_channel=True,
+            default_timeout=default_timeout,
+            attempt_timeout=attempt_timeout,
+            metadata=metadata,
+            policies=policies,
+        )
+
+    @classmethod
+    def from_channel(
+        cls,
+        channel: grpc.aio.Channel,
+        *,
+        default_timeout: Timeout = None,
+        attempt_timeout: Timeout = DEFAULT_ATTEMPT_TIMEOUT,
+        breaker: BreakerOption = DEFAULT,
+        retry_budget: RetryBudgetOption = DEFAULT,
+        max_attempts: Optional[int] = None,
+        fallback: str = FAIL_CLOSED,
+        fail_open_queue: int = _policy.DEFAULT_FAIL_OPEN_QUEUE,
+        on_breaker_change: Optional[_policy.ChangeHook] = None,
+        on_fail_open: Optional[FailOpenHook] = None,
+        on_fail_open_recorded: Optional[FailOpenRecordedHook] = None,
+    ) -> "Client":
+        """Returns a Client that makes its calls over ``channel``, a
+        ``grpc.aio`` channel the caller made and owns: :meth:`close` does not
+        close it. The other arguments are as in the constructor."""
+        client = cls.__new__(cls)
+        client._setup(
+            channel,
+            owns_channel=False,
+            default_timeout=default_timeout,
+            attempt_timeout=attempt_timeout,
+            policies=_guard.Policies(
+                breaker=breaker,
+                retry_budget=retry_budget,
+                max_attempts=max_attempts,
+                fallback=fallback,
+                fail_open_queue=fail_open_queue,
+                on_breaker_change=on_breaker_change,
+                on_fail_open=on_fail_open,
+                on_fail_open_recorded=on_fail_open_recorded,
+            ),
+        )
+        return client
+
+    def _setup(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        owns_channel: bool,
+        default_timeout: Timeout,
+        attempt_timeout: Timeout,
+        policies: _guard.Policies,
+        metadata: Optional[Tuple[Tuple[str, str], ...]] = None,
+    ) -> None:
+        self._channel = channel
+        self._metadata = metadata
+        self._owns_channel = owns_channel
+        self._closed = False
+        self._default_timeout = _common.positive_seconds(default_timeout, "default_timeout")
+        self._attempt_timeout = _common.positive_seconds(attempt_timeout, "attempt_timeout")
+        self._policies = policies
+        self._recorder = _Recorder(self)
+        self._rpcs: Dict[str, Any] = admin_rpcs(channel)
+
+    async def close(self, timeout: Optional[float] = DEFAULT_CLOSE_TIMEOUT) -> int:
+        """Closes the client; returns how many fail-open results it could not record.
+
+        It first waits up to ``timeout`` seconds (default 10) for the
+        fail-open results still queued to be recorded (see :meth:`flush`);
+        those still waiting then are lost, and a warning says how many. Then
+        it closes the channel the Client made; calls in flight, and later
+        ones, fail with :class:`~ledgerd.CancelledError`. A Client made by
+        :meth:`from_channel` leaves its channel open. Closing twice is harmless."""
+        left = 0
+        if not self._closed and self._policies.queue.pending:
+            left = await self.flush(timeout)
+        self._closed = True
+        lost = await self._recorder.stop()
+        if lost or left:
+            _log.warning(
+                "ledgerd: closed with %d fail-open result(s) not recorded in the ledger: %s",
+                max(left, len(lost)),
+                ", ".join(f"{r.namespace}/{r.key}" for r in lost[:20]) or "being recorded",
+            )
+        if self._owns_channel:
+            await self._channel.close()
+        return max(left, len(lost))
+
+    async def flush(self, timeout: Optional[float] = None) -> int:
+        """Waits until every fail-open result is recorded (or discarded), for
+        at most ``timeout`` seconds (None: as long as it takes); returns how
+        many are still waiting (0: all done)."""
+        return await self._recorder.wait_empty(_common.positive_seconds(timeout, "timeout"))
+
+    async def __aenter__(self) -> "Client":
+        """Returns the Client; :meth:`close` runs on exit."""
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Closes the Client."""
+        await self.close()
+
+    @property
+    def breaker_state(self) -> str:
+        """The circuit breaker's state: ``"closed"``, ``"open"``,
+        ``"half_open"``, or ``"disabled"`` (``breaker=None``)."""
+        breaker = self._policies.breaker
+        return "disabled" if breaker is None else breaker.state
+
+    def stats(self) -> Stats:
+        """A snapshot of the client's counters (see :class:`ledgerd.Stats`)."""
+        return self._policies.stats()
+
+    # The thin typed methods.
+
+    async def reserve(
+        self,
+        *,
+        namespace: str,
+        key: str,
+        owner: str,
+        lease_ttl: Optional[DurationLike] = None,
+        fingerprint: BytesLike = b"",
+        metadata: Optional[Mapping[str, str]] = None,
+        wait_timeout: Optional[DurationLike] = None,
+        timeout: Timeout = None,
+    ) -> ledger_pb2.ReserveResponse:
+        """Asks for the lease of a key; returns the ``ReserveResponse``
+        (see :meth:`ledgerd.Client.reserve`)."""
+        request = _common.reserve_request(
+            namespace, key, owner, lease_ttl=lease_ttl, fingerprint=fingerprint, metadata=metadata
+        )
+        extra = 0.0
+        if wait_timeout is not None:
+            request.wait_timeout.CopyFrom(_convert.to_duration(wait_timeout, "wait_timeout"))
+            extra = max(0.0, _convert.seconds(wait_timeout, "wait_timeout"))
+        return await self._call("reserve", request, self._deadline(timeout), extra_attempt_time=extra)
+
+    async def heartbeat(
+        self,
+        *,
+        namespace: str,
+        key: str,
+        fencing_token: int,
+        lease_ttl: Optional[DurationLike] = None,
+        checkpoint: Optional[BytesLike] = None,
+        timeout: Timeout = None,
+    ) -> ledger_pb2.HeartbeatResponse:
+        """Extends the lease held with ``fencing_token`` (see :meth:`ledgerd.Client.heartbeat`)."""
+        request = ledger_pb2.HeartbeatRequest(namespace=namespace, key=key, fencing_token=fencing_token)
+        if lease_ttl is not None:
+            request.lease_ttl.CopyFrom(_convert.to_duration(lease_ttl, "lease_ttl"))
+        if checkpoint is not None:
+            request.checkpoint = bytes(checkpoint)
+        return await self._call("heartbeat", request, self._deadline(timeout))
+
+    async def complete(
+        self, *, namespace: str, key: str, fencing_token: int, result: BytesLike = b"", timeout: Timeout = None
+    ) -> ledger_pb2.CompleteResponse:
+        """Records the result of the work under ``fencing_token`` (see :meth:`ledgerd.Client.complete`)."""
+        request = ledger_pb2.CompleteRequest(
+            namespace=namespace, key=key, fencing_token=fencing_token, result=bytes(result)
+        )
+        return await self._call("complete", request, self._deadline(timeout))
+
+    async def fail(
+        self,
+        *,
+        namespace: str,
+        key: str,
+        fencing_token: int,
+        message: str,
+        retryable: bool,
+        code: str = "",
+        timeout: Timeout = None,
+    ) -> ledger_pb2.FailResponse:
+        """Records that the work failed (see :meth:`ledgerd.Client.fail`)."""
+        request = ledger_pb2.FailRequest(
+            namespace=namespace,
+            key=key,
+            fencing_token=fencing_token,
+            error=ledger_pb2.WorkError(code=code, message=message),
+            retryable=retryable,
+        )
+        return await self._call("fail", request, self._deadline(timeout))
+
+    async def release(
+        self, *, namespace: str, key: str, fencing_token: int, timeout: Timeout = None
+    ) -> ledger_pb2.ReleaseResponse:
+        """Gives up the lease held with ``fencing_token`` (see :meth:`ledgerd.Client.release`)."""
+        request = ledger_pb2.ReleaseRequest(namespace=namespace, key=key, fencing_token=fencing_token)
+        return await self._call("release", request, self._deadline(timeout))
+
+    async def lookup(self, *, namespace: str, key: str, timeout: Timeout = None) -> ledger_pb2.LookupResponse:
+        """Returns the ``LookupResponse`` with the whole entry of a key (see :meth:`ledgerd.Client.lookup`)."""
+        request = ledger_pb2.LookupRequest(namespace=namespace, key=key)
+        return await self._call("lookup", request, self._deadline(timeout))
+
+    # do()
+
+    async def do(
+        self,
+        namespace: str,
+        key: str,
+        work: AsyncWorkFunction,
+        *,
+        owner: Optional[str] = None,
+        lease_ttl: Optional[DurationLike] = None,
+        fingerprint: Optional[BytesLike] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+        heartbeat_interval: Optional[DurationLike] = None,
+        timeout: Timeout = None,
+        wait: bool = True,
+        fallback: Optional[str] = None,
+    ) -> Result:
+        """Makes sure the work for ``(namespace, key)`` is done once, and returns its result.
+
+        The semantics are :meth:`ledgerd.Client.do`'s, with ``work`` an async
+        function called as ``await work(lease)`` (a plain function returning
+        bytes is accepted too; it runs on the event loop, so it must not
+        block). The lease is an :class:`AsyncLease`, also available as
+        :func:`ledgerd.current_lease` while the work runs. Heartbeats run as
+        a task, stopped before do() returns or raises. If the task awaiting
+        do() is cancelled while the work runs, the work is cancelled with
+        it, the lease is released, and :class:`asyncio.CancelledError`
+        propagates. ``fallback`` (``"fail_closed"`` or ``"fail_open"``;
+        default: the client's) decides what happens when the ledger cannot
+        answer, as in the sync client; a fail-open result is recorded by a
+        task of this Client's event loop.
+
+        Raises what :meth:`ledgerd.Client.do` raises.
+        """
+        if not callable(work):
+            raise TypeError(f"work must be callable, got {type(work).__name__}")
+        policy = self._policies.fallback_for(fallback)
+        interval = _common.heartbeat_interval(heartbeat_interval)
+        owner = owner or default_owner()
+        deadline = self._deadline(timeout)
+        request = _common.reserve_request(
+            namespace, key, owner, lease_ttl=lease_ttl, fingerprint=fingerprint, metadata=metadata
+        )
+        server_wait = wait
+        while True:
+            wait_for = _common.wait_budget(deadline) if server_wait else None
+            if wait_for is not None:
+                request.wait_timeout.CopyFrom(_convert.to_duration(wait_for, "wait_timeout"))
+            else:
+                request.ClearField("wait_timeout")
+            started = time.monotonic()
+            try:
+                response = await self._call("reserve", request, deadline, extra_attempt_time=wait_for or 0.0)
+            except InvalidArgumentError as error:
+                if wait_for is not None and error.field == "wait_timeout":
+                    server_wait = False  # a server that refuses the wait we asked for: poll instead
+                    continue
+                raise
+            except LedgerError as error:
+                if policy == _policy.FAIL_OPEN and _guard.unreachable(error):
+                    return await self._run_unguarded(namespace, key, owner, work, error, request)
+                raise
+            outcome = response.WhichOneof("outcome")
+            if outcome == "acquired":
+                lease = _common.lease_from_acquired(namespace, key, owner, response.acquired, AsyncLease)
+                return await self._run_leased(lease, work, interval, deadline)  # type: ignore[arg-type]
+            if outcome == "completed":
+                return _common.replayed_result(response.completed)
+            if outcome == "failed":
+                raise _common.failed_error(namespace, key, response.failed)
+            if outcome == "in_progress":
+                holder = response.in_progress
+                if wait:
+                    if _common.answered_at_once(started, wait_for):
+                        pause = _retry.poll_interval(_convert.from_duration(holder.retry_after))
+                        if deadline is not None:
+                            pause = min(pause, max(0.0, deadline - time.monotonic()))
+                        await asyncio.sleep(pause)
+                    if deadline is None or time.monotonic() < deadline:
+                        continue
+                    why = f"{namespace}/{key} is still held by {holder.owner!r} and the timeout ran out"
+                else:
+                    why = f"{namespace}/{key} is held by {holder.owner!r}"
+                raise _common.in_progress_error(namespace, key, holder, why)
+            raise LedgerError(
+                f"reserve returned an outcome this client does not know ({outcome})", operation="reserve"
+            )
+
+    # Fail-open.
+
+    async def _run_unguarded(
+        self, namespace: str, key: str, owner: str, work: AsyncWorkFunction, cause: LedgerError, request: Any
+    ) -> Result:
+        """Runs the work without a lease (fail-open) and queues its result."""
+        policies = self._policies
+        if not policies.start_unguarded(namespace, key, cause):
+            raise cause  # the queue is full: fail closed
+        lease = AsyncLease(
+            namespace=namespace,
+            key=key,
+            owner=owner,
+            fencing_token=0,
+            attempt=0,
+            takeover=False,
+            previous_owner="",
+            checkpoint=b"",
+            ttl=0.0,
+            lease_expires_at=None,
+            unguarded=True,
+        )
+        token = _context.set_lease(lease)
+        try:
+            value = work(lease)
+            if inspect.isawaitable(value):
+                value = await value
+        except BaseException:
+            policies.queue.cancel_slot()
+            raise
+        finally:
+            _context.reset(token)
+        result = policies.finish_unguarded(
+            lease, value, fingerprint=bytes(request.fingerprint), metadata=dict(request.metadata)
+        )
+        self._recorder.wake()
+        return result
+
+    async def _record_unguarded(self, record: FailOpenRecord) -> Tuple[Optional[str], Optional[BaseException]]:
+        """One try of the recorder at a fail-open result: Reserve (waiting a
+        while for a holder), then Complete. Returns the outcome, or None (and
+        why) to try again later. The sync client's ``_record_unguarded``,
+        awaited."""
+        request = _common.reserve_request(
+            record.namespace, record.key, record.owner, fingerprint=record.fingerprint, metadata=record.metadata
+        )
+        request.wait_timeout.CopyFrom(_convert.to_duration(RECORD_SERVER_WAIT, "wait_timeout"))
+        deadline = time.monotonic() + RECORD_CALL_TIMEOUT + RECORD_SERVER_WAIT
+        try:
+            response = await self._call(
+                "reserve", request, deadline, extra_attempt_time=RECORD_SERVER_WAIT, retry=False
+            )
+        except LedgerError as error:
+            if _guard.unreachable(error) or isinstance(error, CancelledError):
+                return None, error
+            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
+            return _policy.DISCARDED_FAILED, error
+        outcome = response.WhichOneof("outcome")
+        if outcome == "completed":
+            # Our own Complete may have landed with its answer lost.
+            ours = record.token != 0 and response.completed.fencing_token == record.token
+            return (_policy.RECORDED if ours else _policy.DISCARDED_COMPLETED), None
+        if outcome == "failed":
+            return _policy.DISCARDED_FAILED, None
+        if outcome != "acquired":
+            return None, None  # still held: ask again
+        lease = _common.lease_from_acquired(record.namespace, record.key, record.owner, response.acquired)
+        record.token = lease.fencing_token
+        completion = ledger_pb2.CompleteRequest(
+            namespace=record.namespace, key=record.key, fencing_token=lease.fencing_token, result=record.result
+        )
+        try:
+            await self._call("complete", completion, time.monotonic() + RECORD_CALL_TIMEOUT, retry=False)
+        except LeaseLostError as error:
+            return None, error  # taken over meanwhile: the next Reserve says by whom
+        except LedgerError as error:
+            if _guard.unreachable(error) or isinstance(error, CancelledError):
+                return None, error
+            cleanup = time.monotonic() + CLEANUP_TIMEOUT
+            await self._quietly("fail", self._fail(lease, _common.describe(error), "", True, cleanup), error)
+            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
+            return _policy.DISCARDED_FAILED, error
+        return _policy.RECORDED, None
+
+    # Internals of do().
+
+    async def _run_leased(
+        self, lease: AsyncLease, work: AsyncWorkFunction, interval: Optional[float], deadline: Optional[float]
+    ) -> Result:
+        heartbeats = _Heartbeater(self, lease, _common.default_interval(lease, interval), deadline)
+        heartbeats.start()
+        token = _context.set_lease(lease)
+        try:
+            value = work(lease)
+            if inspect.isawaitable(value):
+                value = await value
+        except asyncio.CancelledError:
+            # The caller cancelled do(): free the key for another worker.
+            await heartbeats.stop()
+            await self._quietly_shielded("release", self._release(lease, _common.cleanup_deadline(deadline, always=True)))
+            raise
+        except Exception as exc:
+            replacement = await self._after_work_error(lease, exc, await heartbeats.stop(), deadline)
+            if replacement is None:
+                raise
+            raise replacement  # the work's exception is its __context__
+        except BaseException:
+            await heartbeats.stop()
+            await self._quietly_shielded("release", self._release(lease, _common.cleanup_deadline(deadline, always=True)))
+            raise
+        finally:
+            _context.reset(token)
+            await heartbeats.stop()
+        return await self._after_work_result(lease, value, await heartbeats.stop(), heartbeats.unconfirmed, deadline)
+
+    async def _after_work_result(
+        self,
+        lease: Lease,
+        value: object,
+        heartbeat_error: Optional[LedgerError],
+        unconfirmed: bool,
+        deadline: Optional[float],
+    ) -> Result:
+        if isinstance(heartbeat_error, LeaseLostError) and not unconfirmed:
+            raise heartbeat_error  # Complete would be refused: another worker holds the key now
+        cleanup = _common.cleanup_deadline(deadline)
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            error = _common.not_bytes_error(lease, value)
+            await self._quietly("fail", self._fail(lease, _common.describe(error), "", True, cleanup), error)
+            raise error
+        result = bytes(value)
+        try:
+            completed = await self._call(
+                "complete",
+                ledger_pb2.CompleteRequest(
+                    namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token, result=result
+                ),
+                cleanup,
+            )
+        except InvalidArgumentError as error:
+            # The ledger refused the result (too large, say): keep the reason
+            # on the entry, and free the key for the next attempt.
+            await self._quietly("fail", self._fail(lease, _common.describe(error), "", True, cleanup), error)
+            raise
+        return _common.completed_result(lease, result, completed)
+
+    async def _after_work_error(
+        self, lease: Lease, exc: Exception, heartbeat_error: Optional[LedgerError], deadline: Optional[float]
+    ) -> Optional[BaseException]:
+        """Records the work's failure; returns the exception to raise instead of exc, if any."""
+        cleanup = _common.cleanup_deadline(deadline)
+        if isinstance(heartbeat_error, LeaseLostError):
+            return heartbeat_error
+        if heartbeat_error is not None:
+            await self._quietly("release", self._release(lease, cleanup), heartbeat_error)
+            return heartbeat_error
+        if isinstance(lease.cancel_reason, DeadlineExceededError) or (
+            deadline is not None and time.monotonic() >= deadline
+        ):
+            await self._quietly("release", self._release(lease, cleanup), exc)
+            return _common.timed_out_error(lease)
+        message, code, retryable = _common.work_failure(exc)
+        await self._quietly("fail", self._fail(lease, message, code, retryable, cleanup), exc)
+        return None
+
+    async def _quietly(self, what: str, action: Awaitable[object], note_on: Optional[BaseException] = None) -> None:
+        """Awaits a cleanup call whose failure must not hide the error being
+        raised: logs it, and adds a note to ``note_on`` (Python 3.11+)."""
+        try:
+            await action
+        except Exception as error:  # noqa: BLE001
+            _common.log.warning("ledgerd: %s after the work failed: %s", what, error)
+            if note_on is not None and hasattr(note_on, "add_note"):
+                note_on.add_note(f"ledgerd: recording this failure ({what}) failed too: {error}")
+
+    async def _quietly_shielded(self, what: str, action: Awaitable[object]) -> None:
+        """:meth:`_quietly`, shielded from the cancellation of the caller's
+        task: a release that cancellation started must still reach the ledger."""
+        try:
+            await asyncio.shield(self._quietly(what, action))
+        except asyncio.CancelledError:
+            pass  # cancelled again while releasing: the shielded call goes on
+
+    async def _fail(self, lease: Lease, message: str, code: str, retryable: bool, deadline: Optional[float]) -> None:
+        if retryable:
+            await self._store_checkpoint(lease, deadline)
+        await self._call(
+            "fail",
+            ledger_pb2.FailRequest(
+                namespace=lease.namespace,
+                key=lease.key,
+                fencing_token=lease.fencing_token,
+                error=ledger_pb2.WorkError(code=code, message=message),
+                retryable=retryable,
+            ),
+            deadline,
+        )
+
+    async def _release(self, lease: Lease, deadline: Optional[float]) -> None:
+        await self._store_checkpoint(lease, deadline)
+        await self._call(
+            "release",
+            ledger_pb2.ReleaseRequest(namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token),
+            deadline,
+        )
+
+    async def _store_checkpoint(self, lease: Lease, deadline: Optional[float]) -> None:
+        """Sends a staged checkpoint that no heartbeat carried yet (Fail and Release carry none)."""
+        if lease._pending()[0] is None:
+            return
+        try:
+            await self._heartbeat(lease, deadline)
+        except LedgerError as error:  # the Fail or Release that follows says more
+            _common.log.debug("ledgerd: storing the last checkpoint failed: %s", error)
+
+    async def _heartbeat(
+        self, lease: Lease, deadline: Optional[float], max_attempt_time: Optional[float] = None
+    ) -> None:
+        checkpoint, version = lease._pending()
+        request = ledger_pb2.HeartbeatRequest(
+            namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token
+        )
+        if lease.ttl > 0:
+            request.lease_ttl.CopyFrom(_convert.to_duration(lease.ttl, "lease_ttl"))
+        if checkpoint is not None:
+            request.checkpoint = checkpoint
+        await self._call("heartbeat", request, deadline, max_attempt_time=max_attempt_time)
+        if checkpoint is not None:
+            lease._mark_stored(version)
+
+    # Calls with retries.
+
+    def _deadline(self, timeout: Timeout) -> Optional[float]:
+        seconds = _common.positive_seconds(timeout, "timeout")
+        if seconds is None:
+            seconds = self._default_timeout
+        return None if seconds is None else time.monotonic() + seconds
+
+    async def _call(
+        self,
+        operation: str,
+        request: Any,
+        deadline: Optional[float],
+        *,
+        extra_attempt_time: float = 0.0,
+        max_attempt_time: Optional[float] = None,
+        retry: bool = True,
+    ) -> Any:
+        """Makes one RPC, retrying UNAVAILABLE and DEADLINE_EXCEEDED with backoff
+        until it succeeds, fails otherwise, or the deadline (a time.monotonic
+        value) passes (``retry=False``: one attempt only). Each attempt asks
+        the circuit breaker first (a guarded call it refuses raises
+        CircuitOpenError) and tells it how it ended; each retry needs the
+        retry budget's token and the attempt limit's leave, and waits at
+        least the server's RetryInfo delay. Raises a LedgerError."""
+        rpc = self._rpcs[operation]
+        policies = self._policies
+        policies.begin_call(operation)
+        backoff = _retry.RETRY_INITIAL_BACKOFF
+        last: Optional[LedgerError] = None  # the last failure that was retried
+        attempts = 0
+        while True:
+            if self._closed:
+                raise CancelledError("the client is closed", code=grpc.StatusCode.CANCELLED, operation=operation)
+            attempt_timeout = None if self._attempt_timeout is None else self._attempt_timeout + extra_attempt_time
+            if max_attempt_time is not None:
+                attempt_timeout = max_attempt_time if attempt_timeout is None else min(attempt_timeout, max_attempt_time)
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _common.gave_up(operation, last, attempts)
+                attempt_timeout = remaining if attempt_timeout is None else min(attempt_timeout, remaining)
+            ticket = policies.admit(operation)
+            attempts += 1
+            try:
+                response = await rpc(request, timeout=attempt_timeout, metadata=self._metadata)
+            except grpc.RpcError as rpc_error:
+                error = error_from_rpc(rpc_error, operation=operation)
+                error.__cause__ = rpc_error
+                policies.settle(ticket, error.code, error)
+            except BaseException:
+                policies.settle(ticket, grpc.StatusCode.CANCELLED, None)  # asyncio.CancelledError...
+                raise
+            else:
+                policies.settle(ticket, None, None)
+                return response
+            if error.code not in _retry.RETRYABLE_CODES or not retry:
+                raise error
+            if deadline is not None and time.monotonic() >= deadline:
+                # This attempt most likely failed because the time ran out; the
+                # failure that was being retried, if any, says more.
+                raise _common.gave_up(operation, last or error, attempts)
+            refusal = policies.refuse_retry(operation, error, attempts)
+            if refusal is not None:
+                raise refusal
+            last = error
+            pause = policies.retry_pause(backoff, error)
+            if deadline is not None:
+                pause = min(pause, max(0.0, deadline - time.monotonic()))
+            await asyncio.sleep(pause)
+            backoff = min(2 * backoff, _retry.RETRY_MAX_BACKOFF)
+
+
+class _Recorder:
+    """Records fail-open results once the ledger is back: a task of the
+    Client's event loop, started by the first queued result (the sync
+    client's recorder thread, as a task)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._queue = client._policies.queue
+        self._task: Optional[asyncio.Task[None]] = None
+        self._wakeup: Optional[asyncio.Event] = None
+        self._changed: Optional[asyncio.Event] = None
+        self._stopping = False
+
+    def _events(self) -> Tuple[asyncio.Event, asyncio.Event]:
+        # Made lazily, inside the loop that runs the client.
+        if self._wakeup is None or self._changed is None:
+            self._wakeup, self._changed = asyncio.Event(), asyncio.Event()
+        return self._wakeup, self._changed
+
+    def wake(self) -> None:
+        """Says a result was queued: starts the task if needed."""
+        wakeup, _ = self._events()
+        if self._task is None and not self._stopping:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="ledgerd-fail-open-recorder")
+        wakeup.set()
+
+    async def wait_empty(self, timeout: Optional[float]) -> int:
+        """Waits until nothing is pending, or timeout; returns what is left."""
+        _, changed = self._events()
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = self._queue.pending
+            if left == 0:
+                return 0
+            wait = 1.0  # also catches runs whose work raised (no notification)
+            if end is not None:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return left
+                wait = min(wait, remaining)
+            changed.clear()
+            try:
+                await asyncio.wait_for(changed.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+
+    async def stop(self) -> List[FailOpenRecord]:
+        """Stops the task; returns the records it had not recorded."""
+        self._stopping = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=CLEANUP_TIMEOUT)
+        return self._queue.abandon()
+
+    async def _run(self) -> None:
+        policies = self._client._policies
+        wakeup, changed = self._events()
+        while not self._stopping:
+            record, wait = self._queue.next_due()
+            if record is None:
+                wakeup.clear()
+                try:
+                    await asyncio.wait_for(wakeup.wait(), wait)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            outcome: Optional[str] = None
+            error: Optional[BaseException] = None
+            try:
+                outcome, error = await self._client._record_unguarded(record)
+            except asyncio.CancelledError:
+                self._queue.retry_later(record, 0.0)  # back in the queue: close() reports it
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the task alive; try again later
+                error = exc
+                _log.warning("ledgerd: recording the fail-open result of %s/%s: %r", record.namespace, record.key, exc)
+            if outcome is None:
+                self._queue.retry_later(record, policies.record_backoff(record, error))
+            else:
+                policies.recorded(record, outcome)
+            changed.set()
+
+
+class _Heartbeater:
+    """Keeps a lease alive from a task while the work runs: the sync
+    client's heartbeat thread, as a task (see ``ledgerd.client._Heartbeater``
+    for the rules; the decisions are shared in ``_common``)."""
+
+    def __init__(self, client: Client, lease: Lease, interval: float, deadline: Optional[float]) -> None:
+        self._client = client
+        self._lease = lease
+        self._interval = interval
+        self._deadline = deadline
+        self._task: Optional[asyncio.Task[None]] = None
+        # The grant was made a moment ago; counting the TTL from now is off by
+        # one round trip at most, and the margin covers it.
+        self._valid_until: Optional[float] = time.monotonic() + lease.ttl if lease.ttl > 0 else None
+        #: Why the heartbeats ended early, if they did; read after stop().
+        self.error: Optional[LedgerError] = None
+        #: True when they ended because no heartbeat could be acknowledged in time.
+        self.unconfirmed = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"ledgerd-heartbeat:{self._lease.namespace}/{self._lease.key}"
+        )
+
+    async def stop(self) -> Optional[LedgerError]:
+        """Ends the heartbeats (cancelling a call in flight) and waits for the
+        task; returns the error that ended them early. May be called again."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await asyncio.shield(asyncio.wait({task}))
+            except asyncio.CancelledError:
+                pass  # the caller is being cancelled; the task ends on its own
+        return self.error
+
+    def _deadline_passed(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    async def _run(self) -> None:
+        lease = self._lease
+        next_beat = time.monotonic() + self._interval
+        while True:
+            wake = next_beat if self._deadline is None else min(next_beat, self._deadline)
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+            if self._deadline_passed():
+                lease._cancel(_common.timeout_cancellation(lease))
+                return
+            lease_deadline = _common.lease_deadline(self._valid_until, lease.ttl, self._interval)
+            call_deadline = _common.earliest(lease_deadline, self._deadline)
+            sent_at = time.monotonic()
+            try:
+                # Each attempt gets at most one interval, so that a hung
+                # connection is abandoned and another attempt made in time.
+                await self._client._heartbeat(lease, call_deadline, max_attempt_time=self._interval)
+            except Exception as error:  # noqa: BLE001 - any failure ends the lease
+                if self._deadline_passed():
+                    lease._cancel(_common.timeout_cancellation(lease))
+                    return
+                self.error, self.unconfirmed = _common.heartbeat_failure(error, lease_deadline)
+                lease._cancel(self.error)
+                return
+            if self._valid_until is not None:
+                self._valid_until = sent_at + lease.ttl
+            next_beat = time.monotonic() + self._interval
+
