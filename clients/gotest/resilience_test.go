@@ -259,12 +259,10 @@ func TestReplicas(t *testing.T) {
 	a := startReplica(t, storeA, "127.0.0.1:0")
 	b := startReplica(t, storeB.Store, "127.0.0.1:0")
 
-	// The default breaker rides out the stop (the calls in flight on the
-	// stopped replica fail together and count once); the default retry
-	// budget (10 tokens) would not retry all of the up to 30 calls in
-	// flight on it, so the budget is sized for this concurrency.
-	client, err := ledgerclient.NewMulti([]string{a.addr, b.addr}, ledgerclient.WithInsecure(),
-		ledgerclient.WithRetryBudget(ledgerclient.RetryBudget{MaxTokens: 100}))
+	// The defaults ride out the stop: the breaker counts the calls in
+	// flight on the stopped replica, which fail together, once, and the
+	// retry budget (100 tokens) retries every one of them.
+	client, err := ledgerclient.NewMulti([]string{a.addr, b.addr}, ledgerclient.WithInsecure())
 	require.NoError(t, err)
 	defer func() { require.NoError(t, client.Close()) }()
 	ctx, cancel := context.WithTimeout(t.Context(), patience)

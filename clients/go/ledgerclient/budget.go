@@ -16,7 +16,8 @@ import (
 // not retrying). A zero field takes its default.
 type RetryBudget struct {
 	// MaxTokens is the bucket's size, and how many retries a burst of
-	// failures may make. Defaults to 10.
+	// failures may make. Defaults to 100: enough for the calls in flight on
+	// a replica that stops to be retried on the others.
 	MaxTokens float64
 	// Ratio is the tokens each call's first attempt adds: the share of
 	// calls that may be retried in the long run. Defaults to 0.1.
@@ -25,7 +26,7 @@ type RetryBudget struct {
 
 func (cfg RetryBudget) withDefaults() RetryBudget {
 	if cfg.MaxTokens == 0 {
-		cfg.MaxTokens = 10
+		cfg.MaxTokens = 100
 	}
 	if cfg.Ratio == 0 {
 		cfg.Ratio = 0.1
