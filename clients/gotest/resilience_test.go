@@ -124,8 +124,12 @@ func TestFallback(t *testing.T) {
 		addr := closedAddr(t)
 		var runs, recorded []string
 		var mu sync.Mutex
+		// A breaker open for less than the retries' backoff makes every
+		// retry a half-open probe, so the attempt limit is what ends the
+		// Reserve here (with the defaults, the breaker's refusal does).
 		client, err := ledgerclient.New(addr, ledgerclient.WithInsecure(),
 			ledgerclient.WithCircuitBreaker(ledgerclient.BreakerConfig{FailureThreshold: 2, OpenFor: 50 * time.Millisecond}),
+			ledgerclient.WithMaxAttempts(2),
 			ledgerclient.WithFallback(ledgerclient.FailOpen),
 			ledgerclient.WithFailOpenHooks(ledgerclient.FailOpenHooks{
 				OnRun: func(ns, key string, cause error) {
@@ -190,6 +194,7 @@ func TestFallback(t *testing.T) {
 		var mu sync.Mutex
 		client, err := ledgerclient.New(addr, ledgerclient.WithInsecure(),
 			ledgerclient.WithCircuitBreaker(ledgerclient.BreakerConfig{FailureThreshold: 1, OpenFor: 50 * time.Millisecond}),
+			ledgerclient.WithMaxAttempts(2), // as above
 			ledgerclient.WithFailOpenHooks(ledgerclient.FailOpenHooks{
 				OnRecorded: func(_, _ string, outcome ledgerclient.FailOpenOutcome, _ error) {
 					mu.Lock()
