@@ -366,13 +366,13 @@ class RetryBudgetConfig:
     """The parameters of the retry budget (``retry_budget=`` of the clients).
 
     Attributes:
-        max_tokens: the bucket's size and initial content (default 10).
+        max_tokens: the bucket's size and initial content (default 100).
         ratio: the tokens each first attempt adds (default 0.1; 0: the
             bucket never refills): retries stay below
             ``max_tokens + ratio * calls``.
     """
 
-    max_tokens: float = 10.0
+    max_tokens: float = 100.0
     ratio: float = 0.1
 
     def __post_init__(self) -> None:

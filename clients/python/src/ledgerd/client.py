@@ -141,7 +141,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
             Release always go through: they protect work already granted.
         retry_budget: the retry budget (on by default): a
             :class:`~ledgerd.RetryBudgetConfig` or a dict of its fields
-            (``max_tokens`` 10, ``ratio`` 0.1), or ``None`` to turn it off.
+            (``max_tokens`` 100, ``ratio`` 0.1), or ``None`` to turn it off.
             Retries never exceed ``max_tokens + ratio * calls``; a call
             denied a retry raises its last error, whose message says
             "retry budget exhausted". Heartbeats are outside the budget.
