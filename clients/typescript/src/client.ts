@@ -627,7 +627,9 @@ export class LedgerClient {
  * deadline, so it becomes DEADLINE_EXCEEDED (retried while time is left;
  * once the call's own timeout has run out, its TimeoutError is what the
  * caller sees), as gRPC's own clients report it. A busy machine makes this
- * likely: the client's timers fire late, the server's on time. Every other
+ * likely: the client's timers fire late, the server's on time. A stream
+ * reset before that, not by the caller, is UNAVAILABLE (the connection went
+ * away without an answer). Every other
  * error is returned as it is. Exported for the tests only (index.ts does
  * not).
  */
@@ -640,6 +642,13 @@ export function attemptError(e: unknown, timeoutMs: number | undefined, sent: nu
     Date.now() - sent >= timeoutMs - 1 // Date.now() counts whole ms
   ) {
     return new ConnectError(`${e.rawMessage} (the attempt's deadline of ${timeoutMs}ms ran out)`, Code.DeadlineExceeded, e.metadata, undefined, e);
+  }
+  if (!signal.aborted && e instanceof ConnectError && e.code === Code.Canceled && /stream closed/.test(e.rawMessage)) {
+    // The HTTP/2 stream was reset before any answer, neither by the caller
+    // nor by its deadline: the connection went away under the call (a proxy
+    // or a replica that closed it). The server did not answer: UNAVAILABLE,
+    // retried, and counted by the breaker.
+    return new ConnectError(`${e.rawMessage} (the connection closed before an answer)`, Code.Unavailable, e.metadata, undefined, e);
   }
   return e;
 }
