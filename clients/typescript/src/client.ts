@@ -12,8 +12,17 @@ import {
 } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager, type Http2SessionOptions } from "@connectrpc/connect-node";
 
+import { BalancedTransport, defaultHealthCheckIntervalMs, splitAddresses } from "./balancer.js";
+import { runDoBatch, type BatchResult, type BatchWork, type DoBatchOptions } from "./batch.js";
+import type { BreakerListener, BreakerOptions, BreakerState, RetryBudgetOptions } from "./breaker.js";
 import {
   LedgerService,
+  type CompleteBatchRequestSchema,
+  type CompleteBatchResponse,
+  type LookupBatchRequestSchema,
+  type LookupBatchResponse,
+  type ReserveBatchRequestSchema,
+  type ReserveBatchResponse,
   type CompleteRequestSchema,
   type CompleteResponse,
   type FailRequestSchema,
@@ -28,7 +37,16 @@ import {
   type ReserveResponse,
 } from "./gen/ledger/v1/ledger_pb.js";
 import { runDo, type DoOptions, type DoResult, type Lease } from "./do.js";
+import {
+  Policies,
+  type Fallback,
+  type FailOpenListener,
+  type FailOpenRecordedListener,
+  type Stats,
+} from "./policy.js";
+import { Recorder } from "./recorder.js";
 import { defaultRetryPolicy, scope, withRetries, type RetryListener, type RetryPolicy } from "./retry.js";
+import { VERSION } from "./version.js";
 
 /** The fields of a ReserveRequest (namespace, key, owner, leaseTtl, fingerprint, metadata, waitTimeout). */
 export type ReserveRequestInit = MessageInitShape<typeof ReserveRequestSchema>;
@@ -42,15 +60,80 @@ export type FailRequestInit = MessageInitShape<typeof FailRequestSchema>;
 export type ReleaseRequestInit = MessageInitShape<typeof ReleaseRequestSchema>;
 /** The fields of a LookupRequest (namespace, key). */
 export type LookupRequestInit = MessageInitShape<typeof LookupRequestSchema>;
+/** The fields of a ReserveBatchRequest (namespace, owner, leaseTtl, items). */
+export type ReserveBatchRequestInit = MessageInitShape<typeof ReserveBatchRequestSchema>;
+/** The fields of a CompleteBatchRequest (namespace, items of key, fencingToken, result). */
+export type CompleteBatchRequestInit = MessageInitShape<typeof CompleteBatchRequestSchema>;
+/** The fields of a LookupBatchRequest (namespace, keys). */
+export type LookupBatchRequestInit = MessageInitShape<typeof LookupBatchRequestSchema>;
 
 /** Options of {@link createClient}. */
 export interface ClientOptions {
   /**
    * Where ledgerd listens: `"host:port"` (TLS, or plaintext with
    * `insecure: true`), or a URL `"https://host:port"` / `"http://host:port"`
-   * (plaintext, which also needs `insecure: true`).
+   * (plaintext, which also needs `insecure: true`). Several replicas: a
+   * comma-separated list (`"a:7400,b:7400"`), or `"dns:///name:7400"`, a
+   * name that resolves to several addresses (see `addresses`).
    */
-  address: string;
+  address?: string;
+  /**
+   * Several ledgerd replicas, `["a:7400", "b:7400"]`, or one
+   * `"dns:///ledgerd.internal:7400"` whose name resolves to several
+   * (looked up at the first call and every 30s). The client keeps one
+   * connection per replica and sends each call to the next healthy one,
+   * round robin; a replica that cannot be reached, or whose gRPC health
+   * says NOT_SERVING (a draining ledgerd), is skipped until its health
+   * check (every `healthCheckIntervalMs`) says it serves again. Instead of
+   * `address`.
+   */
+  addresses?: string[];
+  /** How often the health of each of several replicas is checked, in ms (default 1000). */
+  healthCheckIntervalMs?: number;
+  /**
+   * The circuit breaker (on by default; `false` turns it off): after
+   * `failureThreshold` (5) consecutive attempts found ledgerd unavailable
+   * (UNAVAILABLE or DEADLINE_EXCEEDED), or a `failureRatio` (0.5) of at
+   * least `minCalls` (20) attempts over `windowMs` (10s), it opens: calls
+   * that start work or read (reserve, lookup and their batches, and do())
+   * reject at once with a {@link CircuitOpenError} for `openForMs` (5s);
+   * then one probe call is let through, whose success closes it. Heartbeat,
+   * complete, fail and release are never refused (they protect work
+   * already granted), though their outcomes count.
+   */
+  breaker?: BreakerOptions | false;
+  /** Called on every transition of the breaker, with the last unavailability error. */
+  onBreakerChange?: BreakerListener;
+  /**
+   * The retry budget (on by default; `false` turns it off), gRPC's retry
+   * throttling: a bucket of `maxTokens` (100) tokens; every call adds
+   * `ratio` (0.1), every retry spends one and is made only if a whole token
+   * is there. So retries never exceed maxTokens + ratio × calls; a call
+   * refused a retry rejects with its last error, whose message says
+   * "retry budget exhausted". Heartbeats are outside it.
+   */
+  retryBudget?: RetryBudgetOptions | false;
+  /**
+   * The most attempts of one call (default: no limit but the call's signal
+   * or timeout, the breaker and the retry budget). Heartbeats are bounded by
+   * their lease instead.
+   */
+  maxAttempts?: number;
+  /**
+   * What `do()` does when the ledger cannot answer, unless the call says
+   * otherwise (default `"fail_closed"`); see {@link DoOptions.fallback}.
+   */
+  fallback?: Fallback;
+  /**
+   * The most fail-open results waiting to be recorded (default 10000).
+   * When it is reached, `"fail_open"` behaves as `"fail_closed"` for new
+   * calls: nothing is dropped silently.
+   */
+  failOpenQueue?: number;
+  /** Called before every fail-open run of the work, with the error that made the ledger unreachable. */
+  onFailOpen?: FailOpenListener;
+  /** Called when the recording of a fail-open result ends: `"recorded"`, `"discarded_completed"` or `"discarded_failed"`. */
+  onFailOpenRecorded?: FailOpenRecordedListener;
   /**
    * Connect without transport security: plaintext HTTP/2, no server
    * authentication. Meant for development and tests against a local ledgerd,
@@ -129,8 +212,24 @@ export interface CallOptions {
   headers?: Record<string, string>;
 }
 
+/**
+ * Call options of the package's own calls: the deadline the attempts'
+ * grpc-timeout must respect, a bound of each attempt below
+ * attemptTimeoutMs, and retry: false for a single attempt.
+ */
+export type InternalCallOptions = CallOptions & { deadline?: number; maxAttemptMs?: number; retry?: boolean };
+
 /** The defaults of {@link ClientOptions}. */
-export const clientDefaults = Object.freeze({ attemptTimeoutMs: 15_000, maxWaitMs: 30_000, readMaxBytes: 64 << 20 });
+export const clientDefaults = Object.freeze({
+  attemptTimeoutMs: 15_000,
+  maxWaitMs: 30_000,
+  readMaxBytes: 64 << 20,
+  healthCheckIntervalMs: defaultHealthCheckIntervalMs,
+  closeTimeoutMs: 10_000,
+});
+
+/** The user agent every call carries: `ledgerd-typescript/<version>`. */
+export const USER_AGENT = `ledgerd-typescript/${VERSION}`;
 
 /**
  * A client of ledgerd. Its high-level helper is {@link LedgerClient.do};
@@ -142,6 +241,10 @@ export const clientDefaults = Object.freeze({ attemptTimeoutMs: 15_000, maxWaitM
 export class LedgerClient {
   readonly #rpc: Client<typeof LedgerService>;
   readonly #sessionManager: Http2SessionManager | undefined;
+  readonly #balancer: BalancedTransport | undefined;
+  /** The breaker, retry budget, attempt limit, counters and fail-open queue (internal to the package). */
+  readonly policies: Policies;
+  readonly #recorder: Recorder;
   readonly #policy: RetryPolicy;
   readonly #onRetry: RetryListener | undefined;
   readonly #attemptTimeoutMs: number;
@@ -165,28 +268,53 @@ export class LedgerClient {
     }
     let transport = options.transport;
     if (!transport) {
-      // baseUrlOf refuses plaintext unless insecure is set: the token never
-      // travels in plaintext without that explicit opt-in.
-      const baseUrl = baseUrlOf(options.address, options.insecure === true);
+      if (options.address !== undefined && options.addresses !== undefined) {
+        throw new TypeError("ledgerd client: pass either address or addresses, not both");
+      }
+      const addresses = splitAddresses(options.addresses ?? options.address);
+      if (addresses.length === 0) {
+        throw new TypeError('ledgerd client: address is required, e.g. "ledgerd.internal:7400"');
+      }
       const readMaxBytes = options.readMaxBytes ?? clientDefaults.readMaxBytes;
       if (!Number.isInteger(readMaxBytes) || readMaxBytes <= 0) {
         throw new TypeError(`ledgerd client: readMaxBytes must be a positive integer, got ${readMaxBytes}`);
       }
-      const nodeOptions = options.insecure ? {} : { ...options.tls };
-      this.#sessionManager = new Http2SessionManager(baseUrl, options.http2, nodeOptions);
-      transport = createGrpcTransport({
-        baseUrl,
-        sessionManager: this.#sessionManager,
-        readMaxBytes,
-        interceptors: [...(token === undefined ? [] : [bearer(token)]), ...(options.interceptors ?? [])],
-      });
+      const interceptors = [...(token === undefined ? [] : [bearer(token)]), ...(options.interceptors ?? [])];
+      const make = (address: string, servername: string | undefined) => {
+        // baseUrlOf refuses plaintext unless insecure is set: the token never
+        // travels in plaintext without that explicit opt-in.
+        const baseUrl = baseUrlOf(address, options.insecure === true);
+        const nodeOptions = options.insecure ? {} : { ...(servername ? { servername } : {}), ...options.tls };
+        const sessionManager = new Http2SessionManager(baseUrl, options.http2, nodeOptions);
+        return {
+          transport: createGrpcTransport({ baseUrl, sessionManager, readMaxBytes, interceptors }),
+          close: () => sessionManager.abort(),
+          sessionManager,
+        };
+      };
+      if (addresses.length === 1 && !addresses[0]!.startsWith("dns:")) {
+        const single = make(addresses[0]!, undefined);
+        this.#sessionManager = single.sessionManager;
+        transport = single.transport;
+      } else {
+        const interval = options.healthCheckIntervalMs ?? clientDefaults.healthCheckIntervalMs;
+        if (!(interval > 0)) {
+          throw new RangeError(`ledgerd client: healthCheckIntervalMs must be positive, got ${interval}`);
+        }
+        // Check every address now, so that a bad one fails createClient.
+        addresses.filter((a) => !a.startsWith("dns:")).forEach((a) => baseUrlOf(a, options.insecure === true));
+        this.#balancer = new BalancedTransport(addresses, make, interval);
+        transport = this.#balancer;
+      }
     }
+    this.policies = new Policies(options);
+    this.#recorder = new Recorder(this);
     this.#rpc = createConnectClient(LedgerService, transport);
     this.#policy = { ...defaultRetryPolicy, ...options.retry };
     this.#onRetry = options.onRetry;
     this.#attemptTimeoutMs = options.attemptTimeoutMs ?? clientDefaults.attemptTimeoutMs;
     this.maxWaitMs = options.maxWaitMs ?? clientDefaults.maxWaitMs;
-    this.#headers = { ...options.headers };
+    this.#headers = { "user-agent": USER_AGENT, ...options.headers };
   }
 
   /**
@@ -245,6 +373,93 @@ export class LedgerClient {
    */
   lookup(request: LookupRequestInit, options?: CallOptions): Promise<LookupResponse> {
     return this.#call("lookup", (o) => this.#rpc.lookup(request, o), options);
+  }
+
+  /**
+   * Reserves many keys of one namespace in one call: one result per item,
+   * in order, each a Reserve's answer or an ItemError (turn it into the
+   * error the single call would have rejected with by {@link itemError}).
+   * Rejects as a whole only for what all items share (namespace, owner,
+   * lease TTL, the number of items: 1000 unless the server says otherwise).
+   */
+  reserveBatch(request: ReserveBatchRequestInit, options?: CallOptions): Promise<ReserveBatchResponse> {
+    return this.#call("reserveBatch", (o) => this.#rpc.reserveBatch(request, o), options);
+  }
+
+  /** Completes many keys of one namespace in one call: one result per item, in order, each a Complete's answer or an ItemError. */
+  completeBatch(request: CompleteBatchRequestInit, options?: CallOptions): Promise<CompleteBatchResponse> {
+    return this.#call("completeBatch", (o) => this.#rpc.completeBatch(request, o), options);
+  }
+
+  /** Returns the entries of many keys of one namespace in one call: one result per key, in order, an Entry or an ItemError (NOT_FOUND for an unknown key). */
+  lookupBatch(request: LookupBatchRequestInit, options?: CallOptions): Promise<LookupBatchResponse> {
+    return this.#call("lookupBatch", (o) => this.#rpc.lookupBatch(request, o), options);
+  }
+
+  /**
+   * do() for many keys of one namespace at once, with one work call for all
+   * the keys this worker acquires, as the Go client's DoBatch: reserves the
+   * keys with ReserveBatch (1000 a call), runs `work(keys, signal)` once with
+   * the acquired keys (in the order given) while heartbeating each lease,
+   * records the results work resolves (one per key, same order) with
+   * CompleteBatch, and resolves one {@link BatchResult} per key, in order:
+   *
+   * - a completed key is replayed (`result.replayed`) and not given to work;
+   * - a key another worker holds gets an {@link InProgressError} at once:
+   *   doBatch does not wait (call it again for those keys, or use do());
+   * - a key that failed permanently gets a {@link FailedError};
+   * - a key the ledger refused gets that {@link LedgerError}.
+   *
+   * When work rejects, every acquired key records a failure (retryable
+   * unless the error is marked with {@link permanent}) and gets the work's
+   * error. If a lease cannot be kept (lost, or no heartbeat acknowledged in
+   * time), the work's signal aborts with that error; results work still
+   * resolves are offered to CompleteBatch, which records those of the keys
+   * nobody took over. If the caller's signal aborts while work runs, the
+   * leases still held are released. A result the ledger refuses as invalid
+   * (too large) is recorded as a retryable failure that says why.
+   *
+   * The options are do()'s (owner, leaseTtlMs, heartbeatIntervalMs, and the
+   * fingerprint and metadata, which apply to every key). It rejects as a
+   * whole only for what all keys share (a bad namespace or option), or with
+   * the error of a ReserveBatch (the ledger unavailable, say) or the abort
+   * reason before any work ran.
+   */
+  doBatch(namespace: string, keys: string[], work: BatchWork, options?: DoBatchOptions): Promise<BatchResult[]> {
+    return runDoBatch(this, namespace, keys, work, options ?? {});
+  }
+
+  /**
+   * A snapshot of the client's counters: calls and retries, the breaker's
+   * state and openings, and the fail-open runs and their recording.
+   */
+  stats(): Stats {
+    return this.policies.stats();
+  }
+
+  /** The breaker's state now: `"closed"`, `"open"` or `"half_open"` (`"closed"` without a breaker). */
+  get breakerState(): BreakerState {
+    return this.policies.breaker?.state ?? "closed";
+  }
+
+  /**
+   * The replicas of a client made with several addresses, and whether each
+   * is healthy now; empty for a client of one address.
+   */
+  replicas(): { address: string; healthy: boolean }[] {
+    return this.#balancer?.replicas() ?? [];
+  }
+
+  /**
+   * Waits until every fail-open result is recorded in the ledger (or
+   * discarded), for at most timeoutMs (default: as long as it takes), and
+   * resolves with how many are still waiting (0: all done).
+   */
+  flush(timeoutMs?: number): Promise<number> {
+    if (timeoutMs !== undefined && !(timeoutMs >= 0)) {
+      throw new RangeError(`ledgerd client: flush timeoutMs must be ≥ 0, got ${timeoutMs}`);
+    }
+    return this.policies.waitDrained(timeoutMs);
   }
 
   /**
@@ -320,12 +535,38 @@ export class LedgerClient {
   }
 
   /**
-   * Closes the connection the client made; calls in flight fail. It does
-   * nothing for a client made with a `transport`. Idle connections do not
-   * keep the process alive, so closing is not required for it to exit.
+   * Closes the client. With fail-open results still waiting to be recorded,
+   * it first waits for them (see {@link flush}) for at most timeoutMs
+   * (default 10s); those still waiting then are lost, and a warning on the
+   * console names them. Then it closes the connections the client made
+   * (none for a client made with a `transport`); calls in flight fail.
+   * Resolves with how many fail-open results it could not record. Without
+   * any waiting it closes at once, before it returns. Idle connections do
+   * not keep the process alive, so closing is not required for it to exit
+   * (but fail-open results are recorded only while it runs).
    */
-  close(): void {
-    this.#sessionManager?.abort();
+  close(timeoutMs: number = clientDefaults.closeTimeoutMs): Promise<number> {
+    const shut = () => {
+      const lost = this.#recorder.stop();
+      this.#sessionManager?.abort();
+      this.#balancer?.close();
+      if (lost.length > 0) {
+        console.warn(
+          `ledgerd: closed with ${lost.length} fail-open result(s) not recorded in the ledger: ` +
+            lost.slice(0, 20).map((r) => `${r.namespace}/${r.key}`).join(", "),
+        );
+      }
+      return lost.length;
+    };
+    if (this.policies.pending === 0) {
+      return Promise.resolve(shut());
+    }
+    return this.flush(timeoutMs).then(shut);
+  }
+
+  /** Wakes the recorder of fail-open results (do() calls it when it queues one). */
+  wakeRecorder(): void {
+    this.#recorder.wake();
   }
 
   async #call<T>(
@@ -334,11 +575,12 @@ export class LedgerClient {
     options: CallOptions | undefined,
     extraAttemptMs = 0,
   ): Promise<T> {
+    const retry = (options as InternalCallOptions | undefined)?.retry !== false;
     const s = scope(options?.signal, options?.timeoutMs, `ledgerd ${method}`);
     // do() passes its own deadline, which bounds the attempts without
     // aborting them itself (its signal does), and for heartbeats a shorter
     // bound of each attempt.
-    const internal = options as { deadline?: number; maxAttemptMs?: number } | undefined;
+    const internal = options as InternalCallOptions | undefined;
     const deadline = Math.min(s.deadline ?? Infinity, internal?.deadline ?? Infinity);
     const maxAttemptMs = internal?.maxAttemptMs;
     const headers = { ...this.#headers, ...options?.headers };
@@ -369,6 +611,8 @@ export class LedgerClient {
         s.signal,
         this.#policy,
         this.#onRetry,
+        this.policies,
+        retry,
       );
     } finally {
       s.dispose();
@@ -383,7 +627,9 @@ export class LedgerClient {
  * deadline, so it becomes DEADLINE_EXCEEDED (retried while time is left;
  * once the call's own timeout has run out, its TimeoutError is what the
  * caller sees), as gRPC's own clients report it. A busy machine makes this
- * likely: the client's timers fire late, the server's on time. Every other
+ * likely: the client's timers fire late, the server's on time. A stream
+ * reset before that, not by the caller, is UNAVAILABLE (the connection went
+ * away without an answer). Every other
  * error is returned as it is. Exported for the tests only (index.ts does
  * not).
  */
@@ -396,6 +642,13 @@ export function attemptError(e: unknown, timeoutMs: number | undefined, sent: nu
     Date.now() - sent >= timeoutMs - 1 // Date.now() counts whole ms
   ) {
     return new ConnectError(`${e.rawMessage} (the attempt's deadline of ${timeoutMs}ms ran out)`, Code.DeadlineExceeded, e.metadata, undefined, e);
+  }
+  if (!signal.aborted && e instanceof ConnectError && e.code === Code.Canceled && /stream closed/.test(e.rawMessage)) {
+    // The HTTP/2 stream was reset before any answer, neither by the caller
+    // nor by its deadline: the connection went away under the call (a proxy
+    // or a replica that closed it). The server did not answer: UNAVAILABLE,
+    // retried, and counted by the breaker.
+    return new ConnectError(`${e.rawMessage} (the connection closed before an answer)`, Code.Unavailable, e.metadata, undefined, e);
   }
   return e;
 }

@@ -11,7 +11,9 @@ import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
 import {
   FieldDescriptorProto_Label as Label,
   FieldDescriptorProto_Type as Type,
+  file_google_protobuf_duration,
   FileDescriptorProtoSchema,
+  type Duration,
 } from "@bufbuild/protobuf/wkt";
 
 /**
@@ -26,6 +28,16 @@ export type ErrorInfo = Message<"google.rpc.ErrorInfo"> & {
   domain: string;
   /** Additional structured details, e.g. `{ field: "key" }`. */
   metadata: { [key: string]: string };
+};
+
+/**
+ * google.rpc.RetryInfo: how long to wait before retrying. ledgerd attaches
+ * one to a rate-limited call and to a grant refused by a quota that frees up
+ * by itself; every retry of the client waits at least that long.
+ */
+export type RetryInfo = Message<"google.rpc.RetryInfo"> & {
+  /** The least wait before the next attempt. */
+  retryDelay?: Duration;
 };
 
 /** One field violation of a {@link BadRequest}. */
@@ -60,7 +72,12 @@ const errorDetailsFile = create(FileDescriptorProtoSchema, {
   name: "google/rpc/error_details.proto",
   package: "google.rpc",
   syntax: "proto3",
+  dependency: ["google/protobuf/duration.proto"],
   messageType: [
+    {
+      name: "RetryInfo",
+      field: [field("retry_delay", 1, Type.MESSAGE, "retryDelay", { typeName: ".google.protobuf.Duration" })],
+    },
     {
       name: "ErrorInfo",
       field: [
@@ -97,7 +114,9 @@ const errorDetailsFile = create(FileDescriptorProtoSchema, {
   ],
 });
 
-const registry = createFileRegistry(errorDetailsFile, () => undefined);
+const registry = createFileRegistry(errorDetailsFile, (name) =>
+  name === file_google_protobuf_duration.proto.name ? file_google_protobuf_duration : undefined,
+);
 
 function messageSchema<T extends Message>(typeName: string): GenMessage<T> {
   const desc = registry.getMessage(typeName);
@@ -118,3 +137,9 @@ export const ErrorInfoSchema: GenMessage<ErrorInfo> = messageSchema<ErrorInfo>("
  * `create`, `toBinary` and `fromBinary` of @bufbuild/protobuf.
  */
 export const BadRequestSchema: GenMessage<BadRequest> = messageSchema<BadRequest>("google.rpc.BadRequest");
+
+/**
+ * The schema of google.rpc.RetryInfo, for `ConnectError.findDetails`,
+ * `create`, `toBinary` and `fromBinary` of @bufbuild/protobuf.
+ */
+export const RetryInfoSchema: GenMessage<RetryInfo> = messageSchema<RetryInfo>("google.rpc.RetryInfo");

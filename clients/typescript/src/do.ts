@@ -4,9 +4,10 @@ import { hostname } from "node:os";
 import { durationFromMs, timestampDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Code } from "@connectrpc/connect";
 
-import type { CallOptions, LedgerClient, ReserveRequestInit } from "./client.js";
+import type { InternalCallOptions, LedgerClient, ReserveRequestInit } from "./client.js";
 import { FailedError, InvalidArgumentError, isPermanent, LeaseLostError, LedgerError, Reason } from "./errors.js";
 import type { Acquired, ReserveResponse } from "./gen/ledger/v1/ledger_pb.js";
+import { checkFallback, unreachable, type Fallback } from "./policy.js";
 import { scope, sleep, type Scope } from "./retry.js";
 
 /** Options of {@link LedgerClient.do}. */
@@ -46,6 +47,30 @@ export interface DoOptions {
   signal?: AbortSignal;
   /** Bounds do(), the work included, in ms; it then behaves as if `signal` aborted with a TimeoutError. */
   timeoutMs?: number;
+  /**
+   * What do() does when the ledger cannot answer: its breaker is open, or
+   * the Reserve still found it unavailable after the retries allowed
+   * (maxAttempts, the retry budget). Defaults to the client's `fallback`,
+   * itself `"fail_closed"` by default.
+   *
+   * - `"fail_closed"`: the work does not run; do() rejects with the
+   *   {@link UnavailableError} (a {@link CircuitOpenError} when the breaker
+   *   is open), which the caller can branch on.
+   * - `"fail_open"`, for steps whose side effects are already idempotent
+   *   downstream: the work runs unguarded (no lease: `lease.unguarded`,
+   *   fencing token 0n), the client's `onFailOpen` hook is called first,
+   *   and do() resolves with `outcome: "ran_unguarded"`. Its result is
+   *   queued and recorded in the ledger once it is back (Reserve, waiting
+   *   for a holder, then Complete), unless another worker completed the key
+   *   meanwhile (their result stays, ours is discarded) or it failed.
+   *   `onFailOpenRecorded` reports each outcome. What it gives up:
+   *   exactly-once — two workers may both run the work, and results still
+   *   queued when the process dies are never recorded.
+   *
+   * Whenever the ledger answered (a held key, a failed key, a refusal, a
+   * fingerprint mismatch, a quota), both behave the same.
+   */
+  fallback?: Fallback;
 }
 
 /** What {@link LedgerClient.do} resolves with: the work's result, recorded now or replayed. */
@@ -61,8 +86,17 @@ export interface DoResult {
   attempt: number;
   /** True when the key was already completed: `value` is the stored result and the work did not run. */
   replayed: boolean;
-  /** When the key was completed, by the database's clock. */
+  /** When the key was completed, by the database's clock (for `"ran_unguarded"`: when the work resolved, by this machine's). */
   completedAt: Date;
+  /**
+   * How do() ended: `"ran"` (the work ran under a lease and its result was
+   * recorded), `"replayed"` (the stored result; the work did not run) or
+   * `"ran_unguarded"` (fail-open: the work ran without a lease, and its
+   * result waits to be recorded).
+   */
+  outcome: "ran" | "replayed" | "ran_unguarded";
+  /** True for a fail-open run (`outcome: "ran_unguarded"`): no lease guarded the work, and `fencingToken` is 0n. */
+  unguarded: boolean;
 }
 
 /** The grant under which {@link LedgerClient.do} runs the work; the work's only argument. */
@@ -90,8 +124,14 @@ export interface Lease {
    * so that the work can resume instead of starting over; empty if none.
    */
   readonly checkpoint: Uint8Array;
-  /** The granted lease duration in ms; do() heartbeats well within it. */
+  /** The granted lease duration in ms; do() heartbeats well within it (0 when unguarded). */
   readonly leaseTtlMs: number;
+  /**
+   * True when the work runs without a lease, because the ledger could not
+   * answer and do()'s fallback is `"fail_open"`: the fencing token is 0n and
+   * no other worker is kept out.
+   */
+  readonly unguarded: boolean;
   /**
    * Aborts when the work must stop: with a {@link LeaseLostError} when
    * another worker took the key over or when no heartbeat could be
@@ -125,7 +165,7 @@ const minServerWaitMs = 500;
 const cleanupTimeoutMs = 5000;
 // A third of the ledger's default lease TTL; the ledger always reports the
 // granted TTL, so this is a safety net.
-const defaultHeartbeatIntervalMs = 10_000;
+export const defaultHeartbeatIntervalMs = 10_000;
 // The longest margin a heartbeat keeps before the lease's end for its
 // acknowledgement to arrive (a tenth of the TTL when that is shorter).
 const maxHeartbeatMarginMs = 1000;
@@ -137,13 +177,7 @@ const maxErrorMessageBytes = 4 << 10;
 
 const utf8 = new TextEncoder();
 
-type Work = (lease: Lease) => Promise<Uint8Array | string> | Uint8Array | string;
-
-/**
- * Call options with the deadline the attempts' grpc-timeout must respect,
- * and a bound of each attempt below the client's attemptTimeoutMs.
- */
-type InternalCallOptions = CallOptions & { deadline?: number; maxAttemptMs?: number };
+export type Work = (lease: Lease) => Promise<Uint8Array | string> | Uint8Array | string;
 
 /** do(): see LedgerClient.do. */
 export async function runDo(
@@ -157,6 +191,7 @@ export async function runDo(
     throw new TypeError("ledgerd do: work must be a function");
   }
   const owner = options.owner || defaultOwner();
+  const fallback = options.fallback === undefined ? client.policies.fallback : checkFallback(options.fallback, "fallback");
   const s = scope(options.signal, options.timeoutMs, `ledgerd do ${namespace}/${key}`);
   try {
     const request: ReserveRequestInit = {
@@ -168,7 +203,15 @@ export async function runDo(
       leaseTtl: options.leaseTtlMs ? durationFromMs(options.leaseTtlMs) : undefined,
     };
     for (;;) {
-      const response = await reserveWaiting(client, request, s);
+      let response: ReserveResponse;
+      try {
+        response = await reserveWaiting(client, request, s);
+      } catch (e) {
+        if (fallback === "fail_open" && unreachable(e) && !s.signal.aborted) {
+          return await runUnguarded(client, s, request, owner, work, e);
+        }
+        throw e;
+      }
       const outcome = response.outcome;
       switch (outcome.case) {
         case "acquired":
@@ -180,6 +223,8 @@ export async function runDo(
             attempt: 0,
             replayed: true,
             completedAt: dateOf(outcome.value.completedAt),
+            outcome: "replayed",
+            unguarded: false,
           };
         case "failed":
           throw new FailedError({
@@ -202,6 +247,63 @@ export async function runDo(
   } finally {
     s.dispose();
   }
+}
+
+/**
+ * Runs the work without a lease (fail-open), after the onFailOpen hook, and
+ * queues its result for the recorder. When the queue is full, it fails
+ * closed: it rejects with cause, and the work does not run.
+ */
+async function runUnguarded(
+  client: LedgerClient,
+  s: Scope,
+  request: ReserveRequestInit,
+  owner: string,
+  work: Work,
+  cause: unknown,
+): Promise<DoResult> {
+  const policies = client.policies;
+  const namespace = request.namespace ?? "";
+  const key = request.key ?? "";
+  if (!policies.startUnguarded(namespace, key, cause)) {
+    if (cause instanceof Error) {
+      cause.message += ` (fail_open fell back to fail_closed: ${policies.failOpenQueue} results already wait to be recorded, failOpenQueue)`;
+    }
+    throw cause;
+  }
+  const lease: Lease = Object.freeze({
+    namespace,
+    key,
+    owner,
+    fencingToken: 0n,
+    attempt: 0,
+    takeover: false,
+    previousOwner: "",
+    checkpoint: new Uint8Array(0),
+    leaseTtlMs: 0,
+    unguarded: true,
+    signal: s.signal,
+    setCheckpoint: () => undefined, // nowhere to store it: no lease
+  });
+  let value: Uint8Array;
+  try {
+    value = resultBytes(await work(lease));
+  } catch (e) {
+    policies.cancelSlot();
+    throw e;
+  }
+  policies.put({
+    namespace,
+    key,
+    result: value,
+    owner,
+    fingerprint: request.fingerprint as Uint8Array | undefined,
+    metadata: request.metadata as Record<string, string> | undefined,
+    token: 0n,
+    tries: 0,
+  });
+  client.wakeRecorder();
+  return { value, fencingToken: 0n, attempt: 0, replayed: false, completedAt: new Date(), outcome: "ran_unguarded", unguarded: true };
 }
 
 /**
@@ -244,7 +346,7 @@ function serverWaitMs(maxWaitMs: number, remainingMs: number | undefined): numbe
 }
 
 /** The staged checkpoint of a lease, and what the ledger holds of it. */
-class LeaseState {
+export class LeaseState {
   readonly namespace: string;
   readonly key: string;
   readonly owner: string;
@@ -319,6 +421,7 @@ async function runLeased(client: LedgerClient, s: Scope, state: LeaseState, work
     previousOwner: acquired.previousOwner,
     checkpoint: acquired.checkpoint,
     leaseTtlMs: state.ttlMs,
+    unguarded: false,
     signal: workController.signal,
     setCheckpoint: (checkpoint: Uint8Array | string) => state.stage(bytesOf(checkpoint)),
   });
@@ -391,7 +494,7 @@ async function runLeased(client: LedgerClient, s: Scope, state: LeaseState, work
  * another worker may take the key over: the heartbeats end with a
  * LeaseLostError, and `unconfirmed` is set.
  */
-class Heartbeater {
+export class Heartbeater {
   readonly #beat: (options: InternalCallOptions) => Promise<void>;
   readonly #intervalMs: number;
   readonly #ttlMs: number;
@@ -520,7 +623,7 @@ function answered(err: unknown): boolean {
 }
 
 /** Extends the lease, carrying the staged checkpoint if there is one. */
-async function heartbeat(client: LedgerClient, state: LeaseState, options: InternalCallOptions): Promise<void> {
+export async function heartbeat(client: LedgerClient, state: LeaseState, options: InternalCallOptions): Promise<void> {
   const [checkpoint, version] = state.pending();
   await client.heartbeat(
     {
@@ -541,7 +644,7 @@ async function heartbeat(client: LedgerClient, state: LeaseState, options: Inter
  * The signal for the calls do() makes once the work ended: the caller's
  * while it has not aborted, and otherwise a short timeout of their own.
  */
-function afterward(s: Scope): { options: InternalCallOptions; dispose: () => void } {
+export function afterward(s: Scope): { options: InternalCallOptions; dispose: () => void } {
   if (!s.signal.aborted) {
     return { options: { signal: s.signal, deadline: s.deadline }, dispose: () => undefined };
   }
@@ -562,6 +665,8 @@ async function complete(client: LedgerClient, s: Scope, state: LeaseState, resul
       attempt: state.acquired.attempt,
       replayed: false,
       completedAt: dateOf(response.completedAt),
+      outcome: "ran",
+      unguarded: false,
     };
   } finally {
     a.dispose();
@@ -569,7 +674,7 @@ async function complete(client: LedgerClient, s: Scope, state: LeaseState, resul
 }
 
 /** Records the work's failure, after storing a staged checkpoint for the next worker when it is retryable. */
-async function fail(client: LedgerClient, s: Scope, state: LeaseState, message: string, retryable: boolean): Promise<void> {
+export async function fail(client: LedgerClient, s: Scope, state: LeaseState, message: string, retryable: boolean): Promise<void> {
   const a = afterward(s);
   try {
     if (retryable) {
@@ -585,7 +690,7 @@ async function fail(client: LedgerClient, s: Scope, state: LeaseState, message: 
 }
 
 /** Gives the lease up, after storing a staged checkpoint for the next worker. */
-async function release(client: LedgerClient, s: Scope, state: LeaseState): Promise<void> {
+export async function release(client: LedgerClient, s: Scope, state: LeaseState): Promise<void> {
   const a = afterward(s);
   try {
     await storeCheckpoint(client, state, a.options.signal!).catch(() => undefined);
@@ -613,7 +718,7 @@ function pollInterval(retryAfterMs: number): number {
 }
 
 /** The bytes of a checkpoint, fingerprint or result: a string as UTF-8, a Uint8Array (or Buffer) copied. */
-function bytesOf(value: Uint8Array | string): Uint8Array {
+export function bytesOf(value: Uint8Array | string): Uint8Array {
   if (typeof value === "string") {
     return utf8.encode(value);
   }
@@ -623,7 +728,7 @@ function bytesOf(value: Uint8Array | string): Uint8Array {
   throw new TypeError(`ledgerd do: expected a Uint8Array or a string, got ${describe(value)}`);
 }
 
-function resultBytes(value: unknown): Uint8Array {
+export function resultBytes(value: unknown): Uint8Array {
   if (typeof value === "string" || value instanceof Uint8Array) {
     return bytesOf(value);
   }
@@ -677,6 +782,6 @@ export function defaultOwner(): string {
   return `${host || "unknown-host"}/${process.pid}/${randomBytes(4).toString("hex")}`;
 }
 
-function dateOf(timestamp: Timestamp | undefined): Date {
+export function dateOf(timestamp: Timestamp | undefined): Date {
   return timestamp ? timestampDate(timestamp) : new Date(0);
 }

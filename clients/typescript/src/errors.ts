@@ -1,7 +1,8 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 
-import { BadRequestSchema, ErrorInfoSchema } from "./details.js";
+import { BadRequestSchema, ErrorInfoSchema, RetryInfoSchema } from "./details.js";
 import { ErrorReason, ErrorReasonSchema } from "./gen/ledger/v1/error_reason_pb.js";
+import type { ItemError } from "./gen/ledger/v1/ledger_pb.js";
 
 /** The google.rpc.ErrorInfo domain of every ledgerd error. */
 export const ERROR_DOMAIN = "ledgerd";
@@ -95,12 +96,25 @@ export class LedgerError extends Error {
   readonly field: string;
   /** The server's message, without the reason in front. */
   readonly rawMessage: string;
+  /**
+   * The least wait before a retry, in ms, from the status's
+   * google.rpc.RetryInfo (a rate limit, say); undefined without one. Every
+   * retry of the client waits at least this long.
+   */
+  readonly retryDelayMs: number | undefined;
 
   /**
    * Makes an error; normally the client does, from a `ConnectError` (see
    * {@link toLedgerError}).
    */
-  constructor(init: { reason: string; code: Code; field?: string; rawMessage: string; cause?: unknown }) {
+  constructor(init: {
+    reason: string;
+    code: Code;
+    field?: string;
+    rawMessage: string;
+    cause?: unknown;
+    retryDelayMs?: number;
+  }) {
     const label = init.reason || Code[init.code] || `code ${init.code}`;
     super(init.rawMessage ? `${label}: ${init.rawMessage}` : label, { cause: init.cause });
     this.name = new.target.name;
@@ -108,6 +122,7 @@ export class LedgerError extends Error {
     this.code = init.code;
     this.field = init.field ?? "";
     this.rawMessage = init.rawMessage;
+    this.retryDelayMs = init.retryDelayMs;
   }
 }
 
@@ -154,6 +169,31 @@ export class ResourceExhaustedError extends LedgerError {}
  * sees it only through `onRetry` (see {@link ClientOptions}).
  */
 export class UnavailableError extends LedgerError {}
+
+/**
+ * The circuit breaker of the client is open (kind `circuit_open`): enough
+ * recent attempts found ledgerd unavailable that calls which start work or
+ * read now fail at once, without touching the network, until the breaker
+ * lets a probe through (see {@link BreakerOptions}). It is an
+ * {@link UnavailableError}, so code that branches on unavailability covers
+ * it; `do()` does not run the work (unless its fallback is `"fail_open"`).
+ */
+export class CircuitOpenError extends UnavailableError {
+  /** When the breaker opened. */
+  readonly since: Date;
+  /** The last unavailability error the breaker counted, if any. */
+  readonly lastError: unknown;
+
+  /** Makes the error; the breaker does, when it refuses a call. */
+  constructor(init: { since: Date; ageMs: number; lastError: unknown }) {
+    const last = init.lastError instanceof Error ? init.lastError.message : init.lastError === undefined ? "none" : String(init.lastError);
+    const rawMessage = `circuit open since ${init.since.toISOString().replace(/\.\d{3}Z$/, "Z")} (${(init.ageMs / 1000).toFixed(1)}s ago), last error: ${last}`;
+    super({ reason: Reason.Unavailable, code: Code.Unavailable, rawMessage });
+    this.message = `ledgerd: ${rawMessage}`;
+    this.since = init.since;
+    this.lastError = init.lastError;
+  }
+}
 
 /**
  * DEADLINE_EXCEEDED: a call ran out of time and its effect is unknown. Every
@@ -278,8 +318,45 @@ export function toLedgerError(err: unknown): unknown {
       break;
     }
   }
+  let retryDelayMs: number | undefined;
+  for (const info of err.findDetails(RetryInfoSchema)) {
+    const d = info.retryDelay;
+    if (d) {
+      retryDelayMs = Number(d.seconds) * 1000 + d.nanos / 1e6;
+    }
+  }
   const ErrorClass = reasonClasses[reason] ?? LedgerError;
-  return new ErrorClass({ reason, code, field, rawMessage: err.rawMessage, cause: err });
+  return new ErrorClass({ reason, code, field, rawMessage: err.rawMessage, cause: err, retryDelayMs });
+}
+
+/**
+ * Turns the error of one item of a batch call (ReserveBatch, CompleteBatch,
+ * LookupBatch) into the {@link LedgerError} the single call would have
+ * rejected with: the subclass of its reason, its field and message.
+ */
+export function itemError(e: ItemError): LedgerError {
+  const ErrorClass = reasonClasses[e.reason] ?? LedgerError;
+  return new ErrorClass({ reason: e.reason, code: e.code as Code, field: e.field, rawMessage: e.message });
+}
+
+/**
+ * The error of a {@link LedgerClient.doBatch} key that another worker
+ * holds: doBatch does not wait for it; call doBatch (or do) again for such
+ * keys later.
+ */
+export class InProgressError extends Error {
+  /** The key another worker holds. */
+  readonly key: string;
+  /** The owner that holds it. */
+  readonly owner: string;
+
+  /** Makes the error; doBatch does, from an IN_PROGRESS outcome. */
+  constructor(key: string, owner: string) {
+    super(`in progress: another worker holds the key ${key} (${owner})`);
+    this.name = "InProgressError";
+    this.key = key;
+    this.owner = owner;
+  }
 }
 
 /**

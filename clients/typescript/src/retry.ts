@@ -4,13 +4,16 @@
 // call that failed for a reason that means "try again" (UNAVAILABLE, and
 // DEADLINE_EXCEEDED while the caller's own time has not run out) until it
 // succeeds or the caller's signal aborts, with exponential backoff and
-// jitter. As in the Go client, the caller's signal or timeout is the one
+// jitter. As in the Go client, the caller's signal or timeout is the usual
 // bound, not a count of attempts: a database failover can take longer than
-// a few quick retries.
+// a few quick retries. Around every attempt the client's policies decide:
+// the circuit breaker may refuse it at once, the retry budget may refuse a
+// retry, and maxAttempts may end the call (see policy.ts).
 
 import { Code } from "@connectrpc/connect";
 
 import { LedgerError, toLedgerError } from "./errors.js";
+import type { Policies } from "./policy.js";
 
 /** How the client backs off between two attempts of a failed call. */
 export interface RetryPolicy {
@@ -44,34 +47,57 @@ export function isRetryable(err: unknown): boolean {
 
 /**
  * Calls rpc until it succeeds, fails with an error that is not worth
- * retrying (rejected as a LedgerError), or signal aborts (rejected with the
- * signal's reason).
+ * retrying (rejected as a LedgerError), signal aborts (rejected with the
+ * signal's reason), or the policies end it: the breaker refuses an attempt
+ * (a CircuitOpenError), or a retry is refused by maxAttempts or the retry
+ * budget (the last error, saying so). Every attempt's outcome is counted by
+ * the breaker. With retry false, one attempt is made.
  */
 export async function withRetries<T>(
   method: string,
   rpc: () => Promise<T>,
   signal: AbortSignal,
   policy: RetryPolicy,
-  onRetry?: RetryListener,
+  onRetry: RetryListener | undefined,
+  policies: Policies,
+  retry = true,
 ): Promise<T> {
   let backoff = policy.initialBackoffMs;
+  policies.beginCall(method);
   for (let attempt = 1; ; attempt++) {
     signal.throwIfAborted();
+    const ticket = policies.admit(method);
+    let err: unknown;
     try {
-      return await rpc();
+      const response = await rpc();
+      policies.settle(ticket, undefined, false);
+      return response;
     } catch (e) {
-      // This attempt most likely failed because the signal aborted.
-      signal.throwIfAborted();
-      const err = toLedgerError(e);
-      if (!isRetryable(err)) {
-        throw err;
-      }
-      const delayMs = jitter(backoff);
-      onRetry?.({ method, error: err as LedgerError, attempt, delayMs });
-      await sleep(delayMs, signal);
-      backoff = Math.min(2 * backoff, policy.maxBackoffMs);
+      err = toLedgerError(e);
+      policies.settle(ticket, err, signal.aborted);
     }
+    // This attempt most likely failed because the signal aborted.
+    signal.throwIfAborted();
+    if (!isRetryable(err) || !retry) {
+      throw err;
+    }
+    const refused = policies.refuseRetry(method, err as LedgerError, attempt);
+    if (refused !== undefined) {
+      throw refused;
+    }
+    const delayMs = retryDelay(backoff, err as LedgerError);
+    onRetry?.({ method, error: err as LedgerError, attempt, delayMs });
+    await sleep(delayMs, signal);
+    backoff = Math.min(2 * backoff, policy.maxBackoffMs);
   }
+}
+
+/**
+ * The wait before a retry: the backoff with jitter, but never less than the
+ * server's RetryInfo retry_delay when the error carries one.
+ */
+export function retryDelay(backoffMs: number, err: LedgerError): number {
+  return Math.max(jitter(backoffMs), err.retryDelayMs ?? 0);
 }
 
 /** Returns a random duration in [ms/2, ms), so that clients that failed together do not retry together. */
