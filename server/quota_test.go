@@ -60,7 +60,7 @@ func TestQuotaRefusals(t *testing.T) {
 	require.NoError(t, json.NewDecoder(res.Body).Decode(&got))
 	require.Equal(t, "1", got["namespace"].(map[string]any)["maxHeldLeases"])
 	require.Equal(t, "6", got["namespace"].(map[string]any)["maxStoredBytes"])
-	require.Equal(t, map[string]any{"heldLeases": "0", "storedBytes": "4"}, got["usage"])
+	require.Equal(t, map[string]any{"heldLeases": "0", "expiredLeases": "0", "storedBytes": "4"}, got["usage"])
 
 	_, metrics := b.get(t, "/metrics")
 	require.Contains(t, metrics, `ledgerd_quota_refusals_total{method="Reserve",namespace="q"} 1`+"\n")
