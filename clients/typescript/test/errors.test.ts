@@ -231,7 +231,7 @@ describe("createClient", () => {
   test("requires an explicit insecure opt-in for plaintext", () => {
     assert.throws(() => createClient({ address: "http://127.0.0.1:1" }), /insecure/);
     assert.throws(() => createClient({ address: "https://127.0.0.1:1", insecure: true }), /TLS/);
-    assert.throws(() => createClient({ address: "dns:///ledgerd:7400" }), /scheme/);
+    assert.throws(() => createClient({ address: "ftp://ledgerd:7400" }), /scheme/);
     assert.throws(() => createClient({ address: "" }), TypeError);
     createClient({ address: "127.0.0.1:1", insecure: true }).close();
     createClient({ address: "http://127.0.0.1:1", insecure: true }).close();
