@@ -181,6 +181,16 @@ describe("error details", () => {
     assert.equal((toLedgerError(tls) as LedgerError).code, Code.Internal);
   });
 
+  test("reads the server's RetryInfo as retryDelayMs", () => {
+    const err = toLedgerError(
+      wireError(Code.Unavailable, "slow down", [
+        { type: "google.rpc.RetryInfo", value: new Uint8Array([0x0a, 0x06, 0x08, 0x02, 0x10, 0x80, 0xe1, 0xeb, 0x17]) }, // 2.05s
+      ]),
+    ) as LedgerError;
+    assert.equal(err.retryDelayMs, 2050);
+    assert.equal((toLedgerError(new ConnectError("m", Code.Unavailable)) as LedgerError).retryDelayMs, undefined);
+  });
+
   test("skips details it cannot decode", () => {
     const err = toLedgerError(
       wireError(Code.Aborted, "m", [
