@@ -111,7 +111,9 @@ func TestTypeScriptPackage(t *testing.T) {
 			Path string `json:"path"`
 		} `json:"files"`
 	}
-	require.NoError(t, json.Unmarshal([]byte(packed[strings.Index(packed, "["):]), &packs), packed)
+	start := strings.Index(packed, "[") // npm may log a line or two before the JSON
+	require.GreaterOrEqual(t, start, 0, packed)
+	require.NoError(t, json.Unmarshal([]byte(packed[start:]), &packs), packed)
 	require.Len(t, packs, 1)
 	var paths []string
 	for _, f := range packs[0].Files {
