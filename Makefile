@@ -17,6 +17,11 @@ LEDGER_LISTEN_ADDR ?= 127.0.0.1:7070
 export LEDGER_LISTEN_ADDR
 
 GO_TEST_FLAGS ?= -race -count=1
+# The Go modules besides the main one: the generated API and the Go client,
+# which its users require without the server's dependencies (see
+# clients/go/README.md). The main module's tests cover them against a live
+# ledgerd (clients/gotest, clients/conformance); their own are unit tests.
+GO_SUBMODULES := gen clients/go
 BUF := tools/buf/node_modules/.bin/buf
 
 .PHONY: help
@@ -48,6 +53,7 @@ test: ## Run every test, the Python and TypeScript clients' included (and the cl
 	@scripts/deps.sh python node
 	@LEDGER_FUZZTIME=$(TEST_FUZZTIME) LEDGER_NO_COALESCE_ARGS="$(GO_TEST_FLAGS) ./ledger/ ./server/" \
 		scripts/test.sh $(GO_TEST_FLAGS) ./...
+	@for m in $(GO_SUBMODULES); do echo "test: module $$m" >&2; (cd $$m && go test $(GO_TEST_FLAGS) ./...) || exit 1; done
 
 .PHONY: test-isolation
 test-isolation: ## Run the isolation suite alone: the tests named TestIsolation..., one or more per line of docs/security.md's threat model.
@@ -152,13 +158,16 @@ $(BUF): tools/buf/package.json tools/buf/package-lock.json
 	@touch $@
 
 .PHONY: generate
-generate: $(BUF) ## Regenerate gen/ and the Python and TypeScript clients' code from proto/.
+generate: $(BUF) ## Regenerate gen/, internal/gengateway/ and the Python and TypeScript clients' code from proto/.
 	@scripts/deps.sh codegen node
-	$(BUF) generate
+	@# buf's clean empties gen/, which also holds its module's go.mod and
+	@# go.sum: keep them aside and put them back.
+	@keep="$$(mktemp -d)" && cp gen/go.mod gen/go.sum "$$keep"/ && \
+		{ $(BUF) generate; status=$$?; cp "$$keep"/go.mod "$$keep"/go.sum gen/; rm -rf "$$keep"; exit $$status; }
 	clients/python/tools/fix_generated.sh
 
 .PHONY: check-generated
-GENERATED := gen clients/python/src/ledgerd/_gen clients/typescript/src/gen
+GENERATED := gen internal/gengateway clients/python/src/ledgerd/_gen clients/typescript/src/gen
 check-generated: generate ## Fail if the committed generated code is stale.
 	@if [ -n "$$(git status --porcelain -- $(GENERATED))" ]; then \
 		git status --porcelain -- $(GENERATED); git --no-pager diff --stat -- $(GENERATED); \
@@ -199,7 +208,7 @@ systemd-check: ## Verify deploy/systemd/ledgerd.service with systemd-analyze.
 # steps that failed. LINT_STEP NAME COMMAND... runs one step.
 LINT_STEP = step() { local name="$$1"; shift; echo "--- lint: $$name"; "$$@" || failed+=("$$name"); }
 .PHONY: lint
-lint: $(BUF) $(GOLANGCI_LINT) ## gofmt; go vet and golangci-lint (.golangci.yaml; also in deploy/promcheck/); buf lint; buf format; go mod tidy (., tools/ and deploy/promcheck/); Markdown links.
+lint: $(BUF) $(GOLANGCI_LINT) ## gofmt; go vet and golangci-lint (.golangci.yaml; also in deploy/promcheck/); buf lint; buf format; go mod tidy (., gen/, clients/go/, tools/ and deploy/promcheck/); Markdown links.
 	@failed=(); $(LINT_STEP); \
 	gofmt_check() { local out; out="$$(gofmt -l $$(git ls-files -co --exclude-standard -- '*.go'))"; \
 		[ -z "$$out" ] || { echo "gofmt needed (gofmt -w FILE):" >&2; echo "$$out" >&2; return 1; }; }; \
@@ -211,6 +220,11 @@ lint: $(BUF) $(GOLANGCI_LINT) ## gofmt; go vet and golangci-lint (.golangci.yaml
 	step "buf format (fix: $(BUF) format -w proto)" $(BUF) format proto -d --exit-code; \
 	step "go mod tidy" tidy_check .; \
 	step "go mod tidy (tools/)" tidy_check tools; \
+	for m in $(GO_SUBMODULES); do \
+		step "go mod tidy ($$m/)" tidy_check $$m; \
+		step "go vet ($$m/)" bash -c "cd $$m && go vet ./..."; \
+		step "golangci-lint ($$m/)" bash -c "cd $$m && $(CURDIR)/$(GOLANGCI_LINT) run ./..."; \
+	done; \
 	step "go mod tidy (deploy/promcheck/)" tidy_check deploy/promcheck; \
 	step "go vet (deploy/promcheck/)" bash -c 'cd deploy/promcheck && go vet ./...'; \
 	step "golangci-lint (deploy/promcheck/)" bash -c 'cd deploy/promcheck && ../../$(GOLANGCI_LINT) run ./...'; \

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
+	ledgergw "github.com/ledgerd/ledgerd/internal/gengateway/ledger/v1"
 )
 
 // HTTPConfig configures the handler of ledgerd's HTTP port (see
@@ -178,10 +178,10 @@ func (s *Server) HTTPHandler(ctx context.Context, cfg HTTPConfig) (http.Handler,
 			grpc.MaxCallSendMsgSize(s.limits.MaxRecvMsgBytes),
 			grpc.MaxCallRecvMsgSize(s.limits.MaxSendMsgBytes)),
 	}, append(endpointOptions, cfg.DialOptions...)...)
-	if err := ledgerv1.RegisterLedgerServiceHandlerFromEndpoint(ctx, gateway, endpoint, dialOptions); err != nil {
+	if err := ledgergw.RegisterLedgerServiceHandlerFromEndpoint(ctx, gateway, endpoint, dialOptions); err != nil {
 		return nil, fmt.Errorf("HTTP gateway: %w", err)
 	}
-	if err := ledgerv1.RegisterLedgerAdminServiceHandlerFromEndpoint(ctx, gateway, endpoint, dialOptions); err != nil {
+	if err := ledgergw.RegisterLedgerAdminServiceHandlerFromEndpoint(ctx, gateway, endpoint, dialOptions); err != nil {
 		return nil, fmt.Errorf("HTTP gateway: %w", err)
 	}
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,11 @@ type language struct {
 	command []string
 	// exists reports whether the runner is in this checkout.
 	exists func(clients string) bool
+	// private runs the command in a copy of dir (its node_modules linked,
+	// not copied), because it rebuilds files there that other tests read
+	// at the same time: `npm run conformance` compiles clients/typescript
+	// into dist/, from which clients/crosslang's tests run node.
+	private bool
 }
 
 // python is the distribution's interpreter, which sees the distribution's
@@ -58,7 +64,7 @@ var languages = []language{
 	{name: "python-aio", dir: "python", command: []string{python, "tests/conformance_runner.py", "--aio"},
 		exists: fileExists("python/tests/conformance_runner.py")},
 	{name: "typescript", dir: "typescript", command: []string{"npm", "run", "--silent", "conformance"},
-		exists: npmScriptExists("typescript", "conformance")},
+		exists: npmScriptExists("typescript", "conformance"), private: true},
 }
 
 func fileExists(rel string) func(string) bool {
@@ -199,6 +205,9 @@ func runRunner(t *testing.T, lang language, env []string) (map[string]report, st
 	defer cancel()
 	cmd := exec.CommandContext(ctx, lang.command[0], lang.command[1:]...)
 	cmd.Dir = filepath.Join(clientsDir(), lang.dir)
+	if lang.private {
+		cmd.Dir = privateCopy(t, cmd.Dir)
+	}
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -230,4 +239,42 @@ func runRunner(t *testing.T, lang language, env []string) (map[string]report, st
 		reports[r.Scenario] = r
 	}
 	return reports, stderr.String(), err
+}
+
+// privateCopy copies a client's directory into a temporary one, without
+// its build output (dist) and with its node_modules linked, and returns
+// the copy's path.
+func privateCopy(t *testing.T, dir string) string {
+	t.Helper()
+	copyDir := filepath.Join(t.TempDir(), filepath.Base(dir))
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(copyDir, rel)
+		switch {
+		case rel == "node_modules":
+			if err := os.Symlink(path, target); err != nil {
+				return err
+			}
+			return fs.SkipDir
+		case rel == "dist":
+			return fs.SkipDir
+		case d.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case d.Type().IsRegular():
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(target, data, 0o644)
+		}
+		return nil
+	})
+	require.NoError(t, err, "copy %s", dir)
+	return copyDir
 }

@@ -111,12 +111,41 @@ func (w *workers) run(stop context.Context, spec workerSpec) {
 	}
 }
 
-// doKey takes one key through Do (or a raw Reserve→Complete), records the
+// doKey takes one key through Do (or a raw Reserve→Complete), records each
 // call in the history, and returns when the key is done, failed or given
 // up. Its calls do not end with stop: a worker finishes the key it has.
+//
+// As a pipeline on the client's defaults does, a worker whose Do fails
+// because the ledger could not answer (the client's circuit breaker is
+// open, or its retries were spent) tries the key again after a backoff,
+// as a new owner, until the key's DoTimeout: the breaker makes Do fail
+// fast during an outage instead of retrying until its context ends.
 func (w *workers) doKey(stop context.Context, spec workerSpec, key string) {
 	ctx, cancel := context.WithTimeout(withWorker(context.WithoutCancel(stop), spec.Name), w.load.DoTimeout)
 	defer cancel()
+	backoff := keyRetryBackoff
+	for {
+		err := w.doKeyOnce(ctx, spec, key)
+		if !errors.Is(err, ledgerclient.ErrUnavailable) || ctx.Err() != nil {
+			return
+		}
+		if sleep(ctx, backoff/2+rand.N(backoff/2)) != nil {
+			return
+		}
+		backoff = min(2*backoff, maxKeyRetryBackoff)
+	}
+}
+
+// The backoff of doKey between two tries of a key that the ledger could
+// not answer.
+const (
+	keyRetryBackoff    = 100 * time.Millisecond
+	maxKeyRetryBackoff = time.Second
+)
+
+// doKeyOnce makes one try of doKey, with an owner of its own, and records
+// it in the history.
+func (w *workers) doKeyOnce(ctx context.Context, spec workerSpec, key string) error {
 	owner := fmt.Sprintf("%s/%d", spec.Name, w.owners.Add(1))
 	done := w.tracer.begin(spec.Name, Op{Method: MethodDo, Key: key})
 	var op Op
@@ -136,6 +165,7 @@ func (w *workers) doKey(stop context.Context, spec workerSpec, key string) {
 	}
 	op.Method, op.Key = MethodDo, key
 	done(&op, err)
+	return err
 }
 
 // raw takes a key with bare Reserve and Complete calls: no heartbeats, and

@@ -42,24 +42,31 @@ var (
 // could reset the key again after a worker had acquired it, and a retried
 // CreateToken could issue a second token whose secret nobody sees.
 type AdminClient struct {
-	admin ledgerv1.LedgerAdminServiceClient
+	admin  ledgerv1.LedgerAdminServiceClient
+	policy *callPolicy // the Client's (from Client.Admin), or nil
 }
 
 // NewAdminFromConn returns an AdminClient that makes its calls over conn, a
-// connection the caller made and owns.
+// connection the caller made and owns. It has no circuit breaker and no
+// retry budget: its idempotent calls retry until ctx ends.
 func NewAdminFromConn(conn grpc.ClientConnInterface) *AdminClient {
 	return &AdminClient{admin: ledgerv1.NewLedgerAdminServiceClient(conn)}
 }
 
 // Admin returns an AdminClient over the Client's connection (closing a
-// Client made by New closes it too).
-func (c *Client) Admin() *AdminClient { return NewAdminFromConn(c.cc) }
+// Client made by New closes it too). Its calls go through the Client's
+// circuit breaker and retry budget, and count in its Stats.
+func (c *Client) Admin() *AdminClient {
+	a := NewAdminFromConn(c.cc)
+	a.policy = c.policy
+	return a
+}
 
 // ListEntries returns one page of a namespace's entries, in key order,
 // filtered as req says. Entries pages through all of them. It fails with
 // ErrInvalidArgument.
 func (a *AdminClient) ListEntries(ctx context.Context, req *ledgerv1.ListEntriesRequest) (*ledgerv1.ListEntriesResponse, error) {
-	response, err := call(ctx, "list entries", a.admin.ListEntries, req)
+	response, err := call(ctx, a.policy, "list entries", a.admin.ListEntries, req)
 	return response, prefixed(err)
 }
 
@@ -67,7 +74,7 @@ func (a *AdminClient) ListEntries(ctx context.Context, req *ledgerv1.ListEntries
 // empty page for a key without events). History pages through all of them.
 // It fails with ErrInvalidArgument.
 func (a *AdminClient) GetHistory(ctx context.Context, req *ledgerv1.GetHistoryRequest) (*ledgerv1.GetHistoryResponse, error) {
-	response, err := call(ctx, "get history", a.admin.GetHistory, req)
+	response, err := call(ctx, a.policy, "get history", a.admin.GetHistory, req)
 	return response, prefixed(err)
 }
 
@@ -75,7 +82,7 @@ func (a *AdminClient) GetHistory(ctx context.Context, req *ledgerv1.GetHistoryRe
 // oldest first. Events pages through all of them. It fails with
 // ErrInvalidArgument.
 func (a *AdminClient) ListEvents(ctx context.Context, req *ledgerv1.ListEventsRequest) (*ledgerv1.ListEventsResponse, error) {
-	response, err := call(ctx, "list events", a.admin.ListEvents, req)
+	response, err := call(ctx, a.policy, "list events", a.admin.ListEvents, req)
 	return response, prefixed(err)
 }
 
@@ -90,7 +97,7 @@ func (a *AdminClient) ForceRelease(ctx context.Context, req *ledgerv1.ForceRelea
 		response, err := callOnce(ctx, "force release", a.admin.ForceRelease, req)
 		return response, prefixed(err)
 	}
-	response, err := call(ctx, "force release", a.admin.ForceRelease, req)
+	response, err := call(ctx, a.policy, "force release", a.admin.ForceRelease, req)
 	return response, prefixed(err)
 }
 
@@ -105,21 +112,21 @@ func (a *AdminClient) ResetKey(ctx context.Context, req *ledgerv1.ResetKeyReques
 // PurgeExpired removes a namespace's completed and failed entries whose
 // retention has elapsed. It fails with ErrInvalidArgument.
 func (a *AdminClient) PurgeExpired(ctx context.Context, req *ledgerv1.PurgeExpiredRequest) (*ledgerv1.PurgeExpiredResponse, error) {
-	response, err := call(ctx, "purge expired", a.admin.PurgeExpired, req)
+	response, err := call(ctx, a.policy, "purge expired", a.admin.PurgeExpired, req)
 	return response, prefixed(err)
 }
 
 // ListNamespaces returns one page of the namespaces, by name. Namespaces
 // pages through all of them. It fails with ErrInvalidArgument.
 func (a *AdminClient) ListNamespaces(ctx context.Context, req *ledgerv1.ListNamespacesRequest) (*ledgerv1.ListNamespacesResponse, error) {
-	response, err := call(ctx, "list namespaces", a.admin.ListNamespaces, req)
+	response, err := call(ctx, a.policy, "list namespaces", a.admin.ListNamespaces, req)
 	return response, prefixed(err)
 }
 
 // GetNamespace returns one namespace's settings. It fails with
 // ErrInvalidArgument or ErrNotFound.
 func (a *AdminClient) GetNamespace(ctx context.Context, req *ledgerv1.GetNamespaceRequest) (*ledgerv1.GetNamespaceResponse, error) {
-	response, err := call(ctx, "get namespace", a.admin.GetNamespace, req)
+	response, err := call(ctx, a.policy, "get namespace", a.admin.GetNamespace, req)
 	return response, prefixed(err)
 }
 
@@ -135,7 +142,7 @@ func (a *AdminClient) CreateNamespace(ctx context.Context, req *ledgerv1.CreateN
 // UpdateNamespace changes the settings set in req and keeps the others. It
 // fails with ErrInvalidArgument or ErrNotFound.
 func (a *AdminClient) UpdateNamespace(ctx context.Context, req *ledgerv1.UpdateNamespaceRequest) (*ledgerv1.UpdateNamespaceResponse, error) {
-	response, err := call(ctx, "update namespace", a.admin.UpdateNamespace, req)
+	response, err := call(ctx, a.policy, "update namespace", a.admin.UpdateNamespace, req)
 	return response, prefixed(err)
 }
 
@@ -146,7 +153,7 @@ func (a *AdminClient) WhoAmI(ctx context.Context, req *ledgerv1.WhoAmIRequest) (
 	if req == nil {
 		req = &ledgerv1.WhoAmIRequest{}
 	}
-	response, err := call(ctx, "who am i", a.admin.WhoAmI, req)
+	response, err := call(ctx, a.policy, "who am i", a.admin.WhoAmI, req)
 	return response, prefixed(err)
 }
 
@@ -168,7 +175,7 @@ func (a *AdminClient) ListTokens(ctx context.Context, req *ledgerv1.ListTokensRe
 	if req == nil {
 		req = &ledgerv1.ListTokensRequest{}
 	}
-	response, err := call(ctx, "list tokens", a.admin.ListTokens, req)
+	response, err := call(ctx, a.policy, "list tokens", a.admin.ListTokens, req)
 	return response, prefixed(err)
 }
 
@@ -177,7 +184,7 @@ func (a *AdminClient) ListTokens(ctx context.Context, req *ledgerv1.ListTokensRe
 // its credential refresh interval. Platform admins only. It fails with
 // ErrInvalidArgument, ErrNotFound or ErrPermissionDenied.
 func (a *AdminClient) RevokeToken(ctx context.Context, req *ledgerv1.RevokeTokenRequest) (*ledgerv1.RevokeTokenResponse, error) {
-	response, err := call(ctx, "revoke token", a.admin.RevokeToken, req)
+	response, err := call(ctx, a.policy, "revoke token", a.admin.RevokeToken, req)
 	return response, prefixed(err)
 }
 
@@ -185,7 +192,7 @@ func (a *AdminClient) RevokeToken(ctx context.Context, req *ledgerv1.RevokeToken
 // granting it again changes nothing, so it is retried. Platform admins only.
 // It fails with ErrInvalidArgument or ErrPermissionDenied.
 func (a *AdminClient) GrantRole(ctx context.Context, req *ledgerv1.GrantRoleRequest) (*ledgerv1.GrantRoleResponse, error) {
-	response, err := call(ctx, "grant role", a.admin.GrantRole, req)
+	response, err := call(ctx, a.policy, "grant role", a.admin.GrantRole, req)
 	return response, prefixed(err)
 }
 
@@ -204,7 +211,7 @@ func (a *AdminClient) ListRoleBindings(ctx context.Context, req *ledgerv1.ListRo
 	if req == nil {
 		req = &ledgerv1.ListRoleBindingsRequest{}
 	}
-	response, err := call(ctx, "list role bindings", a.admin.ListRoleBindings, req)
+	response, err := call(ctx, a.policy, "list role bindings", a.admin.ListRoleBindings, req)
 	return response, prefixed(err)
 }
 

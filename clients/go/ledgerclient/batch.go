@@ -29,14 +29,14 @@ var ErrInProgress = errors.New("ledgerd: in progress: another worker holds the k
 // owner, lease TTL, the number of items). It retries while the server is
 // unavailable, until ctx ends.
 func (c *Client) ReserveBatch(ctx context.Context, req *ledgerv1.ReserveBatchRequest) (*ledgerv1.ReserveBatchResponse, error) {
-	response, err := call(ctx, "reserve batch", c.ledger.ReserveBatch, req)
+	response, err := call(ctx, c.policy, "reserve batch", c.ledger.ReserveBatch, req)
 	return response, prefixed(err)
 }
 
 // CompleteBatch completes many keys of one namespace in one call: one
 // result per item, in order, each Complete's answer or an ItemError.
 func (c *Client) CompleteBatch(ctx context.Context, req *ledgerv1.CompleteBatchRequest) (*ledgerv1.CompleteBatchResponse, error) {
-	response, err := call(ctx, "complete batch", c.ledger.CompleteBatch, req)
+	response, err := call(ctx, c.policy, "complete batch", c.ledger.CompleteBatch, req)
 	return response, prefixed(err)
 }
 
@@ -44,7 +44,7 @@ func (c *Client) CompleteBatch(ctx context.Context, req *ledgerv1.CompleteBatchR
 // call: one result per key, in order, an Entry or an ItemError (NOT_FOUND
 // for a key the ledger does not hold).
 func (c *Client) LookupBatch(ctx context.Context, req *ledgerv1.LookupBatchRequest) (*ledgerv1.LookupBatchResponse, error) {
-	response, err := call(ctx, "lookup batch", c.ledger.LookupBatch, req)
+	response, err := call(ctx, c.policy, "lookup batch", c.ledger.LookupBatch, req)
 	return response, prefixed(err)
 }
 
@@ -138,7 +138,7 @@ func (c *Client) doBatch(ctx context.Context, namespace string, keys []string, w
 	for i, key := range keys {
 		req.Items[i] = &ledgerv1.ReserveBatchItem{Key: key, Fingerprint: o.fingerprint, Metadata: o.metadata}
 	}
-	reserved, err := call(ctx, "reserve batch", c.ledger.ReserveBatch, req)
+	reserved, err := call(ctx, c.policy, "reserve batch", c.ledger.ReserveBatch, req)
 	if err != nil {
 		return nil, err
 	}
@@ -157,7 +157,7 @@ func (c *Client) doBatch(ctx context.Context, namespace string, keys []string, w
 			// same owner gets the same lease back if one was granted).
 			single := &ledgerv1.ReserveRequest{Namespace: namespace, Key: keys[i], Owner: o.owner, LeaseTtl: req.LeaseTtl,
 				Fingerprint: o.fingerprint, Metadata: o.metadata}
-			if answer, err = call(ctx, "reserve", c.ledger.Reserve, single); err != nil {
+			if answer, err = call(ctx, c.policy, "reserve", c.ledger.Reserve, single); err != nil {
 				results[i].Err = err
 				continue
 			}
@@ -262,7 +262,7 @@ func (c *Client) completeBatch(ctx context.Context, namespace string, held []*le
 	for j, state := range held {
 		req.Items[j] = &ledgerv1.CompleteBatchItem{Key: state.lease.Key, FencingToken: state.lease.FencingToken, Result: values[j]}
 	}
-	completed, err := call(ctx, "complete batch", c.ledger.CompleteBatch, req)
+	completed, err := call(ctx, c.policy, "complete batch", c.ledger.CompleteBatch, req)
 	if err != nil {
 		for j := range out {
 			out[j].Err = err

@@ -30,7 +30,12 @@ type Result struct {
 	// stored result and the work did not run.
 	Replayed bool
 	// CompletedAt is when the key was completed, by the database's clock.
+	// It is zero when Unguarded.
 	CompletedAt time.Time
+	// Unguarded is true when the ledger could not answer and the work ran
+	// without a lease under FailOpen: Value is the work's result, queued to
+	// be recorded once the ledger is back (see FailOpen and Flush).
+	Unguarded bool
 }
 
 // DoOption configures Do.
@@ -42,6 +47,7 @@ type doOptions struct {
 	fingerprint       []byte
 	metadata          map[string]string
 	heartbeatInterval time.Duration
+	fallback          *Fallback // nil: the Client's
 }
 
 // WithOwner names the worker in the ledger (and in its audit trail). It
@@ -159,8 +165,13 @@ const (
 //
 // Do fails with ErrInvalidArgument for a bad namespace, key or option (the
 // *Error names the field), with ErrFingerprintMismatch, or with ctx's error
-// if ctx ends before the work runs. While the server is unavailable, every
-// call is retried until ctx ends, so give ctx a deadline to bound Do.
+// if ctx ends before the work runs. While the server is unavailable, calls
+// are retried as the Client's circuit breaker, retry budget and attempt
+// limit allow (until ctx ends when they are off), so give ctx a deadline to
+// bound Do. When the ledger cannot answer, Do fails closed with an error
+// matching ErrUnavailable (a *CircuitOpenError while the breaker is open),
+// or, under FailOpen (WithFallback, WithDoFallback), runs the work
+// unguarded and returns its result with Result.Unguarded set.
 func (c *Client) Do(ctx context.Context, namespace, key string, work func(ctx context.Context) ([]byte, error), opts ...DoOption) (Result, error) {
 	o := doOptions{}
 	for _, opt := range opts {
@@ -195,8 +206,11 @@ func (c *Client) do(ctx context.Context, namespace, key string, work func(contex
 		// so that its result (or its lease's end) is seen at once.
 		req.WaitTimeout = durationpb.New(serverWait(ctx))
 		asked := time.Now()
-		response, err := call(ctx, "reserve", c.ledger.Reserve, req)
+		response, err := call(ctx, c.policy, "reserve", c.ledger.Reserve, req)
 		if err != nil {
+			if ctx.Err() == nil && unusable(err) && c.fallbackOf(o) == FailOpen && c.failOpen.admit() {
+				return c.runUnguarded(ctx, namespace, key, err, work, o)
+			}
 			return Result{}, err
 		}
 		switch outcome := response.GetOutcome().(type) {
@@ -235,6 +249,14 @@ func (c *Client) do(ctx context.Context, namespace, key string, work func(contex
 			return Result{}, fmt.Errorf("reserve returned an outcome this client does not know (%T)", outcome)
 		}
 	}
+}
+
+// fallbackOf returns the Fallback of a Do call.
+func (c *Client) fallbackOf(o doOptions) Fallback {
+	if o.fallback != nil {
+		return *o.fallback
+	}
+	return c.fallback
 }
 
 func newLeaseState(namespace, key, owner string, acquired *ledgerv1.Acquired) *leaseState {
@@ -307,7 +329,7 @@ func (c *Client) runLeased(ctx context.Context, state *leaseState, work func(con
 func (c *Client) complete(ctx context.Context, lease Lease, value []byte) (Result, error) {
 	ctx, cancel := afterward(ctx)
 	defer cancel()
-	completed, err := call(ctx, "complete", c.ledger.Complete, &ledgerv1.CompleteRequest{
+	completed, err := call(ctx, c.policy, "complete", c.ledger.Complete, &ledgerv1.CompleteRequest{
 		Namespace:    lease.Namespace,
 		Key:          lease.Key,
 		FencingToken: lease.FencingToken,
@@ -355,7 +377,7 @@ func (c *Client) fail(ctx context.Context, state *leaseState, message string, re
 	if retryable {
 		_ = c.storeCheckpoint(ctx, state) // if this fails, so does Fail, with the reason
 	}
-	_, err := call(ctx, "fail", c.ledger.Fail, &ledgerv1.FailRequest{
+	_, err := call(ctx, c.policy, "fail", c.ledger.Fail, &ledgerv1.FailRequest{
 		Namespace:    state.lease.Namespace,
 		Key:          state.lease.Key,
 		FencingToken: state.lease.FencingToken,
@@ -366,7 +388,7 @@ func (c *Client) fail(ctx context.Context, state *leaseState, message string, re
 		// The namespace cannot store the error (max_stored_bytes); rather
 		// than leave the lease held until it runs out, give it up: Release
 		// stores nothing and is never refused by a quota.
-		_, releaseErr := call(ctx, "release", c.ledger.Release, &ledgerv1.ReleaseRequest{
+		_, releaseErr := call(ctx, c.policy, "release", c.ledger.Release, &ledgerv1.ReleaseRequest{
 			Namespace:    state.lease.Namespace,
 			Key:          state.lease.Key,
 			FencingToken: state.lease.FencingToken,
@@ -382,7 +404,7 @@ func (c *Client) release(ctx context.Context, state *leaseState) error {
 	ctx, cancel := afterward(ctx)
 	defer cancel()
 	_ = c.storeCheckpoint(ctx, state) // if this fails, so does Release, with the reason
-	_, err := call(ctx, "release", c.ledger.Release, &ledgerv1.ReleaseRequest{
+	_, err := call(ctx, c.policy, "release", c.ledger.Release, &ledgerv1.ReleaseRequest{
 		Namespace:    state.lease.Namespace,
 		Key:          state.lease.Key,
 		FencingToken: state.lease.FencingToken,

@@ -40,6 +40,10 @@ type Lease struct {
 	Checkpoint []byte
 	// TTL is the granted lease duration; Do heartbeats well within it.
 	TTL time.Duration
+	// Unguarded is true when the work runs without a lease because the
+	// ledger could not answer and Do falls back to FailOpen: FencingToken is
+	// 0, nothing fences this run, and another worker may run the same work.
+	Unguarded bool
 }
 
 type leaseKey struct{}
@@ -214,7 +218,7 @@ func (h *heartbeater) stop() error {
 // is one.
 func (c *Client) heartbeat(ctx context.Context, state *leaseState) error {
 	checkpoint, version := state.pending()
-	_, err := call(ctx, "heartbeat", c.ledger.Heartbeat, &ledgerv1.HeartbeatRequest{
+	_, err := call(ctx, c.policy, "heartbeat", c.ledger.Heartbeat, &ledgerv1.HeartbeatRequest{
 		Namespace:    state.lease.Namespace,
 		Key:          state.lease.Key,
 		FencingToken: state.lease.FencingToken,

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 )
@@ -32,15 +34,47 @@ const (
 	retryMaxBackoff = 5 * time.Second
 )
 
+// callPolicy is what every call of a Client goes through: its circuit
+// breaker, its retry budget, its attempt limit, and the counters of Stats.
+// A nil *callPolicy retries until ctx ends, with no breaker and no budget
+// (an AdminClient made by NewAdminFromConn).
+type callPolicy struct {
+	breaker     *breaker     // nil: no breaker
+	budget      *retryBucket // nil: no budget
+	maxAttempts int          // 0: until ctx ends
+
+	calls, retries, retriesRefused atomic.Int64
+}
+
+// unguardedOps are the calls the breaker lets through even when open: they
+// protect work already granted (a lease to keep, a result to record, a key
+// to free), and failing them fast would throw away what the worker holds.
+// Their outcomes still count.
+var unguardedOps = map[string]bool{
+	"heartbeat": true, "complete": true, "complete batch": true, "fail": true, "release": true,
+}
+
+// unbudgetedOps are the calls whose retries the retry budget does not
+// limit: heartbeats keep a granted lease alive.
+var unbudgetedOps = map[string]bool{"heartbeat": true}
+
 // withRetries calls rpc until it succeeds, fails with an error that is not
-// worth retrying, or ctx ends. A failure comes back as an *Error; once ctx
-// has ended, as an error that matches both ctx's error and the failure that
-// was being retried.
-func withRetries[T any](ctx context.Context, rpc func() (T, error)) (T, error) {
+// worth retrying, the policy refuses an attempt (an open breaker, an empty
+// retry budget, the attempt limit), or ctx ends. A failure comes back as an
+// *Error (or a *CircuitOpenError); once ctx has ended, as an error that
+// matches both ctx's error and the failure that was being retried.
+func withRetries[T any](ctx context.Context, p *callPolicy, op string, rpc func() (T, error)) (T, error) {
 	backoff := retryInitialBackoff
 	var last error // the last failure, as an *Error
-	for {
+	var zero T
+	for attempt := 1; ; attempt++ {
+		probe, err := p.admit(op, attempt, last)
+		if err != nil {
+			return zero, err
+		}
+		started := time.Now()
 		response, err := rpc()
+		p.record(ctx, err, probe, started)
 		if err == nil {
 			return response, nil
 		}
@@ -64,6 +98,63 @@ func withRetries[T any](ctx context.Context, rpc func() (T, error)) (T, error) {
 		}
 		backoff = min(2*backoff, retryMaxBackoff)
 	}
+}
+
+// admit decides whether attempt number attempt of op may be made: the
+// first is counted as a call and credits the retry budget; a retry needs
+// the attempt limit and a token; a guarded call needs the breaker's leave
+// (probe reports that it is the half-open probe). A refused retry returns
+// last, the failure it would have retried, annotated.
+func (p *callPolicy) admit(op string, attempt int, last error) (probe bool, err error) {
+	if p == nil {
+		return false, nil
+	}
+	if attempt == 1 {
+		p.calls.Add(1)
+		if p.budget != nil {
+			p.budget.call()
+		}
+	} else {
+		if p.maxAttempts > 0 && attempt > p.maxAttempts {
+			return false, fmt.Errorf("gave up after %d attempts: %w", p.maxAttempts, last)
+		}
+		if p.budget != nil && !unbudgetedOps[op] && !p.budget.retry() {
+			p.retriesRefused.Add(1)
+			return false, fmt.Errorf("retry budget exhausted: %w", last)
+		}
+		p.retries.Add(1)
+	}
+	if p.breaker == nil || unguardedOps[op] {
+		return false, nil
+	}
+	// A refusal carries the last unanswered attempt's error: on a retry,
+	// the one being retried.
+	return p.breaker.allow()
+}
+
+// record tells the breaker how an attempt went.
+func (p *callPolicy) record(ctx context.Context, err error, probe bool, started time.Time) {
+	if p == nil || p.breaker == nil {
+		return
+	}
+	switch {
+	case err == nil:
+		p.breaker.record(answeredOutcome, nil, probe, started)
+	case ctx.Err() != nil:
+		p.breaker.record(canceledOutcome, err, probe, started)
+	case unanswered(err):
+		p.breaker.record(unansweredOutcome, toError(err), probe, started)
+	default:
+		p.breaker.record(answeredOutcome, nil, probe, started)
+	}
+}
+
+// unanswered reports whether an attempt's error means ledgerd did not
+// answer: UNAVAILABLE (no connection, a reset, a proxy's refusal) or
+// DEADLINE_EXCEEDED.
+func unanswered(err error) bool {
+	code := status.Code(err)
+	return code == codes.Unavailable || code == codes.DeadlineExceeded
 }
 
 // retryable reports whether a failed call should be made again: when the

@@ -16,6 +16,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	extLedgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/grpclog"
@@ -35,9 +36,9 @@ var (
 	_ = metadata.Join
 )
 
-func request_LedgerAdminService_ListEntries_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_ListEntries_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListEntriesRequest
+		protoReq extLedgerv1.ListEntriesRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -50,9 +51,9 @@ func request_LedgerAdminService_ListEntries_0(ctx context.Context, marshaler run
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_ListEntries_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_ListEntries_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListEntriesRequest
+		protoReq extLedgerv1.ListEntriesRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -62,9 +63,9 @@ func local_request_LedgerAdminService_ListEntries_0(ctx context.Context, marshal
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_GetHistory_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_GetHistory_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GetHistoryRequest
+		protoReq extLedgerv1.GetHistoryRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -77,9 +78,9 @@ func request_LedgerAdminService_GetHistory_0(ctx context.Context, marshaler runt
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_GetHistory_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_GetHistory_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GetHistoryRequest
+		protoReq extLedgerv1.GetHistoryRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -89,9 +90,9 @@ func local_request_LedgerAdminService_GetHistory_0(ctx context.Context, marshale
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_ListEvents_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_ListEvents_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListEventsRequest
+		protoReq extLedgerv1.ListEventsRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -104,9 +105,9 @@ func request_LedgerAdminService_ListEvents_0(ctx context.Context, marshaler runt
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_ListEvents_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_ListEvents_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListEventsRequest
+		protoReq extLedgerv1.ListEventsRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -116,9 +117,9 @@ func local_request_LedgerAdminService_ListEvents_0(ctx context.Context, marshale
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_ForceRelease_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_ForceRelease_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ForceReleaseRequest
+		protoReq extLedgerv1.ForceReleaseRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -131,9 +132,9 @@ func request_LedgerAdminService_ForceRelease_0(ctx context.Context, marshaler ru
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_ForceRelease_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_ForceRelease_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ForceReleaseRequest
+		protoReq extLedgerv1.ForceReleaseRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -143,9 +144,9 @@ func local_request_LedgerAdminService_ForceRelease_0(ctx context.Context, marsha
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_ResetKey_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_ResetKey_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ResetKeyRequest
+		protoReq extLedgerv1.ResetKeyRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -158,9 +159,9 @@ func request_LedgerAdminService_ResetKey_0(ctx context.Context, marshaler runtim
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_ResetKey_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_ResetKey_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ResetKeyRequest
+		protoReq extLedgerv1.ResetKeyRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -170,9 +171,9 @@ func local_request_LedgerAdminService_ResetKey_0(ctx context.Context, marshaler 
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_PurgeExpired_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_PurgeExpired_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq PurgeExpiredRequest
+		protoReq extLedgerv1.PurgeExpiredRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -185,9 +186,9 @@ func request_LedgerAdminService_PurgeExpired_0(ctx context.Context, marshaler ru
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_PurgeExpired_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_PurgeExpired_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq PurgeExpiredRequest
+		protoReq extLedgerv1.PurgeExpiredRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -197,9 +198,9 @@ func local_request_LedgerAdminService_PurgeExpired_0(ctx context.Context, marsha
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_ListNamespaces_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_ListNamespaces_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListNamespacesRequest
+		protoReq extLedgerv1.ListNamespacesRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -212,9 +213,9 @@ func request_LedgerAdminService_ListNamespaces_0(ctx context.Context, marshaler 
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_ListNamespaces_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_ListNamespaces_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListNamespacesRequest
+		protoReq extLedgerv1.ListNamespacesRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -224,9 +225,9 @@ func local_request_LedgerAdminService_ListNamespaces_0(ctx context.Context, mars
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_GetNamespace_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_GetNamespace_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GetNamespaceRequest
+		protoReq extLedgerv1.GetNamespaceRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -239,9 +240,9 @@ func request_LedgerAdminService_GetNamespace_0(ctx context.Context, marshaler ru
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_GetNamespace_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_GetNamespace_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GetNamespaceRequest
+		protoReq extLedgerv1.GetNamespaceRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -251,9 +252,9 @@ func local_request_LedgerAdminService_GetNamespace_0(ctx context.Context, marsha
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_CreateNamespace_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_CreateNamespace_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq CreateNamespaceRequest
+		protoReq extLedgerv1.CreateNamespaceRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -266,9 +267,9 @@ func request_LedgerAdminService_CreateNamespace_0(ctx context.Context, marshaler
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_CreateNamespace_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_CreateNamespace_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq CreateNamespaceRequest
+		protoReq extLedgerv1.CreateNamespaceRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -278,9 +279,9 @@ func local_request_LedgerAdminService_CreateNamespace_0(ctx context.Context, mar
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_UpdateNamespace_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_UpdateNamespace_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq UpdateNamespaceRequest
+		protoReq extLedgerv1.UpdateNamespaceRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -293,9 +294,9 @@ func request_LedgerAdminService_UpdateNamespace_0(ctx context.Context, marshaler
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_UpdateNamespace_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_UpdateNamespace_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq UpdateNamespaceRequest
+		protoReq extLedgerv1.UpdateNamespaceRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -305,9 +306,9 @@ func local_request_LedgerAdminService_UpdateNamespace_0(ctx context.Context, mar
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_WhoAmI_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_WhoAmI_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq WhoAmIRequest
+		protoReq extLedgerv1.WhoAmIRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -320,9 +321,9 @@ func request_LedgerAdminService_WhoAmI_0(ctx context.Context, marshaler runtime.
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_WhoAmI_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_WhoAmI_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq WhoAmIRequest
+		protoReq extLedgerv1.WhoAmIRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -332,9 +333,9 @@ func local_request_LedgerAdminService_WhoAmI_0(ctx context.Context, marshaler ru
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_CreateToken_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_CreateToken_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq CreateTokenRequest
+		protoReq extLedgerv1.CreateTokenRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -347,9 +348,9 @@ func request_LedgerAdminService_CreateToken_0(ctx context.Context, marshaler run
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_CreateToken_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_CreateToken_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq CreateTokenRequest
+		protoReq extLedgerv1.CreateTokenRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -359,9 +360,9 @@ func local_request_LedgerAdminService_CreateToken_0(ctx context.Context, marshal
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_ListTokens_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_ListTokens_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListTokensRequest
+		protoReq extLedgerv1.ListTokensRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -374,9 +375,9 @@ func request_LedgerAdminService_ListTokens_0(ctx context.Context, marshaler runt
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_ListTokens_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_ListTokens_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListTokensRequest
+		protoReq extLedgerv1.ListTokensRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -386,9 +387,9 @@ func local_request_LedgerAdminService_ListTokens_0(ctx context.Context, marshale
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_RevokeToken_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_RevokeToken_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq RevokeTokenRequest
+		protoReq extLedgerv1.RevokeTokenRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -401,9 +402,9 @@ func request_LedgerAdminService_RevokeToken_0(ctx context.Context, marshaler run
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_RevokeToken_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_RevokeToken_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq RevokeTokenRequest
+		protoReq extLedgerv1.RevokeTokenRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -413,9 +414,9 @@ func local_request_LedgerAdminService_RevokeToken_0(ctx context.Context, marshal
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_GrantRole_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_GrantRole_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GrantRoleRequest
+		protoReq extLedgerv1.GrantRoleRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -428,9 +429,9 @@ func request_LedgerAdminService_GrantRole_0(ctx context.Context, marshaler runti
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_GrantRole_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_GrantRole_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq GrantRoleRequest
+		protoReq extLedgerv1.GrantRoleRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -440,9 +441,9 @@ func local_request_LedgerAdminService_GrantRole_0(ctx context.Context, marshaler
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_RevokeRole_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_RevokeRole_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq RevokeRoleRequest
+		protoReq extLedgerv1.RevokeRoleRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -455,9 +456,9 @@ func request_LedgerAdminService_RevokeRole_0(ctx context.Context, marshaler runt
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_RevokeRole_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_RevokeRole_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq RevokeRoleRequest
+		protoReq extLedgerv1.RevokeRoleRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -467,9 +468,9 @@ func local_request_LedgerAdminService_RevokeRole_0(ctx context.Context, marshale
 	return msg, metadata, err
 }
 
-func request_LedgerAdminService_ListRoleBindings_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerAdminService_ListRoleBindings_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerAdminServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListRoleBindingsRequest
+		protoReq extLedgerv1.ListRoleBindingsRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -482,9 +483,9 @@ func request_LedgerAdminService_ListRoleBindings_0(ctx context.Context, marshale
 	return msg, metadata, err
 }
 
-func local_request_LedgerAdminService_ListRoleBindings_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerAdminService_ListRoleBindings_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerAdminServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ListRoleBindingsRequest
+		protoReq extLedgerv1.ListRoleBindingsRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -499,7 +500,7 @@ func local_request_LedgerAdminService_ListRoleBindings_0(ctx context.Context, ma
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
 // Note that using this registration option will cause many gRPC library features to stop working. Consider using RegisterLedgerAdminServiceHandlerFromEndpoint instead.
 // GRPC interceptors will not work for this type of registration. To use interceptors, you must use the "runtime.WithMiddlewares" option in the "runtime.NewServeMux" call.
-func RegisterLedgerAdminServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server LedgerAdminServiceServer) error {
+func RegisterLedgerAdminServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server extLedgerv1.LedgerAdminServiceServer) error {
 	mux.Handle(http.MethodPost, pattern_LedgerAdminService_ListEntries_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -871,15 +872,15 @@ func RegisterLedgerAdminServiceHandlerFromEndpoint(ctx context.Context, mux *run
 // RegisterLedgerAdminServiceHandler registers the http handlers for service LedgerAdminService to "mux".
 // The handlers forward requests to the grpc endpoint over "conn".
 func RegisterLedgerAdminServiceHandler(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return RegisterLedgerAdminServiceHandlerClient(ctx, mux, NewLedgerAdminServiceClient(conn))
+	return RegisterLedgerAdminServiceHandlerClient(ctx, mux, extLedgerv1.NewLedgerAdminServiceClient(conn))
 }
 
 // RegisterLedgerAdminServiceHandlerClient registers the http handlers for service LedgerAdminService
-// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "LedgerAdminServiceClient".
-// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "LedgerAdminServiceClient"
+// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "extLedgerv1.LedgerAdminServiceClient".
+// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "extLedgerv1.LedgerAdminServiceClient"
 // doesn't go through the normal gRPC flow (creating a gRPC client etc.) then it will be up to the passed in
-// "LedgerAdminServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
-func RegisterLedgerAdminServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client LedgerAdminServiceClient) error {
+// "extLedgerv1.LedgerAdminServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
+func RegisterLedgerAdminServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client extLedgerv1.LedgerAdminServiceClient) error {
 	mux.Handle(http.MethodPost, pattern_LedgerAdminService_ListEntries_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()

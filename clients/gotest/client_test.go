@@ -1,4 +1,4 @@
-package ledgerclient_test
+package gotest_test
 
 import (
 	"context"
@@ -62,12 +62,15 @@ func TestClient(t *testing.T) {
 		require.NoError(t, client.Close())
 	})
 
-	t.Run("calls are retried while the server is unavailable, until it comes up", func(t *testing.T) {
+	// Without the breaker and the budget (on by default: see
+	// resilience_test.go), a call rides out an outage as long as ctx allows.
+	t.Run("without breaker and budget, calls are retried while the server is unavailable, until it comes up", func(t *testing.T) {
 		t.Parallel()
 		bundle := ledgertest.Store(t, testConfig)
 		addr := closedAddr(t)
 		attempts := &callCodes{}
 		client, err := ledgerclient.New(addr, ledgerclient.WithInsecure(),
+			ledgerclient.WithoutCircuitBreaker(), ledgerclient.WithoutRetryBudget(),
 			ledgerclient.WithDialOptions(grpc.WithUnaryInterceptor(attempts.interceptor)))
 		require.NoError(t, err)
 		defer func() { require.NoError(t, client.Close()) }()
@@ -99,9 +102,10 @@ func TestClient(t *testing.T) {
 		require.Equal(t, "completed", readEntry(t, bundle.Pool, "k").State)
 	})
 
-	t.Run("retries end with ctx, with an error that says why", func(t *testing.T) {
+	t.Run("without breaker and budget, retries end with ctx, with an error that says why", func(t *testing.T) {
 		t.Parallel()
-		client, err := ledgerclient.New(closedAddr(t), ledgerclient.WithInsecure())
+		client, err := ledgerclient.New(closedAddr(t), ledgerclient.WithInsecure(),
+			ledgerclient.WithoutCircuitBreaker(), ledgerclient.WithoutRetryBudget())
 		require.NoError(t, err)
 		defer func() { require.NoError(t, client.Close()) }()
 

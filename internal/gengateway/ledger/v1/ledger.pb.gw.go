@@ -16,6 +16,7 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	extLedgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/grpclog"
@@ -35,9 +36,9 @@ var (
 	_ = metadata.Join
 )
 
-func request_LedgerService_Reserve_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerService_Reserve_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ReserveRequest
+		protoReq extLedgerv1.ReserveRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -50,9 +51,9 @@ func request_LedgerService_Reserve_0(ctx context.Context, marshaler runtime.Mars
 	return msg, metadata, err
 }
 
-func local_request_LedgerService_Reserve_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerService_Reserve_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ReserveRequest
+		protoReq extLedgerv1.ReserveRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -62,9 +63,9 @@ func local_request_LedgerService_Reserve_0(ctx context.Context, marshaler runtim
 	return msg, metadata, err
 }
 
-func request_LedgerService_Heartbeat_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerService_Heartbeat_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq HeartbeatRequest
+		protoReq extLedgerv1.HeartbeatRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -77,9 +78,9 @@ func request_LedgerService_Heartbeat_0(ctx context.Context, marshaler runtime.Ma
 	return msg, metadata, err
 }
 
-func local_request_LedgerService_Heartbeat_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerService_Heartbeat_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq HeartbeatRequest
+		protoReq extLedgerv1.HeartbeatRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -89,9 +90,9 @@ func local_request_LedgerService_Heartbeat_0(ctx context.Context, marshaler runt
 	return msg, metadata, err
 }
 
-func request_LedgerService_Complete_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerService_Complete_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq CompleteRequest
+		protoReq extLedgerv1.CompleteRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -104,9 +105,9 @@ func request_LedgerService_Complete_0(ctx context.Context, marshaler runtime.Mar
 	return msg, metadata, err
 }
 
-func local_request_LedgerService_Complete_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerService_Complete_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq CompleteRequest
+		protoReq extLedgerv1.CompleteRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -116,9 +117,9 @@ func local_request_LedgerService_Complete_0(ctx context.Context, marshaler runti
 	return msg, metadata, err
 }
 
-func request_LedgerService_Fail_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerService_Fail_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq FailRequest
+		protoReq extLedgerv1.FailRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -131,9 +132,9 @@ func request_LedgerService_Fail_0(ctx context.Context, marshaler runtime.Marshal
 	return msg, metadata, err
 }
 
-func local_request_LedgerService_Fail_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerService_Fail_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq FailRequest
+		protoReq extLedgerv1.FailRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -143,9 +144,9 @@ func local_request_LedgerService_Fail_0(ctx context.Context, marshaler runtime.M
 	return msg, metadata, err
 }
 
-func request_LedgerService_Release_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerService_Release_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ReleaseRequest
+		protoReq extLedgerv1.ReleaseRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -158,9 +159,9 @@ func request_LedgerService_Release_0(ctx context.Context, marshaler runtime.Mars
 	return msg, metadata, err
 }
 
-func local_request_LedgerService_Release_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerService_Release_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ReleaseRequest
+		protoReq extLedgerv1.ReleaseRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -170,9 +171,9 @@ func local_request_LedgerService_Release_0(ctx context.Context, marshaler runtim
 	return msg, metadata, err
 }
 
-func request_LedgerService_Lookup_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerService_Lookup_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq LookupRequest
+		protoReq extLedgerv1.LookupRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -185,9 +186,9 @@ func request_LedgerService_Lookup_0(ctx context.Context, marshaler runtime.Marsh
 	return msg, metadata, err
 }
 
-func local_request_LedgerService_Lookup_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerService_Lookup_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq LookupRequest
+		protoReq extLedgerv1.LookupRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -197,9 +198,9 @@ func local_request_LedgerService_Lookup_0(ctx context.Context, marshaler runtime
 	return msg, metadata, err
 }
 
-func request_LedgerService_ReserveBatch_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerService_ReserveBatch_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ReserveBatchRequest
+		protoReq extLedgerv1.ReserveBatchRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -212,9 +213,9 @@ func request_LedgerService_ReserveBatch_0(ctx context.Context, marshaler runtime
 	return msg, metadata, err
 }
 
-func local_request_LedgerService_ReserveBatch_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerService_ReserveBatch_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq ReserveBatchRequest
+		protoReq extLedgerv1.ReserveBatchRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -224,9 +225,9 @@ func local_request_LedgerService_ReserveBatch_0(ctx context.Context, marshaler r
 	return msg, metadata, err
 }
 
-func request_LedgerService_CompleteBatch_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerService_CompleteBatch_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq CompleteBatchRequest
+		protoReq extLedgerv1.CompleteBatchRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -239,9 +240,9 @@ func request_LedgerService_CompleteBatch_0(ctx context.Context, marshaler runtim
 	return msg, metadata, err
 }
 
-func local_request_LedgerService_CompleteBatch_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerService_CompleteBatch_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq CompleteBatchRequest
+		protoReq extLedgerv1.CompleteBatchRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -251,9 +252,9 @@ func local_request_LedgerService_CompleteBatch_0(ctx context.Context, marshaler 
 	return msg, metadata, err
 }
 
-func request_LedgerService_LookupBatch_0(ctx context.Context, marshaler runtime.Marshaler, client LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func request_LedgerService_LookupBatch_0(ctx context.Context, marshaler runtime.Marshaler, client extLedgerv1.LedgerServiceClient, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq LookupBatchRequest
+		protoReq extLedgerv1.LookupBatchRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -266,9 +267,9 @@ func request_LedgerService_LookupBatch_0(ctx context.Context, marshaler runtime.
 	return msg, metadata, err
 }
 
-func local_request_LedgerService_LookupBatch_0(ctx context.Context, marshaler runtime.Marshaler, server LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
+func local_request_LedgerService_LookupBatch_0(ctx context.Context, marshaler runtime.Marshaler, server extLedgerv1.LedgerServiceServer, req *http.Request, pathParams map[string]string) (proto.Message, runtime.ServerMetadata, error) {
 	var (
-		protoReq LookupBatchRequest
+		protoReq extLedgerv1.LookupBatchRequest
 		metadata runtime.ServerMetadata
 	)
 	if err := marshaler.NewDecoder(req.Body).Decode(&protoReq); err != nil && !errors.Is(err, io.EOF) {
@@ -283,7 +284,7 @@ func local_request_LedgerService_LookupBatch_0(ctx context.Context, marshaler ru
 // StreamingRPC :currently unsupported pending https://github.com/grpc/grpc-go/issues/906.
 // Note that using this registration option will cause many gRPC library features to stop working. Consider using RegisterLedgerServiceHandlerFromEndpoint instead.
 // GRPC interceptors will not work for this type of registration. To use interceptors, you must use the "runtime.WithMiddlewares" option in the "runtime.NewServeMux" call.
-func RegisterLedgerServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server LedgerServiceServer) error {
+func RegisterLedgerServiceHandlerServer(ctx context.Context, mux *runtime.ServeMux, server extLedgerv1.LedgerServiceServer) error {
 	mux.Handle(http.MethodPost, pattern_LedgerService_Reserve_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()
@@ -495,15 +496,15 @@ func RegisterLedgerServiceHandlerFromEndpoint(ctx context.Context, mux *runtime.
 // RegisterLedgerServiceHandler registers the http handlers for service LedgerService to "mux".
 // The handlers forward requests to the grpc endpoint over "conn".
 func RegisterLedgerServiceHandler(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
-	return RegisterLedgerServiceHandlerClient(ctx, mux, NewLedgerServiceClient(conn))
+	return RegisterLedgerServiceHandlerClient(ctx, mux, extLedgerv1.NewLedgerServiceClient(conn))
 }
 
 // RegisterLedgerServiceHandlerClient registers the http handlers for service LedgerService
-// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "LedgerServiceClient".
-// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "LedgerServiceClient"
+// to "mux". The handlers forward requests to the grpc endpoint over the given implementation of "extLedgerv1.LedgerServiceClient".
+// Note: the gRPC framework executes interceptors within the gRPC handler. If the passed in "extLedgerv1.LedgerServiceClient"
 // doesn't go through the normal gRPC flow (creating a gRPC client etc.) then it will be up to the passed in
-// "LedgerServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
-func RegisterLedgerServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client LedgerServiceClient) error {
+// "extLedgerv1.LedgerServiceClient" to call the correct interceptors. This client ignores the HTTP middlewares.
+func RegisterLedgerServiceHandlerClient(ctx context.Context, mux *runtime.ServeMux, client extLedgerv1.LedgerServiceClient) error {
 	mux.Handle(http.MethodPost, pattern_LedgerService_Reserve_0, func(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
 		ctx, cancel := context.WithCancel(req.Context())
 		defer cancel()

@@ -1,4 +1,4 @@
-package ledgerclient_test
+package gotest_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 // The first Do of a key runs the work and records its result; the second
 // replays the result without running the work.
-func Example() {
+func Example_do() {
 	addr, stop := startLedgerd() // a throwaway ledgerd; yours has a fixed address
 	defer stop()
 
@@ -44,7 +44,7 @@ func Example() {
 
 // A work error marked with Permanent fails the key for good: later Do calls
 // report the stored failure without running the work.
-func ExamplePermanent() {
+func Example_permanent() {
 	addr, stop := startLedgerd()
 	defer stop()
 
@@ -74,7 +74,7 @@ func ExamplePermanent() {
 
 // A worker that fails part way leaves a checkpoint; the next one resumes
 // from it.
-func ExampleSetCheckpoint() {
+func Example_setCheckpoint() {
 	addr, stop := startLedgerd()
 	defer stop()
 

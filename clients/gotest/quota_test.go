@@ -1,4 +1,4 @@
-package ledgerclient_test
+package gotest_test
 
 import (
 	"context"
