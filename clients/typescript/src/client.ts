@@ -287,7 +287,12 @@ export class LedgerClient {
         const nodeOptions = options.insecure ? {} : { ...(servername ? { servername } : {}), ...options.tls };
         const sessionManager = new Http2SessionManager(baseUrl, options.http2, nodeOptions);
         return {
-          transport: createGrpcTransport({ baseUrl, sessionManager, readMaxBytes, interceptors }),
+          transport: createGrpcTransport({
+            baseUrl,
+            sessionManager,
+            readMaxBytes,
+            interceptors: [connectionLoss(sessionManager), ...interceptors],
+          }),
           close: () => sessionManager.abort(),
           sessionManager,
         };
@@ -627,9 +632,7 @@ export class LedgerClient {
  * deadline, so it becomes DEADLINE_EXCEEDED (retried while time is left;
  * once the call's own timeout has run out, its TimeoutError is what the
  * caller sees), as gRPC's own clients report it. A busy machine makes this
- * likely: the client's timers fire late, the server's on time. A stream
- * reset before that, not by the caller, is UNAVAILABLE (the connection went
- * away without an answer). Every other
+ * likely: the client's timers fire late, the server's on time. Every other
  * error is returned as it is. Exported for the tests only (index.ts does
  * not).
  */
@@ -642,13 +645,6 @@ export function attemptError(e: unknown, timeoutMs: number | undefined, sent: nu
     Date.now() - sent >= timeoutMs - 1 // Date.now() counts whole ms
   ) {
     return new ConnectError(`${e.rawMessage} (the attempt's deadline of ${timeoutMs}ms ran out)`, Code.DeadlineExceeded, e.metadata, undefined, e);
-  }
-  if (!signal.aborted && e instanceof ConnectError && e.code === Code.Canceled && /stream closed/.test(e.rawMessage)) {
-    // The HTTP/2 stream was reset before any answer, neither by the caller
-    // nor by its deadline: the connection went away under the call (a proxy
-    // or a replica that closed it). The server did not answer: UNAVAILABLE,
-    // retried, and counted by the breaker.
-    return new ConnectError(`${e.rawMessage} (the connection closed before an answer)`, Code.Unavailable, e.metadata, undefined, e);
   }
   return e;
 }
@@ -697,6 +693,33 @@ function tokenOf(options: ClientOptions): string | undefined {
     throw new TypeError(`ledgerd client: ${source} is not a ledgerd API token (one word that starts with ldg_)`);
   }
   return token;
+}
+
+/**
+ * An interceptor that tells a call whose connection went away from a call
+ * the server reset. Node closes the streams of an HTTP/2 connection that
+ * closed (a proxy or a replica went down) with the code CANCEL, which
+ * Connect reports as CANCELED, as it reports a server's RST_STREAM CANCEL.
+ * When the stream closed without the caller's abort and the connection is
+ * gone too, the server did not answer: UNAVAILABLE (retried, and counted by
+ * the breaker), as gRPC's own clients report a lost connection.
+ */
+function connectionLoss(sessionManager: Http2SessionManager): Interceptor {
+  return (next) => async (req) => {
+    try {
+      return await next(req);
+    } catch (e) {
+      if (e instanceof ConnectError && e.code === Code.Canceled && !req.signal.aborted) {
+        // Let the connection's own close events run first.
+        await new Promise((resolve) => setImmediate(resolve));
+        const state = sessionManager.state();
+        if (state === "closed" || state === "error") {
+          throw new ConnectError(`${e.rawMessage} (the connection closed before an answer)`, Code.Unavailable, e.metadata, undefined, e);
+        }
+      }
+      throw e;
+    }
+  };
 }
 
 /** An interceptor that authenticates every call with token. */

@@ -45,6 +45,11 @@ export class Recorder {
     this.#running = true;
     void this.#loop().finally(() => {
       this.#running = false;
+      // A record queued after the loop saw an empty queue, but before this
+      // ran, found the recorder still running: start again for it.
+      if (!this.#stopped && this.#client.policies.queue.length > 0) {
+        this.wake();
+      }
     });
   }
 

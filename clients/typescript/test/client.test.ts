@@ -95,6 +95,10 @@ test("retries UNAVAILABLE with backoff until the call's timeout, then rejects wi
     insecure: true,
     retry: { initialBackoffMs: 20, maxBackoffMs: 80 },
     onRetry: (info) => retries.push(info),
+    // Without them the breaker would open, and the budget end the retries,
+    // before the timeout: this test is about the backoff alone.
+    breaker: false,
+    retryBudget: false,
   });
   try {
     const started = Date.now();
@@ -175,6 +179,8 @@ test("an attempt the server resets at its deadline is DEADLINE_EXCEEDED and retr
     insecure: true,
     attemptTimeoutMs: 100,
     onRetry: ({ error }) => retries.push(error),
+    breaker: false, // every attempt ends DEADLINE_EXCEEDED: the breaker would open
+    retryBudget: false,
   });
   try {
     await assert.rejects(impatient.lookup({ namespace: "ns", key: "k" }, { timeoutMs: 2000 }), (err: Error) => {

@@ -80,7 +80,9 @@ describe("do", () => {
 
     const second = await client.do(ns, key, mustNotRun, { owner: "worker-b", timeoutMs: TIMEOUT_MS });
     assert.equal(runs, 1);
-    assert.deepEqual(second, { ...first, attempt: 0, replayed: true });
+    assert.deepEqual(second, { ...first, attempt: 0, replayed: true, outcome: "replayed" });
+    assert.equal(first.outcome, "ran");
+    assert.equal(first.unguarded, false);
 
     const { entry } = await client.lookup({ namespace: ns, key }, { timeoutMs: TIMEOUT_MS });
     assert.equal(entry?.state, State.COMPLETED);

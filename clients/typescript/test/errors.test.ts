@@ -181,6 +181,16 @@ describe("error details", () => {
     assert.equal((toLedgerError(tls) as LedgerError).code, Code.Internal);
   });
 
+  test("reads the server's RetryInfo as retryDelayMs", () => {
+    const err = toLedgerError(
+      wireError(Code.Unavailable, "slow down", [
+        { type: "google.rpc.RetryInfo", value: new Uint8Array([0x0a, 0x06, 0x08, 0x02, 0x10, 0x80, 0xe1, 0xeb, 0x17]) }, // 2.05s
+      ]),
+    ) as LedgerError;
+    assert.equal(err.retryDelayMs, 2050);
+    assert.equal((toLedgerError(new ConnectError("m", Code.Unavailable)) as LedgerError).retryDelayMs, undefined);
+  });
+
   test("skips details it cannot decode", () => {
     const err = toLedgerError(
       wireError(Code.Aborted, "m", [
@@ -231,7 +241,7 @@ describe("createClient", () => {
   test("requires an explicit insecure opt-in for plaintext", () => {
     assert.throws(() => createClient({ address: "http://127.0.0.1:1" }), /insecure/);
     assert.throws(() => createClient({ address: "https://127.0.0.1:1", insecure: true }), /TLS/);
-    assert.throws(() => createClient({ address: "dns:///ledgerd:7400" }), /scheme/);
+    assert.throws(() => createClient({ address: "ftp://ledgerd:7400" }), /scheme/);
     assert.throws(() => createClient({ address: "" }), TypeError);
     createClient({ address: "127.0.0.1:1", insecure: true }).close();
     createClient({ address: "http://127.0.0.1:1", insecure: true }).close();

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { promisify } from "node:util";
 
-import { FencedSink, processDirectory, StaleTokenError } from "../examples/process-directory.js";
+import { FencedSink, processDirectory, StaleTokenError, transform } from "../examples/process-directory.js";
 import { addr, distPath, newClient, T, TIMEOUT_MS, uniqueKey, uniqueNamespace } from "./helpers.js";
 
 const run = promisify(execFile);
@@ -81,51 +81,56 @@ describe("process-directory", () => {
     sink.write("r", "from token 3", 3n);
     assert.throws(() => sink.write("r", "zombie", 2n), StaleTokenError);
     assert.equal(readFileSync(join(scratch, "sink", "r"), "utf8"), "from token 3");
-    assert.equal(sink.newestToken("r"), 3n);
+    assert.equal(sink.token("r"), 3n);
   });
 
-  test("processes every record once; a second run replays; a changed record is refused", T, async () => {
+  test("transform normalizes each non-empty record, as the Python example does", () => {
+    assert.deepEqual(transform(Buffer.from(" one \r\n\ntwo\n")), ["ONE\nTWO\n", 2]);
+    assert.deepEqual(transform(Buffer.from("\n \n")), ["", 0]);
+  });
+
+  test("processes every file once, keyed by its relative path; a second run replays; a changed file is refused", T, async () => {
     const input = join(scratch, "records");
     const output = join(scratch, "processed");
     rmSync(input, { recursive: true, force: true });
     const client = newClient();
     try {
-      mkdirSync(input, { recursive: true });
+      mkdirSync(join(input, "sub"), { recursive: true });
       writeFileSync(join(input, "a.txt"), "one\ntwo\n");
-      writeFileSync(join(input, "b.txt"), "three\n");
-      writeFileSync(join(input, "bad.bin"), "x\0y");
+      writeFileSync(join(input, "sub", "b.txt"), "three\n");
       const namespace = uniqueNamespace();
       const quiet = () => undefined;
 
-      const first = await processDirectory(client, namespace, input, output, quiet);
-      assert.deepEqual(first, { processed: 2, replayed: 0, failed: 1 });
-      assert.equal(readFileSync(join(output, "a.txt"), "utf8"), "ONE\nTWO\n# 2 lines\n");
-      assert.equal(readFileSync(join(output, "a.txt.token"), "utf8"), "1\n");
+      const first = await processDirectory(client, namespace, input, output, {}, quiet, quiet);
+      assert.deepEqual(first, { processed: 2, replayed: 0, failed: 0 });
+      assert.equal(readFileSync(join(output, "a.txt.out"), "utf8"), "ONE\nTWO\n");
+      assert.equal(readFileSync(join(output, "sub", "b.txt.out.token"), "utf8"), "1\n");
+      const { entry } = await client.lookup({ namespace, key: "sub/b.txt" });
+      assert.match(new TextDecoder().decode(entry!.result), /^\{"output": ".*sub\/b\.txt\.out", "records": 1, "sha256": "[0-9a-f]{64}", "token": 1\}$/);
 
-      const second = await processDirectory(client, namespace, input, output, quiet);
-      assert.deepEqual(second, { processed: 0, replayed: 2, failed: 1 });
+      const second = await processDirectory(client, namespace, input, output, {}, quiet, quiet);
+      assert.deepEqual(second, { processed: 0, replayed: 2, failed: 0 });
 
-      const log: string[] = [];
-      writeFileSync(join(input, "b.txt"), "changed\n");
-      const third = await processDirectory(client, namespace, input, output, (line) => log.push(line));
-      assert.deepEqual(third, { processed: 0, replayed: 1, failed: 2 });
-      assert.ok(log.some((line) => line.startsWith("b.txt: FingerprintMismatchError")), log.join("\n"));
-      assert.ok(log.some((line) => line.startsWith("bad.bin: failed permanently earlier")), log.join("\n"));
+      const errors: string[] = [];
+      writeFileSync(join(input, "sub", "b.txt"), "changed\n");
+      const third = await processDirectory(client, namespace, input, output, {}, quiet, (line) => errors.push(line));
+      assert.deepEqual(third, { processed: 0, replayed: 1, failed: 1 });
+      assert.deepEqual(errors, ["sub/b.txt: changed since it was processed (fingerprint mismatch); use a new key"]);
     } finally {
       client.close();
     }
   });
 
-  test("runs as a command with --addr", T, async () => {
+  test("runs as a command with the Python example's flags", T, async () => {
     const input = join(scratch, "cli-records");
     mkdirSync(input, { recursive: true });
     writeFileSync(join(input, "r1"), "hello\n");
     const args = [
       distPath("../examples/process-directory.js"),
-      "--addr", addr, "--in", input, "--out", join(scratch, "cli-out"), "--namespace", uniqueNamespace(),
+      "--addr", addr, "--input", input, "--output", join(scratch, "cli-out"), "--namespace", uniqueNamespace(),
     ];
     const { stdout } = await run(process.execPath, args, { timeout: TIMEOUT_MS });
-    assert.match(stdout, /r1: wrote r1 \(token 1\)/);
-    assert.match(stdout, /processed 1, replayed 0, failed 0/);
+    assert.match(stdout, /^r1: processed \(token 1, attempt 1\), 1 records -> .*cli-out\/r1\.out$/m);
+    assert.match(stdout, /^1 processed, 0 already done, 0 failed$/m);
   });
 });

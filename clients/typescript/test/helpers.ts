@@ -174,6 +174,8 @@ export class TcpProxy {
   readonly #server: net.Server;
   readonly #sockets = new Set<net.Socket>();
   #cut = false;
+  /** The connections the proxy forwarded so far. */
+  accepted = 0;
   #closed: Promise<void> | undefined;
 
   private constructor(server: net.Server) {
@@ -210,6 +212,7 @@ export class TcpProxy {
       downstream.resetAndDestroy();
       return;
     }
+    this.accepted++;
     const upstream = net.connect(port, host);
     for (const socket of [downstream, upstream]) {
       this.#sockets.add(socket);
