@@ -104,8 +104,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer pool.Close()
-	if _, err := ledger.Migrate(ctx, pool, nil); err != nil {
+	// Timed: on a cluster filled by an older ledgerd (--keep), this is
+	// what the new migrations cost on a big ledger (an index build, say).
+	migrating := time.Now()
+	applied, err := ledger.Migrate(ctx, pool, nil)
+	if err != nil {
 		return err
+	}
+	if len(applied) > 0 {
+		fmt.Fprintf(out, "applied migrations %v in %s\n", applied, time.Since(migrating).Round(time.Millisecond))
 	}
 	store, err := ledger.New(pool, ledger.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -276,7 +283,7 @@ func pageCalls(entries int64) []pageCall {
 	// previous page. Paging to 90% of the namespace would take 90,000
 	// calls; the token takes the console there at once.
 	deepToken := base64.RawURLEncoding.EncodeToString([]byte(`{"k":"` + deepKey + `"}`))
-	hourAgo := time.Now().Add(-time.Hour)
+	hourAgo, dayAgo := time.Now().Add(-time.Hour), time.Now().Add(-24*time.Hour)
 	// list is a call of the Entries page.
 	list := func(call string, req *ledgerv1.ListEntriesRequest, statement string, args ...any) pageCall {
 		req.Namespace, req.PageSize = bulkNamespace, size
@@ -295,6 +302,24 @@ func pageCalls(entries int64) []pageCall {
 			statesArg = states
 		}
 		return []any{bulkNamespace, after, prefix, prefixEnd, statesArg, owner, updatedAfter, nil, stuck, size + 1}
+	}
+	// events is a call of the Events page with kinds, from start (zero:
+	// the oldest event) to now, settled events only, as the page asks.
+	events := func(call string, start time.Time, statement string, kinds ...ledgerv1.EventKind) pageCall {
+		names := make([]string, len(kinds))
+		for i, kind := range kinds {
+			names[i] = eventKindNames[kind]
+		}
+		req := &ledgerv1.ListEventsRequest{Namespace: bulkNamespace, Kinds: kinds}
+		if !start.IsZero() {
+			req.StartTime = timestamppb.New(start)
+		}
+		return pageCall{page: "Events", call: "ListEvents, " + call, statement: statement,
+			args: []any{bulkNamespace, start, time.Now(), nil, nil, names, size + 1},
+			rpc: func(ctx context.Context, c ledgerv1.LedgerAdminServiceClient) error {
+				_, err := c.ListEvents(ctx, req)
+				return err
+			}}
 	}
 	return []pageCall{
 		{page: "Namespaces", call: "ListNamespaces", statement: "namespace_list", args: []any{"", size + 1},
@@ -350,14 +375,31 @@ func pageCalls(entries int64) []pageCall {
 				_, err := c.ListEvents(ctx, &ledgerv1.ListEventsRequest{Namespace: bulkNamespace})
 				return err
 			}},
-		{page: "Events", call: "ListEvents, kind force_released (none)", statement: "list_events",
-			args: []any{bulkNamespace, time.Time{}, time.Now(), nil, nil, []string{"force_released"}, size + 1},
-			rpc: func(ctx context.Context, c ledgerv1.LedgerAdminServiceClient) error {
-				_, err := c.ListEvents(ctx, &ledgerv1.ListEventsRequest{Namespace: bulkNamespace,
-					Kinds: []ledgerv1.EventKind{ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED}})
-				return err
-			}},
+		// Kinds of admin actions alone: list_events_admin.sql, over their
+		// partial index, whatever the range.
+		events("kind force_released (none), everything", time.Time{}, "list_events_admin", ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED),
+		events("kinds force_released, reset, namespace_changed (one), everything", time.Time{}, "list_events_admin",
+			ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED, ledgerv1.EventKind_EVENT_KIND_RESET, ledgerv1.EventKind_EVENT_KIND_NAMESPACE_CHANGED),
+		// Any other kind: list_events.sql, which reads the range's events
+		// and keeps those of the kinds. The page's default range with a
+		// kind filter is the last 24 hours (server/console/static/js/events.js).
+		events("kind failed (1%), the last hour", hourAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED),
+		events("kind failed (1%), the last 24 hours (the page's default with a kind)", dayAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED),
+		events("kind failed (1%), everything", time.Time{}, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED),
+		events("kind refused_stale_token (none), the last hour", hourAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN),
+		events("kind refused_stale_token (none), the last 24 hours (the page's default with a kind)", dayAgo, "list_events",
+			ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN),
 	}
+}
+
+// eventKindNames are the names events stores of the kinds consolecost
+// filters on.
+var eventKindNames = map[ledgerv1.EventKind]string{
+	ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED:      "force_released",
+	ledgerv1.EventKind_EVENT_KIND_RESET:               "reset",
+	ledgerv1.EventKind_EVENT_KIND_NAMESPACE_CHANGED:   "namespace_changed",
+	ledgerv1.EventKind_EVENT_KIND_FAILED:              "failed",
+	ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN: "refused_stale_token",
 }
 
 // timeCall makes c's RPC once to warm the caches, then runs times, and
