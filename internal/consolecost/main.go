@@ -3,7 +3,9 @@
 // about two events per entry, by SQL in bulk, then times each RPC a console
 // page makes, with that page's filters, through a ledgerd server, and shows
 // the EXPLAIN (ANALYZE, BUFFERS) of the statement behind each. It fails
-// (exit 1) if any of them reads entries or events with a sequential scan.
+// (exit 1) if any of them reads entries or events with a sequential scan,
+// except the Events page's rare kinds over a time range wider than the
+// page's default, which the user chose: their scans are listed at the end.
 //
 //	go run ./internal/consolecost                     # a private PostgreSQL, destroyed afterwards
 //	go run ./internal/consolecost --keep .data/consolecost  # keep the filled cluster, reuse it next time
@@ -127,7 +129,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer stop()
-	var scans []string
+	var scans, allowed []string
 	fmt.Fprintf(out, "\n| page | RPC and filters | statement | median of %d | rows read (plan) |\n| --- | --- | --- | ---: | --- |\n", *runs)
 	var plans strings.Builder
 	for _, c := range pageCalls(*entries) {
@@ -149,8 +151,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return fmt.Errorf("explain %s: %w", c.statement, err)
 		}
 		for _, table := range []string{"entries", "events"} {
-			if strings.Contains(plan, "Seq Scan on "+table) {
-				scans = append(scans, fmt.Sprintf("%s (%s): Seq Scan on %s", c.page, c.call, table))
+			if !strings.Contains(plan, "Seq Scan on "+table) {
+				continue
+			}
+			scan := fmt.Sprintf("%s (%s): Seq Scan on %s", c.page, c.call, table)
+			if c.userRange {
+				allowed = append(allowed, scan)
+			} else {
+				scans = append(scans, scan)
 			}
 		}
 		fmt.Fprintf(out, "| %s | %s | %s | %s | %s |\n", c.page, c.call, c.statement, elapsed, readsOf(plan))
@@ -159,10 +167,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if *verbose {
 		fmt.Fprint(out, plans.String())
 	}
+	if len(allowed) > 0 {
+		fmt.Fprintf(out, "\nsequential scans over a range the user chose (not failed):\n  %s\n", strings.Join(allowed, "\n  "))
+	}
 	if len(scans) > 0 {
 		return fmt.Errorf("sequential scans:\n  %s", strings.Join(scans, "\n  "))
 	}
-	fmt.Fprintln(out, "\nno statement reads entries or events with a sequential scan")
+	fmt.Fprintln(out, "\nno statement of a page's default or indexed filters reads entries or events with a sequential scan")
 	return nil
 }
 
@@ -272,6 +283,11 @@ type pageCall struct {
 	rpc        func(ctx context.Context, c ledgerv1.LedgerAdminServiceClient) error // nil: EXPLAIN only
 	statement  string
 	args       []any
+	// userRange: a time range the user chose, wider than the page's
+	// default, that reads every event in it to find a rare kind (see
+	// docs/performance.md, "Console"). Its sequential scan is reported,
+	// and does not fail the run.
+	userRange bool
 }
 
 // pageCalls are the console's calls on the filled ledger; entries is how
@@ -381,15 +397,24 @@ func pageCalls(entries int64) []pageCall {
 		events("kinds force_released, reset, namespace_changed (one), everything", time.Time{}, "list_events_admin",
 			ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED, ledgerv1.EventKind_EVENT_KIND_RESET, ledgerv1.EventKind_EVENT_KIND_NAMESPACE_CHANGED),
 		// Any other kind: list_events.sql, which reads the range's events
-		// and keeps those of the kinds. The page's default range with a
-		// kind filter is the last 24 hours (server/console/static/js/events.js).
-		events("kind failed (1%), the last hour", hourAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED),
-		events("kind failed (1%), the last 24 hours (the page's default with a kind)", dayAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED),
-		events("kind failed (1%), everything", time.Time{}, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED),
-		events("kind refused_stale_token (none), the last hour", hourAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN),
-		events("kind refused_stale_token (none), the last 24 hours (the page's default with a kind)", dayAgo, "list_events",
+		// and keeps those of the kinds. The page's default range with such
+		// a kind is the last hour (server/console/static/js/events.js); a
+		// longer one is the user's choice, whose scans are shown, not
+		// failed.
+		events("kind failed (1%), the last hour (the page's default with a kind)", hourAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED),
+		wide(events("kind failed (1%), the last 24 hours", dayAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED)),
+		wide(events("kind failed (1%), everything", time.Time{}, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED)),
+		events("kind refused_stale_token (none), the last hour (the page's default with a kind)", hourAgo, "list_events",
 			ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN),
+		wide(events("kind refused_stale_token (none), the last 24 hours", dayAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN)),
+		wide(events("kind refused_stale_token (none), everything", time.Time{}, "list_events", ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN)),
 	}
+}
+
+// wide marks c as a range the user chose beyond the page's default.
+func wide(c pageCall) pageCall {
+	c.userRange = true
+	return c
 }
 
 // eventKindNames are the names events stores of the kinds consolecost

@@ -29,10 +29,11 @@ const KINDS = ["reserved", "taken_over", "reclaimed", "heartbeat", "completed", 
 // The kinds of admin actions. ledgerd lists them through an index of their
 // own (its events_admin_idx), so a filter on them alone costs what it
 // returns over any time range. A filter on any other kind reads every
-// event of the range to find its matches: without a start time, the page
-// asks for the last KIND_DEFAULT_HOURS only, and says so.
+// event of the range to find its matches (docs/performance.md, "Console",
+// has what an hour and a day cost on a big ledger): without a start time,
+// the page asks for the hour before the end only, and says so.
 const ADMIN_KINDS = ["force_released", "reset", "namespace_changed", "namespace_created"];
-const KIND_DEFAULT_HOURS = 24;
+const KIND_DEFAULT_RANGE_MS = 3600 * 1000;
 
 // The most events an export fetches (pages of 1000): beyond it, narrow the
 // time range or use ledgerctl, which streams.
@@ -54,7 +55,8 @@ export async function render(ctx) {
   if (rangeDefaulted) {
     // Written into the form and the page links, so the next pages and an
     // export keep the same range.
-    filter.start = new Date(Date.now() - KIND_DEFAULT_HOURS * 3600 * 1000).toISOString();
+    const end = filter.end ? new Date(filter.end).getTime() : Date.now();
+    filter.start = new Date(end - KIND_DEFAULT_RANGE_MS).toISOString();
   }
   const path = ns ? ["ns", ns, "events"] : ["events"];
   const exportEl = h("section", {});
@@ -64,7 +66,7 @@ export async function render(ctx) {
     h("h1", {}, ns ? `Events of ${ns}` : "Platform events (tokens, role bindings, credentials, restores)"),
     filterForm(ctx, path, filter),
     rangeDefaulted ? h("p", { class: "note", "data-test": "events-default-range" },
-      `Showing the last ${KIND_DEFAULT_HOURS} hours: a kind filter reads every event of its time range to find its kinds, so without a start time the page asks for the last ${KIND_DEFAULT_HOURS} hours. `,
+      "Showing one hour: a kind filter reads every event of its time range to find its kinds, so without a start time the page asks for the hour before the end. ",
       "Set “From” to look further back (on a big ledger a long range may run into the request timeout). Force releases, resets and namespace changes alone are indexed and listed over any range.") : null,
     exportEl, results);
   drawExport(exportEl, ns, filter);
