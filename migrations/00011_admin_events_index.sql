@@ -13,13 +13,18 @@
 -- entry in it; every other event insert only evaluates the predicate.
 --
 -- Additive: an older ledgerd runs beside it (ledgerd_schema_compat is left
--- as it is). Building it reads the whole events table and locks it against
--- inserts meanwhile, so every call that writes an event (Reserve, Complete,
--- …) waits: BUILD_COST. The migrator runs each migration in a
--- transaction, so it cannot build CONCURRENTLY; on a large ledger, run
--- `ledgerd migrate` off-peak, or create the index CONCURRENTLY by hand
--- first, with this name and definition, and the migration then finds it
--- there (IF NOT EXISTS).
+-- as it is). Building it reads the whole events table and holds a lock
+-- that blocks event inserts meanwhile, so every call that writes an event
+-- (Reserve, Complete, ...) waits for the build. On 21 M events (a 2.5 GB
+-- table) it took 1.5 to 2.6 s with the table in the operating system's
+-- cache; from a cold disk, add the time to read the table. The index
+-- itself stays small: it held the 5 admin events of those 21 M in 16 kB.
+-- The migrator runs each migration in a transaction, so it cannot build
+-- CONCURRENTLY: on a large ledger, run `ledgerd migrate` off-peak, or build
+-- the index first with CREATE INDEX CONCURRENTLY, this name and this
+-- definition; the migration then keeps it (IF NOT EXISTS). A concurrent
+-- build that failed leaves an INVALID index of that name: drop it, or the
+-- migration keeps an index the planner never uses.
 
 -- +goose Up
 CREATE INDEX IF NOT EXISTS events_admin_idx ON events (namespace, at, id)
