@@ -47,3 +47,7 @@ func CollectDirect(rows pgx.Rows) ([]Entry, error) {
 	}
 	return entries, err
 }
+
+// AdminEventKinds exposes the kinds ListEvents reads through the partial
+// index of admin events.
+var AdminEventKinds = adminEventKinds

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -321,7 +322,7 @@ func (s *Store) listEvents(ctx context.Context, filter EventFilter, page Page) (
 			}
 		}
 		var err error
-		result.Events, err = queryRows[Event](ctx, conn, query("list_events"), filter.Namespace, start, end, afterAt, token.ID, kinds, size+1)
+		result.Events, err = queryRows[Event](ctx, conn, eventsStatement(filter.Kinds), filter.Namespace, start, end, afterAt, token.ID, kinds, size+1)
 		return err
 	})
 	if err != nil {
@@ -333,6 +334,29 @@ func (s *Store) listEvents(ctx context.Context, filter EventFilter, page Page) (
 		result.NextPageToken = pageToken{At: last.At, ID: last.ID}.encode()
 	}
 	return result, nil
+}
+
+// adminEventKinds are the kinds of the events that record admin actions:
+// those the partial index events_admin_idx holds (migration 00011), and
+// that event retention keeps for Config.AdminEventRetention
+// (queries/delete_events.sql). The three lists must match.
+var adminEventKinds = []EventKind{EventForceReleased, EventReset, EventNamespaceChanged, EventNamespaceCreated}
+
+// eventsStatement returns the statement that lists events of kinds (none:
+// any kind). When every one is an admin kind, it is list_events_admin.sql,
+// which reads only the admin events through their partial index: a listing
+// of the rare admin actions then reads what it returns, not every event of
+// its time range.
+func eventsStatement(kinds []EventKind) string {
+	if len(kinds) == 0 {
+		return query("list_events")
+	}
+	for _, kind := range kinds {
+		if !slices.Contains(adminEventKinds, kind) {
+			return query("list_events")
+		}
+	}
+	return query("list_events_admin")
 }
 
 // settledUntil returns where a listing of events on conn's server must

@@ -18,6 +18,8 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
+
+	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
 )
 
 // The keys the tests seed in consoleNamespace.
@@ -375,4 +377,39 @@ func TestConsoleCrossSitePostIsRefused(t *testing.T) {
 
 	require.Equal(t, entryRow{State: "leased", Owner: "worker-held", FencingToken: heldToken}, c.row(t, consoleNamespace, heldKey))
 	require.False(t, slices.ContainsFunc(c.events(t, consoleNamespace, heldKey), func(e eventRow) bool { return e.Kind == "force_released" }))
+}
+
+// TestConsoleEventsKindRange: on the Events page, a kind filter other than
+// the admin actions, given no start time, lists the last hour only (a
+// rare kind over a long range reads every event of it), writes that start
+// into the form and says so; the admin actions alone, which have an index
+// of their own, are listed over any range, with no start filled in.
+func TestConsoleEventsKindRange(t *testing.T) {
+	t.Parallel()
+	c := startConsoleLedger(t, false)
+	const failedKey, releasedKey = "refund-9", "refund-10"
+	c.fail(t, consoleNamespace, failedKey, c.reserve(t, consoleNamespace, failedKey, "worker-a", time.Minute), "card_declined", "declined")
+	token := c.reserve(t, consoleNamespace, releasedKey, "worker-b", time.Hour)
+	_, err := ledgerv1.NewLedgerAdminServiceClient(c.conn).ForceRelease(c.as("admin"), &ledgerv1.ForceReleaseRequest{
+		Namespace: consoleNamespace, Key: releasedKey, FencingToken: token, Reason: "host lost"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"reserved", "failed"}, kindsOf(c.events(t, consoleNamespace, failedKey)))
+	require.Equal(t, []string{"reserved", "force_released"}, kindsOf(c.events(t, consoleNamespace, releasedKey)))
+
+	b := newBrowser(t)
+	rowsOf := `Array.from(document.querySelectorAll('[data-test="event-row"]'), r => r.dataset.kind)`
+	startHoursAgo := `(Date.now() - new Date(document.querySelector('[data-test="filter-start"]').value).getTime()) / 3600000`
+	b.open(c.consoleURL("#/ns/" + consoleNamespace + "/events?unsettled=1&kind=failed"))
+	b.waitVisible(`[data-test="event-row"][data-kind="failed"]`)
+	require.Equal(t, []string{"failed"}, eval[[]string](b, rowsOf))
+	require.Equal(t, []string{failedKey}, b.texts(sel("event-key-link")))
+	require.Contains(t, b.text(sel("events-default-range")), "Showing one hour")
+	require.InDelta(t, 1, eval[float64](b, startHoursAgo), 0.5, "the form's start is the default range's")
+
+	b.open(c.consoleURL("#/ns/" + consoleNamespace + "/events?unsettled=1&kind=force_released"))
+	b.waitVisible(`[data-test="event-row"][data-kind="force_released"]`)
+	require.Equal(t, []string{"force_released"}, eval[[]string](b, rowsOf))
+	require.Equal(t, []string{releasedKey}, b.texts(sel("event-key-link")))
+	require.Empty(t, b.texts(sel("events-default-range")))
+	require.Empty(t, eval[string](b, `document.querySelector('[data-test="filter-start"]').value`))
 }

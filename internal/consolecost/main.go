@@ -3,7 +3,9 @@
 // about two events per entry, by SQL in bulk, then times each RPC a console
 // page makes, with that page's filters, through a ledgerd server, and shows
 // the EXPLAIN (ANALYZE, BUFFERS) of the statement behind each. It fails
-// (exit 1) if any of them reads entries or events with a sequential scan.
+// (exit 1) if any of them reads entries or events with a sequential scan,
+// except the Events page's rare kinds over a time range wider than the
+// page's default, which the user chose: their scans are listed at the end.
 //
 //	go run ./internal/consolecost                     # a private PostgreSQL, destroyed afterwards
 //	go run ./internal/consolecost --keep .data/consolecost  # keep the filled cluster, reuse it next time
@@ -24,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -81,6 +84,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if *entries < 1000 || *runs < 1 {
 		return errors.New("--entries must be at least 1000 and --runs at least 1")
 	}
+	if *keep != "" {
+		// devcluster runs scripts/pg.sh from /, where a relative directory
+		// would land: resolve it against ours.
+		dir, err := filepath.Abs(*keep)
+		if err != nil {
+			return fmt.Errorf("--keep: %w", err)
+		}
+		*keep = dir
+	}
 	if *databaseURL == "" {
 		fmt.Fprintln(out, "starting a private PostgreSQL (fsync off)")
 		pg, err := devcluster.StartPostgres(ctx, devcluster.PostgresConfig{Durability: devcluster.Throwaway, Dir: *keep, Keep: *keep != ""})
@@ -104,8 +116,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer pool.Close()
-	if _, err := ledger.Migrate(ctx, pool, nil); err != nil {
+	// Timed: on a cluster filled by an older ledgerd (--keep), this is
+	// what the new migrations cost on a big ledger (an index build, say).
+	migrating := time.Now()
+	applied, err := ledger.Migrate(ctx, pool, nil)
+	if err != nil {
 		return err
+	}
+	if len(applied) > 0 {
+		fmt.Fprintf(out, "applied migrations %v in %s\n", applied, time.Since(migrating).Round(time.Millisecond))
 	}
 	store, err := ledger.New(pool, ledger.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -120,7 +139,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer stop()
-	var scans []string
+	var scans, allowed []string
 	fmt.Fprintf(out, "\n| page | RPC and filters | statement | median of %d | rows read (plan) |\n| --- | --- | --- | ---: | --- |\n", *runs)
 	var plans strings.Builder
 	for _, c := range pageCalls(*entries) {
@@ -142,8 +161,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return fmt.Errorf("explain %s: %w", c.statement, err)
 		}
 		for _, table := range []string{"entries", "events"} {
-			if strings.Contains(plan, "Seq Scan on "+table) {
-				scans = append(scans, fmt.Sprintf("%s (%s): Seq Scan on %s", c.page, c.call, table))
+			if !strings.Contains(plan, "Seq Scan on "+table) {
+				continue
+			}
+			scan := fmt.Sprintf("%s (%s): Seq Scan on %s", c.page, c.call, table)
+			if c.userRange {
+				allowed = append(allowed, scan)
+			} else {
+				scans = append(scans, scan)
 			}
 		}
 		fmt.Fprintf(out, "| %s | %s | %s | %s | %s |\n", c.page, c.call, c.statement, elapsed, readsOf(plan))
@@ -152,10 +177,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if *verbose {
 		fmt.Fprint(out, plans.String())
 	}
+	if len(allowed) > 0 {
+		fmt.Fprintf(out, "\nsequential scans over a range the user chose (not failed):\n  %s\n", strings.Join(allowed, "\n  "))
+	}
 	if len(scans) > 0 {
 		return fmt.Errorf("sequential scans:\n  %s", strings.Join(scans, "\n  "))
 	}
-	fmt.Fprintln(out, "\nno statement reads entries or events with a sequential scan")
+	fmt.Fprintln(out, "\nno statement of a page's default or indexed filters reads entries or events with a sequential scan")
 	return nil
 }
 
@@ -265,6 +293,11 @@ type pageCall struct {
 	rpc        func(ctx context.Context, c ledgerv1.LedgerAdminServiceClient) error // nil: EXPLAIN only
 	statement  string
 	args       []any
+	// userRange: a time range the user chose, wider than the page's
+	// default, that reads every event in it to find a rare kind (see
+	// docs/performance.md, "Console"). Its sequential scan is reported,
+	// and does not fail the run.
+	userRange bool
 }
 
 // pageCalls are the console's calls on the filled ledger; entries is how
@@ -276,7 +309,7 @@ func pageCalls(entries int64) []pageCall {
 	// previous page. Paging to 90% of the namespace would take 90,000
 	// calls; the token takes the console there at once.
 	deepToken := base64.RawURLEncoding.EncodeToString([]byte(`{"k":"` + deepKey + `"}`))
-	hourAgo := time.Now().Add(-time.Hour)
+	hourAgo, dayAgo := time.Now().Add(-time.Hour), time.Now().Add(-24*time.Hour)
 	// list is a call of the Entries page.
 	list := func(call string, req *ledgerv1.ListEntriesRequest, statement string, args ...any) pageCall {
 		req.Namespace, req.PageSize = bulkNamespace, size
@@ -295,6 +328,24 @@ func pageCalls(entries int64) []pageCall {
 			statesArg = states
 		}
 		return []any{bulkNamespace, after, prefix, prefixEnd, statesArg, owner, updatedAfter, nil, stuck, size + 1}
+	}
+	// events is a call of the Events page with kinds, from start (zero:
+	// the oldest event) to now, settled events only, as the page asks.
+	events := func(call string, start time.Time, statement string, kinds ...ledgerv1.EventKind) pageCall {
+		names := make([]string, len(kinds))
+		for i, kind := range kinds {
+			names[i] = eventKindNames[kind]
+		}
+		req := &ledgerv1.ListEventsRequest{Namespace: bulkNamespace, Kinds: kinds}
+		if !start.IsZero() {
+			req.StartTime = timestamppb.New(start)
+		}
+		return pageCall{page: "Events", call: "ListEvents, " + call, statement: statement,
+			args: []any{bulkNamespace, start, time.Now(), nil, nil, names, size + 1},
+			rpc: func(ctx context.Context, c ledgerv1.LedgerAdminServiceClient) error {
+				_, err := c.ListEvents(ctx, req)
+				return err
+			}}
 	}
 	return []pageCall{
 		{page: "Namespaces", call: "ListNamespaces", statement: "namespace_list", args: []any{"", size + 1},
@@ -350,14 +401,40 @@ func pageCalls(entries int64) []pageCall {
 				_, err := c.ListEvents(ctx, &ledgerv1.ListEventsRequest{Namespace: bulkNamespace})
 				return err
 			}},
-		{page: "Events", call: "ListEvents, kind force_released (none)", statement: "list_events",
-			args: []any{bulkNamespace, time.Time{}, time.Now(), nil, nil, []string{"force_released"}, size + 1},
-			rpc: func(ctx context.Context, c ledgerv1.LedgerAdminServiceClient) error {
-				_, err := c.ListEvents(ctx, &ledgerv1.ListEventsRequest{Namespace: bulkNamespace,
-					Kinds: []ledgerv1.EventKind{ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED}})
-				return err
-			}},
+		// Kinds of admin actions alone: list_events_admin.sql, over their
+		// partial index, whatever the range.
+		events("kind force_released (none), everything", time.Time{}, "list_events_admin", ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED),
+		events("kinds force_released, reset, namespace_changed (one), everything", time.Time{}, "list_events_admin",
+			ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED, ledgerv1.EventKind_EVENT_KIND_RESET, ledgerv1.EventKind_EVENT_KIND_NAMESPACE_CHANGED),
+		// Any other kind: list_events.sql, which reads the range's events
+		// and keeps those of the kinds. The page's default range with such
+		// a kind is the last hour (server/console/static/js/events.js); a
+		// longer one is the user's choice, whose scans are shown, not
+		// failed.
+		events("kind failed (1%), the last hour (the page's default with a kind)", hourAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED),
+		wide(events("kind failed (1%), the last 24 hours", dayAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED)),
+		wide(events("kind failed (1%), everything", time.Time{}, "list_events", ledgerv1.EventKind_EVENT_KIND_FAILED)),
+		events("kind refused_stale_token (none), the last hour (the page's default with a kind)", hourAgo, "list_events",
+			ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN),
+		wide(events("kind refused_stale_token (none), the last 24 hours", dayAgo, "list_events", ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN)),
+		wide(events("kind refused_stale_token (none), everything", time.Time{}, "list_events", ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN)),
 	}
+}
+
+// wide marks c as a range the user chose beyond the page's default.
+func wide(c pageCall) pageCall {
+	c.userRange = true
+	return c
+}
+
+// eventKindNames are the names events stores of the kinds consolecost
+// filters on.
+var eventKindNames = map[ledgerv1.EventKind]string{
+	ledgerv1.EventKind_EVENT_KIND_FORCE_RELEASED:      "force_released",
+	ledgerv1.EventKind_EVENT_KIND_RESET:               "reset",
+	ledgerv1.EventKind_EVENT_KIND_NAMESPACE_CHANGED:   "namespace_changed",
+	ledgerv1.EventKind_EVENT_KIND_FAILED:              "failed",
+	ledgerv1.EventKind_EVENT_KIND_REFUSED_STALE_TOKEN: "refused_stale_token",
 }
 
 // timeCall makes c's RPC once to warm the caches, then runs times, and

@@ -10,6 +10,7 @@
 //   filter-apply, filter-clear
 //   events-table, event-row (data-kind, data-id), event-key-link, event-detail
 //   events-empty, events-next, events-first, events-count
+//   events-default-range        the note that a kind filter got the default time range
 //   settled-until               the settling window, as the RPC reported it
 //   export-jsonl, export-csv    export every page with these filters
 //   export-status               how many events the export holds
@@ -24,6 +25,15 @@ import { crumbs, errorBox, fmtTime, fromLocalInput, h, hashLink, kindName, local
 const KINDS = ["reserved", "taken_over", "reclaimed", "heartbeat", "completed", "failed", "released", "purged",
   "refused_stale_token", "refused_fingerprint", "force_released", "reset", "namespace_changed", "token_created",
   "token_revoked", "role_granted", "role_revoked", "namespace_created", "credential_refused", "restore_fenced"];
+
+// The kinds of admin actions. ledgerd lists them through an index of their
+// own (its events_admin_idx), so a filter on them alone costs what it
+// returns over any time range. A filter on any other kind reads every
+// event of the range to find its matches (docs/performance.md, "Console",
+// has what an hour and a day cost on a big ledger): without a start time,
+// the page asks for the hour before the end only, and says so.
+const ADMIN_KINDS = ["force_released", "reset", "namespace_changed", "namespace_created"];
+const KIND_DEFAULT_RANGE_MS = 3600 * 1000;
 
 // The most events an export fetches (pages of 1000): beyond it, narrow the
 // time range or use ledgerctl, which streams.
@@ -41,13 +51,24 @@ export async function render(ctx) {
     pageSize: Number(p.get("size") || 100),
     pageToken: p.get("page") || "",
   };
+  const rangeDefaulted = !filter.start && !filter.pageToken && filter.kinds.some((k) => !ADMIN_KINDS.includes(k));
+  if (rangeDefaulted) {
+    // Written into the form and the page links, so the next pages and an
+    // export keep the same range.
+    const end = filter.end ? new Date(filter.end).getTime() : Date.now();
+    filter.start = new Date(end - KIND_DEFAULT_RANGE_MS).toISOString();
+  }
   const path = ns ? ["ns", ns, "events"] : ["events"];
   const exportEl = h("section", {});
   const results = h("section", {}, h("p", { class: "muted" }, "Loading…"));
   replace(ctx.el,
     crumbs(ns, "events"),
     h("h1", {}, ns ? `Events of ${ns}` : "Platform events (tokens, role bindings, credentials, restores)"),
-    filterForm(ctx, path, filter), exportEl, results);
+    filterForm(ctx, path, filter),
+    rangeDefaulted ? h("p", { class: "note", "data-test": "events-default-range" },
+      "Showing one hour: a kind filter reads every event of its time range to find its kinds, so without a start time the page asks for the hour before the end. ",
+      "Set “From” to look further back (on a big ledger a long range may run into the request timeout). Force releases, resets and namespace changes alone are indexed and listed over any range.") : null,
+    exportEl, results);
   drawExport(exportEl, ns, filter);
 
   const res = await admin("ListEvents", request(ns, filter, filter.pageSize, filter.pageToken));
