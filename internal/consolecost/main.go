@@ -26,7 +26,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -83,15 +82,6 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if *entries < 1000 || *runs < 1 {
 		return errors.New("--entries must be at least 1000 and --runs at least 1")
-	}
-	if *keep != "" {
-		// devcluster runs scripts/pg.sh from /, where a relative directory
-		// would land: resolve it against ours.
-		dir, err := filepath.Abs(*keep)
-		if err != nil {
-			return fmt.Errorf("--keep: %w", err)
-		}
-		*keep = dir
 	}
 	if *databaseURL == "" {
 		fmt.Fprintln(out, "starting a private PostgreSQL (fsync off)")

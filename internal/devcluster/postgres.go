@@ -118,9 +118,16 @@ func StartPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start PostgreSQL: %w", err)
 	}
+	dir := cfg.Dir
+	if dir != "" {
+		// pg.sh runs from / (see run): a relative Dir is the caller's.
+		if dir, err = filepath.Abs(dir); err != nil {
+			return nil, fmt.Errorf("start PostgreSQL: %w", err)
+		}
+	}
 	p := &Postgres{
 		script:     filepath.Join(root, "scripts", "pg.sh"),
-		dir:        cfg.Dir,
+		dir:        dir,
 		durability: cfg.Durability,
 		keep:       cfg.Keep,
 		log:        cfg.Log,
