@@ -49,5 +49,6 @@ fi
 say "built bin/ledgerd in $((SECONDS - build_start))s"
 
 say "starting ledgerd: gRPC on ${LEDGER_LISTEN_ADDR:-127.0.0.1:7070}, HTTP/JSON, /metrics and probes on ${LEDGER_HTTP_ADDR:-127.0.0.1:7071}," \
-	"without authentication (--insecure-dev); it logs \"ledgerd serving\" when it is ready, and ^C stops it"
+	"without authentication (--insecure-dev); it logs \"ledgerd serving\" when it is ready, and ^C stops it;" \
+	"the console is http://${LEDGER_HTTP_ADDR:-127.0.0.1:7071}/ui/"
 exec bin/ledgerd serve --insecure-dev
