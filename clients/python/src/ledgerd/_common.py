@@ -19,7 +19,7 @@ import grpc
 
 from ._gen.ledger.v1 import ledger_pb2
 
-from . import _convert
+from . import _convert, _guard, _policy, _retry
 from ._convert import DurationLike
 from .errors import (
     CancelledError,
@@ -71,6 +71,11 @@ DEFAULT_HEARTBEAT_INTERVAL = 10.0
 MAX_ERROR_MESSAGE_BYTES = 4096
 #: The longest work error code do() records (the server's limit).
 MAX_ERROR_CODE_BYTES = 128
+#: How long the fail-open recorder's Reserve asks the server to wait for a
+#: holder, in seconds.
+RECORD_SERVER_WAIT = 5.0
+#: The bound of each of the recorder's calls besides that wait, in seconds.
+RECORD_CALL_TIMEOUT = 10.0
 # A Reserve that waited for less than this part of its wait_timeout (and
 # less than _IMMEDIATE_ANSWER seconds) before answering IN_PROGRESS was
 # answered at once (a server that does not wait, or is shutting down): do()
@@ -402,3 +407,177 @@ def completed_result(lease: Lease, value: bytes, completed: Any) -> Result:
         replayed=False,
         completed_at=_convert.from_timestamp(completed, "completed_at"),
     )
+
+
+# The requests of the thin typed methods (and of do()'s own calls): both
+# clients build them here, and differ only in how they await the call.
+
+
+def reserve_wait(request: ledger_pb2.ReserveRequest, wait_timeout: Optional[DurationLike]) -> float:
+    """Sets a Reserve's ``wait_timeout``; returns the seconds to add to the
+    attempt's timeout for it (0 without a wait)."""
+    if wait_timeout is None:
+        return 0.0
+    request.wait_timeout.CopyFrom(_convert.to_duration(wait_timeout, "wait_timeout"))
+    return max(0.0, _convert.seconds(wait_timeout, "wait_timeout"))
+
+
+def heartbeat_request(
+    namespace: str,
+    key: str,
+    fencing_token: int,
+    *,
+    lease_ttl: Optional[DurationLike] = None,
+    checkpoint: Optional[BytesLike] = None,
+) -> ledger_pb2.HeartbeatRequest:
+    """The HeartbeatRequest of :meth:`Client.heartbeat`."""
+    request = ledger_pb2.HeartbeatRequest(namespace=namespace, key=key, fencing_token=fencing_token)
+    if lease_ttl is not None:
+        request.lease_ttl.CopyFrom(_convert.to_duration(lease_ttl, "lease_ttl"))
+    if checkpoint is not None:
+        request.checkpoint = bytes(checkpoint)
+    return request
+
+
+def lease_heartbeat_request(lease: Lease) -> Tuple[ledger_pb2.HeartbeatRequest, Optional[bytes], int]:
+    """The heartbeat of a lease that do() holds: its TTL again, and the
+    checkpoint staged since the last one; returns the request, that
+    checkpoint (None: none staged) and its version (for ``_mark_stored``)."""
+    checkpoint, version = lease._pending()
+    request = heartbeat_request(
+        lease.namespace,
+        lease.key,
+        lease.fencing_token,
+        lease_ttl=lease.ttl if lease.ttl > 0 else None,
+        checkpoint=checkpoint,
+    )
+    return request, checkpoint, version
+
+
+def complete_request(namespace: str, key: str, fencing_token: int, result: BytesLike) -> ledger_pb2.CompleteRequest:
+    """The CompleteRequest that records ``result`` under ``fencing_token``."""
+    return ledger_pb2.CompleteRequest(namespace=namespace, key=key, fencing_token=fencing_token, result=bytes(result))
+
+
+def fail_request(
+    namespace: str, key: str, fencing_token: int, *, message: str, code: str, retryable: bool
+) -> ledger_pb2.FailRequest:
+    """The FailRequest that records a work failure under ``fencing_token``."""
+    return ledger_pb2.FailRequest(
+        namespace=namespace,
+        key=key,
+        fencing_token=fencing_token,
+        error=ledger_pb2.WorkError(code=code, message=message),
+        retryable=retryable,
+    )
+
+
+def release_request(namespace: str, key: str, fencing_token: int) -> ledger_pb2.ReleaseRequest:
+    """The ReleaseRequest that gives up the lease held with ``fencing_token``."""
+    return ledger_pb2.ReleaseRequest(namespace=namespace, key=key, fencing_token=fencing_token)
+
+
+# do()'s handling of a Reserve's answer.
+
+
+def set_reserve_wait(request: ledger_pb2.ReserveRequest, wait_for: Optional[float]) -> None:
+    """Sets (or, for None, clears) the wait_timeout of do()'s next Reserve."""
+    if wait_for is not None:
+        request.wait_timeout.CopyFrom(_convert.to_duration(wait_for, "wait_timeout"))
+    else:
+        request.ClearField("wait_timeout")
+
+
+def reserve_outcome(
+    namespace: str, key: str, owner: str, response: ledger_pb2.ReserveResponse, lease_class: type = Lease
+) -> Any:
+    """What do()'s Reserve answered: a Lease (``lease_class``) to run the work
+    under, the Result of a replay, or the holder (``response.in_progress``)
+    of a key held by another owner. Raises FailedError for a key that failed
+    permanently, and LedgerError for an outcome this client does not know."""
+    outcome = response.WhichOneof("outcome")
+    if outcome == "acquired":
+        return lease_from_acquired(namespace, key, owner, response.acquired, lease_class)
+    if outcome == "completed":
+        return replayed_result(response.completed)
+    if outcome == "failed":
+        raise failed_error(namespace, key, response.failed)
+    if outcome == "in_progress":
+        return response.in_progress
+    raise LedgerError(f"reserve returned an outcome this client does not know ({outcome})", operation="reserve")
+
+
+def held_pause(
+    namespace: str,
+    key: str,
+    holder: Any,
+    *,
+    wait: bool,
+    started: float,
+    wait_for: Optional[float],
+    deadline: Optional[float],
+) -> Optional[float]:
+    """How long do() sleeps before asking again for a key another owner holds
+    (None: ask again at once, the server having waited). Raises
+    InProgressError when do() must not wait (``wait=False``)."""
+    if not wait:
+        raise in_progress_error(namespace, key, holder, f"{namespace}/{key} is held by {holder.owner!r}")
+    if not answered_at_once(started, wait_for):
+        return None
+    pause = _retry.poll_interval(_convert.from_duration(holder.retry_after))
+    if deadline is not None:
+        pause = min(pause, max(0.0, deadline - time.monotonic()))
+    return pause
+
+
+def check_still_time(namespace: str, key: str, holder: Any, deadline: Optional[float]) -> None:
+    """Raises InProgressError when do()'s timeout ran out while the key is still held."""
+    if deadline is not None and time.monotonic() >= deadline:
+        why = f"{namespace}/{key} is still held by {holder.owner!r} and the timeout ran out"
+        raise in_progress_error(namespace, key, holder, why)
+
+
+# The fail-open recorder's decisions (the clients make its calls).
+
+
+def record_reserve_request(record: _policy.FailOpenRecord) -> ledger_pb2.ReserveRequest:
+    """The recorder's Reserve of a fail-open result: waits a while for a holder."""
+    request = reserve_request(
+        record.namespace, record.key, record.owner, fingerprint=record.fingerprint, metadata=record.metadata
+    )
+    request.wait_timeout.CopyFrom(_convert.to_duration(RECORD_SERVER_WAIT, "wait_timeout"))
+    return request
+
+
+def record_later(error: BaseException) -> bool:
+    """Whether the recorder tries a result again after ``error`` (the ledger
+    did not answer, or the call was cancelled), rather than giving it up."""
+    return _guard.unreachable(error) or isinstance(error, CancelledError)
+
+
+def record_refused(record: _policy.FailOpenRecord, error: LedgerError) -> Tuple[str, LedgerError]:
+    """The outcome of a fail-open result the ledger refused (a fingerprint
+    mismatch, a permission, a result too large...): it can never be
+    recorded, and is discarded."""
+    log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
+    return _policy.DISCARDED_FAILED, error
+
+
+def record_answer(
+    record: _policy.FailOpenRecord, response: ledger_pb2.ReserveResponse
+) -> Tuple[Optional[Lease], Optional[str]]:
+    """What the recorder's Reserve answered: the lease to Complete the result
+    under (``record.token`` is set to its token), or no lease and the
+    record's outcome (None: the key is still held, ask again later)."""
+    outcome = response.WhichOneof("outcome")
+    if outcome == "completed":
+        # Our own Complete may have landed with its answer lost.
+        ours = record.token != 0 and response.completed.fencing_token == record.token
+        return None, (_policy.RECORDED if ours else _policy.DISCARDED_COMPLETED)
+    if outcome == "failed":
+        return None, _policy.DISCARDED_FAILED
+    if outcome != "acquired":
+        return None, None  # still held: ask again
+    lease = lease_from_acquired(record.namespace, record.key, record.owner, response.acquired)
+    record.token = lease.fencing_token
+    return lease, None

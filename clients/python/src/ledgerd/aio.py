@@ -37,13 +37,21 @@ from ._gen.ledger.v1 import ledger_pb2
 
 from . import _common, _context, _convert, _guard, _policy, _retry
 from ._batch import AsyncBatchMethods
-from ._common import CLEANUP_TIMEOUT, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_MAX_RECEIVE_MESSAGE_BYTES, Timeout, default_owner
+from ._common import (
+    CLEANUP_TIMEOUT,
+    DEFAULT_ATTEMPT_TIMEOUT,
+    DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+    RECORD_CALL_TIMEOUT,
+    RECORD_SERVER_WAIT,
+    Timeout,
+    default_owner,
+)
 from ._guard import DEFAULT, BreakerOption, FailOpenHook, FailOpenRecordedHook, RetryBudgetOption
 from ._policy import FAIL_CLOSED, FailOpenRecord, Stats
 from ._version import USER_AGENT
 from ._convert import DurationLike
 from .admin import AsyncAdminMethods, rpc_table
-from .client import DEFAULT_CLOSE_TIMEOUT, RECORD_CALL_TIMEOUT, RECORD_SERVER_WAIT, Target, resolve_target
+from .client import DEFAULT_CLOSE_TIMEOUT, Target, open_channel
 from .decorator import AsyncIdempotentMethod
 from .errors import (
     CancelledError,
@@ -143,31 +151,17 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
             on_fail_open=on_fail_open,
             on_fail_open_recorded=on_fail_open_recorded,
         )
-        bearer = _common.read_token(token, token_file)
-        if credentials is not None and insecure:
-            raise ValueError("ledgerd.aio.Client: pass either credentials or insecure=True, not both")
-        if credentials is None and not insecure:
-            raise ValueError(
-                "ledgerd.aio.Client: transport security must be chosen: pass credentials="
-                "grpc.ssl_channel_credentials(...) or, for development only, insecure=True"
-                + (" (which sends the token in plaintext)" if bearer is not None else "")
-            )
-        target, balancing = resolve_target(target)
-        channel_options = [("grpc.primary_user_agent", USER_AGENT)] + balancing
-        channel_options += _common.channel_options(options, max_receive_message_bytes)
-        metadata: Optional[Tuple[Tuple[str, str], ...]] = None
-        if insecure:
-            channel = grpc.aio.insecure_channel(target, options=channel_options)
-            if bearer is not None:
-                # As in the sync client: call credentials need a secure
-                # channel, so over plaintext the header goes as metadata.
-                metadata = (("authorization", "Bearer " + bearer),)
-        else:
-            if bearer is not None:
-                credentials = grpc.composite_channel_credentials(
-                    credentials, grpc.access_token_call_credentials(bearer)
-                )
-            channel = grpc.aio.secure_channel(target, credentials, options=channel_options)
+        channel, metadata = open_channel(
+            grpc.aio,
+            "ledgerd.aio.Client",
+            target,
+            credentials=credentials,
+            insecure=insecure,
+            options=options,
+            max_receive_message_bytes=max_receive_message_bytes,
+            token=token,
+            token_file=token_file,
+        )
         self._setup(
             channel,
             owns_channel=True,
@@ -303,10 +297,7 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         request = _common.reserve_request(
             namespace, key, owner, lease_ttl=lease_ttl, fingerprint=fingerprint, metadata=metadata
         )
-        extra = 0.0
-        if wait_timeout is not None:
-            request.wait_timeout.CopyFrom(_convert.to_duration(wait_timeout, "wait_timeout"))
-            extra = max(0.0, _convert.seconds(wait_timeout, "wait_timeout"))
+        extra = _common.reserve_wait(request, wait_timeout)
         return await self._call("reserve", request, self._deadline(timeout), extra_attempt_time=extra)
 
     async def heartbeat(
@@ -320,20 +311,14 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         timeout: Timeout = None,
     ) -> ledger_pb2.HeartbeatResponse:
         """Extends the lease held with ``fencing_token`` (see :meth:`ledgerd.Client.heartbeat`)."""
-        request = ledger_pb2.HeartbeatRequest(namespace=namespace, key=key, fencing_token=fencing_token)
-        if lease_ttl is not None:
-            request.lease_ttl.CopyFrom(_convert.to_duration(lease_ttl, "lease_ttl"))
-        if checkpoint is not None:
-            request.checkpoint = bytes(checkpoint)
+        request = _common.heartbeat_request(namespace, key, fencing_token, lease_ttl=lease_ttl, checkpoint=checkpoint)
         return await self._call("heartbeat", request, self._deadline(timeout))
 
     async def complete(
         self, *, namespace: str, key: str, fencing_token: int, result: BytesLike = b"", timeout: Timeout = None
     ) -> ledger_pb2.CompleteResponse:
         """Records the result of the work under ``fencing_token`` (see :meth:`ledgerd.Client.complete`)."""
-        request = ledger_pb2.CompleteRequest(
-            namespace=namespace, key=key, fencing_token=fencing_token, result=bytes(result)
-        )
+        request = _common.complete_request(namespace, key, fencing_token, result)
         return await self._call("complete", request, self._deadline(timeout))
 
     async def fail(
@@ -348,20 +333,14 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         timeout: Timeout = None,
     ) -> ledger_pb2.FailResponse:
         """Records that the work failed (see :meth:`ledgerd.Client.fail`)."""
-        request = ledger_pb2.FailRequest(
-            namespace=namespace,
-            key=key,
-            fencing_token=fencing_token,
-            error=ledger_pb2.WorkError(code=code, message=message),
-            retryable=retryable,
-        )
+        request = _common.fail_request(namespace, key, fencing_token, message=message, code=code, retryable=retryable)
         return await self._call("fail", request, self._deadline(timeout))
 
     async def release(
         self, *, namespace: str, key: str, fencing_token: int, timeout: Timeout = None
     ) -> ledger_pb2.ReleaseResponse:
         """Gives up the lease held with ``fencing_token`` (see :meth:`ledgerd.Client.release`)."""
-        request = ledger_pb2.ReleaseRequest(namespace=namespace, key=key, fencing_token=fencing_token)
+        request = _common.release_request(namespace, key, fencing_token)
         return await self._call("release", request, self._deadline(timeout))
 
     async def lookup(self, *, namespace: str, key: str, timeout: Timeout = None) -> ledger_pb2.LookupResponse:
@@ -415,10 +394,7 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         server_wait = wait
         while True:
             wait_for = _common.wait_budget(deadline) if server_wait else None
-            if wait_for is not None:
-                request.wait_timeout.CopyFrom(_convert.to_duration(wait_for, "wait_timeout"))
-            else:
-                request.ClearField("wait_timeout")
+            _common.set_reserve_wait(request, wait_for)
             started = time.monotonic()
             try:
                 response = await self._call("reserve", request, deadline, extra_attempt_time=wait_for or 0.0)
@@ -431,29 +407,17 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
                 if policy == _policy.FAIL_OPEN and _guard.unreachable(error):
                     return await self._run_unguarded(namespace, key, owner, work, error, request)
                 raise
-            outcome = response.WhichOneof("outcome")
-            if outcome == "acquired":
-                lease = _common.lease_from_acquired(namespace, key, owner, response.acquired, AsyncLease)
-                return await self._run_leased(lease, work, interval, deadline)  # type: ignore[arg-type]
-            if outcome == "completed":
-                return _common.replayed_result(response.completed)
-            if outcome == "failed":
-                raise _common.failed_error(namespace, key, response.failed)
-            if outcome == "in_progress":
-                holder = response.in_progress
-                if wait:
-                    if _common.answered_at_once(started, wait_for):
-                        pause = _retry.poll_interval(_convert.from_duration(holder.retry_after))
-                        if deadline is not None:
-                            pause = min(pause, max(0.0, deadline - time.monotonic()))
-                        await asyncio.sleep(pause)
-                    if deadline is None or time.monotonic() < deadline:
-                        continue
-                    why = f"{namespace}/{key} is still held by {holder.owner!r} and the timeout ran out"
-                else:
-                    why = f"{namespace}/{key} is held by {holder.owner!r}"
-                raise _common.in_progress_error(namespace, key, holder, why)
-            raise LedgerError(f"reserve returned an outcome this client does not know ({outcome})", operation="reserve")
+            answer = _common.reserve_outcome(namespace, key, owner, response, AsyncLease)
+            if isinstance(answer, Lease):
+                return await self._run_leased(answer, work, interval, deadline)  # type: ignore[arg-type]
+            if isinstance(answer, Result):
+                return answer  # a replay
+            pause = _common.held_pause(
+                namespace, key, answer, wait=wait, started=started, wait_for=wait_for, deadline=deadline
+            )
+            if pause is not None:
+                await asyncio.sleep(pause)
+            _common.check_still_time(namespace, key, answer, deadline)
 
     # Fail-open.
 
@@ -498,49 +462,33 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         while for a holder), then Complete. Returns the outcome, or None (and
         why) to try again later. The sync client's ``_record_unguarded``,
         awaited."""
-        request = _common.reserve_request(
-            record.namespace, record.key, record.owner, fingerprint=record.fingerprint, metadata=record.metadata
-        )
-        request.wait_timeout.CopyFrom(_convert.to_duration(RECORD_SERVER_WAIT, "wait_timeout"))
         deadline = time.monotonic() + RECORD_CALL_TIMEOUT + RECORD_SERVER_WAIT
         try:
             response = await self._call(
-                "reserve", request, deadline, extra_attempt_time=RECORD_SERVER_WAIT, retry=False
+                "reserve",
+                _common.record_reserve_request(record),
+                deadline,
+                extra_attempt_time=RECORD_SERVER_WAIT,
+                retry=False,
             )
         except LedgerError as error:
-            if _guard.unreachable(error) or isinstance(error, CancelledError):
+            if _common.record_later(error):
                 return None, error
-            _log.warning(
-                "ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error
-            )
-            return _policy.DISCARDED_FAILED, error
-        outcome = response.WhichOneof("outcome")
-        if outcome == "completed":
-            # Our own Complete may have landed with its answer lost.
-            ours = record.token != 0 and response.completed.fencing_token == record.token
-            return (_policy.RECORDED if ours else _policy.DISCARDED_COMPLETED), None
-        if outcome == "failed":
-            return _policy.DISCARDED_FAILED, None
-        if outcome != "acquired":
-            return None, None  # still held: ask again
-        lease = _common.lease_from_acquired(record.namespace, record.key, record.owner, response.acquired)
-        record.token = lease.fencing_token
-        completion = ledger_pb2.CompleteRequest(
-            namespace=record.namespace, key=record.key, fencing_token=lease.fencing_token, result=record.result
-        )
+            return _common.record_refused(record, error)
+        lease, outcome = _common.record_answer(record, response)
+        if lease is None:
+            return outcome, None
+        completion = _common.complete_request(record.namespace, record.key, lease.fencing_token, record.result)
         try:
             await self._call("complete", completion, time.monotonic() + RECORD_CALL_TIMEOUT, retry=False)
         except LeaseLostError as error:
             return None, error  # taken over meanwhile: the next Reserve says by whom
         except LedgerError as error:
-            if _guard.unreachable(error) or isinstance(error, CancelledError):
+            if _common.record_later(error):
                 return None, error
             cleanup = time.monotonic() + CLEANUP_TIMEOUT
             await self._quietly("fail", self._fail(lease, _common.describe(error), "", True, cleanup), error)
-            _log.warning(
-                "ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error
-            )
-            return _policy.DISCARDED_FAILED, error
+            return _common.record_refused(record, error)
         return _policy.RECORDED, None
 
     # Internals of do().
@@ -606,11 +554,7 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         result = bytes(value)
         try:
             completed = await self._call(
-                "complete",
-                ledger_pb2.CompleteRequest(
-                    namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token, result=result
-                ),
-                cleanup,
+                "complete", _common.complete_request(lease.namespace, lease.key, lease.fencing_token, result), cleanup
             )
         except InvalidArgumentError as error:
             # The ledger refused the result (too large, say): keep the reason
@@ -651,25 +595,14 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
     async def _fail(self, lease: Lease, message: str, code: str, retryable: bool, deadline: Optional[float]) -> None:
         if retryable:
             await self._store_checkpoint(lease, deadline)
-        await self._call(
-            "fail",
-            ledger_pb2.FailRequest(
-                namespace=lease.namespace,
-                key=lease.key,
-                fencing_token=lease.fencing_token,
-                error=ledger_pb2.WorkError(code=code, message=message),
-                retryable=retryable,
-            ),
-            deadline,
+        request = _common.fail_request(
+            lease.namespace, lease.key, lease.fencing_token, message=message, code=code, retryable=retryable
         )
+        await self._call("fail", request, deadline)
 
     async def _release(self, lease: Lease, deadline: Optional[float]) -> None:
         await self._store_checkpoint(lease, deadline)
-        await self._call(
-            "release",
-            ledger_pb2.ReleaseRequest(namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token),
-            deadline,
-        )
+        await self._call("release", _common.release_request(lease.namespace, lease.key, lease.fencing_token), deadline)
 
     async def _store_checkpoint(self, lease: Lease, deadline: Optional[float]) -> None:
         """Sends a staged checkpoint that no heartbeat carried yet (Fail and Release carry none)."""
@@ -683,14 +616,7 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
     async def _heartbeat(
         self, lease: Lease, deadline: Optional[float], max_attempt_time: Optional[float] = None
     ) -> None:
-        checkpoint, version = lease._pending()
-        request = ledger_pb2.HeartbeatRequest(
-            namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token
-        )
-        if lease.ttl > 0:
-            request.lease_ttl.CopyFrom(_convert.to_duration(lease.ttl, "lease_ttl"))
-        if checkpoint is not None:
-            request.checkpoint = checkpoint
+        request, checkpoint, version = _common.lease_heartbeat_request(lease)
         await self._call("heartbeat", request, deadline, max_attempt_time=max_attempt_time)
         if checkpoint is not None:
             lease._mark_stored(version)

@@ -29,6 +29,8 @@ from ._common import (  # noqa: F401 - DEFAULT_*, MAX_* are part of this module'
     MAX_ERROR_MESSAGE_BYTES,
     MAX_HEARTBEAT_MARGIN,
     MAX_SERVER_WAIT,
+    RECORD_CALL_TIMEOUT,
+    RECORD_SERVER_WAIT,
     Timeout,
     default_owner,
 )
@@ -210,32 +212,17 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
             on_fail_open=on_fail_open,
             on_fail_open_recorded=on_fail_open_recorded,
         )
-        bearer = _read_token(token, token_file)
-        if credentials is not None and insecure:
-            raise ValueError("ledgerd.Client: pass either credentials or insecure=True, not both")
-        if credentials is None and not insecure:
-            raise ValueError(
-                "ledgerd.Client: transport security must be chosen: pass credentials="
-                "grpc.ssl_channel_credentials(...) or, for development only, insecure=True"
-                + (" (which sends the token in plaintext)" if bearer is not None else "")
-            )
-        target, balancing = resolve_target(target)
-        channel_options = [("grpc.primary_user_agent", USER_AGENT)] + balancing
-        channel_options += _channel_options(options, max_receive_message_bytes)
-        metadata: Optional[Tuple[Tuple[str, str], ...]] = None
-        if insecure:
-            channel = grpc.insecure_channel(target, options=channel_options)
-            if bearer is not None:
-                # Call credentials need a secure channel: over the plaintext
-                # one that insecure=True asked for, the header goes with
-                # every call as metadata.
-                metadata = (("authorization", "Bearer " + bearer),)
-        else:
-            if bearer is not None:
-                credentials = grpc.composite_channel_credentials(
-                    credentials, grpc.access_token_call_credentials(bearer)
-                )
-            channel = grpc.secure_channel(target, credentials, options=channel_options)
+        channel, metadata = open_channel(
+            grpc,
+            "ledgerd.Client",
+            target,
+            credentials=credentials,
+            insecure=insecure,
+            options=options,
+            max_receive_message_bytes=max_receive_message_bytes,
+            token=token,
+            token_file=token_file,
+        )
         self._setup(
             channel,
             owns_channel=True,
@@ -393,10 +380,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         )
         if lease_ttl is not None:
             request.lease_ttl.CopyFrom(_convert.to_duration(lease_ttl, "lease_ttl"))
-        extra = 0.0
-        if wait_timeout is not None:
-            request.wait_timeout.CopyFrom(_convert.to_duration(wait_timeout, "wait_timeout"))
-            extra = max(0.0, _convert.seconds(wait_timeout, "wait_timeout"))
+        extra = _common.reserve_wait(request, wait_timeout)
         return self._call("reserve", request, self._deadline(timeout), extra_attempt_time=extra)
 
     def heartbeat(
@@ -418,11 +402,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         Raises :class:`~ledgerd.InvalidArgumentError` or
         :class:`~ledgerd.LeaseLostError`.
         """
-        request = ledger_pb2.HeartbeatRequest(namespace=namespace, key=key, fencing_token=fencing_token)
-        if lease_ttl is not None:
-            request.lease_ttl.CopyFrom(_convert.to_duration(lease_ttl, "lease_ttl"))
-        if checkpoint is not None:
-            request.checkpoint = bytes(checkpoint)
+        request = _common.heartbeat_request(namespace, key, fencing_token, lease_ttl=lease_ttl, checkpoint=checkpoint)
         return self._call("heartbeat", request, self._deadline(timeout))
 
     def complete(
@@ -440,9 +420,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         :class:`~ledgerd.LeaseLostError` (someone took over: the result was
         not recorded) or :class:`~ledgerd.ResultConflictError`.
         """
-        request = ledger_pb2.CompleteRequest(
-            namespace=namespace, key=key, fencing_token=fencing_token, result=bytes(result)
-        )
+        request = _common.complete_request(namespace, key, fencing_token, result)
         return self._call("complete", request, self._deadline(timeout))
 
     def fail(
@@ -465,13 +443,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         Raises :class:`~ledgerd.InvalidArgumentError`,
         :class:`~ledgerd.LeaseLostError` or :class:`~ledgerd.ResultConflictError`.
         """
-        request = ledger_pb2.FailRequest(
-            namespace=namespace,
-            key=key,
-            fencing_token=fencing_token,
-            error=ledger_pb2.WorkError(code=code, message=message),
-            retryable=retryable,
-        )
+        request = _common.fail_request(namespace, key, fencing_token, message=message, code=code, retryable=retryable)
         return self._call("fail", request, self._deadline(timeout))
 
     def release(
@@ -489,7 +461,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         Raises :class:`~ledgerd.InvalidArgumentError` or
         :class:`~ledgerd.LeaseLostError`.
         """
-        request = ledger_pb2.ReleaseRequest(namespace=namespace, key=key, fencing_token=fencing_token)
+        request = _common.release_request(namespace, key, fencing_token)
         return self._call("release", request, self._deadline(timeout))
 
     def lookup(self, *, namespace: str, key: str, timeout: Timeout = None) -> ledger_pb2.LookupResponse:
@@ -667,10 +639,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         server_wait = wait
         while True:
             wait_for = _common.wait_budget(deadline) if server_wait else None
-            if wait_for is not None:
-                request.wait_timeout.CopyFrom(_convert.to_duration(wait_for, "wait_timeout"))
-            else:
-                request.ClearField("wait_timeout")
+            _common.set_reserve_wait(request, wait_for)
             started = time.monotonic()
             try:
                 response = self._call("reserve", request, deadline, extra_attempt_time=wait_for or 0.0)
@@ -684,78 +653,52 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
                 if policy == _policy.FAIL_OPEN and _guard.unreachable(error):
                     return self._run_unguarded(namespace, key, owner, work, error, request)
                 raise
-            outcome = response.WhichOneof("outcome")
-            if outcome == "acquired":
-                lease = _common.lease_from_acquired(namespace, key, owner, response.acquired)
-                return self._run_leased(lease, work, interval, deadline)
-            if outcome == "completed":
-                return _common.replayed_result(response.completed)
-            if outcome == "failed":
-                raise _common.failed_error(namespace, key, response.failed)
-            if outcome == "in_progress":
-                holder = response.in_progress
-                if wait:
-                    if _common.answered_at_once(started, wait_for):
-                        pause = _retry.poll_interval(_convert.from_duration(holder.retry_after))
-                        if deadline is not None:
-                            pause = min(pause, max(0.0, deadline - time.monotonic()))
-                        time.sleep(pause)
-                    if deadline is None or time.monotonic() < deadline:
-                        continue
-                    why = f"{namespace}/{key} is still held by {holder.owner!r} and the timeout ran out"
-                else:
-                    why = f"{namespace}/{key} is held by {holder.owner!r}"
-                raise _common.in_progress_error(namespace, key, holder, why)
-            raise LedgerError(
-                f"reserve returned an outcome this client does not know ({outcome})", operation="reserve"
+            answer = _common.reserve_outcome(namespace, key, owner, response)
+            if isinstance(answer, Lease):
+                return self._run_leased(answer, work, interval, deadline)
+            if isinstance(answer, Result):
+                return answer  # a replay
+            pause = _common.held_pause(
+                namespace, key, answer, wait=wait, started=started, wait_for=wait_for, deadline=deadline
             )
+            if pause is not None:
+                time.sleep(pause)
+            _common.check_still_time(namespace, key, answer, deadline)
 
     def _record_unguarded(self, record: FailOpenRecord) -> Tuple[Optional[str], Optional[BaseException]]:
         """One try of the recorder at a fail-open result: Reserve (waiting a
         while for a holder), then Complete. Returns the outcome, or None (and
         why) to try again later."""
-        request = _common.reserve_request(
-            record.namespace, record.key, record.owner, fingerprint=record.fingerprint, metadata=record.metadata
-        )
-        request.wait_timeout.CopyFrom(_convert.to_duration(RECORD_SERVER_WAIT, "wait_timeout"))
         deadline = time.monotonic() + RECORD_CALL_TIMEOUT + RECORD_SERVER_WAIT
         try:
             response = self._call(
-                "reserve", request, deadline, extra_attempt_time=RECORD_SERVER_WAIT, retry=False
+                "reserve",
+                _common.record_reserve_request(record),
+                deadline,
+                extra_attempt_time=RECORD_SERVER_WAIT,
+                retry=False,
             )
         except LedgerError as error:
-            if _guard.unreachable(error) or isinstance(error, CancelledError):
+            if _common.record_later(error):
                 return None, error
             # The ledger refused the key (fingerprint mismatch, permission...):
             # this result can never be recorded.
-            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
-            return _policy.DISCARDED_FAILED, error
-        outcome = response.WhichOneof("outcome")
-        if outcome == "completed":
-            # Our own Complete may have landed with its answer lost.
-            ours = record.token != 0 and response.completed.fencing_token == record.token
-            return (_policy.RECORDED if ours else _policy.DISCARDED_COMPLETED), None
-        if outcome == "failed":
-            return _policy.DISCARDED_FAILED, None
-        if outcome != "acquired":
-            return None, None  # still held: ask again
-        lease = _common.lease_from_acquired(record.namespace, record.key, record.owner, response.acquired)
-        record.token = lease.fencing_token
-        completion = ledger_pb2.CompleteRequest(
-            namespace=record.namespace, key=record.key, fencing_token=lease.fencing_token, result=record.result
-        )
+            return _common.record_refused(record, error)
+        lease, outcome = _common.record_answer(record, response)
+        if lease is None:
+            return outcome, None
+        completion = _common.complete_request(record.namespace, record.key, lease.fencing_token, record.result)
         try:
             self._call("complete", completion, time.monotonic() + RECORD_CALL_TIMEOUT, retry=False)
         except LeaseLostError as error:
             return None, error  # taken over meanwhile: the next Reserve says by whom
         except LedgerError as error:
-            if _guard.unreachable(error) or isinstance(error, CancelledError):
+            if _common.record_later(error):
                 return None, error
             # Refused (too large for the namespace, say): free the key with the reason.
             cleanup = time.monotonic() + CLEANUP_TIMEOUT
             self._quietly("fail", lambda: self._fail(lease, _describe(error), "", True, cleanup), error)
-            _log.warning("ledgerd: the ledger refused the fail-open result of %s/%s: %s", record.namespace, record.key, error)
-            return _policy.DISCARDED_FAILED, error
+            return _common.record_refused(record, error)
         return _policy.RECORDED, None
 
     # Internals of do().
@@ -835,11 +778,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         result = bytes(value)
         try:
             completed = self._call(
-                "complete",
-                ledger_pb2.CompleteRequest(
-                    namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token, result=result
-                ),
-                cleanup,
+                "complete", _common.complete_request(lease.namespace, lease.key, lease.fencing_token, result), cleanup
             )
         except InvalidArgumentError as error:
             # The ledger refused the result (too large, say): keep the reason
@@ -882,25 +821,14 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
     def _fail(self, lease: Lease, message: str, code: str, retryable: bool, deadline: Optional[float]) -> None:
         if retryable:
             self._store_checkpoint(lease, deadline)
-        self._call(
-            "fail",
-            ledger_pb2.FailRequest(
-                namespace=lease.namespace,
-                key=lease.key,
-                fencing_token=lease.fencing_token,
-                error=ledger_pb2.WorkError(code=code, message=message),
-                retryable=retryable,
-            ),
-            deadline,
+        request = _common.fail_request(
+            lease.namespace, lease.key, lease.fencing_token, message=message, code=code, retryable=retryable
         )
+        self._call("fail", request, deadline)
 
     def _release(self, lease: Lease, deadline: Optional[float]) -> None:
         self._store_checkpoint(lease, deadline)
-        self._call(
-            "release",
-            ledger_pb2.ReleaseRequest(namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token),
-            deadline,
-        )
+        self._call("release", _common.release_request(lease.namespace, lease.key, lease.fencing_token), deadline)
 
     def _store_checkpoint(self, lease: Lease, deadline: Optional[float]) -> None:
         """Sends a staged checkpoint that no heartbeat carried yet, so that it is
@@ -919,14 +847,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         stopper: Optional[_retry.Stopper] = None,
         max_attempt_time: Optional[float] = None,
     ) -> None:
-        checkpoint, version = lease._pending()
-        request = ledger_pb2.HeartbeatRequest(
-            namespace=lease.namespace, key=lease.key, fencing_token=lease.fencing_token
-        )
-        if lease.ttl > 0:
-            request.lease_ttl.CopyFrom(_convert.to_duration(lease.ttl, "lease_ttl"))
-        if checkpoint is not None:
-            request.checkpoint = checkpoint
+        request, checkpoint, version = _common.lease_heartbeat_request(lease)
         self._call("heartbeat", request, deadline, stopper=stopper, max_attempt_time=max_attempt_time)
         if checkpoint is not None:
             lease._mark_stored(version)
@@ -974,7 +895,9 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
                 raise CancelledError("the client is closed", code=grpc.StatusCode.CANCELLED, operation=operation)
             attempt_timeout = None if self._attempt_timeout is None else self._attempt_timeout + extra_attempt_time
             if max_attempt_time is not None:
-                attempt_timeout = max_attempt_time if attempt_timeout is None else min(attempt_timeout, max_attempt_time)
+                attempt_timeout = (
+                    max_attempt_time if attempt_timeout is None else min(attempt_timeout, max_attempt_time)
+                )
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -1035,12 +958,6 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
             raise _retry.Stopped() from None
         finally:
             unregister()
-
-
-#: How long the recorder's Reserve asks the server to wait for a holder, in seconds.
-RECORD_SERVER_WAIT = 5.0
-#: The bound of each of the recorder's calls besides that wait, in seconds.
-RECORD_CALL_TIMEOUT = 10.0
 
 
 class _Recorder:
@@ -1204,6 +1121,50 @@ class _Heartbeater:
 
     def _end_by_timeout(self) -> None:
         self._lease._cancel(_common.timeout_cancellation(self._lease))
+
+
+def open_channel(
+    api: Any,
+    client_name: str,
+    target: Target,
+    *,
+    credentials: Optional[grpc.ChannelCredentials],
+    insecure: bool,
+    options: Optional[Sequence[Tuple[str, Any]]],
+    max_receive_message_bytes: int,
+    token: Optional[str],
+    token_file: Optional[str],
+) -> Tuple[Any, Optional[Tuple[Tuple[str, str], ...]]]:
+    """The channel that a Client's constructor makes, and the metadata its
+    calls carry (the token over plaintext, else None).
+
+    ``api`` is ``grpc`` or ``grpc.aio`` (the two have the same channel
+    functions); ``client_name`` starts the messages of the ValueErrors it
+    raises for the constructor's bad arguments (see :class:`Client`).
+    """
+    bearer = _read_token(token, token_file)
+    if credentials is not None and insecure:
+        raise ValueError(f"{client_name}: pass either credentials or insecure=True, not both")
+    if credentials is None and not insecure:
+        raise ValueError(
+            f"{client_name}: transport security must be chosen: pass credentials="
+            "grpc.ssl_channel_credentials(...) or, for development only, insecure=True"
+            + (" (which sends the token in plaintext)" if bearer is not None else "")
+        )
+    grpc_target, balancing = resolve_target(target)
+    channel_options = [("grpc.primary_user_agent", USER_AGENT)] + balancing
+    channel_options += _channel_options(options, max_receive_message_bytes)
+    if insecure:
+        channel = api.insecure_channel(grpc_target, options=channel_options)
+        if bearer is not None:
+            # Call credentials need a secure channel: over the plaintext
+            # one that insecure=True asked for, the header goes with
+            # every call as metadata.
+            return channel, (("authorization", "Bearer " + bearer),)
+        return channel, None
+    if bearer is not None:
+        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(bearer))
+    return api.secure_channel(grpc_target, credentials, options=channel_options), None
 
 
 def resolve_target(target: Target) -> Tuple[str, List[Tuple[str, Any]]]:
