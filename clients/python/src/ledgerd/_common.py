@@ -581,3 +581,92 @@ def record_answer(
     lease = lease_from_acquired(record.namespace, record.key, record.owner, response.acquired)
     record.token = lease.fencing_token
     return lease, None
+
+
+# The retry loop of one RPC (the clients' ``_call``): its decisions.
+
+
+def attempt_timeout(
+    client_bound: Optional[float],
+    extra_attempt_time: float,
+    max_attempt_time: Optional[float],
+    deadline: Optional[float],
+    *,
+    operation: str,
+    last: Optional[LedgerError],
+    attempts: int,
+) -> Optional[float]:
+    """The timeout of a call's next attempt: the client's attempt_timeout
+    (``client_bound``) plus ``extra_attempt_time``, at most
+    ``max_attempt_time`` and what is left until ``deadline`` (None: no
+    bound). Raises the call's last failure (see :func:`gave_up`) when the
+    deadline passed."""
+    timeout = None if client_bound is None else client_bound + extra_attempt_time
+    if max_attempt_time is not None:
+        timeout = max_attempt_time if timeout is None else min(timeout, max_attempt_time)
+    if deadline is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise gave_up(operation, last, attempts)
+        timeout = remaining if timeout is None else min(timeout, remaining)
+    return timeout
+
+
+def retry_pause(
+    policies: _guard.Policies,
+    operation: str,
+    error: LedgerError,
+    last: Optional[LedgerError],
+    *,
+    attempts: int,
+    backoff: float,
+    deadline: Optional[float],
+    retry: bool,
+) -> float:
+    """How long a call waits before retrying the attempt that failed with
+    ``error``; raises the error the call ends with instead when it may not
+    retry (not a retryable code, ``retry=False``, the deadline passed, or
+    the policies refuse: attempt limit, open breaker, empty retry budget)."""
+    if error.code not in _retry.RETRYABLE_CODES or not retry:
+        raise error
+    if deadline is not None and time.monotonic() >= deadline:
+        # This attempt most likely failed because the time ran out; the
+        # failure that was being retried, if any, says more.
+        raise gave_up(operation, last or error, attempts)
+    refusal = policies.refuse_retry(operation, error, attempts)
+    if refusal is not None:
+        raise refusal
+    pause = policies.retry_pause(backoff, error)
+    if deadline is not None:
+        pause = min(pause, max(0.0, deadline - time.monotonic()))
+    return pause
+
+
+def unguarded_lease(namespace: str, key: str, owner: str, lease_class: type = Lease) -> Lease:
+    """The lease a fail-open run's work sees: no lease in the ledger, fencing
+    token 0, ``unguarded`` True."""
+    return lease_class(
+        namespace=namespace,
+        key=key,
+        owner=owner,
+        fencing_token=0,
+        attempt=0,
+        takeover=False,
+        previous_owner="",
+        checkpoint=b"",
+        ttl=0.0,
+        lease_expires_at=None,
+        unguarded=True,
+    )
+
+
+def warn_unrecorded(left: int, lost: Sequence[_policy.FailOpenRecord]) -> int:
+    """Logs, when close() leaves fail-open results unrecorded, how many and
+    which; returns how many."""
+    if lost or left:
+        log.warning(
+            "ledgerd: closed with %d fail-open result(s) not recorded in the ledger: %s",
+            max(left, len(lost)),
+            ", ".join(f"{r.namespace}/{r.key}" for r in lost[:20]) or "being recorded",
+        )
+    return max(left, len(lost))

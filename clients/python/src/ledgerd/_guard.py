@@ -254,8 +254,18 @@ class Policies:
         """Ends a queued record with its outcome and reports it."""
         self.queue.finish(record, outcome)
         if outcome != _policy.RECORDED:
-            _log.info("ledgerd: the fail-open result of %s/%s was discarded (%s)", record.namespace, record.key, outcome)
+            _log.info(
+                "ledgerd: the fail-open result of %s/%s was discarded (%s)", record.namespace, record.key, outcome
+            )
         _call_hook("on_fail_open_recorded", self.on_fail_open_recorded, record.namespace, record.key, outcome)
+
+    def settle_record(self, record: FailOpenRecord, outcome: Optional[str], error: Optional[BaseException]) -> None:
+        """Ends one try of the recorder at a record: its outcome, or (None)
+        back in the queue until :meth:`record_backoff` has passed."""
+        if outcome is None:
+            self.queue.retry_later(record, self.record_backoff(record, error))
+        else:
+            self.recorded(record, outcome)
 
     def record_backoff(self, record: FailOpenRecord, error: Optional[BaseException]) -> float:
         """How long the recorder waits before trying a record again: backoff

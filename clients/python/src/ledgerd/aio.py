@@ -23,6 +23,14 @@ to the loop they were made in), and close it with ``await client.close()`` or
 ``async with``.
 """
 
+# How this module and ledgerd.client share their code: every decision that
+# involves no I/O (arguments and channel, requests, what an answer means,
+# retries, breaker, fail-open bookkeeping) lives once, in ledgerd.client's
+# open_channel, _common and _guard. What stays written twice here is the
+# control flow around the awaits (do(), _call, the recorder and heartbeats
+# as tasks instead of threads) and the public signatures: folding those
+# would take code generation or a sync-over-async trick that hides the flow.
+
 from __future__ import annotations
 
 import asyncio
@@ -243,15 +251,10 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
             left = await self.flush(timeout)
         self._closed = True
         lost = await self._recorder.stop()
-        if lost or left:
-            _log.warning(
-                "ledgerd: closed with %d fail-open result(s) not recorded in the ledger: %s",
-                max(left, len(lost)),
-                ", ".join(f"{r.namespace}/{r.key}" for r in lost[:20]) or "being recorded",
-            )
+        unrecorded = _common.warn_unrecorded(left, lost)
         if self._owns_channel:
             await self._channel.close()
-        return max(left, len(lost))
+        return unrecorded
 
     async def flush(self, timeout: Optional[float] = None) -> int:
         """Waits until every fail-open result is recorded (or discarded), for
@@ -428,19 +431,7 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         policies = self._policies
         if not policies.start_unguarded(namespace, key, cause):
             raise cause  # the queue is full: fail closed
-        lease = AsyncLease(
-            namespace=namespace,
-            key=key,
-            owner=owner,
-            fencing_token=0,
-            attempt=0,
-            takeover=False,
-            previous_owner="",
-            checkpoint=b"",
-            ttl=0.0,
-            lease_expires_at=None,
-            unguarded=True,
-        )
+        lease = _common.unguarded_lease(namespace, key, owner, AsyncLease)
         token = _context.set_lease(lease)
         try:
             value = work(lease)
@@ -655,16 +646,15 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
         while True:
             if self._closed:
                 raise CancelledError("the client is closed", code=grpc.StatusCode.CANCELLED, operation=operation)
-            attempt_timeout = None if self._attempt_timeout is None else self._attempt_timeout + extra_attempt_time
-            if max_attempt_time is not None:
-                attempt_timeout = (
-                    max_attempt_time if attempt_timeout is None else min(attempt_timeout, max_attempt_time)
-                )
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise _common.gave_up(operation, last, attempts)
-                attempt_timeout = remaining if attempt_timeout is None else min(attempt_timeout, remaining)
+            attempt_timeout = _common.attempt_timeout(
+                self._attempt_timeout,
+                extra_attempt_time,
+                max_attempt_time,
+                deadline,
+                operation=operation,
+                last=last,
+                attempts=attempts,
+            )
             ticket = policies.admit(operation)
             attempts += 1
             try:
@@ -679,19 +669,10 @@ class Client(AsyncBatchMethods, AsyncAdminMethods, AsyncIdempotentMethod):
             else:
                 policies.settle(ticket, None, None)
                 return response
-            if error.code not in _retry.RETRYABLE_CODES or not retry:
-                raise error
-            if deadline is not None and time.monotonic() >= deadline:
-                # This attempt most likely failed because the time ran out; the
-                # failure that was being retried, if any, says more.
-                raise _common.gave_up(operation, last or error, attempts)
-            refusal = policies.refuse_retry(operation, error, attempts)
-            if refusal is not None:
-                raise refusal
+            pause = _common.retry_pause(
+                policies, operation, error, last, attempts=attempts, backoff=backoff, deadline=deadline, retry=retry
+            )
             last = error
-            pause = policies.retry_pause(backoff, error)
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - time.monotonic()))
             await asyncio.sleep(pause)
             backoff = min(2 * backoff, _retry.RETRY_MAX_BACKOFF)
 
@@ -773,10 +754,7 @@ class _Recorder:
             except Exception as exc:  # noqa: BLE001 - keep the task alive; try again later
                 error = exc
                 _log.warning("ledgerd: recording the fail-open result of %s/%s: %r", record.namespace, record.key, exc)
-            if outcome is None:
-                self._queue.retry_later(record, policies.record_backoff(record, error))
-            else:
-                policies.recorded(record, outcome)
+            policies.settle_record(record, outcome, error)
             changed.set()
 
 

@@ -310,15 +310,10 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
             left = self.flush(timeout)
         self._closed = True
         lost = self._recorder.stop()
-        if lost or left:
-            _log.warning(
-                "ledgerd: closed with %d fail-open result(s) not recorded in the ledger: %s",
-                max(left, len(lost)),
-                ", ".join(f"{r.namespace}/{r.key}" for r in lost[:20]) or "being recorded",
-            )
+        unrecorded = _common.warn_unrecorded(left, lost)
         if self._owns_channel:
             self._channel.close()
-        return max(left, len(lost))
+        return unrecorded
 
     def flush(self, timeout: Optional[float] = None) -> int:
         """Waits until every fail-open result is recorded (or discarded), for
@@ -710,19 +705,7 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         policies = self._policies
         if not policies.start_unguarded(namespace, key, cause):
             raise cause  # the queue is full: fail closed
-        lease = Lease(
-            namespace=namespace,
-            key=key,
-            owner=owner,
-            fencing_token=0,
-            attempt=0,
-            takeover=False,
-            previous_owner="",
-            checkpoint=b"",
-            ttl=0.0,
-            lease_expires_at=None,
-            unguarded=True,
-        )
+        lease = _common.unguarded_lease(namespace, key, owner)
         try:
             value = _context.using_lease(lease, work)
         except BaseException:
@@ -893,16 +876,15 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
                 raise _retry.Stopped()
             if self._closed:
                 raise CancelledError("the client is closed", code=grpc.StatusCode.CANCELLED, operation=operation)
-            attempt_timeout = None if self._attempt_timeout is None else self._attempt_timeout + extra_attempt_time
-            if max_attempt_time is not None:
-                attempt_timeout = (
-                    max_attempt_time if attempt_timeout is None else min(attempt_timeout, max_attempt_time)
-                )
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise _gave_up(operation, last, attempts)
-                attempt_timeout = remaining if attempt_timeout is None else min(attempt_timeout, remaining)
+            attempt_timeout = _common.attempt_timeout(
+                self._attempt_timeout,
+                extra_attempt_time,
+                max_attempt_time,
+                deadline,
+                operation=operation,
+                last=last,
+                attempts=attempts,
+            )
             ticket = policies.admit(operation)
             attempts += 1
             try:
@@ -920,19 +902,10 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
             else:
                 policies.settle(ticket, None, None)
                 return response
-            if error.code not in _retry.RETRYABLE_CODES or not retry:
-                raise error
-            if deadline is not None and time.monotonic() >= deadline:
-                # This attempt most likely failed because the time ran out; the
-                # failure that was being retried, if any, says more.
-                raise _gave_up(operation, last or error, attempts)
-            refusal = policies.refuse_retry(operation, error, attempts)
-            if refusal is not None:
-                raise refusal
+            pause = _common.retry_pause(
+                policies, operation, error, last, attempts=attempts, backoff=backoff, deadline=deadline, retry=retry
+            )
             last = error
-            pause = policies.retry_pause(backoff, error)
-            if deadline is not None:
-                pause = min(pause, max(0.0, deadline - time.monotonic()))
             if stopper is not None:
                 if stopper.wait(pause):
                     raise _retry.Stopped()
@@ -1027,10 +1000,7 @@ class _Recorder:
             except Exception as exc:  # noqa: BLE001 - keep the thread alive; try again later
                 error = exc
                 _log.warning("ledgerd: recording the fail-open result of %s/%s: %r", record.namespace, record.key, exc)
-            if outcome is None:
-                self._queue.retry_later(record, policies.record_backoff(record, error))
-            else:
-                policies.recorded(record, outcome)
+            policies.settle_record(record, outcome, error)
             with self._cond:
                 self._cond.notify_all()
 
