@@ -147,14 +147,42 @@ class _Plan:
     """The non-I/O part of one chunk of do_batch: what its ReserveBatch
     answered, per key, and the leases to run the work under."""
 
-    def __init__(self, namespace: str, keys: List[str], owner: str) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        keys: List[str],
+        owner: str,
+        lease_ttl: Optional[DurationLike],
+        fingerprint: Optional[BytesLike],
+        metadata: Optional[Mapping[str, str]],
+    ) -> None:
         self.namespace = namespace
         self.keys = keys
         self.owner = owner
+        self.lease_ttl = lease_ttl
+        self.fingerprint = fingerprint
+        self.metadata = metadata
         self.results = [BatchResult(key=key) for key in keys]
         self.held: List[Lease] = []
         self.held_at: List[int] = []  # held[j] is keys[held_at[j]]
         self.too_large: List[int] = []  # keys to ask for alone
+
+    def batch_request(self) -> ledger_pb2.ReserveBatchRequest:
+        """The chunk's ReserveBatch."""
+        return _reserve_batch_request(
+            self.namespace, self.owner, self.keys, self.lease_ttl, self.fingerprint, self.metadata
+        )
+
+    def single_request(self, i: int) -> ledger_pb2.ReserveRequest:
+        """The Reserve of keys[i] alone (one of :attr:`too_large`)."""
+        return _common.reserve_request(
+            self.namespace,
+            self.keys[i],
+            self.owner,
+            lease_ttl=self.lease_ttl,
+            fingerprint=self.fingerprint,
+            metadata=self.metadata,
+        )
 
     def take(self, i: int, answer: ledger_pb2.ReserveResponse, lease_class: type) -> None:
         """Files the Reserve answer of keys[i]."""
@@ -207,6 +235,58 @@ def _work_values(values: object, held: List[Lease]) -> Optional[Exception]:
     if count != len(held):
         return ValueError(f"the batch's work returned {count} results for {len(held)} keys")
     return None
+
+
+def _failed_work(
+    held: List[Lease], problem: BaseException, heartbeat_error: Optional[LedgerError], deadline: Optional[float]
+) -> Tuple[List[BatchResult], Optional[Tuple[str, str, bool]]]:
+    """The results of a batch whose work raised (or returned what cannot be
+    recorded): every key gets an error. Also returns how the keys' failure
+    is recorded: Fail's (message, code, retryable), or None to release the
+    leases instead (the work stopped because a lease could not be kept or
+    the timeout ran out: the cause, not the symptom, is reported)."""
+    out = [BatchResult(key=lease.key) for lease in held]
+    timed_out = deadline is not None and time.monotonic() >= deadline
+    if heartbeat_error is not None or timed_out:
+        cause: BaseException = heartbeat_error or _common.timed_out_error(held[0])
+        for result in out:
+            result.error = LedgerError(
+                f"the batch's work stopped: {cause} (the lease was released)", operation="do batch"
+            )
+            result.error.__cause__ = problem
+        return out, None
+    for result in out:
+        result.error = problem
+    return out, _common.work_failure(problem)
+
+
+def _refuse_not_bytes(held: List[Lease], values: List[Any], not_bytes: List[int], out: List[BatchResult]) -> None:
+    """Gives each key whose work value is not bytes its TypeError (its
+    lease is then failed with it, retryably)."""
+    for j in not_bytes:
+        out[j].error = _common.not_bytes_error(held[j], values[j])
+
+
+def _take_completions(
+    held: List[Lease],
+    values: List[Any],
+    chunk: List[int],
+    response: ledger_pb2.CompleteBatchResponse,
+    out: List[BatchResult],
+) -> List[int]:
+    """Files CompleteBatch's answers for ``chunk``; returns the indexes whose
+    result the ledger refused as invalid (too large, say), whose leases are
+    then failed with the reason, to free the keys."""
+    refused: List[int] = []
+    for j, r in zip(chunk, response.results):
+        if r.WhichOneof("result") == "error":
+            error = item_error(r.error, operation="complete batch")
+            out[j].error = error
+            if isinstance(error, InvalidArgumentError):
+                refused.append(j)
+            continue
+        out[j].result = _common.completed_result(held[j], bytes(values[j]), r.completed)
+    return refused
 
 
 def _complete_chunks(held: List[Lease], values: Sequence[object]) -> Tuple[List[List[int]], List[int]]:
@@ -333,15 +413,11 @@ class BatchMethods:
         results: List[BatchResult] = []
         for start in range(0, len(keys), MAX_BATCH_ITEMS):
             chunk = keys[start : start + MAX_BATCH_ITEMS]
-            plan = _Plan(namespace, chunk, owner)
-            request = _reserve_batch_request(namespace, owner, chunk, lease_ttl, fingerprint, metadata)
-            plan.take_batch(self._call("reserve_batch", request, deadline), Lease)  # type: ignore[attr-defined]
+            plan = _Plan(namespace, chunk, owner, lease_ttl, fingerprint, metadata)
+            plan.take_batch(self._call("reserve_batch", plan.batch_request(), deadline), Lease)  # type: ignore[attr-defined]
             for i in plan.too_large:
-                single = _common.reserve_request(
-                    namespace, chunk[i], owner, lease_ttl=lease_ttl, fingerprint=fingerprint, metadata=metadata
-                )
                 try:
-                    plan.take(i, self._call("reserve", single, deadline), Lease)  # type: ignore[attr-defined]
+                    plan.take(i, self._call("reserve", plan.single_request(i), deadline), Lease)  # type: ignore[attr-defined]
                 except LedgerError as error:
                     plan.results[i].error = error
             outcomes = self._run_batch(plan.held, work, interval, deadline) if plan.held else []
@@ -375,36 +451,28 @@ class BatchMethods:
         finally:
             heartbeat_error = stop_all()
         cleanup = _common.cleanup_deadline(deadline)
-        out = [BatchResult(key=lease.key) for lease in held]
         if problem is None:
+            out = [BatchResult(key=lease.key) for lease in held]
             self._complete_held(held, list(values), out, cleanup)  # type: ignore[arg-type]
             return out
-        timed_out = deadline is not None and time.monotonic() >= deadline
-        if heartbeat_error is not None or timed_out:
-            cause: BaseException = heartbeat_error or _common.timed_out_error(held[0])
-            for j, lease in enumerate(held):
-                out[j].error = LedgerError(
-                    f"the batch's work stopped: {cause} (the lease was released)", operation="do batch"
+        out, failure = _failed_work(held, problem, heartbeat_error, deadline)
+        for lease, result in zip(held, out):
+            if failure is None:
+                self._quietly("release", lambda lease=lease: self._release(lease, cleanup), result.error)  # type: ignore[attr-defined]
+            else:
+                message, code, retryable = failure
+                self._quietly(  # type: ignore[attr-defined]
+                    "fail", lambda lease=lease: self._fail(lease, message, code, retryable, cleanup), problem
                 )
-                out[j].error.__cause__ = problem
-                self._quietly("release", lambda lease=lease: self._release(lease, cleanup), out[j].error)  # type: ignore[attr-defined]
-            return out
-        message, code, retryable = _common.work_failure(problem)
-        for j, lease in enumerate(held):
-            out[j].error = problem
-            self._quietly(  # type: ignore[attr-defined]
-                "fail", lambda lease=lease: self._fail(lease, message, code, retryable, cleanup), problem
-            )
         return out
 
     def _complete_held(
         self, held: List[Lease], values: List[Any], out: List[BatchResult], cleanup: Optional[float]
     ) -> None:
         chunks, not_bytes = _complete_chunks(held, values)
+        _refuse_not_bytes(held, values, not_bytes, out)
         for j in not_bytes:
-            error = _common.not_bytes_error(held[j], values[j])
-            out[j].error = error
-            self._quietly("fail", lambda j=j, error=error: self._fail(held[j], _common.describe(error), "", True, cleanup), error)  # type: ignore[attr-defined]
+            self._fail_with(held[j], out[j].error, cleanup)
         for chunk in chunks:
             request = _complete_batch_request(
                 held[0].namespace, [(held[j].key, held[j].fencing_token, values[j]) for j in chunk]
@@ -415,15 +483,13 @@ class BatchMethods:
                 for j in chunk:
                     out[j].error = error
                 continue
-            for j, r in zip(chunk, response.results):
-                if r.WhichOneof("result") == "error":
-                    error = item_error(r.error, operation="complete batch")
-                    out[j].error = error
-                    if isinstance(error, InvalidArgumentError):
-                        # Refused (too large, say): keep the reason, free the key.
-                        self._quietly("fail", lambda j=j, error=error: self._fail(held[j], _common.describe(error), "", True, cleanup), error)  # type: ignore[attr-defined]
-                    continue
-                out[j].result = _common.completed_result(held[j], bytes(values[j]), r.completed)
+            for j in _take_completions(held, values, chunk, response, out):
+                self._fail_with(held[j], out[j].error, cleanup)
+
+    def _fail_with(self, lease: Lease, error: Any, cleanup: Optional[float]) -> None:
+        """Fails a lease retryably with ``error``'s description (the value its
+        work returned cannot be recorded), quietly."""
+        self._quietly("fail", lambda: self._fail(lease, _common.describe(error), "", True, cleanup), error)  # type: ignore[attr-defined]
 
 
 class AsyncBatchMethods:
@@ -488,15 +554,11 @@ class AsyncBatchMethods:
         results: List[BatchResult] = []
         for start in range(0, len(keys), MAX_BATCH_ITEMS):
             chunk = keys[start : start + MAX_BATCH_ITEMS]
-            plan = _Plan(namespace, chunk, owner)
-            request = _reserve_batch_request(namespace, owner, chunk, lease_ttl, fingerprint, metadata)
-            plan.take_batch(await self._call("reserve_batch", request, deadline), AsyncLease)  # type: ignore[attr-defined]
+            plan = _Plan(namespace, chunk, owner, lease_ttl, fingerprint, metadata)
+            plan.take_batch(await self._call("reserve_batch", plan.batch_request(), deadline), AsyncLease)  # type: ignore[attr-defined]
             for i in plan.too_large:
-                single = _common.reserve_request(
-                    namespace, chunk[i], owner, lease_ttl=lease_ttl, fingerprint=fingerprint, metadata=metadata
-                )
                 try:
-                    plan.take(i, await self._call("reserve", single, deadline), AsyncLease)  # type: ignore[attr-defined]
+                    plan.take(i, await self._call("reserve", plan.single_request(i), deadline), AsyncLease)  # type: ignore[attr-defined]
                 except LedgerError as error:
                     plan.results[i].error = error
             outcomes = await self._run_batch(plan.held, work, interval, deadline) if plan.held else []
@@ -537,28 +599,20 @@ class AsyncBatchMethods:
             values, problem = None, exc
         heartbeat_error = await stop_all()
         cleanup = _common.cleanup_deadline(deadline)
-        out = [BatchResult(key=lease.key) for lease in held]
         if problem is None:
+            out = [BatchResult(key=lease.key) for lease in held]
             await self._complete_held(held, list(values), out, cleanup)
             return out
-        timed_out = deadline is not None and time.monotonic() >= deadline
-        if heartbeat_error is not None or timed_out:
-            cause: BaseException = heartbeat_error or _common.timed_out_error(held[0])
-            for j, lease in enumerate(held):
-                out[j].error = LedgerError(
-                    f"the batch's work stopped: {cause} (the lease was released)", operation="do batch"
-                )
-                out[j].error.__cause__ = problem
+        out, failure = _failed_work(held, problem, heartbeat_error, deadline)
+        if failure is None:
             await asyncio.gather(
                 *(
-                    self._quietly("release", self._release(lease, cleanup), out[j].error)  # type: ignore[attr-defined]
-                    for j, lease in enumerate(held)
+                    self._quietly("release", self._release(lease, cleanup), result.error)  # type: ignore[attr-defined]
+                    for lease, result in zip(held, out)
                 )
             )
             return out
-        message, code, retryable = _common.work_failure(problem)
-        for j in range(len(held)):
-            out[j].error = problem
+        message, code, retryable = failure
         await asyncio.gather(
             *(
                 self._quietly("fail", self._fail(lease, message, code, retryable, cleanup), problem)  # type: ignore[attr-defined]
@@ -571,10 +625,9 @@ class AsyncBatchMethods:
         self, held: List[Lease], values: List[Any], out: List[BatchResult], cleanup: Optional[float]
     ) -> None:
         chunks, not_bytes = _complete_chunks(held, values)
+        _refuse_not_bytes(held, values, not_bytes, out)
         for j in not_bytes:
-            error = _common.not_bytes_error(held[j], values[j])
-            out[j].error = error
-            await self._quietly("fail", self._fail(held[j], _common.describe(error), "", True, cleanup), error)  # type: ignore[attr-defined]
+            await self._fail_with(held[j], out[j].error, cleanup)
         for chunk in chunks:
             request = _complete_batch_request(
                 held[0].namespace, [(held[j].key, held[j].fencing_token, values[j]) for j in chunk]
@@ -585,11 +638,9 @@ class AsyncBatchMethods:
                 for j in chunk:
                     out[j].error = error
                 continue
-            for j, r in zip(chunk, response.results):
-                if r.WhichOneof("result") == "error":
-                    error = item_error(r.error, operation="complete batch")
-                    out[j].error = error
-                    if isinstance(error, InvalidArgumentError):
-                        await self._quietly("fail", self._fail(held[j], _common.describe(error), "", True, cleanup), error)  # type: ignore[attr-defined]
-                    continue
-                out[j].result = _common.completed_result(held[j], bytes(values[j]), r.completed)
+            for j in _take_completions(held, values, chunk, response, out):
+                await self._fail_with(held[j], out[j].error, cleanup)
+
+    async def _fail_with(self, lease: Lease, error: Any, cleanup: Optional[float]) -> None:
+        """:meth:`BatchMethods._fail_with`, awaited."""
+        await self._quietly("fail", self._fail(lease, _common.describe(error), "", True, cleanup), error)  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ the previous run's ``settled_until`` never misses an event (see
 from __future__ import annotations
 
 import datetime
-from typing import Any, AsyncIterator, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 from google.protobuf import timestamp_pb2
 
@@ -180,6 +180,47 @@ def _reset_key_request(
     )
 
 
+def _pages(
+    client: Any,
+    operation: str,
+    request: Any,
+    timeout: _common.Timeout,
+    field: str,
+    on_page: Optional[Callable[[Any], None]] = None,
+) -> Iterator[Any]:
+    """Yields the items (``response.<field>``) of a listing's every page,
+    following the page tokens; each page's call gets its own ``timeout``.
+    ``on_page`` sees each response before its items are yielded."""
+    while True:
+        response = client._call(operation, request, client._deadline(timeout))
+        if on_page is not None:
+            on_page(response)
+        yield from getattr(response, field)
+        if not response.next_page_token:
+            return
+        request.page_token = response.next_page_token
+
+
+async def _async_pages(
+    client: Any,
+    operation: str,
+    request: Any,
+    timeout: _common.Timeout,
+    field: str,
+    on_page: Optional[Callable[[Any], None]] = None,
+) -> AsyncIterator[Any]:
+    """:func:`_pages` for the asyncio client (the same steps, awaited)."""
+    while True:
+        response = await client._call(operation, request, client._deadline(timeout))
+        if on_page is not None:
+            on_page(response)
+        for item in getattr(response, field):
+            yield item
+        if not response.next_page_token:
+            return
+        request.page_token = response.next_page_token
+
+
 class _ExportState:
     """What an events export learned from its pages: where the server
     stopped because newer events may still be settling."""
@@ -216,13 +257,7 @@ class EventExport(_ExportState):
     def __iter__(self) -> Iterator[ledger_pb2.Event]:
         request = admin_pb2.ListEventsRequest()
         request.CopyFrom(self._request)
-        while True:
-            response = self._client._call("list_events", request, self._client._deadline(self._timeout))
-            self.page(response)
-            yield from response.events
-            if not response.next_page_token:
-                return
-            request.page_token = response.next_page_token
+        yield from _pages(self._client, "list_events", request, self._timeout, "events", self.page)
 
 
 class AsyncEventExport(_ExportState):
@@ -237,14 +272,8 @@ class AsyncEventExport(_ExportState):
     async def __aiter__(self) -> AsyncIterator[ledger_pb2.Event]:
         request = admin_pb2.ListEventsRequest()
         request.CopyFrom(self._request)
-        while True:
-            response = await self._client._call("list_events", request, self._client._deadline(self._timeout))
-            self.page(response)
-            for event in response.events:
-                yield event
-            if not response.next_page_token:
-                return
-            request.page_token = response.next_page_token
+        async for event in _async_pages(self._client, "list_events", request, self._timeout, "events", self.page):
+            yield event
 
 
 class AdminMethods:
@@ -287,25 +316,14 @@ class AdminMethods:
         request = _entries_request(
             namespace, states, owner, key_prefix, updated_after, updated_before, stuck, page_size
         )
-        while True:
-            response = self._call("list_entries", request, self._deadline(timeout))  # type: ignore[attr-defined]
-            yield from response.entries
-            if not response.next_page_token:
-                return
-            request.page_token = response.next_page_token
+        yield from _pages(self, "list_entries", request, timeout, "entries")
 
     def history(
         self, namespace: str, key: str, *, page_size: Optional[int] = None, timeout: _common.Timeout = None
     ) -> List[ledger_pb2.Event]:
         """Returns the audit events of one key, oldest first (every page)."""
         request = admin_pb2.GetHistoryRequest(namespace=namespace, key=key, page_size=_page_size(page_size))
-        events: List[ledger_pb2.Event] = []
-        while True:
-            response = self._call("get_history", request, self._deadline(timeout))  # type: ignore[attr-defined]
-            events.extend(response.events)
-            if not response.next_page_token:
-                return events
-            request.page_token = response.next_page_token
+        return list(_pages(self, "get_history", request, timeout, "events"))
 
     def export_events(
         self,
@@ -379,12 +397,7 @@ class AdminMethods:
     ) -> Iterator[admin_pb2.Namespace]:
         """Yields every namespace and its settings, by name, following the pages."""
         request = admin_pb2.ListNamespacesRequest(page_size=_page_size(page_size))
-        while True:
-            response = self._call("list_namespaces", request, self._deadline(timeout))  # type: ignore[attr-defined]
-            yield from response.namespaces
-            if not response.next_page_token:
-                return
-            request.page_token = response.next_page_token
+        yield from _pages(self, "list_namespaces", request, timeout, "namespaces")
 
 
 class AsyncAdminMethods:
@@ -407,26 +420,15 @@ class AsyncAdminMethods:
         request = _entries_request(
             namespace, states, owner, key_prefix, updated_after, updated_before, stuck, page_size
         )
-        while True:
-            response = await self._call("list_entries", request, self._deadline(timeout))  # type: ignore[attr-defined]
-            for entry in response.entries:
-                yield entry
-            if not response.next_page_token:
-                return
-            request.page_token = response.next_page_token
+        async for entry in _async_pages(self, "list_entries", request, timeout, "entries"):
+            yield entry
 
     async def history(
         self, namespace: str, key: str, *, page_size: Optional[int] = None, timeout: _common.Timeout = None
     ) -> List[ledger_pb2.Event]:
         """See :meth:`ledgerd.Client.history`."""
         request = admin_pb2.GetHistoryRequest(namespace=namespace, key=key, page_size=_page_size(page_size))
-        events: List[ledger_pb2.Event] = []
-        while True:
-            response = await self._call("get_history", request, self._deadline(timeout))  # type: ignore[attr-defined]
-            events.extend(response.events)
-            if not response.next_page_token:
-                return events
-            request.page_token = response.next_page_token
+        return [event async for event in _async_pages(self, "get_history", request, timeout, "events")]
 
     def export_events(
         self,
@@ -479,13 +481,8 @@ class AsyncAdminMethods:
     ) -> AsyncIterator[admin_pb2.Namespace]:
         """See :meth:`ledgerd.Client.iter_namespaces`."""
         request = admin_pb2.ListNamespacesRequest(page_size=_page_size(page_size))
-        while True:
-            response = await self._call("list_namespaces", request, self._deadline(timeout))  # type: ignore[attr-defined]
-            for namespace in response.namespaces:
-                yield namespace
-            if not response.next_page_token:
-                return
-            request.page_token = response.next_page_token
+        async for namespace in _async_pages(self, "list_namespaces", request, timeout, "namespaces"):
+            yield namespace
 
 
 def _once(fencing_token: Optional[int]) -> Dict[str, Any]:
