@@ -9,17 +9,19 @@ import {
   afterward,
   bytesOf,
   dateOf,
-  defaultHeartbeatIntervalMs,
   defaultOwner,
   errorMessage,
   fail,
-  heartbeat,
-  Heartbeater,
+  failedError,
+  heartbeaterOf,
+  leaseOf,
   LeaseState,
   release,
+  replayedResult,
   resultBytes,
   type DoOptions,
   type DoResult,
+  workControllerOf,
   type Lease,
 } from "./do.js";
 import { FailedError, InProgressError, InvalidArgumentError, isPermanent, itemError } from "./errors.js";
@@ -130,26 +132,10 @@ async function doChunk(
         heldAt.push(i);
         break;
       case "completed":
-        results[i]!.result = {
-          value: outcome.value.result,
-          fencingToken: outcome.value.fencingToken,
-          attempt: 0,
-          replayed: true,
-          completedAt: dateOf(outcome.value.completedAt),
-          outcome: "replayed",
-          unguarded: false,
-        };
+        results[i]!.result = replayedResult(outcome.value);
         break;
       case "failed":
-        results[i]!.error = new FailedError({
-          namespace,
-          key,
-          code: outcome.value.error?.code ?? "",
-          errorMessage: outcome.value.error?.message ?? "",
-          fencingToken: outcome.value.fencingToken,
-          attempts: outcome.value.attempts,
-          failedAt: dateOf(outcome.value.failedAt),
-        });
+        results[i]!.error = failedError(namespace, key, outcome.value);
         break;
       case "inProgress":
         results[i]!.error = new InProgressError(key, outcome.value.owner);
@@ -170,44 +156,9 @@ async function doChunk(
 
 /** Runs work for the held leases, with a heartbeater each, and records what it resolves. */
 async function runBatch(client: LedgerClient, s: Scope, held: LeaseState[], work: BatchWork, options: DoBatchOptions): Promise<BatchResult[]> {
-  const workController = new AbortController();
-  const onCallerAbort = () => workController.abort(s.signal.reason);
-  if (s.signal.aborted) {
-    onCallerAbort();
-  } else {
-    s.signal.addEventListener("abort", onCallerAbort, { once: true });
-  }
-  const heartbeats = held.map((state) => {
-    let intervalMs = defaultHeartbeatIntervalMs;
-    if (options.heartbeatIntervalMs !== undefined && options.heartbeatIntervalMs > 0) {
-      intervalMs = options.heartbeatIntervalMs;
-    } else if (state.ttlMs > 0) {
-      intervalMs = state.ttlMs / 3;
-    }
-    return new Heartbeater(
-      (o) => heartbeat(client, state, o),
-      intervalMs,
-      state.ttlMs,
-      (err) => workController.abort(err),
-      workController.signal,
-    );
-  });
-  const leases: Lease[] = held.map((state) =>
-    Object.freeze({
-      namespace: state.namespace,
-      key: state.key,
-      owner: state.owner,
-      fencingToken: state.token,
-      attempt: state.acquired.attempt,
-      takeover: state.acquired.takeover,
-      previousOwner: state.acquired.previousOwner,
-      checkpoint: state.acquired.checkpoint,
-      leaseTtlMs: state.ttlMs,
-      unguarded: false,
-      signal: workController.signal,
-      setCheckpoint: (checkpoint: Uint8Array | string) => state.stage(bytesOf(checkpoint)),
-    }),
-  );
+  const { controller: workController, dispose: stopFollowingCaller } = workControllerOf(s);
+  const heartbeats = held.map((state) => heartbeaterOf(client, state, options.heartbeatIntervalMs, workController));
+  const leases: Lease[] = held.map((state) => leaseOf(state, workController.signal));
   const keys = held.map((state) => state.key);
 
   let values: Uint8Array[] | undefined;
@@ -231,7 +182,7 @@ async function runBatch(client: LedgerClient, s: Scope, held: LeaseState[], work
     const err = await h.stop();
     heartbeatError ??= err;
   }
-  s.signal.removeEventListener("abort", onCallerAbort);
+  stopFollowingCaller();
 
   const out: BatchResult[] = held.map((state) => ({ key: state.key }));
   if (!workFailed && values) {

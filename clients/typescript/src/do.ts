@@ -6,7 +6,7 @@ import { Code } from "@connectrpc/connect";
 
 import type { InternalCallOptions, LedgerClient, ReserveRequestInit } from "./client.js";
 import { FailedError, InvalidArgumentError, isPermanent, LeaseLostError, LedgerError, Reason } from "./errors.js";
-import type { Acquired, ReserveResponse } from "./gen/ledger/v1/ledger_pb.js";
+import type { Acquired, Completed, Failed, ReserveResponse } from "./gen/ledger/v1/ledger_pb.js";
 import { checkFallback, unreachable, type Fallback } from "./policy.js";
 import { scope, sleep, type Scope } from "./retry.js";
 
@@ -217,25 +217,9 @@ export async function runDo(
         case "acquired":
           return await runLeased(client, s, new LeaseState(namespace, key, owner, outcome.value), work, options);
         case "completed":
-          return {
-            value: outcome.value.result,
-            fencingToken: outcome.value.fencingToken,
-            attempt: 0,
-            replayed: true,
-            completedAt: dateOf(outcome.value.completedAt),
-            outcome: "replayed",
-            unguarded: false,
-          };
+          return replayedResult(outcome.value);
         case "failed":
-          throw new FailedError({
-            namespace,
-            key,
-            code: outcome.value.error?.code ?? "",
-            errorMessage: outcome.value.error?.message ?? "",
-            fencingToken: outcome.value.fencingToken,
-            attempts: outcome.value.attempts,
-            failedAt: dateOf(outcome.value.failedAt),
-          });
+          throw failedError(namespace, key, outcome.value);
         case "inProgress":
           // reserveWaiting already waited, or returned at once and left the
           // wait to us: loop and ask again.
@@ -254,6 +238,32 @@ export async function runDo(
  * queues its result for the recorder. When the queue is full, it fails
  * closed: it rejects with cause, and the work does not run.
  */
+/** The result of a Reserve (or ReserveBatch item) that answered "completed": a replay. */
+export function replayedResult(completed: Completed): DoResult {
+  return {
+    value: completed.result,
+    fencingToken: completed.fencingToken,
+    attempt: 0,
+    replayed: true,
+    completedAt: dateOf(completed.completedAt),
+    outcome: "replayed",
+    unguarded: false,
+  };
+}
+
+/** The FailedError of a Reserve (or ReserveBatch item) that answered "failed": the key failed permanently. */
+export function failedError(namespace: string, key: string, failed: Failed): FailedError {
+  return new FailedError({
+    namespace,
+    key,
+    code: failed.error?.code ?? "",
+    errorMessage: failed.error?.message ?? "",
+    fencingToken: failed.fencingToken,
+    attempts: failed.attempts,
+    failedAt: dateOf(failed.failedAt),
+  });
+}
+
 async function runUnguarded(
   client: LedgerClient,
   s: Scope,
@@ -385,33 +395,52 @@ export class LeaseState {
   }
 }
 
-/** Runs work under the lease, with heartbeats, and records what it returns. */
-async function runLeased(client: LedgerClient, s: Scope, state: LeaseState, work: Work, options: DoOptions): Promise<DoResult> {
-  const acquired = state.acquired;
-  let intervalMs = defaultHeartbeatIntervalMs;
-  if (options.heartbeatIntervalMs !== undefined && options.heartbeatIntervalMs > 0) {
-    intervalMs = options.heartbeatIntervalMs;
-  } else if (state.ttlMs > 0) {
-    intervalMs = state.ttlMs / 3;
-  }
-
-  // The work's signal: aborted by the caller, or when the lease cannot be kept.
-  const workController = new AbortController();
-  const onCallerAbort = () => workController.abort(s.signal.reason);
+/**
+ * The controller of the work's signal, aborted when the caller's scope is
+ * (at once if it already is), or by the heartbeats when a lease cannot be
+ * kept; dispose stops following the caller's scope.
+ */
+export function workControllerOf(s: Scope): { controller: AbortController; dispose: () => void } {
+  const controller = new AbortController();
+  const onCallerAbort = () => controller.abort(s.signal.reason);
   if (s.signal.aborted) {
     onCallerAbort();
   } else {
     s.signal.addEventListener("abort", onCallerAbort, { once: true });
   }
-  const heartbeats = new Heartbeater(
+  return { controller, dispose: () => s.signal.removeEventListener("abort", onCallerAbort) };
+}
+
+/**
+ * The heartbeater of a held lease: every intervalMs (when given and
+ * positive; else a third of the granted TTL, or the default), and aborting
+ * the work's controller when the lease cannot be kept.
+ */
+export function heartbeaterOf(
+  client: LedgerClient,
+  state: LeaseState,
+  intervalOptionMs: number | undefined,
+  work: AbortController,
+): Heartbeater {
+  let intervalMs = defaultHeartbeatIntervalMs;
+  if (intervalOptionMs !== undefined && intervalOptionMs > 0) {
+    intervalMs = intervalOptionMs;
+  } else if (state.ttlMs > 0) {
+    intervalMs = state.ttlMs / 3;
+  }
+  return new Heartbeater(
     (options) => heartbeat(client, state, options),
     intervalMs,
     state.ttlMs,
-    (err) => workController.abort(err),
-    workController.signal,
+    (err) => work.abort(err),
+    work.signal,
   );
+}
 
-  const lease: Lease = Object.freeze({
+/** The Lease the work sees for a held lease, with the work's signal. */
+export function leaseOf(state: LeaseState, signal: AbortSignal): Lease {
+  const acquired = state.acquired;
+  return Object.freeze({
     namespace: state.namespace,
     key: state.key,
     owner: state.owner,
@@ -422,9 +451,17 @@ async function runLeased(client: LedgerClient, s: Scope, state: LeaseState, work
     checkpoint: acquired.checkpoint,
     leaseTtlMs: state.ttlMs,
     unguarded: false,
-    signal: workController.signal,
+    signal,
     setCheckpoint: (checkpoint: Uint8Array | string) => state.stage(bytesOf(checkpoint)),
   });
+}
+
+/** Runs work under the lease, with heartbeats, and records what it returns. */
+async function runLeased(client: LedgerClient, s: Scope, state: LeaseState, work: Work, options: DoOptions): Promise<DoResult> {
+  // The work's signal: aborted by the caller, or when the lease cannot be kept.
+  const { controller: workController, dispose: stopFollowingCaller } = workControllerOf(s);
+  const heartbeats = heartbeaterOf(client, state, options.heartbeatIntervalMs, workController);
+  const lease = leaseOf(state, workController.signal);
 
   let value: unknown;
   let workError: unknown;
@@ -437,7 +474,7 @@ async function runLeased(client: LedgerClient, s: Scope, state: LeaseState, work
     workError = e;
   }
   const heartbeatError = await heartbeats.stop();
-  s.signal.removeEventListener("abort", onCallerAbort);
+  stopFollowingCaller();
 
   if (heartbeatError instanceof LeaseLostError && !(heartbeats.unconfirmed && !workFailed)) {
     // Complete would be refused: another worker holds the key now. (When no
