@@ -146,6 +146,35 @@ func (ctl *control) namespace(ns string) (string, error) {
 	return ctl.prefix + ns, nil
 }
 
+// keyRef is the part every key operation's body shares.
+type keyRef struct {
+	Namespace string `json:"namespace"`
+	Key       string `json:"key"`
+}
+
+// decodeKeyed reads a key operation's body into req, whose keyRef is ref,
+// and returns the namespace as the ledger knows it.
+func (ctl *control) decodeKeyed(r *http.Request, req any, ref *keyRef) (string, error) {
+	if err := decode(r, req); err != nil {
+		return "", err
+	}
+	return ctl.namespace(ref.Namespace)
+}
+
+// acquire makes another worker reserve a key for the operation op, and
+// returns its fencing token; a key the worker does not acquire fails the
+// step, saying why (notFree) and what the ledger answered.
+func (ctl *control) acquire(ctx context.Context, op string, req ledger.ReserveRequest, notFree string) (int64, error) {
+	reservation, err := ctl.cluster.control.Store.Reserve(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	if reservation.Outcome != ledger.Acquired {
+		return 0, unmet("%s %s/%s: %s: %s", op, req.Namespace, req.Key, notFree, reservation.Outcome)
+	}
+	return reservation.FencingToken, nil
+}
+
 func (ctl *control) replica(r *http.Request) (*replica, error) {
 	rep, ok := ctl.cluster.replicas[r.PathValue("name")]
 	if !ok {
@@ -244,12 +273,11 @@ func (ctl *control) stopReplica(r *http.Request, rep *replica) error {
 
 // holdRequest is POST /hold's body.
 type holdRequest struct {
-	Namespace string `json:"namespace"`
-	Key       string `json:"key"`
-	Owner     string `json:"owner"`
-	AfterMS   int    `json:"after_ms"`
-	Then      string `json:"then"`
-	Result    string `json:"result"`
+	keyRef
+	Owner   string `json:"owner"`
+	AfterMS int    `json:"after_ms"`
+	Then    string `json:"then"`
+	Result  string `json:"result"`
 }
 
 // hold makes another worker reserve the key now and, after after_ms,
@@ -257,10 +285,7 @@ type holdRequest struct {
 // held.
 func (ctl *control) hold(r *http.Request) (any, error) {
 	var req holdRequest
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
-	ns, err := ctl.namespace(req.Namespace)
+	ns, err := ctl.decodeKeyed(r, &req, &req.keyRef)
 	if err != nil {
 		return nil, err
 	}
@@ -274,14 +299,11 @@ func (ctl *control) hold(r *http.Request) (any, error) {
 	store := ctl.cluster.control.Store
 	// The lease outlasts the hold by far, so that it ends as the scenario
 	// says, not by running out.
-	reservation, err := store.Reserve(r.Context(), ledger.ReserveRequest{Namespace: ns, Key: req.Key, Owner: req.Owner, LeaseTTL: after + time.Minute})
+	token, err := ctl.acquire(r.Context(), "hold",
+		ledger.ReserveRequest{Namespace: ns, Key: req.Key, Owner: req.Owner, LeaseTTL: after + time.Minute}, "the key is not free")
 	if err != nil {
 		return nil, err
 	}
-	if reservation.Outcome != ledger.Acquired {
-		return nil, unmet("hold %s/%s: the key is not free: %s", ns, req.Key, reservation.Outcome)
-	}
-	token := reservation.FencingToken
 	ctl.background.Go(func() {
 		select {
 		case <-time.After(after):
@@ -316,43 +338,30 @@ func (ctl *control) hold(r *http.Request) (any, error) {
 // the key at once, bypassing the proxy.
 func (ctl *control) completeOther(r *http.Request) (any, error) {
 	var req struct {
-		Namespace string `json:"namespace"`
-		Key       string `json:"key"`
-		Result    string `json:"result"`
+		keyRef
+		Result string `json:"result"`
 	}
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
-	ns, err := ctl.namespace(req.Namespace)
+	ns, err := ctl.decodeKeyed(r, &req, &req.keyRef)
 	if err != nil {
 		return nil, err
 	}
-	store := ctl.cluster.control.Store
-	reservation, err := store.Reserve(r.Context(), ledger.ReserveRequest{Namespace: ns, Key: req.Key, Owner: "other", WaitTimeout: 10 * time.Second})
+	token, err := ctl.acquire(r.Context(), "complete_other",
+		ledger.ReserveRequest{Namespace: ns, Key: req.Key, Owner: "other", WaitTimeout: 10 * time.Second}, "the key is not free")
 	if err != nil {
 		return nil, err
 	}
-	if reservation.Outcome != ledger.Acquired {
-		return nil, unmet("complete_other %s/%s: the key is not free: %s", ns, req.Key, reservation.Outcome)
-	}
-	_, err = store.Complete(r.Context(), ledger.CompleteRequest{Namespace: ns, Key: req.Key, FencingToken: reservation.FencingToken, Result: []byte(req.Result)})
+	_, err = ctl.cluster.control.Store.Complete(r.Context(), ledger.CompleteRequest{Namespace: ns, Key: req.Key, FencingToken: token, Result: []byte(req.Result)})
 	if err != nil {
 		return nil, err
 	}
-	return map[string]int64{"fencing_token": reservation.FencingToken}, nil
+	return map[string]int64{"fencing_token": token}, nil
 }
 
 // steal force-releases the key, as an operator would, and reserves it as
 // owner "thief" with a long lease: the worker that held it has lost it.
 func (ctl *control) steal(r *http.Request) (any, error) {
-	var req struct {
-		Namespace string `json:"namespace"`
-		Key       string `json:"key"`
-	}
-	if err := decode(r, &req); err != nil {
-		return nil, err
-	}
-	ns, err := ctl.namespace(req.Namespace)
+	var req keyRef
+	ns, err := ctl.decodeKeyed(r, &req, &req)
 	if err != nil {
 		return nil, err
 	}
@@ -360,14 +369,12 @@ func (ctl *control) steal(r *http.Request) (any, error) {
 	if _, _, err := store.ForceRelease(r.Context(), ledger.ForceReleaseRequest{Namespace: ns, Key: req.Key, Reason: "conformance: steal"}); err != nil {
 		return nil, err
 	}
-	reservation, err := store.Reserve(r.Context(), ledger.ReserveRequest{Namespace: ns, Key: req.Key, Owner: "thief", LeaseTTL: 5 * time.Minute})
+	token, err := ctl.acquire(r.Context(), "steal",
+		ledger.ReserveRequest{Namespace: ns, Key: req.Key, Owner: "thief", LeaseTTL: 5 * time.Minute}, "the key could not be taken over")
 	if err != nil {
 		return nil, err
 	}
-	if reservation.Outcome != ledger.Acquired {
-		return nil, unmet("steal %s/%s: the key could not be taken over: %s", ns, req.Key, reservation.Outcome)
-	}
-	return map[string]int64{"fencing_token": reservation.FencingToken}, nil
+	return map[string]int64{"fencing_token": token}, nil
 }
 
 // entryAnswer is GET /entry's answer: the row as the database holds it.
