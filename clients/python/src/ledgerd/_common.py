@@ -150,32 +150,12 @@ def gave_up(operation: str, last: Optional[LedgerError], attempts: int) -> Ledge
     saying so, or a DeadlineExceededError if there was none."""
     if last is None:
         return DeadlineExceededError("the timeout ran out before the call could be made", operation=operation)
-    error = type(last)(
+    return _guard.with_message(
+        last,
         f"{last.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}: the timeout ran out)",
-        reason=last.reason,
-        code=last.code,
-        field=last.field,
         operation=operation,
-        metadata=last.metadata,
+        retry_delay=False,
     )
-    error.__cause__ = last.__cause__
-    return error
-
-
-def gave_up_after(operation: str, error: LedgerError, attempts: int, why: str) -> LedgerError:
-    """The error a call raises when it may not retry any more (``why``: the
-    retry budget is exhausted, or max_attempts reached): its last error, saying so."""
-    replacement = type(error)(
-        f"{error.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''}: {why})",
-        reason=error.reason,
-        code=error.code,
-        field=error.field,
-        operation=operation,
-        metadata=error.metadata,
-    )
-    replacement.retry_delay = error.retry_delay
-    replacement.__cause__ = error.__cause__
-    return replacement
 
 
 def cleanup_deadline(deadline: Optional[float], *, always: bool = False) -> Optional[float]:

@@ -300,14 +300,24 @@ class Policies:
 
 def _with_note(error: LedgerError, note: str) -> LedgerError:
     """A copy of a retryable error whose message says why it was not retried."""
+    return with_message(error, f"{error.message} ({note})")
+
+
+def with_message(
+    error: LedgerError, message: str, *, operation: Optional[str] = None, retry_delay: bool = True
+) -> LedgerError:
+    """A copy of ``error`` (its type, reason, code, field, metadata and
+    cause) with another message; ``operation``, when given, replaces the
+    error's, and ``retry_delay=False`` leaves the copy's RetryInfo delay unset."""
     copy = type(error)(
-        f"{error.message} ({note})",
+        message,
         reason=error.reason,
         code=error.code,
         field=error.field,
-        operation=error.operation,
+        operation=error.operation if operation is None else operation,
         metadata=error.metadata,
     )
-    copy.retry_delay = error.retry_delay
+    if retry_delay:
+        copy.retry_delay = error.retry_delay
     copy.__cause__ = error.__cause__
     return copy
