@@ -74,25 +74,18 @@ RECORD_INITIAL_BACKOFF = 0.1
 RECORD_MAX_BACKOFF = 5.0
 
 
-def _breaker_config(value: BreakerOption) -> Optional[BreakerConfig]:
+def _config(value: Any, config_class: type, name: str) -> Any:
+    """The config of a ``breaker=``/``retry_budget=`` option: its default for
+    DEFAULT, None (off), the config itself, or one made from a mapping of its
+    fields; raises TypeError naming the option for anything else."""
     if value is DEFAULT:
-        return BreakerConfig()
-    if value is None or isinstance(value, BreakerConfig):
+        return config_class()
+    if value is None or isinstance(value, config_class):
         return value
     if isinstance(value, Mapping):
-        return BreakerConfig(**dict(value))
-    raise TypeError(f"breaker must be a BreakerConfig, a dict of its fields or None, got {type(value).__name__}")
-
-
-def _budget_config(value: RetryBudgetOption) -> Optional[RetryBudgetConfig]:
-    if value is DEFAULT:
-        return RetryBudgetConfig()
-    if value is None or isinstance(value, RetryBudgetConfig):
-        return value
-    if isinstance(value, Mapping):
-        return RetryBudgetConfig(**dict(value))
+        return config_class(**dict(value))
     raise TypeError(
-        f"retry_budget must be a RetryBudgetConfig, a dict of its fields or None, got {type(value).__name__}"
+        f"{name} must be a {config_class.__name__}, a dict of its fields or None, got {type(value).__name__}"
     )
 
 
@@ -136,9 +129,9 @@ class Policies:
         on_fail_open: Optional[FailOpenHook] = None,
         on_fail_open_recorded: Optional[FailOpenRecordedHook] = None,
     ) -> None:
-        config = _breaker_config(breaker)
+        config: Optional[BreakerConfig] = _config(breaker, BreakerConfig, "breaker")
         self.breaker = None if config is None else CircuitBreaker(config, on_change=on_breaker_change)
-        budget = _budget_config(retry_budget)
+        budget: Optional[RetryBudgetConfig] = _config(retry_budget, RetryBudgetConfig, "retry_budget")
         self.budget = None if budget is None else RetryBudget(budget)
         if max_attempts is not None:
             if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
