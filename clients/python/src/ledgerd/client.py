@@ -14,7 +14,7 @@ import grpc
 
 from ._gen.ledger.v1 import ledger_pb2
 
-from . import _common, _context, _convert, _guard, _policy, _retry
+from . import _common, _context, _guard, _policy, _retry
 from ._batch import BatchMethods
 from ._guard import DEFAULT, BreakerOption, FailOpenHook, FailOpenRecordedHook, RetryBudgetOption
 from ._policy import FAIL_CLOSED, FailOpenRecord, Stats
@@ -366,15 +366,9 @@ class Client(BatchMethods, AdminMethods, IdempotentMethod):
         Raises :class:`~ledgerd.InvalidArgumentError` or
         :class:`~ledgerd.FingerprintMismatchError`.
         """
-        request = ledger_pb2.ReserveRequest(
-            namespace=namespace,
-            key=key,
-            owner=owner,
-            fingerprint=bytes(fingerprint),
-            metadata=dict(metadata or {}),
+        request = _common.reserve_request(
+            namespace, key, owner, lease_ttl=lease_ttl, fingerprint=fingerprint, metadata=metadata
         )
-        if lease_ttl is not None:
-            request.lease_ttl.CopyFrom(_convert.to_duration(lease_ttl, "lease_ttl"))
         extra = _common.reserve_wait(request, wait_timeout)
         return self._call("reserve", request, self._deadline(timeout), extra_attempt_time=extra)
 
