@@ -54,6 +54,10 @@ type IdleResult struct {
 	Waiters        int   `json:"waiters"`
 	WaitingAtStart int64 `json:"waiting_at_start"`
 	WaitingAtEnd   int64 `json:"waiting_at_end"`
+	// Calls is the number of RPCs the processes answered over the
+	// interval (grpc_server_handled_total): 0 when nothing woke a waiter,
+	// and none asked again.
+	Calls int64 `json:"calls"`
 	// CPUSeconds is the CPU time (user and system, /proc/PID/stat) the
 	// processes used over the interval, all together; CPUPercentOfCore is
 	// that over the interval, in percent of one core.
@@ -70,7 +74,7 @@ type IdleResult struct {
 // idleLedgerdArgs are the flags an --idle run with waiters adds to a
 // started ledgerd: no cap on the waits of one principal (every waiter is
 // the same principal here, as they would be many in production), and waits
-// and leases that outlast the interval.
+// and leases that outlast the interval, as may the waiters' deadlines.
 func idleLedgerdArgs(cfg Config) []string {
 	if cfg.Idle <= 0 || cfg.IdleWaiters == 0 {
 		return nil
@@ -80,6 +84,7 @@ func idleLedgerdArgs(cfg Config) []string {
 		"--max-waiting-reserves-per-principal", "0",
 		"--max-wait", longer,
 		"--max-lease-ttl", longer,
+		"--max-request-timeout", longer,
 	}
 }
 
@@ -120,7 +125,8 @@ func (r *runner) idleFleet(ctx context.Context, f *fleet) (IdleResult, error) {
 		return result, err
 	}
 	fmt.Fprintf(r.stderr, "ledgerbench: %s: measuring ledgerd at rest for %s\n", f.side, r.cfg.Idle)
-	if result.WaitingAtStart, err = r.waiting(ctx, f); err != nil {
+	var callsBefore int64
+	if result.WaitingAtStart, callsBefore, err = r.waiting(ctx, f); err != nil {
 		return result, err
 	}
 	before := make([]procStats, len(f.replicas))
@@ -142,9 +148,11 @@ func (r *runner) idleFleet(ctx context.Context, f *fleet) (IdleResult, error) {
 	}
 	// /metrics is read after the processes, so that serving it is not
 	// counted in the interval.
-	if result.WaitingAtEnd, err = r.waiting(ctx, f); err != nil {
+	var callsAfter int64
+	if result.WaitingAtEnd, callsAfter, err = r.waiting(ctx, f); err != nil {
 		return result, err
 	}
+	result.Calls = callsAfter - callsBefore
 	result.Seconds = elapsed.Seconds()
 	result.CPUPercentOfCore = result.CPUSeconds / elapsed.Seconds() * 100
 	return result, nil
@@ -200,8 +208,15 @@ func (r *runner) startWaiters(ctx context.Context, f *fleet) (stop func(), err e
 		}
 		wg.Go(func() {
 			for waitCtx.Err() == nil {
-				if _, err := client.Reserve(waitCtx, req); err != nil && waitCtx.Err() == nil {
-					failures.Add(1)
+				// A deadline of its own, as a waiting client sets: without
+				// one, ledgerd's --request-timeout (10s) would end the wait.
+				callCtx, cancelCall := context.WithTimeout(waitCtx, r.cfg.Idle+idleMargin)
+				_, err := client.Reserve(callCtx, req)
+				cancelCall()
+				if err != nil && waitCtx.Err() == nil {
+					if failures.Add(1) == 1 {
+						fmt.Fprintf(r.stderr, "ledgerbench: %s: a waiting Reserve failed: %v\n", f.side, err)
+					}
 					_ = sleep(waitCtx, time.Second) // do not spin on a refusal
 				}
 			}
@@ -224,7 +239,7 @@ func (r *runner) startWaiters(ctx context.Context, f *fleet) (stop func(), err e
 func (r *runner) awaitWaiters(ctx context.Context, f *fleet, want int64) error {
 	deadline := time.Now().Add(waitersReadyTimeout)
 	for {
-		got, err := r.waiting(ctx, f)
+		got, _, err := r.waiting(ctx, f)
 		if err == nil && got >= want {
 			return nil
 		}
@@ -237,16 +252,17 @@ func (r *runner) awaitWaiters(ctx context.Context, f *fleet, want int64) error {
 	}
 }
 
-// waiting sums ledgerd_reserve_waiters over f's replicas.
-func (r *runner) waiting(ctx context.Context, f *fleet) (int64, error) {
-	var sum int64
+// waiting sums ledgerd_reserve_waiters, and the calls answered so far,
+// over f's replicas.
+func (r *runner) waiting(ctx context.Context, f *fleet) (waiters, calls int64, err error) {
 	var errs []error
 	for _, rep := range f.replicas {
 		c, err := r.scrape(ctx, rep)
 		errs = append(errs, err)
-		sum += c.waiters
+		waiters += c.waiters
+		calls += int64(c.calls)
 	}
-	return sum, errors.Join(errs...)
+	return waiters, calls, errors.Join(errs...)
 }
 
 // sleep waits for d, or until ctx ends.
@@ -268,10 +284,10 @@ func (r *Report) printIdle(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nledgerd at rest (CPU from /proc/PID/stat over the interval; RSS: VmRSS at its start and end, VmHWM since start-up):")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "side\treplicas\tseconds\twaiters\twaiting start/end\tCPU s\t% of a core\tRSS MiB start/end\tpeak RSS MiB\t")
+	fmt.Fprintln(tw, "side\treplicas\tseconds\twaiters\twaiting start/end\tcalls\tCPU s\t% of a core\tRSS MiB start/end\tpeak RSS MiB\t")
 	for _, i := range r.Idle {
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%d / %d\t%.3f\t%.2f\t%.1f / %.1f\t%.1f\t\n", i.Side, i.Replicas, i.Seconds, i.Waiters,
-			i.WaitingAtStart, i.WaitingAtEnd, i.CPUSeconds, i.CPUPercentOfCore, mib(i.RSSStartBytes), mib(i.RSSEndBytes), mib(i.PeakRSSBytes))
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%d\t%d / %d\t%d\t%.3f\t%.2f\t%.1f / %.1f\t%.1f\t\n", i.Side, i.Replicas, i.Seconds, i.Waiters,
+			i.WaitingAtStart, i.WaitingAtEnd, i.Calls, i.CPUSeconds, i.CPUPercentOfCore, mib(i.RSSStartBytes), mib(i.RSSEndBytes), mib(i.PeakRSSBytes))
 	}
 	_ = tw.Flush()
 }
