@@ -45,7 +45,7 @@ const scrapeTimeout = 10 * time.Second
 func (r *runner) startReplicas(ctx context.Context, side, bin, databaseURL, dir string, args func(httpAddr string) []string, clientTLS *tls.Config) ([]*replica, error) {
 	var replicas []*replica
 	for number := 1; number <= r.cfg.Replicas; number++ {
-		rep, err := startReplica(ctx, r.cfg, side, number, bin, databaseURL, dir, args, clientTLS)
+		rep, err := startReplica(ctx, r.cfg, fmt.Sprintf("ledgerbench-%s-%s-%d", r.runID, side, number), number, side, bin, databaseURL, dir, args, clientTLS)
 		if err != nil {
 			return nil, err
 		}
@@ -58,8 +58,9 @@ func (r *runner) startReplicas(ctx context.Context, side, bin, databaseURL, dir 
 
 // startReplica starts replica number of side: `ledgerd serve` with args,
 // an HTTP port of its own on loopback for /metrics, and sessions named
-// ledgerbench-<side>-<number>.
-func startReplica(ctx context.Context, cfg Config, side string, number int, bin, databaseURL, dir string,
+// appName (ledgerbench-<run>-<side>-<number>: the run's own, when other
+// runs share the database).
+func startReplica(ctx context.Context, cfg Config, appName string, number int, side, bin, databaseURL, dir string,
 	args func(httpAddr string) []string, clientTLS *tls.Config,
 ) (*replica, error) {
 	name := "ledgerd"
@@ -69,7 +70,6 @@ func startReplica(ctx context.Context, cfg Config, side string, number int, bin,
 	if cfg.Replicas > 1 {
 		name = fmt.Sprintf("%s-%d", name, number)
 	}
-	appName := fmt.Sprintf("ledgerbench-%s-%d", side, number)
 	namedURL, err := withApplicationName(databaseURL, appName)
 	if err != nil {
 		return nil, err
@@ -214,7 +214,7 @@ func (r *runner) recordReplicas(ctx context.Context, run *RunResult, f *fleet, b
 
 // backendsByApplication counts the client sessions of pool's database by
 // application_name: the raw side's pool is "ledgerbench", replica n's
-// sessions (its pool and its LISTEN connection) "ledgerbench-<side>-n".
+// sessions (its pool and its LISTEN connection) "ledgerbench-<run>-<side>-n".
 // Pools keep their connections open while they are used, so a count at the
 // end of a measured phase is the most the phase opened, or more.
 func backendsByApplication(ctx context.Context, pool *pgxpool.Pool) (map[string]int, error) {
