@@ -244,7 +244,7 @@ func (r *runner) awaitWaiters(ctx context.Context, f *fleet, want int64) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("ledgerd counted %d waiting Reserves of %d after %s (last error: %v)", got, want, waitersReadyTimeout, err)
+			return fmt.Errorf("ledgerd counted %d waiting Reserves of %d after %s (last error: %w)", got, want, waitersReadyTimeout, err)
 		}
 		if err := sleep(ctx, waitersPoll); err != nil {
 			return err
