@@ -86,7 +86,7 @@ BENCH_WORKERS  ?= 32
 BENCH_JSON     ?= .data/bench.json
 BENCH_FLAGS    ?=
 .PHONY: bench
-bench: ## Run ledgerbench briefly (BENCH_DURATION per workload and side) and print the ledgerd / raw-SQL table; JSON in BENCH_JSON.
+bench: ## Run ledgerbench briefly (BENCH_DURATION per workload and side) and print the ledgerd / raw-SQL table with the transport floor; JSON in BENCH_JSON.
 	go build -o bin/ledgerbench ./cmd/ledgerbench
 	@mkdir -p "$(dir $(BENCH_JSON))"
 	bin/ledgerbench --duration $(BENCH_DURATION) --workers $(BENCH_WORKERS) --json $(BENCH_JSON) $(BENCH_FLAGS)

@@ -1,14 +1,18 @@
 // Command ledgerbench measures ledgerd against the raw-SQL ceiling of the
 // same PostgreSQL in one run.
 //
-// For each workload (pair, replay, lookup, contended; batch once the batch
-// RPCs are wired) it runs N concurrent workers for a fixed duration or
+// For each workload (floor, pair, replay, lookup, contended, batch) it runs
+// N concurrent workers for a fixed duration or
 // number of operations through ledgerd's gRPC API, then runs the very
 // statements ledgerd issues for that workload (ledger/queries/*.sql, with
 // the same arguments) straight against the same database with the same
 // concurrency, and prints throughput, latency percentiles (p50, p95, p99,
-// p99.9) and the ledgerd / raw ratio. A progress line goes to stderr every
-// second; --json writes the whole report.
+// p99.9) and the ledgerd / raw ratio. The floor workload (the gRPC health
+// Check through the same connections) shows the transport's own cost
+// beside each workload, and the latency overhead ledgerd adds above the
+// database and the transport: ledgerd p50 − raw p50 − calls × floor p50.
+// A progress line goes to stderr every second; --json writes the whole
+// report.
 //
 // With no flags it builds ./cmd/ledgerd, starts a private PostgreSQL with
 // scripts/pg.sh (fsync and synchronous_commit on, so that the figures are
@@ -20,6 +24,14 @@
 //	go run ./cmd/ledgerbench --pg-dir .data/bench-pg --prefill 10000000 --purge 100000
 //	go run ./cmd/ledgerbench --replicas 4 --workloads pair --sides ledgerd
 //	go run ./cmd/ledgerbench --addr ledgerd:7070 --database-url postgres://… --token-file t
+//	go run ./cmd/ledgerbench --secure --workers 1,64
+//	go run ./cmd/ledgerbench --idle 60s --idle-waiters 10000
+//
+// --secure adds a side: ledgerd as platforms run it (TLS, API tokens, rate
+// limits that do not bind), over a database of its own, measured in the
+// same run and compared with the development-mode ledgerd. --idle measures
+// a started ledgerd at rest instead: its CPU time and memory, alone or
+// with Reserves waiting on held keys.
 //
 // --replicas N starts N ledgerd processes over the same PostgreSQL, each
 // with its own pool of --db-max-conns, spreads the workers over them and
@@ -38,6 +50,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -89,6 +102,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (be
 	d := bench.DefaultConfig()
 	var cfg bench.Config
 	var workloads, sides, workers, tokenFile string
+	var secure bool
 	var ledgerdArgs stringList
 	fs := flag.NewFlagSet("ledgerbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -105,7 +119,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (be
 	fs.IntVar(&cfg.RawConns, "raw-conns", 0, "pool size of the raw side (default: --db-max-conns, the pool ledgerd has)")
 	fs.IntVar(&cfg.GRPCConns, "grpc-conns", d.GRPCConns, "gRPC connections to each ledgerd, shared by the workers that call it")
 	fs.StringVar(&workloads, "workloads", strings.Join(d.Workloads, ","), "comma-separated workloads to run, in order")
-	fs.StringVar(&sides, "sides", strings.Join(d.Sides, ","), "comma-separated sides to run: ledgerd, raw")
+	fs.StringVar(&sides, "sides", strings.Join(d.Sides, ","), "comma-separated sides to run: ledgerd (development mode), secure (see --secure), raw")
+	fs.BoolVar(&secure, "secure", false, "add the secure side after the ledgerd side: a started ledgerd as platforms run it (TLS with certificates made for the run, API tokens minted through the API, rate limits that do not bind) over a database of its own on the same PostgreSQL, and report its cost against the ledgerd side")
+	fs.DurationVar(&cfg.Idle, "idle", 0, "instead of the workloads, leave each started ledgerd at rest this long and report its CPU time and memory (e.g. 60s)")
+	fs.IntVar(&cfg.IdleWaiters, "idle-waiters", 0, "with --idle: hold this many Reserves waiting (wait_timeout) on keys another owner holds, e.g. 10000")
 	fs.StringVar(&workers, "workers", joinInts(d.Workers), "comma-separated numbers of concurrent workers; every workload runs at each")
 	fs.DurationVar(&cfg.Duration, "duration", 0, "how long each workload runs on each side (default 10s unless --ops is given)")
 	fs.Int64Var(&cfg.Ops, "ops", 0, "end each workload after this many operations instead (0: by --duration)")
@@ -146,6 +163,13 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (be
 	cfg.LedgerdArgs = ledgerdArgs
 	cfg.Workloads = splitList(workloads)
 	cfg.Sides = splitList(sides)
+	if secure && !slices.Contains(cfg.Sides, bench.SideSecure) {
+		at := 0
+		if i := slices.Index(cfg.Sides, bench.SideLedgerd); i >= 0 {
+			at = i + 1
+		}
+		cfg.Sides = slices.Insert(cfg.Sides, at, bench.SideSecure)
+	}
 	var err error
 	if cfg.Workers, err = parseInts("--workers", workers); err != nil {
 		return bench.Config{}, err

@@ -37,6 +37,17 @@ func TestParseFlags(t *testing.T) {
 	require.Equal(t, []string{"--db-max-conns=8", "--max-wait=1s"}, cfg.LedgerdArgs)
 	require.Equal(t, "ldg_env", cfg.Token)
 
+	cfg, err = parseFlags([]string{"--secure", "--idle", "60s", "--idle-waiters", "10000"}, noEnv, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+	require.Equal(t, []string{"ledgerd", "secure", "raw"}, cfg.Sides, "--secure adds its side after ledgerd's")
+	require.Equal(t, time.Minute, cfg.Idle)
+	require.Equal(t, 10000, cfg.IdleWaiters)
+
+	cfg, err = parseFlags([]string{"--secure", "--sides", "raw"}, noEnv, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"secure", "raw"}, cfg.Sides)
+
 	cfg, err = parseFlags([]string{"--replicas", "4", "--db-max-conns", "4"}, noEnv, &bytes.Buffer{})
 	require.NoError(t, err)
 	require.NoError(t, cfg.Validate())
@@ -59,6 +70,11 @@ func TestRunRefusesBadFlags(t *testing.T) {
 		{[]string{"--replicas", "2", "--addr", "db:7070", "--sides", "ledgerd"}, "--replicas starts that many ledgerd processes, so it cannot go with --addr"},
 		{[]string{"--ledgerd-flag=--http-addr=127.0.0.1:7071"}, "--ledgerd-flag cannot set --http-addr"},
 		{[]string{"--workloads", "pair,fly"}, `unknown workload "fly"`},
+		{[]string{"--sides", "ledgerd,tls"}, `--sides: unknown side "tls" (known: ledgerd, secure, raw)`},
+		{[]string{"--secure", "--addr", "db:7070", "--sides", "ledgerd"}, "--secure starts a ledgerd with TLS and tokens, so it cannot go with --addr"},
+		{[]string{"--idle", "10s", "--addr", "db:7070", "--sides", "ledgerd"}, "--idle reads the CPU time and memory of a ledgerd it starts"},
+		{[]string{"--idle-waiters", "10"}, "--idle-waiters needs --idle"},
+		{[]string{"--idle", "1s", "--idle-waiters", "200000"}, "--idle-waiters must be between 0 and 100000, got 200000"},
 		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
 		{[]string{"extra"}, `unexpected arguments: ["extra"]`},
 	}
@@ -75,7 +91,7 @@ func TestHelp(t *testing.T) {
 	t.Parallel()
 	var stderr bytes.Buffer
 	require.Equal(t, 0, run(context.Background(), []string{"--help"}, noEnv, &bytes.Buffer{}, &stderr))
-	for _, want := range []string{"contended", "batch", "--prefill", "--database-url", "--json", "--replicas"} {
+	for _, want := range []string{"contended", "batch", "--prefill", "--database-url", "--json", "--replicas", "floor", "--secure", "--idle", "--idle-waiters"} {
 		require.Contains(t, stderr.String(), want)
 	}
 }

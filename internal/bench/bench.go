@@ -33,17 +33,19 @@ type runner struct {
 	stderr io.Writer
 	runID  string
 	conns  []*grpc.ClientConn
-	// clients holds, for each ledgerd, the clients of its connections.
-	clients    [][]ledgerv1.LedgerServiceClient
-	admin      ledgerv1.LedgerAdminServiceClient
-	pool       *pgxpool.Pool // nil without a database
-	raw        *rawDB
-	replicas   []*replica   // the started ledgerd processes; none when measuring --addr
-	http       *http.Client // reads their /metrics
-	readKeys   keySet
-	peakRSS    int64
-	postmaster int // the postmaster of a cluster on this machine, for its CPU time; 0 otherwise
-	closers    []func()
+	// fleets are the ledgerd sides' processes and clients, by side.
+	fleets map[string]*fleet
+	admin  ledgerv1.LedgerAdminServiceClient
+	pool   *pgxpool.Pool // nil without a database
+	// securePool is the secure side's database's (--secure); nil otherwise.
+	securePool    *pgxpool.Pool
+	raw           *rawDB
+	http          *http.Client // reads the replicas' /metrics
+	httpTransport *http.Transport
+	readKeys      keySet // the completed keys of the raw side's database
+	peakRSS       int64
+	postmaster    int // the postmaster of a cluster on this machine, for its CPU time; 0 otherwise
+	closers       []func()
 }
 
 // Run performs the run cfg describes: it starts what it must (PostgreSQL,
@@ -58,9 +60,10 @@ func Run(ctx context.Context, cfg Config, command []string, stdout, stderr io.Wr
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	r := &runner{cfg: cfg, stdout: stdout, stderr: stderr, runID: strings.ToLower(rand.Text()[:8]),
+	r := &runner{cfg: cfg, stdout: stdout, stderr: stderr, runID: strings.ToLower(rand.Text()[:8]), fleets: map[string]*fleet{},
 		// No idle connections: nothing of the client outlives the run.
-		http: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
+		httpTransport: &http.Transport{DisableKeepAlives: true}}
+	r.http = &http.Client{Transport: r.httpTransport}
 	defer r.close()
 	report := &Report{StartedAt: time.Now().UTC(), Command: command, Settings: settingsOf(cfg)}
 	if err := r.setUp(ctx, report); err != nil {
@@ -74,16 +77,26 @@ func Run(ctx context.Context, cfg Config, command []string, stdout, stderr io.Wr
 		}
 		report.Prefill = p
 		r.readKeys = keySet{prefix: prefillPrefix, count: cfg.Prefill}
+		if f := r.fleets[SideSecure]; f != nil {
+			fmt.Fprintf(stderr, "ledgerbench: prefilling %d entries in the secure side's database\n", cfg.Prefill)
+			if _, err := prefill(ctx, f.pool, cfg.Namespace, cfg.Prefill, stderr); err != nil {
+				return nil, err
+			}
+			f.readKeys = r.readKeys
+		}
+	}
+	if cfg.Idle > 0 {
+		return r.idle(ctx, report)
 	}
 	for _, workers := range cfg.Workers {
 		for _, name := range cfg.Workloads {
 			w, _ := workloadByName(name)
-			if w.readKeys && r.readKeys.count == 0 {
-				if err := r.makeReadKeys(ctx); err != nil {
-					return nil, err
-				}
-			}
 			for _, side := range cfg.Sides {
+				if w.readKeys {
+					if err := r.ensureReadKeys(ctx, side); err != nil {
+						return nil, err
+					}
+				}
 				run, ok := r.measure(ctx, w, side, workers)
 				if ok {
 					report.Runs = append(report.Runs, run)
@@ -95,6 +108,7 @@ func Run(ctx context.Context, cfg Config, command []string, stdout, stderr io.Wr
 		}
 	}
 	report.Ratios = ratios(report.Runs)
+	report.SecureCosts = secureCosts(report.Runs)
 	report.Machine.LoadAverage[1] = loadAverage()
 	if cfg.Purge > 0 {
 		p, err := r.measurePurge(ctx)
@@ -103,11 +117,17 @@ func Run(ctx context.Context, cfg Config, command []string, stdout, stderr io.Wr
 		}
 		report.Purge = p
 	}
+	return r.finish(report)
+}
+
+// finish records the run's peak RSS, prints the report and writes its
+// JSON if asked.
+func (r *runner) finish(report *Report) (*Report, error) {
 	r.notePeaks()
 	report.LedgerdPeakRSSBytes = r.peakRSS
-	report.Print(stdout)
-	if cfg.JSONPath != "" {
-		if err := report.WriteJSON(cfg.JSONPath); err != nil {
+	report.Print(r.stdout)
+	if r.cfg.JSONPath != "" {
+		if err := report.WriteJSON(r.cfg.JSONPath); err != nil {
 			return nil, fmt.Errorf("--json: %w", err)
 		}
 	}
@@ -169,7 +189,21 @@ func (r *runner) setUp(ctx context.Context, report *Report) error {
 		}
 	}
 	if cfg.Addr != "" {
-		return r.dial([]string{cfg.Addr})
+		options := []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}))}
+		if cfg.Insecure {
+			options = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		}
+		if cfg.Token != "" {
+			options = append(options, grpc.WithUnaryInterceptor(withToken(cfg.Token)))
+		}
+		f, err := r.dial(SideLedgerd, []string{cfg.Addr}, options...)
+		if err != nil {
+			return err
+		}
+		f.pool = r.pool
+		r.fleets[SideLedgerd] = f
+		r.admin = ledgerv1.NewLedgerAdminServiceClient(r.conns[0])
+		return nil
 	}
 	// The binary (when built) and the ledgerd logs, removed at the end.
 	dir, err := os.MkdirTemp("", "ledgerbench-ledgerd-")
@@ -185,14 +219,25 @@ func (r *runner) setUp(ctx context.Context, report *Report) error {
 			return err
 		}
 	}
-	if err := r.startReplicas(ctx, bin, databaseURL, dir); err != nil {
+	// The ledgerd side's fleet is started whatever the sides: the keys of
+	// replay and lookup are made, and --purge runs, through it.
+	replicas, err := r.startReplicas(ctx, SideLedgerd, bin, databaseURL, dir, func(httpAddr string) []string {
+		return append(ledgerdArgs(cfg.DBMaxConns, httpAddr), idleLedgerdArgs(cfg)...)
+	}, nil)
+	if err != nil {
 		return err
 	}
-	addrs := make([]string, len(r.replicas))
-	for i, rep := range r.replicas {
-		addrs[i] = rep.ledgerd.Addr()
+	f, err := r.dial(SideLedgerd, addrsOf(replicas), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
 	}
-	return r.dial(addrs)
+	f.replicas, f.pool = replicas, r.pool
+	r.fleets[SideLedgerd] = f
+	r.admin = ledgerv1.NewLedgerAdminServiceClient(r.conns[0])
+	if slices.Contains(cfg.Sides, SideSecure) {
+		return r.setUpSecure(ctx, bin, databaseURL, dir, report)
+	}
+	return nil
 }
 
 // ledgerdArgs are the flags of a started `ledgerd serve`, before
@@ -240,31 +285,6 @@ func (r *runner) stopPostgres(pg *devcluster.Postgres) {
 	}
 }
 
-// dial opens cfg.GRPCConns connections to each ledgerd of addrs.
-func (r *runner) dial(addrs []string) error {
-	options := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	if r.cfg.Addr != "" && !r.cfg.Insecure {
-		options = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12}))}
-	}
-	if r.cfg.Token != "" {
-		options = append(options, grpc.WithUnaryInterceptor(withToken(r.cfg.Token)))
-	}
-	for _, addr := range addrs {
-		var clients []ledgerv1.LedgerServiceClient
-		for range r.cfg.GRPCConns {
-			conn, err := grpc.NewClient(addr, options...)
-			if err != nil {
-				return fmt.Errorf("connect to ledgerd at %s: %w", addr, err)
-			}
-			r.conns = append(r.conns, conn)
-			clients = append(clients, ledgerv1.NewLedgerServiceClient(conn))
-		}
-		r.clients = append(r.clients, clients)
-	}
-	r.admin = ledgerv1.NewLedgerAdminServiceClient(r.conns[0])
-	return nil
-}
-
 // withToken sends "authorization: Bearer token" with every call.
 func withToken(token string) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -281,8 +301,10 @@ func (r *runner) close() {
 	for _, conn := range r.conns {
 		_ = conn.Close()
 	}
-	if r.pool != nil {
-		r.pool.Close()
+	for _, pool := range []*pgxpool.Pool{r.pool, r.securePool} {
+		if pool != nil {
+			pool.Close()
+		}
 	}
 	for i := len(r.closers) - 1; i >= 0; i-- {
 		r.closers[i]()
@@ -300,35 +322,66 @@ func describePostgres(ctx context.Context, pool *pgxpool.Pool, m *Machine) error
 	return nil
 }
 
-// makeReadKeys completes cfg.Keys keys for replay and lookup, through
-// ledgerd (or through the raw statements when the run has no ledgerd
-// side), 32 at a time.
-func (r *runner) makeReadKeys(ctx context.Context) error {
-	keys := keySet{prefix: "keys-" + r.runID + "-", count: int64(r.cfg.Keys)}
-	fmt.Fprintf(r.stderr, "ledgerbench: completing %d keys for replay and lookup\n", keys.count)
-	pair, side := ledgerdPair, SideLedgerd
+// ensureReadKeys makes the completed keys that replay and lookup read on
+// side, unless its database has them (made, or prefilled).
+func (r *runner) ensureReadKeys(ctx context.Context, side string) error {
+	if side == SideSecure {
+		f := r.fleets[SideSecure]
+		if f.readKeys.count > 0 {
+			return nil
+		}
+		keys, err := r.makeReadKeys(ctx, f, SideSecure)
+		f.readKeys = keys
+		return err
+	}
+	if r.readKeys.count > 0 {
+		return nil
+	}
+	// Through ledgerd, or through the raw statements when the run has no
+	// ledgerd side.
+	makeSide := SideLedgerd
 	if !slices.Contains(r.cfg.Sides, SideLedgerd) {
-		pair, side = rawPair, SideRaw
+		makeSide = SideRaw
+	}
+	keys, err := r.makeReadKeys(ctx, r.fleets[SideLedgerd], makeSide)
+	r.readKeys = keys
+	if f := r.fleets[SideLedgerd]; f != nil {
+		f.readKeys = keys
+	}
+	return err
+}
+
+// makeReadKeys completes cfg.Keys keys for replay and lookup on side (f's
+// ledgerd, or the raw statements), 32 at a time.
+func (r *runner) makeReadKeys(ctx context.Context, f *fleet, side string) (keySet, error) {
+	keys := keySet{prefix: "keys-" + r.runID + "-", count: int64(r.cfg.Keys)}
+	fmt.Fprintf(r.stderr, "ledgerbench: completing %d keys for replay and lookup (%s)\n", keys.count, side)
+	pair := ledgerdPair
+	if side == SideRaw {
+		pair = rawPair
 	}
 	// The session's fresh keys are the set's keys, in order.
-	s := r.session(side, keys.prefix)
+	s := r.session(f, keys.prefix)
 	m := phase{
 		workers: min(32, r.cfg.Keys),
 		ops:     keys.count,
 		newOp:   func(worker int) Op { return pair(s, worker) },
 	}.run(ctx)
 	if m.errors > 0 {
-		return fmt.Errorf("completing the keys for replay and lookup: %d failed, e.g. %s", m.errors, m.errorSamples[0])
+		return keySet{}, fmt.Errorf("completing the keys for replay and lookup: %d failed, e.g. %s", m.errors, m.errorSamples[0])
 	}
-	r.readKeys = keys
-	return nil
+	return keys, nil
 }
 
-// session returns a new session on side whose own keys start with prefix.
-func (r *runner) session(side, prefix string) *session {
-	s := &session{cfg: r.cfg, clients: r.clients, raw: r.raw, prefix: prefix, readKeys: r.readKeys}
-	if side == SideRaw {
-		s.clients = nil
+// session returns a new session whose own keys start with prefix, calling
+// f's ledgerd (nil: the raw side).
+func (r *runner) session(f *fleet, prefix string) *session {
+	s := &session{cfg: r.cfg, raw: r.raw, prefix: prefix, readKeys: r.readKeys}
+	if f != nil {
+		s.clients, s.health = f.clients, f.health
+		if f.readKeys.count > 0 {
+			s.readKeys = f.readKeys
+		}
 	}
 	return s
 }
@@ -336,25 +389,25 @@ func (r *runner) session(side, prefix string) *session {
 // measure runs workload w on side with workers workers: a warm-up, then
 // the measured phase. It reports false when the workload has no such side.
 func (r *runner) measure(ctx context.Context, w Workload, side string, workers int) (RunResult, bool) {
-	newOp := w.Ledgerd
+	newOp, f := w.Ledgerd, r.fleets[side]
 	if side == SideRaw {
-		newOp = w.Raw
+		newOp, f = w.Raw, nil
 	}
 	if newOp == nil {
 		return RunResult{}, false
 	}
 	label := fmt.Sprintf("%s %s %d workers", w.Name, side, workers)
-	s := r.session(side, fmt.Sprintf("%s-%s-%s-%d-", w.Name, r.runID, side, workers))
+	s := r.session(f, fmt.Sprintf("%s-%s-%s-%d-", w.Name, r.runID, side, workers))
 	ops := func(worker int) Op { return newOp(s, worker) }
 	if r.cfg.Warmup > 0 {
 		fmt.Fprintf(r.stderr, "ledgerbench: %s: warming up for %s\n", label, r.cfg.Warmup)
 		phase{workers: workers, newOp: ops, duration: r.cfg.Warmup}.run(ctx)
 	}
-	r.analyze(ctx)
+	r.analyze(ctx, f)
 	var before []replicaSample
-	if side == SideLedgerd {
-		r.resetPeaks()
-		before = r.sampleReplicas(ctx, true)
+	if f != nil {
+		r.resetPeaks(f)
+		before = r.sampleReplicas(ctx, f, true)
 	}
 	pgBefore := devcluster.CPUSecondsWithChildren(r.postmaster)
 	clientBefore := selfCPUSeconds()
@@ -363,12 +416,13 @@ func (r *runner) measure(ctx context.Context, w Workload, side string, workers i
 		progress: r.stderr, progressEvery: r.cfg.ProgressInterval, label: label,
 	}.run(ctx)
 	run := newRunResult(w.Name, side, workers, m)
+	run.CallsPerOp = w.calls()
 	run.ClientCPUSeconds = selfCPUSeconds() - clientBefore
 	run.PostgresCPUSeconds = devcluster.CPUSecondsWithChildren(r.postmaster) - pgBefore
-	if side == SideLedgerd {
+	if f != nil {
 		run.Replicas = r.cfg.Replicas
-		r.recordReplicas(ctx, &run, before, r.sampleReplicas(ctx, false))
-	} else if backends, err := r.backendsByApplication(ctx); err == nil {
+		r.recordReplicas(ctx, &run, f, before, r.sampleReplicas(ctx, f, false))
+	} else if backends, err := backendsByApplication(ctx, r.pool); err == nil {
 		run.PostgresBackends = backends[rawApplicationName]
 	}
 	fmt.Fprintf(r.stderr, "ledgerbench: %s: %.0f op/s, p50 %s ms, p99 %s ms, %d errors\n",
@@ -376,17 +430,22 @@ func (r *runner) measure(ctx context.Context, w Workload, side string, workers i
 	return run, true
 }
 
-// analyze refreshes the planner's statistics of the ledger's tables before
+// analyze refreshes the planner's statistics of the ledger's tables (f's
+// database's, or the raw side's when f is nil) before
 // a measurement, as autovacuum does in a running service. A fresh ledger
 // grows from nothing to tens of thousands of rows within one run, faster
 // than autovacuum (one look a minute) notices, and the plans that both
 // sides cache would otherwise be made for the empty tables: a sequential
 // scan of entries for every batch statement, slower with every row.
-func (r *runner) analyze(ctx context.Context) {
-	if r.pool == nil {
+func (r *runner) analyze(ctx context.Context, f *fleet) {
+	pool := r.pool
+	if f != nil && f.pool != nil {
+		pool = f.pool
+	}
+	if pool == nil {
 		return
 	}
-	if _, err := r.pool.Exec(ctx, "ANALYZE entries, events"); err != nil {
+	if _, err := pool.Exec(ctx, "ANALYZE entries, events"); err != nil {
 		fmt.Fprintf(r.stderr, "ledgerbench: ANALYZE before the measurement: %v\n", err)
 	}
 }

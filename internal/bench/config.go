@@ -58,9 +58,13 @@ type Config struct {
 	GRPCConns int
 
 	// Workloads are the workloads to run, in order (see Workloads).
-	// Defaults to pair, replay, lookup and contended.
+	// Defaults to floor, pair, replay, lookup, contended and batch.
 	Workloads []string
-	// Sides are the sides each workload runs on. Defaults to ledgerd, raw.
+	// Sides are the sides each workload runs on: SideLedgerd (a started
+	// ledgerd in development mode, or Addr), SideSecure (a started ledgerd
+	// as platforms run it: TLS, API tokens, rate limits, over a database
+	// of its own on the same PostgreSQL) and SideRaw. Defaults to ledgerd,
+	// raw.
 	Sides []string
 	// Workers are the concurrencies to run every workload at. Defaults to
 	// 32.
@@ -107,6 +111,17 @@ type Config struct {
 	// (nothing expired) is timed first.
 	Purge int64
 
+	// Idle, when positive, measures ledgerd at rest instead of running the
+	// workloads: each started ledgerd (one per ledgerd side) is left for
+	// this long, with IdleWaiters Reserves waiting, and its CPU time (from
+	// /proc/PID/stat) and resident set (VmRSS, VmHWM) over the interval
+	// are reported. Needs a started ledgerd (no Addr).
+	Idle time.Duration
+	// IdleWaiters is how many Reserves wait (wait_timeout) on keys that
+	// another owner holds during Idle, each a call in flight: what a
+	// fleet of workers blocked on busy keys costs ledgerd. Defaults to 0.
+	IdleWaiters int
+
 	// JSONPath, when set, receives the Report as JSON.
 	JSONPath string
 	// ProgressInterval is how often a progress line is printed while a
@@ -133,6 +148,7 @@ const (
 	minLeaseTTL       = time.Millisecond
 	maxLeaseTTL       = time.Hour
 	maxNamespaceBytes = 128
+	maxIdleWaiters    = 100_000
 )
 
 // DefaultConfig returns a Config with every default filled in.
@@ -144,7 +160,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.RawConns, c.DBMaxConns)
 	setDefault(&c.GRPCConns, 4)
 	if len(c.Workloads) == 0 {
-		c.Workloads = []string{"pair", "replay", "lookup", "contended", "batch"}
+		c.Workloads = []string{FloorWorkload, "pair", "replay", "lookup", "contended", "batch"}
 	}
 	if len(c.Sides) == 0 {
 		c.Sides = []string{SideLedgerd, SideRaw}
@@ -183,8 +199,8 @@ func (c Config) Validate() error {
 		}
 	}
 	for _, side := range c.Sides {
-		if side != SideLedgerd && side != SideRaw {
-			return fmt.Errorf("--sides: unknown side %q (known: %s, %s)", side, SideLedgerd, SideRaw)
+		if side != SideLedgerd && side != SideSecure && side != SideRaw {
+			return fmt.Errorf("--sides: unknown side %q (known: %s, %s, %s)", side, SideLedgerd, SideSecure, SideRaw)
 		}
 	}
 	for _, n := range c.Workers {
@@ -207,6 +223,8 @@ func (c Config) Validate() error {
 		between("--duration", c.Duration, 0, maxDuration),
 		between("--warmup", max(c.Warmup, 0), 0, maxDuration),
 		between("--contended-lease-ttl", c.ContendedLeaseTTL, minLeaseTTL, maxLeaseTTL),
+		between("--idle", c.Idle, 0, maxDuration),
+		between("--idle-waiters", c.IdleWaiters, 0, maxIdleWaiters),
 	}
 	if len(c.Namespace) > maxNamespaceBytes {
 		return fmt.Errorf("--namespace must be at most %d bytes, got %d", maxNamespaceBytes, len(c.Namespace))
@@ -237,6 +255,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--pg-dir starts a private PostgreSQL, so it cannot go with --database-url")
 	case c.Addr != "" && c.PGDir != "":
 		return fmt.Errorf("--pg-dir starts a private PostgreSQL for a started ledgerd, so it cannot go with --addr")
+	case c.Addr != "" && slices.Contains(c.Sides, SideSecure):
+		return fmt.Errorf("--secure starts a ledgerd with TLS and tokens, so it cannot go with --addr (measure a secure ledgerd of yours with --addr and --token-file)")
+	case c.Addr != "" && c.Idle > 0:
+		return fmt.Errorf("--idle reads the CPU time and memory of a ledgerd it starts, so it cannot go with --addr")
+	case c.IdleWaiters > 0 && c.Idle == 0:
+		return fmt.Errorf("--idle-waiters needs --idle: the waiters are held for that long")
 	case c.ProgressInterval < 0:
 		return fmt.Errorf("progress interval must not be negative, got %s", c.ProgressInterval)
 	}

@@ -11,7 +11,7 @@ func TestConfigDefaults(t *testing.T) {
 	t.Parallel()
 	c := DefaultConfig()
 	require.NoError(t, c.Validate())
-	require.Equal(t, []string{"pair", "replay", "lookup", "contended", "batch"}, c.Workloads)
+	require.Equal(t, []string{"floor", "pair", "replay", "lookup", "contended", "batch"}, c.Workloads)
 	require.Equal(t, []int{32}, c.Workers)
 	require.Equal(t, 10*time.Second, c.Duration)
 	require.Equal(t, 16, c.RawConns, "the raw side's pool is ledgerd's")
@@ -31,7 +31,7 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"workers too few", Config{Workers: []int{32, 0}}, "--workers must be between 1 and 4096, got 0"},
 		{"workers too many", Config{Workers: []int{5000}}, "--workers must be between 1 and 4096, got 5000"},
-		{"unknown workload", Config{Workloads: []string{"pair", "nope"}}, `--workloads: unknown workload "nope" (known: pair, replay, lookup, contended, batch)`},
+		{"unknown workload", Config{Workloads: []string{"pair", "nope"}}, `--workloads: unknown workload "nope" (known: floor, pair, replay, lookup, contended, batch)`},
 		{"unknown side", Config{Sides: []string{"both"}}, `--sides: unknown side "both"`},
 		{"batch size", Config{BatchSize: 2000}, "--batch-size must be between 1 and 1000, got 2000"},
 		{"negative rate", Config{Rate: -1}, "--rate must be between 0 and 10000000, got -1"},

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ledgerd/ledgerd/internal/devcluster"
 )
@@ -34,39 +37,46 @@ const startAttempts = 3
 // scrapeTimeout bounds one read of a replica's /metrics.
 const scrapeTimeout = 10 * time.Second
 
-// startReplicas starts cfg.Replicas ledgerd processes of bin over
+// startReplicas starts cfg.Replicas ledgerd processes of bin for side over
 // databaseURL, one after the other (the first applies the migrations),
-// each with its log in dir, and registers their stop.
-func (r *runner) startReplicas(ctx context.Context, bin, databaseURL, dir string) error {
+// each with its log in dir and the flags args gives for its HTTP address
+// (then cfg.LedgerdArgs), and registers their stop. clientTLS, when not
+// nil, is how to reach replicas that serve TLS.
+func (r *runner) startReplicas(ctx context.Context, side, bin, databaseURL, dir string, args func(httpAddr string) []string, clientTLS *tls.Config) ([]*replica, error) {
+	var replicas []*replica
 	for number := 1; number <= r.cfg.Replicas; number++ {
-		rep, err := startReplica(ctx, r.cfg, number, bin, databaseURL, dir)
+		rep, err := startReplica(ctx, r.cfg, fmt.Sprintf("ledgerbench-%s-%s-%d", r.runID, side, number), number, side, bin, databaseURL, dir, args, clientTLS)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		r.replicas = append(r.replicas, rep)
+		replicas = append(replicas, rep)
 		r.onClose(func() { r.stopLedgerd(rep.ledgerd) })
-		if r.cfg.Replicas == 1 {
-			fmt.Fprintf(r.stderr, "ledgerbench: ledgerd (pid %d) serving on %s\n", rep.ledgerd.PID(), rep.ledgerd.Addr())
-		} else {
-			fmt.Fprintf(r.stderr, "ledgerbench: ledgerd %d of %d (pid %d) serving on %s\n",
-				number, r.cfg.Replicas, rep.ledgerd.PID(), rep.ledgerd.Addr())
-		}
+		fmt.Fprintf(r.stderr, "ledgerbench: %s (pid %d) serving on %s\n", rep.ledgerd.Name(), rep.ledgerd.PID(), rep.ledgerd.Addr())
 	}
-	return nil
+	return replicas, nil
 }
 
-// startReplica starts replica number: `ledgerd serve` with ledgerdArgs, an
-// HTTP port of its own on loopback for /metrics, and sessions named
-// ledgerbench-ledgerd-<number>.
-func startReplica(ctx context.Context, cfg Config, number int, bin, databaseURL, dir string) (*replica, error) {
+// startReplica starts replica number of side: `ledgerd serve` with args,
+// an HTTP port of its own on loopback for /metrics, and sessions named
+// appName (ledgerbench-<run>-<side>-<number>: the run's own, when other
+// runs share the database).
+func startReplica(ctx context.Context, cfg Config, appName string, number int, side, bin, databaseURL, dir string,
+	args func(httpAddr string) []string, clientTLS *tls.Config,
+) (*replica, error) {
 	name := "ledgerd"
-	if cfg.Replicas > 1 {
-		name = fmt.Sprintf("ledgerd-%d", number)
+	if side != SideLedgerd {
+		name = side + "-ledgerd"
 	}
-	appName := fmt.Sprintf("ledgerbench-ledgerd-%d", number)
+	if cfg.Replicas > 1 {
+		name = fmt.Sprintf("%s-%d", name, number)
+	}
 	namedURL, err := withApplicationName(databaseURL, appName)
 	if err != nil {
 		return nil, err
+	}
+	scheme := "http"
+	if clientTLS != nil {
+		scheme = "https"
 	}
 	var errs []error
 	for range startAttempts {
@@ -77,12 +87,13 @@ func startReplica(ctx context.Context, cfg Config, number int, bin, databaseURL,
 		l, err := devcluster.StartLedgerd(ctx, devcluster.LedgerdConfig{
 			Binary:      bin,
 			DatabaseURL: namedURL,
-			Args:        append(ledgerdArgs(cfg.DBMaxConns, httpAddr), cfg.LedgerdArgs...),
+			Args:        append(args(httpAddr), cfg.LedgerdArgs...),
 			Name:        name,
 			LogPath:     filepath.Join(dir, name+".log"),
+			TLS:         clientTLS,
 		})
 		if err == nil {
-			return &replica{number: number, ledgerd: l, metricsURL: "http://" + httpAddr + "/metrics", appName: appName}, nil
+			return &replica{number: number, ledgerd: l, metricsURL: scheme + "://" + httpAddr + "/metrics", appName: appName}, nil
 		}
 		errs = append(errs, err)
 		if !strings.Contains(err.Error(), "address already in use") {
@@ -129,12 +140,12 @@ type replicaSample struct {
 	err      error // reading /metrics failed: the counters are missing
 }
 
-// sampleReplicas reads every replica. Reading /metrics comes first at the
+// sampleReplicas reads every replica of f. Reading /metrics comes first at the
 // start of a measured phase and last at its end, so that serving it is not
 // counted in the phase's CPU time.
-func (r *runner) sampleReplicas(ctx context.Context, atStart bool) []replicaSample {
-	samples := make([]replicaSample, len(r.replicas))
-	for i, rep := range r.replicas {
+func (r *runner) sampleReplicas(ctx context.Context, f *fleet, atStart bool) []replicaSample {
+	samples := make([]replicaSample, len(f.replicas))
+	for i, rep := range f.replicas {
 		if atStart {
 			samples[i].counters, samples[i].err = r.scrape(ctx, rep)
 		}
@@ -149,30 +160,32 @@ func (r *runner) sampleReplicas(ctx context.Context, atStart bool) []replicaSamp
 // notePeaks records every replica's peak resident set so far in the run's
 // peak.
 func (r *runner) notePeaks() {
-	for _, rep := range r.replicas {
-		r.peakRSS = max(r.peakRSS, readProcStats(rep.ledgerd.PID()).peakRSSBytes)
+	for _, f := range r.fleets {
+		for _, rep := range f.replicas {
+			r.peakRSS = max(r.peakRSS, readProcStats(rep.ledgerd.PID()).peakRSSBytes)
+		}
 	}
 }
 
 // resetPeaks records the peaks so far (warm-ups included) and starts new
-// ones for the next measured phase.
-func (r *runner) resetPeaks() {
+// ones for f's next measured phase.
+func (r *runner) resetPeaks(f *fleet) {
 	r.notePeaks()
-	for _, rep := range r.replicas {
+	for _, rep := range f.replicas {
 		resetPeakRSS(rep.ledgerd.PID())
 	}
 }
 
-// recordReplicas fills in run's figures of the ledgerd processes: each
+// recordReplicas fills in run's figures of f's ledgerd processes: each
 // replica's, from the samples taken before and after the measured phase
 // (and its sessions now), and their sum.
-func (r *runner) recordReplicas(ctx context.Context, run *RunResult, before, after []replicaSample) {
-	backends, err := r.backendsByApplication(ctx)
+func (r *runner) recordReplicas(ctx context.Context, run *RunResult, f *fleet, before, after []replicaSample) {
+	backends, err := backendsByApplication(ctx, f.pool)
 	if err != nil {
 		fmt.Fprintf(r.stderr, "ledgerbench: counting PostgreSQL's sessions: %v\n", err)
 	}
 	run.Coalesced = map[string]Coalesced{}
-	for i, rep := range r.replicas {
+	for i, rep := range f.replicas {
 		one := ReplicaResult{
 			Replica:          rep.number,
 			PeakRSSBytes:     after[i].proc.peakRSSBytes,
@@ -199,17 +212,17 @@ func (r *runner) recordReplicas(ctx context.Context, run *RunResult, before, aft
 	}
 }
 
-// backendsByApplication counts PostgreSQL's client sessions by
+// backendsByApplication counts the client sessions of pool's database by
 // application_name: the raw side's pool is "ledgerbench", replica n's
-// sessions (its pool and its LISTEN connection) "ledgerbench-ledgerd-n".
+// sessions (its pool and its LISTEN connection) "ledgerbench-<run>-<side>-n".
 // Pools keep their connections open while they are used, so a count at the
 // end of a measured phase is the most the phase opened, or more.
-func (r *runner) backendsByApplication(ctx context.Context) (map[string]int, error) {
+func backendsByApplication(ctx context.Context, pool *pgxpool.Pool) (map[string]int, error) {
 	counts := map[string]int{}
-	if r.pool == nil {
+	if pool == nil {
 		return counts, nil
 	}
-	rows, err := r.pool.Query(ctx, `SELECT application_name, count(*) FROM pg_stat_activity
+	rows, err := pool.Query(ctx, `SELECT application_name, count(*) FROM pg_stat_activity
 		WHERE backend_type = 'client backend' AND datname = current_database() GROUP BY application_name`)
 	if err != nil {
 		return counts, err
@@ -234,6 +247,8 @@ type replicaCounters struct {
 	// coalesced is ledgerd_coalesced_calls_total and
 	// ledgerd_coalesced_statements_total, by kind.
 	coalesced map[string]Coalesced
+	// waiters is the gauge ledgerd_reserve_waiters: Reserves waiting now.
+	waiters int64
 }
 
 // since returns the coalescing done between earlier and c, by kind, for
@@ -273,6 +288,7 @@ const (
 	handledCalls        = "grpc_server_handled_total"
 	coalescedCalls      = "ledgerd_coalesced_calls_total"
 	coalescedStatements = "ledgerd_coalesced_statements_total"
+	reserveWaiters      = "ledgerd_reserve_waiters"
 )
 
 // parseCounters reads the counters a run needs from Prometheus's text
@@ -292,15 +308,19 @@ func parseCounters(body io.Reader) (replicaCounters, error) {
 		}
 		series, value := line[:space], line[space+1:]
 		name, labels, _ := strings.Cut(series, "{")
-		if name != handledCalls && name != coalescedCalls && name != coalescedStatements {
+		if name != handledCalls && name != coalescedCalls && name != coalescedStatements && name != reserveWaiters {
 			continue
 		}
 		v, err := strconv.ParseFloat(value, 64)
 		if err != nil {
 			return c, fmt.Errorf("metrics: %q: %w", line, err)
 		}
-		if name == handledCalls {
+		switch name {
+		case handledCalls:
 			c.calls += v
+			continue
+		case reserveWaiters:
+			c.waiters = int64(v)
 			continue
 		}
 		kind := labelValue(labels, "kind")

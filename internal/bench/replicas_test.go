@@ -102,6 +102,6 @@ func TestPrintReplicas(t *testing.T) {
 	require.Regexp(t, `pair\s+64\s+all\s+2000\s+40\s+3\.0\s+10\s+4\.0\s+5\.0`, text)
 	require.Regexp(t, `pair\s+ledgerd\s+2\s+64\s`, text, "the runs table shows the replicas")
 	require.Regexp(t, `pair\s+raw\s+-\s+64\s`, text, "and none for the raw side")
-	require.Regexp(t, `pair\s+2\s+64\s+1000\s+800\s+1\.25`, text, "so does the ratio table")
+	require.Regexp(t, `pair\s+ledgerd\s+2\s+64\s+1000\s+800\s+1\.25`, text, "so does the ratio table")
 	require.Equal(t, 2, report.Ratios[0].Replicas)
 }

@@ -24,8 +24,17 @@ type Report struct {
 	Prefill *PrefillResult `json:"prefill,omitempty"`
 	// Runs has one entry per workload, side and concurrency, in run order.
 	Runs []RunResult `json:"runs"`
-	// Ratios compares the two sides of each workload and concurrency.
+	// Ratios compares each ledgerd side of each workload and concurrency
+	// with the raw side, above the floor.
 	Ratios []Ratio `json:"ratios"`
+	// Security is what the secure side was configured with and what was
+	// checked of it (--secure only).
+	Security *Security `json:"security,omitempty"`
+	// SecureCosts compares the secure side with the ledgerd side, by
+	// workload and concurrency (--secure with both sides).
+	SecureCosts []SecureCost `json:"secure_costs,omitempty"`
+	// Idle is what --idle measured, one entry per started ledgerd side.
+	Idle []IdleResult `json:"idle,omitempty"`
 	// Purge is what --purge measured, if it was given.
 	Purge *PurgeResult `json:"purge,omitempty"`
 	// LedgerdPeakRSSBytes is the largest peak resident set (VmHWM) of a
@@ -103,10 +112,13 @@ type RunResult struct {
 	Side     string `json:"side"`
 	// Replicas is the number of ledgerd processes the workers' calls were
 	// spread over (ledgerd side only; the raw side has no ledgerd).
-	Replicas int     `json:"replicas,omitempty"`
-	Workers  int     `json:"workers"`
-	Seconds  float64 `json:"seconds"`
-	Ops      int64   `json:"ops"`
+	Replicas int `json:"replicas,omitempty"`
+	Workers  int `json:"workers"`
+	// CallsPerOp is the number of RPCs one operation makes (2 for pair and
+	// batch, 1 otherwise).
+	CallsPerOp int     `json:"calls_per_op,omitempty"`
+	Seconds    float64 `json:"seconds"`
+	Ops        int64   `json:"ops"`
 	// Items counts keys: more than Ops for batch operations.
 	Items       int64   `json:"items"`
 	Errors      int64   `json:"errors"`
@@ -201,10 +213,13 @@ func newRunResult(workload, side string, workers int, m measurement) RunResult {
 	return r
 }
 
-// Ratio compares ledgerd with the raw statements for one workload at one
-// concurrency, in keys per second.
+// Ratio compares a ledgerd side with the raw statements for one workload
+// at one concurrency, in keys per second, and shows the transport floor
+// beside them.
 type Ratio struct {
 	Workload string `json:"workload"`
+	// Side is the ledgerd side: ledgerd, or secure.
+	Side string `json:"side"`
 	// Replicas is the number of ledgerd processes of the ledgerd side.
 	Replicas      int     `json:"replicas"`
 	Workers       int     `json:"workers"`
@@ -217,29 +232,87 @@ type Ratio struct {
 	RawP50Us      int64   `json:"raw_p50_us"`
 	RawP99Us      int64   `json:"raw_p99_us"`
 	LedgerdRSSMiB float64 `json:"ledgerd_rss_mib,omitempty"`
+	// FloorP50Us is the p50 of the floor workload (one health Check) on
+	// the same side at the same concurrency, in the same run; absent
+	// without a floor run.
+	FloorP50Us *int64 `json:"floor_p50_us,omitempty"`
+	// CallsPerOp is the number of RPCs, each paying the floor, of one
+	// operation.
+	CallsPerOp int `json:"calls_per_op"`
+	// OverheadP50Us is what ledgerd adds to an operation above the
+	// database and the transport: LedgerdP50Us − RawP50Us − CallsPerOp ×
+	// FloorP50Us. Absent without a floor run.
+	OverheadP50Us *int64 `json:"overhead_p50_us,omitempty"`
 }
 
-// ratios pairs each ledgerd run with the raw run of the same workload and
-// concurrency, in the order of the ledgerd runs.
+// SecureCost compares the secure side with the ledgerd side (development
+// mode) for one workload at one concurrency in the same run: what TLS,
+// tokens and rate limits cost.
+type SecureCost struct {
+	Workload       string  `json:"workload"`
+	Workers        int     `json:"workers"`
+	InsecurePerSec float64 `json:"insecure_per_sec"`
+	SecurePerSec   float64 `json:"secure_per_sec"`
+	// Ratio is SecurePerSec / InsecurePerSec.
+	Ratio         float64 `json:"ratio"`
+	InsecureP50Us int64   `json:"insecure_p50_us"`
+	SecureP50Us   int64   `json:"secure_p50_us"`
+	// P50DiffUs is SecureP50Us − InsecureP50Us, and P50DiffPerCallUs that
+	// over the operation's calls.
+	P50DiffUs        int64 `json:"p50_diff_us"`
+	P50DiffPerCallUs int64 `json:"p50_diff_per_call_us"`
+}
+
+// secureCosts pairs each secure run with the ledgerd run of the same
+// workload and concurrency.
+func secureCosts(runs []RunResult) []SecureCost {
+	var out []SecureCost
+	for _, sec := range runs {
+		if sec.Side != SideSecure {
+			continue
+		}
+		i := slices.IndexFunc(runs, func(r RunResult) bool {
+			return r.Side == SideLedgerd && r.Workload == sec.Workload && r.Workers == sec.Workers
+		})
+		if i < 0 {
+			continue
+		}
+		dev := runs[i]
+		c := SecureCost{
+			Workload: sec.Workload, Workers: sec.Workers,
+			InsecurePerSec: dev.ItemsPerSec, SecurePerSec: sec.ItemsPerSec,
+			InsecureP50Us: dev.Latency.P50Micros, SecureP50Us: sec.Latency.P50Micros,
+			P50DiffUs: sec.Latency.P50Micros - dev.Latency.P50Micros,
+		}
+		c.P50DiffPerCallUs = c.P50DiffUs / int64(max(sec.CallsPerOp, 1))
+		if dev.ItemsPerSec > 0 {
+			c.Ratio = sec.ItemsPerSec / dev.ItemsPerSec
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// ratios pairs each run of a ledgerd side with the raw run of the same
+// workload and concurrency, in the order of the ledgerd runs, with the
+// floor run of its side and concurrency.
 func ratios(runs []RunResult) []Ratio {
 	type id struct {
-		workload string
-		workers  int
+		workload, side string
+		workers        int
 	}
-	raw := map[id]RunResult{}
+	byID := map[id]RunResult{}
 	for _, r := range runs {
-		if r.Side == SideRaw {
-			raw[id{r.Workload, r.Workers}] = r
-		}
+		byID[id{r.Workload, r.Side, r.Workers}] = r
 	}
 	var out []Ratio
 	for _, l := range runs {
-		r, ok := raw[id{l.Workload, l.Workers}]
-		if l.Side != SideLedgerd || !ok {
+		r, ok := byID[id{l.Workload, SideRaw, l.Workers}]
+		if l.Side == SideRaw || !ok {
 			continue
 		}
 		ratio := Ratio{
-			Workload: l.Workload, Replicas: l.Replicas, Workers: l.Workers,
+			Workload: l.Workload, Side: l.Side, Replicas: l.Replicas, Workers: l.Workers, CallsPerOp: max(l.CallsPerOp, 1),
 			LedgerdPerSec: l.ItemsPerSec, RawPerSec: r.ItemsPerSec,
 			LedgerdP50Us: l.Latency.P50Micros, LedgerdP99Us: l.Latency.P99Micros,
 			RawP50Us: r.Latency.P50Micros, RawP99Us: r.Latency.P99Micros,
@@ -247,6 +320,11 @@ func ratios(runs []RunResult) []Ratio {
 		}
 		if r.ItemsPerSec > 0 {
 			ratio.Ratio = l.ItemsPerSec / r.ItemsPerSec
+		}
+		if floor, ok := byID[id{FloorWorkload, l.Side, l.Workers}]; ok && floor.Ops > 0 {
+			floorP50 := floor.Latency.P50Micros
+			overhead := l.Latency.P50Micros - r.Latency.P50Micros - int64(ratio.CallsPerOp)*floorP50
+			ratio.FloorP50Us, ratio.OverheadP50Us = &floorP50, &overhead
 		}
 		out = append(out, ratio)
 	}
@@ -346,15 +424,19 @@ func (r *Report) Print(w io.Writer) {
 	r.printReplicas(w)
 
 	if len(r.Ratios) > 0 {
-		fmt.Fprintln(w, "\nledgerd / raw (keys/s; latency p50/p99 in ms):")
+		fmt.Fprintln(w, "\nledgerd / raw (keys/s; latency p50/p99 in ms; floor: p50 of one health Check, same side and workers, in µs;")
+		fmt.Fprintln(w, "overhead: ledgerd p50 − raw p50 − calls × floor p50, in µs):")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "workload\treplicas\tworkers\tledgerd/s\traw/s\tledgerd/raw\tledgerd p50/p99\traw p50/p99\t")
+		fmt.Fprintln(tw, "workload\tside\treplicas\tworkers\tledgerd/s\traw/s\tledgerd/raw\tledgerd p50/p99\traw p50/p99\tcalls\tfloor p50\toverhead\t")
 		for _, q := range r.Ratios {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.0f\t%.2f\t%s / %s\t%s / %s\t\n", q.Workload, count(q.Replicas), q.Workers, q.LedgerdPerSec, q.RawPerSec, q.Ratio,
-				ms(q.LedgerdP50Us), ms(q.LedgerdP99Us), ms(q.RawP50Us), ms(q.RawP99Us))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.0f\t%.0f\t%.2f\t%s / %s\t%s / %s\t%d\t%s\t%s\t\n", q.Workload, q.Side, count(q.Replicas), q.Workers,
+				q.LedgerdPerSec, q.RawPerSec, q.Ratio, ms(q.LedgerdP50Us), ms(q.LedgerdP99Us), ms(q.RawP50Us), ms(q.RawP99Us),
+				q.CallsPerOp, micros(q.FloorP50Us), micros(q.OverheadP50Us))
 		}
 		_ = tw.Flush()
 	}
+	r.printSecurity(w)
+	r.printIdle(w)
 	if r.Purge != nil {
 		p := r.Purge
 		fmt.Fprintf(w, "\npurge (PurgeExpired, the sweeper's statement): idle pass %.3fs; %d expired entries purged in %.1fs (%.0f/s)\n",
@@ -433,6 +515,34 @@ func count(n int) string {
 		return "-"
 	}
 	return strconv.Itoa(n)
+}
+
+// micros prints a figure in µs, or "-" when it was not measured.
+func micros(us *int64) string {
+	if us == nil {
+		return "-"
+	}
+	return strconv.FormatInt(*us, 10)
+}
+
+// printSecurity writes what the secure side was and, per workload, what
+// it cost against the ledgerd side.
+func (r *Report) printSecurity(w io.Writer) {
+	if s := r.Security; s != nil {
+		fmt.Fprintf(w, "\nsecure side: %s with the server verified against the run's CA; token of %s (%s); rate limits %d/s per principal and per namespace; database %s\n",
+			s.TLSVersion, s.Principal, strings.Join(s.Roles, ", "), s.RateLimitPerSecond, s.Database)
+	}
+	if len(r.SecureCosts) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nsecure / ledgerd (keys/s; p50 in µs; diff per call: the p50 difference over the operation's calls):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "workload\tworkers\tledgerd/s\tsecure/s\tsecure/ledgerd\tledgerd p50\tsecure p50\tdiff\tdiff per call\t")
+	for _, c := range r.SecureCosts {
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.2f\t%d\t%d\t%+d\t%+d\t\n", c.Workload, c.Workers, c.InsecurePerSec, c.SecurePerSec, c.Ratio,
+			c.InsecureP50Us, c.SecureP50Us, c.P50DiffUs, c.P50DiffPerCallUs)
+	}
+	_ = tw.Flush()
 }
 
 func ms(us int64) string { return fmt.Sprintf("%.2f", float64(us)/1000) }

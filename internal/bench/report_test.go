@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -66,4 +67,68 @@ func TestPrintFlagsANonDurableDatabase(t *testing.T) {
 	var out bytes.Buffer
 	(&Report{Machine: Machine{PostgresVersion: "15", Fsync: "off", SynchronousCommit: "on"}}).Print(&out)
 	require.Contains(t, out.String(), "NOT DURABLE")
+}
+
+// TestFloorOverheadAndSecureCost: each ledgerd side's ratio carries the
+// floor of its side and concurrency, and the overhead is ledgerd p50 − raw
+// p50 − calls × floor p50; the secure side is compared with the ledgerd
+// side per call.
+func TestFloorOverheadAndSecureCost(t *testing.T) {
+	t.Parallel()
+	run := func(workload, side string, calls int, latency time.Duration) RunResult {
+		r := newRunResult(workload, side, 1, measured(1000, time.Second, latency))
+		r.CallsPerOp = calls
+		return r
+	}
+	runs := []RunResult{
+		run(FloorWorkload, SideLedgerd, 1, 100*time.Microsecond),
+		run(FloorWorkload, SideSecure, 1, 130*time.Microsecond),
+		run("pair", SideLedgerd, 2, 2000*time.Microsecond),
+		run("pair", SideSecure, 2, 2100*time.Microsecond),
+		run("pair", SideRaw, 0, 1200*time.Microsecond),
+		run("lookup", SideLedgerd, 1, 600*time.Microsecond),
+		run("lookup", SideRaw, 0, 250*time.Microsecond),
+	}
+	q := ratios(runs)
+	require.Len(t, q, 3, "pair on both ledgerd sides, lookup on one; the floor has no raw side")
+	overhead := map[string]int64{}
+	for _, r := range q {
+		require.NotNil(t, r.FloorP50Us, "%s %s", r.Workload, r.Side)
+		floor := runs[slices.IndexFunc(runs, func(x RunResult) bool { return x.Workload == FloorWorkload && x.Side == r.Side })].Latency.P50Micros
+		require.Equal(t, floor, *r.FloorP50Us)
+		require.Equal(t, r.LedgerdP50Us-r.RawP50Us-int64(r.CallsPerOp)*floor, *r.OverheadP50Us)
+		overhead[r.Workload+"/"+r.Side] = *r.OverheadP50Us
+	}
+	require.InDelta(t, 2000-1200-2*100, overhead["pair/ledgerd"], 3)
+	require.InDelta(t, 2100-1200-2*130, overhead["pair/secure"], 3)
+	require.InDelta(t, 600-250-100, overhead["lookup/ledgerd"], 2)
+
+	costs := secureCosts(runs)
+	require.Len(t, costs, 2)
+	require.Equal(t, FloorWorkload, costs[0].Workload)
+	pair := costs[1]
+	require.Equal(t, pair.SecureP50Us-pair.InsecureP50Us, pair.P50DiffUs)
+	require.Equal(t, pair.P50DiffUs/2, pair.P50DiffPerCallUs)
+
+	var out bytes.Buffer
+	(&Report{Runs: runs, Ratios: q, SecureCosts: costs}).Print(&out)
+	require.Contains(t, out.String(), "floor p50")
+	require.Contains(t, out.String(), "secure / ledgerd")
+}
+
+// TestRatioWithoutFloor: a run without the floor workload leaves the floor
+// and the overhead out, rather than subtracting nothing.
+func TestRatioWithoutFloor(t *testing.T) {
+	t.Parallel()
+	runs := []RunResult{
+		newRunResult("lookup", SideLedgerd, 1, measured(10, time.Second, time.Millisecond)),
+		newRunResult("lookup", SideRaw, 1, measured(10, time.Second, time.Millisecond)),
+	}
+	q := ratios(runs)
+	require.Len(t, q, 1)
+	require.Nil(t, q[0].FloorP50Us)
+	require.Nil(t, q[0].OverheadP50Us)
+	var out bytes.Buffer
+	(&Report{Runs: runs, Ratios: q}).Print(&out)
+	require.Regexp(t, `lookup\s+ledgerd\s+-\s+1\s.*\s1\s+-\s+-`, out.String())
 }

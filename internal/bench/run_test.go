@@ -45,7 +45,7 @@ func TestRunSmoke(t *testing.T) {
 	}, []string{"ledgerbench", "--test"}, &stdout, &stderr)
 	require.NoError(t, err, "stderr: %s", stderr.String())
 
-	require.Len(t, report.Runs, 10) // 5 workloads × 2 sides
+	require.Len(t, report.Runs, 11) // the floor, then 5 workloads × 2 sides
 	for _, run := range report.Runs {
 		require.Zero(t, run.Errors, "%s %s: %v", run.Workload, run.Side, run.ErrorSamples)
 		require.Positive(t, run.Ops, "%s %s", run.Workload, run.Side)
@@ -54,8 +54,10 @@ func TestRunSmoke(t *testing.T) {
 	require.Len(t, report.Ratios, 5)
 	for _, q := range report.Ratios {
 		require.Positive(t, q.Ratio, q.Workload)
+		require.NotNil(t, q.OverheadP50Us, "%s: the floor ran, so the overhead is there", q.Workload)
 	}
-	contended := report.Runs[6]
+	require.Equal(t, bench.FloorWorkload, report.Runs[0].Workload)
+	contended := report.Runs[7]
 	require.Equal(t, "contended", contended.Workload)
 	require.Positive(t, contended.Outcomes["in_progress"]+contended.Outcomes["acquired"]+contended.Outcomes["takeover"])
 
@@ -136,4 +138,109 @@ func TestRunReplicas(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(data, &decoded))
 	require.Equal(t, 2, decoded.Settings.Replicas)
+}
+
+// TestRunSecureAndFloor builds ledgerd and runs the floor and two
+// workloads on the development-mode side, the secure side and the raw
+// side: the secure side's calls went over TLS with the workers' token (the
+// server said who they were), every ledgerd side's ratio shows its floor
+// and the overhead computed from the measured p50s, and the secure side is
+// compared with the other in the same run. Its database is dropped at the
+// end.
+func TestRunSecureAndFloor(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	databaseURL := pgtest.Schema(t)
+	jsonPath := filepath.Join(t.TempDir(), "report.json")
+	var stdout, stderr bytes.Buffer
+	report, err := bench.Run(ctx, bench.Config{
+		DatabaseURL: databaseURL,
+		DBMaxConns:  4,
+		Workloads:   []string{bench.FloorWorkload, "pair", "lookup"},
+		Sides:       []string{bench.SideLedgerd, bench.SideSecure, bench.SideRaw},
+		Workers:     []int{2},
+		Keys:        100,
+		Duration:    time.Second,
+		Warmup:      -1,
+		GRPCConns:   1,
+		RawConns:    2,
+		JSONPath:    jsonPath,
+	}, []string{"ledgerbench", "--secure"}, &stdout, &stderr)
+	require.NoError(t, err, "stderr: %s", stderr.String())
+
+	require.Len(t, report.Runs, 8, "floor on two sides, pair and lookup on three")
+	for _, run := range report.Runs {
+		require.Zero(t, run.Errors, "%s %s: %v", run.Workload, run.Side, run.ErrorSamples)
+		require.Positive(t, run.Ops, "%s %s", run.Workload, run.Side)
+	}
+	sec := report.Security
+	require.NotNil(t, sec)
+	require.Equal(t, "ledgerbench-worker", sec.Principal, "the workers' calls carried the minted token")
+	require.Equal(t, []string{"worker in ledgerbench"}, sec.Roles)
+	require.Contains(t, sec.TLSVersion, "TLS 1.", "the workers' connection negotiated TLS")
+
+	floors := map[string]int64{}
+	for _, run := range report.Runs {
+		if run.Workload == bench.FloorWorkload {
+			floors[run.Side] = run.Latency.P50Micros
+		}
+	}
+	require.Len(t, report.Ratios, 4)
+	for _, q := range report.Ratios {
+		require.NotNil(t, q.FloorP50Us, "%s %s", q.Workload, q.Side)
+		require.Equal(t, floors[q.Side], *q.FloorP50Us)
+		require.Equal(t, map[string]int{"pair": 2, "lookup": 1}[q.Workload], q.CallsPerOp)
+		require.Equal(t, q.LedgerdP50Us-q.RawP50Us-int64(q.CallsPerOp)*floors[q.Side], *q.OverheadP50Us)
+	}
+	require.Len(t, report.SecureCosts, 3)
+	for _, c := range report.SecureCosts {
+		require.Positive(t, c.Ratio, c.Workload)
+		require.Equal(t, c.SecureP50Us-c.InsecureP50Us, c.P50DiffUs)
+	}
+	require.Contains(t, stdout.String(), "floor p50")
+	require.Contains(t, stdout.String(), "secure / ledgerd")
+
+	// The secure side's database is gone with the run.
+	pool := pgtest.Pool(t)
+	var databases int
+	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", sec.Database).Scan(&databases))
+	require.Zero(t, databases)
+}
+
+// TestRunIdle builds ledgerd, holds Reserves waiting on it, and measures
+// it at rest: the report has the process's CPU time and memory, and
+// ledgerd's own count of the waiters, which nothing woke.
+func TestRunIdle(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	report, err := bench.Run(ctx, bench.Config{
+		DatabaseURL: pgtest.Schema(t),
+		DBMaxConns:  2,
+		RawConns:    2,
+		Sides:       []string{bench.SideLedgerd},
+		Idle:        time.Second,
+		IdleWaiters: 50,
+	}, []string{"ledgerbench", "--idle", "1s"}, &stdout, &stderr)
+	require.NoError(t, err, "stderr: %s", stderr.String())
+
+	require.Empty(t, report.Runs, "no workload runs")
+	require.Len(t, report.Idle, 1)
+	idle := report.Idle[0]
+	require.Equal(t, bench.SideLedgerd, idle.Side)
+	require.Len(t, idle.PIDs, 1)
+	require.Positive(t, idle.PIDs[0])
+	require.GreaterOrEqual(t, idle.Seconds, 1.0)
+	require.Equal(t, 50, idle.Waiters)
+	require.Equal(t, int64(50), idle.WaitingAtStart, "ledgerd counted every waiter")
+	require.Equal(t, int64(50), idle.WaitingAtEnd)
+	require.Zero(t, idle.Calls, "nothing woke a waiter over the interval")
+	require.GreaterOrEqual(t, idle.CPUSeconds, 0.0)
+	require.InDelta(t, idle.CPUSeconds/idle.Seconds*100, idle.CPUPercentOfCore, 1e-9)
+	require.Positive(t, idle.RSSStartBytes)
+	require.Positive(t, idle.RSSEndBytes)
+	require.GreaterOrEqual(t, idle.PeakRSSBytes, idle.RSSEndBytes)
+	require.Contains(t, stdout.String(), "ledgerd at rest")
 }

@@ -16,9 +16,10 @@ import (
 	"github.com/ledgerd/ledgerd/internal/devcluster"
 )
 
-// procStats reads a process's peak resident set (VmHWM) and CPU time from
-// /proc. Linux only; elsewhere the figures stay zero.
+// procStats reads a process's resident set (VmRSS), its peak (VmHWM) and
+// its CPU time from /proc. Linux only; elsewhere the figures stay zero.
 type procStats struct {
+	rssBytes     int64
 	peakRSSBytes int64
 	cpuSeconds   float64
 }
@@ -28,9 +29,13 @@ func readProcStats(pid int) procStats {
 	if f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
 		scanner := bufio.NewScanner(f)
 		for scanner.Scan() {
-			if rest, ok := strings.CutPrefix(scanner.Text(), "VmHWM:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			name, rest, _ := strings.Cut(scanner.Text(), ":")
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			switch name {
+			case "VmHWM":
 				s.peakRSSBytes = kb << 10
+			case "VmRSS":
+				s.rssBytes = kb << 10
 			}
 		}
 		f.Close()

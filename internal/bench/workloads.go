@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	ledgerv1 "github.com/ledgerd/ledgerd/gen/ledger/v1"
@@ -37,18 +38,32 @@ type Workload struct {
 	Ledgerd func(s *session, worker int) Op
 	// Raw returns worker's operation against PostgreSQL.
 	Raw func(s *session, worker int) Op
+	// Calls is the number of RPCs one operation makes through ledgerd (0
+	// counts as 1): a latency overhead subtracts the floor that many
+	// times.
+	Calls int
 	// readKeys: the workload reads completed keys (replay, lookup), which
 	// are made before it runs unless the ledger is prefilled.
 	readKeys bool
 }
 
+// FloorWorkload names the floor: the cheapest call ledgerd serves.
+const FloorWorkload = "floor"
+
 // Workloads lists every workload, in the order a default run takes them.
 var Workloads = []Workload{
+	{
+		Name: FloorWorkload,
+		Description: "the gRPC health Check, the cheapest call ledgerd serves, through the same connections: the transport floor " +
+			"that each workload's latency overhead is measured above (no database, no raw side)",
+		Ledgerd: ledgerdFloor,
+	},
 	{
 		Name:        "pair",
 		Description: "Reserve of a fresh key, then Complete: the common pipeline step (statements reserve_insert, complete)",
 		Ledgerd:     ledgerdPair,
 		Raw:         rawPair,
+		Calls:       2,
 	},
 	{
 		Name:        "replay",
@@ -77,8 +92,12 @@ var Workloads = []Workload{
 		Description: "ReserveBatch then CompleteBatch of --batch-size fresh keys (counts keys; statements reserve_insert_batch, complete_batch)",
 		Ledgerd:     ledgerdBatch,
 		Raw:         rawBatch,
+		Calls:       2,
 	},
 }
+
+// calls is the number of RPCs one operation makes.
+func (w Workload) calls() int { return max(w.Calls, 1) }
 
 func workloadByName(name string) (Workload, bool) {
 	for _, w := range Workloads {
@@ -103,6 +122,7 @@ func workloadNames() []string {
 type session struct {
 	cfg      Config
 	clients  [][]ledgerv1.LedgerServiceClient // by ledgerd, then connection
+	health   [][]healthpb.HealthClient        // the same connections' health service
 	raw      *rawDB
 	prefix   string       // of the session's own keys
 	next     atomic.Int64 // the number of the next fresh key
@@ -115,6 +135,13 @@ type session struct {
 func (s *session) client(worker int) ledgerv1.LedgerServiceClient {
 	conns := s.clients[worker%len(s.clients)]
 	return conns[worker/len(s.clients)%len(conns)]
+}
+
+// healthClient is the health client of the connection client(worker)
+// uses.
+func (s *session) healthClient(worker int) healthpb.HealthClient {
+	conns := s.health[worker%len(s.health)]
+	return conns[worker/len(s.health)%len(conns)]
 }
 
 // freshKey returns a key that nobody has used: the session's keys are
@@ -157,6 +184,17 @@ func newRand(worker int) *rand.Rand {
 
 // The result every Complete stores.
 var result = []byte("ok")
+
+func ledgerdFloor(s *session, worker int) Op {
+	client := s.healthClient(worker)
+	return func(ctx context.Context) (Done, error) {
+		r, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err == nil && r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			err = fmt.Errorf("health Check answered %s", r.GetStatus())
+		}
+		return Done{}, err
+	}
+}
 
 func ledgerdPair(s *session, worker int) Op {
 	client := s.client(worker)

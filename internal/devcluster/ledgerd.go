@@ -2,6 +2,7 @@ package devcluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -37,12 +39,17 @@ type LedgerdConfig struct {
 	DatabaseURL string
 	// Args are flags of `ledgerd serve`, which come after the --listen-addr
 	// StartLedgerd sets (a flag given twice takes its last value). The
-	// health check speaks plaintext gRPC: Args must not turn TLS on. Say
+	// health check speaks plaintext gRPC unless TLS is set: Args turn TLS
+	// on only together with TLS. Say
 	// --insecure-dev for a ledgerd without authentication, and
 	// --http-addr off when nothing needs its HTTP port. Defaults to none.
 	Args []string
 	// Name names the process in errors. Defaults to "ledgerd".
 	Name string
+	// TLS is the client side of the health check for a ledgerd whose Args
+	// serve TLS (--tls-cert-file): it must trust ledgerd's certificate.
+	// Defaults to nil: plaintext.
+	TLS *tls.Config
 	// LogPath is the file that gets ledgerd's stdout and stderr, appended to
 	// at every start. Defaults to a file in a new temporary directory, which
 	// Stop removes: give a path to read the log after Stop.
@@ -187,7 +194,11 @@ func (l *Ledgerd) start(ctx context.Context) (addrInUse bool, err error) {
 // awaitServing asks the health service whether it serves until it answers
 // SERVING, the process exits, ctx ends or ReadyTimeout passes.
 func (l *Ledgerd) awaitServing(ctx context.Context, p *process) error {
-	conn, err := grpc.NewClient(l.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if l.cfg.TLS != nil {
+		creds = credentials.NewTLS(l.cfg.TLS)
+	}
+	conn, err := grpc.NewClient(l.addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("connect to its health service: %w", err)
 	}
