@@ -50,6 +50,20 @@ func alterSystem(t *testing.T, url, name, value string) {
 	require.NoError(t, err)
 	_, err = conn.Exec(ctx, "SELECT pg_reload_conf()")
 	require.NoError(t, err)
+	// pg_reload_conf only signals the postmaster: a session started before
+	// it has read the file again still gets the old value. Wait until a new
+	// session sees the new one (the default when reset).
+	require.Eventually(t, func() bool {
+		fresh, err := pgx.Connect(ctx, url)
+		if err != nil {
+			return false
+		}
+		defer func() { _ = fresh.Close(ctx) }()
+		var applied bool
+		err = fresh.QueryRow(ctx, `SELECT current_setting($1) = COALESCE(NULLIF($2, ''),
+			(SELECT boot_val FROM pg_settings WHERE name = $1))`, name, value).Scan(&applied)
+		return err == nil && applied
+	}, time.Minute, 20*time.Millisecond, "%s = %q was not applied", name, value)
 }
 
 // A primary that turns read-only (a demoted primary, one being switched
