@@ -13,8 +13,8 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/jackc/pgxlisten v0.0.0-20250802141604-12b92425684c
 	github.com/jackc/puddle/v2 v2.2.3
-	github.com/ledgerd/ledgerd/clients/go v0.0.0-00010101000000-000000000000
-	github.com/ledgerd/ledgerd/gen v0.0.0-00010101000000-000000000000
+	github.com/ledgerd/ledgerd/clients/go v0.1.0
+	github.com/ledgerd/ledgerd/gen v0.1.0
 	github.com/pressly/goose/v3 v3.30.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3

@@ -3,7 +3,7 @@ module github.com/ledgerd/ledgerd/clients/go
 go 1.25.0
 
 require (
-	github.com/ledgerd/ledgerd/gen v0.0.0-00010101000000-000000000000
+	github.com/ledgerd/ledgerd/gen v0.1.0
 	go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc v0.65.0
 	go.opentelemetry.io/otel v1.43.0
 	go.opentelemetry.io/otel/trace v1.43.0

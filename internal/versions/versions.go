@@ -40,6 +40,12 @@ var Places = []Place{
 	{"the TypeScript client's VERSION constant", "clients/typescript/src/*.ts", regexp.MustCompile(`(?m)^export const VERSION(?:: string)? = ["']([^"']+)["'];?$`)},
 	{"the Go client's Version constant", "clients/go/ledgerclient/*.go", regexp.MustCompile(`(?m)^(?:const |\t)Version(?: string)? = "([^"]+)"$`)},
 	{"the Helm chart's appVersion", "deploy/helm/ledgerd/Chart.yaml", regexp.MustCompile(`(?m)^appVersion: "([^"]+)"$`)},
+	// A consumer of the Go client resolves the generated API at the version
+	// the client's go.mod requires (the replace directives are the
+	// repository's own), so a release must require its own tag.
+	{"the Go client's requirement of the generated API (clients/go/go.mod)", "clients/go/go.mod", regexp.MustCompile(`(?m)^\tgithub\.com/ledgerd/ledgerd/gen v([^\s]+)$`)},
+	{"ledgerd's requirement of the generated API (go.mod)", "go.mod", regexp.MustCompile(`(?m)^\tgithub\.com/ledgerd/ledgerd/gen v([^\s]+)$`)},
+	{"ledgerd's requirement of the Go client (go.mod)", "go.mod", regexp.MustCompile(`(?m)^\tgithub\.com/ledgerd/ledgerd/clients/go v([^\s]+)$`)},
 }
 
 // release is the form of a version that set-version writes: a plain
