@@ -268,13 +268,22 @@ const transportFailures = new Set([
   "ERR_HTTP2_STREAM_CANCEL",
 ]);
 
+// RST_STREAM REFUSED_STREAM: the server (one going away, say) did not
+// process the stream, so the call can be retried as is. gRPC maps it to
+// UNAVAILABLE; Node reports it as ERR_HTTP2_STREAM_ERROR, which Connect
+// makes INTERNAL.
+const refusedStream = "NGHTTP2_REFUSED_STREAM";
+
 /** Reports whether a ConnectError was made from a Node.js error of the connection (see transportFailures). */
 function isTransportFailure(err: ConnectError): boolean {
+  if (err.rawMessage.includes(refusedStream)) {
+    return true;
+  }
   const seen = new Set<unknown>();
   for (let e: unknown = err.cause; e instanceof Error && !seen.has(e); e = e.cause) {
     seen.add(e);
     const code = (e as { code?: unknown }).code;
-    if (typeof code === "string" && transportFailures.has(code)) {
+    if (typeof code === "string" && (transportFailures.has(code) || e.message.includes(refusedStream))) {
       return true;
     }
   }

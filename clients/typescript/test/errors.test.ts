@@ -176,6 +176,20 @@ describe("error details", () => {
     const answer = wireError(Code.Aborted, "m", [{ type: "google.rpc.ErrorInfo", value }]);
     answer.cause = nodeError("ECONNRESET");
     assert.ok(toLedgerError(answer) instanceof LeaseLostError);
+    // A stream the server refused (it was going away) was not processed.
+    const refusedCause = Object.assign(new Error("Stream closed with error code NGHTTP2_REFUSED_STREAM"), {
+      code: "ERR_HTTP2_STREAM_ERROR",
+    });
+    const refused = toLedgerError(new ConnectError(refusedCause.message, Code.Internal, undefined, undefined, refusedCause));
+    assert.ok(refused instanceof UnavailableError, String(refused));
+    assert.ok(isRetryable(refused));
+    const otherReset = Object.assign(new Error("Stream closed with error code NGHTTP2_PROTOCOL_ERROR"), {
+      code: "ERR_HTTP2_STREAM_ERROR",
+    });
+    assert.equal(
+      (toLedgerError(new ConnectError(otherReset.message, Code.Internal, undefined, undefined, otherReset)) as LedgerError).code,
+      Code.Internal,
+    );
     // Other Node errors (a TLS failure, say) keep Connect's code.
     const tls = new ConnectError("bad cert", Code.Internal, undefined, undefined, nodeError("ERR_TLS_CERT_ALTNAME_INVALID"));
     assert.equal((toLedgerError(tls) as LedgerError).code, Code.Internal);
