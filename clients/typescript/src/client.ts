@@ -10,7 +10,7 @@ import {
   type Interceptor,
   type Transport,
 } from "@connectrpc/connect";
-import { createGrpcTransport, Http2SessionManager, type Http2SessionOptions } from "@connectrpc/connect-node";
+import { createGrpcTransport, type Http2SessionManager, type Http2SessionOptions } from "@connectrpc/connect-node";
 
 import { BalancedTransport, defaultHealthCheckIntervalMs, splitAddresses } from "./balancer.js";
 import { runDoBatch, type BatchResult, type BatchWork, type DoBatchOptions } from "./batch.js";
@@ -46,6 +46,7 @@ import {
 } from "./policy.js";
 import { Recorder } from "./recorder.js";
 import { defaultRetryPolicy, scope, withRetries, type RetryListener, type RetryPolicy } from "./retry.js";
+import { GuardedSessionManager } from "./session.js";
 import { VERSION } from "./version.js";
 
 /** The fields of a ReserveRequest (namespace, key, owner, leaseTtl, fingerprint, metadata, waitTimeout). */
@@ -285,7 +286,7 @@ export class LedgerClient {
         // travels in plaintext without that explicit opt-in.
         const baseUrl = baseUrlOf(address, options.insecure === true);
         const nodeOptions = options.insecure ? {} : { ...(servername ? { servername } : {}), ...options.tls };
-        const sessionManager = new Http2SessionManager(baseUrl, options.http2, nodeOptions);
+        const sessionManager = new GuardedSessionManager(baseUrl, options.http2, nodeOptions);
         return {
           transport: createGrpcTransport({
             baseUrl,
