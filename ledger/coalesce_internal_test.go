@@ -64,6 +64,28 @@ func TestCoalescerAlone(t *testing.T) {
 		require.Equal(t, fmt.Sprint("done:k", i), out)
 	}
 	require.Equal(t, []int{1, 1, 1}, r.sizes(), "under light load a call goes at once, alone, whatever MaxWait")
+	require.Equal(t, CoalesceStats{Batches: 3, Items: 3}, c.stats())
+}
+
+// A lone call runs with its caller's own context, in its caller's goroutine:
+// no dispatcher is started for it.
+func TestCoalescerAloneRunsInItsCaller(t *testing.T) {
+	type callerKey struct{}
+	var c *coalescer[string, string]
+	var sawCaller, sawDispatcher bool
+	c = newCoalescer(CoalesceConfig{MaxBatch: 10, MaxInFlight: 1}, identity, func(ctx context.Context, items []string) ([]string, error) {
+		sawCaller = ctx.Value(callerKey{}) == "me"
+		c.mu.Lock()
+		sawDispatcher = c.dispatching
+		c.mu.Unlock()
+		return []string{"done:" + items[0]}, nil
+	})
+	out, err := c.do(context.WithValue(context.Background(), callerKey{}, "me"), "k")
+	require.NoError(t, err)
+	require.Equal(t, "done:k", out)
+	require.True(t, sawCaller, "the statement ran with the caller's context")
+	require.False(t, sawDispatcher, "no dispatcher ran")
+	require.Len(t, c.slots, 0, "the slot was given back")
 }
 
 func TestCoalescerGathersWhileBusy(t *testing.T) {
