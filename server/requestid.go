@@ -78,10 +78,8 @@ func requestID(ctx context.Context) string {
 // interceptors that can fail a call, so that every error carries it.
 func requestIDInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	var sent string
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if values := md.Get(RequestIDKey); len(values) > 0 {
-			sent = values[0]
-		}
+	if values := metadata.ValueFromIncomingContext(ctx, RequestIDKey); len(values) > 0 {
+		sent = values[0] // (ValueFromIncomingContext copies one value, not the whole metadata)
 	}
 	id := requestIDOf(sent)
 	_ = grpc.SetHeader(ctx, metadata.MD{RequestIDKey: {id}}) // fails only once headers are sent
