@@ -170,7 +170,7 @@ func (s *Store) reserve(ctx context.Context, req ReserveRequest) (Reservation, e
 		if err != nil || r.Outcome != InProgress || !time.Now().Before(deadline) {
 			return r, err
 		}
-		if err := s.awaitChange(ctx, req, r, changed, deadline); errors.Is(err, errWaitsEnded) {
+		if err := s.awaitChange(ctx, req, r, changed, deadline); errors.Is(err, errWaitsEnded) || errors.Is(err, errWaitOver) {
 			return r, nil
 		} else if err != nil {
 			return Reservation{}, err

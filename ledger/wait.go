@@ -22,8 +22,12 @@ import (
 //     lease sends a notification (migrations/00002), and learns whether
 //     the lease it read still holds.
 //  3. It sleeps until a notification for the key, the end of the holder's
-//     lease by the database's clock, or the end of its wait, and then reads
-//     again, answering as a fresh Reserve would.
+//     lease by the database's clock, or the end of its wait. Woken by the
+//     first two, it reads again, answering as a fresh Reserve would; at the
+//     end of its wait it answers IN_PROGRESS from what it read last, with
+//     no statement: thousands of waits that end together (a batch of
+//     workers started at once) would otherwise all read at the same moment,
+//     and some would miss their callers' deadlines.
 //
 // One LISTEN connection per Store (Listen) receives the notifications of
 // every replica's changes and wakes the waiters of the key; waiters hold no
@@ -258,6 +262,9 @@ func (s *Store) awaitChange(ctx context.Context, req ReserveRequest, r Reservati
 	select {
 	case <-changed:
 	case <-timer.C:
+		if !time.Now().Before(deadline) {
+			return errWaitOver
+		}
 	case <-s.waitsEnded:
 		return errWaitsEnded
 	case <-ctx.Done():
@@ -266,5 +273,9 @@ func (s *Store) awaitChange(ctx context.Context, req ReserveRequest, r Reservati
 	return nil
 }
 
-// errWaitsEnded ends a wait after EndWaits: the waiter answers what it read.
-var errWaitsEnded = errors.New("waits ended")
+// errWaitsEnded ends a wait after EndWaits, and errWaitOver a wait that ran
+// to its deadline: the waiter answers what it read.
+var (
+	errWaitsEnded = errors.New("waits ended")
+	errWaitOver   = errors.New("the wait is over")
+)

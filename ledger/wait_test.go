@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/ledgerd/ledgerd/internal/ledgertest"
@@ -167,6 +168,31 @@ func TestWaitEndsWithTheLeaseOrTheTimeout(t *testing.T) {
 		r, err := b.store.Reserve(ctx, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "waiter", WaitTimeout: longWait})
 		require.NoError(t, err, "an answer, not a deadline error")
 		require.Equal(t, ledger.InProgress, r.Outcome)
+	})
+
+	t.Run("the end of the wait takes no connection", func(t *testing.T) {
+		t.Parallel()
+		ctx, b := setup(t)
+		b.waitListening(t)
+		b.reserve(t, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "holder", LeaseTTL: time.Hour}, ledger.Acquired)
+		answer := b.startWaiting(t, b.store, ledger.ReserveRequest{Namespace: "ns", Key: "k", Owner: "waiter", WaitTimeout: 3 * time.Second})
+		// Every connection of the pool is busy when the wait runs out, as
+		// when thousands of waits end together: the waiter answers what it
+		// read, without waiting for a connection.
+		var held []*pgxpool.Conn
+		for range b.pool.Config().MaxConns {
+			conn, err := b.pool.Acquire(ctx)
+			require.NoError(t, err)
+			held = append(held, conn)
+		}
+		defer func() {
+			for _, conn := range held {
+				conn.Release()
+			}
+		}()
+		r := receive(t, answer)
+		require.Equal(t, ledger.InProgress, r.Outcome)
+		require.Equal(t, "holder", r.Owner)
 	})
 
 	t.Run("EndWaits answers waiting Reserves at once", func(t *testing.T) {
