@@ -45,6 +45,9 @@ type runner struct {
 	readKeys      keySet // the completed keys of the raw side's database
 	peakRSS       int64
 	postmaster    int // the postmaster of a cluster on this machine, for its CPU time; 0 otherwise
+	// privatePG is the private cluster ledgerbench started; nil with
+	// --database-url or --addr.
+	privatePG *devcluster.Postgres
 	closers       []func()
 }
 
@@ -159,6 +162,7 @@ func (r *runner) setUp(ctx context.Context, report *Report) error {
 			return err
 		}
 		r.onClose(func() { r.stopPostgres(pg) })
+		r.privatePG = pg
 		databaseURL = pg.URL()
 	}
 	if databaseURL != "" {

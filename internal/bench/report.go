@@ -529,8 +529,8 @@ func micros(us *int64) string {
 // it cost against the ledgerd side.
 func (r *Report) printSecurity(w io.Writer) {
 	if s := r.Security; s != nil {
-		fmt.Fprintf(w, "\nsecure side: %s with the server verified against the run's CA; token of %s (%s); rate limits %d/s per principal and per namespace; database %s\n",
-			s.TLSVersion, s.Principal, strings.Join(s.Roles, ", "), s.RateLimitPerSecond, s.Database)
+		fmt.Fprintf(w, "\nsecure side: %s with the server verified against the run's CA; token of %s (%s); rate limits %d/s per principal and per namespace; database %s, reached with TLS %s\n",
+			s.TLSVersion, s.Principal, strings.Join(s.Roles, ", "), s.RateLimitPerSecond, s.Database, s.DatabaseTLS)
 	}
 	if len(r.SecureCosts) == 0 {
 		return

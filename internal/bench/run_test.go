@@ -179,6 +179,7 @@ func TestRunSecureAndFloor(t *testing.T) {
 	require.Equal(t, "ledgerbench-worker", sec.Principal, "the workers' calls carried the minted token")
 	require.Equal(t, []string{"worker in ledgerbench"}, sec.Roles)
 	require.Contains(t, sec.TLSVersion, "TLS 1.", "the workers' connection negotiated TLS")
+	require.Equal(t, "none", sec.DatabaseTLS, "a --database-url without TLS is reached as its URL says")
 
 	floors := map[string]int64{}
 	for _, run := range report.Runs {
@@ -206,6 +207,35 @@ func TestRunSecureAndFloor(t *testing.T) {
 	var databases int
 	require.NoError(t, pool.QueryRow(ctx, "SELECT count(*) FROM pg_database WHERE datname = $1", sec.Database).Scan(&databases))
 	require.Zero(t, databases)
+}
+
+// TestRunSecureOverTLSToPostgres: with the private cluster ledgerbench
+// starts, the secure side reaches PostgreSQL over TLS, verifying it against
+// the run's CA, while the other sides stay in plaintext.
+func TestRunSecureOverTLSToPostgres(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	report, err := bench.Run(ctx, bench.Config{
+		DBMaxConns: 2,
+		Workloads:  []string{"lookup"},
+		Sides:      []string{bench.SideLedgerd, bench.SideSecure, bench.SideRaw},
+		Workers:    []int{1},
+		Keys:       10,
+		Duration:   500 * time.Millisecond,
+		Warmup:     -1,
+		GRPCConns:  1,
+		RawConns:   1,
+	}, []string{"ledgerbench", "--secure"}, &stdout, &stderr)
+	require.NoError(t, err, "stderr: %s", stderr.String())
+	for _, run := range report.Runs {
+		require.Zero(t, run.Errors, "%s %s: %v", run.Workload, run.Side, run.ErrorSamples)
+		require.Positive(t, run.Ops, "%s %s", run.Workload, run.Side)
+	}
+	require.NotNil(t, report.Security)
+	require.Regexp(t, `^TLSv1\.[23]$`, report.Security.DatabaseTLS, "the secure side's database connections")
+	require.Contains(t, stdout.String(), "reached with TLS "+report.Security.DatabaseTLS)
 }
 
 // TestRunIdle builds ledgerd, holds Reserves waiting on it, and measures

@@ -9,8 +9,10 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -55,6 +57,11 @@ type Security struct {
 	// through a worker's connection), and Roles its role bindings.
 	Principal string   `json:"principal"`
 	Roles     []string `json:"roles"`
+	// DatabaseTLS is the TLS version of the secure ledgerd's connections
+	// to PostgreSQL ("none": plaintext). In the private cluster TLS is on,
+	// with the server verified against the run's CA; with --database-url
+	// it is what the URL asks for.
+	DatabaseTLS string `json:"database_tls"`
 	// RateLimitPerSecond is the rate limit per principal and per
 	// namespace (burst the same).
 	RateLimitPerSecond int `json:"rate_limit_per_second"`
@@ -105,6 +112,11 @@ func (r *runner) setUpSecure(ctx context.Context, bin, databaseURL, dir string, 
 	if err != nil {
 		return err
 	}
+	if r.privatePG != nil {
+		if secureURL, err = r.postgresTLS(ctx, secureURL, certs); err != nil {
+			return err
+		}
+	}
 	adminToken, err := bootstrap(ctx, bin, secureURL)
 	if err != nil {
 		return err
@@ -139,8 +151,94 @@ func (r *runner) setUpSecure(ctx context.Context, bin, databaseURL, dir string, 
 		return err
 	}
 	report.Security.Database = database
+	if err := r.securePool.QueryRow(ctx, "SELECT coalesce((SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl), 'none')").
+		Scan(&report.Security.DatabaseTLS); err != nil {
+		return fmt.Errorf("--secure: read the database connection's TLS: %w", err)
+	}
 	return nil
 }
+
+// postgresTLS turns TLS on in the private cluster, with the run's server
+// certificate (valid for 127.0.0.1), and returns secureURL changed to
+// require it and verify the server against the run's CA: the secure side
+// reaches its database as a platform's ledgerd reaches a managed one. The
+// other sides keep their sslmode=disable. TLS is turned off again at the
+// end, for a cluster kept with --pg-dir.
+func (r *runner) postgresTLS(ctx context.Context, secureURL string, certs *runCertificates) (string, error) {
+	dataDir := r.privatePG.DataDir()
+	info, err := os.Stat(dataDir)
+	if err != nil {
+		return "", fmt.Errorf("--secure: %w", err)
+	}
+	owner, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "", errors.New("--secure: cannot tell who owns the cluster's data directory")
+	}
+	// PostgreSQL reads the files as the cluster's owner, and refuses a key
+	// that others can read.
+	files := map[string]string{certs.certFile: "ledgerbench-server.crt", certs.keyFile: "ledgerbench-server.key"}
+	settings := map[string]string{}
+	for from, name := range files {
+		to := filepath.Join(dataDir, name)
+		b, err := os.ReadFile(from)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			return "", fmt.Errorf("--secure: %w", err)
+		}
+		if err := os.Chown(to, int(owner.Uid), int(owner.Gid)); err != nil {
+			return "", fmt.Errorf("--secure: %w", err)
+		}
+		settings[name] = to
+	}
+	for _, statement := range []string{
+		"ALTER SYSTEM SET ssl_cert_file = " + quoteLiteral(settings["ledgerbench-server.crt"]),
+		"ALTER SYSTEM SET ssl_key_file = " + quoteLiteral(settings["ledgerbench-server.key"]),
+		"ALTER SYSTEM SET ssl = on",
+		"SELECT pg_reload_conf()",
+	} {
+		if _, err := r.pool.Exec(ctx, statement); err != nil {
+			return "", fmt.Errorf("--secure: turn TLS on in PostgreSQL: %s: %w", statement, err)
+		}
+	}
+	r.onClose(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, statement := range []string{"ALTER SYSTEM RESET ssl", "ALTER SYSTEM RESET ssl_cert_file", "ALTER SYSTEM RESET ssl_key_file", "SELECT pg_reload_conf()"} {
+			_, _ = r.pool.Exec(ctx, statement)
+		}
+	})
+	u, err := url.Parse(secureURL)
+	if err != nil {
+		return "", err
+	}
+	query := u.Query()
+	query.Set("sslmode", "verify-full")
+	query.Set("sslrootcert", certs.caFile)
+	u.RawQuery = query.Encode()
+	tlsURL := u.String()
+	// The configuration is reloaded in the background: wait until a
+	// verified TLS connection is accepted.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		conn, err := pgx.Connect(ctx, tlsURL)
+		if err == nil {
+			return tlsURL, conn.Close(ctx)
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("--secure: PostgreSQL did not accept TLS connections: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// quoteLiteral quotes s as an SQL string literal.
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // bootstrap applies the migrations to the secure side's database and
 // makes its first platform-admin token with `ledgerd bootstrap`, which
