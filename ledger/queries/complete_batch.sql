@@ -19,11 +19,16 @@
 -- read 5,000 index entries per coalesced Complete after a few seconds of
 -- load, and halved the pair rate. Without it the only
 -- index is the primary key, probed once per item.
+--
+-- counted is MATERIALIZED: inlined, the planner joined it to the UPDATE's
+-- rows as a subquery run once per item, each run reading every item again.
+-- Measured: 213 ms of PostgreSQL time for 1,000 items (a million rows read),
+-- 15 ms materialized.
 WITH input AS (
     SELECT *
     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[], $5::bigint[], $6::text[])
          WITH ORDINALITY AS i (namespace, key, token, result, retention_ms, caller, n)
-), counted AS (
+), counted AS MATERIALIZED (
     SELECT e.namespace, e.key,
            entry_stored_bytes(e.key, e.owner, e.fingerprint, e.metadata, e.checkpoint, e.result,
                               e.error_code, e.error_message) AS bytes
