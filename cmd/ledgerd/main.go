@@ -49,6 +49,7 @@ import (
 )
 
 func main() {
+	setGCPercent()
 	ctx, stop := notifyStop(context.Background())
 	ctx, stopReloads := notifyReload(ctx)
 	err := run(ctx, os.Args[1:], processEnvironment{}, os.Stdout, os.Stderr)

@@ -144,6 +144,12 @@ func checkReplicas(t *testing.T, r render, serve flagSet) (settings map[string]s
 	}) {
 		t.Error("Deployment: LEDGER_DATABASE_URL does not come from a Secret")
 	}
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "GOMEMLIMIT" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil &&
+			e.ValueFrom.ResourceFieldRef.Resource == "limits.memory"
+	}) {
+		t.Error("Deployment: GOMEMLIMIT is not the container's memory limit")
+	}
 	for _, from := range c.EnvFrom {
 		cm := r.configMaps[from.ConfigMapRef.Name]
 		if cm == nil {
