@@ -85,7 +85,7 @@ func TestCoalescerAloneRunsInItsCaller(t *testing.T) {
 	require.Equal(t, "done:k", out)
 	require.True(t, sawCaller, "the statement ran with the caller's context")
 	require.False(t, sawDispatcher, "no dispatcher ran")
-	require.Len(t, c.slots, 0, "the slot was given back")
+	require.Empty(t, c.slots, "the slot was given back")
 }
 
 func TestCoalescerGathersWhileBusy(t *testing.T) {

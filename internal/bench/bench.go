@@ -48,7 +48,7 @@ type runner struct {
 	// privatePG is the private cluster ledgerbench started; nil with
 	// --database-url or --addr.
 	privatePG *devcluster.Postgres
-	closers       []func()
+	closers   []func()
 }
 
 // Run performs the run cfg describes: it starts what it must (PostgreSQL,

@@ -184,7 +184,7 @@ func (r *runner) postgresTLS(ctx context.Context, secureURL string, certs *runCe
 		if err != nil {
 			return "", err
 		}
-		if err := os.WriteFile(to, b, 0o600); err != nil {
+		if err := os.WriteFile(to, b, 0o600); err != nil { //nolint:gosec // the data directory of the cluster this run started
 			return "", fmt.Errorf("--secure: %w", err)
 		}
 		if err := os.Chown(to, int(owner.Uid), int(owner.Gid)); err != nil {
