@@ -82,16 +82,7 @@ func TestListEventsAdminKindsPlan(t *testing.T) {
 			_, err := conn.Exec(ctx, sql)
 			require.NoError(t, err, sql)
 		}
-		rows, err := conn.Query(ctx, `EXPLAIN EXECUTE `+name+` ('ns0', '-infinity', 'infinity', NULL, 0, '`+kinds+`', 101)`)
-		require.NoError(t, err)
-		var plan strings.Builder
-		for rows.Next() {
-			var line string
-			require.NoError(t, rows.Scan(&line))
-			plan.WriteString(line + "\n")
-		}
-		require.NoError(t, rows.Err())
-		return plan.String()
+		return planText(t, conn, `EXPLAIN EXECUTE `+name+` ('ns0', '-infinity', 'infinity', NULL, 0, '`+kinds+`', 101)`)
 	}
 	for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
 		admin := explain("list_events_admin", mode, "{force_released,reset}")

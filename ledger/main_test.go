@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,4 +112,22 @@ func (b testBundle) purgedKey(t *testing.T, ns, key string) ledger.Reservation {
 		return purged == 1
 	}, time.Minute, time.Millisecond)
 	return r
+}
+
+// planText runs an EXPLAIN statement with q and returns its plan, a line
+// of text per row.
+func planText(t *testing.T, q interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+}, sql string, args ...any) string {
+	t.Helper()
+	rows, err := q.Query(context.Background(), sql, args...)
+	require.NoError(t, err, sql)
+	var plan strings.Builder
+	for rows.Next() {
+		var line string
+		require.NoError(t, rows.Scan(&line))
+		plan.WriteString(line + "\n")
+	}
+	require.NoError(t, rows.Err())
+	return plan.String()
 }

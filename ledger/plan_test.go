@@ -52,26 +52,18 @@ func TestCompleteBatchPlanProbesEachKey(t *testing.T) {
 		require.NoError(t, err, sql)
 	}
 
-	rows, err := conn.Query(ctx, `EXPLAIN EXECUTE plan_test ('{plan,plan}', '{k1,k2}', '{1,1}', '{x,y}', '{1000,1000}', '{c,c}')`)
-	require.NoError(t, err)
-	var plan strings.Builder
-	for rows.Next() {
-		var line string
-		require.NoError(t, rows.Scan(&line))
-		plan.WriteString(line + "\n")
-	}
-	require.NoError(t, rows.Err())
+	plan := planText(t, conn, `EXPLAIN EXECUTE plan_test ('{plan,plan}', '{k1,k2}', '{1,1}', '{x,y}', '{1000,1000}', '{c,c}')`)
 
 	// The UPDATE finds its rows through the primary key, an index
 	// condition per item; nothing reads all of entries or all its leases.
-	_, update, found := strings.Cut(plan.String(), "Update on entries")
-	require.True(t, found, plan.String())
+	_, update, found := strings.Cut(plan, "Update on entries")
+	require.True(t, found, plan)
 	update, _, found = strings.Cut(update, "CTE event")
-	require.True(t, found, plan.String())
-	require.Contains(t, update, "entries_pkey", plan.String())
-	require.Contains(t, update, "Index Cond: ((namespace = ", plan.String())
-	require.NotContains(t, plan.String(), "entries_leased_idx", plan.String())
-	require.NotContains(t, plan.String(), "Seq Scan on entries", plan.String())
+	require.True(t, found, plan)
+	require.Contains(t, update, "entries_pkey", plan)
+	require.Contains(t, update, "Index Cond: ((namespace = ", plan)
+	require.NotContains(t, plan, "entries_leased_idx", plan)
+	require.NotContains(t, plan, "Seq Scan on entries", plan)
 }
 
 // TestCompleteBatchReadsItsItemsOnce runs complete_batch.sql for many items
@@ -94,19 +86,11 @@ func TestCompleteBatchReadsItsItemsOnce(t *testing.T) {
 	}
 	text, err := ledger.Statement("complete_batch")
 	require.NoError(t, err)
-	rows, err := b.pool.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF) "+text, namespaces, keys, tokens, results, retentions, callers)
-	require.NoError(t, err)
-	var plan strings.Builder
-	for rows.Next() {
-		var line string
-		require.NoError(t, rows.Scan(&line))
-		plan.WriteString(line + "\n")
-	}
-	require.NoError(t, rows.Err())
-	scans := regexp.MustCompile(`CTE Scan on input \S+ \(actual [^)]* loops=(\d+)\)`).FindAllStringSubmatch(plan.String(), -1)
-	require.NotEmpty(t, scans, plan.String())
+	plan := planText(t, b.pool, "EXPLAIN (ANALYZE, COSTS OFF) "+text, namespaces, keys, tokens, results, retentions, callers)
+	scans := regexp.MustCompile(`CTE Scan on input \S+ \(actual [^)]* loops=(\d+)\)`).FindAllStringSubmatch(plan, -1)
+	require.NotEmpty(t, scans, plan)
 	for _, scan := range scans {
-		require.Equal(t, "1", scan[1], "the items were read once per item:\n%s", plan.String())
+		require.Equal(t, "1", scan[1], "the items were read once per item:\n%s", plan)
 	}
 	var completed int
 	require.NoError(t, b.pool.QueryRow(ctx, "SELECT count(*) FROM entries WHERE namespace = 'once' AND state = 'completed'").Scan(&completed))
