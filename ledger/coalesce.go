@@ -109,14 +109,15 @@ func newCoalescer[I any, O any](cfg CoalesceConfig, key func(I) string, run func
 // first, do returns ctx's error; the item may still be run (as with any
 // call whose response is lost, the caller's retry is safe).
 //
-// A call that finds nothing queued and a slot free runs alone, in its own
-// goroutine and with its own context, as a call without coalescing would:
-// under light load, handing it to a dispatcher and back would only add two
-// goroutines and three wake-ups. Calls that arrive meanwhile queue up for
-// the slot it holds.
+// A call that finds nothing queued and no statement of its kind running
+// runs alone, in its own goroutine and with its own context, as a call
+// without coalescing would: under light load, handing it to a dispatcher
+// and back would only add two goroutines and three wake-ups. Calls that
+// arrive meanwhile queue up, as they would behind any running statement
+// (and, with MaxInFlight above 1, may wait MaxWait to gather).
 func (c *coalescer[I, O]) do(ctx context.Context, item I) (O, error) {
 	c.mu.Lock()
-	if !c.dispatching && c.takeSlot() {
+	if !c.dispatching && len(c.slots) == 0 && c.takeSlot() {
 		c.mu.Unlock()
 		return c.runAlone(ctx, item)
 	}
