@@ -88,6 +88,23 @@ func TestCoalescerAloneRunsInItsCaller(t *testing.T) {
 	require.Empty(t, c.slots, "the slot was given back")
 }
 
+// With MaxInFlight above 1, a call that finds a statement running and a
+// slot free does not run alone: it waits up to MaxWait to gather others.
+func TestCoalescerLingersBesideARunningStatement(t *testing.T) {
+	r := &recorder{hold: make(chan struct{}), started: make(chan struct{}, 100)}
+	c := newCoalescer(CoalesceConfig{MaxBatch: 3, MaxInFlight: 2, MaxWait: time.Hour}, identity, r.run)
+	var wg sync.WaitGroup
+	wg.Go(func() { _, _ = c.do(context.Background(), "k0") })
+	<-r.started // the first call runs alone, in one of the two slots
+	for i := 1; i <= 3; i++ {
+		wg.Go(func() { _, _ = c.do(context.Background(), fmt.Sprint("k", i)) })
+	}
+	<-r.started // the next three leave together once the batch is full
+	close(r.hold)
+	wg.Wait()
+	require.Equal(t, []int{1, 3}, r.sizes())
+}
+
 func TestCoalescerGathersWhileBusy(t *testing.T) {
 	r := &recorder{hold: make(chan struct{}), started: make(chan struct{}, 100)}
 	c := newCoalescer(CoalesceConfig{MaxBatch: 4, MaxInFlight: 1}, identity, r.run)
