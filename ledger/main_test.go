@@ -117,7 +117,7 @@ func (b testBundle) purgedKey(t *testing.T, ns, key string) ledger.Reservation {
 // planText runs an EXPLAIN statement with q and returns its plan, a line
 // of text per row.
 func planText(t *testing.T, q interface {
-	Query(context.Context, string, ...any) (pgx.Rows, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }, sql string, args ...any) string {
 	t.Helper()
 	rows, err := q.Query(context.Background(), sql, args...)
