@@ -40,12 +40,40 @@ func BenchmarkLookupRPC(b *testing.B) {
 
 func benchLookupRPC(b *testing.B, tp trace.TracerProvider) {
 	b.Helper()
+	config, err := pgxpool.ParseConfig(pgtest.Schema(b))
+	require.NoError(b, err)
+	var options []ledger.PoolOption
+	if tp != nil {
+		options = append(options, ledger.WithTracerProvider(tp))
+	}
+	ledger.ConfigurePool(config, options...)
+	config.MaxConns = 16
+	pool, err := pgxpool.NewWithConfig(context.Background(), config)
+	require.NoError(b, err)
+	b.Cleanup(pool.Close)
+	_, err = ledger.Migrate(context.Background(), pool, nil)
+	require.NoError(b, err)
+	store, err := ledger.New(pool, ledger.Config{})
+	require.NoError(b, err)
+
 	//nolint:sloglint // the request log is written, as ledgerd writes it at its default level
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	conn := benchServer(b, tp, func(*ledger.Store) server.Config { return server.Config{Logger: logger, TracerProvider: tp} })
+	srv, err := server.New(store, server.Config{Logger: logger, TracerProvider: tp})
+	require.NoError(b, err)
+	lis := bufconn.Listen(1 << 20)
+	go func() { _ = srv.Serve(lis) }()
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	conn, err := grpc.NewClient("passthrough:///bufconn", grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+	require.NoError(b, err)
+	b.Cleanup(func() { _ = conn.Close() })
 	client := ledgerv1.NewLedgerServiceClient(conn)
 	ctx := context.Background()
-	_, err := client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: "bench", Key: "k", Owner: "w"})
+	_, err = client.Reserve(ctx, &ledgerv1.ReserveRequest{Namespace: "bench", Key: "k", Owner: "w"})
 	require.NoError(b, err)
 
 	b.SetParallelism(8)
@@ -59,41 +87,4 @@ func benchLookupRPC(b *testing.B, tp trace.TracerProvider) {
 			}
 		}
 	})
-}
-
-// benchServer serves a store over a fresh schema (coalescing on, a pool of
-// 16, traced by tp unless nil) with the server configured by config, over
-// an in-memory connection, and returns a client connection to it.
-func benchServer(b *testing.B, tp trace.TracerProvider, config func(*ledger.Store) server.Config) *grpc.ClientConn {
-	b.Helper()
-	poolConfig, err := pgxpool.ParseConfig(pgtest.Schema(b))
-	require.NoError(b, err)
-	var options []ledger.PoolOption
-	if tp != nil {
-		options = append(options, ledger.WithTracerProvider(tp))
-	}
-	ledger.ConfigurePool(poolConfig, options...)
-	poolConfig.MaxConns = 16
-	pool, err := pgxpool.NewWithConfig(context.Background(), poolConfig)
-	require.NoError(b, err)
-	b.Cleanup(pool.Close)
-	_, err = ledger.Migrate(context.Background(), pool, nil)
-	require.NoError(b, err)
-	store, err := ledger.New(pool, ledger.Config{})
-	require.NoError(b, err)
-
-	srv, err := server.New(store, config(store))
-	require.NoError(b, err)
-	lis := bufconn.Listen(1 << 20)
-	go func() { _ = srv.Serve(lis) }()
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	conn, err := grpc.NewClient("passthrough:///bufconn", grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
-	require.NoError(b, err)
-	b.Cleanup(func() { _ = conn.Close() })
-	return conn
 }
