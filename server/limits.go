@@ -147,12 +147,25 @@ func (l Limits) validate() error {
 // serverOptions).
 const streamWorkers = 64
 
+// The flow-control windows a client may fill before ledgerd reads: 1 MiB
+// per call (a batch of a thousand keys in one window) and 4 MiB per
+// connection. Fixed windows turn off grpc-go's bandwidth-delay estimator,
+// which otherwise sends a PING with the first data frame after each
+// acknowledgement: at low load one more frame each way, and a wake-up of
+// the connection's reader, for every call.
+const (
+	streamWindowBytes     = 1 << 20
+	connectionWindowBytes = 4 << 20
+)
+
 // serverOptions are the grpc.ServerOptions that enforce l.
 func (l Limits) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(l.MaxRecvMsgBytes),
 		grpc.MaxSendMsgSize(l.MaxSendMsgBytes),
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
+		grpc.StaticStreamWindowSize(streamWindowBytes),
+		grpc.StaticConnWindowSize(connectionWindowBytes),
 		// Serve calls on reused goroutines, whose stacks have grown already,
 		// rather than a new one per call: growing a fresh stack through the
 		// interceptors, the ledger and pgx was a tenth of ledgerd's CPU

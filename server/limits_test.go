@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/mem"
@@ -277,6 +278,65 @@ func TestKeepaliveEnforcement(t *testing.T) {
 			return
 		}
 	}
+}
+
+// TestStaticFlowControlWindows: ledgerd announces fixed flow-control
+// windows (1 MiB a call, 4 MiB a connection) and so never sends the PING
+// frames of grpc-go's bandwidth-delay estimator, which otherwise come with
+// a call's request, one more frame each way for every call. The client
+// speaks raw HTTP/2 to see every frame.
+func TestStaticFlowControlWindows(t *testing.T) {
+	t.Parallel()
+	s := serveMem(t, ledgertest.Store(t, ledger.Config{}), server.Config{})
+	conn, err := s.lis.Dial()
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(time.Minute)))
+	_, err = conn.Write([]byte(http2.ClientPreface))
+	require.NoError(t, err)
+	framer := http2.NewFramer(conn, conn)
+	require.NoError(t, framer.WriteSettings())
+
+	var headers bytes.Buffer
+	encoder := hpack.NewEncoder(&headers)
+	var windows []uint32 // the stream window announced, then the connection's update
+	pings := 0
+	for stream := uint32(1); stream <= 5; stream += 2 {
+		headers.Reset()
+		for _, field := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":authority", "ledgerd"},
+			{":path", "/grpc.health.v1.Health/Check"}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+			require.NoError(t, encoder.WriteField(hpack.HeaderField{Name: field[0], Value: field[1]}))
+		}
+		require.NoError(t, framer.WriteHeaders(http2.HeadersFrameParam{StreamID: stream, BlockFragment: headers.Bytes(), EndHeaders: true}))
+		require.NoError(t, framer.WriteData(stream, true, []byte{0, 0, 0, 0, 0})) // an empty HealthCheckRequest
+		for answered := false; !answered; {
+			frame, err := framer.ReadFrame()
+			require.NoError(t, err, "the call on stream %d was not answered", stream)
+			switch f := frame.(type) {
+			case *http2.SettingsFrame:
+				if f.IsAck() {
+					continue
+				}
+				if v, ok := f.Value(http2.SettingInitialWindowSize); ok {
+					windows = append(windows, v)
+				}
+				require.NoError(t, framer.WriteSettingsAck())
+			case *http2.WindowUpdateFrame:
+				if f.StreamID == 0 {
+					windows = append(windows, f.Increment)
+				}
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					pings++
+					require.NoError(t, framer.WritePing(true, f.Data))
+				}
+			case *http2.HeadersFrame:
+				answered = f.StreamID == stream && f.StreamEnded()
+			}
+		}
+	}
+	require.Zero(t, pings, "the server pinged during calls")
+	require.Equal(t, []uint32{1 << 20, 4<<20 - 65535}, windows, "the stream window, then the connection window's increment over HTTP/2's 65,535 bytes")
 }
 
 // TestInvalidLimits: New refuses limits that cannot work.
